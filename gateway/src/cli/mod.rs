@@ -1,0 +1,48 @@
+//! Command-line interface: argument types and dispatch. Each command group has its own module.
+
+mod plugin;
+
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+/// Skybridge — a multi-cloud gateway.
+///
+/// Exit status: 0 success; 1 a negative answer (e.g. an authorization refused); 2 an error.
+#[derive(Debug, Parser)]
+#[command(name = "skybridge", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect, and try out, WebAssembly plugins (scorers, authorizers, adapters).
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// Log to stderr; warnings only unless asked for more.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Run the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugin(cmd) => plugin::run(cmd),
+    }
+}

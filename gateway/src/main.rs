@@ -1,0 +1,21 @@
+//! The `skybridge` binary: one executable for every node role and the operator's tools.
+//! See `skybridge --help`.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging(args.verbose);
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            // One clear line: the error and its causes, joined.
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

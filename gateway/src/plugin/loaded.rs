@@ -1,0 +1,499 @@
+//! A loaded plugin: its compiled component pre-linked for its world, a small pool of warm
+//! instances, and the typed calls of that world.
+//!
+//! Every call takes a warm instance (or instantiates one through `InstancePre` from the
+//! pooling allocator), sets the CPU deadline, calls, and puts the instance back only if the
+//! call succeeded: an instance that trapped or breached a limit is dropped, so the next call
+//! starts clean.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::{adapter, adapting, authorization, authorizer, scorer, scoring, types};
+use super::engine::PluginEngine;
+use super::error::{CallError, CallFailure, LoadError};
+use super::sandbox::{LogBucket, PluginStats, Sandbox, StatsSnapshot};
+use super::{PluginLimits, PluginSpec, World};
+
+/// Host interfaces a plugin may import (the `types` interface carries only types).
+const HOST_IMPORTS: [&str; 5] = [
+    "skybridge:plugin/types@0.1.0",
+    "skybridge:plugin/log@0.1.0",
+    "skybridge:plugin/config@0.1.0",
+    "skybridge:plugin/clock@0.1.0",
+    "skybridge:plugin/crypto@0.1.0",
+];
+
+/// Warm instances kept per plugin; more concurrent calls instantiate fresh ones.
+const MAX_WARM: usize = 16;
+
+/// What `describe()` said when the plugin was loaded.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "world", rename_all = "lowercase")]
+pub enum Description {
+    /// A scorer's name, version and weights.
+    Scorer(scoring::ScorerInfo),
+    /// An authorizer's name and version.
+    Authorizer(authorization::AuthorizerInfo),
+    /// An adapter's cloud, name, version and needs.
+    Adapter(adapting::AdapterInfo),
+}
+
+impl Description {
+    /// The plugin's own name and version.
+    pub fn name_version(&self) -> (&str, &str) {
+        match self {
+            Description::Scorer(i) => (&i.name, &i.version),
+            Description::Authorizer(i) => (&i.name, &i.version),
+            Description::Adapter(i) => (&i.name, &i.version),
+        }
+    }
+}
+
+/// How an import of the component is satisfied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImportStatus {
+    /// A Skybridge host interface.
+    Provided,
+    /// A WASI interface (typically pulled in by a language's standard library). The sandbox
+    /// withholds it: every function traps if called.
+    WithheldTraps,
+}
+
+/// What is known about a loaded plugin.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginInfo {
+    /// The operator's name for this plugin instance.
+    pub name: String,
+    /// The world it implements.
+    pub world: World,
+    /// What `describe()` returned.
+    pub description: Description,
+    /// Lower-case hex SHA-256 of the component file.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: usize,
+    /// The component's exports.
+    pub exports: Vec<String>,
+    /// The component's imports and how each is satisfied.
+    pub imports: Vec<(String, ImportStatus)>,
+}
+
+enum WorldPre {
+    Scorer(scorer::ScorerPre<Sandbox>),
+    Authorizer(authorizer::AuthorizerPre<Sandbox>),
+    Adapter(adapter::AdapterPre<Sandbox>),
+}
+
+enum Exports {
+    Scorer(scorer::Scorer),
+    Authorizer(authorizer::Authorizer),
+    Adapter(adapter::Adapter),
+}
+
+struct Warm {
+    store: Store<Sandbox>,
+    exports: Exports,
+}
+
+/// A plugin ready to be called. Cheap to share behind an `Arc`; calls may run concurrently.
+pub struct Plugin {
+    info: PluginInfo,
+    pre: WorldPre,
+    engine: Engine,
+    limits: PluginLimits,
+    deadline_ticks: u64,
+    name: Arc<str>,
+    config: Arc<BTreeMap<String, String>>,
+    stats: Arc<PluginStats>,
+    log_bucket: Arc<LogBucket>,
+    warm: Mutex<Vec<Warm>>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    pub(crate) fn load(host: &PluginEngine, spec: &PluginSpec, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        let plugin = spec.name.clone();
+        host.check_limits(&plugin, &spec.limits)?;
+        if !wasmparser_is_component(bytes) {
+            return Err(LoadError::Invalid { plugin, reason: describe_non_component(bytes) });
+        }
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let component = host
+            .compile(bytes, &sha256)
+            .map_err(|reason| LoadError::Invalid { plugin: plugin.clone(), reason })?;
+        let engine = host.engine().clone();
+        let ty = component.component_type();
+
+        let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_owned()).collect();
+        let worlds: Vec<World> =
+            World::ALL.into_iter().filter(|w| exports.iter().any(|e| e == w.export())).collect();
+        let world = match worlds[..] {
+            [world] => world,
+            [] => {
+                return Err(LoadError::UnknownWorld {
+                    plugin,
+                    expected: World::ALL
+                        .iter()
+                        .map(|w| format!("`{}` (world `{}`)", w.export(), w.name()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    found: if exports.is_empty() { "nothing".into() } else { exports.join(", ") },
+                });
+            }
+            _ => {
+                return Err(LoadError::WorldMismatch {
+                    plugin,
+                    world: worlds[0].name(),
+                    reason: "a plugin must implement exactly one world, this one exports several".into(),
+                });
+            }
+        };
+
+        // Imports: host interfaces are provided; WASI is withheld (calls trap); anything else
+        // would be a capability we do not grant, so the plugin is refused up front.
+        let mut imports = Vec::new();
+        for (name, item) in ty.imports(&engine) {
+            let status = if HOST_IMPORTS.contains(&name) {
+                ImportStatus::Provided
+            } else if name.starts_with("wasi:") && matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+                ImportStatus::WithheldTraps
+            } else {
+                return Err(LoadError::UnsupportedImport { plugin, import: name.to_owned() });
+            };
+            imports.push((name.to_owned(), status));
+        }
+        let mut linker = host.linker().clone();
+        if imports.iter().any(|(_, s)| *s == ImportStatus::WithheldTraps) {
+            linker
+                .define_unknown_imports_as_traps(&component)
+                .map_err(|e| LoadError::Engine { plugin: plugin.clone(), reason: format!("{e:#}") })?;
+        }
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| LoadError::WorldMismatch {
+            plugin: plugin.clone(),
+            world: world.name(),
+            reason: format!("{e:#}"),
+        })?;
+        let mismatch = |e: wasmtime::Error| LoadError::WorldMismatch {
+            plugin: plugin.clone(),
+            world: world.name(),
+            reason: format!("{e:#}"),
+        };
+        let pre = match world {
+            World::Scorer => WorldPre::Scorer(scorer::ScorerPre::new(instance_pre).map_err(mismatch)?),
+            World::Authorizer => {
+                WorldPre::Authorizer(authorizer::AuthorizerPre::new(instance_pre).map_err(mismatch)?)
+            }
+            World::Adapter => WorldPre::Adapter(adapter::AdapterPre::new(instance_pre).map_err(mismatch)?),
+        };
+
+        let mut loaded = Plugin {
+            info: PluginInfo {
+                name: plugin.clone(),
+                world,
+                // Replaced by the real description just below.
+                description: Description::Authorizer(authorization::AuthorizerInfo {
+                    name: String::new(),
+                    version: String::new(),
+                }),
+                sha256,
+                size: bytes.len(),
+                exports,
+                imports,
+            },
+            pre,
+            engine,
+            deadline_ticks: host.ticks_for(spec.limits.deadline()),
+            limits: spec.limits.clone(),
+            name: Arc::from(plugin.as_str()),
+            config: Arc::new(spec.config.clone()),
+            stats: Arc::new(PluginStats::default()),
+            log_bucket: Arc::new(LogBucket::new(spec.limits.log_per_second, spec.limits.log_burst)),
+            warm: Mutex::new(Vec::new()),
+        };
+        loaded.info.description = loaded
+            .describe()
+            .map_err(|e| LoadError::Describe { plugin: plugin.clone(), source: Box::new(e) })?;
+        Ok(loaded)
+    }
+
+    /// What is known about this plugin.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The world it implements.
+    pub fn world(&self) -> World {
+        self.info.world
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The limits it runs under.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    fn describe(&self) -> Result<Description, CallError> {
+        self.call("describe", |store, exports| {
+            Ok(Ok(match exports {
+                Exports::Scorer(s) => Description::Scorer(s.skybridge_plugin_scoring().call_describe(store)?),
+                Exports::Authorizer(a) => {
+                    Description::Authorizer(a.skybridge_plugin_authorization().call_describe(store)?)
+                }
+                Exports::Adapter(a) => {
+                    Description::Adapter(a.skybridge_plugin_adapting().call_describe(store)?)
+                }
+            }))
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // World `scorer`
+
+    /// Score one path with the operator's `weights`. The plugin refusing (e.g. an unknown
+    /// weight) is [`CallFailure::Rejected`]; a non-finite value is [`CallFailure::InvalidAnswer`].
+    pub fn score(
+        &self,
+        metrics: &scoring::PathMetrics,
+        weights: &[types::NamedValue],
+    ) -> Result<scoring::Preference, CallError> {
+        let preference = self.call("score", |store, exports| match exports {
+            Exports::Scorer(s) => Ok(s
+                .skybridge_plugin_scoring()
+                .call_score(store, metrics, weights)?
+                .map_err(CallFailure::Rejected)),
+            _ => Ok(Err(self.wrong_world(World::Scorer))),
+        })?;
+        if !preference.value.is_finite() {
+            return Err(self.error(
+                "score",
+                CallFailure::InvalidAnswer(format!("preference value {} is not finite", preference.value)),
+            ));
+        }
+        Ok(preference)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // World `authorizer`
+
+    /// Decide an authorization request.
+    pub fn authorize(
+        &self,
+        request: &authorization::AuthorizationRequest,
+    ) -> Result<authorization::Decision, CallError> {
+        self.call("authorize", |store, exports| match exports {
+            Exports::Authorizer(a) => {
+                Ok(Ok(a.skybridge_plugin_authorization().call_authorize(store, request)?))
+            }
+            _ => Ok(Err(self.wrong_world(World::Authorizer))),
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // World `adapter`
+
+    /// Turn a cloud's native service description into service records.
+    pub fn parse_service_info(
+        &self,
+        document: &[u8],
+        content_type: &str,
+    ) -> Result<Vec<adapting::ServiceRecord>, CallError> {
+        self.call("parse-service-info", |store, exports| match exports {
+            Exports::Adapter(a) => Ok(a
+                .skybridge_plugin_adapting()
+                .call_parse_service_info(store, document, content_type)?
+                .map_err(CallFailure::Rejected)),
+            _ => Ok(Err(self.wrong_world(World::Adapter))),
+        })
+    }
+
+    /// The capabilities a service offers.
+    pub fn select_capabilities(
+        &self,
+        service: &adapting::ServiceRecord,
+    ) -> Result<Vec<types::Capability>, CallError> {
+        self.call("select-capabilities", |store, exports| match exports {
+            Exports::Adapter(a) => {
+                Ok(Ok(a.skybridge_plugin_adapting().call_select_capabilities(store, service)?))
+            }
+            _ => Ok(Err(self.wrong_world(World::Adapter))),
+        })
+    }
+
+    /// Rewrite a proxied request for the target session.
+    pub fn rewrite_request(
+        &self,
+        head: &adapting::RequestHead,
+        credentials: &adapting::TargetCredentials,
+    ) -> Result<adapting::RequestHead, CallError> {
+        self.call("rewrite-request", |store, exports| match exports {
+            Exports::Adapter(a) => Ok(a
+                .skybridge_plugin_adapting()
+                .call_rewrite_request(store, head, credentials)?
+                .map_err(CallFailure::Rejected)),
+            _ => Ok(Err(self.wrong_world(World::Adapter))),
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The call machinery
+
+    /// Run `f` on an instance under the sandbox's deadline and limits. `f` returns the wasm
+    /// result (trap or not) wrapping the plugin's own answer (accepted or refused).
+    fn call<R>(
+        &self,
+        call: &'static str,
+        f: impl FnOnce(&mut Store<Sandbox>, &Exports) -> wasmtime::Result<Result<R, CallFailure>>,
+    ) -> Result<R, CallError> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let reused = if self.limits.reuse_instances { self.take_warm() } else { None };
+        let mut warm = match reused {
+            Some(warm) => warm,
+            None => self.instantiate()?,
+        };
+        let store = &mut warm.store;
+        store.data_mut().begin(call);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let outcome = f(store, &warm.exports);
+        store.data_mut().end();
+        match outcome {
+            Ok(Ok(value)) => {
+                self.put_warm(warm);
+                Ok(value)
+            }
+            Ok(Err(failure)) => {
+                // The plugin answered; its instance is healthy and can be reused.
+                if matches!(failure, CallFailure::Rejected(_)) {
+                    self.stats.rejections.fetch_add(1, Ordering::Relaxed);
+                }
+                self.put_warm(warm);
+                Err(self.error(call, failure))
+            }
+            Err(e) => {
+                // The instance trapped: it is dropped here, never reused.
+                self.stats.faults.fetch_add(1, Ordering::Relaxed);
+                Err(self.error(call, self.classify(&e, warm.store.data())))
+            }
+        }
+    }
+
+    fn instantiate(&self) -> Result<Warm, CallError> {
+        let sandbox = Sandbox::new(
+            self.name.clone(),
+            self.config.clone(),
+            self.stats.clone(),
+            self.log_bucket.clone(),
+            &self.limits,
+        );
+        let mut store = Store::new(&self.engine, sandbox);
+        store.limiter(|s| s);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let exports = match &self.pre {
+            WorldPre::Scorer(pre) => pre.instantiate(&mut store).map(Exports::Scorer),
+            WorldPre::Authorizer(pre) => pre.instantiate(&mut store).map(Exports::Authorizer),
+            WorldPre::Adapter(pre) => pre.instantiate(&mut store).map(Exports::Adapter),
+        };
+        match exports {
+            Ok(exports) => Ok(Warm { store, exports }),
+            Err(e) => {
+                self.stats.faults.fetch_add(1, Ordering::Relaxed);
+                Err(self.error("instantiate", self.classify(&e, store.data())))
+            }
+        }
+    }
+
+    fn take_warm(&self) -> Option<Warm> {
+        self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put_warm(&self, warm: Warm) {
+        if self.limits.reuse_instances {
+            let mut pool = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < MAX_WARM {
+                pool.push(warm);
+            }
+        }
+    }
+
+    fn classify(&self, e: &wasmtime::Error, sandbox: &Sandbox) -> CallFailure {
+        if let Some(breach) = sandbox.breach_failure() {
+            return breach;
+        }
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return CallFailure::DeadlineExceeded { limit: self.limits.deadline() };
+        }
+        let cause = e.root_cause().to_string();
+        let cause = match cause.strip_prefix("unknown import: `") {
+            // Our trap stubs for withheld WASI functions.
+            Some(rest) => format!(
+                "called `{}`, which the sandbox withholds (no ambient WASI)",
+                rest.split('`').next().unwrap_or(rest)
+            ),
+            None => cause,
+        };
+        match &sandbox.last_error_log {
+            Some(said) => CallFailure::Trap(format!("{cause} (the plugin's last error log: {said})")),
+            None => CallFailure::Trap(cause),
+        }
+    }
+
+    fn wrong_world(&self, expected: World) -> CallFailure {
+        CallFailure::WrongWorld { expected: expected.name(), actual: self.info.world.name() }
+    }
+
+    fn error(&self, call: &'static str, cause: CallFailure) -> CallError {
+        if cause.is_fault() {
+            tracing::warn!(plugin = %self.name, call, %cause, "plugin call failed");
+        }
+        CallError { plugin: self.name.to_string(), call, cause }
+    }
+}
+
+/// Whether `bytes` start like a WebAssembly component (as opposed to a core module or junk).
+fn wasmparser_is_component(bytes: &[u8]) -> bool {
+    // Magic `\0asm`, then version 0x0d with layer 1 (component).
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [0x0d, 0x00, 0x01, 0x00]
+}
+
+fn describe_non_component(bytes: &[u8]) -> String {
+    if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [0x01, 0x00, 0x00, 0x00] {
+        "this is a core wasm module, not a component; build with `--target wasm32-wasip2` \
+         (or wrap it with `wasm-tools component new`)"
+            .into()
+    } else if bytes.len() < 8 {
+        format!("file is only {} bytes long", bytes.len())
+    } else if bytes[..4] == *b"\0asm" {
+        format!("unknown wasm version/layer {:02x?}", &bytes[4..8])
+    } else {
+        "file does not start with the wasm magic number".into()
+    }
+}
+
+/// Limits as the deadline type.
+impl PluginLimits {
+    /// The CPU deadline per call.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
+    /// The memory limit in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_mib << 20
+    }
+}

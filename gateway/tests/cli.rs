@@ -1,0 +1,183 @@
+//! The `skybridge` binary as a user runs it: output, exit codes, one-line errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn plugin(rel: &str) -> PathBuf {
+    let dir = std::env::var_os("SKYBRIDGE_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+    let path = dir.join(rel);
+    assert!(path.is_file(), "{} is missing: run `cargo xtask plugins`", path.display());
+    path
+}
+
+fn skybridge(args: &[&str]) -> Output {
+    let cache = tempfile::tempdir().expect("tempdir");
+    Command::new(env!("CARGO_BIN_EXE_skybridge"))
+        .args(args)
+        .env("SKYBRIDGE_PLUGIN_CACHE", cache.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run skybridge")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// An error is exactly one `error:` line on stderr, and exit status 2.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains(needle), "`{needle}` not in: {}", lines[0]);
+}
+
+#[test]
+fn inspect_shows_world_imports_and_hash() {
+    let path = plugin("weighted-scorer.wasm");
+    let p = path.to_str().expect("utf-8 path");
+    let out = skybridge(&["plugin", "inspect", p]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for needle in [
+        "world    scorer",
+        "plugin   weighted-scorer 0.1.0",
+        "skybridge:plugin/scoring@0.1.0",
+        "withheld: traps if called",
+        "latency",
+    ] {
+        assert!(stdout.contains(needle), "`{needle}` not in:\n{stdout}");
+    }
+    let sha = stdout.lines().find_map(|l| l.strip_prefix("sha256   ")).expect("sha256 line");
+    assert_eq!(sha.len(), 64);
+
+    let out = skybridge(&["plugin", "inspect", "--json", p]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["world"], "scorer");
+    assert_eq!(json["sha256"], sha);
+}
+
+#[test]
+fn score_prints_value_and_explanation() {
+    let path = plugin("weighted-scorer.wasm");
+    let p = path.to_str().expect("utf-8 path");
+    let out = skybridge(&[
+        "plugin",
+        "score",
+        "--plugin",
+        p,
+        "--latency-ms",
+        "30",
+        "--loss",
+        "0.01",
+        "--jitter-ms",
+        "2",
+        "--hops",
+        "3",
+        "--weight",
+        "latency=2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // 2·30 + 0.01·1000 + 0.5·2 + 3 = 74
+    assert!(stdout.contains("preference  -74"), "{stdout}");
+    assert!(stdout.contains("explanation latency 60.00"), "{stdout}");
+
+    let out = skybridge(&["plugin", "score", "--plugin", p, "--latency-ms", "30", "--weight", "latncy=2"]);
+    assert_one_line_error(&out, "unknown weight `latncy`");
+    let out = skybridge(&["plugin", "score", "--plugin", p, "--latency-ms", "30", "--weight", "latency"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("expected KEY=VALUE"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn authorize_exit_status_says_grant_or_refuse() {
+    let path = plugin("allowlist-authorizer.wasm");
+    let p = path.to_str().expect("utf-8 path");
+    let rule = "allow.ops=acme-* aws-* object-storage/*";
+    let ask = |account: &str| {
+        skybridge(&[
+            "plugin",
+            "authorize",
+            "--plugin",
+            p,
+            "--set",
+            rule,
+            "--account",
+            account,
+            "--platform",
+            "aws-east",
+            "--capability",
+            "object-storage/logs",
+        ])
+    };
+    let out = ask("acme-ops");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "granted: matched rule `allow.ops`");
+
+    let out = ask("mallory");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("refused: no allowlist rule grants account `mallory`"));
+
+    let out = skybridge(&[
+        "plugin",
+        "authorize",
+        "--plugin",
+        p,
+        "--account",
+        "a",
+        "--platform",
+        "b",
+        "--capability",
+        "no-slash",
+    ]);
+    assert_one_line_error(&out, "--capability must be KIND/NAME");
+}
+
+#[test]
+fn bad_plugins_fail_with_one_clear_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"definitely not wasm").expect("write");
+    let out = skybridge(&["plugin", "inspect", junk.to_str().expect("utf-8 path")]);
+    assert_one_line_error(&out, "does not start with the wasm magic number");
+
+    let stray = plugin("testing/no-world.wasm");
+    let out = skybridge(&["plugin", "inspect", stray.to_str().expect("utf-8 path")]);
+    assert_one_line_error(&out, "implements none of Skybridge's plugin worlds");
+
+    let authz = plugin("allowlist-authorizer.wasm");
+    let out =
+        skybridge(&["plugin", "score", "--plugin", authz.to_str().expect("utf-8 path"), "--latency-ms", "1"]);
+    assert_one_line_error(&out, "is an authorizer plugin, not a scorer");
+
+    let looping = plugin("testing/misbehaving-scorer.wasm");
+    let out = skybridge(&[
+        "plugin",
+        "score",
+        "--plugin",
+        looping.to_str().expect("utf-8 path"),
+        "--latency-ms",
+        "1",
+        "--extra",
+        "misbehave=1",
+        "--deadline-ms",
+        "100",
+    ]);
+    assert_one_line_error(&out, "exceeded its CPU deadline of 100 ms");
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let out = skybridge(&["plugin", "--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for cmd in ["inspect", "score", "authorize"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let out = skybridge(&["plugin", "score", "--help"]);
+    assert!(text(&out.stdout).contains("Example:"));
+}

@@ -1,0 +1,402 @@
+//! Project tasks, run as `cargo xtask <task>` (an alias in `.cargo/config.toml`).
+//!
+//! - `plugins` — build every plugin crate under `plugins/` to a WebAssembly component in
+//!   `target/plugins/` (test-only ones in `target/plugins/testing/`). Uses rustup's
+//!   `wasm32-wasip2` target when it is installed or can be added; otherwise Debian's
+//!   `rustc-web` toolchain with `-Zbuild-std`, installing the packages when missing.
+//! - `test` — everything a fresh machine needs, then formatting, lints and every test.
+//! - `bench` — the criterion benchmarks (release build).
+//! - `demo` — the main job on the embedded defaults.
+//!
+//! Every step prints the command it runs, so a failure can be reproduced by hand.
+
+use std::env;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  plugins [--toolchain auto|rustup|debian]
+                 build every plugin to a wasm component in target/plugins/
+  test [--toolchain …] [--skip-lint]
+                 install what is missing, build plugins, check formatting and lints,
+                 run every test (what CI runs)
+  bench [--toolchain …] [-- <criterion args>]
+                 run the benchmarks (release build); figures go in BENCHMARKS.md
+  demo           run the default policy plugins through the `skybridge` CLI
+";
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+/// Debian packages of the offline wasm toolchain (see shared/toolchain/README.md).
+const DEBIAN_WASM_PACKAGES: [&str; 6] =
+    ["rustc-web", "cargo-web", "rust-web-src", "rust-web-llvm", "lld-22", "wasi-libc"];
+const DEBIAN_WASM_LD: &str = "/usr/lib/llvm-22/bin/wasm-ld";
+const DEBIAN_WASI_LIBC: &str = "/usr/lib/wasm32-wasi";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some(task) = args.first() else {
+        eprint!("{USAGE}");
+        bail!("no task given");
+    };
+    let rest = &args[1..];
+    match task.as_str() {
+        "plugins" => {
+            build_plugins(toolchain_arg(rest)?)?;
+        }
+        "test" => test(toolchain_arg(rest)?, rest.iter().any(|a| a == "--skip-lint"))?,
+        "bench" => {
+            build_plugins(toolchain_arg(rest)?)?;
+            let extra: Vec<&str> =
+                rest.iter().skip_while(|a| *a != "--").skip(1).map(String::as_str).collect();
+            let mut cmd = cargo();
+            cmd.args(["bench", "-p", "skybridge-gateway", "--bench", "plugin_call", "--"]).args(extra);
+            run_cmd(&mut cmd)?;
+        }
+        "demo" => demo()?,
+        "-h" | "--help" | "help" => print!("{USAGE}"),
+        other => {
+            eprint!("{USAGE}");
+            bail!("unknown task `{other}`");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Toolchain {
+    Auto,
+    Rustup,
+    Debian,
+}
+
+fn toolchain_arg(args: &[String]) -> Result<Toolchain> {
+    let value = args
+        .iter()
+        .position(|a| a == "--toolchain")
+        .map(|i| args.get(i + 1).map(String::as_str).unwrap_or(""))
+        .or_else(|| args.iter().find_map(|a| a.strip_prefix("--toolchain=")));
+    match value {
+        None | Some("auto") => Ok(Toolchain::Auto),
+        Some("rustup") => Ok(Toolchain::Rustup),
+        Some("debian") => Ok(Toolchain::Debian),
+        Some(other) => bail!("--toolchain must be auto, rustup or debian, not `{other}`"),
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Paths
+
+fn workspace_root() -> PathBuf {
+    // xtask lives one level below the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| ".".into())
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Where built plugins go; the tests and the demo read them from here.
+fn plugin_out_dir() -> PathBuf {
+    target_dir().join("plugins")
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+// -------------------------------------------------------------------------------------------------
+// Plugins
+
+/// A plugin crate: its package name and whether it is test-only (under `plugins/testing/`).
+struct PluginCrate {
+    package: String,
+    test_only: bool,
+}
+
+/// Every crate under `plugins/` (and `plugins/testing/`) that has a Cargo.toml.
+fn plugin_crates() -> Result<Vec<PluginCrate>> {
+    let mut found = Vec::new();
+    for (dir, test_only) in [("plugins", false), ("plugins/testing", true)] {
+        let dir = workspace_root().join(dir);
+        let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("Cargo.toml").is_file())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let manifest = fs::read_to_string(path.join("Cargo.toml"))?;
+            let package = manifest
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("name = \"").and_then(|r| r.strip_suffix('"')))
+                .with_context(|| format!("no package name in {}/Cargo.toml", path.display()))?;
+            found.push(PluginCrate { package: package.to_owned(), test_only });
+        }
+    }
+    Ok(found)
+}
+
+fn build_plugins(toolchain: Toolchain) -> Result<Vec<PathBuf>> {
+    let started = Instant::now();
+    let crates = plugin_crates()?;
+    let use_rustup = match toolchain {
+        Toolchain::Rustup => {
+            ensure_rustup_target()?;
+            true
+        }
+        Toolchain::Debian => false,
+        Toolchain::Auto => match ensure_rustup_target() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("xtask: rustup target {WASM_TARGET} unavailable ({e:#}); using Debian's toolchain");
+                false
+            }
+        },
+    };
+    let (mut cmd, wasm_dir) = if use_rustup {
+        let mut cmd = cargo();
+        cmd.args(["build", "--target", WASM_TARGET, "--profile", "plugin"]);
+        (cmd, target_dir().join(WASM_TARGET).join("plugin"))
+    } else {
+        ensure_debian_toolchain()?;
+        // Debian's std source matches Debian's compiler, not rustup's: use both from Debian,
+        // in a separate target dir so the two never share artifacts.
+        let debian_target = target_dir().join("wasm-debian");
+        let mut cmd = Command::new("/usr/bin/cargo");
+        cmd.current_dir(workspace_root())
+            .env("RUSTC", "/usr/bin/rustc")
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("CARGO_TARGET_DIR", &debian_target)
+            .env(
+                "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
+                format!("-L native={DEBIAN_WASI_LIBC} -C link-arg=--wasm-ld-path={DEBIAN_WASM_LD}"),
+            )
+            // rustup's proxies must not redirect Debian's cargo to another toolchain.
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO");
+        cmd.args(["build", "-Zbuild-std=std,panic_abort", "--target", WASM_TARGET, "--profile", "plugin"]);
+        (cmd, debian_target.join(WASM_TARGET).join("plugin"))
+    };
+    for c in &crates {
+        cmd.args(["-p", &c.package]);
+    }
+    run_cmd(&mut cmd)?;
+
+    let out = plugin_out_dir();
+    fs::create_dir_all(out.join("testing"))?;
+    let mut built = Vec::new();
+    for c in &crates {
+        let artifact = wasm_dir.join(format!("{}.wasm", c.package.replace('-', "_")));
+        let dest =
+            if c.test_only { out.join("testing") } else { out.clone() }.join(format!("{}.wasm", c.package));
+        fs::copy(&artifact, &dest)
+            .with_context(|| format!("copying {} to {}", artifact.display(), dest.display()))?;
+        built.push(dest);
+    }
+    eprintln!(
+        "xtask: built {} plugins with {} in {:.1}s → {}",
+        built.len(),
+        if use_rustup { "rustup's wasm32-wasip2 target" } else { "Debian's rustc-web + build-std" },
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(built)
+}
+
+/// Make sure rustup's wasm32-wasip2 target is installed, adding it if needed (bounded time:
+/// a machine without access to rustup's server must fall back quickly).
+fn ensure_rustup_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(workspace_root())
+        .output()
+        .context("running rustup")?;
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == WASM_TARGET) {
+        return Ok(());
+    }
+    eprintln!("xtask: $ rustup target add {WASM_TARGET}");
+    let mut child = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .current_dir(workspace_root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("running rustup")?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if status.success() {
+                return Ok(());
+            }
+            bail!("`rustup target add {WASM_TARGET}` failed ({status})");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("`rustup target add {WASM_TARGET}` timed out");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Install Debian's wasm toolchain packages if any of them is missing.
+fn ensure_debian_toolchain() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_WASM_PACKAGES.iter().copied().filter(|p| !deb_installed(p)).collect();
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    for path in ["/usr/bin/rustc", "/usr/bin/cargo", DEBIAN_WASM_LD, DEBIAN_WASI_LIBC] {
+        if !Path::new(path).exists() {
+            bail!("{path} is missing after installing {}", DEBIAN_WASM_PACKAGES.join(" "));
+        }
+    }
+    Ok(())
+}
+
+fn deb_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// `apt-get install` as root, or through sudo when not root.
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let apt = |args: &[&str]| -> Command {
+        let mut cmd = if is_root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !is_root {
+            cmd.arg("apt-get");
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    run_cmd(&mut apt(&["update", "-q"])).context("apt-get update (needed to install packages)")?;
+    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(packages);
+    run_cmd(&mut install).with_context(|| format!("installing Debian packages {}", packages.join(" ")))
+}
+
+// -------------------------------------------------------------------------------------------------
+// Test, demo
+
+fn test(toolchain: Toolchain, skip_lint: bool) -> Result<()> {
+    let started = Instant::now();
+    build_plugins(toolchain)?;
+    if !skip_lint {
+        ensure_rustup_component("rustfmt")?;
+        ensure_rustup_component("clippy")?;
+        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))
+            .context("formatting differs: run `cargo fmt --all`")?;
+        run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    }
+    run_cmd(
+        cargo().args(["test", "--workspace", "--all-targets"]).env("SKYBRIDGE_PLUGIN_DIR", plugin_out_dir()),
+    )?;
+    // Doc tests (the SDK's examples) are not part of --all-targets.
+    run_cmd(cargo().args(["test", "--workspace", "--doc"]))?;
+    eprintln!("xtask: all tests passed in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn ensure_rustup_component(component: &str) -> Result<()> {
+    let ok = Command::new("cargo")
+        .args([if component == "rustfmt" { "fmt" } else { "clippy" }, "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        run_cmd(Command::new("rustup").args(["component", "add", component]))?;
+    }
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    build_plugins(Toolchain::Auto)?;
+    let plugins = plugin_out_dir();
+    let skybridge = |args: &[&OsStr]| -> Result<()> {
+        let mut cmd = cargo();
+        cmd.args(["run", "--quiet", "-p", "skybridge-gateway", "--bin", "skybridge", "--"]).args(args);
+        // An authorization refusal exits 1; for the demo it is an answer, not a failure.
+        eprintln!(
+            "xtask: $ skybridge {}",
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        );
+        let status = cmd.status().context("running skybridge")?;
+        if status.code().is_some_and(|c| c <= 1) { Ok(()) } else { bail!("skybridge failed ({status})") }
+    };
+    let scorer = plugins.join("weighted-scorer.wasm");
+    let authorizer = plugins.join("allowlist-authorizer.wasm");
+    println!("\n== The default path scorer, on two candidate paths ==");
+    for (label, args) in [
+        (
+            "fast but lossy (30 ms, 2 % loss, 3 hops)",
+            ["--latency-ms", "30", "--loss", "0.02", "--jitter-ms", "2", "--hops", "3"],
+        ),
+        (
+            "slow but clean (45 ms, 0 % loss, 4 hops)",
+            ["--latency-ms", "45", "--loss", "0", "--jitter-ms", "1", "--hops", "4"],
+        ),
+    ] {
+        println!("-- {label}");
+        let mut a: Vec<&OsStr> =
+            vec!["plugin".as_ref(), "score".as_ref(), "--plugin".as_ref(), scorer.as_os_str()];
+        a.extend(args.iter().map(OsStr::new));
+        skybridge(&a)?;
+    }
+    println!("\n== The allowlist authorizer ==");
+    for (account, platform, capability) in
+        [("acme-ops", "aws-east", "object-storage/logs"), ("intruder", "aws-east", "object-storage/logs")]
+    {
+        let a: Vec<&OsStr> = vec![
+            "plugin".as_ref(),
+            "authorize".as_ref(),
+            "--plugin".as_ref(),
+            authorizer.as_os_str(),
+            "--set".as_ref(),
+            "allow.ops=acme-* aws-* object-storage/*".as_ref(),
+            "--account".as_ref(),
+            account.as_ref(),
+            "--platform".as_ref(),
+            platform.as_ref(),
+            "--capability".as_ref(),
+            capability.as_ref(),
+        ];
+        skybridge(&a)?;
+    }
+    Ok(())
+}
+
+fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let shown = format!(
+        "{} {}",
+        cmd.get_program().to_string_lossy(),
+        cmd.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    );
+    eprintln!("xtask: $ {shown}");
+    let status = cmd.status().with_context(|| format!("cannot run `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
