@@ -7,10 +7,13 @@
 //! - [`plugin`] — the WebAssembly plugin host: loads components that implement the worlds of
 //!   `wit/plugin.wit` (scorers, authorizers, cloud adapters) and runs them sandboxed, with CPU
 //!   deadlines, memory limits, a compile cache and hot reload.
+//! - [`path`] — the path engine, sans-IO: link estimators, the link-state graph and its
+//!   k-shortest paths, nearest-relay choice with hysteresis, scored selection with a decision
+//!   record.
 //! - `src/cli/` (binary only) — the `skybridge` command line.
 //!
-//! Still to come, each in its own module (see the issues): the relay mesh protocol, the path
-//! engine, the tunnel data plane, the catalog (redb) and the admin API.
+//! Still to come, each in its own module (see the issues): the relay mesh protocol (QUIC),
+//! the tunnel data plane, the catalog (redb) and the admin API.
 //!
 //! ## How data flows today
 //!
@@ -21,4 +24,5 @@
 
 #![deny(unsafe_code)]
 
+pub mod path;
 pub mod plugin;

@@ -45,8 +45,8 @@ fn inspect_shows_world_imports_and_hash() {
     for needle in [
         "world    scorer",
         "plugin   weighted-scorer 0.1.0",
+        "format   core module with WIT metadata",
         "skybridge:plugin/scoring@0.1.0",
-        "withheld: traps if called",
         "latency",
     ] {
         assert!(stdout.contains(needle), "`{needle}` not in:\n{stdout}");
@@ -58,6 +58,15 @@ fn inspect_shows_world_imports_and_hash() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["world"], "scorer");
     assert_eq!(json["sha256"], sha);
+
+    let p2 = plugin("testing/misbehaving-scorer-wasip2.wasm");
+    let out = skybridge(&["plugin", "inspect", p2.to_str().expect("utf-8 path")]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("format   component"), "{stdout}");
+    assert!(
+        stdout.contains("wasi:cli/stderr@0.2.6                    withheld: traps if called"),
+        "{stdout}"
+    );
 }
 
 #[test]

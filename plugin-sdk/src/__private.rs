@@ -66,11 +66,11 @@ pub fn describe_scorer<S: Scorer>(name: &str, version: &str) -> sw::ScorerInfo {
         name: name.to_owned(),
         version: version.to_owned(),
         weights: S::weights()
-            .into_iter()
+            .iter()
             .map(|w| sw::WeightInfo {
-                name: w.name,
+                name: w.name.to_owned(),
                 default_value: w.default_value,
-                description: w.description,
+                description: w.description.to_owned(),
             })
             .collect(),
     }
@@ -89,7 +89,7 @@ pub fn score<S: Scorer>(
         extra: metrics.extra.into_iter().map(|v| (v.name, v.value)).collect(),
     };
     let given = weights.into_iter().map(|v| (v.name, v.value));
-    let weights = Weights::resolve(&S::weights(), given, S::accepts_unknown_weights())?;
+    let weights = Weights::resolve(S::weights(), given, S::accepts_unknown_weights())?;
     let score = S::score(&metrics, &weights)?;
     if !score.value.is_finite() {
         return Err(format!("scorer produced a non-finite value ({})", score.value));

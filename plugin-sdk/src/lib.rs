@@ -17,9 +17,11 @@
 //!
 //! pub struct FewestHops;
 //!
+//! const WEIGHTS: &[WeightInfo] = &[WeightInfo::new("hops", 1.0, "penalty per hop")];
+//!
 //! impl Scorer for FewestHops {
-//!     fn weights() -> Vec<WeightInfo> {
-//!         vec![WeightInfo::new("hops", 1.0, "penalty per hop")]
+//!     fn weights() -> &'static [WeightInfo] {
+//!         WEIGHTS
 //!     }
 //!     fn score(m: &PathMetrics, w: &Weights) -> Result<Score, String> {
 //!         Ok(Score::new(-w.get("hops") * f64::from(m.hops), format!("{} hops", m.hops)))
@@ -59,8 +61,8 @@ pub use types::*;
 /// A path scorer: one path's metrics and the operator's weights in, a preference value out.
 pub trait Scorer {
     /// The weights this scorer understands, with their defaults. Default: none.
-    fn weights() -> Vec<WeightInfo> {
-        Vec::new()
+    fn weights() -> &'static [WeightInfo] {
+        &[]
     }
 
     /// Whether weights not listed in [`Scorer::weights`] are accepted (for scorers that weigh

@@ -7,8 +7,9 @@
 //! use skybridge_plugin_sdk::{testing::{self, TestHost}, PathMetrics, Score, Scorer, Weights, WeightInfo};
 //!
 //! struct Fastest;
+//! const WEIGHTS: &[WeightInfo] = &[WeightInfo::new("latency", 1.0, "per ms")];
 //! impl Scorer for Fastest {
-//!     fn weights() -> Vec<WeightInfo> { vec![WeightInfo::new("latency", 1.0, "per ms")] }
+//!     fn weights() -> &'static [WeightInfo] { WEIGHTS }
 //!     fn score(m: &PathMetrics, w: &Weights) -> Result<Score, String> {
 //!         Ok(Score::new(-w.get("latency") * m.rtt_ms, "latency only"))
 //!     }
@@ -33,7 +34,7 @@ use crate::{
 /// would (defaults merged, unknown weights refused unless `S` accepts them).
 pub fn score<S: Scorer>(metrics: &PathMetrics, weights: &[(&str, f64)]) -> Result<Score, String> {
     let given = weights.iter().map(|(k, v)| ((*k).to_owned(), *v));
-    let weights = Weights::resolve(&S::weights(), given, S::accepts_unknown_weights())?;
+    let weights = Weights::resolve(S::weights(), given, S::accepts_unknown_weights())?;
     S::score(metrics, &weights)
 }
 

@@ -1,8 +1,6 @@
 //! The plain-Rust values plugins work with. They mirror the records of `wit/plugin.wit`; the
 //! export glue converts at the boundary so plugin code never sees generated bindings.
 
-use std::collections::BTreeMap;
-
 // ---------------------------------------------------------------------------------------------
 // Scorer
 
@@ -18,76 +16,133 @@ pub struct PathMetrics {
     /// Number of relay-to-relay hops.
     pub hops: u32,
     /// Further metrics by name.
-    pub extra: BTreeMap<String, f64>,
+    pub extra: Vec<(String, f64)>,
 }
 
 impl PathMetrics {
     /// An extra metric by name, if the gateway measured it.
     pub fn extra(&self, name: &str) -> Option<f64> {
-        self.extra.get(name).copied()
+        self.extra.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 }
 
-/// A weight a scorer understands, with its default.
-#[derive(Debug, Clone, PartialEq)]
+/// A weight a scorer understands, with its default. Declared once, as a constant:
+/// `const WEIGHTS: &[WeightInfo] = &[WeightInfo::new("latency", 1.0, "per ms")];`
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WeightInfo {
     /// The weight's name, as operators write it (`"latency"`).
-    pub name: String,
+    pub name: &'static str,
     /// The value used when the operator sets none.
     pub default_value: f64,
     /// One line: what it does and in which unit it applies.
-    pub description: String,
+    pub description: &'static str,
 }
 
 impl WeightInfo {
     /// A weight with its default and a one-line description.
-    pub fn new(name: &str, default_value: f64, description: &str) -> Self {
-        WeightInfo { name: name.to_owned(), default_value, description: description.to_owned() }
+    pub const fn new(name: &'static str, default_value: f64, description: &'static str) -> Self {
+        WeightInfo { name, default_value, description }
     }
 }
 
-/// The operator's weights, already merged with the scorer's declared defaults.
+/// The operator's weights over the scorer's declared defaults. The operator's values are kept
+/// in the vector they arrived in and searched first, then the declarations: a handful of
+/// entries, so a linear search beats any map, and resolving allocates nothing.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Weights {
-    values: BTreeMap<String, f64>,
+    declared: &'static [WeightInfo],
+    given: Vec<(String, f64)>,
 }
 
 impl Weights {
-    /// Merge the operator's `given` weights over the `declared` defaults.
+    /// The operator's `given` weights over the `declared` defaults.
     ///
     /// With `allow_unknown` false, a weight that is not declared is an error naming it and the
     /// known ones: a misspelt weight must not be silently ignored.
     pub fn resolve(
-        declared: &[WeightInfo],
+        declared: &'static [WeightInfo],
         given: impl IntoIterator<Item = (String, f64)>,
         allow_unknown: bool,
     ) -> Result<Weights, String> {
-        let mut values: BTreeMap<String, f64> =
-            declared.iter().map(|w| (w.name.clone(), w.default_value)).collect();
-        for (name, value) in given {
+        let given: Vec<(String, f64)> = given.into_iter().collect();
+        for (name, value) in &given {
             if !value.is_finite() {
                 return Err(format!("weight `{name}` is not a finite number ({value})"));
             }
-            if !allow_unknown && !values.contains_key(&name) {
-                let known: Vec<&str> = declared.iter().map(|w| w.name.as_str()).collect();
+            if !allow_unknown && !declared.iter().any(|w| w.name == name) {
+                let known: Vec<&str> = declared.iter().map(|w| w.name).collect();
                 return Err(format!(
                     "unknown weight `{name}`; this scorer understands: {}",
                     if known.is_empty() { "none".to_owned() } else { known.join(", ") }
                 ));
             }
-            values.insert(name, value);
         }
-        Ok(Weights { values })
+        Ok(Weights { declared, given })
     }
 
-    /// The weight's value: the operator's, else the declared default, else 0.0.
+    /// The weight's value: the operator's (the last one given wins), else the declared
+    /// default, else 0.0.
     pub fn get(&self, name: &str) -> f64 {
-        self.values.get(name).copied().unwrap_or(0.0)
+        if let Some((_, v)) = self.given.iter().rev().find(|(n, _)| n == name) {
+            return *v;
+        }
+        self.declared.iter().find(|w| w.name == name).map(|w| w.default_value).unwrap_or(0.0)
     }
 
-    /// Every weight by name.
+    /// Every weight with its value: declared ones first, in declaration order, then
+    /// undeclared ones the operator gave.
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.values.iter().map(|(k, v)| (k.as_str(), *v))
+        let declared = self.declared.iter().map(|w| (w.name, self.get(w.name)));
+        let extra = self
+            .given
+            .iter()
+            .enumerate()
+            .filter(|(i, (n, _))| {
+                !self.declared.iter().any(|w| w.name == n) && !self.given[i + 1..].iter().any(|(m, _)| m == n)
+            })
+            .map(|(_, (n, v))| (n.as_str(), *v));
+        declared.chain(extra)
+    }
+}
+
+/// Formats a number with two decimals using integer arithmetic: much cheaper than `{:.2}`,
+/// which matters in a scorer's explanation, built on every call. It rounds `x·100` to the
+/// nearest integer, so for a value within float error of a half-hundredth (0.015 is really
+/// 0.01499…) the last digit may differ from `{:.2}`, which rounds the exact binary value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fixed2(pub f64);
+
+impl std::fmt::Display for Fixed2 {
+    /// Digits are produced into a stack buffer and written once; width/fill flags are ignored.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.0.is_finite() || self.0.abs() >= 9.0e14 {
+            return write!(f, "{:.2}", self.0);
+        }
+        let cents = (self.0 * 100.0).round() as i64;
+        let mut n = cents.unsigned_abs();
+        let mut buf = [0u8; 24];
+        let mut at = buf.len();
+        let mut push = |byte: u8| {
+            at -= 1;
+            buf[at] = byte;
+        };
+        for _ in 0..2 {
+            push(b'0' + (n % 10) as u8);
+            n /= 10;
+        }
+        push(b'.');
+        loop {
+            push(b'0' + (n % 10) as u8);
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        if cents < 0 {
+            push(b'-');
+        }
+        // Only ASCII digits, '.' and '-' were written.
+        f.write_str(std::str::from_utf8(&buf[at..]).unwrap_or("?"))
     }
 }
 
@@ -220,5 +275,33 @@ impl std::fmt::Debug for TargetCredentials {
             .field("secret", &"<redacted>")
             .field("attributes", &self.attributes)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed2_matches_float_formatting() {
+        for x in [0.0, 1.0, -1.0, 0.0149, 12.3449, -0.004, -12.346, 44.0, 1234567.891, 0.1 + 0.2, 99.999] {
+            assert_eq!(Fixed2(x).to_string(), format!("{x:.2}").replace("-0.00", "0.00"), "{x}");
+        }
+        assert_eq!(Fixed2(0.015).to_string(), "0.02", "rounds x·100 (see the type's docs)");
+        assert_eq!(Fixed2(f64::NAN).to_string(), "NaN");
+        assert_eq!(Fixed2(1e300).to_string(), format!("{:.2}", 1e300));
+    }
+
+    #[test]
+    fn weights_resolve_defaults_overrides_and_unknowns() {
+        const W: &[WeightInfo] = &[WeightInfo::new("a", 1.0, ""), WeightInfo::new("b", 2.0, "")];
+        let w = Weights::resolve(W, [("b".to_owned(), 5.0)], false).unwrap();
+        assert_eq!((w.get("a"), w.get("b"), w.get("zzz")), (1.0, 5.0, 0.0));
+        assert!(
+            Weights::resolve(W, [("c".to_owned(), 1.0)], false).unwrap_err().contains("understands: a, b")
+        );
+        assert!(Weights::resolve(W, [("a".to_owned(), f64::NAN)], false).is_err());
+        let w = Weights::resolve(W, [("c".to_owned(), 3.0)], true).unwrap();
+        assert_eq!(w.iter().collect::<Vec<_>>(), [("a", 1.0), ("b", 2.0), ("c", 3.0)]);
     }
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use skybridge_gateway::plugin::{
-    CallFailure, Description, ImportStatus, LoadError, Plugin, PluginLimits, PluginRegistry, PluginSpec,
-    Reload, World, adapting, authorization, scoring, types,
+    CallFailure, Description, Format, ImportStatus, LoadError, Plugin, PluginLimits, PluginRegistry,
+    PluginSpec, Reload, World, adapting, authorization, scoring, types,
 };
 use skybridge_tests::{TestEngine, plugin, test_plugin};
 
@@ -387,34 +387,63 @@ fn a_component_with_no_known_world_is_refused_at_load() {
 }
 
 #[test]
-fn wasi_imports_are_withheld_and_listed() {
+fn sdk_core_modules_import_no_wasi_and_are_wrapped_on_load() {
     let t = TestEngine::new();
     let scorer = load(&t, PluginSpec::new("weighted", plugin("weighted-scorer")));
-    let imports = &scorer.info().imports;
-    assert!(imports.iter().any(|(n, s)| n == "skybridge:plugin/types@0.1.0" && *s == ImportStatus::Provided));
+    assert_eq!(scorer.info().format, Format::CoreModule);
+    assert_eq!(scorer.info().exports, ["skybridge:plugin/scoring@0.1.0"]);
+    for (name, status) in &scorer.info().imports {
+        assert!(name.starts_with("skybridge:plugin/"), "{name}");
+        assert_eq!(*status, ImportStatus::Provided, "{name}");
+    }
+}
+
+#[test]
+fn wasip2_components_run_with_wasi_withheld() {
+    let t = TestEngine::new();
+    let spec = PluginSpec::new("p2", test_plugin("misbehaving-scorer-wasip2"))
+        .with_limits(PluginLimits { deadline_ms: 2_000, ..PluginLimits::default() });
+    let p2 = load(&t, spec);
+    assert_eq!(p2.info().format, Format::Component);
+    let imports = &p2.info().imports;
+    assert!(imports.iter().any(|(n, s)| n.starts_with("wasi:cli/") && *s == ImportStatus::WithheldTraps));
     for (name, status) in imports {
         let expected =
             if name.starts_with("wasi:") { ImportStatus::WithheldTraps } else { ImportStatus::Provided };
         assert_eq!(*status, expected, "{name}");
     }
-    assert_eq!(scorer.info().exports, ["skybridge:plugin/scoring@0.1.0"]);
+    // It works, its panics are reported through the SDK's hook (not std's, which would call
+    // the withheld WASI), and it recovers.
+    assert_eq!(p2.score(&misbehave(0.0), &[]).expect("score").explanation, "behaved");
+    let e = p2.score(&misbehave(3.0), &[]).unwrap_err();
+    assert!(matches!(&e.cause, CallFailure::Trap(m) if m.contains("told to trap")), "{e}");
+    let e = p2.score(&misbehave(2.0), &[]).unwrap_err();
+    assert!(matches!(e.cause, CallFailure::MemoryLimit { .. }), "{e}");
+    assert_eq!(p2.score(&misbehave(0.0), &[]).expect("score").explanation, "behaved");
 }
 
 #[test]
 fn corrupt_truncated_and_non_wasm_files_get_clear_errors() {
     let t = TestEngine::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let good = std::fs::read(plugin("weighted-scorer")).expect("read plugin");
-    let mut flipped = good.clone();
-    for b in flipped.iter_mut().skip(64).step_by(97) {
-        *b ^= 0x5a;
-    }
+    let core = std::fs::read(plugin("weighted-scorer")).expect("read plugin");
+    let component = std::fs::read(test_plugin("misbehaving-scorer-wasip2")).expect("read plugin");
+    let flip = |bytes: &[u8]| -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        for b in out.iter_mut().skip(64).step_by(97) {
+            *b ^= 0x5a;
+        }
+        out
+    };
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty", vec![], "only 0 bytes"),
         ("text", b"#!/bin/sh\necho this is not wasm\n".to_vec(), "wasm magic number"),
-        ("core-module", b"\0asm\x01\0\0\0".to_vec(), "core wasm module, not a component"),
-        ("truncated", good[..good.len() / 2].to_vec(), "not a valid WebAssembly component"),
-        ("corrupt", flipped, "not a valid WebAssembly component"),
+        ("bare-core-module", b"\0asm\x01\0\0\0".to_vec(), "core wasm module without component metadata"),
+        // The WIT metadata sits at the end of the module: cut off, it is missing.
+        ("truncated-core", core[..core.len() / 2].to_vec(), "core wasm module without component metadata"),
+        ("corrupt-core", flip(&core), "invalid wasm"),
+        ("truncated-component", component[..component.len() / 2].to_vec(), "invalid wasm"),
+        ("corrupt-component", flip(&component), "invalid wasm"),
         ("random", (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), "magic number"),
     ];
     for (name, bytes, needle) in cases {

@@ -1,9 +1,10 @@
 //! Project tasks, run as `cargo xtask <task>` (an alias in `.cargo/config.toml`).
 //!
-//! - `plugins` — build every plugin crate under `plugins/` to a WebAssembly component in
-//!   `target/plugins/` (test-only ones in `target/plugins/testing/`). Uses rustup's
-//!   `wasm32-wasip2` target when it is installed or can be added; otherwise Debian's
-//!   `rustc-web` toolchain with `-Zbuild-std`, installing the packages when missing.
+//! - `plugins` — build every plugin crate under `plugins/` to wasm in `target/plugins/`
+//!   (test-only ones in `target/plugins/testing/`): core modules for `wasm32-unknown-unknown`
+//!   carrying the SDK's WIT (the gateway wraps them into components), plus one test plugin as
+//!   a `wasm32-wasip2` component. Uses rustup's targets when installed or addable; otherwise
+//!   Debian's `rustc-web` toolchain with `-Zbuild-std`, installing the packages when missing.
 //! - `test` — everything a fresh machine needs, then formatting, lints and every test.
 //! - `bench` — the criterion benchmarks (release build).
 //! - `demo` — the main job on the embedded defaults.
@@ -24,7 +25,7 @@ usage: cargo xtask <task> [options]
 
 tasks:
   plugins [--toolchain auto|rustup|debian]
-                 build every plugin to a wasm component in target/plugins/
+                 build every plugin to wasm in target/plugins/
   test [--toolchain …] [--skip-lint]
                  install what is missing, build plugins, check formatting and lints,
                  run every test (what CI runs)
@@ -33,7 +34,12 @@ tasks:
   demo           run the default policy plugins through the `skybridge` CLI
 ";
 
-const WASM_TARGET: &str = "wasm32-wasip2";
+/// Plugins are built as core modules for this target: its std imports nothing.
+const CORE_TARGET: &str = "wasm32-unknown-unknown";
+/// A component target; its std imports WASI, which the gateway withholds.
+const WASIP2_TARGET: &str = "wasm32-wasip2";
+/// The test plugin also built for `WASIP2_TARGET`.
+const WASIP2_TEST_PLUGIN: &str = "misbehaving-scorer";
 /// Debian packages of the offline wasm toolchain (see shared/toolchain/README.md).
 const DEBIAN_WASM_PACKAGES: [&str; 6] =
     ["rustc-web", "cargo-web", "rust-web-src", "rust-web-llvm", "lld-22", "wasi-libc"];
@@ -158,32 +164,74 @@ fn build_plugins(toolchain: Toolchain) -> Result<Vec<PathBuf>> {
     let crates = plugin_crates()?;
     let use_rustup = match toolchain {
         Toolchain::Rustup => {
-            ensure_rustup_target()?;
+            ensure_rustup_targets()?;
             true
         }
         Toolchain::Debian => false,
-        Toolchain::Auto => match ensure_rustup_target() {
+        Toolchain::Auto => match ensure_rustup_targets() {
             Ok(()) => true,
             Err(e) => {
-                eprintln!("xtask: rustup target {WASM_TARGET} unavailable ({e:#}); using Debian's toolchain");
+                eprintln!("xtask: rustup wasm targets unavailable ({e:#}); using Debian's toolchain");
                 false
             }
         },
     };
-    let (mut cmd, wasm_dir) = if use_rustup {
-        let mut cmd = cargo();
-        cmd.args(["build", "--target", WASM_TARGET, "--profile", "plugin"]);
-        (cmd, target_dir().join(WASM_TARGET).join("plugin"))
-    } else {
+    if !use_rustup {
         ensure_debian_toolchain()?;
+    }
+    // Every plugin as a core module with the SDK's embedded WIT (no WASI at all: the cheapest
+    // to instantiate; the gateway wraps it into a component on load) ...
+    let all: Vec<&str> = crates.iter().map(|c| c.package.as_str()).collect();
+    let core_dir = cargo_wasm_build(use_rustup, CORE_TARGET, &all)?;
+    // ... and one test plugin as a wasip2 component, to keep the withheld-WASI path tested.
+    let wasip2_dir = cargo_wasm_build(use_rustup, WASIP2_TARGET, &[WASIP2_TEST_PLUGIN])?;
+
+    let out = plugin_out_dir();
+    fs::create_dir_all(out.join("testing"))?;
+    let mut built = Vec::new();
+    let mut copy = |from: PathBuf, to: PathBuf| -> Result<()> {
+        fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        built.push(to);
+        Ok(())
+    };
+    for c in &crates {
+        let dir = if c.test_only { out.join("testing") } else { out.clone() };
+        copy(core_dir.join(artifact(&c.package)), dir.join(format!("{}.wasm", c.package)))?;
+    }
+    copy(
+        wasip2_dir.join(artifact(WASIP2_TEST_PLUGIN)),
+        out.join("testing").join(format!("{WASIP2_TEST_PLUGIN}-wasip2.wasm")),
+    )?;
+    eprintln!(
+        "xtask: built {} plugins with {} in {:.1}s → {}",
+        built.len(),
+        if use_rustup { "rustup's wasm targets" } else { "Debian's rustc-web + build-std" },
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(built)
+}
+
+/// The file cargo writes for `package`.
+fn artifact(package: &str) -> String {
+    format!("{}.wasm", package.replace('-', "_"))
+}
+
+/// `cargo build` of `packages` for `target` with the `plugin` profile; returns the output folder.
+fn cargo_wasm_build(use_rustup: bool, target: &str, packages: &[&str]) -> Result<PathBuf> {
+    let mut cmd = if use_rustup {
+        let mut cmd = cargo();
+        cmd.arg("build");
+        cmd
+    } else {
         // Debian's std source matches Debian's compiler, not rustup's: use both from Debian,
         // in a separate target dir so the two never share artifacts.
-        let debian_target = target_dir().join("wasm-debian");
         let mut cmd = Command::new("/usr/bin/cargo");
         cmd.current_dir(workspace_root())
             .env("RUSTC", "/usr/bin/rustc")
             .env("RUSTC_BOOTSTRAP", "1")
-            .env("CARGO_TARGET_DIR", &debian_target)
+            .env("CARGO_TARGET_DIR", debian_target_dir())
+            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", DEBIAN_WASM_LD)
             .env(
                 "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
                 format!("-L native={DEBIAN_WASI_LIBC} -C link-arg=--wasm-ld-path={DEBIAN_WASM_LD}"),
@@ -191,49 +239,42 @@ fn build_plugins(toolchain: Toolchain) -> Result<Vec<PathBuf>> {
             // rustup's proxies must not redirect Debian's cargo to another toolchain.
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO");
-        cmd.args(["build", "-Zbuild-std=std,panic_abort", "--target", WASM_TARGET, "--profile", "plugin"]);
-        (cmd, debian_target.join(WASM_TARGET).join("plugin"))
+        cmd.args(["build", "-Zbuild-std=std,panic_abort"]);
+        cmd
     };
-    for c in &crates {
-        cmd.args(["-p", &c.package]);
+    cmd.args(["--target", target, "--profile", "plugin"]);
+    for p in packages {
+        cmd.args(["-p", p]);
     }
     run_cmd(&mut cmd)?;
-
-    let out = plugin_out_dir();
-    fs::create_dir_all(out.join("testing"))?;
-    let mut built = Vec::new();
-    for c in &crates {
-        let artifact = wasm_dir.join(format!("{}.wasm", c.package.replace('-', "_")));
-        let dest =
-            if c.test_only { out.join("testing") } else { out.clone() }.join(format!("{}.wasm", c.package));
-        fs::copy(&artifact, &dest)
-            .with_context(|| format!("copying {} to {}", artifact.display(), dest.display()))?;
-        built.push(dest);
-    }
-    eprintln!(
-        "xtask: built {} plugins with {} in {:.1}s → {}",
-        built.len(),
-        if use_rustup { "rustup's wasm32-wasip2 target" } else { "Debian's rustc-web + build-std" },
-        started.elapsed().as_secs_f64(),
-        out.display()
-    );
-    Ok(built)
+    let root = if use_rustup { target_dir() } else { debian_target_dir() };
+    Ok(root.join(target).join("plugin"))
 }
 
-/// Make sure rustup's wasm32-wasip2 target is installed, adding it if needed (bounded time:
-/// a machine without access to rustup's server must fall back quickly).
-fn ensure_rustup_target() -> Result<()> {
+fn debian_target_dir() -> PathBuf {
+    target_dir().join("wasm-debian")
+}
+
+/// Make sure rustup's wasm targets are installed.
+fn ensure_rustup_targets() -> Result<()> {
+    ensure_rustup_target(CORE_TARGET)?;
+    ensure_rustup_target(WASIP2_TARGET)
+}
+
+/// Make sure a rustup target is installed, adding it if needed (bounded time: a machine
+/// without access to rustup's server must fall back quickly).
+fn ensure_rustup_target(target: &str) -> Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .current_dir(workspace_root())
         .output()
         .context("running rustup")?;
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == WASM_TARGET) {
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == target) {
         return Ok(());
     }
-    eprintln!("xtask: $ rustup target add {WASM_TARGET}");
+    eprintln!("xtask: $ rustup target add {target}");
     let mut child = Command::new("rustup")
-        .args(["target", "add", WASM_TARGET])
+        .args(["target", "add", target])
         .current_dir(workspace_root())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -245,12 +286,12 @@ fn ensure_rustup_target() -> Result<()> {
             if status.success() {
                 return Ok(());
             }
-            bail!("`rustup target add {WASM_TARGET}` failed ({status})");
+            bail!("`rustup target add {target}` failed ({status})");
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("`rustup target add {WASM_TARGET}` timed out");
+            bail!("`rustup target add {target}` timed out");
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use skybridge_gateway::plugin::{
-    Description, EngineOptions, ImportStatus, Plugin, PluginEngine, PluginLimits, PluginSpec, World,
+    Description, EngineOptions, Format, ImportStatus, Plugin, PluginEngine, PluginLimits, PluginSpec, World,
     authorization, scoring, types,
 };
 
@@ -211,6 +211,13 @@ fn print_inspect(file: &Path, plugin: &Plugin) {
     println!("world    {}", info.world);
     println!("plugin   {name} {version}");
     println!("size     {} bytes", info.size);
+    println!(
+        "format   {}",
+        match info.format {
+            Format::Component => "component",
+            Format::CoreModule => "core module with WIT metadata (wrapped into a component on load)",
+        }
+    );
     println!("sha256   {}", info.sha256);
     for (i, export) in info.exports.iter().enumerate() {
         println!("{:<8} {export}", if i == 0 { "exports" } else { "" });

@@ -15,52 +15,37 @@ pub mod host {
     });
 }
 
+/// Bindings for one plugin world, sharing the host interfaces and types generated above.
+macro_rules! plugin_world {
+    ($world:tt) => {
+        wasmtime::component::bindgen!({
+            world: $world,
+            path: "../wit",
+            additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
+            with: {
+                "skybridge:plugin/types": super::host::skybridge::plugin::types,
+                "skybridge:plugin/log": super::host::skybridge::plugin::log,
+                "skybridge:plugin/config": super::host::skybridge::plugin::config,
+                "skybridge:plugin/clock": super::host::skybridge::plugin::clock,
+                "skybridge:plugin/crypto": super::host::skybridge::plugin::crypto,
+            },
+        });
+    };
+}
+
 /// World `scorer`.
 pub mod scorer {
-    wasmtime::component::bindgen!({
-        world: "scorer",
-        path: "../wit",
-        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
-        with: {
-            "skybridge:plugin/types": super::host::skybridge::plugin::types,
-            "skybridge:plugin/log": super::host::skybridge::plugin::log,
-            "skybridge:plugin/config": super::host::skybridge::plugin::config,
-            "skybridge:plugin/clock": super::host::skybridge::plugin::clock,
-            "skybridge:plugin/crypto": super::host::skybridge::plugin::crypto,
-        },
-    });
+    plugin_world!("scorer");
 }
 
 /// World `authorizer`.
 pub mod authorizer {
-    wasmtime::component::bindgen!({
-        world: "authorizer",
-        path: "../wit",
-        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
-        with: {
-            "skybridge:plugin/types": super::host::skybridge::plugin::types,
-            "skybridge:plugin/log": super::host::skybridge::plugin::log,
-            "skybridge:plugin/config": super::host::skybridge::plugin::config,
-            "skybridge:plugin/clock": super::host::skybridge::plugin::clock,
-            "skybridge:plugin/crypto": super::host::skybridge::plugin::crypto,
-        },
-    });
+    plugin_world!("authorizer");
 }
 
 /// World `adapter`.
 pub mod adapter {
-    wasmtime::component::bindgen!({
-        world: "adapter",
-        path: "../wit",
-        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
-        with: {
-            "skybridge:plugin/types": super::host::skybridge::plugin::types,
-            "skybridge:plugin/log": super::host::skybridge::plugin::log,
-            "skybridge:plugin/config": super::host::skybridge::plugin::config,
-            "skybridge:plugin/clock": super::host::skybridge::plugin::clock,
-            "skybridge:plugin/crypto": super::host::skybridge::plugin::crypto,
-        },
-    });
+    plugin_world!("adapter");
 }
 
 pub use adapter::exports::skybridge::plugin::adapting;

@@ -18,8 +18,9 @@ pub enum LoadError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The bytes are not a valid WebAssembly component.
-    #[error("plugin `{plugin}`: not a valid WebAssembly component ({reason})")]
+    /// The bytes are not a valid plugin: not wasm, a broken component, or a core module that
+    /// cannot be wrapped into one.
+    #[error("plugin `{plugin}`: invalid wasm: {reason}")]
     Invalid {
         /// Plugin name.
         plugin: String,

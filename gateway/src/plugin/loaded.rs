@@ -56,6 +56,17 @@ impl Description {
     }
 }
 
+/// What a plugin file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// A WebAssembly component (e.g. built for `wasm32-wasip2`).
+    Component,
+    /// A core module carrying the SDK's WIT metadata (built for `wasm32-unknown-unknown`),
+    /// wrapped into a component when loaded.
+    CoreModule,
+}
+
 /// How an import of the component is satisfied.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -78,8 +89,10 @@ pub struct PluginInfo {
     pub description: Description,
     /// Lower-case hex SHA-256 of the component file.
     pub sha256: String,
-    /// Size of the component in bytes.
+    /// Size of the file in bytes.
     pub size: usize,
+    /// What the file held.
+    pub format: Format,
     /// The component's exports.
     pub exports: Vec<String>,
     /// The component's imports and how each is satisfied.
@@ -127,12 +140,16 @@ impl Plugin {
     pub(crate) fn load(host: &PluginEngine, spec: &PluginSpec, bytes: &[u8]) -> Result<Plugin, LoadError> {
         let plugin = spec.name.clone();
         host.check_limits(&plugin, &spec.limits)?;
-        if !wasmparser_is_component(bytes) {
-            return Err(LoadError::Invalid { plugin, reason: describe_non_component(bytes) });
-        }
+        let format = match wasm_format(bytes) {
+            Ok(format) => format,
+            Err(reason) => return Err(LoadError::Invalid { plugin, reason }),
+        };
         let sha256 = hex::encode(Sha256::digest(bytes));
         let component = host
-            .compile(bytes, &sha256)
+            .compile(&sha256, || match format {
+                Format::Component => Ok(bytes.to_vec()),
+                Format::CoreModule => wrap_core_module(bytes),
+            })
             .map_err(|reason| LoadError::Invalid { plugin: plugin.clone(), reason })?;
         let engine = host.engine().clone();
         let ty = component.component_type();
@@ -210,6 +227,7 @@ impl Plugin {
                 }),
                 sha256,
                 size: bytes.len(),
+                format,
                 exports,
                 imports,
             },
@@ -465,24 +483,38 @@ impl Plugin {
     }
 }
 
-/// Whether `bytes` start like a WebAssembly component (as opposed to a core module or junk).
-fn wasmparser_is_component(bytes: &[u8]) -> bool {
-    // Magic `\0asm`, then version 0x0d with layer 1 (component).
-    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [0x0d, 0x00, 0x01, 0x00]
+/// What the file is, from its header: a component, a core module, or something to refuse.
+fn wasm_format(bytes: &[u8]) -> Result<Format, String> {
+    // Magic `\0asm`, then a version/layer word: 0x0d/1 for components, 1/0 for core modules.
+    if bytes.len() < 8 {
+        return Err(format!("file is only {} bytes long", bytes.len()));
+    }
+    if bytes[..4] != *b"\0asm" {
+        return Err("file does not start with the wasm magic number".into());
+    }
+    match bytes[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(Format::Component),
+        [0x01, 0x00, 0x00, 0x00] => Ok(Format::CoreModule),
+        _ => Err(format!("unknown wasm version/layer {:02x?}", &bytes[4..8])),
+    }
 }
 
-fn describe_non_component(bytes: &[u8]) -> String {
-    if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [0x01, 0x00, 0x00, 0x00] {
-        "this is a core wasm module, not a component; build with `--target wasm32-wasip2` \
-         (or wrap it with `wasm-tools component new`)"
-            .into()
-    } else if bytes.len() < 8 {
-        format!("file is only {} bytes long", bytes.len())
-    } else if bytes[..4] == *b"\0asm" {
-        format!("unknown wasm version/layer {:02x?}", &bytes[4..8])
-    } else {
-        "file does not start with the wasm magic number".into()
+/// Wrap a core module into a component using the WIT world the SDK embedded in it.
+fn wrap_core_module(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    // wit-bindgen embeds the world in custom sections named `component-type…`; without one
+    // the module would wrap into an empty component, which helps nobody.
+    if !bytes.windows(14).any(|w| w == b"component-type") {
+        return Err("a core wasm module without component metadata: build plugins with \
+                    skybridge-plugin-sdk (for wasm32-unknown-unknown), or as a component"
+            .into());
     }
+    let mut encoder = wit_component::ComponentEncoder::default();
+    encoder.module(bytes).and_then(|e| e.validate(true).encode()).map_err(|e| {
+        format!(
+            "a core wasm module that cannot be wrapped into a component ({e:#}); build plugins \
+                 with skybridge-plugin-sdk for wasm32-unknown-unknown, or as a component for wasm32-wasip2"
+        )
+    })
 }
 
 /// Limits as the deadline type.

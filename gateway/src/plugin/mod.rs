@@ -5,7 +5,8 @@
 //!
 //! ## How a plugin goes from file to call
 //!
-//! 1. [`PluginEngine::load`] reads the component, compiles it (or loads the compiled artifact
+//! 1. [`PluginEngine::load`] reads the component (a core module built with the SDK is wrapped
+//!    into one first), compiles it (or loads the compiled artifact
 //!    from the on-disk cache, keyed by the file's SHA-256 and the engine's settings), and
 //!    detects its [`World`] from its exports. A component that exports no known world, imports
 //!    something the sandbox does not grant, or implements a world with the wrong types is
@@ -49,7 +50,7 @@ use std::path::PathBuf;
 pub use bindings::{adapting, authorization, scoring, types};
 pub use engine::{EngineOptions, PluginEngine, default_cache_dir};
 pub use error::{CallError, CallFailure, LoadError};
-pub use loaded::{Description, ImportStatus, Plugin, PluginInfo};
+pub use loaded::{Description, Format, ImportStatus, Plugin, PluginInfo};
 pub use registry::{PluginRegistry, Reload};
 pub use sandbox::StatsSnapshot;
 

@@ -78,10 +78,13 @@ impl Authorizer for AllowlistAuthorizer {
             }
         }
         Decision::Refuse(format!(
-            "no allowlist rule grants account `{}` capability `{capability}` on platform `{}` ({} rules checked)",
+            "no allowlist rule grants account `{}` capability `{capability}` on platform `{}` ({} checked)",
             r.account,
             r.platform,
-            rules.len()
+            match rules.len() {
+                1 => "1 rule".to_owned(),
+                n => format!("{n} rules"),
+            }
         ))
     }
 }

@@ -21,19 +21,23 @@
 //! | `jitter` | 0.5 | per ms of jitter |
 //! | `hops` | 1.0 | per relay hop |
 
-use skybridge_plugin_sdk::{PathMetrics, Score, Scorer, WeightInfo, Weights, export_scorer};
+use std::fmt::Write;
+
+use skybridge_plugin_sdk::{Fixed2, PathMetrics, Score, Scorer, WeightInfo, Weights, export_scorer};
 
 /// The default weighted policy.
 pub struct WeightedScorer;
 
+const WEIGHTS: &[WeightInfo] = &[
+    WeightInfo::new("latency", 1.0, "penalty per ms of round-trip time"),
+    WeightInfo::new("loss", 1.0, "penalty per per-mille of packet loss"),
+    WeightInfo::new("jitter", 0.5, "penalty per ms of jitter"),
+    WeightInfo::new("hops", 1.0, "penalty per relay hop"),
+];
+
 impl Scorer for WeightedScorer {
-    fn weights() -> Vec<WeightInfo> {
-        vec![
-            WeightInfo::new("latency", 1.0, "penalty per ms of round-trip time"),
-            WeightInfo::new("loss", 1.0, "penalty per per-mille of packet loss"),
-            WeightInfo::new("jitter", 0.5, "penalty per ms of jitter"),
-            WeightInfo::new("hops", 1.0, "penalty per relay hop"),
-        ]
+    fn weights() -> &'static [WeightInfo] {
+        WEIGHTS
     }
 
     fn score(m: &PathMetrics, w: &Weights) -> Result<Score, String> {
@@ -45,13 +49,18 @@ impl Scorer for WeightedScorer {
         let jitter = w.get("jitter") * m.jitter_ms;
         let hops = w.get("hops") * f64::from(m.hops);
         let value = -(latency + loss + jitter + hops);
-        Ok(Score::new(
-            value,
-            format!(
-                "latency {latency:.2} + loss {loss:.2} + jitter {jitter:.2} + hops {hops:.2} = {:.2}",
-                -value
-            ),
-        ))
+        // Built on every call: sized once, and Fixed2 rather than `{:.2}`.
+        let mut explanation = String::with_capacity(96);
+        let _ = write!(
+            explanation,
+            "latency {} + loss {} + jitter {} + hops {} = {}",
+            Fixed2(latency),
+            Fixed2(loss),
+            Fixed2(jitter),
+            Fixed2(hops),
+            Fixed2(-value)
+        );
+        Ok(Score::new(value, explanation))
     }
 }
 
