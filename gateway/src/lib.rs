@@ -10,6 +10,9 @@
 //! - [`path`] — the path engine, sans-IO: link estimators, the link-state graph and its
 //!   k-shortest paths, nearest-relay choice with hysteresis, scored selection with a decision
 //!   record.
+//! - [`mesh`] — the relay mesh protocol: control frames (so far).
+//! - [`netem`] — the user-space link emulator (delay, jitter, loss, rate per direction) that
+//!   tests and the demo put between nodes, since kernel traffic shaping is not available.
 //! - `src/cli/` (binary only) — the `skybridge` command line.
 //!
 //! Still to come, each in its own module (see the issues): the relay mesh protocol (QUIC),
@@ -24,5 +27,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod mesh;
+pub mod netem;
 pub mod path;
 pub mod plugin;

@@ -112,37 +112,42 @@ impl Weights {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fixed2(pub f64);
 
-impl std::fmt::Display for Fixed2 {
-    /// Digits are produced into a stack buffer and written once; width/fill flags are ignored.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Fixed2 {
+    /// Append the number to `out` without going through `core::fmt` (the cheapest way to
+    /// build an explanation on every call).
+    pub fn push_to(self, out: &mut String) {
         if !self.0.is_finite() || self.0.abs() >= 9.0e14 {
-            return write!(f, "{:.2}", self.0);
+            out.push_str(&format!("{:.2}", self.0));
+            return;
         }
-        let cents = (self.0 * 100.0).round() as i64;
+        // Round half away from zero; the saturating cast avoids a libm `round` call in wasm.
+        let cents = (self.0 * 100.0 + 0.5f64.copysign(self.0)) as i64;
         let mut n = cents.unsigned_abs();
-        let mut buf = [0u8; 24];
-        let mut at = buf.len();
-        let mut push = |byte: u8| {
-            at -= 1;
-            buf[at] = byte;
-        };
-        for _ in 0..2 {
-            push(b'0' + (n % 10) as u8);
+        let mut digits = [0u8; 20];
+        let mut len = 0;
+        while len < 3 || n > 0 {
+            digits[len] = b'0' + (n % 10) as u8;
             n /= 10;
-        }
-        push(b'.');
-        loop {
-            push(b'0' + (n % 10) as u8);
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+            len += 1;
         }
         if cents < 0 {
-            push(b'-');
+            out.push('-');
         }
-        // Only ASCII digits, '.' and '-' were written.
-        f.write_str(std::str::from_utf8(&buf[at..]).unwrap_or("?"))
+        for (i, d) in digits[..len].iter().rev().enumerate() {
+            if i == len - 2 {
+                out.push('.');
+            }
+            out.push(char::from(*d));
+        }
+    }
+}
+
+impl std::fmt::Display for Fixed2 {
+    /// Width and fill flags are ignored.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = String::with_capacity(24);
+        self.push_to(&mut out);
+        f.write_str(&out)
     }
 }
 
@@ -289,6 +294,9 @@ mod tests {
         }
         assert_eq!(Fixed2(0.015).to_string(), "0.02", "rounds x·100 (see the type's docs)");
         assert_eq!(Fixed2(f64::NAN).to_string(), "NaN");
+        let mut out = String::from("x=");
+        Fixed2(-7.125_01).push_to(&mut out);
+        assert_eq!(out, "x=-7.13");
         assert_eq!(Fixed2(1e300).to_string(), format!("{:.2}", 1e300));
     }
 

@@ -70,7 +70,7 @@ fn run() -> Result<()> {
             let extra: Vec<&str> =
                 rest.iter().skip_while(|a| *a != "--").skip(1).map(String::as_str).collect();
             let mut cmd = cargo();
-            cmd.args(["bench", "-p", "skybridge-gateway", "--bench", "plugin_call", "--"]).args(extra);
+            cmd.args(["bench", "-p", "skybridge-gateway", "--"]).args(extra);
             run_cmd(&mut cmd)?;
         }
         "demo" => demo()?,

@@ -131,11 +131,11 @@ impl Graph {
             for spur_at in 0..last.len().saturating_sub(1) {
                 let spur = last[spur_at];
                 let root = &last[..=spur_at];
-                banned.clear();
+                banned.clear(spur);
                 // Links that previous paths took out of this root may not be taken again.
                 for (_, p) in &found {
                     if p.len() > spur_at + 1 && p[..=spur_at] == *root {
-                        banned.edges.insert((p[spur_at], p[spur_at + 1]));
+                        banned.spur_next.push(p[spur_at + 1]);
                     }
                 }
                 // The root's nodes (before the spur) may not be revisited: paths stay loop-free.
@@ -194,7 +194,7 @@ impl Graph {
                 continue;
             }
             for &(next, w) in &self.adjacent[node] {
-                if banned.nodes[next] || banned.edges.contains(&(node, next)) {
+                if banned.nodes[next] || (node == banned.spur && banned.spur_next.contains(&next)) {
                     continue;
                 }
                 let c = cost + w;
@@ -219,20 +219,23 @@ impl Graph {
     }
 }
 
-/// Nodes and directed edges a spur search may not use.
+/// Nodes a spur search may not visit, and links it may not take. In Yen's algorithm every
+/// banned link leaves the spur node, so only those next hops are kept.
 struct Bans {
     nodes: Vec<bool>,
-    edges: HashSet<(usize, usize)>,
+    spur: usize,
+    spur_next: Vec<usize>,
 }
 
 impl Bans {
     fn new(n: usize) -> Self {
-        Bans { nodes: vec![false; n], edges: HashSet::new() }
+        Bans { nodes: vec![false; n], spur: usize::MAX, spur_next: Vec::new() }
     }
 
-    fn clear(&mut self) {
+    fn clear(&mut self, spur: usize) {
         self.nodes.iter_mut().for_each(|b| *b = false);
-        self.edges.clear();
+        self.spur = spur;
+        self.spur_next.clear();
     }
 }
 
