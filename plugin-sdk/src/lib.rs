@@ -50,9 +50,15 @@
 //! `cargo build --target wasm32-wasip2 --release` yields a component directly; in this
 //! repository `cargo xtask plugins` builds every plugin (with an offline fallback toolchain).
 
+#[cfg(any(test, all(target_family = "wasm", feature = "arena")))]
+mod arena;
 pub mod host;
 #[cfg(not(target_family = "wasm"))]
 pub mod testing;
+
+#[cfg(all(target_family = "wasm", feature = "arena"))]
+#[global_allocator]
+static ALLOCATOR: arena::ArenaAllocator = arena::ArenaAllocator;
 pub mod types;
 
 pub use host::{Level, clock, config, crypto, debug, error, info, log, warn};

@@ -123,22 +123,30 @@ impl Fixed2 {
         // Round half away from zero; the saturating cast avoids a libm `round` call in wasm.
         let cents = (self.0 * 100.0 + 0.5f64.copysign(self.0)) as i64;
         let mut n = cents.unsigned_abs();
-        let mut digits = [0u8; 20];
-        let mut len = 0;
-        while len < 3 || n > 0 {
-            digits[len] = b'0' + (n % 10) as u8;
+        // Filled from the end: two decimals, the point, the integer part, the sign.
+        let mut buf = [0u8; 24];
+        let mut at = buf.len();
+        let mut put = |byte: u8| {
+            at -= 1;
+            buf[at] = byte;
+        };
+        for _ in 0..2 {
+            put(b'0' + (n % 10) as u8);
             n /= 10;
-            len += 1;
+        }
+        put(b'.');
+        loop {
+            put(b'0' + (n % 10) as u8);
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
         if cents < 0 {
-            out.push('-');
+            put(b'-');
         }
-        for (i, d) in digits[..len].iter().rev().enumerate() {
-            if i == len - 2 {
-                out.push('.');
-            }
-            out.push(char::from(*d));
-        }
+        // Only ASCII was written, so this cannot fail; one append instead of one per digit.
+        out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or("?"));
     }
 }
 
