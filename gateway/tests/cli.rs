@@ -190,3 +190,27 @@ fn help_explains_the_commands() {
     let out = skybridge(&["plugin", "score", "--help"]);
     assert!(text(&out.stdout).contains("Example:"));
 }
+
+#[test]
+fn certs_init_and_issue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("pki");
+    let ca_s = ca.to_str().expect("utf-8 path");
+    let out = skybridge(&["certs", "init", ca_s]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(ca.join("ca.pem").is_file() && ca.join("ca.key").is_file());
+    assert_one_line_error(&skybridge(&["certs", "init", ca_s]), "already holds a CA");
+
+    let out = skybridge(&["certs", "issue", "--ca", ca_s, "--name", "r1", "--role", "relay"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("relay `r1`:"), "{}", text(&out.stdout));
+    assert!(ca.join("r1.pem").is_file() && ca.join("r1.key").is_file());
+
+    assert_one_line_error(
+        &skybridge(&["certs", "issue", "--ca", ca_s, "--name", "R_1", "--role", "site"]),
+        "invalid node name",
+    );
+    let out = skybridge(&["certs", "issue", "--ca", ca_s, "--name", "x", "--role", "router"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown role `router`"), "{}", text(&out.stderr));
+}

@@ -1,5 +1,6 @@
 //! Command-line interface: argument types and dispatch. Each command group has its own module.
 
+mod certs;
 mod plugin;
 
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ enum Command {
     /// Inspect, and try out, WebAssembly plugins (scorers, authorizers, adapters).
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Make a development CA and node certificates for the mesh's mutual TLS.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 /// Log to stderr; warnings only unless asked for more.
@@ -44,5 +48,6 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Certs(cmd) => certs::run(cmd),
     }
 }

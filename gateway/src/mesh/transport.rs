@@ -1,0 +1,290 @@
+//! QUIC endpoints between nodes (quinn), with the mesh's mutual TLS.
+//!
+//! One [`MeshEndpoint`] per node both listens (accepting peers of the roles it is given) and
+//! dials (expecting a named peer of given roles). A failed handshake — unknown CA, wrong
+//! role, wrong name — is logged with the peer's address and the reason, and never reaches
+//! the node's logic.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls_pki_types::CertificateDer;
+
+use super::identity::{NodeIdentity, Role};
+use super::tls::{self, TlsError};
+
+/// Why a mesh connection failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// TLS could not be configured (bad certificate or key, CA).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The connection could not be started (bad name, endpoint closed).
+    #[error("cannot connect to {peer} at {addr}: {reason}")]
+    Connect {
+        /// The peer's node name.
+        peer: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The handshake or connection failed (refused certificate, timeout, reset).
+    #[error("connection with {peer} failed: {source}")]
+    Connection {
+        /// Who: a node name, or the remote address for an incoming connection.
+        peer: String,
+        /// Why.
+        source: quinn::ConnectionError,
+    },
+}
+
+/// A node's QUIC endpoint in the mesh.
+pub struct MeshEndpoint {
+    endpoint: quinn::Endpoint,
+    identity: Arc<NodeIdentity>,
+    accept_roles: Vec<Role>,
+}
+
+/// QUIC transport settings shared by both directions.
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    // Idle peers are noticed within seconds; keep-alives keep healthy idle links open.
+    t.keep_alive_interval(Some(Duration::from_secs(1)));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000)))); // ms
+    Arc::new(t)
+}
+
+impl MeshEndpoint {
+    /// Bind `addr` as `identity`, accepting peers whose certificates grant one of `accept`.
+    pub fn bind(addr: SocketAddr, identity: NodeIdentity, accept: &[Role]) -> Result<Self, TransportError> {
+        tls::check_own_identity(&identity)?;
+        let crypto = QuicServerConfig::try_from(tls::server_config(&identity, accept)?)
+            .map_err(|e| TlsError(format!("QUIC server crypto: {e}")))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(transport_config());
+        let endpoint =
+            quinn::Endpoint::server(server, addr).map_err(|source| TransportError::Bind { addr, source })?;
+        Ok(MeshEndpoint { endpoint, identity: Arc::new(identity), accept_roles: accept.to_vec() })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.identity.name
+    }
+
+    /// Dial node `peer` at `addr`; its certificate must name it and grant one of `expect`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        peer: &str,
+        expect: &[Role],
+    ) -> Result<quinn::Connection, TransportError> {
+        let crypto = QuicClientConfig::try_from(tls::client_config(&self.identity, expect)?)
+            .map_err(|e| TlsError(format!("QUIC client crypto: {e}")))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(transport_config());
+        let connecting = self
+            .endpoint
+            .connect_with(client, addr, peer)
+            .map_err(|e| TransportError::Connect { peer: peer.to_owned(), addr, reason: e.to_string() })?;
+        connecting.await.map_err(|source| {
+            tracing::warn!(peer, %addr, error = %source, "mesh connection refused");
+            TransportError::Connection { peer: peer.to_owned(), source }
+        })
+    }
+
+    /// The next incoming connection that completed the handshake, with the role its
+    /// certificate grants. Refused handshakes are logged and skipped. `None` once closed.
+    pub async fn accept(&self) -> Option<(quinn::Connection, Role)> {
+        loop {
+            let incoming = self.endpoint.accept().await?;
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => match peer_role(&conn, &self.accept_roles) {
+                    Some(role) => return Some((conn, role)),
+                    None => conn.close(1u32.into(), b"no acceptable role"),
+                },
+                Err(error) => {
+                    tracing::warn!(%remote, %error, "mesh handshake refused");
+                }
+            }
+        }
+    }
+
+    /// Close the endpoint and all its connections.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"shutdown");
+    }
+}
+
+/// The role a connected peer's certificate grants, among `roles`.
+pub fn peer_role(conn: &quinn::Connection, roles: &[Role]) -> Option<Role> {
+    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    tls::granted_role(certs.first()?, roles).ok()
+}
+
+/// Whether a connected peer's certificate names node `name`.
+pub fn peer_is(conn: &quinn::Connection, name: &str) -> bool {
+    conn.peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|certs| certs.first().map(|c| tls::names_node(c, name)))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::frame::{DEFAULT_MAX_FRAME, FrameDecoder, encode};
+    use crate::mesh::identity::{init_ca, issue};
+    use std::path::Path;
+
+    fn identity(ca: &Path, dir: &Path, name: &str, role: Role) -> NodeIdentity {
+        let (cert, key) = issue(ca, name, role, dir).unwrap();
+        NodeIdentity::load(name, role, &cert, &key, &ca.join("ca.pem")).unwrap()
+    }
+
+    fn loopback() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn relays_connect_and_exchange_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca).unwrap();
+        let r1 = MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), "r1", Role::Relay), &[Role::Relay])
+            .unwrap();
+        let r2 = MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), "r2", Role::Relay), &[Role::Relay])
+            .unwrap();
+        let addr = r1.local_addr().unwrap();
+
+        let server = tokio::spawn(async move {
+            let (conn, role) = r1.accept().await.unwrap();
+            assert_eq!(role, Role::Relay);
+            assert!(peer_is(&conn, "r2") && !peer_is(&conn, "r1"));
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let bytes = recv.read_to_end(1 << 16).await.unwrap();
+            let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            d.push(&bytes);
+            let got: String = d.decode().unwrap().unwrap();
+            send.write_all(&encode(&format!("hello {got}"), DEFAULT_MAX_FRAME).unwrap()).await.unwrap();
+            send.finish().unwrap();
+            conn.closed().await;
+        });
+
+        let conn = r2.connect(addr, "r1", &[Role::Relay]).await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&encode(&"r2".to_owned(), DEFAULT_MAX_FRAME).unwrap()).await.unwrap();
+        send.finish().unwrap();
+        let bytes = recv.read_to_end(1 << 16).await.unwrap();
+        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        d.push(&bytes);
+        assert_eq!(d.decode::<String>().unwrap().unwrap(), "hello r2");
+        conn.close(0u32.into(), b"done");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_certificate_from_another_ca_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, rogue_ca) = (dir.path().join("ca"), dir.path().join("rogue"));
+        init_ca(&ca).unwrap();
+        init_ca(&rogue_ca).unwrap();
+        let r1 = MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), "r1", Role::Relay), &[Role::Relay])
+            .unwrap();
+        let addr = r1.local_addr().unwrap();
+        tokio::spawn(async move { while r1.accept().await.is_some() {} });
+
+        // A rogue node: its own CA, trusting it (so it believes in its own certificate).
+        let rogue_dir = dir.path().join("rogue-node");
+        let rogue = MeshEndpoint::bind(
+            loopback(),
+            identity(&rogue_ca, &rogue_dir, "r9", Role::Relay),
+            &[Role::Relay],
+        )
+        .unwrap();
+        let e = rogue.connect(addr, "r1", &[Role::Relay]).await.unwrap_err();
+        assert!(matches!(e, TransportError::Connection { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_site_presenting_as_a_relay_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca).unwrap();
+        // r1 accepts relays only (its relay-to-relay listener).
+        let r1 = MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), "r1", Role::Relay), &[Role::Relay])
+            .unwrap();
+        let addr = r1.local_addr().unwrap();
+        let accepted = tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_secs(2), r1.accept()).await.ok().flatten().is_some()
+        });
+        let site = MeshEndpoint::bind(
+            loopback(),
+            identity(&ca, dir.path(), "site-a", Role::Site),
+            &[Role::Controller],
+        )
+        .unwrap();
+        // In TLS 1.3 the server checks the client's certificate after the client has finished
+        // its side of the handshake, so the site may briefly believe it is connected: r1 then
+        // closes the connection at once, and never hands it to its logic.
+        if let Ok(conn) = site.connect(addr, "r1", &[Role::Relay]).await {
+            let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed())
+                .await
+                .expect("r1 closes a refused connection promptly");
+            assert!(
+                matches!(
+                    reason,
+                    quinn::ConnectionError::TransportError(_) | quinn::ConnectionError::ConnectionClosed(_)
+                ),
+                "{reason}"
+            );
+            tracing::debug!(%reason, "refused as expected");
+        }
+        assert!(!accepted.await.unwrap(), "r1 accepted a site as a relay");
+
+        // The other way: a client expecting a relay refuses a server whose certificate is a site's.
+        let site_server =
+            MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), "site-b", Role::Site), &[Role::Relay])
+                .unwrap();
+        let site_addr = site_server.local_addr().unwrap();
+        tokio::spawn(async move { while site_server.accept().await.is_some() {} });
+        let r2 = MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), "r2", Role::Relay), &[Role::Relay])
+            .unwrap();
+        assert!(r2.connect(site_addr, "site-b", &[Role::Relay]).await.is_err());
+        // …and a client refuses a server that is not the node it dialled.
+        assert!(r2.connect(site_addr, "site-x", &[Role::Site]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_node_configured_with_someone_elses_role_fails_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca).unwrap();
+        let (cert, key) = issue(&ca, "site-a", Role::Site, dir.path()).unwrap();
+        let claims_relay =
+            NodeIdentity::load("site-a", Role::Relay, &cert, &key, &ca.join("ca.pem")).unwrap();
+        let e = MeshEndpoint::bind(loopback(), claims_relay, &[Role::Relay]).err().unwrap();
+        assert!(e.to_string().contains("does not grant role `relay`"), "{e}");
+        let wrong_name = NodeIdentity::load("site-z", Role::Site, &cert, &key, &ca.join("ca.pem")).unwrap();
+        let e = MeshEndpoint::bind(loopback(), wrong_name, &[Role::Relay]).err().unwrap();
+        assert!(e.to_string().contains("does not name node `site-z`"), "{e}");
+    }
+}
