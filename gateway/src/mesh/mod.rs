@@ -8,12 +8,17 @@
 //!   foreign certificate or a wrong role fails the handshake;
 //! - [`transport`] — QUIC endpoints (quinn) with that TLS;
 //! - [`frame`] — versioned, length-prefixed control frames on QUIC streams;
+//! - [`messages`] — the control messages themselves;
+//! - [`membership`] — the controller's table of registered nodes, up or down (sans-IO);
 //! - [`probe`] — RTT/loss/jitter probes over QUIC datagrams.
 //!
-//! Membership, heartbeats and probing built on these are the relay-mesh issue's next steps.
+//! Still to come (the relay-mesh issue): the node roles that drive these over QUIC, link-state
+//! reports into the path engine, connection requests, and the admin API.
 
 pub mod frame;
 pub mod identity;
+pub mod membership;
+pub mod messages;
 pub mod probe;
 pub mod tls;
 pub mod transport;
