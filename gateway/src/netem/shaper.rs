@@ -160,6 +160,17 @@ mod tests {
     }
 
     #[test]
+    fn loss_ratio_holds_with_jitter_drawing_from_the_same_generator() {
+        let t0 = Instant::now();
+        for seed in 1..=20u64 {
+            let mut s =
+                Shaper::new(LinkParams { loss: 0.1, jitter_ms: 5.0, ..LinkParams::delay(25.0) }, seed);
+            let lost = (0..10_000).filter(|i| s.admit(t0 + ms(f64::from(*i)), 100) == Fate::Drop).count();
+            assert!((850..=1150).contains(&lost), "seed {seed}: {lost} of 10000 lost");
+        }
+    }
+
+    #[test]
     fn jitter_stays_in_bounds_and_keeps_order() {
         let t0 = Instant::now();
         let mut s = Shaper::new(LinkParams { jitter_ms: 5.0, ..LinkParams::delay(20.0) }, 3);
