@@ -558,3 +558,30 @@ fn a_broken_reload_keeps_the_old_plugin_in_service() {
     assert!(current.score(&metrics(1.0, 0.0, 0.0, 1), &[]).is_ok());
     assert!(registry.reload_changed().is_empty(), "a broken file is not retried until it changes again");
 }
+
+#[test]
+fn the_watcher_picks_up_a_replaced_file_and_stops_with_the_registry() {
+    let t = TestEngine::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("policy.wasm");
+    std::fs::copy(plugin("weighted-scorer"), &path).expect("install v1");
+    let registry = Arc::new(PluginRegistry::new(t.engine.clone()));
+    let v1 = registry.load(PluginSpec::new("policy", &path)).expect("load v1").info().sha256.clone();
+    let watcher = registry.spawn_watcher(Duration::from_millis(20)).expect("watcher");
+
+    let staged = dir.path().join("policy.wasm.new");
+    std::fs::copy(test_plugin("misbehaving-scorer"), &staged).expect("stage v2");
+    std::fs::rename(&staged, &path).expect("install v2");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let current = registry.get("policy").expect("present");
+        if current.info().sha256 != v1 {
+            assert_eq!(current.score(&misbehave(0.0), &[]).expect("v2 answers").explanation, "behaved");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the watcher never reloaded the plugin");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(registry);
+    watcher.join().expect("the watcher exits once the registry is gone");
+}

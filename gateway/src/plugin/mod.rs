@@ -18,7 +18,8 @@
 //!    overrun or a limit breach fails that one call with a [`CallError`] naming the plugin, the
 //!    call and the [`CallFailure`]; the broken instance is discarded and the next call works.
 //! 3. A [`PluginRegistry`] keeps plugins by name and swaps a reloaded plugin atomically;
-//!    in-flight calls finish on the old version.
+//!    in-flight calls finish on the old version. [`PluginRegistry::spawn_watcher`] reloads
+//!    changed files by itself.
 //!
 //! ## The sandbox
 //!

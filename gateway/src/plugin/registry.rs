@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, SystemTime};
 
 use super::PluginSpec;
 use super::engine::PluginEngine;
@@ -112,6 +112,26 @@ impl PluginRegistry {
             }
         }
         outcomes
+    }
+}
+
+impl PluginRegistry {
+    /// Reload changed plugin files every `interval` on a background thread, which stops by
+    /// itself once the registry is dropped. A file is checked by length and modification
+    /// time (a stat, not a read), so a short interval is cheap.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        interval: Duration,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let registry: Weak<Self> = Arc::downgrade(self);
+        std::thread::Builder::new().name("skybridge-plugin-watch".into()).spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                let Some(registry) = registry.upgrade() else { break };
+                // Outcomes are logged by reload_changed itself.
+                registry.reload_changed();
+            }
+        })
     }
 }
 
