@@ -47,6 +47,11 @@ fn benches(c: &mut Criterion) {
         })
     });
     group.bench_function("warm", |b| b.iter(|| warm.score(black_box(&metrics), &weights).expect("score")));
+    // The same without operator weights: no list or string to copy into the guest, so two
+    // fewer entries into wasm (cabi_realloc). Shows what the weights cost.
+    group.bench_function("warm_no_weights", |b| {
+        b.iter(|| warm.score(black_box(&metrics), &[]).expect("score"))
+    });
     group.bench_function("instantiate_and_call", |b| {
         b.iter(|| fresh.score(black_box(&metrics), &weights).expect("score"))
     });
