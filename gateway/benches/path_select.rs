@@ -6,8 +6,9 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use criterion::{BenchmarkId, Criterion};
 use skybridge_gateway::path::{Graph, LinkStats, Path, select};
@@ -38,15 +39,6 @@ fn random_mesh(nodes: usize, extra: usize, seed: u64) -> Graph {
     g
 }
 
-fn plugin_path() -> PathBuf {
-    let dir = std::env::var_os("SKYBRIDGE_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
-    let path = dir.join("weighted-scorer.wasm");
-    assert!(path.is_file(), "{} is missing: run `cargo xtask bench`", path.display());
-    path
-}
-
 /// Synthetic measurements standing in for probes (excluded from the target): RTT from the
 /// path's graph cost, some loss and jitter per hop.
 fn measured(p: &Path) -> LinkStats {
@@ -64,7 +56,7 @@ fn main() {
     let engine =
         PluginEngine::new(EngineOptions { cache_dir: Some(cache.path().into()), ..Default::default() })
             .expect("engine");
-    let scorer = engine.load(&PluginSpec::new("weighted", plugin_path())).expect("load scorer");
+    let scorer = engine.load(&PluginSpec::new("weighted", common::weighted_scorer())).expect("load scorer");
     let weights = vec![("latency".to_owned(), 1.0), ("loss".to_owned(), 2.0)];
 
     let mut group = c.benchmark_group("path_select");

@@ -5,6 +5,8 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 
@@ -14,24 +16,15 @@ use skybridge_plugin_sdk::{PathMetrics, testing};
 
 const GROUP: &str = "plugin_call";
 
-fn plugin_path() -> PathBuf {
-    let dir = std::env::var_os("SKYBRIDGE_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
-    let path = dir.join("weighted-scorer.wasm");
-    assert!(path.is_file(), "{} is missing: run `cargo xtask bench`", path.display());
-    path
-}
-
 fn benches(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("tempdir");
     let engine =
         PluginEngine::new(EngineOptions { cache_dir: Some(cache.path().into()), ..Default::default() })
             .expect("engine");
-    let warm = engine.load(&PluginSpec::new("warm", plugin_path())).expect("load");
+    let warm = engine.load(&PluginSpec::new("warm", common::weighted_scorer())).expect("load");
     let fresh = engine
         .load(
-            &PluginSpec::new("fresh", plugin_path())
+            &PluginSpec::new("fresh", common::weighted_scorer())
                 .with_limits(PluginLimits { reuse_instances: false, ..PluginLimits::default() }),
         )
         .expect("load");

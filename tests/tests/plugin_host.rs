@@ -487,12 +487,18 @@ fn compiled_components_are_cached_by_content_hash() {
 // -------------------------------------------------------------------------------------------------
 // Hot reload
 
-#[test]
-fn hot_reload_under_concurrent_calls_switches_behaviour_without_failing_a_call() {
-    let t = TestEngine::new();
+/// `weighted-scorer` installed as `policy.wasm` in a fresh folder (kept alive by the guard).
+fn installed_policy() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("policy.wasm");
     std::fs::copy(plugin("weighted-scorer"), &path).expect("install v1");
+    (dir, path)
+}
+
+#[test]
+fn hot_reload_under_concurrent_calls_switches_behaviour_without_failing_a_call() {
+    let t = TestEngine::new();
+    let (dir, path) = installed_policy();
     let registry = Arc::new(PluginRegistry::new(t.engine.clone()));
     registry.load(PluginSpec::new("policy", &path)).expect("load v1");
 
@@ -542,9 +548,7 @@ fn hot_reload_under_concurrent_calls_switches_behaviour_without_failing_a_call()
 #[test]
 fn a_broken_reload_keeps_the_old_plugin_in_service() {
     let t = TestEngine::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("policy.wasm");
-    std::fs::copy(plugin("weighted-scorer"), &path).expect("install v1");
+    let (_dir, path) = installed_policy();
     let registry = PluginRegistry::new(t.engine.clone());
     let v1 = registry.load(PluginSpec::new("policy", &path)).expect("load v1");
     std::fs::write(&path, b"not wasm at all").expect("break the file");
@@ -562,9 +566,7 @@ fn a_broken_reload_keeps_the_old_plugin_in_service() {
 #[test]
 fn the_watcher_picks_up_a_replaced_file_and_stops_with_the_registry() {
     let t = TestEngine::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("policy.wasm");
-    std::fs::copy(plugin("weighted-scorer"), &path).expect("install v1");
+    let (dir, path) = installed_policy();
     let registry = Arc::new(PluginRegistry::new(t.engine.clone()));
     let v1 = registry.load(PluginSpec::new("policy", &path)).expect("load v1").info().sha256.clone();
     let watcher = registry.spawn_watcher(Duration::from_millis(20)).expect("watcher");
