@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use skybridge_gateway::mesh::identity::{NodeIdentity, Role, init_ca, issue};
-use skybridge_gateway::mesh::probe::{ProbePlan, probe, respond};
+use skybridge_gateway::mesh::probe::{ProbePlan, Prober};
 use skybridge_gateway::mesh::transport::MeshEndpoint;
 use skybridge_gateway::netem::{Conditions, LinkParams, UdpLink};
 
@@ -29,11 +29,13 @@ async fn main() {
     let r1 = MeshEndpoint::bind(any, identity(&ca, dir.path(), "r1"), &[Role::Relay]).expect("bind");
     let r2 = MeshEndpoint::bind(any, identity(&ca, dir.path(), "r2"), &[Role::Relay]).expect("bind");
     let target = r1.local_addr().expect("addr");
+    let p1 = Prober::new("r1", true);
     tokio::spawn(async move {
         while let Some((conn, _)) = r1.accept().await {
-            tokio::spawn(respond(conn));
+            p1.attach("r2", conn, true);
         }
     });
+    let p2 = Prober::new("r2", true);
 
     let settings: &[(f64, f64, f64)] = if full {
         // one-way delay ms, jitter ms, loss per direction
@@ -62,7 +64,8 @@ async fn main() {
         let link = UdpLink::start(target, Conditions::symmetric(params), i as u64 + 1).await.expect("link");
         let conn = r2.connect(link.local_addr(), "r1", &[Role::Relay]).await.expect("connect");
         let plan = ProbePlan { count, interval: Duration::from_millis(5), grace: Duration::from_millis(500) };
-        let s = probe(&conn, plan, i as u64).await;
+        p2.attach("r1", conn.clone(), true);
+        let s = p2.probe_link("r1", plan).await.expect("probe");
         let rt_loss = 1.0 - (1.0 - loss) * (1.0 - loss);
         println!(
             "| {delay} ms | ±{jitter} ms | {:.0} % | {:.1} ms | {} | {:.1} % | {:.1} % | {:.2} ms |",

@@ -63,6 +63,12 @@ pub fn names_node(cert: &CertificateDer<'_>, name: &str) -> bool {
     ee.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
+/// The node name a (verified) certificate carries: its DNS name that is not a role name.
+pub fn node_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+    ee.valid_dns_names().find(|n| !n.ends_with(".role.skybridge.invalid")).map(str::to_owned)
+}
+
 /// Check that a node's own certificate grants the name and role it is configured with, so a
 /// misconfigured node fails at start with a clear message instead of at every handshake.
 pub fn check_own_identity(identity: &NodeIdentity) -> Result<(), TlsError> {

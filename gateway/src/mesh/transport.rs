@@ -140,6 +140,12 @@ pub fn peer_role(conn: &quinn::Connection, roles: &[Role]) -> Option<Role> {
     tls::granted_role(certs.first()?, roles).ok()
 }
 
+/// The node name a connected peer's certificate carries.
+pub fn peer_name(conn: &quinn::Connection) -> Option<String> {
+    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    tls::node_name(certs.first()?)
+}
+
 /// Whether a connected peer's certificate names node `name`.
 pub fn peer_is(conn: &quinn::Connection, name: &str) -> bool {
     conn.peer_identity()
