@@ -29,5 +29,6 @@
 
 pub mod mesh;
 pub mod netem;
+pub mod node;
 pub mod path;
 pub mod plugin;

@@ -9,7 +9,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_logging(args.verbose);
+    // Nodes log what they do (info) unless told otherwise; tools stay quiet.
+    cli::init_logging(if args.runs_node() { args.verbose.max(1) } else { args.verbose });
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

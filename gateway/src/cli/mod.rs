@@ -1,6 +1,8 @@
 //! Command-line interface: argument types and dispatch. Each command group has its own module.
 
 mod certs;
+mod ctl;
+mod node;
 mod plugin;
 
 use std::process::ExitCode;
@@ -29,6 +31,24 @@ enum Command {
     /// Make a development CA and node certificates for the mesh's mutual TLS.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Run the controller: membership, path engine, decisions, admin API.
+    #[command(after_help = "Example:\n  skybridge controller --config examples/controller.toml")]
+    Controller(node::NodeArgs),
+    /// Run a relay: a mesh node that probes its links and forwards traffic.
+    #[command(after_help = "Example:\n  skybridge relay --config examples/relay.toml")]
+    Relay(node::NodeArgs),
+    /// Run a site: a platform's agent, which probes relays and requests connections.
+    #[command(after_help = "Example:\n  skybridge site --config examples/site.toml")]
+    Site(node::NodeArgs),
+    /// Talk to a controller's admin API (nodes, links, platforms, connections, policy).
+    Ctl(ctl::CtlArgs),
+}
+
+impl Cli {
+    /// Whether the command runs a long-lived node (whose log should say more by default).
+    pub fn runs_node(&self) -> bool {
+        matches!(self.command, Command::Controller(_) | Command::Relay(_) | Command::Site(_))
+    }
 }
 
 /// Log to stderr; warnings only unless asked for more.
@@ -49,5 +69,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Certs(cmd) => certs::run(cmd),
+        Command::Controller(args) => node::run(node::RoleToRun::Controller, args),
+        Command::Relay(args) => node::run(node::RoleToRun::Relay, args),
+        Command::Site(args) => node::run(node::RoleToRun::Site, args),
+        Command::Ctl(args) => ctl::run(args),
     }
 }

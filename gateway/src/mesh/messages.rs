@@ -40,6 +40,32 @@ pub enum Control {
         /// One entry per neighbour.
         links: Vec<LinkReport>,
     },
+    /// Controller → relay: probe this route end to end (it starts at the relay) and answer
+    /// with [`Control::PathProbed`].
+    ProbePath {
+        /// The relays, from the one asked to the far end.
+        route: Vec<String>,
+        /// Probes to send.
+        count: u32,
+        /// Time between probes, ms.
+        interval_ms: u64,
+    },
+    /// Relay → controller: what the route's probes measured.
+    PathProbed {
+        /// RTT, jitter and loss over the series.
+        stats: LinkStats,
+    },
+    /// Site → controller: connect my platform to `target`; answered by
+    /// [`Control::Connected`] or [`Control::Refused`].
+    Connect {
+        /// The target platform.
+        target: String,
+    },
+    /// Controller → site: the path decision for a connection request.
+    Connected {
+        /// The stored decision record.
+        connection: Box<crate::node::ConnectionRecord>,
+    },
     /// Either way: the request was refused; the stream closes after this.
     Refused {
         /// Why, for the log.

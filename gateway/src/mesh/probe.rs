@@ -361,27 +361,41 @@ impl Prober {
     }
 
     /// Probe neighbour `peer` every `every`, forever, keeping a [`LinkEstimator`] whose latest
-    /// statistics [`Prober::link_stats`] returns. While the peer is not connected its probes
-    /// count as lost, so a dead link shows 100 % loss rather than stale numbers.
-    pub async fn watch_link(&self, peer: &str, every: Duration, mut estimator: LinkEstimator) {
+    /// statistics [`Prober::link_stats`] returns. While the peer is not connected the link
+    /// reports as dead (no RTT, 100 % loss) rather than with stale numbers, and a new
+    /// connection starts from a fresh estimator.
+    pub async fn watch_link(&self, peer: &str, every: Duration, estimator: LinkEstimator) {
         let (waiter, mut answers) = self.subscribe();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq = 0u32;
+        let mut current: Option<(usize, LinkEstimator)> = None; // (connection id, estimator)
         loop {
             tokio::select! {
-                _ = tick.tick() => {
-                    estimator.on_sent(u64::from(seq), Instant::now());
-                    if let Some(conn) = self.connection(peer) {
+                _ = tick.tick() => match self.connection(peer) {
+                    Some(conn) => {
+                        let id = conn.stable_id();
+                        if current.as_ref().is_none_or(|(c, _)| *c != id) {
+                            current = Some((id, estimator.clone()));
+                        }
+                        if let Some((_, e)) = current.as_mut() {
+                            e.on_sent(u64::from(seq), Instant::now());
+                        }
                         let _ = conn.send_datagram(Packet::Probe { series: waiter.series, seq }.encode());
+                        seq = seq.wrapping_add(1);
                     }
-                    seq = seq.wrapping_add(1);
-                }
+                    None => current = None,
+                },
                 Some((answered, at)) = answers.recv() => {
-                    estimator.on_answer(u64::from(answered), at);
+                    if let Some((_, e)) = current.as_mut() {
+                        e.on_answer(u64::from(answered), at);
+                    }
                 }
             }
-            let stats = estimator.stats(Instant::now());
+            let stats = match current.as_mut() {
+                Some((_, e)) => e.stats(Instant::now()),
+                None => LinkStats { rtt_ms: None, jitter_ms: 0.0, loss: 1.0, samples: 0 },
+            };
             lock(&self.links).insert(peer.to_owned(), stats);
         }
     }

@@ -1,0 +1,73 @@
+//! `skybridge controller | relay | site --config FILE`: run a node until Ctrl-C / SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use skybridge_gateway::node::config::{self, ControllerConfig, RelayConfig, SiteConfig};
+use skybridge_gateway::node::controller::Controller;
+use skybridge_gateway::node::relay::Relay;
+use skybridge_gateway::node::site::Site;
+
+/// Where a node's configuration lives.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's TOML configuration (commented examples in `examples/`).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// Which role to run.
+#[derive(Debug, Clone, Copy)]
+pub enum RoleToRun {
+    /// `skybridge controller`.
+    Controller,
+    /// `skybridge relay`.
+    Relay,
+    /// `skybridge site`.
+    Site,
+}
+
+/// Start the node and run until a shutdown signal.
+pub fn run(role: RoleToRun, args: NodeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        match role {
+            RoleToRun::Controller => {
+                let c = Controller::start(config::load::<ControllerConfig>(&args.config)?).await?;
+                eprintln!("controller: mesh on {}, admin API on http://{}", c.mesh_addr(), c.admin_addr());
+                shutdown_signal().await;
+                c.shutdown();
+            }
+            RoleToRun::Relay => {
+                let r = Relay::start(config::load::<RelayConfig>(&args.config)?)?;
+                eprintln!("relay: listening on {}", r.local_addr());
+                shutdown_signal().await;
+                r.shutdown();
+            }
+            RoleToRun::Site => {
+                let s = Site::start(config::load::<SiteConfig>(&args.config)?)?;
+                eprintln!("site {}: started", s.name());
+                shutdown_signal().await;
+                s.shutdown();
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,289 @@
+//! Node configuration files (TOML). Every table refuses unknown keys, so a typo is an error at
+//! start rather than a setting silently ignored. Relative paths are resolved against the
+//! directory of the config file. Commented examples: `examples/*.toml`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mesh::identity::{NodeIdentity, Role};
+use crate::mesh::membership::MembershipConfig;
+use crate::path::Hysteresis;
+
+/// The controller's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// The node name its certificate carries.
+    pub name: String,
+    /// QUIC address relays and sites connect to.
+    pub listen: SocketAddr,
+    /// Certificate, key and CA.
+    pub tls: TlsFiles,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// The redb database file (decision records).
+    pub store: PathBuf,
+    /// Heartbeat timing.
+    #[serde(default)]
+    pub membership: MembershipConfig,
+    /// How much faster another relay must be before a platform's nearest relay changes.
+    #[serde(default)]
+    pub nearest: Hysteresis,
+    /// The initial path policy; `PUT /v1/policy` changes it at run time.
+    pub policy: Policy,
+}
+
+/// The admin API's listener and credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// HTTP address (default `127.0.0.1:7080`).
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// A file holding the bearer token (first line). Keep it readable by the operator only.
+    pub token_file: PathBuf,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7080))
+}
+
+/// The path policy: which scorer, with which weights, over how many candidates and probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The scorer plugin (a `.wasm` component of the `scorer` world).
+    pub scorer: PathBuf,
+    /// Weights handed to the scorer, by name (e.g. `latency`, `loss`).
+    #[serde(default)]
+    pub weights: BTreeMap<String, f64>,
+    /// Candidate paths to enumerate and probe (default 4).
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// End-to-end probes per candidate (default 20).
+    #[serde(default = "default_probes")]
+    pub probes: u32,
+    /// Time between two probes of a candidate, ms (default 10).
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+}
+
+fn default_k() -> usize {
+    4
+}
+fn default_probes() -> u32 {
+    20
+}
+fn default_probe_interval_ms() -> u64 {
+    10
+}
+
+impl Policy {
+    /// Check the numbers are sensible; the scorer is checked by loading it.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=32).contains(&self.k) {
+            return Err(format!("k must be between 1 and 32, not {}", self.k));
+        }
+        if !(1..=1000).contains(&self.probes) {
+            return Err(format!("probes must be between 1 and 1000, not {}", self.probes));
+        }
+        if !(1..=1000).contains(&self.probe_interval_ms) {
+            return Err(format!(
+                "probe_interval_ms must be between 1 and 1000, not {}",
+                self.probe_interval_ms
+            ));
+        }
+        if let Some((name, value)) = self.weights.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!("weight {name} = {value} is not a finite number"));
+        }
+        Ok(())
+    }
+}
+
+/// A change to the policy: the fields given replace the current ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyUpdate {
+    /// New scorer plugin file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scorer: Option<PathBuf>,
+    /// Weights to set (merged into the current ones).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, f64>,
+    /// New k.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    /// New probe count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<u32>,
+    /// New probe interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_interval_ms: Option<u64>,
+}
+
+impl Policy {
+    /// The policy with `update` applied (not yet validated).
+    pub fn updated(&self, update: &PolicyUpdate) -> Policy {
+        let mut p = self.clone();
+        if let Some(s) = &update.scorer {
+            p.scorer = s.clone();
+        }
+        p.weights.extend(update.weights.iter().map(|(k, v)| (k.clone(), *v)));
+        p.k = update.k.unwrap_or(p.k);
+        p.probes = update.probes.unwrap_or(p.probes);
+        p.probe_interval_ms = update.probe_interval_ms.unwrap_or(p.probe_interval_ms);
+        p
+    }
+}
+
+/// A relay's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// The node name its certificate carries.
+    pub name: String,
+    /// QUIC address neighbours and sites connect to.
+    pub listen: SocketAddr,
+    /// Certificate, key and CA.
+    pub tls: TlsFiles,
+    /// The controller to register with.
+    pub controller: Peer,
+    /// Link probing.
+    #[serde(default)]
+    pub probing: Probing,
+    /// Relays this one dials and probes. A neighbour that dials this relay need not be listed:
+    /// the link is one connection, probed by the side that dialled.
+    #[serde(default)]
+    pub neighbours: Vec<Peer>,
+}
+
+/// A site's configuration. A site is its platform's agent; the platform is named after it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// The node name its certificate carries — also the platform's name.
+    pub name: String,
+    /// Local QUIC address (default `0.0.0.0:0`: any port; sites only dial).
+    #[serde(default = "any_addr")]
+    pub listen: SocketAddr,
+    /// Certificate, key and CA.
+    pub tls: TlsFiles,
+    /// The controller to register with.
+    pub controller: Peer,
+    /// Probing of the relays below.
+    #[serde(default)]
+    pub probing: Probing,
+    /// Relays this site can reach; the controller picks the nearest from their measured RTTs.
+    pub relays: Vec<Peer>,
+}
+
+fn any_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+/// Another node: its name (as its certificate says) and address.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Node name.
+    pub name: String,
+    /// QUIC address.
+    pub addr: SocketAddr,
+}
+
+/// Continuous link probing.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Probing {
+    /// Time between probes on each link, ms (default 100).
+    pub interval_ms: u64,
+    /// Loss is measured over the last this many probes (default 50).
+    pub window: usize,
+    /// A probe unanswered this long counts as lost, ms (default 1,000).
+    pub timeout_ms: u64,
+    /// How often measurements are reported to the controller, ms (default 500).
+    pub report_ms: u64,
+}
+
+impl Default for Probing {
+    fn default() -> Self {
+        Probing { interval_ms: 100, window: 50, timeout_ms: 1_000, report_ms: 500 }
+    }
+}
+
+impl Probing {
+    /// Probe interval.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.max(1))
+    }
+    /// Report interval.
+    pub fn report(&self) -> Duration {
+        Duration::from_millis(self.report_ms.max(10))
+    }
+}
+
+/// A node's certificate, key and CA (PEM files, from `skybridge certs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The CA certificate peers must be signed by.
+    pub ca: PathBuf,
+    /// This node's certificate.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Load the identity of node `name` acting as `role`.
+    pub fn load(&self, name: &str, role: Role) -> anyhow::Result<NodeIdentity> {
+        Ok(NodeIdentity::load(name, role, &self.cert, &self.key, &self.ca)?)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        for p in [&mut self.ca, &mut self.cert, &mut self.key] {
+            *p = base.join(&*p);
+        }
+    }
+}
+
+/// Read a config file of type `T`, resolving relative paths against its directory.
+pub fn load<T: for<'de> Deserialize<'de> + Resolve>(path: &Path) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut config: T =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
+    config.resolve(path.parent().unwrap_or(Path::new(".")));
+    Ok(config)
+}
+
+/// Resolving a config's relative paths.
+pub trait Resolve {
+    /// Make relative paths relative to `base`.
+    fn resolve(&mut self, base: &Path);
+}
+
+impl Resolve for ControllerConfig {
+    fn resolve(&mut self, base: &Path) {
+        self.tls.resolve(base);
+        self.admin.token_file = base.join(&self.admin.token_file);
+        self.store = base.join(&self.store);
+        self.policy.scorer = base.join(&self.policy.scorer);
+    }
+}
+
+impl Resolve for RelayConfig {
+    fn resolve(&mut self, base: &Path) {
+        self.tls.resolve(base);
+    }
+}
+
+impl Resolve for SiteConfig {
+    fn resolve(&mut self, base: &Path) {
+        self.tls.resolve(base);
+    }
+}

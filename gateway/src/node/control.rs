@@ -1,0 +1,78 @@
+//! Control frames over QUIC streams: a framed bidirectional stream, and one-shot requests.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::mesh::frame::{DEFAULT_MAX_FRAME, FrameDecoder, encode};
+use crate::mesh::messages::Control;
+
+/// How long a request may take before it is abandoned (path probes included).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One bidirectional stream carrying control frames.
+pub struct Framed {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+}
+
+impl Framed {
+    /// Wrap an open stream pair.
+    pub fn new((send, recv): (quinn::SendStream, quinn::RecvStream)) -> Self {
+        Framed { send, recv, decoder: FrameDecoder::new(DEFAULT_MAX_FRAME) }
+    }
+
+    /// Send one message.
+    pub async fn send(&mut self, message: &Control) -> anyhow::Result<()> {
+        let bytes = encode(message, DEFAULT_MAX_FRAME)?;
+        self.send.write_all(&bytes).await.context("sending a control frame")?;
+        Ok(())
+    }
+
+    /// The next message; `None` when the peer finished the stream cleanly. A malformed or
+    /// oversized frame is an error: the caller closes the stream.
+    pub async fn recv(&mut self) -> anyhow::Result<Option<Control>> {
+        loop {
+            if let Some(message) = self.decoder.decode::<Control>()? {
+                return Ok(Some(message));
+            }
+            match self.recv.read_chunk(64 * 1024, true).await.context("reading a control frame")? {
+                Some(chunk) => self.decoder.push(&chunk.bytes),
+                None => {
+                    self.decoder.finish()?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Refuse: tell the peer why and close our side.
+    pub async fn refuse(mut self, reason: &str) {
+        let _ = self.send(&Control::Refused { reason: reason.to_owned() }).await;
+        let _ = self.send.finish();
+        // Give the frame a moment to leave before the stream is dropped.
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.send.stopped()).await;
+    }
+
+    /// Finish our side of the stream.
+    pub fn finish(&mut self) {
+        let _ = self.send.finish();
+    }
+}
+
+/// Open a stream on `conn`, send `request`, and wait for one answer. A `Refused` answer is an
+/// error carrying the peer's reason.
+pub async fn request(conn: &quinn::Connection, request: &Control) -> anyhow::Result<Control> {
+    let exchange = async {
+        let mut stream = Framed::new(conn.open_bi().await.context("opening a control stream")?);
+        stream.send(request).await?;
+        stream.finish();
+        match stream.recv().await? {
+            Some(Control::Refused { reason }) => bail!("{reason}"),
+            Some(answer) => Ok(answer),
+            None => bail!("the peer closed the stream without answering"),
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.context("no answer in time")?
+}

@@ -1,0 +1,61 @@
+//! # Node roles
+//!
+//! One binary, three roles, each started from a TOML file ([`config`]):
+//!
+//! - [`controller::Controller`] — accepts relays and sites over QUIC, keeps membership
+//!   (heartbeats), the link-state graph (relays' link reports) and each platform's nearest
+//!   relay (sites' reports), answers connection requests with a scored path decision stored in
+//!   redb ([`store`]), and serves the admin API ([`admin`]).
+//! - [`relay::Relay`] — dials its neighbours, probes each link continuously, forwards routed
+//!   path probes, and reports its links.
+//! - [`site::Site`] — a platform's agent: probes the relays it knows, and asks for connections.
+//!
+//! How a connection request flows:
+//!
+//! ```text
+//! site A ──Connect{B}──▶ controller ──nearest(A)=R1, nearest(B)=R4──▶ k paths R1…R4
+//!    (or POST /v1/connections)   │
+//!                                ├──ProbePath{route}──▶ R1 ──routed probes──▶ R2 … R4 ──▶ back
+//!                                ├──scorer plugin(metrics, weights) per candidate
+//!                                └──decision record ──▶ redb, and back to the caller
+//! ```
+//!
+//! [`uplink`] is the relay's and site's session with the controller; [`control`] carries
+//! control frames on QUIC streams.
+
+pub mod admin;
+pub mod config;
+pub mod control;
+pub mod controller;
+pub mod relay;
+pub mod site;
+pub mod store;
+pub mod uplink;
+
+use serde::{Deserialize, Serialize};
+
+use crate::path::Decision;
+use config::Policy;
+
+/// A connection request's outcome, as stored and returned: who asked for what, the routing
+/// relays, the policy in force, and the path decision with every candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionRecord {
+    /// Its id in the store.
+    pub id: u64,
+    /// The requesting platform.
+    pub from: String,
+    /// The target platform.
+    pub to: String,
+    /// The relay nearest the requesting platform (first routing node).
+    pub first_relay: String,
+    /// The relay nearest the target platform (second routing node).
+    pub second_relay: String,
+    /// When it was decided (Unix time, ms).
+    pub created_unix_ms: u64,
+    /// The policy the decision was made under.
+    pub policy: Policy,
+    /// Every candidate with its measured metrics, score and explanation, and the winner.
+    pub decision: Decision,
+}

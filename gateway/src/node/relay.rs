@@ -1,0 +1,121 @@
+//! The relay role: a mesh node that dials its configured neighbours, accepts neighbours and
+//! sites, probes its links continuously, forwards routed path probes, and reports to the
+//! controller.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::config::{Peer, RelayConfig};
+use super::uplink::Uplink;
+use crate::mesh::identity::Role;
+use crate::mesh::probe::Prober;
+use crate::mesh::transport::{MeshEndpoint, peer_name};
+use crate::path::LinkEstimator;
+
+/// A running relay.
+pub struct Relay {
+    endpoint: Arc<MeshEndpoint>,
+    prober: Arc<Prober>,
+    tasks: JoinSet<()>,
+}
+
+impl Relay {
+    /// Bind, then run in the background: accept peers, dial and probe neighbours, keep the
+    /// controller session.
+    pub fn start(config: RelayConfig) -> anyhow::Result<Relay> {
+        let identity = config.tls.load(&config.name, Role::Relay)?;
+        let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay, Role::Site])?);
+        let listen = endpoint.local_addr()?;
+        let prober = Prober::new(&config.name, true);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_peers(Arc::clone(&endpoint), Arc::clone(&prober)));
+        let estimator =
+            LinkEstimator::new(config.probing.window, Duration::from_millis(config.probing.timeout_ms));
+        for neighbour in config.neighbours {
+            tasks.spawn(keep_dialing(
+                Arc::clone(&endpoint),
+                neighbour.clone(),
+                Role::Relay,
+                Arc::clone(&prober),
+            ));
+            let (p, every, estimator) = (Arc::clone(&prober), config.probing.interval(), estimator.clone());
+            tasks.spawn(async move { p.watch_link(&neighbour.name, every, estimator).await });
+        }
+        let (connection, _) = watch::channel(None);
+        let uplink = Uplink {
+            endpoint: Arc::clone(&endpoint),
+            role: Role::Relay,
+            listen: Some(listen),
+            controller: config.controller,
+            prober: Arc::clone(&prober),
+            report_every: config.probing.report(),
+            connection,
+        };
+        tasks.spawn(uplink.run());
+        tracing::info!(relay = %config.name, %listen, "relay started");
+        Ok(Relay { endpoint, prober, tasks })
+    }
+
+    /// The bound QUIC address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The relay's probe hub (its links' statistics).
+    pub fn prober(&self) -> &Arc<Prober> {
+        &self.prober
+    }
+
+    /// Stop: close every connection at once (peers see the relay vanish) and end all tasks.
+    pub fn shutdown(mut self) {
+        self.endpoint.close();
+        self.tasks.abort_all();
+    }
+
+    /// Run until the task set ends (it does not, unless shut down).
+    pub async fn wait(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Accept relays and sites; attach each to the prober under the name its certificate carries.
+pub(super) async fn accept_peers(endpoint: Arc<MeshEndpoint>, prober: Arc<Prober>) {
+    while let Some((conn, role)) = endpoint.accept().await {
+        match peer_name(&conn) {
+            Some(name) => {
+                tracing::debug!(peer = %name, %role, "peer connected");
+                prober.attach(&name, conn, role == Role::Relay);
+            }
+            None => conn.close(1u32.into(), b"certificate carries no node name"),
+        }
+    }
+}
+
+/// Keep a connection to `peer` (of role `role`) attached, redialling when it drops.
+pub(super) async fn keep_dialing(endpoint: Arc<MeshEndpoint>, peer: Peer, role: Role, prober: Arc<Prober>) {
+    let mut failures = 0u32;
+    loop {
+        match endpoint.connect(peer.addr, &peer.name, &[role]).await {
+            Ok(conn) => {
+                if failures > 0 {
+                    tracing::info!(node = %endpoint.name(), peer = %peer.name, "reconnected");
+                }
+                failures = 0;
+                let served = prober.attach(&peer.name, conn, role == Role::Relay);
+                let _ = served.await;
+                tracing::warn!(node = %endpoint.name(), peer = %peer.name, "connection lost; redialling");
+            }
+            Err(e) => {
+                if failures.is_multiple_of(30) {
+                    tracing::warn!(node = %endpoint.name(), peer = %peer.name, "cannot reach {role} {}: {e}", peer.name);
+                }
+                failures += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,93 @@
+//! The site role: a platform's agent. It probes the relays it can reach (so the controller
+//! can pick the nearest), registers with the controller, and asks it for connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::ConnectionRecord;
+use super::config::SiteConfig;
+use super::control;
+use super::relay::keep_dialing;
+use super::uplink::Uplink;
+use crate::mesh::identity::Role;
+use crate::mesh::messages::Control;
+use crate::mesh::probe::Prober;
+use crate::mesh::transport::MeshEndpoint;
+use crate::path::LinkEstimator;
+
+/// A running site.
+pub struct Site {
+    name: String,
+    endpoint: Arc<MeshEndpoint>,
+    controller: watch::Receiver<Option<quinn::Connection>>,
+    tasks: JoinSet<()>,
+}
+
+impl Site {
+    /// Bind, then run in the background: probe the relays, keep the controller session.
+    pub fn start(config: SiteConfig) -> anyhow::Result<Site> {
+        let identity = config.tls.load(&config.name, Role::Site)?;
+        let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay])?);
+        let prober = Prober::new(&config.name, false);
+        let mut tasks = JoinSet::new();
+        let estimator =
+            LinkEstimator::new(config.probing.window, Duration::from_millis(config.probing.timeout_ms));
+        for relay in config.relays {
+            tasks.spawn(keep_dialing(Arc::clone(&endpoint), relay.clone(), Role::Relay, Arc::clone(&prober)));
+            let (p, every, estimator) = (Arc::clone(&prober), config.probing.interval(), estimator.clone());
+            tasks.spawn(async move { p.watch_link(&relay.name, every, estimator).await });
+        }
+        let (connection, controller) = watch::channel(None);
+        let uplink = Uplink {
+            endpoint: Arc::clone(&endpoint),
+            role: Role::Site,
+            listen: None,
+            controller: config.controller,
+            prober,
+            report_every: config.probing.report(),
+            connection,
+        };
+        tasks.spawn(uplink.run());
+        tracing::info!(site = %config.name, "site started");
+        Ok(Site { name: config.name, endpoint, controller, tasks })
+    }
+
+    /// The site's (and its platform's) name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Wait until registered with the controller, at most `timeout`.
+    pub async fn registered(&self, timeout: Duration) -> anyhow::Result<()> {
+        let mut rx = self.controller.clone();
+        tokio::time::timeout(timeout, rx.wait_for(Option::is_some))
+            .await
+            .context("not registered with the controller in time")?
+            .context("site stopped")?;
+        Ok(())
+    }
+
+    /// Ask the controller to connect this platform to `target`; returns the path decision.
+    pub async fn connect(&self, target: &str) -> anyhow::Result<ConnectionRecord> {
+        let conn = self.controller.borrow().clone().context("not connected to the controller")?;
+        match control::request(&conn, &Control::Connect { target: target.to_owned() }).await? {
+            Control::Connected { connection } => Ok(*connection),
+            other => bail!("unexpected answer to a connection request: {other:?}"),
+        }
+    }
+
+    /// Stop: close every connection and end all tasks.
+    pub fn shutdown(mut self) {
+        self.endpoint.close();
+        self.tasks.abort_all();
+    }
+
+    /// Run until the task set ends (it does not, unless shut down).
+    pub async fn wait(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

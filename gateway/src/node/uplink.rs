@@ -1,0 +1,129 @@
+//! A relay's or site's session with the controller: register, heartbeat, report what the
+//! node's link watchers measure, and serve the controller's requests (path probes). When the
+//! controller goes away the node keeps retrying, so nodes and controller may start in any
+//! order and survive each other's restarts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::sync::watch;
+
+use super::config::Peer;
+use super::control::Framed;
+use crate::mesh::identity::Role;
+use crate::mesh::messages::{Control, LinkReport};
+use crate::mesh::probe::{ProbePlan, Prober};
+use crate::mesh::transport::MeshEndpoint;
+
+/// Wait between attempts to reach the controller.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// What the uplink needs to know about its node.
+pub struct Uplink {
+    /// The node's endpoint (also used to dial the controller).
+    pub endpoint: Arc<MeshEndpoint>,
+    /// The node's role.
+    pub role: Role,
+    /// Where the node listens for mesh peers, announced at registration (relays).
+    pub listen: Option<SocketAddr>,
+    /// The controller.
+    pub controller: Peer,
+    /// The node's probe hub: its link statistics are reported, its routes probed.
+    pub prober: Arc<Prober>,
+    /// How often to report link statistics.
+    pub report_every: Duration,
+    /// The live controller connection, for requests the node itself makes (site connects).
+    pub connection: watch::Sender<Option<quinn::Connection>>,
+}
+
+impl Uplink {
+    /// Keep a session with the controller up, forever.
+    pub async fn run(self) {
+        let me = self.endpoint.name().to_owned();
+        let mut failures = 0u32;
+        loop {
+            match self.session().await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    // Log the first failure and then every 30th, so a long outage is visible
+                    // without flooding the log.
+                    if failures.is_multiple_of(30) {
+                        tracing::warn!(node = %me, controller = %self.controller.name, "controller session: {e:#}");
+                    }
+                    failures += 1;
+                }
+            }
+            self.connection.send_replace(None);
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn session(&self) -> anyhow::Result<()> {
+        let Peer { name, addr } = &self.controller;
+        let conn = self.endpoint.connect(*addr, name, &[Role::Controller]).await?;
+        let mut control = Framed::new(conn.open_bi().await.context("opening the control stream")?);
+        let register =
+            Control::Register { name: self.endpoint.name().to_owned(), role: self.role, listen: self.listen };
+        control.send(&register).await?;
+        let heartbeat_ms = match control.recv().await? {
+            Some(Control::Registered { heartbeat_ms, .. }) => heartbeat_ms,
+            Some(Control::Refused { reason }) => bail!("registration refused: {reason}"),
+            other => bail!("unexpected answer to registration: {other:?}"),
+        };
+        tracing::info!(node = %self.endpoint.name(), controller = %name, "registered");
+        self.connection.send_replace(Some(conn.clone()));
+        let serving = tokio::spawn(serve_requests(conn.clone(), Arc::clone(&self.prober)));
+
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(10, 60_000)));
+        let mut report = tokio::time::interval(self.report_every);
+        let mut seq = 0u64;
+        let result = loop {
+            tokio::select! {
+                _ = heartbeat.tick() => {
+                    seq += 1;
+                    if let Err(e) = control.send(&Control::Heartbeat { seq }).await { break Err(e) }
+                }
+                _ = report.tick() => {
+                    let links = self.prober.link_stats().into_iter()
+                        .map(|(neighbour, stats)| LinkReport { neighbour, stats }).collect();
+                    if let Err(e) = control.send(&Control::LinkReport { links }).await { break Err(e) }
+                }
+                reason = conn.closed() => break Err(anyhow::anyhow!("connection lost: {reason}")),
+            }
+        };
+        serving.abort();
+        result
+    }
+}
+
+/// Answer the controller's requests, one stream each.
+async fn serve_requests(conn: quinn::Connection, prober: Arc<Prober>) {
+    while let Ok(stream) = conn.accept_bi().await {
+        let prober = Arc::clone(&prober);
+        tokio::spawn(async move {
+            let mut stream = Framed::new(stream);
+            let answer = match stream.recv().await {
+                Ok(Some(Control::ProbePath { route, count, interval_ms })) => {
+                    let plan = ProbePlan {
+                        count: count.clamp(1, 1000),
+                        interval: Duration::from_millis(interval_ms.clamp(1, 1000)),
+                        ..ProbePlan::default()
+                    };
+                    match prober.probe_route(&route, plan).await {
+                        Ok(stats) => Control::PathProbed { stats },
+                        Err(e) => Control::Refused { reason: e.to_string() },
+                    }
+                }
+                Ok(Some(other)) => {
+                    Control::Refused { reason: format!("not a request this node serves: {other:?}") }
+                }
+                Ok(None) => return,
+                Err(e) => Control::Refused { reason: format!("{e:#}") },
+            };
+            let _ = stream.send(&answer).await;
+            stream.finish();
+        });
+    }
+}
