@@ -4,7 +4,8 @@
 //! `cargo xtask plugins` (which `cargo xtask test` runs first) into `target/plugins/`. A test
 //! that cannot find a plugin fails and says how to build it — it never skips.
 //!
-//! Later issues add here: multi-node launchers on loopback and the user-space link emulator.
+//! [`mesh`] starts whole meshes — a controller, relays and sites, with the user-space link
+//! emulator on every link — inside the test process, over real QUIC and TLS on loopback.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 use skybridge_gateway::plugin::{EngineOptions, PluginEngine};
 use tempfile::TempDir;
+
+pub mod mesh;
 
 /// The folder holding built plugins: `$SKYBRIDGE_PLUGIN_DIR`, else `<workspace>/target/plugins`.
 pub fn plugin_dir() -> PathBuf {

@@ -35,6 +35,10 @@ pub struct ControllerConfig {
     pub nearest: Hysteresis,
     /// The initial path policy; `PUT /v1/policy` changes it at run time.
     pub policy: Policy,
+    /// Where compiled plugins are cached (default `$XDG_CACHE_HOME/skybridge/plugins`). It must
+    /// be writable by the controller's user only: cached code is trusted.
+    #[serde(default)]
+    pub plugin_cache: Option<PathBuf>,
 }
 
 /// The admin API's listener and credentials.
@@ -273,6 +277,9 @@ impl Resolve for ControllerConfig {
         self.admin.token_file = base.join(&self.admin.token_file);
         self.store = base.join(&self.store);
         self.policy.scorer = base.join(&self.policy.scorer);
+        if let Some(cache) = &mut self.plugin_cache {
+            *cache = base.join(&*cache);
+        }
     }
 }
 

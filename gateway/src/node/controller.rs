@@ -175,7 +175,11 @@ impl Controller {
         config.policy.validate().map_err(|e| anyhow::anyhow!("policy: {e}"))?;
         let token = admin::read_token(&config.admin.token_file)?;
         let store = Arc::new(Store::open(&config.store)?);
-        let engine = PluginEngine::new(EngineOptions::default())?;
+        let mut options = EngineOptions::default();
+        if let Some(cache) = &config.plugin_cache {
+            options.cache_dir = Some(cache.clone());
+        }
+        let engine = PluginEngine::new(options)?;
         let scorer = load_scorer(&engine, &config.policy)?;
         let identity = config.tls.load(&config.name, Role::Controller)?;
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay, Role::Site])?);

@@ -1,0 +1,375 @@
+//! Whole meshes on loopback: a controller, relays and sites as real nodes (QUIC, mutual TLS,
+//! redb, wasm scorer plugins), the WAN emulated in user space on every link.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use skybridge_gateway::mesh::frame::{DEFAULT_MAX_FRAME, encode};
+use skybridge_gateway::mesh::identity::Role;
+use skybridge_gateway::mesh::membership::NodeState;
+use skybridge_gateway::mesh::messages::Control;
+use skybridge_gateway::mesh::transport::MeshEndpoint;
+use skybridge_gateway::netem::LinkParams;
+use skybridge_gateway::node::config::{Peer, RelayConfig};
+use skybridge_gateway::node::control::Framed;
+use skybridge_gateway::node::relay::Relay;
+use skybridge_tests::mesh::{Pki, TestMesh, Topology, candidate, chosen_path, fast_probing, http, policy};
+
+fn delay(ms: f64) -> LinkParams {
+    LinkParams::delay(ms)
+}
+
+fn lossy(ms: f64, loss: f64) -> LinkParams {
+    LinkParams { loss, ..LinkParams::delay(ms) }
+}
+
+fn rtt(c: &Value) -> f64 {
+    c["measured"]["rtt_ms"].as_f64().unwrap_or_else(|| panic!("no RTT measured: {c:#}"))
+}
+
+fn assert_rtt_near(c: &Value, emulated: f64) {
+    let measured = rtt(c);
+    assert!(
+        (measured - emulated).abs() <= 0.2 * emulated + 2.0,
+        "measured RTT {measured:.1} ms vs emulated {emulated} ms on {}",
+        c["path"]
+    );
+}
+
+/// Site A → R1 → {R2 | R3} → R4 → site B. R2's links are slow and clean (15 ms each way), R3's
+/// fast and lossy (3 ms, 5 % loss each way, so 1 − 0.95⁴ ≈ 18.5 % of round trips are lost).
+fn diamond(weights: &[(&str, f64)]) -> Topology {
+    Topology {
+        relays: vec!["r1", "r2", "r3", "r4"],
+        links: vec![
+            ("r1", "r2", delay(15.0)),
+            ("r2", "r4", delay(15.0)),
+            ("r1", "r3", lossy(3.0, 0.05)),
+            ("r3", "r4", lossy(3.0, 0.05)),
+        ],
+        sites: vec![("site-a", vec![("r1", delay(1.0))]), ("site-b", vec![("r4", delay(1.0))])],
+        // 600 probes per candidate: at 18.5 % loss one binomial standard deviation is 1.6
+        // points, so a 5-point tolerance (3.2 σ) checks accuracy without flaking.
+        policy: policy(weights, 4, 600),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diamond_weights_pick_the_path_the_emulated_network_makes_best() {
+    // Latency-heavy: 12 ms + 0.01 × 185 ‰ beats 60 ms.
+    let mesh =
+        TestMesh::start(diamond(&[("latency", 1.0), ("loss", 0.01), ("jitter", 0.0), ("hops", 0.0)])).await;
+    let record = mesh.sites["site-a"].connect("site-b").await.expect("the site's connection request");
+    let record = serde_json::to_value(&record).expect("record as JSON");
+    assert_eq!((record["first_relay"].as_str(), record["second_relay"].as_str()), (Some("r1"), Some("r4")));
+    assert_eq!(chosen_path(&record), ["r1", "r3", "r4"], "{record:#}");
+    let (slow, fast) = (candidate(&record, &["r1", "r2", "r4"]), candidate(&record, &["r1", "r3", "r4"]));
+    assert_rtt_near(slow, 60.0);
+    assert_rtt_near(fast, 12.0);
+    let expected_loss = 1.0 - 0.95f64.powi(4);
+    let fast_loss = fast["measured"]["loss"].as_f64().expect("loss");
+    assert!((fast_loss - expected_loss).abs() <= 0.05, "loss {fast_loss:.3} vs emulated {expected_loss:.3}");
+    assert!(slow["measured"]["loss"].as_f64().expect("loss") <= 0.05, "{slow:#}");
+    assert!(fast["explanation"].as_str().expect("explanation").contains("latency"), "{fast:#}");
+
+    // The record is stored: the admin API returns it as decided.
+    let id = record["id"].as_u64().expect("id");
+    let (status, stored) = mesh.api("GET", &format!("/v1/connections/{id}"), None).await;
+    assert_eq!((status, &stored), (200, &record));
+
+    // Loss-heavy weights, changed at run time, apply to the next decision: the clean path wins.
+    let (status, p) =
+        mesh.api("PUT", "/v1/policy", Some(r#"{"weights": {"latency": 0.1, "loss": 1.0}}"#)).await;
+    assert_eq!(status, 200, "{p}");
+    let record = mesh.connect("site-a", "site-b").await;
+    assert_eq!(chosen_path(&record), ["r1", "r2", "r4"], "{record:#}");
+    assert_eq!(record["policy"]["weights"]["latency"], json!(0.1));
+    assert_rtt_near(candidate(&record, &["r1", "r2", "r4"]), 60.0);
+}
+
+/// Two rails of four relays joined by rungs; site A sits at t1, site B at t4.
+fn ladder() -> Topology {
+    let mut links = Vec::new();
+    for (a, b) in [("t1", "t2"), ("t2", "t3"), ("t3", "t4")] {
+        links.push((a, b, delay(5.0)));
+    }
+    for (a, b) in [("b1", "b2"), ("b2", "b3"), ("b3", "b4")] {
+        links.push((a, b, delay(6.0)));
+    }
+    for (a, b) in [("t1", "b1"), ("t2", "b2"), ("t3", "b3"), ("t4", "b4")] {
+        links.push((a, b, delay(2.0)));
+    }
+    Topology {
+        relays: vec!["t1", "t2", "t3", "t4", "b1", "b2", "b3", "b4"],
+        links,
+        sites: vec![("site-a", vec![("t1", delay(1.0))]), ("site-b", vec![("t4", delay(1.0))])],
+        policy: policy(&[("latency", 1.0), ("loss", 1.0), ("jitter", 0.0), ("hops", 0.0)], 4, 50),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ladder_reroutes_around_a_degraded_link_and_a_killed_relay() {
+    let mut mesh = TestMesh::start(ladder()).await;
+    let top = ["t1", "t2", "t3", "t4"];
+    let record = mesh.connect("site-a", "site-b").await;
+    assert_eq!(chosen_path(&record), top, "{record:#}");
+    assert_rtt_near(candidate(&record, &top), 30.0);
+
+    // t2–t3 degrades to 40 ms: once the relays' reports show it, the decision avoids it.
+    mesh.set_link("t2", "t3", delay(40.0));
+    mesh.wait_until("t2–t3 reported slow", Duration::from_secs(10), |c| {
+        c.links().iter().any(|l| l.from == "t2" && l.to == "t3" && l.stats.rtt_ms.is_some_and(|r| r > 60.0))
+    })
+    .await;
+    let record = mesh.connect("site-a", "site-b").await;
+    let chosen = chosen_path(&record);
+    assert!(!chosen.windows(2).any(|w| w == ["t2", "t3"]), "still crosses t2–t3: {record:#}");
+    let winner =
+        rtt(&record["decision"]["candidates"]
+            [record["decision"]["winner"].as_u64().expect("winner") as usize]);
+    assert!(winner < 50.0, "the detour should measure about 40–44 ms, got {winner}");
+    assert!(chosen.contains(&"b3".to_owned()), "every detour crosses b3: {chosen:?}");
+
+    // b3 dies: the controller marks it down, and the next decision has no candidate through it.
+    mesh.kill_relay("b3");
+    mesh.wait_until("b3 marked down", Duration::from_secs(5), |c| {
+        c.nodes().iter().any(|n| n.name == "b3" && n.state == NodeState::Down)
+    })
+    .await;
+    let record = mesh.connect("site-a", "site-b").await;
+    for c in record["decision"]["candidates"].as_array().expect("candidates") {
+        assert!(!skybridge_tests::mesh::path_of(c).contains(&"b3".to_owned()), "b3 is dead: {c:#}");
+    }
+    assert_eq!(chosen_path(&record), top, "only the slow top rail is left: {record:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nearest_relay_follows_latency_and_does_not_flap_under_jitter() {
+    let jittery = |ms: f64| LinkParams { jitter_ms: 1.0, ..LinkParams::delay(ms) };
+    let mesh = TestMesh::start(Topology {
+        relays: vec!["r1", "r2"],
+        links: vec![],
+        sites: vec![("site-a", vec![("r1", jittery(10.0)), ("r2", jittery(30.0))])],
+        policy: policy(&[], 4, 20),
+    })
+    .await;
+    let nearest = |mesh: &TestMesh| mesh.ctl().platforms()[0].nearest_relay.clone();
+    mesh.wait_until("r1 nearest", Duration::from_secs(5), |c| {
+        c.platforms()[0].nearest_relay.as_deref() == Some("r1")
+    })
+    .await;
+
+    // r2 comes within 1 ms of r1 (both ±1 ms jitter): never enough to switch.
+    mesh.set_link("site-a", "r2", jittery(11.0));
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert_eq!(nearest(&mesh).as_deref(), Some("r1"), "{:#?}", mesh.ctl().platforms());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // r2 becomes clearly nearer: the choice follows.
+    mesh.set_link("site-a", "r2", jittery(2.0));
+    mesh.wait_until("r2 nearest", Duration::from_secs(5), |c| {
+        c.platforms()[0].nearest_relay.as_deref() == Some("r2")
+    })
+    .await;
+    // r1 gets a little faster than r2, by less than the hysteresis: the choice holds.
+    mesh.set_link("site-a", "r1", LinkParams::delay(1.6));
+    mesh.set_link("site-a", "r2", LinkParams::delay(2.0));
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(nearest(&mesh).as_deref(), Some("r2"), "{:#?}", mesh.ctl().platforms());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// r1 reaches r3 directly but slowly, or fast through r2.
+fn triangle() -> Topology {
+    Topology {
+        relays: vec!["r1", "r2", "r3"],
+        links: vec![("r1", "r2", delay(2.0)), ("r2", "r3", delay(2.0)), ("r1", "r3", delay(20.0))],
+        sites: vec![("site-a", vec![("r1", delay(1.0))]), ("site-b", vec![("r3", delay(1.0))])],
+        policy: policy(&[], 4, 20),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_scorer_swapped_in_at_run_time_changes_the_decision() {
+    let mesh = TestMesh::start(triangle()).await;
+    let record = mesh.connect("site-a", "site-b").await;
+    assert_eq!(chosen_path(&record), ["r1", "r2", "r3"], "{record:#}");
+
+    let fewest_hops = skybridge_tests::test_plugin("fewest-hops-scorer");
+    let body = json!({ "scorer": fewest_hops }).to_string();
+    let (status, p) = mesh.api("PUT", "/v1/policy", Some(&body)).await;
+    assert_eq!(status, 200, "{p}");
+    let (_, p) = mesh.api("GET", "/v1/policy", None).await;
+    assert_eq!(p["scorer"], json!(fewest_hops));
+    let record = mesh.connect("site-a", "site-b").await;
+    assert_eq!(chosen_path(&record), ["r1", "r3"], "{record:#}");
+    assert!(record["decision"]["scorer"].as_str().expect("scorer").contains("fewest-hops"), "{record:#}");
+    assert_eq!(candidate(&record, &["r1", "r3"])["explanation"], json!("1 hop"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_refuses_strangers_and_bad_requests_clearly() {
+    let mesh = TestMesh::start(triangle()).await;
+    let addr = mesh.controller.admin_addr();
+
+    let (status, body) = http(addr, "GET", "/healthz", None, None).await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    for token in [None, Some("wrong-token-0123456789")] {
+        for (method, path) in [("GET", "/v1/nodes"), ("GET", "/v1/policy"), ("POST", "/v1/connections")] {
+            let (status, body) = http(addr, method, path, token, Some("{}")).await;
+            assert_eq!(status, 401, "{method} {path} with {token:?}: {body}");
+            assert_eq!(body["error"], json!("missing or wrong bearer token"));
+        }
+    }
+
+    let (status, body) = mesh.api("GET", "/v1/nodes", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.as_array().expect("nodes").len(), 5);
+    let (status, body) = mesh.api("GET", "/v1/links", None).await;
+    assert_eq!((status, body.as_array().expect("links").len()), (200, 3));
+    let (status, body) = mesh.api("GET", "/v1/platforms", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body[0]["nearest_relay"], json!("r1"));
+
+    let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
+        (
+            "POST",
+            "/v1/connections",
+            Some(r#"{"from": "site-a", "to": "nowhere"}"#),
+            404,
+            "unknown platform `nowhere` (known platforms: site-a, site-b)",
+        ),
+        ("POST", "/v1/connections", Some(r#"{"from": "r1", "to": "site-b"}"#), 404, "unknown platform `r1`"),
+        (
+            "POST",
+            "/v1/connections",
+            Some(r#"{"from": "site-a", "to": "site-a"}"#),
+            409,
+            "cannot connect to itself",
+        ),
+        ("POST", "/v1/connections", Some("{not json"), 400, "invalid JSON body"),
+        (
+            "POST",
+            "/v1/connections",
+            Some(r#"{"from": "a", "to": "b", "via": "c"}"#),
+            400,
+            "unknown field `via`",
+        ),
+        ("GET", "/v1/connections/999", None, 404, "no connection 999"),
+        ("GET", "/v1/connections/abc", None, 400, "not a number"),
+        ("DELETE", "/v1/nodes", None, 405, "DELETE is not allowed"),
+        ("GET", "/v1/teleport", None, 404, "no such endpoint"),
+        ("PUT", "/v1/policy", Some(r#"{"k": 0}"#), 400, "k must be between 1 and 32"),
+        ("PUT", "/v1/policy", Some(r#"{"weights": {"latency": 1e999}}"#), 400, "invalid JSON body"),
+        ("PUT", "/v1/policy", Some(r#"{"scorer": "/nonexistent.wasm"}"#), 400, "cannot load the scorer"),
+    ];
+    for (method, path, body, want, message) in cases {
+        let (status, answer) = mesh.api(method, path, *body).await;
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(status == *want && error.contains(message), "{method} {path} {body:?}: {status} {answer}");
+    }
+    // An authorizer is not a scorer; a refused change leaves the policy as it was.
+    let authorizer = skybridge_tests::plugin("allowlist-authorizer");
+    let (status, answer) =
+        mesh.api("PUT", "/v1/policy", Some(&json!({ "scorer": authorizer }).to_string())).await;
+    assert_eq!(status, 400);
+    assert!(answer["error"].as_str().unwrap_or_default().contains("not a scorer"), "{answer}");
+    let (_, p) = mesh.api("GET", "/v1/policy", None).await;
+    assert_eq!(p["scorer"], json!(skybridge_tests::plugin("weighted-scorer")));
+    assert_eq!(p["k"], json!(4));
+    // A body over the limit is refused without being read whole.
+    let big = format!(r#"{{"from": "{}", "to": "b"}}"#, "a".repeat(100_000));
+    let (status, _) = mesh.api("POST", "/v1/connections", Some(&big)).await;
+    assert_eq!(status, 413);
+    // And the controller still works.
+    mesh.connect("site-a", "site-b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_carries_on() {
+    let mesh = TestMesh::start(triangle()).await;
+    let controller = Peer { name: "controller".into(), addr: mesh.controller.mesh_addr() };
+
+    // A relay with a certificate from another CA never gets in.
+    let foreign = Pki::new();
+    let intruder = Relay::start(RelayConfig {
+        name: "r9".into(),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        tls: foreign.tls("r9", Role::Relay),
+        controller: controller.clone(),
+        probing: fast_probing(),
+        neighbours: vec![],
+    })
+    .expect("the intruder starts (its own files are consistent)");
+    // A site's certificate cannot start a relay.
+    let err = Relay::start(RelayConfig {
+        name: "site-a".into(),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        tls: mesh.pki.tls("site-a", Role::Site),
+        controller: controller.clone(),
+        probing: fast_probing(),
+        neighbours: vec![],
+    })
+    .err()
+    .expect("refused");
+    assert!(format!("{err:#}").contains("does not grant role `relay`"), "{err:#}");
+
+    // A site that claims to be a relay at registration is refused, and cut off.
+    let identity = mesh.pki.tls("site-x", Role::Site).load("site-x", Role::Site).expect("identity");
+    let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("address"), identity, &[]).expect("endpoint");
+    let conn = ep.connect(controller.addr, "controller", &[Role::Controller]).await.expect("handshake");
+    let mut stream = Framed::new(conn.open_bi().await.expect("stream"));
+    stream
+        .send(&Control::Register { name: "site-x".into(), role: Role::Relay, listen: None })
+        .await
+        .expect("sent");
+    match stream.recv().await {
+        Ok(Some(Control::Refused { reason })) => {
+            assert!(reason.contains("does not match the certificate"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // Random bytes, and a frame announcing 4 GiB, on a fresh connection: each stream is
+    // refused with the reason, the connection and the controller live on.
+    let identity = mesh.pki.tls("site-y", Role::Site).load("site-y", Role::Site).expect("identity");
+    let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("address"), identity, &[]).expect("endpoint");
+    let conn = ep.connect(controller.addr, "controller", &[Role::Controller]).await.expect("handshake");
+    let garbage: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let oversized = [0xFF, 0xFF, 0xFF, 0xF0, 0, 1];
+    let unknown = encode(&json!({"type": "teleport"}), DEFAULT_MAX_FRAME).expect("frame");
+    // Whatever the random bytes happen to announce, they must be refused, not stall.
+    for (bytes, why) in
+        [(&garbage[..], ""), (&oversized[..], "exceeds the limit"), (&unknown[..], "teleport")]
+    {
+        let (mut send, recv) = conn.open_bi().await.expect("stream");
+        send.write_all(bytes).await.expect("written");
+        let mut stream = Framed::new((send, recv));
+        match tokio::time::timeout(Duration::from_secs(5), stream.recv())
+            .await
+            .expect("an answer, not a stall")
+        {
+            Ok(Some(Control::Refused { reason })) => assert!(reason.contains(why), "{why}: {reason}"),
+            other => panic!("{why}: expected a refusal, got {other:?}"),
+        }
+    }
+    let mut stream = Framed::new(conn.open_bi().await.expect("stream"));
+    stream
+        .send(&Control::Register { name: "site-y".into(), role: Role::Site, listen: None })
+        .await
+        .expect("sent");
+    assert!(
+        matches!(stream.recv().await, Ok(Some(Control::Registered { .. }))),
+        "the connection still works"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let names: Vec<String> = mesh.ctl().nodes().into_iter().map(|n| n.name).collect();
+    assert!(!names.contains(&"r9".to_owned()) && !names.contains(&"site-x".to_owned()), "{names:?}");
+    assert!(names.contains(&"site-y".to_owned()), "{names:?}");
+    mesh.connect("site-a", "site-b").await;
+    intruder.shutdown();
+}
