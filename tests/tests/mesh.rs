@@ -39,19 +39,16 @@ fn assert_rtt_near(c: &Value, emulated: f64) {
 /// Site A → R1 → {R2 | R3} → R4 → site B. R2's links are slow and clean (15 ms each way), R3's
 /// fast and lossy (3 ms, 5 % loss each way, so 1 − 0.95⁴ ≈ 18.5 % of round trips are lost).
 fn diamond(weights: &[(&str, f64)]) -> Topology {
-    Topology {
-        relays: vec!["r1", "r2", "r3", "r4"],
-        links: vec![
-            ("r1", "r2", delay(15.0)),
-            ("r2", "r4", delay(15.0)),
-            ("r1", "r3", lossy(3.0, 0.05)),
-            ("r3", "r4", lossy(3.0, 0.05)),
-        ],
-        sites: vec![("site-a", vec![("r1", delay(1.0))]), ("site-b", vec![("r4", delay(1.0))])],
-        // 600 probes per candidate: at 18.5 % loss one binomial standard deviation is 1.6
-        // points, so a 5-point tolerance (3.2 σ) checks accuracy without flaking.
-        policy: policy(weights, 4, 600),
-    }
+    // 600 probes per candidate: at 18.5 % loss one binomial standard deviation is 1.6 points,
+    // so a 5-point tolerance (3.2 σ) checks accuracy without flaking.
+    Topology::new(policy(weights, 4, 600))
+        .relays(&["r1", "r2", "r3", "r4"])
+        .link("r1", "r2", delay(15.0))
+        .link("r2", "r4", delay(15.0))
+        .link("r1", "r3", lossy(3.0, 0.05))
+        .link("r3", "r4", lossy(3.0, 0.05))
+        .site("site-a", &[("r1", delay(1.0))])
+        .site("site-b", &[("r4", delay(1.0))])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,22 +86,21 @@ async fn diamond_weights_pick_the_path_the_emulated_network_makes_best() {
 
 /// Two rails of four relays joined by rungs; site A sits at t1, site B at t4.
 fn ladder() -> Topology {
-    let mut links = Vec::new();
+    let mut t =
+        Topology::new(policy(&[("latency", 1.0), ("loss", 1.0), ("jitter", 0.0), ("hops", 0.0)], 4, 50))
+            .relays(&["t1", "t2", "t3", "t4", "b1", "b2", "b3", "b4"])
+            .site("site-a", &[("t1", delay(1.0))])
+            .site("site-b", &[("t4", delay(1.0))]);
     for (a, b) in [("t1", "t2"), ("t2", "t3"), ("t3", "t4")] {
-        links.push((a, b, delay(5.0)));
+        t = t.link(a, b, delay(5.0));
     }
     for (a, b) in [("b1", "b2"), ("b2", "b3"), ("b3", "b4")] {
-        links.push((a, b, delay(6.0)));
+        t = t.link(a, b, delay(6.0));
     }
     for (a, b) in [("t1", "b1"), ("t2", "b2"), ("t3", "b3"), ("t4", "b4")] {
-        links.push((a, b, delay(2.0)));
+        t = t.link(a, b, delay(2.0));
     }
-    Topology {
-        relays: vec!["t1", "t2", "t3", "t4", "b1", "b2", "b3", "b4"],
-        links,
-        sites: vec![("site-a", vec![("t1", delay(1.0))]), ("site-b", vec![("t4", delay(1.0))])],
-        policy: policy(&[("latency", 1.0), ("loss", 1.0), ("jitter", 0.0), ("hops", 0.0)], 4, 50),
-    }
+    t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,17 +137,30 @@ async fn ladder_reroutes_around_a_degraded_link_and_a_killed_relay() {
         assert!(!skybridge_tests::mesh::path_of(c).contains(&"b3".to_owned()), "b3 is dead: {c:#}");
     }
     assert_eq!(chosen_path(&record), top, "only the slow top rail is left: {record:#}");
+
+    // b3 comes back: marked up again, its links measured, and the detour is chosen again.
+    mesh.restart_relay("b3");
+    mesh.wait_until("b3 up with its links measured", Duration::from_secs(10), |c| {
+        c.nodes().iter().any(|n| n.name == "b3" && n.state == NodeState::Up)
+            && c.links()
+                .iter()
+                .filter(|l| (l.from == "b3" || l.to == "b3") && l.usable && l.stats.samples >= 10)
+                .count()
+                == 3
+    })
+    .await;
+    let record = mesh.connect("site-a", "site-b").await;
+    assert!(chosen_path(&record).contains(&"b3".to_owned()), "{record:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nearest_relay_follows_latency_and_does_not_flap_under_jitter() {
     let jittery = |ms: f64| LinkParams { jitter_ms: 1.0, ..LinkParams::delay(ms) };
-    let mesh = TestMesh::start(Topology {
-        relays: vec!["r1", "r2"],
-        links: vec![],
-        sites: vec![("site-a", vec![("r1", jittery(10.0)), ("r2", jittery(30.0))])],
-        policy: policy(&[], 4, 20),
-    })
+    let mesh = TestMesh::start(
+        Topology::new(policy(&[], 4, 20))
+            .relays(&["r1", "r2"])
+            .site("site-a", &[("r1", jittery(10.0)), ("r2", jittery(30.0))]),
+    )
     .await;
     let nearest = |mesh: &TestMesh| mesh.ctl().platforms()[0].nearest_relay.clone();
     mesh.wait_until("r1 nearest", Duration::from_secs(5), |c| {
@@ -184,12 +193,13 @@ async fn nearest_relay_follows_latency_and_does_not_flap_under_jitter() {
 
 /// r1 reaches r3 directly but slowly, or fast through r2.
 fn triangle() -> Topology {
-    Topology {
-        relays: vec!["r1", "r2", "r3"],
-        links: vec![("r1", "r2", delay(2.0)), ("r2", "r3", delay(2.0)), ("r1", "r3", delay(20.0))],
-        sites: vec![("site-a", vec![("r1", delay(1.0))]), ("site-b", vec![("r3", delay(1.0))])],
-        policy: policy(&[], 4, 20),
-    }
+    Topology::new(policy(&[], 4, 20))
+        .relays(&["r1", "r2", "r3"])
+        .link("r1", "r2", delay(2.0))
+        .link("r2", "r3", delay(2.0))
+        .link("r1", "r3", delay(20.0))
+        .site("site-a", &[("r1", delay(1.0))])
+        .site("site-b", &[("r3", delay(1.0))])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,11 +304,11 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
     let controller = Peer { name: "controller".into(), addr: mesh.controller.mesh_addr() };
 
     // A relay with a certificate from another CA never gets in.
-    let foreign = Pki::new();
+    let foreign = Pki::new().expect("a second CA");
     let intruder = Relay::start(RelayConfig {
         name: "r9".into(),
         listen: "127.0.0.1:0".parse().expect("address"),
-        tls: foreign.tls("r9", Role::Relay),
+        tls: foreign.tls("r9", Role::Relay).expect("certificate"),
         controller: controller.clone(),
         probing: fast_probing(),
         neighbours: vec![],
@@ -308,7 +318,7 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
     let err = Relay::start(RelayConfig {
         name: "site-a".into(),
         listen: "127.0.0.1:0".parse().expect("address"),
-        tls: mesh.pki.tls("site-a", Role::Site),
+        tls: mesh.pki.tls("site-a", Role::Site).expect("certificate"),
         controller: controller.clone(),
         probing: fast_probing(),
         neighbours: vec![],
@@ -318,7 +328,12 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
     assert!(format!("{err:#}").contains("does not grant role `relay`"), "{err:#}");
 
     // A site that claims to be a relay at registration is refused, and cut off.
-    let identity = mesh.pki.tls("site-x", Role::Site).load("site-x", Role::Site).expect("identity");
+    let identity = mesh
+        .pki
+        .tls("site-x", Role::Site)
+        .expect("certificate")
+        .load("site-x", Role::Site)
+        .expect("identity");
     let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("address"), identity, &[]).expect("endpoint");
     let conn = ep.connect(controller.addr, "controller", &[Role::Controller]).await.expect("handshake");
     let mut stream = Framed::new(conn.open_bi().await.expect("stream"));
@@ -335,7 +350,12 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
 
     // Random bytes, and a frame announcing 4 GiB, on a fresh connection: each stream is
     // refused with the reason, the connection and the controller live on.
-    let identity = mesh.pki.tls("site-y", Role::Site).load("site-y", Role::Site).expect("identity");
+    let identity = mesh
+        .pki
+        .tls("site-y", Role::Site)
+        .expect("certificate")
+        .load("site-y", Role::Site)
+        .expect("identity");
     let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("address"), identity, &[]).expect("endpoint");
     let conn = ep.connect(controller.addr, "controller", &[Role::Controller]).await.expect("handshake");
     let garbage: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();

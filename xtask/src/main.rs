@@ -31,7 +31,7 @@ tasks:
                  run every test (what CI runs)
   bench [--toolchain …] [-- <criterion args>]
                  run the benchmarks (release build); figures go in BENCHMARKS.md
-  demo           run the default policy plugins through the `skybridge` CLI
+  demo           run a whole mesh over an emulated WAN (`skybridge demo`), then the default authorizer
 ";
 
 /// Plugins are built as core modules for this target: its std imports nothing.
@@ -388,23 +388,8 @@ fn demo() -> Result<()> {
     };
     let scorer = plugins.join("weighted-scorer.wasm");
     let authorizer = plugins.join("allowlist-authorizer.wasm");
-    println!("\n== The default path scorer, on two candidate paths ==");
-    for (label, args) in [
-        (
-            "fast but lossy (30 ms, 2 % loss, 3 hops)",
-            ["--latency-ms", "30", "--loss", "0.02", "--jitter-ms", "2", "--hops", "3"],
-        ),
-        (
-            "slow but clean (45 ms, 0 % loss, 4 hops)",
-            ["--latency-ms", "45", "--loss", "0", "--jitter-ms", "1", "--hops", "4"],
-        ),
-    ] {
-        println!("-- {label}");
-        let mut a: Vec<&OsStr> =
-            vec!["plugin".as_ref(), "score".as_ref(), "--plugin".as_ref(), scorer.as_os_str()];
-        a.extend(args.iter().map(OsStr::new));
-        skybridge(&a)?;
-    }
+    // The main job: a whole mesh in one process deciding paths with the default scorer.
+    skybridge(&["demo".as_ref(), "--scorer".as_ref(), scorer.as_os_str()])?;
     println!("\n== The allowlist authorizer ==");
     for (account, platform, capability) in
         [("acme-ops", "aws-east", "object-storage/logs"), ("intruder", "aws-east", "object-storage/logs")]

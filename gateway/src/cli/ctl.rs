@@ -154,14 +154,14 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-struct Client {
+pub(super) struct Client {
     url: String,
     authority: String,
     token: String,
 }
 
 impl Client {
-    fn new(url: &str, token: String) -> anyhow::Result<Client> {
+    pub(super) fn new(url: &str, token: String) -> anyhow::Result<Client> {
         let uri: Uri = url.parse().with_context(|| format!("`{url}` is not a URL"))?;
         if uri.scheme_str() != Some("http") {
             bail!("`{url}`: the admin API speaks plain http (put it behind a TLS proxy for remote use)");
@@ -170,7 +170,12 @@ impl Client {
         Ok(Client { url: url.trim_end_matches('/').to_owned(), authority, token })
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(super) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let stream = tokio::net::TcpStream::connect(&self.authority)
             .await
             .with_context(|| format!("cannot reach the admin API at {}", self.url))?;
@@ -234,7 +239,7 @@ fn rows(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
-fn print_nodes(v: &Value) {
+pub(super) fn print_nodes(v: &Value) {
     let rows = rows(v)
         .iter()
         .map(|n| {
@@ -248,7 +253,7 @@ fn print_nodes(v: &Value) {
     table(&["NAME", "ROLE", "STATE", "LISTEN", "LAST SEEN"], rows);
 }
 
-fn print_links(v: &Value) {
+pub(super) fn print_links(v: &Value) {
     let rows = rows(v)
         .iter()
         .map(|l| {
@@ -267,7 +272,7 @@ fn print_links(v: &Value) {
     table(&["FROM", "TO", "RTT", "JITTER", "LOSS", "USED"], rows);
 }
 
-fn print_platforms(v: &Value) {
+pub(super) fn print_platforms(v: &Value) {
     let rows = rows(v)
         .iter()
         .map(|p| {
@@ -286,7 +291,7 @@ fn print_platforms(v: &Value) {
     table(&["PLATFORM", "STATE", "NEAREST RELAY", "MEASURED RTT"], rows);
 }
 
-fn print_connection(c: &Value) {
+pub(super) fn print_connection(c: &Value) {
     let d = &c["decision"];
     let winner = d["winner"].as_u64().unwrap_or(u64::MAX);
     let weights = d["weights"]
@@ -351,7 +356,7 @@ fn print_connections(v: &Value) {
     table(&["ID", "FROM", "TO", "CHOSEN PATH", "RTT"], rows);
 }
 
-fn print_policy(p: &Value) {
+pub(super) fn print_policy(p: &Value) {
     println!("scorer             {}", s(&p["scorer"]));
     let weights = p["weights"]
         .as_object()

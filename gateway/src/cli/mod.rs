@@ -2,6 +2,7 @@
 
 mod certs;
 mod ctl;
+mod demo;
 mod node;
 mod plugin;
 
@@ -42,6 +43,8 @@ enum Command {
     Site(node::NodeArgs),
     /// Talk to a controller's admin API (nodes, links, platforms, connections, policy).
     Ctl(ctl::CtlArgs),
+    /// Run a whole mesh in this process over an emulated WAN and show its path decisions.
+    Demo(demo::DemoArgs),
 }
 
 impl Cli {
@@ -73,5 +76,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Relay(args) => node::run(node::RoleToRun::Relay, args),
         Command::Site(args) => node::run(node::RoleToRun::Site, args),
         Command::Ctl(args) => ctl::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }

@@ -294,3 +294,72 @@ impl Resolve for SiteConfig {
         self.tls.resolve(base);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn examples() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+    }
+
+    #[test]
+    fn the_example_configs_parse_and_paths_resolve_next_to_them() {
+        let c: ControllerConfig = load(&examples().join("controller.toml")).unwrap();
+        assert_eq!((c.name.as_str(), c.policy.k, c.policy.probes), ("controller", 4, 20));
+        assert!(c.tls.cert.ends_with("examples/pki/controller.pem"), "{}", c.tls.cert.display());
+        assert!(c.policy.scorer.ends_with("examples/../target/plugins/weighted-scorer.wasm"));
+        c.policy.validate().unwrap();
+        for relay in ["relay.toml", "r2.toml", "r3.toml"] {
+            let r: RelayConfig = load(&examples().join(relay)).unwrap();
+            assert_eq!(r.controller.name, "controller");
+        }
+        let r1: RelayConfig = load(&examples().join("relay.toml")).unwrap();
+        assert_eq!(r1.neighbours.len(), 2);
+        for site in ["site.toml", "site-b.toml"] {
+            let s: SiteConfig = load(&examples().join(site)).unwrap();
+            assert!(!s.relays.is_empty());
+            assert_eq!(s.probing, Probing::default());
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            "name = \"r1\"\nlisten = \"127.0.0.1:1\"\nneighbors = []\n\
+             tls = { ca = \"a\", cert = \"b\", key = \"c\" }\ncontroller = { name = \"c\", addr = \"127.0.0.1:2\" }\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", load::<RelayConfig>(&path).unwrap_err());
+        assert!(err.contains("unknown field `neighbors`") && err.contains("relay.toml"), "{err}");
+        let err = format!("{:#}", load::<RelayConfig>(&dir.path().join("missing.toml")).unwrap_err());
+        assert!(err.contains("cannot read") && err.contains("missing.toml"), "{err}");
+    }
+
+    #[test]
+    fn policy_updates_merge_and_are_validated() {
+        let p = Policy {
+            scorer: "s.wasm".into(),
+            weights: [("latency".to_owned(), 1.0)].into(),
+            k: 4,
+            probes: 20,
+            probe_interval_ms: 10,
+        };
+        let u = PolicyUpdate { weights: [("loss".to_owned(), 2.0)].into(), k: Some(6), ..Default::default() };
+        let next = p.updated(&u);
+        assert_eq!(next.weights.len(), 2);
+        assert_eq!((next.k, next.probes, next.scorer.clone()), (6, 20, PathBuf::from("s.wasm")));
+        next.validate().unwrap();
+        for bad in [
+            PolicyUpdate { k: Some(0), ..Default::default() },
+            PolicyUpdate { probes: Some(5000), ..Default::default() },
+            PolicyUpdate { probe_interval_ms: Some(0), ..Default::default() },
+            PolicyUpdate { weights: [("loss".to_owned(), f64::NAN)].into(), ..Default::default() },
+        ] {
+            assert!(p.updated(&bad).validate().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -582,6 +582,10 @@ impl Controller {
                     return;
                 }
                 Ok(None) => return,
+                Err(_) if conn.close_reason().is_some() => {
+                    tracing::info!(node = %name, reason = ?conn.close_reason(), "node disconnected");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(node = %name, "control stream closed: {e:#}");
                     stream.refuse(&format!("{e:#}")).await;

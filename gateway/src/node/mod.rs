@@ -20,6 +20,7 @@
 //!                                └──decision record ──▶ redb, and back to the caller
 //! ```
 //!
+//! [`local`] runs a whole mesh in one process over emulated links (`skybridge demo`, tests).
 //! [`uplink`] is the relay's and site's session with the controller; [`control`] carries
 //! control frames on QUIC streams.
 
@@ -27,6 +28,7 @@ pub mod admin;
 pub mod config;
 pub mod control;
 pub mod controller;
+pub mod local;
 pub mod relay;
 pub mod site;
 pub mod store;

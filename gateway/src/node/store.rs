@@ -66,3 +66,60 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::config::Policy;
+    use crate::path::{Candidate, Decision, LinkStats};
+
+    fn record(from: &str) -> ConnectionRecord {
+        ConnectionRecord {
+            id: 0,
+            from: from.into(),
+            to: "b".into(),
+            first_relay: "r1".into(),
+            second_relay: "r2".into(),
+            created_unix_ms: 1,
+            policy: Policy {
+                scorer: "s.wasm".into(),
+                weights: Default::default(),
+                k: 4,
+                probes: 20,
+                probe_interval_ms: 10,
+            },
+            decision: Decision {
+                scorer: "s".into(),
+                weights: vec![("latency".into(), 1.0)],
+                candidates: vec![Candidate {
+                    path: vec!["r1".into(), "r2".into()],
+                    hops: 1,
+                    graph_cost_ms: 3.0,
+                    measured: LinkStats { rtt_ms: Some(3.2), jitter_ms: 0.1, loss: 0.0, samples: 20 },
+                    score: Some(-3.3),
+                    explanation: "x".into(),
+                }],
+                winner: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn records_get_increasing_ids_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/c.redb");
+        let (mut a, mut b) = (record("a"), record("c"));
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.insert_connection(&mut a).unwrap(), 1);
+            assert_eq!(store.insert_connection(&mut b).unwrap(), 2);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.connection(1).unwrap(), Some(a.clone()));
+        assert_eq!(store.connection(3).unwrap(), None);
+        assert_eq!(store.recent_connections(10).unwrap(), vec![b.clone(), a]);
+        assert_eq!(store.recent_connections(1).unwrap(), vec![b]);
+        let mut c = record("d");
+        assert_eq!(store.insert_connection(&mut c).unwrap(), 3);
+    }
+}

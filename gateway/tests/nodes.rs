@@ -1,0 +1,264 @@
+//! The node roles as an operator runs them: `skybridge controller | relay | site` as separate
+//! processes from TOML files, driven with `skybridge ctl` — the README's "Run a mesh by hand".
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn plugin(rel: &str) -> PathBuf {
+    let dir = std::env::var_os("SKYBRIDGE_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+    let path = dir.join(rel);
+    assert!(path.is_file(), "{} is missing: run `cargo xtask plugins`", path.display());
+    path
+}
+
+fn skybridge(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_skybridge"))
+        .args(args)
+        .current_dir(dir)
+        .env("SKYBRIDGE_TOKEN_FILE", dir.join("admin.token"))
+        .env_remove("SKYBRIDGE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run skybridge")
+}
+
+/// A node process, killed when dropped; its stderr lines arrive on a channel.
+struct Node {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    name: String,
+}
+
+impl Node {
+    fn start(dir: &Path, role: &str, config: &str) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skybridge"))
+            .args([role, "--config", config])
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the node");
+        let (tx, lines) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Node { child, lines, name: config.to_owned() }
+    }
+
+    /// Wait for a stderr line starting with `prefix`; returns it.
+    fn line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("{}: no line starting with `{prefix}`; got:\n{}", self.name, seen.join("\n"));
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn write(dir: &Path, file: &str, contents: &str) {
+    std::fs::write(dir.join(file), contents).expect("write config");
+}
+
+fn node_toml(name: &str, listen: &str, controller: &str) -> String {
+    format!(
+        "name = \"{name}\"\nlisten = \"{listen}\"\n\
+         tls = {{ ca = \"pki/ca.pem\", cert = \"pki/{name}.pem\", key = \"pki/{name}.key\" }}\n\
+         controller = {{ name = \"controller\", addr = \"{controller}\" }}\n\
+         probing = {{ interval_ms = 20, report_ms = 200 }}\n"
+    )
+}
+
+#[test]
+fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(skybridge(dir, &["certs", "init", "pki"]));
+    for (name, role) in [
+        ("controller", "controller"),
+        ("r1", "relay"),
+        ("r2", "relay"),
+        ("r3", "relay"),
+        ("site-a", "site"),
+        ("site-b", "site"),
+    ] {
+        ok(skybridge(
+            dir,
+            &["certs", "issue", "--ca", "pki", "--name", name, "--role", role, "--out", "pki"],
+        ));
+    }
+    write(dir, "admin.token", "0123456789abcdef0123456789abcdef\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("admin.token"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let scorer = plugin("weighted-scorer.wasm");
+    write(
+        dir,
+        "controller.toml",
+        &format!(
+            "name = \"controller\"\nlisten = \"127.0.0.1:0\"\nstore = \"state/c.redb\"\nplugin_cache = \"cache\"\n\
+             [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/controller.pem\"\nkey = \"pki/controller.key\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\
+             [policy]\nscorer = \"{}\"\n[policy.weights]\nlatency = 1.0\n",
+            scorer.display()
+        ),
+    );
+    let controller = Node::start(dir, "controller", "controller.toml");
+    let line = controller.line("controller: mesh on ");
+    // "controller: mesh on 127.0.0.1:P, admin API on http://127.0.0.1:Q"
+    let mesh = line.split_whitespace().nth(3).expect("mesh address").trim_end_matches(',').to_owned();
+    let url = line.rsplit(' ').next().expect("admin URL").to_owned();
+
+    // r3 is dialled by r1 and r2, so it starts first; r1 dials both.
+    write(dir, "r3.toml", &node_toml("r3", "127.0.0.1:0", &mesh));
+    let r3 = Node::start(dir, "relay", "r3.toml");
+    let r3_addr = r3.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
+    write(
+        dir,
+        "r2.toml",
+        &format!(
+            "{}neighbours = [{{ name = \"r3\", addr = \"{r3_addr}\" }}]\n",
+            node_toml("r2", "127.0.0.1:0", &mesh)
+        ),
+    );
+    let r2 = Node::start(dir, "relay", "r2.toml");
+    let r2_addr = r2.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
+    write(
+        dir,
+        "r1.toml",
+        &format!(
+            "{}neighbours = [{{ name = \"r2\", addr = \"{r2_addr}\" }}, {{ name = \"r3\", addr = \"{r3_addr}\" }}]\n",
+            node_toml("r1", "127.0.0.1:0", &mesh)
+        ),
+    );
+    let r1 = Node::start(dir, "relay", "r1.toml");
+    let r1_addr = r1.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
+    let site = |name: &str, relay: &str, addr: &str| {
+        format!(
+            "{}relays = [{{ name = \"{relay}\", addr = \"{addr}\" }}]\n",
+            node_toml(name, "127.0.0.1:0", &mesh)
+        )
+    };
+    write(dir, "site-a.toml", &site("site-a", "r1", &r1_addr));
+    write(dir, "site-b.toml", &site("site-b", "r3", &r3_addr));
+    let _a = Node::start(dir, "site", "site-a.toml");
+    let _b = Node::start(dir, "site", "site-b.toml");
+
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["ctl", "--url", url.as_str()];
+        all.extend_from_slice(args);
+        skybridge(dir, &all)
+    };
+    // Wait until both platforms have a nearest relay and all three links are measured.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let platforms: serde_json::Value =
+            serde_json::from_str(&ok(ctl(&["platforms", "--json"]))).expect("json");
+        let links: serde_json::Value = serde_json::from_str(&ok(ctl(&["links", "--json"]))).expect("json");
+        let placed = platforms
+            .as_array()
+            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["nearest_relay"].is_string()));
+        let measured =
+            links.as_array().is_some_and(|l| l.iter().filter(|l| l["usable"] == true).count() == 3);
+        if placed && measured {
+            break;
+        }
+        assert!(Instant::now() < deadline, "mesh did not settle:\n{platforms:#}\n{links:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let nodes = ok(ctl(&["nodes"]));
+    assert!(nodes.starts_with("NAME"), "{nodes}");
+    for name in ["r1", "r2", "r3", "site-a", "site-b"] {
+        assert!(nodes.lines().any(|l| l.starts_with(name) && l.contains(" up ")), "{name} not up:\n{nodes}");
+    }
+    let platforms = ok(ctl(&["platforms"]));
+    assert!(platforms.lines().any(|l| l.starts_with("site-a") && l.contains("r1")), "{platforms}");
+
+    let decided = ok(ctl(&["connect", "--from", "site-a", "--to", "site-b"]));
+    assert!(decided.starts_with("connection 1: site-a → site-b  (routing relays r1 → r3)"), "{decided}");
+    assert!(decided.lines().any(|l| l.starts_with("*  r1 → ")), "no winner marked:\n{decided}");
+    let stored: serde_json::Value =
+        serde_json::from_str(&ok(ctl(&["connection", "1", "--json"]))).expect("json");
+    assert_eq!(stored["decision"]["candidates"].as_array().map(Vec::len), Some(2), "{stored:#}");
+
+    // A policy change applies to the next decision.
+    let policy = ok(ctl(&["policy", "set", "--weight", "hops=100", "--k", "1"]));
+    assert!(policy.contains("hops=100") && policy.contains("k                  1"), "{policy}");
+    let next: serde_json::Value =
+        serde_json::from_str(&ok(ctl(&["connect", "--from", "site-a", "--to", "site-b", "--json"])))
+            .expect("json");
+    assert_eq!(next["decision"]["candidates"].as_array().map(Vec::len), Some(1), "{next:#}");
+    assert_eq!(next["decision"]["candidates"][0]["path"], serde_json::json!(["r1", "r3"]));
+
+    // Errors are one line and exit 2: an unknown platform, a wrong token.
+    let out = ctl(&["connect", "--from", "site-a", "--to", "nowhere"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: unknown platform `nowhere`") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    write(dir, "wrong.token", "not-the-token-at-all-no\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_skybridge"))
+        .args(["ctl", "--url", &url, "--token-file", "wrong.token", "nodes"])
+        .current_dir(dir)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("missing or wrong bearer token (HTTP 401"), "{}", text(&out.stderr));
+
+    // A config with a typo does not start.
+    write(dir, "typo.toml", &format!("{}neighbors = []\n", node_toml("r1", "127.0.0.1:0", &mesh)));
+    let out = skybridge(dir, &["relay", "--config", "typo.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown field `neighbors`"), "{}", text(&out.stderr));
+    drop((r1, r2, r3, controller));
+}
+
+/// `skybridge demo` (what `cargo xtask demo` runs) makes the decisions its narrative claims.
+#[test]
+fn the_demo_runs_the_whole_decision_flow() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let scorer = plugin("weighted-scorer.wasm");
+    let out = skybridge(tmp.path(), &["demo", "--scorer", scorer.to_str().expect("utf-8")]);
+    let stdout = ok(out);
+    // The winner of each of the four decisions, in order.
+    let winners: Vec<&str> = stdout.lines().filter(|l| l.starts_with("*  ")).collect();
+    assert_eq!(winners.len(), 4, "{stdout}");
+    for (winner, path) in winners.iter().zip(["r1 → r3 → r4", "r1 → r2 → r4", "r1 → r3 → r4", "r1 → r2 → r4"])
+    {
+        assert!(winner.starts_with(&format!("*  {path} ")), "expected {path}, got `{winner}`\n{stdout}");
+    }
+    assert!(stdout.contains("4 decision records"), "{stdout}");
+}
