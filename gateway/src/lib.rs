@@ -10,17 +10,26 @@
 //! - [`path`] — the path engine, sans-IO: link estimators, the link-state graph and its
 //!   k-shortest paths, nearest-relay choice with hysteresis, scored selection with a decision
 //!   record.
-//! - [`mesh`] — the relay mesh protocol: control frames (so far).
+//! - [`mesh`] — the relay mesh protocol: node identities, mutual-TLS QUIC, control frames and
+//!   messages, membership, probes (link probes and source-routed path probes).
+//! - [`node`] — the node roles built from those: controller (admin API, decision store),
+//!   relay and site, their TOML configs, and whole local meshes for the demo and tests.
 //! - [`netem`] — the user-space link emulator (delay, jitter, loss, rate per direction) that
 //!   tests and the demo put between nodes, since kernel traffic shaping is not available.
 //! - `src/cli/` (binary only) — the `skybridge` command line.
 //!
-//! Still to come, each in its own module (see the issues): the relay mesh protocol (QUIC),
-//! the tunnel data plane, the catalog (redb) and the admin API.
+//! Still to come, each in its own module (see the issues): the tunnel data plane, session
+//! translation, and the service catalog.
 //!
 //! ## How data flows today
 //!
-//! An operator names a plugin file ([`plugin::PluginSpec`]); the [`plugin::PluginEngine`]
+//! Relays probe their links and report them; sites probe the relays they know. The controller
+//! ([`node::controller`]) keeps the link-state graph and each platform's nearest relay. A
+//! connection request enumerates k paths ([`path::Graph`]), has the first relay probe each end
+//! to end ([`mesh::probe`]), scores them with the scorer plugin ([`path::select`]) and stores
+//! the decision.
+//!
+//! Plugins: an operator names a plugin file ([`plugin::PluginSpec`]); the [`plugin::PluginEngine`]
 //! compiles and links it; a [`plugin::PluginRegistry`] keeps it by name; callers take an
 //! `Arc<Plugin>` and make typed calls ([`plugin::Plugin::score`],
 //! [`plugin::Plugin::authorize`], …), each under the plugin's sandbox limits.

@@ -10,10 +10,10 @@
 //! - [`frame`] — versioned, length-prefixed control frames on QUIC streams;
 //! - [`messages`] — the control messages themselves;
 //! - [`membership`] — the controller's table of registered nodes, up or down (sans-IO);
-//! - [`probe`] — RTT/loss/jitter probes over QUIC datagrams.
+//! - [`probe`] — RTT/loss/jitter probes over QUIC datagrams: link probes, and source-routed
+//!   path probes that relays forward along a candidate path and back.
 //!
-//! Still to come (the relay-mesh issue): the node roles that drive these over QUIC, link-state
-//! reports into the path engine, connection requests, and the admin API.
+//! The node roles that drive these are in [`crate::node`].
 
 pub mod frame;
 pub mod identity;

@@ -65,7 +65,7 @@ pub fn fast_membership() -> MembershipConfig {
     MembershipConfig { heartbeat_ms: 200, down_after_ms: 1_000 }
 }
 
-/// What to start, built up with [`Topology::relay`], [`Topology::link`], [`Topology::site`].
+/// What to start, built up with [`Topology::relays`], [`Topology::link`], [`Topology::site`].
 #[derive(Debug, Clone)]
 pub struct Topology {
     relays: Vec<String>,

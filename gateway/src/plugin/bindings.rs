@@ -2,7 +2,7 @@
 //!
 //! The host interfaces (`log`, `config`, `clock`, `crypto`) and the shared `types` are generated
 //! once, from world `host`; each plugin world reuses them through `with`, so one implementation
-//! of the host interfaces ([`super::sandbox`]) serves every kind of plugin.
+//! of the host interfaces (the private `sandbox` module) serves every kind of plugin.
 
 #![allow(missing_docs)]
 
