@@ -1,16 +1,9 @@
 //! The `skybridge` binary as a user runs it: output, exit codes, one-line errors.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn plugin(rel: &str) -> PathBuf {
-    let dir = std::env::var_os("SKYBRIDGE_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
-    let path = dir.join(rel);
-    assert!(path.is_file(), "{} is missing: run `cargo xtask plugins`", path.display());
-    path
-}
+use common::plugin;
+use std::process::{Command, Output};
 
 fn skybridge(args: &[&str]) -> Output {
     let cache = tempfile::tempdir().expect("tempdir");

@@ -1,20 +1,14 @@
 //! The node roles as an operator runs them: `skybridge controller | relay | site` as separate
 //! processes from TOML files, driven with `skybridge ctl` — the README's "Run a mesh by hand".
 
+mod common;
+
+use common::plugin;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn plugin(rel: &str) -> PathBuf {
-    let dir = std::env::var_os("SKYBRIDGE_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
-    let path = dir.join(rel);
-    assert!(path.is_file(), "{} is missing: run `cargo xtask plugins`", path.display());
-    path
-}
 
 fn skybridge(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_skybridge"))

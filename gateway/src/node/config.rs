@@ -101,6 +101,10 @@ impl Policy {
                 self.probe_interval_ms
             ));
         }
+        let series_ms = u64::from(self.probes) * self.probe_interval_ms;
+        if series_ms > 20_000 {
+            return Err(format!("probes × probe_interval_ms = {series_ms} ms: a path test must fit in 20 s"));
+        }
         if let Some((name, value)) = self.weights.iter().find(|(_, v)| !v.is_finite()) {
             return Err(format!("weight {name} = {value} is not a finite number"));
         }
@@ -357,6 +361,7 @@ mod tests {
             PolicyUpdate { k: Some(0), ..Default::default() },
             PolicyUpdate { probes: Some(5000), ..Default::default() },
             PolicyUpdate { probe_interval_ms: Some(0), ..Default::default() },
+            PolicyUpdate { probes: Some(1000), probe_interval_ms: Some(100), ..Default::default() },
             PolicyUpdate { weights: [("loss".to_owned(), f64::NAN)].into(), ..Default::default() },
         ] {
             assert!(p.updated(&bad).validate().is_err(), "{bad:?}");

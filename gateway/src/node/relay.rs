@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::config::{Peer, RelayConfig};
+use super::config::{Peer, Probing, RelayConfig};
 use super::uplink::Uplink;
 use crate::mesh::identity::Role;
 use crate::mesh::probe::Prober;
@@ -33,18 +33,7 @@ impl Relay {
         let prober = Prober::new(&config.name, true);
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_peers(Arc::clone(&endpoint), Arc::clone(&prober)));
-        let estimator =
-            LinkEstimator::new(config.probing.window, Duration::from_millis(config.probing.timeout_ms));
-        for neighbour in config.neighbours {
-            tasks.spawn(keep_dialing(
-                Arc::clone(&endpoint),
-                neighbour.clone(),
-                Role::Relay,
-                Arc::clone(&prober),
-            ));
-            let (p, every, estimator) = (Arc::clone(&prober), config.probing.interval(), estimator.clone());
-            tasks.spawn(async move { p.watch_link(&neighbour.name, every, estimator).await });
-        }
+        dial_and_watch(&mut tasks, &endpoint, &prober, config.neighbours, config.probing);
         let (connection, _) = watch::channel(None);
         let uplink = Uplink {
             endpoint: Arc::clone(&endpoint),
@@ -92,6 +81,22 @@ pub(super) async fn accept_peers(endpoint: Arc<MeshEndpoint>, prober: Arc<Prober
             }
             None => conn.close(1u32.into(), b"certificate carries no node name"),
         }
+    }
+}
+
+/// Keep a connection to each relay in `peers` and probe it continuously.
+pub(super) fn dial_and_watch(
+    tasks: &mut JoinSet<()>,
+    endpoint: &Arc<MeshEndpoint>,
+    prober: &Arc<Prober>,
+    peers: Vec<Peer>,
+    probing: Probing,
+) {
+    let estimator = LinkEstimator::new(probing.window, Duration::from_millis(probing.timeout_ms));
+    for peer in peers {
+        tasks.spawn(keep_dialing(Arc::clone(endpoint), peer.clone(), Role::Relay, Arc::clone(prober)));
+        let (p, estimator) = (Arc::clone(prober), estimator.clone());
+        tasks.spawn(async move { p.watch_link(&peer.name, probing.interval(), estimator).await });
     }
 }
 

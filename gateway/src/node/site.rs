@@ -11,13 +11,12 @@ use tokio::task::JoinSet;
 use super::ConnectionRecord;
 use super::config::SiteConfig;
 use super::control;
-use super::relay::keep_dialing;
+use super::relay::dial_and_watch;
 use super::uplink::Uplink;
 use crate::mesh::identity::Role;
 use crate::mesh::messages::Control;
 use crate::mesh::probe::Prober;
 use crate::mesh::transport::MeshEndpoint;
-use crate::path::LinkEstimator;
 
 /// A running site.
 pub struct Site {
@@ -34,13 +33,7 @@ impl Site {
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay])?);
         let prober = Prober::new(&config.name, false);
         let mut tasks = JoinSet::new();
-        let estimator =
-            LinkEstimator::new(config.probing.window, Duration::from_millis(config.probing.timeout_ms));
-        for relay in config.relays {
-            tasks.spawn(keep_dialing(Arc::clone(&endpoint), relay.clone(), Role::Relay, Arc::clone(&prober)));
-            let (p, every, estimator) = (Arc::clone(&prober), config.probing.interval(), estimator.clone());
-            tasks.spawn(async move { p.watch_link(&relay.name, every, estimator).await });
-        }
+        dial_and_watch(&mut tasks, &endpoint, &prober, config.relays, config.probing);
         let (connection, controller) = watch::channel(None);
         let uplink = Uplink {
             endpoint: Arc::clone(&endpoint),
