@@ -41,3 +41,4 @@ pub mod netem;
 pub mod node;
 pub mod path;
 pub mod plugin;
+pub mod tunnel;

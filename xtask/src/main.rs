@@ -339,8 +339,32 @@ fn apt_install(packages: &[&str]) -> Result<()> {
 // -------------------------------------------------------------------------------------------------
 // Test, demo
 
+/// Third-party programs the tests run, and the Debian packages that provide them.
+const TEST_PEERS: &[(&str, &str)] = &[("curl", "curl"), ("python3", "python3")];
+
+/// Install the test peers that are missing.
+fn ensure_test_peers() -> Result<()> {
+    let missing: Vec<&str> = TEST_PEERS
+        .iter()
+        .filter(|(program, _)| {
+            !Command::new(program)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    Ok(())
+}
+
 fn test(toolchain: Toolchain, skip_lint: bool) -> Result<()> {
     let started = Instant::now();
+    ensure_test_peers()?;
     build_plugins(toolchain)?;
     if !skip_lint {
         ensure_rustup_component("rustfmt")?;

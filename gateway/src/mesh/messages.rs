@@ -29,6 +29,9 @@ pub enum Control {
         controller: String,
         /// How often to heartbeat, ms.
         heartbeat_ms: u64,
+        /// The node's key for checking hop tokens ([`crate::tunnel::grant`]), hex. Sent only
+        /// over the mutually authenticated control stream; never logged.
+        hop_key: String,
     },
     /// Node → controller: still here.
     Heartbeat {
@@ -66,6 +69,44 @@ pub enum Control {
         /// The stored decision record.
         connection: Box<crate::node::ConnectionRecord>,
     },
+    /// Controller → relay or target site: be a hop of this tunnel. Answered by
+    /// [`Control::TunnelReady`] or [`Control::Refused`].
+    TunnelSetup {
+        /// What the hop may do, signed by `token`.
+        grant: crate::tunnel::HopGrant,
+        /// The controller's signature of `grant` with this hop's key.
+        token: String,
+        /// The token to present to the next hop (none at the target site).
+        next_token: Option<String>,
+    },
+    /// Hop → controller: set up.
+    TunnelReady {
+        /// The tunnel.
+        tunnel: u64,
+    },
+    /// Controller → hop: tear the tunnel down, ending its streams with an error.
+    TunnelTeardown {
+        /// The tunnel.
+        tunnel: u64,
+    },
+    /// Hop → controller: torn down (`existed` is false if the hop did not know it).
+    TunnelClosed {
+        /// The tunnel.
+        tunnel: u64,
+        /// Whether the hop had it.
+        existed: bool,
+    },
+    /// Previous hop → hop, first frame of a tunnel stream: carry this stream on. Answered by
+    /// [`Control::TunnelOpened`] once the rest of the path (and the endpoint) is connected, or
+    /// by [`Control::Refused`]; the stream's raw bytes follow.
+    TunnelOpen {
+        /// The tunnel.
+        tunnel: u64,
+        /// This hop's token, as the controller gave it to the previous hop.
+        token: String,
+    },
+    /// Hop → previous hop: the stream is connected through to the endpoint.
+    TunnelOpened,
     /// Either way: the request was refused; the stream closes after this.
     Refused {
         /// Why, for the log.
@@ -96,7 +137,9 @@ mod tests {
                 role: Role::Relay,
                 listen: Some("127.0.0.1:7000".parse().unwrap()),
             },
-            Control::Registered { controller: "ctl".into(), heartbeat_ms: 1000 },
+            Control::Registered { controller: "ctl".into(), heartbeat_ms: 1000, hop_key: "00".into() },
+            Control::TunnelOpen { tunnel: 3, token: "ab".into() },
+            Control::TunnelOpened,
             Control::Heartbeat { seq: 3 },
             Control::LinkReport {
                 links: vec![LinkReport {

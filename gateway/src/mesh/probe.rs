@@ -205,7 +205,7 @@ pub struct Prober {
     me: String,
     /// Whether this node forwards routed probes (relays do).
     routes: bool,
-    peers: Mutex<HashMap<String, Peer>>,
+    peers: Mutex<HashMap<String, Vec<Peer>>>,
     waiting: Mutex<HashMap<u64, mpsc::UnboundedSender<(u32, Instant)>>>,
     links: Mutex<HashMap<String, LinkStats>>,
     next_series: AtomicU64,
@@ -241,15 +241,17 @@ impl Prober {
         })
     }
 
-    /// Attach the connection with `peer` (replacing any earlier one) and serve its datagrams
-    /// until it closes. `relay` says whether the peer is a relay (only relays route).
+    /// Attach a connection with `peer` and serve its datagrams until it closes. `relay` says
+    /// whether the peer is a relay (only relays route). A peer may have several connections at
+    /// once (both sides dialled, or a reconnect before the old one timed out): the newest open
+    /// one is used, and closing one leaves the others in place.
     pub fn attach(
         self: &Arc<Self>,
         peer: &str,
         conn: quinn::Connection,
         relay: bool,
     ) -> tokio::task::JoinHandle<()> {
-        lock(&self.peers).insert(peer.to_owned(), Peer { conn: conn.clone(), relay });
+        lock(&self.peers).entry(peer.to_owned()).or_default().push(Peer { conn: conn.clone(), relay });
         let this = Arc::clone(self);
         let peer = peer.to_owned();
         tokio::spawn(async move {
@@ -257,15 +259,27 @@ impl Prober {
                 this.dispatch(&conn, relay, &datagram);
             }
             let mut peers = lock(&this.peers);
-            if peers.get(&peer).is_some_and(|p| p.conn.stable_id() == conn.stable_id()) {
-                peers.remove(&peer);
+            if let Some(list) = peers.get_mut(&peer) {
+                list.retain(|p| p.conn.stable_id() != conn.stable_id());
+                if list.is_empty() {
+                    peers.remove(&peer);
+                }
             }
         })
     }
 
-    /// The connection with `peer`, if attached and open.
+    /// The newest open connection with `peer`.
     pub fn connection(&self, peer: &str) -> Option<quinn::Connection> {
-        lock(&self.peers).get(peer).filter(|p| p.conn.close_reason().is_none()).map(|p| p.conn.clone())
+        self.peer(peer).map(|p| p.conn)
+    }
+
+    fn peer(&self, peer: &str) -> Option<Peer> {
+        lock(&self.peers)
+            .get(peer)?
+            .iter()
+            .rev()
+            .find(|p| p.conn.close_reason().is_none())
+            .map(|p| Peer { conn: p.conn.clone(), relay: p.relay })
     }
 
     fn dispatch(&self, from: &quinn::Connection, from_relay: bool, datagram: &[u8]) {
@@ -283,8 +297,7 @@ impl Prober {
     fn route(&self, packet: Packet) {
         match packet.next_hop(&self.me) {
             Hop::Forward { to, packet } => {
-                let peers = lock(&self.peers);
-                if let Some(next) = peers.get(&to).filter(|p| p.relay) {
+                if let Some(next) = self.peer(&to).filter(|p| p.relay) {
                     let _ = next.conn.send_datagram(packet.encode());
                 }
             }

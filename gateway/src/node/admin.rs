@@ -9,12 +9,15 @@
 //! | POST | `/v1/connections` | `{"from": A, "to": B}` → the decision record (201) |
 //! | GET | `/v1/connections` | the 50 latest decision records |
 //! | GET | `/v1/connections/{id}` | one decision record |
+//! | POST | `/v1/bindings` | `{"from", "to", "endpoint", "mode": "tcp", "listen"?, "ttl_s"?}` → the binding (201) |
+//! | GET | `/v1/bindings`, `/v1/bindings/{id}` | bindings with their tunnels and byte counts |
+//! | DELETE | `/v1/bindings/{id}` | close a binding and tear its tunnel down |
 //! | GET | `/v1/policy` | the path policy in force |
 //! | PUT | `/v1/policy` | change it: any of `scorer`, `weights`, `k`, `probes`, `probe_interval_ms` |
 //!
 //! Errors are `{"error": "…"}` with a fitting status: 400 bad request, 401 no or wrong token,
 //! 404 unknown path, record or platform, 405 wrong method, 409 the mesh cannot serve it now,
-//! 413 body too large, 500 the controller failed.
+//! 413 body too large, 500 the controller failed, 502 a hop refused or did not answer.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -33,6 +36,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::PolicyUpdate;
 use super::controller::{ConnectError, Controller};
+use super::ingress::{BindError, BindRequest};
 
 /// Request bodies larger than this are refused.
 const MAX_BODY: usize = 64 * 1024;
@@ -128,7 +132,7 @@ async fn body<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T,
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
-async fn handle(req: Request<Incoming>, c: &Controller, token: &[u8; 32]) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let method = req.method().clone();
     if path == "/healthz" {
@@ -161,6 +165,34 @@ async fn handle(req: Request<Incoming>, c: &Controller, token: &[u8; 32]) -> Res
             }),
             Err(r) => Err(r),
         },
+        (["v1", "bindings"], &Method::POST) => match body::<BindRequest>(req).await {
+            // Accounts arrive with session translation; until then bindings are the operator's.
+            Ok(r) => Ok(match c.bind(r, "operator").await {
+                Ok(binding) => json(StatusCode::CREATED, &binding),
+                Err(e) => {
+                    let status = match &e {
+                        BindError::Invalid(_) => StatusCode::BAD_REQUEST,
+                        BindError::Connect(ConnectError::UnknownPlatform { .. }) => StatusCode::NOT_FOUND,
+                        BindError::Connect(ConnectError::Unavailable(_)) => StatusCode::CONFLICT,
+                        BindError::Setup(_) => StatusCode::BAD_GATEWAY,
+                        _ => StatusCode::INTERNAL_SERVER_ERROR,
+                    };
+                    error(status, e.to_string())
+                }
+            }),
+            Err(r) => Err(r),
+        },
+        (["v1", "bindings"], &Method::GET) => Ok(json(StatusCode::OK, &c.ingress.bindings())),
+        (["v1", "bindings", id], &Method::GET | &Method::DELETE) => Ok(match id.parse::<u64>() {
+            Err(_) => error(StatusCode::BAD_REQUEST, format!("binding id `{id}` is not a number")),
+            Ok(id) => {
+                let found = if method == Method::DELETE { c.unbind(id).await } else { c.ingress.binding(id) };
+                match found {
+                    Some(binding) => json(StatusCode::OK, &binding),
+                    None => error(StatusCode::NOT_FOUND, format!("no binding {id}")),
+                }
+            }
+        }),
         (["v1", "connections"], &Method::GET) => Ok(match c.recent_connections(50).await {
             Ok(records) => json(StatusCode::OK, &records),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),

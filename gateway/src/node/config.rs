@@ -35,10 +35,27 @@ pub struct ControllerConfig {
     pub nearest: Hysteresis,
     /// The initial path policy; `PUT /v1/policy` changes it at run time.
     pub policy: Policy,
+    /// Binding listeners.
+    #[serde(default)]
+    pub ingress: IngressConfig,
     /// Where compiled plugins are cached (default `$XDG_CACHE_HOME/skybridge/plugins`). It must
     /// be writable by the controller's user only: cached code is trusted.
     #[serde(default)]
     pub plugin_cache: Option<PathBuf>,
+}
+
+/// Where bindings listen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    /// The address binding listeners use unless a binding names its own (default `127.0.0.1`).
+    pub address: std::net::IpAddr,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig { address: std::net::IpAddr::from([127, 0, 0, 1]) }
+    }
 }
 
 /// The admin API's listener and credentials.
@@ -187,6 +204,20 @@ pub struct SiteConfig {
     pub probing: Probing,
     /// Relays this site can reach; the controller picks the nearest from their measured RTTs.
     pub relays: Vec<Peer>,
+    /// The services of this platform that tunnels may reach, by name. Nothing else is reachable:
+    /// the site is never an open proxy.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A service a site publishes to tunnels.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// The name bindings use.
+    pub name: String,
+    /// Its TCP address, as the site reaches it.
+    pub addr: SocketAddr,
 }
 
 fn any_addr() -> SocketAddr {

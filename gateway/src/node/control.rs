@@ -76,3 +76,34 @@ pub async fn request(conn: &quinn::Connection, request: &Control) -> anyhow::Res
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.context("no answer in time")?
 }
+
+/// The largest first frame of a stream read with [`read_frame`] (requests, tunnel opens).
+pub const MAX_HEADER_FRAME: usize = 64 * 1024;
+
+/// Read exactly one frame from `recv` — no byte beyond it, so raw bytes may follow — within
+/// `timeout`. End of stream before a whole frame is an error.
+pub async fn read_frame(recv: &mut quinn::RecvStream, timeout: Duration) -> anyhow::Result<Control> {
+    let read = async {
+        let mut head = [0u8; 4];
+        recv.read_exact(&mut head).await.context("reading a frame header")?;
+        let len = u32::from_be_bytes(head) as usize;
+        let mut decoder = FrameDecoder::new(MAX_HEADER_FRAME);
+        decoder.push(&head);
+        // The decoder refuses an oversized length before we allocate for it.
+        if let Err(e) = decoder.decode::<Control>() {
+            return Err(e.into());
+        }
+        let mut body = vec![0u8; len];
+        recv.read_exact(&mut body).await.context("reading a frame")?;
+        decoder.push(&body);
+        decoder.decode::<Control>()?.context("incomplete frame")
+    };
+    tokio::time::timeout(timeout, read).await.context("no frame in time")?
+}
+
+/// Write one frame to `send`.
+pub async fn write_frame(send: &mut quinn::SendStream, message: &Control) -> anyhow::Result<()> {
+    let bytes = encode(message, DEFAULT_MAX_FRAME)?;
+    send.write_all(&bytes).await.context("sending a frame")?;
+    Ok(())
+}

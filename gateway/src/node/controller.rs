@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use super::config::{ControllerConfig, Policy, PolicyUpdate};
 use super::control::{self, Framed};
+use super::ingress::Ingress;
 use super::store::Store;
 use super::{ConnectionRecord, admin};
 use crate::mesh::identity::Role;
@@ -126,6 +127,8 @@ pub struct Controller {
     hysteresis: Hysteresis,
     /// Link reports older than this are not used.
     stale_after: Duration,
+    /// Tunnels and bindings.
+    pub ingress: Ingress,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,6 +200,7 @@ impl Controller {
             store,
             hysteresis: config.nearest,
             stale_after: Duration::from_millis(config.membership.down_after_ms),
+            ingress: Ingress::new(config.ingress.address)?,
         });
         let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
             .await
@@ -208,6 +212,21 @@ impl Controller {
         tasks.spawn(admin::serve(admin_listener, Arc::clone(&controller), token));
         tracing::info!(controller = %config.name, %mesh_addr, %admin_addr, "controller started");
         Ok(ControllerHandle { controller, endpoint, mesh_addr, admin_addr, tasks })
+    }
+
+    /// The controller's node name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The live QUIC connection with a registered node.
+    pub(super) fn node_connection(&self, node: &str) -> Option<quinn::Connection> {
+        lock(&self.state).conns.get(node).filter(|c| c.close_reason().is_none()).cloned()
+    }
+
+    /// Whether a registered node is up.
+    pub(super) fn is_up(&self, node: &str) -> bool {
+        lock(&self.state).membership.is_up(node)
     }
 
     /// Every registered node.
@@ -390,7 +409,7 @@ impl Controller {
                 }
             }
         });
-        let measured = join_all_spawned(probes).await;
+        let measured = super::join_all(probes).await;
         let candidates: Vec<_> = paths.into_iter().zip(measured).collect();
 
         // Step 4: score (plugin calls are synchronous: keep them off the async workers).
@@ -514,7 +533,11 @@ impl Controller {
                     }
                     let heartbeat_ms = lock(&self.state).membership.config().heartbeat_ms;
                     if stream
-                        .send(&Control::Registered { controller: self.name.clone(), heartbeat_ms })
+                        .send(&Control::Registered {
+                            controller: self.name.clone(),
+                            heartbeat_ms,
+                            hop_key: self.ingress.hop_key(&name).to_hex(),
+                        })
                         .await
                         .is_err()
                     {
@@ -603,23 +626,6 @@ fn log_events(events: &[MembershipEvent]) {
     }
 }
 
-/// Wait for every future, in order (the candidates are few).
-async fn join_all_spawned<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        match h.await {
-            Ok(v) => out.push(v),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-    out
-}
-
 fn load_scorer(engine: &PluginEngine, policy: &Policy) -> anyhow::Result<Arc<Plugin>> {
     let name = policy.scorer.file_stem().and_then(|s| s.to_str()).unwrap_or("scorer").to_owned();
     let plugin = engine
@@ -644,5 +650,6 @@ async fn watch_membership(controller: Arc<Controller>) {
         tick.tick().await;
         let events = lock(&controller.state).membership.poll(Instant::now());
         log_events(&events);
+        controller.reap_bindings().await;
     }
 }

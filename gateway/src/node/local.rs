@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use tempfile::TempDir;
 
 use super::config::{
-    AdminConfig, ControllerConfig, Peer, Policy, Probing, RelayConfig, SiteConfig, TlsFiles,
+    AdminConfig, ControllerConfig, Endpoint, Peer, Policy, Probing, RelayConfig, SiteConfig, TlsFiles,
 };
 use super::controller::{Controller, ControllerHandle};
 use super::relay::Relay;
@@ -71,13 +71,14 @@ pub struct Topology {
     relays: Vec<String>,
     links: Vec<(String, String, LinkParams)>,
     sites: Vec<(String, Vec<(String, LinkParams)>)>,
+    endpoints: BTreeMap<String, Vec<Endpoint>>,
     policy: Policy,
 }
 
 impl Topology {
     /// An empty mesh whose controller starts with `policy`.
     pub fn new(policy: Policy) -> Topology {
-        Topology { relays: vec![], links: vec![], sites: vec![], policy }
+        Topology { relays: vec![], links: vec![], sites: vec![], endpoints: BTreeMap::new(), policy }
     }
 
     /// Add relays.
@@ -89,6 +90,12 @@ impl Topology {
     /// Add a relay link: `from` dials `to` through an emulator applying `params` both ways.
     pub fn link(mut self, from: &str, to: &str, params: LinkParams) -> Topology {
         self.links.push((from.into(), to.into(), params));
+        self
+    }
+
+    /// Let `site` publish the TCP service at `addr` to tunnels as `name`.
+    pub fn endpoint(mut self, site: &str, name: &str, addr: SocketAddr) -> Topology {
+        self.endpoints.entry(site.into()).or_default().push(Endpoint { name: name.into(), addr });
         self
     }
 
@@ -145,6 +152,7 @@ impl LocalMesh {
             nearest: Hysteresis::default(),
             policy: topology.policy.clone(),
             plugin_cache: Some(state.path().join("plugin-cache")),
+            ingress: Default::default(),
         })
         .await?;
         let controller_peer = Peer { name: "controller".into(), addr: controller.mesh_addr() };
@@ -201,6 +209,7 @@ impl LocalMesh {
                 controller: controller_peer.clone(),
                 probing: fast_probing(),
                 relays: peers,
+                endpoints: topology.endpoints.get(name).cloned().unwrap_or_default(),
             })?;
             sites.insert(name.clone(), site);
         }

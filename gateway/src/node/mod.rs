@@ -28,6 +28,7 @@ pub mod admin;
 pub mod config;
 pub mod control;
 pub mod controller;
+pub mod ingress;
 pub mod local;
 pub mod relay;
 pub mod site;
@@ -60,4 +61,25 @@ pub struct ConnectionRecord {
     pub policy: Policy,
     /// Every candidate with its measured metrics, score and explanation, and the winner.
     pub decision: Decision,
+}
+
+/// Run futures concurrently on this task and collect their outputs in order (for the few
+/// requests a decision or a tunnel setup sends at once).
+pub(crate) async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, future) in out.iter_mut().zip(pending.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *slot = Some(value),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }

@@ -15,11 +15,13 @@ use crate::mesh::identity::Role;
 use crate::mesh::probe::Prober;
 use crate::mesh::transport::{MeshEndpoint, peer_name};
 use crate::path::LinkEstimator;
+use crate::tunnel::hop::{HopTable, serve_streams};
 
 /// A running relay.
 pub struct Relay {
     endpoint: Arc<MeshEndpoint>,
     prober: Arc<Prober>,
+    tunnels: Arc<HopTable>,
     tasks: JoinSet<()>,
 }
 
@@ -31,9 +33,11 @@ impl Relay {
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay, Role::Site])?);
         let listen = endpoint.local_addr()?;
         let prober = Prober::new(&config.name, true);
+        let tunnels = HopTable::new(&config.name, Default::default(), Arc::clone(&prober));
         let mut tasks = JoinSet::new();
-        tasks.spawn(accept_peers(Arc::clone(&endpoint), Arc::clone(&prober)));
-        dial_and_watch(&mut tasks, &endpoint, &prober, config.neighbours, config.probing);
+        tasks.spawn(accept_peers(Arc::clone(&endpoint), Arc::clone(&prober), Arc::clone(&tunnels)));
+        tasks.spawn(expire_tunnels(Arc::clone(&tunnels)));
+        dial_and_watch(&mut tasks, &endpoint, &prober, &tunnels, config.neighbours, config.probing);
         let (connection, _) = watch::channel(None);
         let uplink = Uplink {
             endpoint: Arc::clone(&endpoint),
@@ -41,12 +45,13 @@ impl Relay {
             listen: Some(listen),
             controller: config.controller,
             prober: Arc::clone(&prober),
+            tunnels: Arc::clone(&tunnels),
             report_every: config.probing.report(),
             connection,
         };
         tasks.spawn(uplink.run());
         tracing::info!(relay = %config.name, %listen, "relay started");
-        Ok(Relay { endpoint, prober, tasks })
+        Ok(Relay { endpoint, prober, tunnels, tasks })
     }
 
     /// The bound QUIC address.
@@ -57,6 +62,11 @@ impl Relay {
     /// The relay's probe hub (its links' statistics).
     pub fn prober(&self) -> &Arc<Prober> {
         &self.prober
+    }
+
+    /// The tunnels set up through this relay.
+    pub fn tunnels(&self) -> &Arc<HopTable> {
+        &self.tunnels
     }
 
     /// Stop: close every connection at once (peers see the relay vanish) and end all tasks.
@@ -72,11 +82,12 @@ impl Relay {
 }
 
 /// Accept relays and sites; attach each to the prober under the name its certificate carries.
-pub(super) async fn accept_peers(endpoint: Arc<MeshEndpoint>, prober: Arc<Prober>) {
+pub(super) async fn accept_peers(endpoint: Arc<MeshEndpoint>, prober: Arc<Prober>, tunnels: Arc<HopTable>) {
     while let Some((conn, role)) = endpoint.accept().await {
         match peer_name(&conn) {
             Some(name) => {
                 tracing::debug!(peer = %name, %role, "peer connected");
+                tokio::spawn(serve_streams(Arc::clone(&tunnels), conn.clone(), name.clone()));
                 prober.attach(&name, conn, role == Role::Relay);
             }
             None => conn.close(1u32.into(), b"certificate carries no node name"),
@@ -84,24 +95,28 @@ pub(super) async fn accept_peers(endpoint: Arc<MeshEndpoint>, prober: Arc<Prober
     }
 }
 
-/// Keep a connection to each relay in `peers` and probe it continuously.
+/// Keep a connection to each relay in `peers`, serve the tunnel streams it opens, and probe it
+/// continuously.
 pub(super) fn dial_and_watch(
     tasks: &mut JoinSet<()>,
     endpoint: &Arc<MeshEndpoint>,
     prober: &Arc<Prober>,
+    tunnels: &Arc<HopTable>,
     peers: Vec<Peer>,
     probing: Probing,
 ) {
     let estimator = LinkEstimator::new(probing.window, Duration::from_millis(probing.timeout_ms));
     for peer in peers {
-        tasks.spawn(keep_dialing(Arc::clone(endpoint), peer.clone(), Role::Relay, Arc::clone(prober)));
+        let dial = keep_dialing(Arc::clone(endpoint), peer.clone(), Arc::clone(prober), Arc::clone(tunnels));
+        tasks.spawn(dial);
         let (p, estimator) = (Arc::clone(prober), estimator.clone());
         tasks.spawn(async move { p.watch_link(&peer.name, probing.interval(), estimator).await });
     }
 }
 
-/// Keep a connection to `peer` (of role `role`) attached, redialling when it drops.
-pub(super) async fn keep_dialing(endpoint: Arc<MeshEndpoint>, peer: Peer, role: Role, prober: Arc<Prober>) {
+/// Keep a connection to relay `peer` attached, redialling when it drops.
+async fn keep_dialing(endpoint: Arc<MeshEndpoint>, peer: Peer, prober: Arc<Prober>, tunnels: Arc<HopTable>) {
+    let role = Role::Relay;
     let mut failures = 0u32;
     loop {
         match endpoint.connect(peer.addr, &peer.name, &[role]).await {
@@ -110,7 +125,8 @@ pub(super) async fn keep_dialing(endpoint: Arc<MeshEndpoint>, peer: Peer, role: 
                     tracing::info!(node = %endpoint.name(), peer = %peer.name, "reconnected");
                 }
                 failures = 0;
-                let served = prober.attach(&peer.name, conn, role == Role::Relay);
+                tokio::spawn(serve_streams(Arc::clone(&tunnels), conn.clone(), peer.name.clone()));
+                let served = prober.attach(&peer.name, conn, true);
                 let _ = served.await;
                 tracing::warn!(node = %endpoint.name(), peer = %peer.name, "connection lost; redialling");
             }
@@ -122,5 +138,14 @@ pub(super) async fn keep_dialing(endpoint: Arc<MeshEndpoint>, peer: Peer, role: 
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Drop expired tunnels every second.
+pub(super) async fn expire_tunnels(tunnels: Arc<HopTable>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        tunnels.expire();
     }
 }

@@ -11,12 +11,13 @@ use tokio::task::JoinSet;
 use super::ConnectionRecord;
 use super::config::SiteConfig;
 use super::control;
-use super::relay::dial_and_watch;
+use super::relay::{dial_and_watch, expire_tunnels};
 use super::uplink::Uplink;
 use crate::mesh::identity::Role;
 use crate::mesh::messages::Control;
 use crate::mesh::probe::Prober;
 use crate::mesh::transport::MeshEndpoint;
+use crate::tunnel::hop::HopTable;
 
 /// A running site.
 pub struct Site {
@@ -32,8 +33,11 @@ impl Site {
         let identity = config.tls.load(&config.name, Role::Site)?;
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay])?);
         let prober = Prober::new(&config.name, false);
+        let endpoints = config.endpoints.iter().map(|e| (e.name.clone(), e.addr)).collect();
+        let tunnels = HopTable::new(&config.name, endpoints, Arc::clone(&prober));
         let mut tasks = JoinSet::new();
-        dial_and_watch(&mut tasks, &endpoint, &prober, config.relays, config.probing);
+        tasks.spawn(expire_tunnels(Arc::clone(&tunnels)));
+        dial_and_watch(&mut tasks, &endpoint, &prober, &tunnels, config.relays, config.probing);
         let (connection, controller) = watch::channel(None);
         let uplink = Uplink {
             endpoint: Arc::clone(&endpoint),
@@ -41,6 +45,7 @@ impl Site {
             listen: None,
             controller: config.controller,
             prober,
+            tunnels,
             report_every: config.probing.report(),
             connection,
         };

@@ -11,11 +11,13 @@ use anyhow::{Context, bail};
 use tokio::sync::watch;
 
 use super::config::Peer;
-use super::control::Framed;
+use super::control::{Framed, read_frame, write_frame};
 use crate::mesh::identity::Role;
 use crate::mesh::messages::{Control, LinkReport};
 use crate::mesh::probe::{ProbePlan, Prober};
 use crate::mesh::transport::MeshEndpoint;
+use crate::tunnel::HopKey;
+use crate::tunnel::hop::HopTable;
 
 /// Wait between attempts to reach the controller.
 const RETRY: Duration = Duration::from_secs(1);
@@ -32,6 +34,8 @@ pub struct Uplink {
     pub controller: Peer,
     /// The node's probe hub: its link statistics are reported, its routes probed.
     pub prober: Arc<Prober>,
+    /// The node's tunnels, set up and torn down at the controller's request.
+    pub tunnels: Arc<HopTable>,
     /// How often to report link statistics.
     pub report_every: Duration,
     /// The live controller connection, for requests the node itself makes (site connects).
@@ -68,13 +72,22 @@ impl Uplink {
             Control::Register { name: self.endpoint.name().to_owned(), role: self.role, listen: self.listen };
         control.send(&register).await?;
         let heartbeat_ms = match control.recv().await? {
-            Some(Control::Registered { heartbeat_ms, .. }) => heartbeat_ms,
+            Some(Control::Registered { heartbeat_ms, hop_key, .. }) => {
+                let key = HopKey::from_hex(&hop_key).context("the controller sent a malformed hop key")?;
+                self.tunnels.set_key(key);
+                heartbeat_ms
+            }
             Some(Control::Refused { reason }) => bail!("registration refused: {reason}"),
             other => bail!("unexpected answer to registration: {other:?}"),
         };
         tracing::info!(node = %self.endpoint.name(), controller = %name, "registered");
         self.connection.send_replace(Some(conn.clone()));
-        let serving = tokio::spawn(serve_requests(conn.clone(), Arc::clone(&self.prober)));
+        let serving = tokio::spawn(serve_requests(
+            conn.clone(),
+            name.clone(),
+            Arc::clone(&self.prober),
+            Arc::clone(&self.tunnels),
+        ));
 
         let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(10, 60_000)));
         let mut report = tokio::time::interval(self.report_every);
@@ -98,14 +111,22 @@ impl Uplink {
     }
 }
 
-/// Answer the controller's requests, one stream each.
-async fn serve_requests(conn: quinn::Connection, prober: Arc<Prober>) {
-    while let Ok(stream) = conn.accept_bi().await {
-        let prober = Arc::clone(&prober);
+/// Answer the controller's requests, one stream each: path probes, tunnel setup and teardown,
+/// and the tunnel streams the controller's ingress opens (this node being the first hop).
+async fn serve_requests(
+    conn: quinn::Connection,
+    controller: String,
+    prober: Arc<Prober>,
+    tunnels: Arc<HopTable>,
+) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let (prober, tunnels, controller) = (Arc::clone(&prober), Arc::clone(&tunnels), controller.clone());
         tokio::spawn(async move {
-            let mut stream = Framed::new(stream);
-            let answer = match stream.recv().await {
-                Ok(Some(Control::ProbePath { route, count, interval_ms })) => {
+            let answer = match read_frame(&mut recv, Duration::from_secs(10)).await {
+                Ok(Control::TunnelOpen { tunnel, token }) => {
+                    return tunnels.carry(&controller, tunnel, &token, send, recv).await;
+                }
+                Ok(Control::ProbePath { route, count, interval_ms }) => {
                     let plan = ProbePlan {
                         count: count.clamp(1, 1000),
                         interval: Duration::from_millis(interval_ms.clamp(1, 1000)),
@@ -116,14 +137,23 @@ async fn serve_requests(conn: quinn::Connection, prober: Arc<Prober>) {
                         Err(e) => Control::Refused { reason: e.to_string() },
                     }
                 }
-                Ok(Some(other)) => {
+                Ok(Control::TunnelSetup { grant, token, next_token }) => {
+                    let tunnel = grant.tunnel;
+                    match tunnels.setup(grant, &token, next_token) {
+                        Ok(()) => Control::TunnelReady { tunnel },
+                        Err(reason) => Control::Refused { reason },
+                    }
+                }
+                Ok(Control::TunnelTeardown { tunnel }) => {
+                    Control::TunnelClosed { tunnel, existed: tunnels.teardown(tunnel) }
+                }
+                Ok(other) => {
                     Control::Refused { reason: format!("not a request this node serves: {other:?}") }
                 }
-                Ok(None) => return,
                 Err(e) => Control::Refused { reason: format!("{e:#}") },
             };
-            let _ = stream.send(&answer).await;
-            stream.finish();
+            let _ = write_frame(&mut send, &answer).await;
+            let _ = send.finish();
         });
     }
 }

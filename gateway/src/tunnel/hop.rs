@@ -1,0 +1,252 @@
+//! A relay's or site's side of tunnels: the table of tunnels the controller set up through this
+//! node, and the handling of tunnel streams arriving from the previous hop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::grant::{HopGrant, HopKey, Next, now_unix_ms};
+use super::splice::{self, Side};
+use crate::mesh::messages::Control;
+use crate::mesh::probe::Prober;
+use crate::node::control::{read_frame, write_frame};
+
+/// How long a hop waits for the rest of the path (or the endpoint) to connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Entry {
+    grant: HopGrant,
+    next_token: Option<String>,
+    /// Set to true at teardown: every stream of the tunnel is aborted.
+    cancel: watch::Sender<bool>,
+}
+
+/// This node's tunnels.
+pub struct HopTable {
+    me: String,
+    key: Mutex<Option<HopKey>>,
+    tunnels: Mutex<HashMap<u64, Entry>>,
+    /// The endpoints a site publishes, by name; empty on relays.
+    endpoints: BTreeMap<String, SocketAddr>,
+    /// The node's mesh connections, to reach the next hop.
+    prober: Arc<Prober>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl HopTable {
+    /// A table for node `me`, which publishes `endpoints` (sites) or none (relays) and reaches
+    /// its neighbours through `prober`'s connections.
+    pub fn new(me: &str, endpoints: BTreeMap<String, SocketAddr>, prober: Arc<Prober>) -> Arc<HopTable> {
+        Arc::new(HopTable {
+            me: me.to_owned(),
+            prober,
+            key: Mutex::new(None),
+            tunnels: Mutex::new(HashMap::new()),
+            endpoints,
+        })
+    }
+
+    /// Install the key the controller sent at registration.
+    pub fn set_key(&self, key: HopKey) {
+        *lock(&self.key) = Some(key);
+    }
+
+    /// The tunnels set up here, by id.
+    pub fn tunnels(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = lock(&self.tunnels).keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Set up a tunnel hop, as the controller asks.
+    pub fn setup(&self, grant: HopGrant, token: &str, next_token: Option<String>) -> Result<(), String> {
+        let key = lock(&self.key).clone().ok_or("no hop key yet (not registered)")?;
+        if grant.hop != self.me {
+            return Err(format!("the grant is for {}, this is {}", grant.hop, self.me));
+        }
+        if !key.verifies(&grant, token) {
+            return Err("the grant's token does not verify".into());
+        }
+        if grant.expires_unix_ms <= now_unix_ms() {
+            return Err("the grant has expired".into());
+        }
+        match (&grant.next, &next_token) {
+            (Next::Endpoint(e), _) if !self.endpoints.contains_key(e) => {
+                let published: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "{} does not publish endpoint `{e}` (published: {})",
+                    self.me,
+                    if published.is_empty() { "none".into() } else { published.join(", ") }
+                ));
+            }
+            (Next::Node(n), None) => return Err(format!("no token for the next hop {n}")),
+            _ => {}
+        }
+        let (cancel, _) = watch::channel(false);
+        let tunnel = grant.tunnel;
+        let old = lock(&self.tunnels).insert(tunnel, Entry { grant, next_token, cancel });
+        if let Some(old) = old {
+            old.cancel.send_replace(true);
+        }
+        tracing::info!(node = %self.me, tunnel, "tunnel hop set up");
+        Ok(())
+    }
+
+    /// Tear a tunnel down, aborting its streams. Whether it existed.
+    pub fn teardown(&self, tunnel: u64) -> bool {
+        match lock(&self.tunnels).remove(&tunnel) {
+            Some(entry) => {
+                entry.cancel.send_replace(true);
+                tracing::info!(node = %self.me, tunnel, "tunnel hop torn down");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drop tunnels whose grants have expired (their streams are aborted).
+    pub fn expire(&self) {
+        let now = now_unix_ms();
+        let expired: Vec<u64> = lock(&self.tunnels)
+            .iter()
+            .filter(|(_, e)| e.grant.expires_unix_ms <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.teardown(id);
+        }
+    }
+
+    /// Check a `TunnelOpen` from `peer`: the tunnel must be set up here, the peer must be its
+    /// previous hop, the token this hop's own, the grant unexpired.
+    fn admit(
+        &self,
+        peer: &str,
+        tunnel: u64,
+        token: &str,
+    ) -> Result<(Next, Option<String>, watch::Receiver<bool>), String> {
+        let key = lock(&self.key).clone().ok_or("not registered")?;
+        let tunnels = lock(&self.tunnels);
+        let entry = tunnels.get(&tunnel).ok_or_else(|| format!("no tunnel {tunnel} at {}", self.me))?;
+        if entry.grant.prev != peer {
+            return Err(format!("tunnel {tunnel} is not open to {peer} at {}", self.me));
+        }
+        if !key.verifies(&entry.grant, token) {
+            return Err(format!("invalid token for tunnel {tunnel} at {}", self.me));
+        }
+        if entry.grant.expires_unix_ms <= now_unix_ms() {
+            return Err(format!("tunnel {tunnel} has expired"));
+        }
+        Ok((entry.grant.next.clone(), entry.next_token.clone(), entry.cancel.subscribe()))
+    }
+
+    /// Carry on a tunnel stream that `peer` opened with `TunnelOpen { tunnel, token }` (already
+    /// read): connect onwards, answer, then splice until the stream ends.
+    pub async fn carry(
+        &self,
+        peer: &str,
+        tunnel: u64,
+        token: &str,
+        mut up_send: quinn::SendStream,
+        up_recv: quinn::RecvStream,
+    ) {
+        let onward = match self.admit(peer, tunnel, token) {
+            Ok((next, next_token, cancel)) => {
+                self.connect_onward(tunnel, &next, next_token).await.map(|s| (s, cancel))
+            }
+            Err(reason) => Err(reason),
+        };
+        let (onward, cancel) = match onward {
+            Ok(ok) => ok,
+            Err(reason) => {
+                tracing::warn!(node = %self.me, %peer, tunnel, "tunnel stream refused: {reason}");
+                let _ = write_frame(&mut up_send, &Control::Refused { reason }).await;
+                let _ = up_send.finish();
+                return;
+            }
+        };
+        if write_frame(&mut up_send, &Control::TunnelOpened).await.is_err() {
+            return;
+        }
+        if let Err(e) = splice::splice(Side::Quic(up_send, up_recv), onward, cancel).await {
+            tracing::debug!(node = %self.me, tunnel, "tunnel stream ended with an error: {e}");
+        }
+    }
+
+    /// Open the tunnel's next leg: a stream to the next hop (answered all the way through), or
+    /// a TCP connection to the published endpoint.
+    async fn connect_onward(
+        &self,
+        tunnel: u64,
+        next: &Next,
+        next_token: Option<String>,
+    ) -> Result<Side, String> {
+        match next {
+            Next::Node(name) => {
+                let conn = self
+                    .prober
+                    .connection(name)
+                    .ok_or_else(|| format!("{}: next hop {name} is not connected", self.me))?;
+                let token = next_token.ok_or_else(|| format!("no token for {name}"))?;
+                let (send, recv) = open(&conn, tunnel, token).await.map_err(|e| format!("{name}: {e:#}"))?;
+                Ok(Side::Quic(send, recv))
+            }
+            Next::Endpoint(endpoint) => {
+                let addr = self
+                    .endpoints
+                    .get(endpoint)
+                    .ok_or_else(|| format!("{} does not publish `{endpoint}`", self.me))?;
+                let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| {
+                        format!("{}: endpoint `{endpoint}` ({addr}) did not accept in time", self.me)
+                    })?
+                    .map_err(|e| format!("{}: endpoint `{endpoint}` ({addr}): {e}", self.me))?;
+                let _ = tcp.set_nodelay(true);
+                Ok(Side::Tcp(tcp))
+            }
+        }
+    }
+}
+
+/// Open a tunnel stream on `conn` (to the next hop) presenting `token`, and wait until the
+/// rest of the path answers. On success the stream is ready for raw bytes.
+pub async fn open(
+    conn: &quinn::Connection,
+    tunnel: u64,
+    token: String,
+) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream)> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    write_frame(&mut send, &Control::TunnelOpen { tunnel, token }).await?;
+    match read_frame(&mut recv, CONNECT_TIMEOUT).await? {
+        Control::TunnelOpened => Ok((send, recv)),
+        Control::Refused { reason } => anyhow::bail!("{reason}"),
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// Serve the tunnel streams a neighbour (`peer`) opens on `conn`, until it closes. Neighbours
+/// may open nothing else.
+pub async fn serve_streams(table: Arc<HopTable>, conn: quinn::Connection, peer: String) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let (table, peer) = (Arc::clone(&table), peer.clone());
+        tokio::spawn(async move {
+            let reason = match read_frame(&mut recv, CONNECT_TIMEOUT).await {
+                Ok(Control::TunnelOpen { tunnel, token }) => {
+                    return table.carry(&peer, tunnel, &token, send, recv).await;
+                }
+                Ok(other) => format!("neighbours may only open tunnel streams, not {other:?}"),
+                Err(e) => format!("{e:#}"),
+            };
+            tracing::warn!(node = %table.me, %peer, "stream refused: {reason}");
+            let _ = write_frame(&mut send, &Control::Refused { reason }).await;
+            let _ = send.finish();
+        });
+    }
+}

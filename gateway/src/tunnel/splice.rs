@@ -1,0 +1,151 @@
+//! Splicing two byte streams — QUIC streams of adjacent hops, or a TCP connection and a QUIC
+//! stream at the tunnel's ends — in both directions at once.
+//!
+//! - Backpressure is end to end: a direction reads only as fast as the next hop takes.
+//! - Half-close travels: end of stream one way finishes (or shuts down) only that direction.
+//! - Failure travels too: if either side fails, or the splice is cancelled (tunnel teardown),
+//!   both sides are aborted — QUIC streams reset, TCP connections reset — so every party sees
+//!   an error promptly instead of a clean end of stream or a hang.
+//! - QUIC to QUIC moves the received chunks on as they are (`Bytes`, reference-counted): relays
+//!   copy nothing.
+
+use std::io;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+
+/// QUIC error code for a tunnel stream that was aborted (peer failure or teardown).
+pub const ABORTED: u32 = 0x5b01;
+
+/// Buffer size for TCP reads.
+const TCP_BUF: usize = 64 * 1024;
+
+/// One side of a splice.
+pub enum Side {
+    /// A QUIC stream to a neighbouring hop.
+    Quic(quinn::SendStream, quinn::RecvStream),
+    /// A TCP connection (a client at the ingress, a service at the egress).
+    Tcp(TcpStream),
+}
+
+enum Reader {
+    Quic(quinn::RecvStream),
+    Tcp(OwnedReadHalf),
+}
+
+enum Writer {
+    Quic(quinn::SendStream),
+    Tcp(OwnedWriteHalf),
+}
+
+impl Side {
+    fn split(self) -> (Reader, Writer) {
+        match self {
+            Side::Quic(send, recv) => (Reader::Quic(recv), Writer::Quic(send)),
+            Side::Tcp(tcp) => {
+                let (r, w) = tcp.into_split();
+                (Reader::Tcp(r), Writer::Tcp(w))
+            }
+        }
+    }
+}
+
+impl Reader {
+    fn abort(&mut self) {
+        if let Reader::Quic(recv) = self {
+            let _ = recv.stop(ABORTED.into());
+        }
+    }
+}
+
+impl Writer {
+    fn abort(&mut self) {
+        match self {
+            Writer::Quic(send) => {
+                let _ = send.reset(ABORTED.into());
+            }
+            // Closing with a zero linger sends a reset instead of a clean FIN.
+            Writer::Tcp(w) => {
+                let _ = w.as_ref().set_zero_linger();
+            }
+        }
+    }
+}
+
+/// Copy one direction until end of stream, then half-close the writer. Returns bytes moved.
+async fn pipe(from: &mut Reader, to: &mut Writer) -> io::Result<u64> {
+    let mut moved = 0u64;
+    match (from, &mut *to) {
+        (Reader::Quic(recv), Writer::Quic(send)) => {
+            while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.map_err(io::Error::other)? {
+                moved += chunk.bytes.len() as u64;
+                send.write_chunk(chunk.bytes).await.map_err(io::Error::other)?;
+            }
+        }
+        (from, to) => {
+            let mut buf = vec![0u8; TCP_BUF];
+            loop {
+                let n = match from {
+                    Reader::Quic(r) => AsyncReadExt::read(r, &mut buf).await?,
+                    Reader::Tcp(r) => r.read(&mut buf).await?,
+                };
+                if n == 0 {
+                    break;
+                }
+                moved += n as u64;
+                match to {
+                    Writer::Quic(w) => w.write_all(&buf[..n]).await.map_err(io::Error::other)?,
+                    Writer::Tcp(w) => w.write_all(&buf[..n]).await?,
+                }
+            }
+        }
+    }
+    match to {
+        Writer::Quic(w) => w.finish().map_err(io::Error::other)?,
+        Writer::Tcp(w) => w.shutdown().await?,
+    }
+    Ok(moved)
+}
+
+/// How a splice ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Moved {
+    /// Bytes from `a` to `b`.
+    pub a_to_b: u64,
+    /// Bytes from `b` to `a`.
+    pub b_to_a: u64,
+}
+
+/// Splice `a` and `b` until both directions end. `cancel` turning true aborts both sides.
+/// On failure both sides are aborted and the error returned.
+pub async fn splice(a: Side, b: Side, mut cancel: watch::Receiver<bool>) -> io::Result<Moved> {
+    let (mut ar, mut aw) = a.split();
+    let (mut br, mut bw) = b.split();
+    let result = {
+        let both = async { tokio::try_join!(pipe(&mut ar, &mut bw), pipe(&mut br, &mut aw)) };
+        tokio::select! {
+            r = both => r,
+            _ = cancel.wait_for(|c| *c) => Err(io::Error::other("tunnel torn down")),
+        }
+    };
+    match result {
+        Ok((a_to_b, b_to_a)) => {
+            // Let the last bytes of QUIC streams be delivered before the streams are dropped.
+            for w in [&mut aw, &mut bw] {
+                if let Writer::Quic(send) = w {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), send.stopped()).await;
+                }
+            }
+            Ok(Moved { a_to_b, b_to_a })
+        }
+        Err(e) => {
+            ar.abort();
+            br.abort();
+            aw.abort();
+            bw.abort();
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Tunnels and bindings: real clients (curl) through a `tcp` binding on the controller, across
+//! relays, out of the target site to a real HTTP server; and the refusals that keep the
+//! tunnel closed to everyone else.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use skybridge_gateway::mesh::identity::Role;
+use skybridge_gateway::mesh::messages::Control;
+use skybridge_gateway::mesh::transport::MeshEndpoint;
+use skybridge_gateway::netem::LinkParams;
+use skybridge_gateway::node::control::{read_frame, write_frame};
+use skybridge_tests::mesh::{TestMesh, Topology, policy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Python's `http.server` serving `dir` on an ephemeral port; killed on drop.
+struct HttpServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl HttpServer {
+    fn start(dir: &Path) -> HttpServer {
+        let script = "import http.server, os, sys\n\
+            os.chdir(sys.argv[1])\n\
+            class H(http.server.SimpleHTTPRequestHandler):\n    def log_message(self, *a): pass\n\
+            s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)\n\
+            print(s.server_address[1], flush=True)\n\
+            s.serve_forever()\n";
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (cargo xtask test installs it)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("port");
+        let port: u16 =
+            line.trim().parse().unwrap_or_else(|_| panic!("no port from the HTTP server: {line:?}"));
+        HttpServer { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deterministic incompressible bytes.
+fn write_random_file(path: &Path, len: usize) -> String {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut hash = Sha256::new();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut block = vec![0u8; 1 << 16];
+    let mut left = len;
+    while left > 0 {
+        for chunk in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        let n = left.min(block.len());
+        f.write_all(&block[..n]).expect("write");
+        hash.update(&block[..n]);
+        left -= n;
+    }
+    f.flush().expect("flush");
+    hex::encode(hash.finalize())
+}
+
+fn sha256_file(path: &Path) -> String {
+    let mut hash = Sha256::new();
+    let mut f = std::fs::File::open(path).expect("open");
+    std::io::copy(&mut f, &mut hash).expect("read");
+    hex::encode(hash.finalize())
+}
+
+/// site-a — r1 — r2 — site-b, where site-b publishes `web` (and `echo` when given).
+fn two_relays(web: SocketAddr, echo: Option<SocketAddr>) -> Topology {
+    let mut t = Topology::new(policy(&[], 4, 20))
+        .relays(&["r1", "r2"])
+        .link("r1", "r2", LinkParams::delay(1.0))
+        .site("site-a", &[("r1", LinkParams::default())])
+        .site("site-b", &[("r2", LinkParams::default())])
+        .endpoint("site-b", "web", web);
+    if let Some(echo) = echo {
+        t = t.endpoint("site-b", "echo", echo);
+    }
+    t
+}
+
+async fn bind(mesh: &TestMesh, endpoint: &str, extra: Value) -> (u16, Value) {
+    let mut body = json!({ "from": "site-a", "to": "site-b", "endpoint": endpoint });
+    if let (Some(b), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(extra.clone());
+    }
+    mesh.api("POST", "/v1/bindings", Some(&body.to_string())).await
+}
+
+fn curl(url: &str, out: &Path) -> std::process::Output {
+    Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--max-time", "120", "-o"])
+        .arg(out)
+        .arg(url)
+        .output()
+        .expect("curl runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_a_tcp_binding_across_two_relays_gets_100_mib_intact() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let expected = write_random_file(&files.path().join("big.bin"), 100 << 20);
+    std::fs::write(files.path().join("hello.txt"), "hello through the mesh\n").expect("write");
+    let web = HttpServer::start(files.path());
+    let mesh = TestMesh::start(two_relays(web.addr, None)).await;
+
+    let (status, binding) = bind(&mesh, "web", json!({})).await;
+    assert_eq!(status, 201, "{binding:#}");
+    assert_eq!(binding["tunnel"]["hops"], json!(["r1", "r2", "site-b"]), "{binding:#}");
+    let listen = binding["listen"].as_str().expect("listen").to_owned();
+    for relay in ["r1", "r2"] {
+        assert_eq!(mesh.relays[relay].tunnels().tunnels().len(), 1, "{relay} holds the tunnel");
+    }
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let small = out.path().join("hello.txt");
+    let r = tokio::task::spawn_blocking({
+        let (url, small) = (format!("http://{listen}/hello.txt"), small.clone());
+        move || curl(&url, &small)
+    })
+    .await
+    .expect("curl task");
+    assert!(r.status.success(), "curl: {}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(std::fs::read_to_string(&small).expect("read"), "hello through the mesh\n");
+
+    let big = out.path().join("big.bin");
+    let r = tokio::task::spawn_blocking({
+        let (url, big) = (format!("http://{listen}/big.bin"), big.clone());
+        move || curl(&url, &big)
+    })
+    .await
+    .expect("curl task");
+    assert!(r.status.success(), "curl: {}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(sha256_file(&big), expected, "100 MiB arrived altered");
+
+    let id = binding["id"].as_u64().expect("id");
+    let (_, seen) = mesh.api("GET", &format!("/v1/bindings/{id}"), None).await;
+    assert_eq!(seen["connections"], json!(2));
+    assert!(seen["bytes_down"].as_u64().expect("bytes") > 100 << 20, "{seen:#}");
+
+    // Closing the binding closes its listener and tears the tunnel down on every hop.
+    let (status, _) = mesh.api("DELETE", &format!("/v1/bindings/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert!(tokio::net::TcpStream::connect(&listen).await.is_err(), "the listener is closed");
+    for relay in ["r1", "r2"] {
+        assert!(mesh.relays[relay].tunnels().tunnels().is_empty(), "{relay} still holds the tunnel");
+    }
+    let (status, _) = mesh.api("GET", &format!("/v1/bindings/{id}"), None).await;
+    assert_eq!(status, 404);
+}
+
+/// A service that reads until the client half-closes, then answers with the byte count.
+async fn counting_service() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                if s.read_to_end(&mut buf).await.is_ok() {
+                    let _ = s.write_all(format!("got {} bytes", buf.len()).as_bytes()).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_crosses_the_tunnel_and_strangers_cannot_use_it() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let web = HttpServer::start(files.path());
+    let echo = counting_service().await;
+    let mesh = TestMesh::start(two_relays(web.addr, Some(echo))).await;
+
+    let (status, binding) = bind(&mesh, "echo", json!({})).await;
+    assert_eq!(status, 201, "{binding:#}");
+    let listen = binding["listen"].as_str().expect("listen").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&listen).await.expect("connect");
+    client.write_all(&[7u8; 100_000]).await.expect("write");
+    client.shutdown().await.expect("half-close");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut answer))
+        .await
+        .expect("the answer comes after our half-close")
+        .expect("read");
+    assert_eq!(answer, "got 100000 bytes");
+
+    // An endpoint the site does not publish: the setup fails, naming the reason, and nothing
+    // stays behind on the relays.
+    let (status, answer) = bind(&mesh, "db", json!({})).await;
+    assert_eq!(status, 502, "{answer}");
+    let error = answer["error"].as_str().expect("error");
+    assert!(error.contains("site-b does not publish endpoint `db` (published: echo, web)"), "{error}");
+    assert!(error.contains("rolled back on r1, r2"), "{error}");
+    for relay in ["r1", "r2"] {
+        assert_eq!(mesh.relays[relay].tunnels().tunnels().len(), 1, "{relay}: only the echo tunnel");
+    }
+    let (status, answer) = bind(&mesh, "web", json!({ "mode": "http" })).await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = bind(&mesh, "web", json!({ "ttl_s": 0 })).await;
+    assert_eq!(status, 400, "{answer}");
+
+    // Forged tokens: r2's tunnel streams must come from r1 with r1's token for r2. Someone
+    // holding r1's own certificate but not the token is refused; so is anyone else.
+    let tunnel = binding["tunnel"]["id"].as_u64().expect("tunnel");
+    let r2_addr = mesh.relays["r2"].local_addr();
+    for (name, token) in [("r1", "00".repeat(32)), ("r1", String::new()), ("r9", "00".repeat(32))] {
+        let identity =
+            mesh.pki.tls(name, Role::Relay).expect("cert").load(name, Role::Relay).expect("identity");
+        let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("addr"), identity, &[]).expect("endpoint");
+        let conn = ep.connect(r2_addr, "r2", &[Role::Relay]).await.expect("handshake");
+        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        write_frame(&mut send, &Control::TunnelOpen { tunnel, token }).await.expect("sent");
+        match read_frame(&mut recv, Duration::from_secs(5)).await {
+            Ok(Control::Refused { reason }) => {
+                let want = if name == "r1" { "invalid token" } else { "is not open to r9" };
+                assert!(reason.contains(want), "{name}: {reason}");
+            }
+            other => panic!("{name}: expected a refusal, got {other:?}"),
+        }
+    }
+
+    // Expiry: a binding with a 1 s lifetime is closed by the controller and its hops.
+    let (status, short) = bind(&mesh, "web", json!({ "ttl_s": 1 })).await;
+    assert_eq!(status, 201, "{short}");
+    let short_listen = short["listen"].as_str().expect("listen").to_owned();
+    let short_id = short["id"].as_u64().expect("id");
+    mesh.wait_until("the short binding expired", Duration::from_secs(5), |c| {
+        c.ingress.binding(short_id).is_none()
+    })
+    .await;
+    assert!(tokio::net::TcpStream::connect(&short_listen).await.is_err(), "the listener is closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_close_when_the_requesting_platform_goes_away() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let web = HttpServer::start(files.path());
+    let mut mesh = TestMesh::start(two_relays(web.addr, None)).await;
+    let (status, binding) = bind(&mesh, "web", json!({})).await;
+    assert_eq!(status, 201, "{binding:#}");
+    let id = binding["id"].as_u64().expect("id");
+    mesh.sites.remove("site-a").expect("site-a").shutdown();
+    mesh.wait_until("the binding closed", Duration::from_secs(5), |c| c.ingress.binding(id).is_none()).await;
+    for relay in ["r1", "r2"] {
+        assert!(mesh.relays[relay].tunnels().tunnels().is_empty(), "{relay} still holds the tunnel");
+    }
+}
