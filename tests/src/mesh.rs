@@ -23,6 +23,7 @@ pub fn policy(weights: &[(&str, f64)], k: usize, probes: u32) -> Policy {
         k,
         probes,
         probe_interval_ms: 5,
+        reroute_loss: 0.2,
     }
 }
 

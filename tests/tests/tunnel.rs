@@ -265,3 +265,86 @@ async fn bindings_close_when_the_requesting_platform_goes_away() {
         assert!(mesh.relays[relay].tunnels().tunnels().is_empty(), "{relay} still holds the tunnel");
     }
 }
+
+/// A service that sends bytes until the client goes away.
+async fn endless_service() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = [0x5au8; 16 * 1024];
+                while s.write_all(&chunk).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Read until an error; `Ok(bytes)` if the stream ended cleanly instead.
+async fn read_until_failure(client: &mut tokio::net::TcpStream) -> Result<usize, std::io::Error> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match client.read(&mut buf).await {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_stream_ends_the_stream_with_an_error_and_the_binding_reroutes() {
+    let stream_service = endless_service().await;
+    let mut mesh = TestMesh::start(
+        Topology::new(policy(&[], 4, 20))
+            .relays(&["r1", "r2", "r3", "r4"])
+            .link("r1", "r2", LinkParams::delay(10.0))
+            .link("r2", "r4", LinkParams::delay(10.0))
+            .link("r1", "r3", LinkParams::delay(2.0))
+            .link("r3", "r4", LinkParams::delay(2.0))
+            .site("site-a", &[("r1", LinkParams::default())])
+            .site("site-b", &[("r4", LinkParams::default())])
+            .endpoint("site-b", "stream", stream_service),
+    )
+    .await;
+    let (status, binding) = bind(&mesh, "stream", json!({})).await;
+    assert_eq!(status, 201, "{binding:#}");
+    assert_eq!(binding["tunnel"]["hops"], json!(["r1", "r3", "r4", "site-b"]));
+    let id = binding["id"].as_u64().expect("id");
+    let listen = binding["listen"].as_str().expect("listen").to_owned();
+
+    let mut client = tokio::net::TcpStream::connect(&listen).await.expect("connect");
+    let mut first = vec![0u8; 100_000];
+    client.read_exact(&mut first).await.expect("data flows");
+
+    mesh.kill_relay("r3");
+    let ended = tokio::time::timeout(Duration::from_secs(10), read_until_failure(&mut client))
+        .await
+        .expect("the stream on the dead path ends, it does not hang");
+    assert!(ended.is_err(), "the stream must end with an error, not a clean end: {ended:?}");
+
+    mesh.wait_until("the binding re-routed", Duration::from_secs(5), |c| {
+        c.ingress.binding(id).is_some_and(|b| !b.reroutes.is_empty())
+    })
+    .await;
+    let (_, view) = mesh.api("GET", &format!("/v1/bindings/{id}"), None).await;
+    assert_eq!(view["tunnel"]["hops"], json!(["r1", "r2", "r4", "site-b"]), "{view:#}");
+    let reroute = &view["reroutes"][0];
+    assert_eq!(reroute["from_hops"], json!(["r1", "r3", "r4", "site-b"]), "{view:#}");
+    assert!(reroute["reason"].as_str().expect("reason").contains("r3"), "{reroute}");
+
+    let mut again = tokio::net::TcpStream::connect(&listen).await.expect("connect");
+    let mut data = vec![0u8; 100_000];
+    tokio::time::timeout(Duration::from_secs(10), again.read_exact(&mut data))
+        .await
+        .expect("a new connection works over the other path")
+        .expect("read");
+    assert!(data.iter().all(|&b| b == 0x5a));
+    for relay in ["r1", "r2", "r4"] {
+        assert_eq!(mesh.relays[relay].tunnels().tunnels().len(), 1, "{relay}: only the new tunnel");
+    }
+}

@@ -61,6 +61,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         k: 4,
         probes: 200,
         probe_interval_ms: 5,
+        reroute_loss: 0.2,
     };
     let topology = Topology::new(policy)
         .relays(&["r1", "r2", "r3", "r4"])

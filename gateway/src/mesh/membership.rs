@@ -163,6 +163,19 @@ impl Membership {
         None
     }
 
+    /// `name`'s connection closed: mark it down now rather than after `down_after` of silence.
+    pub fn disconnected(&mut self, name: &str, now: Instant) -> Vec<MembershipEvent> {
+        match self.nodes.get_mut(name) {
+            Some(node) if node.state == NodeState::Up => {
+                node.state = NodeState::Down;
+                node.since = now;
+                let silent_for = now.saturating_duration_since(node.last_seen);
+                vec![MembershipEvent::Down { name: name.to_owned(), silent_for }]
+            }
+            _ => vec![],
+        }
+    }
+
     /// Mark down every node silent for longer than `down_after`.
     pub fn poll(&mut self, now: Instant) -> Vec<MembershipEvent> {
         let limit = Duration::from_millis(self.config.down_after_ms);
@@ -204,6 +217,20 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_connection_marks_the_node_down_at_once_and_registration_brings_it_back() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(MembershipConfig::default());
+        m.register("r1", Role::Relay, None, t0).unwrap();
+        let events = m.disconnected("r1", t0 + Duration::from_millis(10));
+        assert!(matches!(events.as_slice(), [MembershipEvent::Down { name, .. }] if name == "r1"));
+        assert!(!m.is_up("r1"));
+        assert!(m.disconnected("r1", t0).is_empty(), "already down");
+        assert!(m.disconnected("nobody", t0).is_empty());
+        let events = m.register("r1", Role::Relay, None, t0 + Duration::from_millis(20)).unwrap();
+        assert!(matches!(events.as_slice(), [MembershipEvent::Up { .. }]));
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

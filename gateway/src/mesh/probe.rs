@@ -357,8 +357,9 @@ impl Prober {
         let mut stats = ProbeSeries::new(plan.count as usize);
         let start = Instant::now();
         let deadline = start + plan.interval * plan.count + plan.grace;
-        let mut next = 0u32;
-        loop {
+        let (mut next, mut answered) = (0u32, 0u32);
+        // Done when every probe is answered, or at the deadline (the rest are lost).
+        while answered < plan.count {
             let send_at = start + plan.interval * next;
             tokio::select! {
                 _ = tokio::time::sleep_until(send_at.into()), if next < plan.count => {
@@ -366,7 +367,11 @@ impl Prober {
                     send(waiter.series, next);
                     next += 1;
                 }
-                Some((seq, at)) = answers.recv() => stats.on_answer(seq as usize, at),
+                Some((seq, at)) = answers.recv() => {
+                    if stats.on_answer(seq as usize, at) {
+                        answered += 1;
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline.into()) => break,
             }
         }

@@ -91,6 +91,10 @@ pub struct Policy {
     /// Time between two probes of a candidate, ms (default 10).
     #[serde(default = "default_probe_interval_ms")]
     pub probe_interval_ms: u64,
+    /// A live tunnel is re-routed when a link on its path loses more than this ratio of probes
+    /// (default 0.2); a dead relay or link re-routes it at once.
+    #[serde(default = "default_reroute_loss")]
+    pub reroute_loss: f64,
 }
 
 fn default_k() -> usize {
@@ -98,6 +102,9 @@ fn default_k() -> usize {
 }
 fn default_probes() -> u32 {
     20
+}
+fn default_reroute_loss() -> f64 {
+    0.2
 }
 fn default_probe_interval_ms() -> u64 {
     10
@@ -117,6 +124,9 @@ impl Policy {
                 "probe_interval_ms must be between 1 and 1000, not {}",
                 self.probe_interval_ms
             ));
+        }
+        if !(self.reroute_loss > 0.0 && self.reroute_loss <= 1.0) {
+            return Err(format!("reroute_loss must be a ratio in (0, 1], not {}", self.reroute_loss));
         }
         let series_ms = u64::from(self.probes) * self.probe_interval_ms;
         if series_ms > 20_000 {
@@ -148,6 +158,9 @@ pub struct PolicyUpdate {
     /// New probe interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_interval_ms: Option<u64>,
+    /// New re-route loss threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reroute_loss: Option<f64>,
 }
 
 impl Policy {
@@ -161,6 +174,7 @@ impl Policy {
         p.k = update.k.unwrap_or(p.k);
         p.probes = update.probes.unwrap_or(p.probes);
         p.probe_interval_ms = update.probe_interval_ms.unwrap_or(p.probe_interval_ms);
+        p.reroute_loss = update.reroute_loss.unwrap_or(p.reroute_loss);
         p
     }
 }
@@ -382,6 +396,7 @@ mod tests {
             k: 4,
             probes: 20,
             probe_interval_ms: 10,
+            reroute_loss: 0.2,
         };
         let u = PolicyUpdate { weights: [("loss".to_owned(), 2.0)].into(), k: Some(6), ..Default::default() };
         let next = p.updated(&u);
@@ -393,6 +408,7 @@ mod tests {
             PolicyUpdate { probes: Some(5000), ..Default::default() },
             PolicyUpdate { probe_interval_ms: Some(0), ..Default::default() },
             PolicyUpdate { probes: Some(1000), probe_interval_ms: Some(100), ..Default::default() },
+            PolicyUpdate { reroute_loss: Some(0.0), ..Default::default() },
             PolicyUpdate { weights: [("loss".to_owned(), f64::NAN)].into(), ..Default::default() },
         ] {
             assert!(p.updated(&bad).validate().is_err(), "{bad:?}");

@@ -224,6 +224,34 @@ impl Controller {
         lock(&self.state).conns.get(node).filter(|c| c.close_reason().is_none()).cloned()
     }
 
+    /// What is wrong with a tunnel's path (`hops`: relays, then the target site), if anything:
+    /// `Some((true, why))` when it is dead (a relay down, a link gone), `Some((false, why))`
+    /// when a link loses more than `max_loss`.
+    pub(super) fn path_problem(&self, hops: &[String], max_loss: f64) -> Option<(bool, String)> {
+        let state = lock(&self.state);
+        let relays = &hops[..hops.len().saturating_sub(1)];
+        if let Some(down) = relays.iter().find(|r| !state.membership.is_up(r)) {
+            return Some((true, format!("relay {down} is down")));
+        }
+        for pair in relays.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            let link =
+                state.links.get(&(a.clone(), b.clone())).or_else(|| state.links.get(&(b.clone(), a.clone())));
+            match link {
+                Some(r) if self.usable(&state, a, b, r) || self.usable(&state, b, a, r) => {
+                    if r.stats.loss > max_loss {
+                        return Some((
+                            false,
+                            format!("link {a}–{b} loses {:.0} % of probes", r.stats.loss * 100.0),
+                        ));
+                    }
+                }
+                _ => return Some((true, format!("link {a}–{b} is down"))),
+            }
+        }
+        None
+    }
+
     /// Whether a registered node is up.
     pub(super) fn is_up(&self, node: &str) -> bool {
         lock(&self.state).membership.is_up(node)
@@ -571,9 +599,13 @@ impl Controller {
                 }
             }
         }
+        // The node's connection is gone: it is down now, not after a heartbeat timeout (unless
+        // it already reconnected on another connection).
         let mut state = lock(&self.state);
         if state.conns.get(&name).is_some_and(|c| c.stable_id() == conn.stable_id()) {
             state.conns.remove(&name);
+            let events = state.membership.disconnected(&name, Instant::now());
+            log_events(&events);
         }
     }
 
@@ -651,5 +683,6 @@ async fn watch_membership(controller: Arc<Controller>) {
         let events = lock(&controller.state).membership.poll(Instant::now());
         log_events(&events);
         controller.reap_bindings().await;
+        controller.reroute_bindings().await;
     }
 }

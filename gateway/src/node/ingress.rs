@@ -105,6 +105,25 @@ pub struct BindingView {
     pub bytes_up: u64,
     /// Bytes carried back.
     pub bytes_down: u64,
+    /// Every re-route, oldest first.
+    pub reroutes: Vec<Reroute>,
+}
+
+/// A tunnel moved to a new path.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reroute {
+    /// When (Unix ms).
+    pub at_unix_ms: u64,
+    /// Why.
+    pub reason: String,
+    /// The old tunnel and its hops.
+    pub from_tunnel: u64,
+    /// Its hops.
+    pub from_hops: Vec<String>,
+    /// The new tunnel.
+    pub to_tunnel: u64,
+    /// Its hops.
+    pub to_hops: Vec<String>,
 }
 
 struct Binding {
@@ -112,7 +131,14 @@ struct Binding {
     /// Stops the listener and aborts its connections' streams.
     cancel: watch::Sender<bool>,
     stats: Arc<Stats>,
+    /// A re-route is running.
+    rerouting: bool,
+    /// When a degraded path may next cause a re-route (hold-down against flapping).
+    hold_until: std::time::Instant,
 }
+
+/// After a re-route, a merely degraded path does not cause another for this long.
+const REROUTE_HOLD_DOWN: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Stats {
@@ -222,10 +248,17 @@ impl Controller {
             connections: 0,
             bytes_up: 0,
             bytes_down: 0,
+            reroutes: vec![],
         };
         tracing::info!(binding = id, %listen, tunnel = view.tunnel.id, hops = ?view.tunnel.hops, "binding open");
-        lock(&self.ingress.bindings)
-            .insert(id, Binding { view: view.clone(), cancel, stats: Arc::clone(&stats) });
+        let binding = Binding {
+            view: view.clone(),
+            cancel,
+            stats: Arc::clone(&stats),
+            rerouting: false,
+            hold_until: std::time::Instant::now(),
+        };
+        lock(&self.ingress.bindings).insert(id, binding);
         tokio::spawn(Arc::clone(self).serve_binding(listener, id, cancelled, stats));
         Ok(view)
     }
@@ -260,6 +293,78 @@ impl Controller {
             tracing::info!(binding = id, "closing binding: {why}");
             self.unbind(id).await;
         }
+    }
+
+    /// Re-route bindings whose path died, or degraded past the policy's loss threshold (at most
+    /// once per hold-down period).
+    pub(super) async fn reroute_bindings(self: &Arc<Self>) {
+        let max_loss = self.policy().reroute_loss;
+        let now = std::time::Instant::now();
+        let candidates: Vec<(u64, Vec<String>, bool)> = lock(&self.ingress.bindings)
+            .values()
+            .filter(|b| !b.rerouting)
+            .map(|b| (b.view.id, b.view.tunnel.hops.clone(), now >= b.hold_until))
+            .collect();
+        for (id, hops, may_leave_degraded) in candidates {
+            let Some((dead, reason)) = self.path_problem(&hops, max_loss) else { continue };
+            if !dead && !may_leave_degraded {
+                continue;
+            }
+            if let Some(b) = lock(&self.ingress.bindings).get_mut(&id) {
+                b.rerouting = true;
+            }
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(e) = this.reroute(id, dead, &reason).await {
+                    tracing::warn!(binding = id, "re-route failed ({reason}): {e}");
+                }
+                if let Some(b) = lock(&this.ingress.bindings).get_mut(&id) {
+                    b.rerouting = false;
+                }
+            });
+        }
+    }
+
+    /// Decide a new path for binding `id`, set its tunnel up, switch new connections to it,
+    /// and tear the old tunnel down (ending the streams still on it with an error).
+    async fn reroute(&self, id: u64, dead: bool, reason: &str) -> Result<(), BindError> {
+        let Some(view) = lock(&self.ingress.bindings).get(&id).map(|b| b.view.clone()) else { return Ok(()) };
+        let old = view.tunnel;
+        let decision = self.connect(&view.from, &view.to).await?;
+        let mut new_hops = decision.decision.chosen().path.clone();
+        new_hops.push(view.to.clone());
+        if new_hops == old.hops && !dead {
+            // The degraded path is still the best there is: keep it, and wait a hold-down.
+            if let Some(b) = lock(&self.ingress.bindings).get_mut(&id) {
+                b.hold_until = std::time::Instant::now() + REROUTE_HOLD_DOWN;
+            }
+            return Ok(());
+        }
+        let new = self.setup_tunnel(&decision, &old.endpoint, &old.account, old.expires_unix_ms).await?;
+        let reroute = Reroute {
+            at_unix_ms: now_unix_ms(),
+            reason: reason.to_owned(),
+            from_tunnel: old.id,
+            from_hops: old.hops.clone(),
+            to_tunnel: new.id,
+            to_hops: new.hops.clone(),
+        };
+        tracing::warn!(binding = id, %reason, from = ?old.hops, to = ?new.hops, "binding re-routed");
+        let still_bound = match lock(&self.ingress.bindings).get_mut(&id) {
+            Some(b) => {
+                b.view.tunnel = new.clone();
+                b.view.reroutes.push(reroute);
+                b.hold_until = std::time::Instant::now() + REROUTE_HOLD_DOWN;
+                true
+            }
+            None => false,
+        };
+        self.teardown_tunnel(&old).await;
+        if !still_bound {
+            // The binding closed while we re-routed: the new tunnel has no one to serve.
+            self.teardown_tunnel(&new).await;
+        }
+        Ok(())
     }
 
     /// Set up a tunnel along `decision`'s chosen path to `endpoint` at its target site.

@@ -87,6 +87,7 @@ mod tests {
                 k: 4,
                 probes: 20,
                 probe_interval_ms: 10,
+                reroute_loss: 0.2,
             },
             decision: Decision {
                 scorer: "s".into(),

@@ -156,10 +156,13 @@ impl ProbeSeries {
     }
 
     /// Probe `seq` was answered at `now`. Unknown, unsent or duplicate answers are ignored.
-    pub fn on_answer(&mut self, seq: usize, now: Instant) {
+    /// Returns whether this was a first answer to a sent probe (duplicates and strays are not).
+    pub fn on_answer(&mut self, seq: usize, now: Instant) -> bool {
         if let (Some(Some(sent)), Some(rtt @ None)) = (self.sent.get(seq), self.rtts.get_mut(seq)) {
             *rtt = Some(now.saturating_duration_since(*sent).as_secs_f64() * 1000.0);
+            return true;
         }
+        false
     }
 
     /// Statistics over the series: unanswered probes count as lost. Jitter is the mean

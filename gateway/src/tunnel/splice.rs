@@ -61,14 +61,16 @@ impl Reader {
 }
 
 impl Writer {
-    fn abort(&mut self) {
+    fn abort(self) {
         match self {
-            Writer::Quic(send) => {
+            Writer::Quic(mut send) => {
                 let _ = send.reset(ABORTED.into());
             }
-            // Closing with a zero linger sends a reset instead of a clean FIN.
+            // A zero linger makes the close a reset; `forget` keeps the write half from sending
+            // a clean FIN first (the socket closes when the read half is dropped).
             Writer::Tcp(w) => {
                 let _ = w.as_ref().set_zero_linger();
+                w.forget();
             }
         }
     }
@@ -145,6 +147,7 @@ pub async fn splice(a: Side, b: Side, mut cancel: watch::Receiver<bool>) -> io::
             br.abort();
             aw.abort();
             bw.abort();
+            drop((ar, br));
             Err(e)
         }
     }
