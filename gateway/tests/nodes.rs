@@ -164,7 +164,22 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
         )
     };
     write(dir, "site-a.toml", &site("site-a", "r1", &r1_addr));
-    write(dir, "site-b.toml", &site("site-b", "r3", &r3_addr));
+    // site-b publishes one service: it greets and closes.
+    let service = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let service_addr = service.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut s in service.incoming().map_while(Result::ok) {
+            let _ = std::io::Write::write_all(&mut s, b"hello from site-b\n");
+        }
+    });
+    write(
+        dir,
+        "site-b.toml",
+        &format!(
+            "{}endpoints = [{{ name = \"greeter\", addr = \"{service_addr}\" }}]\n",
+            site("site-b", "r3", &r3_addr)
+        ),
+    );
     let _a = Node::start(dir, "site", "site-a.toml");
     let _b = Node::start(dir, "site", "site-b.toml");
 
@@ -214,6 +229,25 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
             .expect("json");
     assert_eq!(next["decision"]["candidates"].as_array().map(Vec::len), Some(1), "{next:#}");
     assert_eq!(next["decision"]["candidates"][0]["path"], serde_json::json!(["r1", "r3"]));
+
+    // A binding carries TCP to the published service.
+    let bound = ok(ctl(&["bind", "--from", "site-a", "--to", "site-b", "--endpoint", "greeter"]));
+    assert!(bound.starts_with("binding 1: 127.0.0.1:"), "{bound}");
+    let listen = bound.split_whitespace().nth(2).expect("listen address").to_owned();
+    let mut greeting = String::new();
+    let mut conn = std::net::TcpStream::connect(&listen).expect("connect to the binding");
+    std::io::Read::read_to_string(&mut conn, &mut greeting).expect("read");
+    assert_eq!(greeting, "hello from site-b\n");
+    let listed = ok(ctl(&["bindings"]));
+    assert!(
+        listed.lines().nth(1).is_some_and(|l| l.starts_with("1 ") && l.contains("site-b/greeter")),
+        "{listed}"
+    );
+    let closed = ok(ctl(&["unbind", "1"]));
+    assert!(closed.starts_with("binding 1 closed"), "{closed}");
+    let out = ctl(&["bind", "--from", "site-a", "--to", "site-b", "--endpoint", "secrets"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("does not publish endpoint `secrets`"), "{}", text(&out.stderr));
 
     // Errors are one line and exit 2: an unknown platform, a wrong token.
     let out = ctl(&["connect", "--from", "site-a", "--to", "nowhere"]);

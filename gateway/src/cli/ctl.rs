@@ -51,6 +51,38 @@ enum CtlCommand {
         /// The record's id.
         id: Option<u64>,
     },
+    /// Open a binding: a listener on the controller that carries TCP to an endpoint the target
+    /// platform's site publishes, over the best path.
+    #[command(
+        after_help = "Example:\n  skybridge ctl bind --from site-a --to site-b --endpoint web\n  curl http://LISTEN/"
+    )]
+    Bind {
+        /// The requesting platform.
+        #[arg(long)]
+        from: String,
+        /// The target platform.
+        #[arg(long)]
+        to: String,
+        /// The endpoint (as the target site's config names it).
+        #[arg(long)]
+        endpoint: String,
+        /// Listen here instead of on any free port of the ingress address.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Lifetime in seconds (default 3600).
+        #[arg(long)]
+        ttl_s: Option<u64>,
+    },
+    /// List bindings, with their paths, re-routes and byte counts; or show one.
+    Bindings {
+        /// A binding id.
+        id: Option<u64>,
+    },
+    /// Close a binding and tear its tunnel down.
+    Unbind {
+        /// The binding id.
+        id: u64,
+    },
     /// Show or change the path policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -78,6 +110,9 @@ enum PolicyCommand {
         /// Time between probes, ms.
         #[arg(long)]
         probe_interval_ms: Option<u64>,
+        /// Re-route live tunnels when a link on their path loses more than this ratio.
+        #[arg(long)]
+        reroute_loss: Option<f64>,
     },
 }
 
@@ -117,10 +152,29 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             CtlCommand::Connection { id: None } => {
                 (client.call(Method::GET, "/v1/connections", None).await?, print_connections)
             }
+            CtlCommand::Bind { from, to, endpoint, listen, ttl_s } => {
+                let mut body = json!({ "from": from, "to": to, "endpoint": endpoint, "mode": "tcp" });
+                if let Some(l) = listen {
+                    body["listen"] = json!(l);
+                }
+                if let Some(t) = ttl_s {
+                    body["ttl_s"] = json!(t);
+                }
+                (client.call(Method::POST, "/v1/bindings", Some(body)).await?, print_binding)
+            }
+            CtlCommand::Bindings { id: Some(id) } => {
+                (client.call(Method::GET, &format!("/v1/bindings/{id}"), None).await?, print_binding)
+            }
+            CtlCommand::Bindings { id: None } => {
+                (client.call(Method::GET, "/v1/bindings", None).await?, print_bindings)
+            }
+            CtlCommand::Unbind { id } => {
+                (client.call(Method::DELETE, &format!("/v1/bindings/{id}"), None).await?, print_unbound)
+            }
             CtlCommand::Policy(PolicyCommand::Show) => {
                 (client.call(Method::GET, "/v1/policy", None).await?, print_policy)
             }
-            CtlCommand::Policy(PolicyCommand::Set { scorer, weights, k, probes, probe_interval_ms }) => {
+            CtlCommand::Policy(PolicyCommand::Set { scorer, weights, k, probes, probe_interval_ms, reroute_loss }) => {
                 let mut body = serde_json::Map::new();
                 if let Some(s) = scorer {
                     body.insert("scorer".into(), json!(s));
@@ -139,8 +193,11 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                         body.insert(key.into(), json!(v));
                     }
                 }
+                if let Some(r) = reroute_loss {
+                    body.insert("reroute_loss".into(), json!(r));
+                }
                 if body.is_empty() {
-                    bail!("nothing to change: give --scorer, --weight, --k, --probes or --probe-interval-ms");
+                    bail!("nothing to change: give --scorer, --weight, --k, --probes, --probe-interval-ms or --reroute-loss");
                 }
                 (client.call(Method::PUT, "/v1/policy", Some(Value::Object(body))).await?, print_policy)
             }
@@ -356,6 +413,66 @@ fn print_connections(v: &Value) {
     table(&["ID", "FROM", "TO", "CHOSEN PATH", "RTT"], rows);
 }
 
+fn hops(v: &Value) -> String {
+    v.as_array().map(|p| p.iter().map(s).collect::<Vec<_>>().join(" → ")).unwrap_or_default()
+}
+
+fn bytes(v: &Value) -> String {
+    let b = v.as_u64().unwrap_or(0) as f64;
+    match b {
+        b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
+        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+        b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
+        b => format!("{b} B"),
+    }
+}
+
+pub(super) fn print_binding(b: &Value) {
+    println!(
+        "binding {}: {} → {}/{} ({})  via {}",
+        s(&b["id"]),
+        s(&b["listen"]),
+        s(&b["to"]),
+        s(&b["endpoint"]),
+        s(&b["mode"]),
+        hops(&b["tunnel"]["hops"])
+    );
+    println!(
+        "tunnel {} for {}, decided by connection {}; {} connections, {} up, {} down",
+        s(&b["tunnel"]["id"]),
+        s(&b["tunnel"]["account"]),
+        s(&b["tunnel"]["connection"]),
+        s(&b["connections"]),
+        bytes(&b["bytes_up"]),
+        bytes(&b["bytes_down"])
+    );
+    for r in rows(&b["reroutes"]) {
+        println!("re-routed: {} → {} ({})", hops(&r["from_hops"]), hops(&r["to_hops"]), s(&r["reason"]));
+    }
+}
+
+fn print_bindings(v: &Value) {
+    let rows = rows(v)
+        .iter()
+        .map(|b| {
+            vec![
+                s(&b["id"]),
+                s(&b["listen"]),
+                format!("{}/{}", s(&b["to"]), s(&b["endpoint"])),
+                hops(&b["tunnel"]["hops"]),
+                s(&b["connections"]),
+                bytes(&b["bytes_down"]),
+                b["reroutes"].as_array().map(Vec::len).unwrap_or(0).to_string(),
+            ]
+        })
+        .collect();
+    table(&["ID", "LISTEN", "TARGET", "PATH", "CONNS", "BYTES DOWN", "RE-ROUTES"], rows);
+}
+
+fn print_unbound(b: &Value) {
+    println!("binding {} closed; tunnel {} torn down", s(&b["id"]), s(&b["tunnel"]["id"]));
+}
+
 pub(super) fn print_policy(p: &Value) {
     println!("scorer             {}", s(&p["scorer"]));
     let weights = p["weights"]
@@ -366,4 +483,5 @@ pub(super) fn print_policy(p: &Value) {
     println!("k                  {}", s(&p["k"]));
     println!("probes             {}", s(&p["probes"]));
     println!("probe_interval_ms  {}", s(&p["probe_interval_ms"]));
+    println!("reroute_loss       {}", s(&p["reroute_loss"]));
 }

@@ -151,7 +151,8 @@ struct Stats {
 pub struct Ingress {
     secret: [u8; 32],
     address: std::net::IpAddr,
-    next_id: AtomicU64,
+    next_binding: AtomicU64,
+    next_tunnel: AtomicU64,
     bindings: Mutex<BTreeMap<u64, Binding>>,
 }
 
@@ -180,7 +181,13 @@ impl Ingress {
         let mut secret = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
             .map_err(|_| anyhow::anyhow!("no system randomness for the tunnel secret"))?;
-        Ok(Ingress { secret, address, next_id: AtomicU64::new(1), bindings: Mutex::new(BTreeMap::new()) })
+        Ok(Ingress {
+            secret,
+            address,
+            next_binding: AtomicU64::new(1),
+            next_tunnel: AtomicU64::new(1),
+            bindings: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// Node `name`'s hop key.
@@ -234,7 +241,7 @@ impl Controller {
         let expires = now_unix_ms() + ttl * 1000;
         let tunnel = self.setup_tunnel(&decision, &req.endpoint, account, expires).await?;
 
-        let id = self.ingress.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.ingress.next_binding.fetch_add(1, Ordering::Relaxed);
         let (cancel, cancelled) = watch::channel(false);
         let stats = Arc::new(Stats::default());
         let view = BindingView {
@@ -375,7 +382,7 @@ impl Controller {
         account: &str,
         expires_unix_ms: u64,
     ) -> Result<TunnelRecord, BindError> {
-        let id = self.ingress.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.ingress.next_tunnel.fetch_add(1, Ordering::Relaxed);
         let mut hops = decision.decision.chosen().path.clone();
         hops.push(decision.to.clone());
         let grants: Vec<HopGrant> = hops
