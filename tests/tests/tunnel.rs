@@ -348,3 +348,114 @@ async fn a_relay_killed_mid_stream_ends_the_stream_with_an_error_and_the_binding
         assert_eq!(mesh.relays[relay].tunnels().tunnels().len(), 1, "{relay}: only the new tunnel");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_the_connect_proxy_and_a_slow_client_is_let_go() {
+    let files = tempfile::tempdir().expect("tempdir");
+    std::fs::write(files.path().join("hello.txt"), "hello via CONNECT\n").expect("write");
+    let web = HttpServer::start(files.path());
+    let mesh = TestMesh::start(two_relays(web.addr, None).ingress_platform("site-a")).await;
+    let proxy = mesh.controller.connect_addr().expect("the CONNECT proxy runs");
+
+    // curl tunnels through the proxy to site-b's `web` endpoint, named by its port.
+    let run = move |user: &str, url: String| {
+        Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "20", "--proxytunnel", "--proxy"])
+            .arg(format!("http://{proxy}"))
+            .args(["--proxy-user", user])
+            .arg(url)
+            .output()
+            .expect("curl runs")
+    };
+    let url = format!("http://site-b:{}/hello.txt", web.addr.port());
+    let token = mesh.token.clone();
+    let out = tokio::task::spawn_blocking({
+        let (user, url) = (format!("anyone:{token}"), url.clone());
+        move || run(&user, url)
+    })
+    .await
+    .expect("curl task");
+    assert!(
+        out.status.success(),
+        "curl: {} {}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello via CONNECT\n");
+    let (_, bindings) = mesh.api("GET", "/v1/bindings", None).await;
+    assert_eq!(bindings[0]["mode"], json!("connect"), "{bindings:#}");
+    assert_eq!(bindings[0]["from"], json!("site-a"), "the ingress's platform");
+
+    // A wrong password is refused with 407; an unknown platform gets a clear 404.
+    let out = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || run("anyone:wrong", url)
+    })
+    .await
+    .expect("curl task");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("407"), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut raw = tokio::net::TcpStream::connect(proxy).await.expect("connect");
+    let auth = format!("Proxy-Authorization: Bearer {token}\r\n");
+    raw.write_all(format!("CONNECT nowhere:80 HTTP/1.1\r\nHost: nowhere:80\r\n{auth}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 404") && answer.contains("unknown platform `nowhere`"), "{answer}");
+
+    // A client that never finishes its request head is dropped (within the 10 s head timeout),
+    // and meanwhile others are served.
+    let mut slow = tokio::net::TcpStream::connect(proxy).await.expect("connect");
+    slow.write_all(b"CONNECT site-b:").await.expect("write");
+    let out = tokio::task::spawn_blocking({
+        let (user, url) = (format!("anyone:{token}"), url.clone());
+        move || run(&user, url)
+    })
+    .await
+    .expect("curl task");
+    assert!(out.status.success(), "served while a slow client waits");
+    let mut rest = String::new();
+    let dropped = tokio::time::timeout(Duration::from_secs(15), slow.read_to_string(&mut rest)).await;
+    assert!(dropped.is_ok(), "the slow client was not let go");
+    assert!(rest.starts_with("HTTP/1.1 400") && rest.contains("no complete request in time"), "{rest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_time_out_and_a_binding_caps_its_connections() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let web = HttpServer::start(files.path());
+    let echo = counting_service().await;
+    let mesh = TestMesh::start(two_relays(web.addr, Some(echo)).ingress_limits(1, 2)).await;
+    let (status, binding) = bind(&mesh, "echo", json!({})).await;
+    assert_eq!(status, 201, "{binding:#}");
+    let listen = binding["listen"].as_str().expect("listen").to_owned();
+
+    // Two clients that connect and then say nothing fill the binding.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(tokio::net::TcpStream::connect(&listen).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut third = tokio::net::TcpStream::connect(&listen).await.expect("the listener accepts");
+    let mut buf = [0u8; 16];
+    let refused =
+        tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await.expect("not left hanging");
+    assert!(matches!(refused, Err(_) | Ok(0)), "a third connection is refused: {refused:?}");
+
+    // After the 1 s idle timeout both are reset, and the binding serves again.
+    for mut client in idle {
+        let ended =
+            tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await.expect("timed out");
+        assert!(ended.is_err(), "an idle connection ends with an error: {ended:?}");
+    }
+    let mut fresh = tokio::net::TcpStream::connect(&listen).await.expect("connect");
+    fresh.write_all(b"abc").await.expect("write");
+    fresh.shutdown().await.expect("half-close");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), fresh.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert_eq!(answer, "got 3 bytes");
+}

@@ -31,6 +31,9 @@ tasks:
                  run every test (what CI runs)
   bench [--toolchain …] [-- <criterion args>]
                  run the benchmarks (release build); figures go in BENCHMARKS.md
+  bench-tunnel [SECONDS]
+                 install iperf3, socat, openssh, nginx, wrk; build release; run bench/tunnel.sh
+                 (Skybridge vs ssh -J vs socat throughput, HTTP latency through a binding)
   demo           run a whole mesh over an emulated WAN (`skybridge demo`), then the default authorizer
 ";
 
@@ -65,6 +68,7 @@ fn run() -> Result<()> {
             build_plugins(toolchain_arg(rest)?)?;
         }
         "test" => test(toolchain_arg(rest)?, rest.iter().any(|a| a == "--skip-lint"))?,
+        "bench-tunnel" => bench_tunnel(rest)?,
         "bench" => {
             build_plugins(toolchain_arg(rest)?)?;
             let extra: Vec<&str> =
@@ -339,21 +343,48 @@ fn apt_install(packages: &[&str]) -> Result<()> {
 // -------------------------------------------------------------------------------------------------
 // Test, demo
 
+/// Programs `bench/tunnel.sh` compares Skybridge with or drives, and their Debian packages.
+const BENCH_PEERS: &[(&str, &str)] = &[
+    ("iperf3", "iperf3"),
+    ("socat", "socat"),
+    ("ssh", "openssh-client"),
+    ("/usr/sbin/sshd", "openssh-server"),
+    ("nginx", "nginx-light"),
+    ("wrk", "wrk"),
+    ("python3", "python3"),
+];
+
+/// Install the peers, build the release binary and the plugins, run `bench/tunnel.sh`.
+fn bench_tunnel(args: &[String]) -> Result<()> {
+    ensure_programs(BENCH_PEERS)?;
+    build_plugins(Toolchain::Auto)?;
+    run_cmd(cargo().args(["build", "--release", "-p", "skybridge-gateway", "--bin", "skybridge"]))?;
+    let script = workspace_root().join("bench/tunnel.sh");
+    run_cmd(Command::new("bash").arg(script).args(args.iter().take(1)))
+}
+
 /// Third-party programs the tests run, and the Debian packages that provide them.
 const TEST_PEERS: &[(&str, &str)] = &[("curl", "curl"), ("python3", "python3")];
 
 /// Install the test peers that are missing.
 fn ensure_test_peers() -> Result<()> {
-    let missing: Vec<&str> = TEST_PEERS
+    ensure_programs(TEST_PEERS)
+}
+
+/// Whether `program` (a path, or a name to find on `PATH`) exists.
+fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Install the Debian packages of the programs that are missing.
+fn ensure_programs(programs: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = programs
         .iter()
-        .filter(|(program, _)| {
-            !Command::new(program)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
+        .filter(|(program, _)| !program_exists(program))
         .map(|(_, package)| *package)
         .collect();
     if !missing.is_empty() {

@@ -57,9 +57,9 @@ enum CtlCommand {
         after_help = "Example:\n  skybridge ctl bind --from site-a --to site-b --endpoint web\n  curl http://LISTEN/"
     )]
     Bind {
-        /// The requesting platform.
+        /// The requesting platform (default: the ingress's platform, `[ingress] platform`).
         #[arg(long)]
-        from: String,
+        from: Option<String>,
         /// The target platform.
         #[arg(long)]
         to: String,
@@ -153,7 +153,10 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                 (client.call(Method::GET, "/v1/connections", None).await?, print_connections)
             }
             CtlCommand::Bind { from, to, endpoint, listen, ttl_s } => {
-                let mut body = json!({ "from": from, "to": to, "endpoint": endpoint, "mode": "tcp" });
+                let mut body = json!({ "to": to, "endpoint": endpoint, "mode": "tcp" });
+                if let Some(f) = from {
+                    body["from"] = json!(f);
+                }
                 if let Some(l) = listen {
                     body["listen"] = json!(l);
                 }

@@ -44,17 +44,33 @@ pub struct ControllerConfig {
     pub plugin_cache: Option<PathBuf>,
 }
 
-/// Where bindings listen.
+/// The controller's ingress: where bindings listen, and the HTTP CONNECT proxy.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngressConfig {
     /// The address binding listeners use unless a binding names its own (default `127.0.0.1`).
     pub address: std::net::IpAddr,
+    /// The platform the ingress serves: where its clients are. Bindings default to it as
+    /// their requesting platform, and CONNECT requests use it.
+    pub platform: Option<String>,
+    /// Where to accept `CONNECT platform:endpoint` (HTTP/1.1; the admin token as
+    /// `Proxy-Authorization: Bearer …` or Basic with any user). Off unless set.
+    pub connect_listen: Option<SocketAddr>,
+    /// A tunnelled connection with no bytes either way for this long is ended, s (default 300).
+    pub idle_timeout_s: u64,
+    /// The most connections one binding carries at once (default 1024); more are refused.
+    pub max_connections: usize,
 }
 
 impl Default for IngressConfig {
     fn default() -> Self {
-        IngressConfig { address: std::net::IpAddr::from([127, 0, 0, 1]) }
+        IngressConfig {
+            address: std::net::IpAddr::from([127, 0, 0, 1]),
+            platform: None,
+            connect_listen: None,
+            idle_timeout_s: 300,
+            max_connections: 1024,
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::Serialize;
+use sha2::Digest;
 use tokio::task::JoinSet;
 
 use super::config::{ControllerConfig, Policy, PolicyUpdate};
@@ -145,6 +146,7 @@ pub struct ControllerHandle {
     endpoint: Arc<MeshEndpoint>,
     mesh_addr: SocketAddr,
     admin_addr: SocketAddr,
+    connect_addr: Option<SocketAddr>,
     tasks: JoinSet<()>,
 }
 
@@ -160,6 +162,10 @@ impl ControllerHandle {
     /// The admin API's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+    /// The CONNECT proxy's address, if it runs.
+    pub fn connect_addr(&self) -> Option<SocketAddr> {
+        self.connect_addr
     }
     /// Stop everything.
     pub fn shutdown(mut self) {
@@ -200,7 +206,7 @@ impl Controller {
             store,
             hysteresis: config.nearest,
             stale_after: Duration::from_millis(config.membership.down_after_ms),
-            ingress: Ingress::new(config.ingress.address)?,
+            ingress: Ingress::new(config.ingress.clone())?,
         });
         let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
             .await
@@ -209,9 +215,18 @@ impl Controller {
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_nodes(Arc::clone(&controller), Arc::clone(&endpoint)));
         tasks.spawn(watch_membership(Arc::clone(&controller)));
+        let mut connect_addr = None;
+        if let Some(addr) = config.ingress.connect_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the CONNECT proxy on {addr}"))?;
+            connect_addr = Some(listener.local_addr()?);
+            let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+            tasks.spawn(Arc::clone(&controller).serve_connect(listener, Arc::new(digest)));
+        }
         tasks.spawn(admin::serve(admin_listener, Arc::clone(&controller), token));
         tracing::info!(controller = %config.name, %mesh_addr, %admin_addr, "controller started");
-        Ok(ControllerHandle { controller, endpoint, mesh_addr, admin_addr, tasks })
+        Ok(ControllerHandle { controller, endpoint, mesh_addr, admin_addr, connect_addr, tasks })
     }
 
     /// The controller's node name.

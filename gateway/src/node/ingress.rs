@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::config::IngressConfig;
 use super::control;
 use super::controller::{ConnectError, Controller};
 use super::{ConnectionRecord, join_all};
@@ -39,14 +40,18 @@ pub enum Mode {
     Tcp,
     /// An HTTP reverse proxy applying session translation (not yet available).
     Http,
+    /// Made by an HTTP `CONNECT platform:endpoint` on the ingress's proxy listener.
+    Connect,
 }
 
 /// The body of `POST /v1/bindings`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BindRequest {
-    /// The requesting platform (its nearest relay starts the path).
-    pub from: String,
+    /// The requesting platform (its nearest relay starts the path); default: the ingress's
+    /// platform (`[ingress] platform`).
+    #[serde(default)]
+    pub from: Option<String>,
     /// The target platform.
     pub to: String,
     /// The endpoint the target site publishes.
@@ -142,6 +147,8 @@ const REROUTE_HOLD_DOWN: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Stats {
+    /// Connections being carried now.
+    active: std::sync::atomic::AtomicUsize,
     connections: AtomicU64,
     up: AtomicU64,
     down: AtomicU64,
@@ -150,9 +157,11 @@ struct Stats {
 /// The controller's tunnels and bindings.
 pub struct Ingress {
     secret: [u8; 32],
-    address: std::net::IpAddr,
+    config: IngressConfig,
     next_binding: AtomicU64,
     next_tunnel: AtomicU64,
+    /// CONNECT makes one binding per target at a time.
+    connect_lock: tokio::sync::Mutex<()>,
     bindings: Mutex<BTreeMap<u64, Binding>>,
 }
 
@@ -176,16 +185,17 @@ pub enum BindError {
 }
 
 impl Ingress {
-    /// Tunnels signed with a fresh random secret; binding listeners on `address`.
-    pub fn new(address: std::net::IpAddr) -> anyhow::Result<Ingress> {
+    /// Tunnels signed with a fresh random secret; listeners as `config` says.
+    pub fn new(config: IngressConfig) -> anyhow::Result<Ingress> {
         let mut secret = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
             .map_err(|_| anyhow::anyhow!("no system randomness for the tunnel secret"))?;
         Ok(Ingress {
             secret,
-            address,
+            config,
             next_binding: AtomicU64::new(1),
             next_tunnel: AtomicU64::new(1),
+            connect_lock: tokio::sync::Mutex::new(()),
             bindings: Mutex::new(BTreeMap::new()),
         })
     }
@@ -219,11 +229,35 @@ impl Binding {
 impl Controller {
     /// Make a binding: decide the path, set up the tunnel, open the listener.
     pub async fn bind(self: &Arc<Self>, req: BindRequest, account: &str) -> Result<BindingView, BindError> {
-        if req.mode == Mode::Http {
+        if req.mode != Mode::Tcp {
             return Err(BindError::Invalid(
-                "mode `http` (reverse proxy with session translation) is not available yet; use `tcp`".into(),
+                match req.mode {
+                    Mode::Http => {
+                        "mode `http` (reverse proxy with session translation) is not available yet; use `tcp`"
+                    }
+                    _ => "only `tcp` bindings can be requested here (CONNECT makes its own)",
+                }
+                .into(),
             ));
         }
+        let listen = req.listen.unwrap_or(SocketAddr::new(self.ingress.config.address, 0));
+        // Bind first: a busy port should fail before any hop does work.
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| BindError::Invalid(format!("cannot listen on {listen}: {e}")))?;
+        let listen = listener.local_addr().map_err(|e| BindError::Invalid(e.to_string()))?;
+        let (view, cancelled, stats) = self.create_binding(req, account, listen).await?;
+        tokio::spawn(Arc::clone(self).serve_binding(listener, view.id, cancelled, stats));
+        Ok(view)
+    }
+
+    /// Decide the path, set the tunnel up, and record the binding.
+    async fn create_binding(
+        &self,
+        req: BindRequest,
+        account: &str,
+        listen: SocketAddr,
+    ) -> Result<(BindingView, watch::Receiver<bool>, Arc<Stats>), BindError> {
         let ttl = req.ttl_s.unwrap_or(DEFAULT_TTL_S);
         if ttl == 0 || ttl > MAX_TTL_S {
             return Err(BindError::Invalid(format!("ttl_s must be between 1 and {MAX_TTL_S}, not {ttl}")));
@@ -231,13 +265,10 @@ impl Controller {
         if req.endpoint.is_empty() {
             return Err(BindError::Invalid("endpoint must not be empty".into()));
         }
-        let listen = req.listen.unwrap_or(SocketAddr::new(self.ingress.address, 0));
-        // Bind first: a busy port should fail before any hop does work.
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| BindError::Invalid(format!("cannot listen on {listen}: {e}")))?;
-        let listen = listener.local_addr().map_err(|e| BindError::Invalid(e.to_string()))?;
-        let decision = self.connect(&req.from, &req.to).await?;
+        let from = req.from.or_else(|| self.ingress.config.platform.clone()).ok_or_else(|| {
+            BindError::Invalid("no requesting platform: give `from`, or set `[ingress] platform`".into())
+        })?;
+        let decision = self.connect(&from, &req.to).await?;
         let expires = now_unix_ms() + ttl * 1000;
         let tunnel = self.setup_tunnel(&decision, &req.endpoint, account, expires).await?;
 
@@ -246,7 +277,7 @@ impl Controller {
         let stats = Arc::new(Stats::default());
         let view = BindingView {
             id,
-            from: req.from,
+            from,
             to: req.to,
             endpoint: req.endpoint,
             mode: req.mode,
@@ -266,8 +297,7 @@ impl Controller {
             hold_until: std::time::Instant::now(),
         };
         lock(&self.ingress.bindings).insert(id, binding);
-        tokio::spawn(Arc::clone(self).serve_binding(listener, id, cancelled, stats));
-        Ok(view)
+        Ok((view, cancelled, stats))
     }
 
     /// End a binding: close its listener, abort its connections, tear its tunnel down.
@@ -490,42 +520,267 @@ impl Controller {
                 }
             };
             let _ = client.set_nodelay(true);
-            stats.connections.fetch_add(1, Ordering::Relaxed);
-            let (this, cancel, stats) = (Arc::clone(&self), cancelled.clone(), Arc::clone(&stats));
+            let this = Arc::clone(&self);
+            let (cancel, stats) = (cancelled.clone(), Arc::clone(&stats));
             tokio::spawn(async move {
-                if let Err(e) = this.carry_client(id, client, cancel, &stats).await {
-                    tracing::warn!(binding = id, %remote, "connection failed: {e:#}");
+                let opened = this.open_stream(id, &stats).await;
+                let (send, recv, _slot) = match opened {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        // Reset the client rather than close cleanly: it must see a failure.
+                        let _ = client.set_zero_linger();
+                        tracing::warn!(binding = id, %remote, "connection refused: {e:#}");
+                        return;
+                    }
+                };
+                this.carry(id, Side::Tcp(client), send, recv, cancel, &stats).await;
+            });
+        }
+    }
+
+    /// Open a stream of binding `id`'s tunnel at its first hop, counting it against the
+    /// binding's connection limit (the returned slot frees it when dropped).
+    async fn open_stream(
+        &self,
+        id: u64,
+        stats: &Arc<Stats>,
+    ) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream, ActiveSlot)> {
+        let max = self.ingress.config.max_connections;
+        let slot = ActiveSlot::take(stats, max)
+            .ok_or_else(|| anyhow::anyhow!("binding {id} already carries {max} connections"))?;
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        let tunnel = lock(&self.ingress.bindings).get(&id).map(|b| b.view.tunnel.clone());
+        let tunnel = tunnel.ok_or_else(|| anyhow::anyhow!("binding {id} closed"))?;
+        let first = &tunnel.hops[0];
+        let conn = self.node_connection(first).ok_or_else(|| {
+            anyhow::anyhow!("tunnel {}: {first} is not connected to the controller", tunnel.id)
+        })?;
+        let (send, recv) = hop::open(&conn, tunnel.id, tunnel.first_token.clone())
+            .await
+            .map_err(|e| e.context(format!("tunnel {} via {first}", tunnel.id)))?;
+        Ok((send, recv, slot))
+    }
+
+    /// Splice a client with its opened tunnel stream until either ends; count the bytes.
+    async fn carry(
+        &self,
+        id: u64,
+        client: Side,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        cancel: watch::Receiver<bool>,
+        stats: &Stats,
+    ) {
+        let idle = Duration::from_secs(self.ingress.config.idle_timeout_s.max(1));
+        match splice::splice(client, Side::Quic(send, recv), cancel, Some(idle)).await {
+            Ok(moved) => {
+                stats.up.fetch_add(moved.a_to_b, Ordering::Relaxed);
+                stats.down.fetch_add(moved.b_to_a, Ordering::Relaxed);
+            }
+            Err(e) => tracing::info!(binding = id, "connection ended: {e}"),
+        }
+    }
+}
+
+/// One of a binding's connection slots, freed on drop.
+struct ActiveSlot(Arc<Stats>);
+
+impl ActiveSlot {
+    fn take(stats: &Arc<Stats>, max: usize) -> Option<ActiveSlot> {
+        let taken =
+            stats.active.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+        taken.ok().map(|_| ActiveSlot(Arc::clone(stats)))
+    }
+}
+
+impl Drop for ActiveSlot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The longest CONNECT request head accepted, and how long a client has to send it.
+const MAX_HEAD: usize = 8 * 1024;
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read an HTTP request head (through the blank line) within [`HEAD_TIMEOUT`]: a client that
+/// dribbles or stalls is dropped rather than holding a task forever. Returns the head and any
+/// bytes the client sent after it.
+async fn read_head(client: &mut tokio::net::TcpStream) -> Result<(Vec<u8>, Vec<u8>), String> {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = client.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the client closed before the end of its request".to_owned());
+            }
+            let scan_from = buf.len().saturating_sub(3);
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(pos) = buf[scan_from..].windows(4).position(|w| w == b"\r\n\r\n") {
+                let end = scan_from + pos + 4;
+                let rest = buf.split_off(end);
+                return Ok((buf, rest));
+            }
+            if buf.len() > MAX_HEAD {
+                return Err(format!("request head larger than {MAX_HEAD} bytes"));
+            }
+        }
+    };
+    tokio::time::timeout(HEAD_TIMEOUT, read).await.map_err(|_| "no complete request in time".to_owned())?
+}
+
+/// Whether a `Proxy-Authorization` value carries the admin token (Bearer, or Basic with any
+/// user name), compared by digest in constant time.
+fn proxy_authorized(value: Option<&[u8]>, token: &[u8; 32]) -> bool {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let Some(value) = value.and_then(|v| std::str::from_utf8(v).ok()) else { return false };
+    let secret = if let Some(t) = value.strip_prefix("Bearer ") {
+        t.trim().to_owned()
+    } else if let Some(b) = value.strip_prefix("Basic ") {
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b.trim()) else { return false };
+        let Ok(decoded) = String::from_utf8(decoded) else { return false };
+        match decoded.split_once(':') {
+            Some((_, password)) => password.to_owned(),
+            None => return false,
+        }
+    } else {
+        return false;
+    };
+    let given: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    given.iter().zip(token.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+impl Controller {
+    /// Serve `CONNECT platform:endpoint` requests on `listener` until the task is aborted.
+    pub(super) async fn serve_connect(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        token: Arc<[u8; 32]>,
+    ) {
+        loop {
+            let (client, remote) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("CONNECT accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (this, token) = (Arc::clone(&self), Arc::clone(&token));
+            tokio::spawn(async move {
+                if let Err(e) = this.handle_connect(client, &token).await {
+                    tracing::info!(%remote, "CONNECT failed: {e}");
                 }
             });
         }
     }
 
-    /// Carry one client connection through the binding's tunnel.
-    async fn carry_client(
-        &self,
-        id: u64,
-        client: tokio::net::TcpStream,
-        cancel: watch::Receiver<bool>,
-        stats: &Stats,
-    ) -> anyhow::Result<()> {
-        let tunnel = lock(&self.ingress.bindings).get(&id).map(|b| b.view.tunnel.clone());
-        let tunnel = tunnel.ok_or_else(|| anyhow::anyhow!("binding closed"))?;
-        let first = &tunnel.hops[0];
-        let opened = match self.node_connection(first) {
-            Some(conn) => hop::open(&conn, tunnel.id, tunnel.first_token.clone()).await,
-            None => Err(anyhow::anyhow!("{first} is not connected to the controller")),
+    async fn handle_connect(
+        self: &Arc<Self>,
+        mut client: tokio::net::TcpStream,
+        token: &[u8; 32],
+    ) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        let _ = client.set_nodelay(true);
+        async fn answer(
+            client: &mut tokio::net::TcpStream,
+            status: &str,
+            extra: &str,
+            reason: &str,
+        ) -> Result<(), String> {
+            let body = format!("{reason}\n");
+            let response = format!(
+                "HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.write_all(response.as_bytes()).await;
+            Err(format!("{status}: {reason}"))
+        }
+        let (head, early) = match read_head(&mut client).await {
+            Ok(h) => h,
+            Err(reason) => return answer(&mut client, "400 Bad Request", "", &reason).await,
         };
-        let (send, recv) = match opened {
-            Ok(streams) => streams,
-            Err(e) => {
-                // Reset the client rather than close cleanly: it must see a failure.
-                let _ = client.set_zero_linger();
-                return Err(e.context(format!("tunnel {} via {first}", tunnel.id)));
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        if !matches!(request.parse(&head), Ok(httparse::Status::Complete(_))) {
+            return answer(&mut client, "400 Bad Request", "", "malformed request").await;
+        }
+        if request.method != Some("CONNECT") {
+            return answer(
+                &mut client,
+                "405 Method Not Allowed",
+                "Allow: CONNECT\r\n",
+                "only CONNECT is served here",
+            )
+            .await;
+        }
+        let auth = request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
+            .map(|h| h.value);
+        if !proxy_authorized(auth, token) {
+            let challenge = "Proxy-Authenticate: Basic realm=\"skybridge\"\r\n";
+            return answer(
+                &mut client,
+                "407 Proxy Authentication Required",
+                challenge,
+                "missing or wrong token",
+            )
+            .await;
+        }
+        let target = request.path.unwrap_or_default().to_owned();
+        let Some((to, endpoint)) = target.rsplit_once(':') else {
+            return answer(&mut client, "400 Bad Request", "", "the target must be PLATFORM:ENDPOINT").await;
+        };
+        let id = match self.connect_binding(to, endpoint).await {
+            Ok(id) => id,
+            Err(e @ BindError::Connect(ConnectError::UnknownPlatform { .. })) => {
+                return answer(&mut client, "404 Not Found", "", &e.to_string()).await;
             }
+            Err(e) => return answer(&mut client, "502 Bad Gateway", "", &e.to_string()).await,
         };
-        let moved = splice::splice(Side::Tcp(client), Side::Quic(send, recv), cancel).await?;
-        stats.up.fetch_add(moved.a_to_b, Ordering::Relaxed);
-        stats.down.fetch_add(moved.b_to_a, Ordering::Relaxed);
+        let Some((cancel, stats)) =
+            lock(&self.ingress.bindings).get(&id).map(|b| (b.cancel.subscribe(), Arc::clone(&b.stats)))
+        else {
+            return answer(&mut client, "502 Bad Gateway", "", "the tunnel closed").await;
+        };
+        let (mut send, recv, _slot) = match self.open_stream(id, &stats).await {
+            Ok(opened) => opened,
+            Err(e) => return answer(&mut client, "502 Bad Gateway", "", &format!("{e:#}")).await,
+        };
+        if !early.is_empty() && send.write_all(&early).await.is_err() {
+            return Err("the tunnel stream failed".into());
+        }
+        client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.map_err(|e| e.to_string())?;
+        self.carry(id, Side::Tcp(client), send, recv, cancel, &stats).await;
         Ok(())
+    }
+
+    /// The CONNECT binding to `to`'s `endpoint`, made on first use and kept until it expires.
+    async fn connect_binding(&self, to: &str, endpoint: &str) -> Result<u64, BindError> {
+        let _one_at_a_time = self.ingress.connect_lock.lock().await;
+        let existing = lock(&self.ingress.bindings)
+            .values()
+            .find(|b| b.view.mode == Mode::Connect && b.view.to == to && b.view.endpoint == endpoint)
+            .map(|b| b.view.id);
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+        let listen =
+            self.ingress.config.connect_listen.unwrap_or(SocketAddr::new(self.ingress.config.address, 0));
+        let req = BindRequest {
+            from: None,
+            to: to.to_owned(),
+            endpoint: endpoint.to_owned(),
+            mode: Mode::Connect,
+            listen: None,
+            ttl_s: None,
+        };
+        let (view, _, _) = self.create_binding(req, "operator", listen).await?;
+        Ok(view.id)
     }
 }

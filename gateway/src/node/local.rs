@@ -16,7 +16,8 @@ use anyhow::{Context, bail};
 use tempfile::TempDir;
 
 use super::config::{
-    AdminConfig, ControllerConfig, Endpoint, Peer, Policy, Probing, RelayConfig, SiteConfig, TlsFiles,
+    AdminConfig, ControllerConfig, Endpoint, IngressConfig, Peer, Policy, Probing, RelayConfig, SiteConfig,
+    TlsFiles,
 };
 use super::controller::{Controller, ControllerHandle};
 use super::relay::Relay;
@@ -72,13 +73,23 @@ pub struct Topology {
     links: Vec<(String, String, LinkParams)>,
     sites: Vec<(String, Vec<(String, LinkParams)>)>,
     endpoints: BTreeMap<String, Vec<Endpoint>>,
+    ingress_platform: Option<String>,
+    ingress_limits: Option<(u64, usize)>,
     policy: Policy,
 }
 
 impl Topology {
     /// An empty mesh whose controller starts with `policy`.
     pub fn new(policy: Policy) -> Topology {
-        Topology { relays: vec![], links: vec![], sites: vec![], endpoints: BTreeMap::new(), policy }
+        Topology {
+            relays: vec![],
+            links: vec![],
+            sites: vec![],
+            endpoints: BTreeMap::new(),
+            ingress_platform: None,
+            ingress_limits: None,
+            policy,
+        }
     }
 
     /// Add relays.
@@ -96,6 +107,18 @@ impl Topology {
     /// Let `site` publish the TCP service at `addr` to tunnels as `name`.
     pub fn endpoint(mut self, site: &str, name: &str, addr: SocketAddr) -> Topology {
         self.endpoints.entry(site.into()).or_default().push(Endpoint { name: name.into(), addr });
+        self
+    }
+
+    /// Say which platform the controller's ingress serves, and run its CONNECT proxy.
+    pub fn ingress_platform(mut self, platform: &str) -> Topology {
+        self.ingress_platform = Some(platform.into());
+        self
+    }
+
+    /// Set the ingress's idle timeout (s) and per-binding connection limit.
+    pub fn ingress_limits(mut self, idle_timeout_s: u64, max_connections: usize) -> Topology {
+        self.ingress_limits = Some((idle_timeout_s, max_connections));
         self
     }
 
@@ -152,7 +175,13 @@ impl LocalMesh {
             nearest: Hysteresis::default(),
             policy: topology.policy.clone(),
             plugin_cache: Some(state.path().join("plugin-cache")),
-            ingress: Default::default(),
+            ingress: IngressConfig {
+                platform: topology.ingress_platform.clone(),
+                connect_listen: topology.ingress_platform.as_ref().map(|_| any),
+                idle_timeout_s: topology.ingress_limits.map_or(300, |l| l.0),
+                max_connections: topology.ingress_limits.map_or(1024, |l| l.1),
+                ..IngressConfig::default()
+            },
         })
         .await?;
         let controller_peer = Peer { name: "controller".into(), addr: controller.mesh_addr() };

@@ -77,7 +77,7 @@ impl HopTable {
             return Err("the grant has expired".into());
         }
         match (&grant.next, &next_token) {
-            (Next::Endpoint(e), _) if !self.endpoints.contains_key(e) => {
+            (Next::Endpoint(e), _) if self.endpoint(e).is_none() => {
                 let published: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
                 return Err(format!(
                     "{} does not publish endpoint `{e}` (published: {})",
@@ -96,6 +96,20 @@ impl HopTable {
         }
         tracing::info!(node = %self.me, tunnel, "tunnel hop set up");
         Ok(())
+    }
+
+    /// A published endpoint by name — or by port number, when exactly one published endpoint
+    /// has that port (so `CONNECT site:8080` works for clients that need numeric ports).
+    pub fn endpoint(&self, name: &str) -> Option<SocketAddr> {
+        if let Some(addr) = self.endpoints.get(name) {
+            return Some(*addr);
+        }
+        let port: u16 = name.parse().ok()?;
+        let mut by_port = self.endpoints.values().filter(|a| a.port() == port);
+        match (by_port.next(), by_port.next()) {
+            (Some(addr), None) => Some(*addr),
+            _ => None,
+        }
     }
 
     /// Tear a tunnel down, aborting its streams. Whether it existed.
@@ -174,7 +188,7 @@ impl HopTable {
         if write_frame(&mut up_send, &Control::TunnelOpened).await.is_err() {
             return;
         }
-        if let Err(e) = splice::splice(Side::Quic(up_send, up_recv), onward, cancel).await {
+        if let Err(e) = splice::splice(Side::Quic(up_send, up_recv), onward, cancel, None).await {
             tracing::debug!(node = %self.me, tunnel, "tunnel stream ended with an error: {e}");
         }
     }
@@ -199,8 +213,7 @@ impl HopTable {
             }
             Next::Endpoint(endpoint) => {
                 let addr = self
-                    .endpoints
-                    .get(endpoint)
+                    .endpoint(endpoint)
                     .ok_or_else(|| format!("{} does not publish `{endpoint}`", self.me))?;
                 let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
                     .await

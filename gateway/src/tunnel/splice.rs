@@ -10,6 +10,8 @@
 //!   copy nothing.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -76,13 +78,38 @@ impl Writer {
     }
 }
 
+/// When either direction last moved bytes, in ms since the splice began.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
 /// Copy one direction until end of stream, then half-close the writer. Returns bytes moved.
-async fn pipe(from: &mut Reader, to: &mut Writer) -> io::Result<u64> {
+async fn pipe(from: &mut Reader, to: &mut Writer, activity: &Activity) -> io::Result<u64> {
     let mut moved = 0u64;
     match (from, &mut *to) {
         (Reader::Quic(recv), Writer::Quic(send)) => {
             while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.map_err(io::Error::other)? {
                 moved += chunk.bytes.len() as u64;
+                activity.touch();
                 send.write_chunk(chunk.bytes).await.map_err(io::Error::other)?;
             }
         }
@@ -97,6 +124,7 @@ async fn pipe(from: &mut Reader, to: &mut Writer) -> io::Result<u64> {
                     break;
                 }
                 moved += n as u64;
+                activity.touch();
                 match to {
                     Writer::Quic(w) => w.write_all(&buf[..n]).await.map_err(io::Error::other)?,
                     Writer::Tcp(w) => w.write_all(&buf[..n]).await?,
@@ -120,16 +148,31 @@ pub struct Moved {
     pub b_to_a: u64,
 }
 
-/// Splice `a` and `b` until both directions end. `cancel` turning true aborts both sides.
-/// On failure both sides are aborted and the error returned.
-pub async fn splice(a: Side, b: Side, mut cancel: watch::Receiver<bool>) -> io::Result<Moved> {
+/// Splice `a` and `b` until both directions end. `cancel` turning true aborts both sides, and
+/// so does `idle` passing with no bytes either way. On failure both sides are aborted and the
+/// error returned.
+pub async fn splice(
+    a: Side,
+    b: Side,
+    mut cancel: watch::Receiver<bool>,
+    idle: Option<Duration>,
+) -> io::Result<Moved> {
     let (mut ar, mut aw) = a.split();
     let (mut br, mut bw) = b.split();
+    let activity = Activity { start: Instant::now(), last_ms: AtomicU64::new(0) };
     let result = {
-        let both = async { tokio::try_join!(pipe(&mut ar, &mut bw), pipe(&mut br, &mut aw)) };
+        let both =
+            async { tokio::try_join!(pipe(&mut ar, &mut bw, &activity), pipe(&mut br, &mut aw, &activity)) };
+        let idle_out = async {
+            match idle {
+                Some(idle) => activity.idle_for(idle).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = both => r,
             _ = cancel.wait_for(|c| *c) => Err(io::Error::other("tunnel torn down")),
+            _ = idle_out => Err(io::Error::new(io::ErrorKind::TimedOut, "idle for too long")),
         }
     };
     match result {
@@ -137,7 +180,7 @@ pub async fn splice(a: Side, b: Side, mut cancel: watch::Receiver<bool>) -> io::
             // Let the last bytes of QUIC streams be delivered before the streams are dropped.
             for w in [&mut aw, &mut bw] {
                 if let Writer::Quic(send) = w {
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), send.stopped()).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(10), send.stopped()).await;
                 }
             }
             Ok(Moved { a_to_b, b_to_a })

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Skybridge's data plane against the tools people use today, on loopback, in the same run:
+#
+#   1. single-stream TCP throughput (iperf3) over two relays:
+#      Skybridge (client → controller ingress → r1 → r2 → site → server, QUIC + TLS 1.3)
+#      vs an `ssh -J` two-hop jump chain (OpenSSH) vs a socat relay chain (no crypto);
+#   2. small HTTP request/response latency (wrk, one connection, nginx) through the same
+#      Skybridge binding vs direct: p50 and p99, and the latency added per relay.
+#
+# Usage: bench/tunnel.sh [SECONDS]      (default 5 per measurement)
+# `cargo xtask bench-tunnel` installs the peers (iperf3, socat, openssh, nginx-light, wrk),
+# builds the release binary and the plugins, then runs this.
+set -euo pipefail
+
+SECONDS_PER_RUN=${1:-5}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SKY=${SKYBRIDGE_BIN:-$ROOT/target/release/skybridge}
+SCORER=${SKYBRIDGE_SCORER:-$ROOT/target/plugins/weighted-scorer.wasm}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in "$SKY" iperf3 socat ssh /usr/sbin/sshd nginx wrk python3; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool (run cargo xtask bench-tunnel)" >&2; exit 2; }
+done
+[ -f "$SCORER" ] || { echo "missing: $SCORER (run cargo xtask plugins)" >&2; exit 2; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on port $1" >&2; return 1
+}
+start() { "$@" & PIDS+=($!); }
+
+# iperf3 -J: received bits per second → Gbit/s.
+throughput() {
+    iperf3 -c 127.0.0.1 -p "$1" -t "$SECONDS_PER_RUN" -J \
+        | python3 -c 'import json, sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))'
+}
+
+# wrk --latency: the 50 % and 99 % latencies in µs.
+latency() {
+    wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "http://127.0.0.1:$1/" | python3 -c '
+import re, sys
+units = {"us": 1, "ms": 1000, "s": 1000000}
+got = {}
+for line in sys.stdin:
+    m = re.match(r"\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)", line)
+    if m:
+        got[m.group(1)] = float(m.group(2)) * units[m.group(3)]
+print("%.0f %.0f" % (got["50"], got["99"]))'
+}
+
+IPERF=$(free_port); start iperf3 -s -p "$IPERF"
+HTTP=$(free_port)
+mkdir -p "$WORK/nginx"
+cat > "$WORK/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
+    uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+    server { listen 127.0.0.1:$HTTP; location / { return 200 "ok\n"; } }
+}
+CONF
+start nginx -c "$WORK/nginx/nginx.conf" -g 'daemon off;'
+wait_port "$IPERF"; wait_port "$HTTP"
+
+# --- socat: two relays, no crypto ---------------------------------------------------------
+S1=$(free_port); S2=$(free_port)
+start socat TCP-LISTEN:"$S2",bind=127.0.0.1,fork,reuseaddr TCP:127.0.0.1:"$IPERF"
+start socat TCP-LISTEN:"$S1",bind=127.0.0.1,fork,reuseaddr TCP:127.0.0.1:"$S2"
+wait_port "$S1"
+
+# --- OpenSSH: ssh -J jump1,jump2 with a port forward to the server ------------------------
+mkdir -p "$WORK/ssh" /run/sshd
+ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/host"
+ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/user"
+cp "$WORK/ssh/user.pub" "$WORK/ssh/authorized_keys"
+SSHD=$(free_port)
+cat > "$WORK/ssh/sshd_config" <<CONF
+ListenAddress 127.0.0.1
+Port $SSHD
+HostKey $WORK/ssh/host
+AuthorizedKeysFile $WORK/ssh/authorized_keys
+PermitRootLogin yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile $WORK/ssh/sshd.pid
+AllowTcpForwarding yes
+CONF
+cat > "$WORK/ssh/ssh_config" <<CONF
+Host *
+    User $(id -un)
+    IdentityFile $WORK/ssh/user
+    IdentitiesOnly yes
+    StrictHostKeyChecking no
+    UserKnownHostsFile /dev/null
+    LogLevel ERROR
+CONF
+start /usr/sbin/sshd -f "$WORK/ssh/sshd_config" -D -e
+wait_port "$SSHD"
+SSH_FWD=$(free_port)
+start ssh -F "$WORK/ssh/ssh_config" -N -L "127.0.0.1:$SSH_FWD:127.0.0.1:$IPERF" \
+    -J "127.0.0.1:$SSHD,127.0.0.1:$SSHD" -p "$SSHD" 127.0.0.1
+wait_port "$SSH_FWD"
+
+# --- Skybridge: controller, relays r1 → r2, sites; a tcp binding per server ----------------
+cd "$WORK"
+"$SKY" certs init pki >/dev/null
+for n in controller:controller r1:relay r2:relay site-a:site site-b:site; do
+    "$SKY" certs issue --ca pki --name "${n%%:*}" --role "${n##*:}" --out pki >/dev/null
+done
+head -c 24 /dev/urandom | base64 > admin.token; chmod 600 admin.token
+MESH=$(free_port); ADMIN=$(free_port); R1=$(free_port); R2=$(free_port)
+node() { # name listen
+    printf 'name = "%s"\nlisten = "127.0.0.1:%s"\ntls = { ca = "pki/ca.pem", cert = "pki/%s.pem", key = "pki/%s.key" }\ncontroller = { name = "controller", addr = "127.0.0.1:%s" }\n' "$1" "$2" "$1" "$1" "$MESH"
+}
+cat > controller.toml <<CONF
+name = "controller"
+listen = "127.0.0.1:$MESH"
+store = "state/c.redb"
+plugin_cache = "cache"
+tls = { ca = "pki/ca.pem", cert = "pki/controller.pem", key = "pki/controller.key" }
+admin = { listen = "127.0.0.1:$ADMIN", token_file = "admin.token" }
+policy = { scorer = "$SCORER" }
+CONF
+{ node r1 "$R1"; echo "neighbours = [{ name = \"r2\", addr = \"127.0.0.1:$R2\" }]"; } > r1.toml
+node r2 "$R2" > r2.toml
+{ node site-a 0; echo "relays = [{ name = \"r1\", addr = \"127.0.0.1:$R1\" }]"; } > site-a.toml
+{ node site-b 0; echo "relays = [{ name = \"r2\", addr = \"127.0.0.1:$R2\" }]"
+  echo "endpoints = [{ name = \"iperf\", addr = \"127.0.0.1:$IPERF\" }, { name = \"http\", addr = \"127.0.0.1:$HTTP\" }]"; } > site-b.toml
+start "$SKY" controller -c controller.toml 2>controller.log
+wait_port "$ADMIN"
+for n in r2 r1; do start "$SKY" relay -c "$n.toml" 2>"$n.log"; done
+for n in site-a site-b; do start "$SKY" site -c "$n.toml" 2>"$n.log"; done
+export SKYBRIDGE_URL="http://127.0.0.1:$ADMIN" SKYBRIDGE_TOKEN_FILE="$WORK/admin.token"
+bind() { # endpoint → listen port
+    for _ in $(seq 1 100); do
+        if out=$("$SKY" ctl bind --from site-a --to site-b --endpoint "$1" 2>/dev/null); then
+            echo "$out" | head -1 | sed -E 's/^binding [0-9]+: 127\.0\.0\.1:([0-9]+) .*/\1/'; return 0
+        fi
+        sleep 0.2
+    done
+    echo "could not bind $1" >&2; "$SKY" ctl bind --from site-a --to site-b --endpoint "$1" >&2; return 1
+}
+SKY_IPERF=$(bind iperf); SKY_HTTP=$(bind http)
+echo "Skybridge path: $("$SKY" ctl bindings | sed -n 2p | awk '{print $4, $5, $6, $7, $8, $9, $10}')" >&2
+
+# --- measure --------------------------------------------------------------------------------
+echo "Single-stream TCP throughput over two relays, iperf3 -t $SECONDS_PER_RUN, loopback ($(nproc) cores):"
+direct=$(throughput "$IPERF")
+socat_r=$(throughput "$S1")
+ssh_r=$(throughput "$SSH_FWD")
+sky_r=$(throughput "$SKY_IPERF")
+printf '  %-40s %8s Gbit/s\n' "direct (no relay)" "$direct" "socat chain (2 relays, no crypto)" "$socat_r" \
+    "ssh -J chain (2 jump hosts)" "$ssh_r" "Skybridge (2 relays, QUIC + TLS 1.3)" "$sky_r"
+python3 -c "print('  Skybridge / ssh -J = %.2fx (target >= 1.5x);  Skybridge / socat = %.2fx' % ($sky_r / $ssh_r, $sky_r / $socat_r))"
+
+echo "Small HTTP request/response latency (wrk -c1, nginx 'ok'), $SECONDS_PER_RUN s each:"
+read -r d50 d99 < <(latency "$HTTP")
+read -r s50 s99 < <(latency "$SKY_HTTP")
+printf '  %-40s p50 %6s µs   p99 %6s µs\n' "direct" "$d50" "$d99" "through Skybridge (2 relays)" "$s50" "$s99"
+python3 -c "print('  added at p50: %.0f µs in all, %.0f µs per relay (target <= 100 µs per hop); the path also crosses the controller ingress and the site egress' % ($s50 - $d50, ($s50 - $d50) / 2))"
