@@ -31,9 +31,9 @@ done
 [ -f "$SCORER" ] || { echo "missing: $SCORER (run cargo xtask plugins)" >&2; exit 2; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {
+wait_port() { # without connecting (iperf3 and sshd would count a probe as a failed client)
     for _ in $(seq 1 200); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        [ -n "$(ss -ltnH "sport = :$1")" ] && return 0
         sleep 0.05
     done
     echo "nothing listens on port $1" >&2; return 1
@@ -59,7 +59,7 @@ for line in sys.stdin:
 print("%.0f %.0f" % (got["50"], got["99"]))'
 }
 
-IPERF=$(free_port); start iperf3 -s -p "$IPERF"
+IPERF=$(free_port); start iperf3 -s -p "$IPERF" >/dev/null
 HTTP=$(free_port)
 mkdir -p "$WORK/nginx"
 cat > "$WORK/nginx/nginx.conf" <<CONF
@@ -89,8 +89,11 @@ ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/host"
 ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/user"
 cp "$WORK/ssh/user.pub" "$WORK/ssh/authorized_keys"
 SSHD=$(free_port)
+# Three loopback addresses for one sshd, so that ssh does not take the chain for a loop.
 cat > "$WORK/ssh/sshd_config" <<CONF
 ListenAddress 127.0.0.1
+ListenAddress 127.0.0.2
+ListenAddress 127.0.0.3
 Port $SSHD
 HostKey $WORK/ssh/host
 AuthorizedKeysFile $WORK/ssh/authorized_keys
@@ -115,7 +118,7 @@ start /usr/sbin/sshd -f "$WORK/ssh/sshd_config" -D -e
 wait_port "$SSHD"
 SSH_FWD=$(free_port)
 start ssh -F "$WORK/ssh/ssh_config" -N -L "127.0.0.1:$SSH_FWD:127.0.0.1:$IPERF" \
-    -J "127.0.0.1:$SSHD,127.0.0.1:$SSHD" -p "$SSHD" 127.0.0.1
+    -J "127.0.0.2:$SSHD,127.0.0.3:$SSHD" -p "$SSHD" 127.0.0.1
 wait_port "$SSH_FWD"
 
 # --- Skybridge: controller, relays r1 → r2, sites; a tcp binding per server ----------------

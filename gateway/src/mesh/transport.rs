@@ -63,6 +63,11 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     // Idle peers are noticed within seconds; keep-alives keep healthy idle links open.
     t.keep_alive_interval(Some(Duration::from_secs(1)));
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000)))); // ms
+    // Let path MTU discovery go as high as the path allows (quinn stops at 1452 by default):
+    // fewer, larger packets where the path has a large MTU, and it is safe where it has not.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(u16::MAX);
+    t.mtu_discovery_config(Some(mtu));
     Arc::new(t)
 }
 
