@@ -288,5 +288,13 @@ fn the_demo_runs_the_whole_decision_flow() {
     {
         assert!(winner.starts_with(&format!("*  {path} ")), "expected {path}, got `{winner}`\n{stdout}");
     }
-    assert!(stdout.contains("4 decision records"), "{stdout}");
+    assert!(stdout.contains("6 decision records"), "{stdout}");
+    // The binding carried the download, the in-flight one failed with an error, and it re-routed.
+    assert!(stdout.contains("downloaded 32 MiB through the tunnel"), "{stdout}");
+    assert!(stdout.contains("with an error ("), "{stdout}");
+    assert!(
+        stdout.contains("re-routed from r1 → r3 → r4 → site-b to r1 → r2 → r4 → site-b (relay r3 is down)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("downloaded 32 MiB again"), "{stdout}");
 }

@@ -450,7 +450,7 @@ pub(super) fn print_binding(b: &Value) {
         bytes(&b["bytes_down"])
     );
     for r in rows(&b["reroutes"]) {
-        println!("re-routed: {} → {} ({})", hops(&r["from_hops"]), hops(&r["to_hops"]), s(&r["reason"]));
+        println!("re-routed from {} to {} ({})", hops(&r["from_hops"]), hops(&r["to_hops"]), s(&r["reason"]));
     }
 }
 
