@@ -459,3 +459,111 @@ async fn idle_clients_time_out_and_a_binding_caps_its_connections() {
         .expect("read");
     assert_eq!(answer, "got 3 bytes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_keep_their_secrets_and_their_own_tunnels_and_every_use_is_recorded() {
+    let files = tempfile::tempdir().expect("tempdir");
+    std::fs::write(files.path().join("hello.txt"), "hello\n").expect("write");
+    let web = HttpServer::start(files.path());
+    let mesh = TestMesh::start(two_relays(web.addr, None).ingress_platform("site-a")).await;
+    let proxy = mesh.controller.connect_addr().expect("the CONNECT proxy runs");
+
+    // Accounts: created with a secret that no answer ever contains.
+    let (status, body) =
+        mesh.api("POST", "/v1/accounts", Some(r#"{"id": "acme", "secret": "acme-secret-0123456789"}"#)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) =
+        mesh.api("POST", "/v1/accounts", Some(r#"{"id": "beta", "secret": "beta-secret-0123456789"}"#)).await;
+    assert_eq!(status, 201);
+    let (status, body) =
+        mesh.api("POST", "/v1/accounts", Some(r#"{"id": "acme", "secret": "another-secret-0123"}"#)).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) =
+        mesh.api("POST", "/v1/accounts", Some(r#"{"id": "Bad Id", "secret": "0123456789abcdef"}"#)).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = mesh.api("POST", "/v1/accounts", Some(r#"{"id": "short", "secret": "x"}"#)).await;
+    assert_eq!(status, 400, "{body}");
+    let mapping =
+        r#"{"principal": "AKIAACME", "secret": "target-secret-xyz", "attributes": {"region": "us-east-1"}}"#;
+    let (status, body) = mesh.api("PUT", "/v1/accounts/acme/credentials/site-b", Some(mapping)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["credentials"]["site-b"]["principal"], json!("AKIAACME"));
+    let (status, _) = mesh.api("PUT", "/v1/accounts/nobody/credentials/site-b", Some(mapping)).await;
+    assert_eq!(status, 404);
+    for path in ["/v1/accounts", "/v1/accounts/acme"] {
+        let (status, body) = mesh.api("GET", path, None).await;
+        let text = body.to_string();
+        assert_eq!(status, 200);
+        assert!(!text.contains("acme-secret") && !text.contains("target-secret"), "a secret leaked: {text}");
+    }
+
+    // CONNECT as an account: its own binding and tunnel, never another account's.
+    let curl = |user: String| {
+        let url = format!("http://site-b:{}/hello.txt", web.addr.port());
+        let proxy = format!("http://{proxy}");
+        tokio::task::spawn_blocking(move || {
+            Command::new("curl")
+                .args(["--silent", "--show-error", "--max-time", "20", "--proxytunnel", "--proxy", &proxy])
+                .args(["--proxy-user", &user, &url])
+                .output()
+                .expect("curl runs")
+        })
+    };
+    for user in ["acme:acme-secret-0123456789", "beta:beta-secret-0123456789"] {
+        let out = curl(user.to_owned()).await.expect("curl task");
+        assert!(out.status.success(), "{user}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    }
+    for user in ["acme:beta-secret-0123456789", "nobody:acme-secret-0123456789"] {
+        let out = curl(user.to_owned()).await.expect("curl task");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("407"),
+            "{user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (_, bindings) = mesh.api("GET", "/v1/bindings", None).await;
+    let mut owners: Vec<(String, u64)> = bindings
+        .as_array()
+        .expect("bindings")
+        .iter()
+        .map(|b| {
+            (
+                b["tunnel"]["account"].as_str().expect("account").to_owned(),
+                b["tunnel"]["id"].as_u64().expect("id"),
+            )
+        })
+        .collect();
+    owners.sort();
+    assert_eq!(owners.len(), 2, "{bindings:#}");
+    assert_eq!((owners[0].0.as_str(), owners[1].0.as_str()), ("acme", "beta"));
+    assert_ne!(owners[0].1, owners[1].1, "separate tunnels");
+
+    // Every use is recorded as its three sessions, with byte counts and the outcome.
+    let (status, sessions) = mesh.api("GET", "/v1/sessions", None).await;
+    assert_eq!(status, 200);
+    let acme = sessions
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .find(|s| s["account"] == json!("acme"))
+        .unwrap_or_else(|| panic!("no session for acme: {sessions:#}"));
+    assert_eq!(acme["second"]["hops"], json!(["r1", "r2", "site-b"]), "{acme:#}");
+    assert_eq!(acme["third"]["platform"], json!("site-b"));
+    assert_eq!(acme["third"]["principal"], json!("AKIAACME"));
+    assert!(acme["bytes_down"].as_u64().expect("bytes") > 0, "{acme:#}");
+    assert!(acme["first"]["client"].as_str().expect("client").starts_with("127.0.0.1:"));
+    mesh.wait_until("the sessions ended", Duration::from_secs(5), |c| {
+        c.ingress.sessions().iter().all(|s| s.outcome.is_some())
+    })
+    .await;
+    let beta =
+        mesh.ctl().ingress.sessions().into_iter().find(|s| s.account == "beta").expect("beta's session");
+    assert_eq!((beta.third.principal, beta.outcome.as_deref()), (None, Some("closed")));
+    assert!(!serde_json::to_string(&mesh.ctl().ingress.sessions()).expect("json").contains("secret"));
+
+    let (status, _) = mesh.api("DELETE", "/v1/accounts/beta", None).await;
+    assert_eq!(status, 200);
+    let out = curl("beta:beta-secret-0123456789".to_owned()).await.expect("curl task");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("407"), "a deleted account is refused");
+}

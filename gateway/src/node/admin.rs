@@ -12,6 +12,11 @@
 //! | POST | `/v1/bindings` | `{"from", "to", "endpoint", "mode": "tcp", "listen"?, "ttl_s"?}` → the binding (201) |
 //! | GET | `/v1/bindings`, `/v1/bindings/{id}` | bindings with their tunnels and byte counts |
 //! | DELETE | `/v1/bindings/{id}` | close a binding and tear its tunnel down |
+//! | POST | `/v1/accounts` | `{"id", "secret"}` → the account (201); secrets are never returned |
+//! | GET | `/v1/accounts`, `/v1/accounts/{id}` | accounts and their credential mappings (no secrets) |
+//! | DELETE | `/v1/accounts/{id}` | delete an account |
+//! | PUT, DELETE | `/v1/accounts/{id}/credentials/{platform}` | `{"principal", "secret", "attributes"?}`: what the account maps to there |
+//! | GET | `/v1/sessions` | recent uses of bindings, each as its three sessions, with byte counts |
 //! | GET | `/v1/policy` | the path policy in force |
 //! | PUT | `/v1/policy` | change it: any of `scorer`, `weights`, `k`, `probes`, `probe_interval_ms` |
 //!
@@ -34,8 +39,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::accounts::{Account, Credentials, NewAccount};
 use super::config::PolicyUpdate;
-use super::controller::{ConnectError, Controller};
+use super::controller::{AccountError, ConnectError, Controller};
 use super::ingress::{BindError, BindRequest};
 
 /// Request bodies larger than this are refused.
@@ -110,6 +116,16 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message.into() }))
+}
+
+fn account_error(e: AccountError) -> Response<Full<Bytes>> {
+    let status = match &e {
+        AccountError::Invalid(_) => StatusCode::BAD_REQUEST,
+        AccountError::NotFound(_) => StatusCode::NOT_FOUND,
+        AccountError::Exists(_) => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
 }
 
 fn authorized(req: &Request<Incoming>, token: &[u8; 32]) -> bool {
@@ -193,6 +209,53 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -
                 }
             }
         }),
+        (["v1", "accounts"], &Method::POST) => match body::<NewAccount>(req).await {
+            Ok(new) => Ok(match c.create_account(new).await {
+                Ok(view) => json(StatusCode::CREATED, &view),
+                Err(e) => account_error(e),
+            }),
+            Err(r) => Err(r),
+        },
+        (["v1", "accounts"], &Method::GET) => Ok(match c.accounts().await {
+            Ok(all) => json(StatusCode::OK, &all),
+            Err(e) => account_error(e),
+        }),
+        (["v1", "accounts", id], &Method::GET) => Ok(match c.account(id).await {
+            Ok(view) => json(StatusCode::OK, &view),
+            Err(e) => account_error(e),
+        }),
+        (["v1", "accounts", id], &Method::DELETE) => Ok(match c.delete_account(id).await {
+            Ok(()) => json(StatusCode::OK, &serde_json::json!({ "deleted": id })),
+            Err(e) => account_error(e),
+        }),
+        (["v1", "accounts", id, "credentials", platform], &Method::PUT) => {
+            match body::<Credentials>(req).await {
+                Ok(credentials) => {
+                    let platform = platform.to_string();
+                    let set = move |a: &mut Account| {
+                        a.credentials.insert(platform, credentials);
+                        Ok(())
+                    };
+                    Ok(match c.change_account(id, set).await {
+                        Ok(view) => json(StatusCode::OK, &view),
+                        Err(e) => account_error(e),
+                    })
+                }
+                Err(r) => Err(r),
+            }
+        }
+        (["v1", "accounts", id, "credentials", platform], &Method::DELETE) => {
+            let platform = platform.to_string();
+            let remove = move |a: &mut Account| match a.credentials.remove(&platform) {
+                Some(_) => Ok(()),
+                None => Err(AccountError::NotFound(format!("no credentials for platform `{platform}`"))),
+            };
+            Ok(match c.change_account(id, remove).await {
+                Ok(view) => json(StatusCode::OK, &view),
+                Err(e) => account_error(e),
+            })
+        }
+        (["v1", "sessions"], &Method::GET) => Ok(json(StatusCode::OK, &c.ingress.sessions())),
         (["v1", "connections"], &Method::GET) => Ok(match c.recent_connections(50).await {
             Ok(records) => json(StatusCode::OK, &records),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),

@@ -18,6 +18,7 @@ use serde::Serialize;
 use sha2::Digest;
 use tokio::task::JoinSet;
 
+use super::accounts::{self, Account, AccountView, Credentials, NewAccount};
 use super::config::{ControllerConfig, Policy, PolicyUpdate};
 use super::control::{self, Framed};
 use super::ingress::Ingress;
@@ -46,6 +47,24 @@ pub enum ConnectError {
     #[error("{0}")]
     Unavailable(String),
     /// Nothing could be scored or stored.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Why an account operation failed; each maps to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountError {
+    /// Bad id or secret (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such account (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The id is taken (409).
+    #[error("{0}")]
+    Exists(String),
+    /// The store failed (500).
     #[error("{0}")]
     Failed(String),
 }
@@ -227,6 +246,82 @@ impl Controller {
         tasks.spawn(admin::serve(admin_listener, Arc::clone(&controller), token));
         tracing::info!(controller = %config.name, %mesh_addr, %admin_addr, "controller started");
         Ok(ControllerHandle { controller, endpoint, mesh_addr, admin_addr, connect_addr, tasks })
+    }
+
+    /// Whether `secret` is account `id`'s secret.
+    pub fn authenticate(&self, id: &str, secret: &str) -> bool {
+        matches!(self.store.account(id), Ok(Some(a)) if a.secret_matches(secret))
+    }
+
+    /// Create an account.
+    pub async fn create_account(&self, new: NewAccount) -> Result<AccountView, AccountError> {
+        accounts::validate(&new).map_err(AccountError::Invalid)?;
+        let account = Account {
+            id: new.id,
+            secret: new.secret,
+            created_unix_ms: crate::tunnel::grant::now_unix_ms(),
+            credentials: Default::default(),
+        };
+        let store = Arc::clone(&self.store);
+        let stored = account.clone();
+        tokio::task::spawn_blocking(move || store.insert_account(&stored))
+            .await
+            .map_err(|e| AccountError::Failed(e.to_string()))?
+            .map_err(|e| AccountError::Exists(format!("{e:#}")))?;
+        tracing::info!(account = %account.id, "account created");
+        Ok(account.view())
+    }
+
+    /// Every account (no secrets).
+    pub async fn accounts(&self) -> Result<Vec<AccountView>, AccountError> {
+        let store = Arc::clone(&self.store);
+        let all = tokio::task::spawn_blocking(move || store.accounts())
+            .await
+            .map_err(|e| AccountError::Failed(e.to_string()))?
+            .map_err(|e| AccountError::Failed(format!("{e:#}")))?;
+        Ok(all.iter().map(Account::view).collect())
+    }
+
+    /// Run `change` on account `id` and store the result.
+    pub async fn change_account(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Account) -> Result<(), AccountError> + Send + 'static,
+    ) -> Result<AccountView, AccountError> {
+        let store = Arc::clone(&self.store);
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut account = store
+                .account(&id)
+                .map_err(|e| AccountError::Failed(format!("{e:#}")))?
+                .ok_or_else(|| AccountError::NotFound(format!("no account `{id}`")))?;
+            change(&mut account)?;
+            store.update_account(&account).map_err(|e| AccountError::Failed(format!("{e:#}")))?;
+            Ok(account.view())
+        })
+        .await
+        .map_err(|e| AccountError::Failed(e.to_string()))?
+    }
+
+    /// One account (no secrets).
+    pub async fn account(&self, id: &str) -> Result<AccountView, AccountError> {
+        self.change_account(id, |_| Ok(())).await
+    }
+
+    /// Delete an account.
+    pub async fn delete_account(&self, id: &str) -> Result<(), AccountError> {
+        let store = Arc::clone(&self.store);
+        let owned = id.to_owned();
+        let existed = tokio::task::spawn_blocking(move || store.remove_account(&owned))
+            .await
+            .map_err(|e| AccountError::Failed(e.to_string()))?
+            .map_err(|e| AccountError::Failed(format!("{e:#}")))?;
+        if existed { Ok(()) } else { Err(AccountError::NotFound(format!("no account `{id}`"))) }
+    }
+
+    /// The credentials account `id` maps to at `platform`, if any.
+    pub fn credentials(&self, id: &str, platform: &str) -> Option<Credentials> {
+        self.store.account(id).ok().flatten().and_then(|a| a.credentials.get(platform).cloned())
     }
 
     /// The controller's node name.

@@ -22,7 +22,7 @@ use super::controller::{ConnectError, Controller};
 use super::{ConnectionRecord, join_all};
 use crate::mesh::messages::Control;
 use crate::tunnel::grant::now_unix_ms;
-use crate::tunnel::splice::{self, Side};
+use crate::tunnel::splice::{self, Moved, Side};
 use crate::tunnel::{HopGrant, HopKey, Next, hop};
 
 /// How long each hop has to acknowledge a tunnel setup.
@@ -114,6 +114,65 @@ pub struct BindingView {
     pub reroutes: Vec<Reroute>,
 }
 
+/// One use of a binding — a client connection — as its three sessions (DESIGN.md step 6).
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    /// Its id.
+    pub id: u64,
+    /// The account it ran for.
+    pub account: String,
+    /// The binding it used.
+    pub binding: u64,
+    /// First session, account ↔ controller: the client's connection at the ingress.
+    pub first: FirstSession,
+    /// Second session, account ↔ transit: the tunnel that carried it.
+    pub second: SecondSession,
+    /// Third session, account ↔ target: the platform, endpoint and the identity there.
+    pub third: ThirdSession,
+    /// When it began (Unix ms).
+    pub started_unix_ms: u64,
+    /// When it ended, if it has.
+    pub ended_unix_ms: Option<u64>,
+    /// Bytes towards the target.
+    pub bytes_up: u64,
+    /// Bytes back.
+    pub bytes_down: u64,
+    /// How it ended: `closed`, or the error.
+    pub outcome: Option<String>,
+}
+
+/// The first session.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirstSession {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The ingress address it connected to.
+    pub ingress: SocketAddr,
+}
+
+/// The second session.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecondSession {
+    /// The tunnel.
+    pub tunnel: u64,
+    /// Its hops.
+    pub hops: Vec<String>,
+}
+
+/// The third session.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThirdSession {
+    /// The target platform.
+    pub platform: String,
+    /// The endpoint there.
+    pub endpoint: String,
+    /// The account's identity there, if it has a credential mapping (never the secret).
+    pub principal: Option<String>,
+}
+
+/// Sessions kept in memory for `GET /v1/sessions`, newest last.
+const MAX_SESSIONS: usize = 1000;
+
 /// A tunnel moved to a new path.
 #[derive(Debug, Clone, Serialize)]
 pub struct Reroute {
@@ -160,6 +219,9 @@ pub struct Ingress {
     config: IngressConfig,
     next_binding: AtomicU64,
     next_tunnel: AtomicU64,
+    /// Recent sessions, oldest first (at most [`MAX_SESSIONS`]).
+    sessions: Mutex<std::collections::VecDeque<SessionRecord>>,
+    next_session: AtomicU64,
     /// CONNECT makes one binding per target at a time.
     connect_lock: tokio::sync::Mutex<()>,
     bindings: Mutex<BTreeMap<u64, Binding>>,
@@ -196,6 +258,8 @@ impl Ingress {
             next_binding: AtomicU64::new(1),
             next_tunnel: AtomicU64::new(1),
             connect_lock: tokio::sync::Mutex::new(()),
+            sessions: Mutex::new(std::collections::VecDeque::new()),
+            next_session: AtomicU64::new(1),
             bindings: Mutex::new(BTreeMap::new()),
         })
     }
@@ -213,6 +277,20 @@ impl Ingress {
     /// One binding.
     pub fn binding(&self, id: u64) -> Option<BindingView> {
         lock(&self.bindings).get(&id).map(Binding::view)
+    }
+
+    /// Recent sessions, newest first.
+    pub fn sessions(&self) -> Vec<SessionRecord> {
+        lock(&self.sessions).iter().rev().cloned().collect()
+    }
+
+    fn end_session(&self, id: u64, moved: Moved, outcome: String) {
+        if let Some(s) = lock(&self.sessions).iter_mut().rev().find(|s| s.id == id) {
+            s.ended_unix_ms = Some(now_unix_ms());
+            s.bytes_up = moved.a_to_b;
+            s.bytes_down = moved.b_to_a;
+            s.outcome = Some(outcome);
+        }
     }
 }
 
@@ -522,7 +600,9 @@ impl Controller {
             let _ = client.set_nodelay(true);
             let this = Arc::clone(&self);
             let (cancel, stats) = (cancelled.clone(), Arc::clone(&stats));
+            let ingress = client.local_addr().unwrap_or(remote);
             tokio::spawn(async move {
+                let session = this.start_session(id, remote, ingress);
                 let opened = this.open_stream(id, &stats).await;
                 let (send, recv, _slot) = match opened {
                     Ok(opened) => opened,
@@ -530,10 +610,11 @@ impl Controller {
                         // Reset the client rather than close cleanly: it must see a failure.
                         let _ = client.set_zero_linger();
                         tracing::warn!(binding = id, %remote, "connection refused: {e:#}");
+                        this.ingress.end_session(session, Moved::default(), format!("{e:#}"));
                         return;
                     }
                 };
-                this.carry(id, Side::Tcp(client), send, recv, cancel, &stats).await;
+                this.carry(id, session, Side::Tcp(client), send, recv, cancel, &stats).await;
             });
         }
     }
@@ -561,10 +642,39 @@ impl Controller {
         Ok((send, recv, slot))
     }
 
+    /// Record the start of a use of binding `id` by the client at `client`.
+    fn start_session(&self, id: u64, client: SocketAddr, ingress: SocketAddr) -> u64 {
+        let view = lock(&self.ingress.bindings).get(&id).map(|b| b.view.clone());
+        let session = self.ingress.next_session.fetch_add(1, Ordering::Relaxed);
+        let Some(view) = view else { return session };
+        let principal = self.credentials(&view.tunnel.account, &view.to).map(|c| c.principal);
+        let record = SessionRecord {
+            id: session,
+            account: view.tunnel.account.clone(),
+            binding: id,
+            first: FirstSession { client, ingress },
+            second: SecondSession { tunnel: view.tunnel.id, hops: view.tunnel.hops.clone() },
+            third: ThirdSession { platform: view.to.clone(), endpoint: view.endpoint.clone(), principal },
+            started_unix_ms: now_unix_ms(),
+            ended_unix_ms: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            outcome: None,
+        };
+        let mut sessions = lock(&self.ingress.sessions);
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.pop_front();
+        }
+        sessions.push_back(record);
+        session
+    }
+
     /// Splice a client with its opened tunnel stream until either ends; count the bytes.
+    #[allow(clippy::too_many_arguments)] // each is a different part of the one connection
     async fn carry(
         &self,
         id: u64,
+        session: u64,
         client: Side,
         send: quinn::SendStream,
         recv: quinn::RecvStream,
@@ -572,13 +682,17 @@ impl Controller {
         stats: &Stats,
     ) {
         let idle = Duration::from_secs(self.ingress.config.idle_timeout_s.max(1));
-        match splice::splice(client, Side::Quic(send, recv), cancel, Some(idle)).await {
-            Ok(moved) => {
-                stats.up.fetch_add(moved.a_to_b, Ordering::Relaxed);
-                stats.down.fetch_add(moved.b_to_a, Ordering::Relaxed);
+        let (moved, ended) = splice::splice(client, Side::Quic(send, recv), cancel, Some(idle)).await;
+        stats.up.fetch_add(moved.a_to_b, Ordering::Relaxed);
+        stats.down.fetch_add(moved.b_to_a, Ordering::Relaxed);
+        let outcome = match ended {
+            Ok(()) => "closed".to_owned(),
+            Err(e) => {
+                tracing::info!(binding = id, "connection ended: {e}");
+                e.to_string()
             }
-            Err(e) => tracing::info!(binding = id, "connection ended: {e}"),
-        }
+        };
+        self.ingress.end_session(session, moved, outcome);
     }
 }
 
@@ -631,26 +745,28 @@ async fn read_head(client: &mut tokio::net::TcpStream) -> Result<(Vec<u8>, Vec<u
     tokio::time::timeout(HEAD_TIMEOUT, read).await.map_err(|_| "no complete request in time".to_owned())?
 }
 
-/// Whether a `Proxy-Authorization` value carries the admin token (Bearer, or Basic with any
-/// user name), compared by digest in constant time.
-fn proxy_authorized(value: Option<&[u8]>, token: &[u8; 32]) -> bool {
+/// Who a `Proxy-Authorization` value names: the operator (the admin token, as Bearer or as a
+/// Basic password with any user name) or an account (Basic `account:secret`). Secrets are
+/// compared by digest in constant time.
+fn proxy_principal(value: Option<&[u8]>, token: &[u8; 32], controller: &Controller) -> Option<String> {
     use base64::Engine;
     use sha2::{Digest, Sha256};
-    let Some(value) = value.and_then(|v| std::str::from_utf8(v).ok()) else { return false };
-    let secret = if let Some(t) = value.strip_prefix("Bearer ") {
-        t.trim().to_owned()
-    } else if let Some(b) = value.strip_prefix("Basic ") {
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b.trim()) else { return false };
-        let Ok(decoded) = String::from_utf8(decoded) else { return false };
-        match decoded.split_once(':') {
-            Some((_, password)) => password.to_owned(),
-            None => return false,
-        }
-    } else {
-        return false;
+    let value = std::str::from_utf8(value?).ok()?;
+    let is_admin = |secret: &str| {
+        let given: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        given.iter().zip(token.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     };
-    let given: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-    given.iter().zip(token.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    if let Some(t) = value.strip_prefix("Bearer ") {
+        return is_admin(t.trim()).then(|| "operator".to_owned());
+    }
+    let decoded =
+        base64::engine::general_purpose::STANDARD.decode(value.strip_prefix("Basic ")?.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, secret) = decoded.split_once(':')?;
+    if is_admin(secret) {
+        return Some("operator".to_owned());
+    }
+    controller.authenticate(user, secret).then(|| user.to_owned())
 }
 
 impl Controller {
@@ -722,7 +838,7 @@ impl Controller {
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
             .map(|h| h.value);
-        if !proxy_authorized(auth, token) {
+        let Some(account) = proxy_principal(auth, token, self) else {
             let challenge = "Proxy-Authenticate: Basic realm=\"skybridge\"\r\n";
             return answer(
                 &mut client,
@@ -731,12 +847,12 @@ impl Controller {
                 "missing or wrong token",
             )
             .await;
-        }
+        };
         let target = request.path.unwrap_or_default().to_owned();
         let Some((to, endpoint)) = target.rsplit_once(':') else {
             return answer(&mut client, "400 Bad Request", "", "the target must be PLATFORM:ENDPOINT").await;
         };
-        let id = match self.connect_binding(to, endpoint).await {
+        let id = match self.connect_binding(&account, to, endpoint).await {
             Ok(id) => id,
             Err(e @ BindError::Connect(ConnectError::UnknownPlatform { .. })) => {
                 return answer(&mut client, "404 Not Found", "", &e.to_string()).await;
@@ -748,24 +864,33 @@ impl Controller {
         else {
             return answer(&mut client, "502 Bad Gateway", "", "the tunnel closed").await;
         };
+        let remote = client.peer_addr().map_err(|e| e.to_string())?;
+        let session = self.start_session(id, remote, client.local_addr().unwrap_or(remote));
         let (mut send, recv, _slot) = match self.open_stream(id, &stats).await {
             Ok(opened) => opened,
-            Err(e) => return answer(&mut client, "502 Bad Gateway", "", &format!("{e:#}")).await,
+            Err(e) => {
+                self.ingress.end_session(session, Moved::default(), format!("{e:#}"));
+                return answer(&mut client, "502 Bad Gateway", "", &format!("{e:#}")).await;
+            }
         };
         if !early.is_empty() && send.write_all(&early).await.is_err() {
             return Err("the tunnel stream failed".into());
         }
         client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.map_err(|e| e.to_string())?;
-        self.carry(id, Side::Tcp(client), send, recv, cancel, &stats).await;
+        self.carry(id, session, Side::Tcp(client), send, recv, cancel, &stats).await;
         Ok(())
     }
 
     /// The CONNECT binding to `to`'s `endpoint`, made on first use and kept until it expires.
-    async fn connect_binding(&self, to: &str, endpoint: &str) -> Result<u64, BindError> {
+    /// One per account and target: an account's traffic never rides another account's tunnel.
+    async fn connect_binding(&self, account: &str, to: &str, endpoint: &str) -> Result<u64, BindError> {
         let _one_at_a_time = self.ingress.connect_lock.lock().await;
         let existing = lock(&self.ingress.bindings)
             .values()
-            .find(|b| b.view.mode == Mode::Connect && b.view.to == to && b.view.endpoint == endpoint)
+            .find(|b| {
+                let v = &b.view;
+                v.mode == Mode::Connect && v.tunnel.account == account && v.to == to && v.endpoint == endpoint
+            })
             .map(|b| b.view.id);
         if let Some(id) = existing {
             return Ok(id);
@@ -780,7 +905,7 @@ impl Controller {
             listen: None,
             ttl_s: None,
         };
-        let (view, _, _) = self.create_binding(req, "operator", listen).await?;
+        let (view, _, _) = self.create_binding(req, account, listen).await?;
         Ok(view.id)
     }
 }

@@ -24,6 +24,7 @@
 //! [`uplink`] is the relay's and site's session with the controller; [`control`] carries
 //! control frames on QUIC streams.
 
+pub mod accounts;
 pub mod admin;
 pub mod config;
 pub mod control;

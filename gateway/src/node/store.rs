@@ -1,4 +1,5 @@
-//! The controller's durable state in redb: connection decision records, by id.
+//! The controller's durable state in redb: connection decision records by id, and accounts
+//! with their credential mappings.
 //!
 //! A narrow interface on purpose (DESIGN.md, Storage): a distributed backend can replace it
 //! for a multi-controller deployment. Calls block on disk I/O; async callers use
@@ -10,9 +11,21 @@ use anyhow::Context;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::ConnectionRecord;
+use super::accounts::Account;
+
+/// The store holds secrets: readable by the controller's user only.
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(file = %path.display(), "cannot make the store private: {e}");
+    }
+}
 
 /// Connection decision records: id → JSON.
 const CONNECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("connections");
+
+/// Accounts: id → JSON (with secrets: the redb file must stay private to the controller).
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 
 /// The controller's store.
 pub struct Store {
@@ -29,7 +42,9 @@ impl Store {
             Database::create(path).with_context(|| format!("cannot open the store {}", path.display()))?;
         let tx = db.begin_write()?;
         tx.open_table(CONNECTIONS)?;
+        tx.open_table(ACCOUNTS)?;
         tx.commit()?;
+        restrict_permissions(path);
         Ok(Store { db })
     }
 
@@ -44,6 +59,59 @@ impl Store {
         }
         tx.commit().context("committing the connection record")?;
         Ok(record.id)
+    }
+
+    /// Create an account; an error if the id is taken.
+    pub fn insert_account(&self, account: &Account) -> anyhow::Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(ACCOUNTS)?;
+            if table.get(account.id.as_str())?.is_some() {
+                anyhow::bail!("account `{}` exists", account.id);
+            }
+            table.insert(account.id.as_str(), serde_json::to_vec(account)?.as_slice())?;
+        }
+        tx.commit().context("committing the account")?;
+        Ok(())
+    }
+
+    /// Replace an existing account (after changing its credentials).
+    pub fn update_account(&self, account: &Account) -> anyhow::Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(ACCOUNTS)?;
+            table.insert(account.id.as_str(), serde_json::to_vec(account)?.as_slice())?;
+        }
+        tx.commit().context("committing the account")?;
+        Ok(())
+    }
+
+    /// An account by id.
+    pub fn account(&self, id: &str) -> anyhow::Result<Option<Account>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ACCOUNTS)?;
+        let Some(bytes) = table.get(id)? else { return Ok(None) };
+        Ok(Some(serde_json::from_slice(bytes.value()).context("a stored account does not parse")?))
+    }
+
+    /// Every account, by id.
+    pub fn accounts(&self) -> anyhow::Result<Vec<Account>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ACCOUNTS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, bytes) = entry?;
+            out.push(serde_json::from_slice(bytes.value()).context("a stored account does not parse")?);
+        }
+        Ok(out)
+    }
+
+    /// Delete an account; whether it existed.
+    pub fn remove_account(&self, id: &str) -> anyhow::Result<bool> {
+        let tx = self.db.begin_write()?;
+        let existed = tx.open_table(ACCOUNTS)?.remove(id)?.is_some();
+        tx.commit().context("committing the deletion")?;
+        Ok(existed)
     }
 
     /// The record with this id.
@@ -122,5 +190,37 @@ mod tests {
         assert_eq!(store.recent_connections(1).unwrap(), vec![b]);
         let mut c = record("d");
         assert_eq!(store.insert_connection(&mut c).unwrap(), 3);
+    }
+
+    #[test]
+    fn accounts_are_stored_privately_and_ids_are_unique() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let mut a = Account {
+            id: "acme".into(),
+            secret: "0123456789abcdef".into(),
+            created_unix_ms: 5,
+            credentials: Default::default(),
+        };
+        store.insert_account(&a).unwrap();
+        assert!(store.insert_account(&a).is_err(), "ids are unique");
+        a.credentials.insert(
+            "aws".into(),
+            crate::node::accounts::Credentials {
+                principal: "AK".into(),
+                secret: "SK".into(),
+                attributes: Default::default(),
+            },
+        );
+        store.update_account(&a).unwrap();
+        let got = store.account("acme").unwrap().unwrap();
+        assert_eq!(got.credentials["aws"].secret, "SK");
+        assert_eq!(store.accounts().unwrap().len(), 1);
+        assert!(store.remove_account("acme").unwrap());
+        assert!(!store.remove_account("acme").unwrap());
+        assert!(store.account("acme").unwrap().is_none());
     }
 }

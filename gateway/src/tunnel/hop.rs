@@ -188,7 +188,7 @@ impl HopTable {
         if write_frame(&mut up_send, &Control::TunnelOpened).await.is_err() {
             return;
         }
-        if let Err(e) = splice::splice(Side::Quic(up_send, up_recv), onward, cancel, None).await {
+        if let (_, Err(e)) = splice::splice(Side::Quic(up_send, up_recv), onward, cancel, None).await {
             tracing::debug!(node = %self.me, tunnel, "tunnel stream ended with an error: {e}");
         }
     }

@@ -102,13 +102,13 @@ impl Activity {
     }
 }
 
-/// Copy one direction until end of stream, then half-close the writer. Returns bytes moved.
-async fn pipe(from: &mut Reader, to: &mut Writer, activity: &Activity) -> io::Result<u64> {
-    let mut moved = 0u64;
+/// Copy one direction until end of stream, then half-close the writer. Bytes moved are
+/// counted in `moved` as they go, so a failed splice still knows them.
+async fn pipe(from: &mut Reader, to: &mut Writer, activity: &Activity, moved: &AtomicU64) -> io::Result<()> {
     match (from, &mut *to) {
         (Reader::Quic(recv), Writer::Quic(send)) => {
             while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.map_err(io::Error::other)? {
-                moved += chunk.bytes.len() as u64;
+                moved.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
                 activity.touch();
                 send.write_chunk(chunk.bytes).await.map_err(io::Error::other)?;
             }
@@ -123,7 +123,7 @@ async fn pipe(from: &mut Reader, to: &mut Writer, activity: &Activity) -> io::Re
                 if n == 0 {
                     break;
                 }
-                moved += n as u64;
+                moved.fetch_add(n as u64, Ordering::Relaxed);
                 activity.touch();
                 match to {
                     Writer::Quic(w) => w.write_all(&buf[..n]).await.map_err(io::Error::other)?,
@@ -136,7 +136,7 @@ async fn pipe(from: &mut Reader, to: &mut Writer, activity: &Activity) -> io::Re
         Writer::Quic(w) => w.finish().map_err(io::Error::other)?,
         Writer::Tcp(w) => w.shutdown().await?,
     }
-    Ok(moved)
+    Ok(())
 }
 
 /// How a splice ended.
@@ -149,20 +149,25 @@ pub struct Moved {
 }
 
 /// Splice `a` and `b` until both directions end. `cancel` turning true aborts both sides, and
-/// so does `idle` passing with no bytes either way. On failure both sides are aborted and the
-/// error returned.
+/// so does `idle` passing with no bytes either way. On failure both sides are aborted. Returns
+/// the bytes moved, and how it ended.
 pub async fn splice(
     a: Side,
     b: Side,
     mut cancel: watch::Receiver<bool>,
     idle: Option<Duration>,
-) -> io::Result<Moved> {
+) -> (Moved, io::Result<()>) {
     let (mut ar, mut aw) = a.split();
     let (mut br, mut bw) = b.split();
     let activity = Activity { start: Instant::now(), last_ms: AtomicU64::new(0) };
+    let (a_to_b, b_to_a) = (AtomicU64::new(0), AtomicU64::new(0));
     let result = {
-        let both =
-            async { tokio::try_join!(pipe(&mut ar, &mut bw, &activity), pipe(&mut br, &mut aw, &activity)) };
+        let both = async {
+            tokio::try_join!(
+                pipe(&mut ar, &mut bw, &activity, &a_to_b),
+                pipe(&mut br, &mut aw, &activity, &b_to_a)
+            )
+        };
         let idle_out = async {
             match idle {
                 Some(idle) => activity.idle_for(idle).await,
@@ -175,15 +180,16 @@ pub async fn splice(
             _ = idle_out => Err(io::Error::new(io::ErrorKind::TimedOut, "idle for too long")),
         }
     };
+    let moved = Moved { a_to_b: a_to_b.load(Ordering::Relaxed), b_to_a: b_to_a.load(Ordering::Relaxed) };
     match result {
-        Ok((a_to_b, b_to_a)) => {
+        Ok(_) => {
             // Let the last bytes of QUIC streams be delivered before the streams are dropped.
             for w in [&mut aw, &mut bw] {
                 if let Writer::Quic(send) = w {
                     let _ = tokio::time::timeout(Duration::from_secs(10), send.stopped()).await;
                 }
             }
-            Ok(Moved { a_to_b, b_to_a })
+            (moved, Ok(()))
         }
         Err(e) => {
             ar.abort();
@@ -191,7 +197,7 @@ pub async fn splice(
             aw.abort();
             bw.abort();
             drop((ar, br));
-            Err(e)
+            (moved, Err(e))
         }
     }
 }
