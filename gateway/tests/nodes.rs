@@ -238,6 +238,45 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
     let mut conn = std::net::TcpStream::connect(&listen).expect("connect to the binding");
     std::io::Read::read_to_string(&mut conn, &mut greeting).expect("read");
     assert_eq!(greeting, "hello from site-b\n");
+    drop(conn);
+    // The session ends once both sides have closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sessions = loop {
+        let sessions = ok(ctl(&["sessions"]));
+        if sessions.lines().nth(1).is_some_and(|l| l.contains("closed")) || Instant::now() > deadline {
+            break sessions;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let row = sessions.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains("operator") && row.contains("site-b/greeter") && row.contains("closed"),
+        "{sessions}"
+    );
+    // Accounts: secrets come from files and never come back.
+    write(dir, "acme.secret", "acme-secret-0123456789\n");
+    write(dir, "aws.secret", "aws-secret-key-abcdef\n");
+    let created = ok(ctl(&["account", "create", "acme", "--secret-file", "acme.secret"]));
+    assert_eq!(created.trim(), "account acme: no mappings");
+    let mapped = ok(ctl(&[
+        "account",
+        "map",
+        "acme",
+        "--platform",
+        "site-b",
+        "--principal",
+        "AKIAACME",
+        "--secret-file",
+        "aws.secret",
+        "--attribute",
+        "region=us-east-1",
+    ]));
+    assert_eq!(mapped.trim(), "account acme: site-b: AKIAACME");
+    let all = ok(ctl(&["account", "list", "--json"]));
+    assert!(all.contains("AKIAACME") && all.contains("us-east-1") && !all.contains("secret-"), "{all}");
+    let out = ctl(&["account", "create", "acme", "--secret-file", "acme.secret"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("exists"), "{}", text(&out.stderr));
     let listed = ok(ctl(&["bindings"]));
     assert!(
         listed.lines().nth(1).is_some_and(|l| l.starts_with("1 ") && l.contains("site-b/greeter")),

@@ -83,9 +83,82 @@ enum CtlCommand {
         /// The binding id.
         id: u64,
     },
+    /// Recent uses of bindings, each as its three sessions (client, tunnel, target).
+    Sessions,
+    /// Manage accounts and what they map to at each target platform.
+    #[command(subcommand)]
+    Account(AccountCommand),
     /// Show or change the path policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// List accounts and their credential mappings (secrets are never shown).
+    List,
+    /// Create an account; its secret is read from a file (or `-` for standard input), so it
+    /// stays out of shell history and process lists.
+    #[command(after_help = "Example:\n  skybridge ctl account create acme-ops --secret-file acme.secret")]
+    Create {
+        /// The account id.
+        id: String,
+        /// A file holding the secret (first line), or `-`.
+        #[arg(long, value_name = "FILE")]
+        secret_file: PathBuf,
+    },
+    /// Map an account to credentials at a target platform.
+    #[command(
+        after_help = "Example:\n  skybridge ctl account map acme-ops --platform aws-east --principal AKIA… \\\n      --secret-file aws.secret --attribute region=us-east-1"
+    )]
+    Map {
+        /// The account id.
+        id: String,
+        /// The target platform.
+        #[arg(long)]
+        platform: String,
+        /// The identity there (access key id, storage account, user).
+        #[arg(long)]
+        principal: String,
+        /// A file holding its secret (first line), or `-`.
+        #[arg(long, value_name = "FILE")]
+        secret_file: PathBuf,
+        /// An attribute, NAME=VALUE (repeatable): region, project, domain…
+        #[arg(long = "attribute", value_name = "NAME=VALUE", value_parser = parse_pair)]
+        attributes: Vec<(String, String)>,
+    },
+    /// Remove an account's mapping at a platform.
+    Unmap {
+        /// The account id.
+        id: String,
+        /// The target platform.
+        #[arg(long)]
+        platform: String,
+    },
+    /// Delete an account.
+    Delete {
+        /// The account id.
+        id: String,
+    },
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s.split_once('=').ok_or("expected NAME=VALUE")?;
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// The first line of `path`, or of standard input for `-`.
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the secret from standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    let secret = text.lines().next().unwrap_or("").trim().to_owned();
+    if secret.is_empty() {
+        bail!("no secret in {}", path.display());
+    }
+    Ok(secret)
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +246,29 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             }
             CtlCommand::Unbind { id } => {
                 (client.call(Method::DELETE, &format!("/v1/bindings/{id}"), None).await?, print_unbound)
+            }
+            CtlCommand::Sessions => (client.call(Method::GET, "/v1/sessions", None).await?, print_sessions),
+            CtlCommand::Account(AccountCommand::List) => {
+                (client.call(Method::GET, "/v1/accounts", None).await?, print_accounts)
+            }
+            CtlCommand::Account(AccountCommand::Create { id, secret_file }) => {
+                let body = json!({ "id": id, "secret": read_secret(secret_file)? });
+                (client.call(Method::POST, "/v1/accounts", Some(body)).await?, print_account)
+            }
+            CtlCommand::Account(AccountCommand::Map { id, platform, principal, secret_file, attributes }) => {
+                let attributes: serde_json::Map<String, Value> =
+                    attributes.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                let body =
+                    json!({ "principal": principal, "secret": read_secret(secret_file)?, "attributes": attributes });
+                let path = format!("/v1/accounts/{id}/credentials/{platform}");
+                (client.call(Method::PUT, &path, Some(body)).await?, print_account)
+            }
+            CtlCommand::Account(AccountCommand::Unmap { id, platform }) => {
+                let path = format!("/v1/accounts/{id}/credentials/{platform}");
+                (client.call(Method::DELETE, &path, None).await?, print_account)
+            }
+            CtlCommand::Account(AccountCommand::Delete { id }) => {
+                (client.call(Method::DELETE, &format!("/v1/accounts/{id}"), None).await?, print_deleted)
             }
             CtlCommand::Policy(PolicyCommand::Show) => {
                 (client.call(Method::GET, "/v1/policy", None).await?, print_policy)
@@ -474,6 +570,47 @@ fn print_bindings(v: &Value) {
 
 fn print_unbound(b: &Value) {
     println!("binding {} closed; tunnel {} torn down", s(&b["id"]), s(&b["tunnel"]["id"]));
+}
+
+fn print_sessions(v: &Value) {
+    let rows = rows(v)
+        .iter()
+        .map(|x| {
+            vec![
+                s(&x["id"]),
+                s(&x["account"]),
+                s(&x["first"]["client"]),
+                format!("{} ({})", s(&x["second"]["tunnel"]), hops(&x["second"]["hops"])),
+                format!("{}/{}", s(&x["third"]["platform"]), s(&x["third"]["endpoint"])),
+                s(&x["third"]["principal"]),
+                bytes(&x["bytes_up"]),
+                bytes(&x["bytes_down"]),
+                x["outcome"].as_str().unwrap_or("open").to_owned(),
+            ]
+        })
+        .collect();
+    table(&["ID", "ACCOUNT", "CLIENT", "TUNNEL", "TARGET", "AS", "UP", "DOWN", "OUTCOME"], rows);
+}
+
+fn mappings(a: &Value) -> String {
+    a["credentials"]
+        .as_object()
+        .map(|m| m.iter().map(|(p, c)| format!("{p}: {}", s(&c["principal"]))).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+fn print_accounts(v: &Value) {
+    let rows = rows(v).iter().map(|a| vec![s(&a["id"]), mappings(a)]).collect();
+    table(&["ACCOUNT", "MAPPED TO"], rows);
+}
+
+fn print_account(a: &Value) {
+    let m = mappings(a);
+    println!("account {}: {}", s(&a["id"]), if m.is_empty() { "no mappings".into() } else { m });
+}
+
+fn print_deleted(v: &Value) {
+    println!("account {} deleted", s(&v["deleted"]));
 }
 
 pub(super) fn print_policy(p: &Value) {
