@@ -587,3 +587,69 @@ fn the_watcher_picks_up_a_replaced_file_and_stops_with_the_registry() {
     drop(registry);
     watcher.join().expect("the watcher exits once the registry is gone");
 }
+
+/// The shipped AWS adapter, built to wasm and run in the sandbox with the host's crypto and
+/// clock, signs exactly as its native build does (which the adapter's own tests check against
+/// AWS's example and botocore).
+#[test]
+fn the_aws_adapter_in_the_sandbox_signs_like_its_native_build() {
+    use sha2::{Digest, Sha256};
+
+    let t = TestEngine::new();
+    let adapter = load(&t, PluginSpec::new("aws", plugin("aws-adapter")));
+    let body = b"<CreateBucketConfiguration/>";
+    let body_sha = hex::encode(Sha256::digest(body));
+    let client_auth = "AWS4-HMAC-SHA256 Credential=acme-ops/20261126/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc";
+    let pairs = |list: &[(&str, &str)]| -> Vec<types::Pair> {
+        list.iter().map(|(k, v)| types::Pair { key: k.to_string(), value: v.to_string() }).collect()
+    };
+    let head = adapting::RequestHead {
+        method: "PUT".into(),
+        path: "/my-bucket".into(),
+        query: "".into(),
+        headers: pairs(&[
+            ("Host", "127.0.0.1:41000"),
+            ("Authorization", client_auth),
+            ("X-Amz-Date", "20261126T000000Z"),
+            ("X-Amz-Content-SHA256", &body_sha),
+        ]),
+        body_sha256: Some(body_sha.clone()),
+    };
+    let creds = adapting::TargetCredentials {
+        platform: "aws-east".into(),
+        principal: "AKIAMAPPED".into(),
+        secret: "mapped-secret".into(),
+        attributes: pairs(&[("host", "127.0.0.1:5000")]),
+    };
+    let out = adapter.rewrite_request(&head, &creds).expect("rewrite");
+    let get =
+        |name: &str| out.headers.iter().find(|p| p.key.eq_ignore_ascii_case(name)).map(|p| p.value.clone());
+    assert_eq!(get("host").as_deref(), Some("127.0.0.1:5000"));
+    let date = get("x-amz-date").expect("x-amz-date");
+    assert_ne!(date, "20261126T000000Z", "the client's date is replaced by the host clock's");
+
+    // The same request signed natively at the time the sandboxed plugin used.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let seconds = (now.saturating_sub(300)..now + 300)
+        .find(|s| aws_adapter::amz_date(*s) == date)
+        .unwrap_or_else(|| panic!("the plugin's date {date} is not within 5 minutes of now"));
+    let native_head = skybridge_plugin_sdk::RequestHead {
+        method: head.method.clone(),
+        path: head.path.clone(),
+        query: head.query.clone(),
+        headers: head.headers.iter().map(|p| (p.key.clone(), p.value.clone())).collect(),
+        body_sha256: head.body_sha256.clone(),
+    };
+    let native_creds = skybridge_plugin_sdk::TargetCredentials {
+        platform: creds.platform.clone(),
+        principal: creds.principal.clone(),
+        secret: creds.secret.clone(),
+        attributes: vec![("host".into(), "127.0.0.1:5000".into())],
+    };
+    let _host = skybridge_plugin_sdk::testing::TestHost::new().install();
+    let native = aws_adapter::sign(native_head, &native_creds, seconds).expect("native signing");
+    assert_eq!(get("authorization").as_deref(), native.header("authorization"));
+    assert!(
+        get("authorization").expect("authorization").starts_with("AWS4-HMAC-SHA256 Credential=AKIAMAPPED/")
+    );
+}
