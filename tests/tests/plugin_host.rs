@@ -30,6 +30,14 @@ fn load(t: &TestEngine, spec: PluginSpec) -> Plugin {
     t.engine.load(&spec).unwrap_or_else(|e| panic!("loading {}: {e}", spec.path.display()))
 }
 
+/// Load with a 2 s deadline: deadlines are wall-clock (epoch ticks), and on a loaded 2-core
+/// machine an ordinary call can be descheduled for longer than the default 50 ms. Tests that
+/// are not about deadlines use this.
+fn load_steady(t: &TestEngine, spec: PluginSpec) -> Plugin {
+    let limits = PluginLimits { deadline_ms: 2_000, ..spec.limits.clone() };
+    load(t, spec.with_limits(limits))
+}
+
 /// The documented formula of `weighted-scorer`.
 fn weighted_formula(m: &scoring::PathMetrics, w: [f64; 4]) -> f64 {
     -(w[0] * m.rtt_ms + w[1] * m.loss * 1000.0 + w[2] * m.jitter_ms + w[3] * f64::from(m.hops))
@@ -41,7 +49,7 @@ fn weighted_formula(m: &scoring::PathMetrics, w: [f64; 4]) -> f64 {
 #[test]
 fn weighted_scorer_follows_its_documented_formula() {
     let t = TestEngine::new();
-    let scorer = load(&t, PluginSpec::new("weighted", plugin("weighted-scorer")));
+    let scorer = load_steady(&t, PluginSpec::new("weighted", plugin("weighted-scorer")));
     assert_eq!(scorer.world(), World::Scorer);
     let Description::Scorer(info) = &scorer.info().description else { panic!("not a scorer description") };
     assert_eq!(info.name, "weighted-scorer");
@@ -71,7 +79,7 @@ fn weighted_scorer_follows_its_documented_formula() {
 #[test]
 fn weighted_scorer_prefers_what_the_weights_say() {
     let t = TestEngine::new();
-    let scorer = load(&t, PluginSpec::new("weighted", plugin("weighted-scorer")));
+    let scorer = load_steady(&t, PluginSpec::new("weighted", plugin("weighted-scorer")));
     let slow_clean = metrics(60.0, 0.0, 1.0, 3);
     let fast_lossy = metrics(20.0, 0.03, 1.0, 3);
     let pick = |w: &[(&str, f64)]| {
@@ -86,7 +94,7 @@ fn weighted_scorer_prefers_what_the_weights_say() {
 #[test]
 fn scorer_refusals_are_guest_errors_not_faults() {
     let t = TestEngine::new();
-    let scorer = load(&t, PluginSpec::new("weighted", plugin("weighted-scorer")));
+    let scorer = load_steady(&t, PluginSpec::new("weighted", plugin("weighted-scorer")));
     let e = scorer.score(&metrics(1.0, 0.0, 0.0, 1), &weights(&[("latncy", 1.0)])).unwrap_err();
     assert_eq!(e.call, "score");
     assert_eq!(e.plugin, "weighted");
@@ -119,7 +127,7 @@ fn allowlist_authorizer_grants_and_refuses_as_configured() {
         .with_config("allow.ops", "acme-* aws-* object-storage/*")
         .with_config("allow.lab", "alice openstack-lab *")
         .with_config("unrelated", "ignored");
-    let authz = load(&t, spec);
+    let authz = load_steady(&t, spec);
     assert_eq!(authz.world(), World::Authorizer);
     use authorization::Decision::{Grant, Refuse};
     assert_eq!(
@@ -141,8 +149,10 @@ fn allowlist_authorizer_grants_and_refuses_as_configured() {
         }
     }
 
-    let broken =
-        load(&t, PluginSpec::new("broken", plugin("allowlist-authorizer")).with_config("allow", "too few"));
+    let broken = load_steady(
+        &t,
+        PluginSpec::new("broken", plugin("allowlist-authorizer")).with_config("allow", "too few"),
+    );
     match broken.authorize(&request("acme-ops", "aws-east", "object-storage", "logs")).expect("call") {
         Refuse(why) => assert!(why.contains("rule `allow` is malformed"), "{why}"),
         Grant(why) => panic!("a malformed policy granted: {why}"),
@@ -152,7 +162,7 @@ fn allowlist_authorizer_grants_and_refuses_as_configured() {
 #[test]
 fn a_call_outside_the_plugins_world_is_refused() {
     let t = TestEngine::new();
-    let authz = load(&t, PluginSpec::new("allow", plugin("allowlist-authorizer")));
+    let authz = load_steady(&t, PluginSpec::new("allow", plugin("allowlist-authorizer")));
     let e = authz.score(&metrics(1.0, 0.0, 0.0, 1), &[]).unwrap_err();
     assert_eq!(e.cause, CallFailure::WrongWorld { expected: "scorer", actual: "authorizer" });
 }
@@ -166,7 +176,7 @@ fn adapter_world_round_trips_and_signs_with_host_crypto() {
     use sha2::{Digest, Sha256};
 
     let t = TestEngine::new();
-    let adapter = load(
+    let adapter = load_steady(
         &t,
         PluginSpec::new("toy", test_plugin("signing-adapter")).with_config("default-region", "eu-1"),
     );
@@ -240,7 +250,7 @@ fn adapter_world_round_trips_and_signs_with_host_crypto() {
 #[test]
 fn misbehaving_plugins_fail_with_typed_errors_and_the_host_recovers() {
     let t = TestEngine::new();
-    let good = load(&t, PluginSpec::new("weighted", plugin("weighted-scorer")));
+    let good = load_steady(&t, PluginSpec::new("weighted", plugin("weighted-scorer")));
     // Deadlines are wall-clock (epoch ticks): a generous one keeps the memory and trap cases
     // from racing it on a loaded machine. The default deadline is tested below.
     let limits = PluginLimits { deadline_ms: 2_000, ..PluginLimits::default() };
@@ -340,7 +350,7 @@ fn a_log_flood_is_rate_limited() {
 #[test]
 fn fresh_instance_per_call_mode_works() {
     let t = TestEngine::new();
-    let limits = PluginLimits { reuse_instances: false, ..PluginLimits::default() };
+    let limits = PluginLimits { reuse_instances: false, deadline_ms: 2_000, ..PluginLimits::default() };
     let scorer = load(&t, PluginSpec::new("fresh", plugin("weighted-scorer")).with_limits(limits));
     for i in 0..20 {
         let m = metrics(f64::from(i), 0.0, 0.0, 1);
@@ -351,7 +361,7 @@ fn fresh_instance_per_call_mode_works() {
 #[test]
 fn concurrent_calls_share_one_plugin() {
     let t = TestEngine::new();
-    let scorer = Arc::new(load(&t, PluginSpec::new("weighted", plugin("weighted-scorer"))));
+    let scorer = Arc::new(load_steady(&t, PluginSpec::new("weighted", plugin("weighted-scorer"))));
     let handles: Vec<_> = (0..4)
         .map(|k| {
             let scorer = scorer.clone();
@@ -389,7 +399,7 @@ fn a_component_with_no_known_world_is_refused_at_load() {
 #[test]
 fn sdk_core_modules_import_no_wasi_and_are_wrapped_on_load() {
     let t = TestEngine::new();
-    let scorer = load(&t, PluginSpec::new("weighted", plugin("weighted-scorer")));
+    let scorer = load_steady(&t, PluginSpec::new("weighted", plugin("weighted-scorer")));
     assert_eq!(scorer.info().format, Format::CoreModule);
     assert_eq!(scorer.info().exports, ["skybridge:plugin/scoring@0.1.0"]);
     for (name, status) in &scorer.info().imports {
@@ -457,7 +467,7 @@ fn corrupt_truncated_and_non_wasm_files_get_clear_errors() {
     assert!(matches!(e, LoadError::Read { .. }) && e.to_string().contains("nope.wasm"), "{e}");
     // The engine is unharmed.
     assert!(
-        load(&t, PluginSpec::new("ok", plugin("weighted-scorer")))
+        load_steady(&t, PluginSpec::new("ok", plugin("weighted-scorer")))
             .score(&metrics(1.0, 0.0, 0.0, 1), &[])
             .is_ok()
     );
@@ -466,7 +476,7 @@ fn corrupt_truncated_and_non_wasm_files_get_clear_errors() {
 #[test]
 fn compiled_components_are_cached_by_content_hash() {
     let t = TestEngine::new();
-    let first = load(&t, PluginSpec::new("a", plugin("weighted-scorer")));
+    let first = load_steady(&t, PluginSpec::new("a", plugin("weighted-scorer")));
     let cached: Vec<_> =
         std::fs::read_dir(t.cache.path()).expect("cache dir").filter_map(Result::ok).collect();
     assert_eq!(cached.len(), 1);
@@ -476,10 +486,10 @@ fn compiled_components_are_cached_by_content_hash() {
 
     // A second load uses the entry; a corrupted entry is discarded and rebuilt, not trusted.
     let modified = std::fs::metadata(&entry).expect("meta").modified().expect("mtime");
-    load(&t, PluginSpec::new("b", plugin("weighted-scorer")));
+    load_steady(&t, PluginSpec::new("b", plugin("weighted-scorer")));
     assert_eq!(std::fs::metadata(&entry).expect("meta").modified().expect("mtime"), modified);
     std::fs::write(&entry, b"garbage").expect("corrupt the cache");
-    let again = load(&t, PluginSpec::new("c", plugin("weighted-scorer")));
+    let again = load_steady(&t, PluginSpec::new("c", plugin("weighted-scorer")));
     assert!(again.score(&metrics(1.0, 0.0, 0.0, 1), &[]).is_ok());
     assert!(std::fs::metadata(&entry).expect("meta").len() > 1000, "the entry was rewritten");
 }
@@ -500,7 +510,9 @@ fn hot_reload_under_concurrent_calls_switches_behaviour_without_failing_a_call()
     let t = TestEngine::new();
     let (dir, path) = installed_policy();
     let registry = Arc::new(PluginRegistry::new(t.engine.clone()));
-    registry.load(PluginSpec::new("policy", &path)).expect("load v1");
+    // Four busy threads on two cores: a generous deadline, so only a real failure fails a call.
+    let steady = PluginLimits { deadline_ms: 2_000, ..PluginLimits::default() };
+    registry.load(PluginSpec::new("policy", &path).with_limits(steady)).expect("load v1");
 
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..4)
@@ -596,7 +608,7 @@ fn the_aws_adapter_in_the_sandbox_signs_like_its_native_build() {
     use sha2::{Digest, Sha256};
 
     let t = TestEngine::new();
-    let adapter = load(&t, PluginSpec::new("aws", plugin("aws-adapter")));
+    let adapter = load_steady(&t, PluginSpec::new("aws", plugin("aws-adapter")));
     let body = b"<CreateBucketConfiguration/>";
     let body_sha = hex::encode(Sha256::digest(body));
     let client_auth = "AWS4-HMAC-SHA256 Credential=acme-ops/20261126/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc";
