@@ -41,4 +41,5 @@ pub mod netem;
 pub mod node;
 pub mod path;
 pub mod plugin;
+pub mod secret;
 pub mod tunnel;

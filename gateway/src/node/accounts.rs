@@ -101,10 +101,7 @@ impl Account {
     /// Whether `secret` is this account's, compared in constant time (over digests, so the
     /// length leaks nothing either).
     pub fn secret_matches(&self, secret: &str) -> bool {
-        use sha2::{Digest, Sha256};
-        let (a, b): ([u8; 32], [u8; 32]) =
-            (Sha256::digest(self.secret.as_bytes()).into(), Sha256::digest(secret.as_bytes()).into());
-        a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        crate::secret::matches_digest(secret, &crate::secret::digest(&self.secret))
     }
 }
 

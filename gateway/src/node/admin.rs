@@ -29,6 +29,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::secret;
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -37,7 +38,6 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::accounts::{Account, Credentials, NewAccount};
 use super::config::PolicyUpdate;
@@ -76,7 +76,7 @@ pub fn read_token(path: &Path) -> anyhow::Result<String> {
 
 /// Serve the admin API on `listener` until the task is aborted.
 pub async fn serve(listener: tokio::net::TcpListener, controller: Arc<Controller>, token: String) {
-    let token: Arc<[u8; 32]> = Arc::new(Sha256::digest(token.as_bytes()).into());
+    let token: Arc<[u8; 32]> = Arc::new(secret::digest(&token));
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(s) => s,
@@ -131,9 +131,7 @@ fn account_error(e: AccountError) -> Response<Full<Bytes>> {
 fn authorized(req: &Request<Incoming>, token: &[u8; 32]) -> bool {
     let Some(given) = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
     let Some(given) = given.strip_prefix("Bearer ") else { return false };
-    // Compare digests in constant time, so timing reveals nothing about the token.
-    let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
-    given.iter().zip(token.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    secret::matches_digest(given.trim(), token)
 }
 
 async fn body<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Response<Full<Bytes>>> {

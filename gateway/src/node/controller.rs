@@ -15,7 +15,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::Serialize;
-use sha2::Digest;
 use tokio::task::JoinSet;
 
 use super::accounts::{self, Account, AccountView, Credentials, NewAccount};
@@ -240,7 +239,7 @@ impl Controller {
                 .await
                 .with_context(|| format!("cannot bind the CONNECT proxy on {addr}"))?;
             connect_addr = Some(listener.local_addr()?);
-            let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+            let digest = crate::secret::digest(&token);
             tasks.spawn(Arc::clone(&controller).serve_connect(listener, Arc::new(digest)));
         }
         tasks.spawn(admin::serve(admin_listener, Arc::clone(&controller), token));

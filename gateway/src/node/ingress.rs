@@ -750,12 +750,8 @@ async fn read_head(client: &mut tokio::net::TcpStream) -> Result<(Vec<u8>, Vec<u
 /// compared by digest in constant time.
 fn proxy_principal(value: Option<&[u8]>, token: &[u8; 32], controller: &Controller) -> Option<String> {
     use base64::Engine;
-    use sha2::{Digest, Sha256};
     let value = std::str::from_utf8(value?).ok()?;
-    let is_admin = |secret: &str| {
-        let given: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        given.iter().zip(token.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    };
+    let is_admin = |secret: &str| crate::secret::matches_digest(secret, token);
     if let Some(t) = value.strip_prefix("Bearer ") {
         return is_admin(t.trim()).then(|| "operator".to_owned());
     }

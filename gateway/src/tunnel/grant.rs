@@ -55,8 +55,7 @@ impl HopKey {
     pub fn verifies(&self, grant: &HopGrant, token: &str) -> bool {
         let Ok(given) = hex::decode(token) else { return false };
         let expected = self.mac(grant);
-        given.len() == expected.len()
-            && given.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        crate::secret::constant_time_eq(&given, &expected)
     }
 
     fn mac(&self, grant: &HopGrant) -> [u8; 32] {
