@@ -437,11 +437,14 @@ async fn idle_clients_time_out_and_a_binding_caps_its_connections() {
         idle.push(tokio::net::TcpStream::connect(&listen).await.expect("connect"));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut third = tokio::net::TcpStream::connect(&listen).await.expect("the listener accepts");
+    // A third is reset at once — possibly before its connect even returns.
     let mut buf = [0u8; 16];
-    let refused =
-        tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await.expect("not left hanging");
-    assert!(matches!(refused, Err(_) | Ok(0)), "a third connection is refused: {refused:?}");
+    if let Ok(mut third) = tokio::net::TcpStream::connect(&listen).await {
+        let refused = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+            .await
+            .expect("not left hanging");
+        assert!(matches!(refused, Err(_) | Ok(0)), "a third connection is refused: {refused:?}");
+    }
 
     // After the 1 s idle timeout both are reset, and the binding serves again.
     for mut client in idle {
