@@ -570,3 +570,48 @@ async fn accounts_keep_their_secrets_and_their_own_tunnels_and_every_use_is_reco
     let out = curl("beta:beta-secret-0123456789".to_owned()).await.expect("curl task");
     assert!(String::from_utf8_lossy(&out.stderr).contains("407"), "a deleted account is refused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_degrading_past_the_policy_threshold_reroutes_the_binding() {
+    let stream_service = endless_service().await;
+    let mesh = TestMesh::start(
+        Topology::new(policy(&[], 4, 20))
+            .relays(&["r1", "r2", "r3", "r4"])
+            .link("r1", "r2", LinkParams::delay(10.0))
+            .link("r2", "r4", LinkParams::delay(10.0))
+            .link("r1", "r3", LinkParams::delay(2.0))
+            .link("r3", "r4", LinkParams::delay(2.0))
+            .site("site-a", &[("r1", LinkParams::default())])
+            .site("site-b", &[("r4", LinkParams::default())])
+            .endpoint("site-b", "stream", stream_service),
+    )
+    .await;
+    let (status, binding) = bind(&mesh, "stream", json!({})).await;
+    assert_eq!(status, 201, "{binding:#}");
+    assert_eq!(binding["tunnel"]["hops"], json!(["r1", "r3", "r4", "site-b"]));
+    let id = binding["id"].as_u64().expect("id");
+
+    // r1–r3 starts losing 30 % each way (about half the probes' round trips), well past the
+    // default re-route threshold of 20 %: the binding moves to the clean path.
+    mesh.set_link("r1", "r3", LinkParams { loss: 0.3, ..LinkParams::delay(2.0) });
+    mesh.wait_until("the binding re-routed off the lossy link", Duration::from_secs(10), |c| {
+        c.ingress.binding(id).is_some_and(|b| !b.reroutes.is_empty())
+    })
+    .await;
+    let view = mesh.ctl().ingress.binding(id).expect("binding");
+    assert_eq!(view.tunnel.hops, ["r1", "r2", "r4", "site-b"]);
+    assert!(view.reroutes[0].reason.contains("link r1–r3 loses"), "{:?}", view.reroutes);
+
+    // The old path heals: the binding stays where it is (no flapping back).
+    mesh.set_link("r1", "r3", LinkParams::delay(2.0));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let view = mesh.ctl().ingress.binding(id).expect("binding");
+    assert_eq!(view.reroutes.len(), 1, "{:?}", view.reroutes);
+    let listen = view.listen;
+    let mut client = tokio::net::TcpStream::connect(listen).await.expect("connect");
+    let mut data = vec![0u8; 100_000];
+    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut data))
+        .await
+        .expect("data")
+        .expect("read");
+}
