@@ -221,14 +221,21 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
         serde_json::from_str(&ok(ctl(&["connection", "1", "--json"]))).expect("json");
     assert_eq!(stored["decision"]["candidates"].as_array().map(Vec::len), Some(2), "{stored:#}");
 
-    // A policy change applies to the next decision.
-    let policy = ok(ctl(&["policy", "set", "--weight", "hops=100", "--k", "1"]));
-    assert!(policy.contains("hops=100") && policy.contains("k                  1"), "{policy}");
+    // A policy change applies to the next decision: with hops weighing 100 each, the direct
+    // r1 → r3 wins whatever loopback's sub-millisecond RTTs say.
+    let policy = ok(ctl(&["policy", "set", "--weight", "hops=100"]));
+    assert!(policy.contains("hops=100"), "{policy}");
+    let next: serde_json::Value =
+        serde_json::from_str(&ok(ctl(&["connect", "--from", "site-a", "--to", "site-b", "--json"])))
+            .expect("json");
+    let winner = next["decision"]["winner"].as_u64().expect("winner") as usize;
+    assert_eq!(next["decision"]["candidates"][winner]["path"], serde_json::json!(["r1", "r3"]), "{next:#}");
+    let policy = ok(ctl(&["policy", "set", "--k", "1"]));
+    assert!(policy.contains("k                  1"), "{policy}");
     let next: serde_json::Value =
         serde_json::from_str(&ok(ctl(&["connect", "--from", "site-a", "--to", "site-b", "--json"])))
             .expect("json");
     assert_eq!(next["decision"]["candidates"].as_array().map(Vec::len), Some(1), "{next:#}");
-    assert_eq!(next["decision"]["candidates"][0]["path"], serde_json::json!(["r1", "r3"]));
 
     // A binding carries TCP to the published service.
     let bound = ok(ctl(&["bind", "--from", "site-a", "--to", "site-b", "--endpoint", "greeter"]));
