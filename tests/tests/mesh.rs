@@ -123,7 +123,9 @@ async fn ladder_reroutes_around_a_degraded_link_and_a_killed_relay() {
     let winner =
         rtt(&record["decision"]["candidates"]
             [record["decision"]["winner"].as_u64().expect("winner") as usize]);
-    assert!(winner < 50.0, "the detour should measure about 40–44 ms, got {winner}");
+    // The detours measure about 40–44 ms, the degraded top rail about 100 ms; loaded CI
+    // machines add a few ms of scheduling to every probe, so compare with the rail.
+    assert!(winner < 80.0, "the detour should measure well under the degraded rail's 100 ms, got {winner}");
     assert!(chosen.contains(&"b3".to_owned()), "every detour crosses b3: {chosen:?}");
 
     // b3 dies: the controller marks it down, and the next decision has no candidate through it.
@@ -181,9 +183,12 @@ async fn nearest_relay_follows_latency_and_does_not_flap_under_jitter() {
         c.platforms()[0].nearest_relay.as_deref() == Some("r2")
     })
     .await;
-    // r1 gets a little faster than r2, by less than the hysteresis: the choice holds.
-    mesh.set_link("site-a", "r1", LinkParams::delay(1.6));
-    mesh.set_link("site-a", "r2", LinkParams::delay(2.0));
+    // Both become slower and r1 a little faster than r2 (38 vs 40 ms), by less than the
+    // hysteresis (15 % of 40 ms = 6 ms): the choice holds. Long RTTs keep a loaded machine's
+    // scheduling noise small next to the margin; r2 starts faster, so the change never
+    // favours r1 by more than the final 2 ms.
+    mesh.set_link("site-a", "r1", LinkParams::delay(19.0));
+    mesh.set_link("site-a", "r2", LinkParams::delay(20.0));
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
         assert_eq!(nearest(&mesh).as_deref(), Some("r2"), "{:#?}", mesh.ctl().platforms());
