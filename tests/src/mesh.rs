@@ -27,8 +27,12 @@ pub fn policy(weights: &[(&str, f64)], k: usize, probes: u32) -> Policy {
     }
 }
 
-/// A running mesh; see [`LocalMesh`] for its parts.
-pub struct TestMesh(LocalMesh);
+/// One mesh at a time per test process: the tests measure RTT, loss and timing, and several
+/// meshes sharing two cores would measure each other's scheduling instead.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A running mesh; see [`LocalMesh`] for its parts. It holds the turn until dropped.
+pub struct TestMesh(LocalMesh, #[allow(dead_code)] tokio::sync::MutexGuard<'static, ()>);
 
 impl Deref for TestMesh {
     type Target = LocalMesh;
@@ -44,11 +48,13 @@ impl DerefMut for TestMesh {
 }
 
 impl TestMesh {
-    /// Start the mesh and wait (at most 20 s) until it has settled.
+    /// Wait for the other tests' meshes to stop, then start this one and wait (at most 20 s)
+    /// until it has settled.
     pub async fn start(topology: Topology) -> TestMesh {
-        TestMesh(
-            LocalMesh::start(topology, Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e:#}")),
-        )
+        let turn = ONE_AT_A_TIME.lock().await;
+        let mesh =
+            LocalMesh::start(topology, Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e:#}"));
+        TestMesh(mesh, turn)
     }
 
     /// Wait until `ready` holds for the controller; panic with its view after `timeout`.
