@@ -283,6 +283,19 @@ async fn endless_service() -> SocketAddr {
     addr
 }
 
+/// site-a — r1 — {r2 slow (10 ms) | r3 fast (2 ms)} — r4 — site-b, which publishes `stream`.
+fn stream_diamond(stream_service: SocketAddr) -> Topology {
+    Topology::new(policy(&[], 4, 20))
+        .relays(&["r1", "r2", "r3", "r4"])
+        .link("r1", "r2", LinkParams::delay(10.0))
+        .link("r2", "r4", LinkParams::delay(10.0))
+        .link("r1", "r3", LinkParams::delay(2.0))
+        .link("r3", "r4", LinkParams::delay(2.0))
+        .site("site-a", &[("r1", LinkParams::default())])
+        .site("site-b", &[("r4", LinkParams::default())])
+        .endpoint("site-b", "stream", stream_service)
+}
+
 /// Read until an error; `Ok(bytes)` if the stream ended cleanly instead.
 async fn read_until_failure(client: &mut tokio::net::TcpStream) -> Result<usize, std::io::Error> {
     let mut buf = vec![0u8; 64 * 1024];
@@ -299,18 +312,7 @@ async fn read_until_failure(client: &mut tokio::net::TcpStream) -> Result<usize,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_mid_stream_ends_the_stream_with_an_error_and_the_binding_reroutes() {
     let stream_service = endless_service().await;
-    let mut mesh = TestMesh::start(
-        Topology::new(policy(&[], 4, 20))
-            .relays(&["r1", "r2", "r3", "r4"])
-            .link("r1", "r2", LinkParams::delay(10.0))
-            .link("r2", "r4", LinkParams::delay(10.0))
-            .link("r1", "r3", LinkParams::delay(2.0))
-            .link("r3", "r4", LinkParams::delay(2.0))
-            .site("site-a", &[("r1", LinkParams::default())])
-            .site("site-b", &[("r4", LinkParams::default())])
-            .endpoint("site-b", "stream", stream_service),
-    )
-    .await;
+    let mut mesh = TestMesh::start(stream_diamond(stream_service)).await;
     let (status, binding) = bind(&mesh, "stream", json!({})).await;
     assert_eq!(status, 201, "{binding:#}");
     assert_eq!(binding["tunnel"]["hops"], json!(["r1", "r3", "r4", "site-b"]));
@@ -574,18 +576,7 @@ async fn accounts_keep_their_secrets_and_their_own_tunnels_and_every_use_is_reco
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_degrading_past_the_policy_threshold_reroutes_the_binding() {
     let stream_service = endless_service().await;
-    let mesh = TestMesh::start(
-        Topology::new(policy(&[], 4, 20))
-            .relays(&["r1", "r2", "r3", "r4"])
-            .link("r1", "r2", LinkParams::delay(10.0))
-            .link("r2", "r4", LinkParams::delay(10.0))
-            .link("r1", "r3", LinkParams::delay(2.0))
-            .link("r3", "r4", LinkParams::delay(2.0))
-            .site("site-a", &[("r1", LinkParams::default())])
-            .site("site-b", &[("r4", LinkParams::default())])
-            .endpoint("site-b", "stream", stream_service),
-    )
-    .await;
+    let mesh = TestMesh::start(stream_diamond(stream_service)).await;
     let (status, binding) = bind(&mesh, "stream", json!({})).await;
     assert_eq!(status, 201, "{binding:#}");
     assert_eq!(binding["tunnel"]["hops"], json!(["r1", "r3", "r4", "site-b"]));
