@@ -35,10 +35,12 @@ pub mod authorizer {
 
 pub mod adapter {
     wit_bindgen::generate!({
-        world: "adapter",
+        // Every adapter exports `authenticating` too (the trait gives defaults); the host
+        // accepts adapters with or without it.
+        world: "authenticating-adapter",
         path: "../wit",
         pub_export_macro: true,
-        export_macro_name: "__export_adapter_world",
+        export_macro_name: "__export_authenticating_adapter_world",
         default_bindings_module: "skybridge_plugin_sdk::__private::adapter",
     });
 }
@@ -160,13 +162,7 @@ pub fn rewrite_request<A: Adapter>(
     credentials: dw::TargetCredentials,
 ) -> Result<dw::RequestHead, String> {
     install_panic_hook();
-    let head = crate::RequestHead {
-        method: head.method,
-        path: head.path,
-        query: head.query,
-        headers: pairs_in(head.headers, |p| (p.key, p.value)),
-        body_sha256: head.body_sha256,
-    };
+    let head = head_in(head);
     let credentials = crate::TargetCredentials {
         platform: credentials.platform,
         principal: credentials.principal,
@@ -181,6 +177,26 @@ pub fn rewrite_request<A: Adapter>(
         headers: pairs_out(out.headers, |key, value| dw::Pair { key, value }),
         body_sha256: out.body_sha256,
     })
+}
+
+pub fn claimed_account<A: Adapter>(head: dw::RequestHead) -> Option<String> {
+    install_panic_hook();
+    A::claimed_account(&head_in(head))
+}
+
+pub fn verify_client<A: Adapter>(head: dw::RequestHead, account_secret: String) -> Result<(), String> {
+    install_panic_hook();
+    A::verify_client(&head_in(head), &account_secret)
+}
+
+fn head_in(head: dw::RequestHead) -> crate::RequestHead {
+    crate::RequestHead {
+        method: head.method,
+        path: head.path,
+        query: head.query,
+        headers: pairs_in(head.headers, |p| (p.key, p.value)),
+        body_sha256: head.body_sha256,
+    }
 }
 
 fn service_in(s: dw::ServiceRecord) -> crate::ServiceRecord {

@@ -113,6 +113,19 @@ pub trait Adapter {
 
     /// Rewrite a proxied request for the target session (re-sign, inject a token, fix Host).
     fn rewrite_request(head: RequestHead, credentials: &TargetCredentials) -> Result<RequestHead, String>;
+
+    /// The Skybridge account a client's request claims in the cloud's native authentication
+    /// (for AWS, the SigV4 access key id). Default: `None` — clients then authenticate with
+    /// HTTP Basic `account:secret`, which the host checks itself.
+    fn claimed_account(_head: &RequestHead) -> Option<String> {
+        None
+    }
+
+    /// Check the client's native authentication with its account's secret (for AWS: recompute
+    /// the SigV4 signature). Only called after [`Adapter::claimed_account`] named an account.
+    fn verify_client(_head: &RequestHead, _account_secret: &str) -> Result<(), String> {
+        Err("this adapter does not authenticate clients".into())
+    }
 }
 
 /// Export a [`Scorer`] as this component's `scorer` world.
@@ -204,9 +217,22 @@ macro_rules! export_adapter {
                     $crate::__private::rewrite_request::<$ty>(head, credentials)
                 }
             }
+            impl $crate::__private::adapter::exports::skybridge::plugin::authenticating::Guest
+                for __SkybridgeAdapter
+            {
+                fn claimed_account(head: wit::RequestHead) -> ::std::option::Option<::std::string::String> {
+                    $crate::__private::claimed_account::<$ty>(head)
+                }
+                fn verify_client(
+                    head: wit::RequestHead,
+                    account_secret: ::std::string::String,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::verify_client::<$ty>(head, account_secret)
+                }
+            }
             // Export symbols only exist in wasm builds; natively the glue is tested as plain code.
             #[cfg(target_family = "wasm")]
-            $crate::__private::adapter::__export_adapter_world!(
+            $crate::__private::adapter::__export_authenticating_adapter_world!(
                 __SkybridgeAdapter with_types_in $crate::__private::adapter
             );
         };

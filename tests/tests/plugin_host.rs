@@ -665,3 +665,84 @@ fn the_aws_adapter_in_the_sandbox_signs_like_its_native_build() {
         get("authorization").expect("authorization").starts_with("AWS4-HMAC-SHA256 Credential=AKIAMAPPED/")
     );
 }
+
+/// The AWS adapter authenticates a client that signed with its Skybridge account (as an
+/// unmodified AWS SDK does), through the sandbox; a wrong secret or a tampered request fails.
+#[test]
+fn the_aws_adapter_verifies_a_clients_own_signature_in_the_sandbox() {
+    let t = TestEngine::new();
+    let adapter = load_steady(&t, PluginSpec::new("aws", plugin("aws-adapter")));
+    assert!(adapter.authenticates_clients());
+
+    // Signed natively (the adapter's own `sign`, checked against botocore) as the client would.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let _host = skybridge_plugin_sdk::testing::TestHost::new().install();
+    let client = skybridge_plugin_sdk::RequestHead {
+        method: "GET".into(),
+        path: "/".into(),
+        query: "Action=DescribeInstances&Version=2016-11-15".into(),
+        headers: vec![("Host".into(), "127.0.0.1:7000".into())],
+        body_sha256: Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b""))),
+    };
+    let account = skybridge_plugin_sdk::TargetCredentials {
+        platform: "skybridge".into(),
+        principal: "acme-ops".into(),
+        secret: "account-secret".into(),
+        attributes: vec![("region".into(), "us-east-1".into()), ("service".into(), "ec2".into())],
+    };
+    let signed = aws_adapter::sign(client, &account, now).expect("client signing");
+    let head = adapting::RequestHead {
+        method: signed.method,
+        path: signed.path,
+        query: signed.query,
+        headers: signed.headers.into_iter().map(|(key, value)| types::Pair { key, value }).collect(),
+        body_sha256: signed.body_sha256,
+    };
+
+    assert_eq!(adapter.claimed_account(&head).expect("claimed").as_deref(), Some("acme-ops"));
+    adapter.verify_client(&head, "account-secret").expect("the genuine signature verifies");
+    let e = adapter.verify_client(&head, "wrong-secret").unwrap_err();
+    assert!(matches!(&e.cause, CallFailure::Rejected(m) if m.contains("does not match")), "{e}");
+    let mut tampered = head.clone();
+    tampered.query = "Action=TerminateInstances&Version=2016-11-15".into();
+    assert!(adapter.verify_client(&tampered, "account-secret").is_err());
+    let mut unsigned = head.clone();
+    unsigned.headers.retain(|p| !p.key.eq_ignore_ascii_case("authorization"));
+    assert_eq!(adapter.claimed_account(&unsigned).expect("claimed"), None);
+}
+
+/// An adapter built against the plain `adapter` world — no `authenticating` export, as adapters
+/// built before that interface existed — still loads and works; it just does not authenticate
+/// clients, and an adapter built with the SDK's defaults claims no account.
+#[test]
+fn adapters_without_client_authentication_still_load() {
+    let t = TestEngine::new();
+    let plain = load_steady(&t, PluginSpec::new("plain", test_plugin("plain-adapter")));
+    assert_eq!(plain.world(), World::Adapter);
+    assert!(!plain.authenticates_clients());
+    let head = adapting::RequestHead {
+        method: "GET".into(),
+        path: "/".into(),
+        query: String::new(),
+        headers: vec![types::Pair { key: "Authorization".into(), value: "Basic YTpi".into() }],
+        body_sha256: None,
+    };
+    assert_eq!(plain.claimed_account(&head).expect("claimed"), None);
+    let e = plain.verify_client(&head, "s").unwrap_err();
+    assert!(matches!(&e.cause, CallFailure::Rejected(m) if m.contains("does not authenticate")), "{e}");
+    let creds = adapting::TargetCredentials {
+        platform: "p".into(),
+        principal: "token-123".into(),
+        secret: String::new(),
+        attributes: vec![],
+    };
+    let out = plain.rewrite_request(&head, &creds).expect("rewrite");
+    assert_eq!(
+        out.headers,
+        vec![types::Pair { key: "authorization".into(), value: "Bearer token-123".into() }]
+    );
+
+    let sdk_default = load_steady(&t, PluginSpec::new("toy", test_plugin("signing-adapter")));
+    assert!(sdk_default.authenticates_clients());
+    assert_eq!(sdk_default.claimed_account(&head).expect("claimed"), None);
+}

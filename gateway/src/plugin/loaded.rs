@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{ComponentExportIndex, TypedFunc};
 use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::{adapter, adapting, authorization, authorizer, scorer, scoring, types};
@@ -29,6 +30,9 @@ const HOST_IMPORTS: [&str; 5] = [
     "skybridge:plugin/clock@0.1.0",
     "skybridge:plugin/crypto@0.1.0",
 ];
+
+/// The optional adapter interface for authenticating clients, and its functions.
+const AUTHENTICATING: &str = "skybridge:plugin/authenticating@0.1.0";
 
 /// Warm instances kept per plugin; more concurrent calls instantiate fresh ones.
 const MAX_WARM: usize = 16;
@@ -102,13 +106,27 @@ pub struct PluginInfo {
 enum WorldPre {
     Scorer(scorer::ScorerPre<Sandbox>),
     Authorizer(authorizer::AuthorizerPre<Sandbox>),
-    Adapter(adapter::AdapterPre<Sandbox>),
+    Adapter(adapter::AdapterPre<Sandbox>, Option<AuthenticatingIndices>),
+}
+
+/// Where an adapter's `authenticating` functions are (found once at load).
+#[derive(Clone)]
+struct AuthenticatingIndices {
+    claimed_account: ComponentExportIndex,
+    verify_client: ComponentExportIndex,
 }
 
 enum Exports {
     Scorer(scorer::Scorer),
     Authorizer(authorizer::Authorizer),
-    Adapter(adapter::Adapter),
+    Adapter(adapter::Adapter, Option<Authenticating>),
+}
+
+/// An adapter instance's `authenticating` functions (hand-bound: bindgen's per-world types
+/// would not share `request-head` with the `adapter` world's bindings).
+struct Authenticating {
+    claimed_account: TypedFunc<(adapting::RequestHead,), (Option<String>,)>,
+    verify_client: TypedFunc<(adapting::RequestHead, String), (Result<(), String>,)>,
 }
 
 struct Warm {
@@ -213,7 +231,25 @@ impl Plugin {
             World::Authorizer => {
                 WorldPre::Authorizer(authorizer::AuthorizerPre::new(instance_pre).map_err(mismatch)?)
             }
-            World::Adapter => WorldPre::Adapter(adapter::AdapterPre::new(instance_pre).map_err(mismatch)?),
+            World::Adapter => {
+                let authenticating = component.get_export_index(None, AUTHENTICATING).map(|iface| {
+                    let index = |name: &str| {
+                        component.get_export_index(Some(&iface), name).ok_or_else(|| {
+                            LoadError::WorldMismatch {
+                                plugin: plugin.clone(),
+                                world: world.name(),
+                                reason: format!("`{AUTHENTICATING}` lacks `{name}`"),
+                            }
+                        })
+                    };
+                    Ok::<_, LoadError>(AuthenticatingIndices {
+                        claimed_account: index("claimed-account")?,
+                        verify_client: index("verify-client")?,
+                    })
+                });
+                let authenticating = authenticating.transpose()?;
+                WorldPre::Adapter(adapter::AdapterPre::new(instance_pre).map_err(mismatch)?, authenticating)
+            }
         };
 
         let mut loaded = Plugin {
@@ -274,7 +310,7 @@ impl Plugin {
                 Exports::Authorizer(a) => {
                     Description::Authorizer(a.skybridge_plugin_authorization().call_describe(store)?)
                 }
-                Exports::Adapter(a) => {
+                Exports::Adapter(a, _) => {
                     Description::Adapter(a.skybridge_plugin_adapting().call_describe(store)?)
                 }
             }))
@@ -333,7 +369,7 @@ impl Plugin {
         content_type: &str,
     ) -> Result<Vec<adapting::ServiceRecord>, CallError> {
         self.call("parse-service-info", |store, exports| match exports {
-            Exports::Adapter(a) => Ok(a
+            Exports::Adapter(a, _) => Ok(a
                 .skybridge_plugin_adapting()
                 .call_parse_service_info(store, document, content_type)?
                 .map_err(CallFailure::Rejected)),
@@ -347,7 +383,7 @@ impl Plugin {
         service: &adapting::ServiceRecord,
     ) -> Result<Vec<types::Capability>, CallError> {
         self.call("select-capabilities", |store, exports| match exports {
-            Exports::Adapter(a) => {
+            Exports::Adapter(a, _) => {
                 Ok(Ok(a.skybridge_plugin_adapting().call_select_capabilities(store, service)?))
             }
             _ => Ok(Err(self.wrong_world(World::Adapter))),
@@ -361,10 +397,44 @@ impl Plugin {
         credentials: &adapting::TargetCredentials,
     ) -> Result<adapting::RequestHead, CallError> {
         self.call("rewrite-request", |store, exports| match exports {
-            Exports::Adapter(a) => Ok(a
+            Exports::Adapter(a, _) => Ok(a
                 .skybridge_plugin_adapting()
                 .call_rewrite_request(store, head, credentials)?
                 .map_err(CallFailure::Rejected)),
+            _ => Ok(Err(self.wrong_world(World::Adapter))),
+        })
+    }
+
+    /// Whether this adapter authenticates clients in its cloud's native scheme.
+    pub fn authenticates_clients(&self) -> bool {
+        matches!(self.pre, WorldPre::Adapter(_, Some(_)))
+    }
+
+    /// The Skybridge account a client's request claims, read from its native authentication.
+    /// `None` when the request carries none the adapter understands, or the adapter does not
+    /// authenticate clients at all.
+    pub fn claimed_account(&self, head: &adapting::RequestHead) -> Result<Option<String>, CallError> {
+        self.call("claimed-account", |store, exports| match exports {
+            Exports::Adapter(_, Some(auth)) => {
+                Ok(Ok(auth.claimed_account.call(&mut *store, (head.clone(),))?.0))
+            }
+            Exports::Adapter(_, None) => Ok(Ok(None)),
+            _ => Ok(Err(self.wrong_world(World::Adapter))),
+        })
+    }
+
+    /// Check a client's native authentication with its account's secret. A failed check is
+    /// [`CallFailure::Rejected`] with the adapter's reason.
+    pub fn verify_client(&self, head: &adapting::RequestHead, account_secret: &str) -> Result<(), CallError> {
+        self.call("verify-client", |store, exports| match exports {
+            Exports::Adapter(_, Some(auth)) => Ok(auth
+                .verify_client
+                .call(&mut *store, (head.clone(), account_secret.to_owned()))?
+                .0
+                .map_err(CallFailure::Rejected)),
+            Exports::Adapter(_, None) => {
+                Ok(Err(CallFailure::Rejected("this adapter does not authenticate clients".into())))
+            }
             _ => Ok(Err(self.wrong_world(World::Adapter))),
         })
     }
@@ -425,7 +495,7 @@ impl Plugin {
         let exports = match &self.pre {
             WorldPre::Scorer(pre) => pre.instantiate(&mut store).map(Exports::Scorer),
             WorldPre::Authorizer(pre) => pre.instantiate(&mut store).map(Exports::Authorizer),
-            WorldPre::Adapter(pre) => pre.instantiate(&mut store).map(Exports::Adapter),
+            WorldPre::Adapter(pre, indices) => instantiate_adapter(&mut store, pre, indices.as_ref()),
         };
         match exports {
             Ok(exports) => Ok(Warm { store, exports }),
@@ -484,6 +554,24 @@ impl Plugin {
 }
 
 /// What the file is, from its header: a component, a core module, or something to refuse.
+/// Instantiate an adapter, binding its `authenticating` functions when it has them.
+fn instantiate_adapter(
+    store: &mut Store<Sandbox>,
+    pre: &adapter::AdapterPre<Sandbox>,
+    indices: Option<&AuthenticatingIndices>,
+) -> wasmtime::Result<Exports> {
+    let instance = pre.instance_pre().instantiate(&mut *store)?;
+    let adapter = adapter::Adapter::new(&mut *store, &instance)?;
+    let authenticating = match indices {
+        None => None,
+        Some(i) => Some(Authenticating {
+            claimed_account: instance.get_typed_func(&mut *store, &i.claimed_account)?,
+            verify_client: instance.get_typed_func(&mut *store, &i.verify_client)?,
+        }),
+    };
+    Ok(Exports::Adapter(adapter, authenticating))
+}
+
 fn wasm_format(bytes: &[u8]) -> Result<Format, String> {
     // Magic `\0asm`, then a version/layer word: 0x0d/1 for components, 1/0 for core modules.
     if bytes.len() < 8 {

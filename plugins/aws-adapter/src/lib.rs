@@ -44,15 +44,170 @@ impl Adapter for AwsAdapter {
         let (seconds, _) = clock::now();
         sign(head, creds, seconds)
     }
+
+    fn claimed_account(head: &RequestHead) -> Option<String> {
+        head.header("authorization").and_then(client_auth).map(|a| a.access_key)
+    }
+
+    fn verify_client(head: &RequestHead, account_secret: &str) -> Result<(), String> {
+        let (seconds, _) = clock::now();
+        verify(head, account_secret, seconds)
+    }
 }
 
 export_adapter!(AwsAdapter);
 
+/// A SigV4 credential scope.
+struct Scope {
+    /// `YYYYMMDD`.
+    day: String,
+    region: String,
+    service: String,
+}
+
+impl Scope {
+    fn credential_scope(&self) -> String {
+        format!("{}/{}/{}/aws4_request", self.day, self.region, self.service)
+    }
+}
+
+/// A client's SigV4 `Authorization` header, taken apart.
+struct ClientAuth {
+    access_key: String,
+    scope: Scope,
+    signed_headers: Vec<String>,
+    signature: String,
+}
+
+/// Parse `AWS4-HMAC-SHA256 Credential=AK/DAY/REGION/SERVICE/aws4_request, SignedHeaders=a;b,
+/// Signature=hex`.
+fn client_auth(authorization: &str) -> Option<ClientAuth> {
+    let rest = authorization.trim().strip_prefix("AWS4-HMAC-SHA256")?;
+    let field = |name: &str| {
+        rest.split(',').find_map(|p| p.trim().strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+    };
+    let mut credential = field("Credential")?.split('/');
+    let access_key = credential.next()?.to_owned();
+    let scope = Scope {
+        day: credential.next()?.to_owned(),
+        region: credential.next()?.to_owned(),
+        service: credential.next()?.to_owned(),
+    };
+    if credential.next() != Some("aws4_request") || credential.next().is_some() {
+        return None;
+    }
+    let signed_headers = field("SignedHeaders")?.split(';').map(str::to_owned).collect();
+    Some(ClientAuth { access_key, scope, signed_headers, signature: field("Signature")?.to_owned() })
+}
+
 /// The credential scope of a SigV4 `Authorization` header: (region, service).
 fn client_scope(authorization: &str) -> Option<(String, String)> {
-    let credential = authorization.split([',', ' ']).find_map(|p| p.trim().strip_prefix("Credential="))?;
-    let mut parts = credential.split('/').skip(2); // access key, date
-    Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+    client_auth(authorization).map(|a| (a.scope.region, a.scope.service))
+}
+
+/// The SigV4 signature of `head` over the headers `names` (lower-case, sorted), as AWS
+/// documents it: canonical request → string to sign → signing key (HMAC chain over day,
+/// region, service) → hex HMAC of the string to sign.
+fn signature(
+    head: &RequestHead,
+    names: &[String],
+    date: &str,
+    scope: &Scope,
+    payload: &str,
+    secret: &str,
+) -> String {
+    // Canonical headers: values trimmed with inner runs of spaces folded; repeated headers
+    // joined with commas.
+    let mut canonical_headers = String::new();
+    for name in names {
+        let values: Vec<String> = head
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
+    }
+    let path = if head.path.is_empty() { "/" } else { head.path.as_str() };
+    let canonical_request = format!(
+        "{}\n{path}\n{}\n{canonical_headers}\n{}\n{payload}",
+        head.method,
+        canonical_query(&head.query),
+        names.join(";")
+    );
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{date}\n{}\n{}",
+        scope.credential_scope(),
+        crypto::hex(&crypto::sha256(canonical_request.as_bytes()))
+    );
+    let mut key = crypto::hmac_sha256(format!("AWS4{secret}").as_bytes(), scope.day.as_bytes()).to_vec();
+    for part in [scope.region.as_str(), scope.service.as_str(), "aws4_request"] {
+        key = crypto::hmac_sha256(&key, part.as_bytes()).to_vec();
+    }
+    crypto::hex(&crypto::hmac_sha256(&key, string_to_sign.as_bytes()))
+}
+
+/// How far a client's `X-Amz-Date` may be from the host clock (AWS allows 15 minutes).
+const MAX_SKEW_S: u64 = 15 * 60;
+
+/// Check a client's SigV4 signature, made with its Skybridge account as the access key id and
+/// the account's secret as the secret key, at Unix time `now`.
+pub fn verify(head: &RequestHead, account_secret: &str, now: u64) -> Result<(), String> {
+    let auth = head
+        .header("authorization")
+        .and_then(client_auth)
+        .ok_or("the request carries no AWS Signature V4 `Authorization` header")?;
+    let date = head.header("x-amz-date").ok_or("the request has no X-Amz-Date header")?;
+    let signed_at = parse_amz_date(date).ok_or_else(|| format!("X-Amz-Date `{date}` is malformed"))?;
+    if signed_at.abs_diff(now) > MAX_SKEW_S {
+        return Err(format!("the request was signed at {date}, more than 15 minutes from now"));
+    }
+    if !date.starts_with(&auth.scope.day) {
+        return Err("the credential scope's date is not the X-Amz-Date's".into());
+    }
+    if !auth.signed_headers.iter().any(|h| h == "host") {
+        return Err("the signature does not cover the Host header".into());
+    }
+    let payload = match head.header("x-amz-content-sha256") {
+        Some(h) => h.to_owned(),
+        None => head.body_sha256.clone().ok_or("the host did not supply the body's SHA-256")?,
+    };
+    let expected = signature(head, &auth.signed_headers, date, &auth.scope, &payload, account_secret);
+    if constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the request signature does not match: sign with access key id `{}` and that Skybridge \
+             account's secret",
+            auth.access_key
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Unix time of `YYYYMMDD'T'HHMMSS'Z'`.
+fn parse_amz_date(date: &str) -> Option<u64> {
+    let b = date.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| date.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 /// `YYYYMMDD'T'HHMMSS'Z'` for Unix time `seconds` (UTC).
@@ -150,50 +305,24 @@ pub fn sign(mut head: RequestHead, creds: &TargetCredentials, seconds: u64) -> R
         head.set_header("x-amz-security-token", token);
     }
 
-    // Canonical headers: lower-case names, values trimmed with inner runs of spaces folded,
-    // sorted by name; repeated headers joined with commas.
-    let mut signed: Vec<(String, String)> = Vec::new();
-    for (name, value) in &head.headers {
-        let name = name.to_ascii_lowercase();
-        if !(name == "host" || name == "content-type" || name == "content-md5" || name.starts_with("x-amz-"))
-        {
-            continue;
-        }
-        let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
-        match signed.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, v)) => {
-                v.push(',');
-                v.push_str(&value);
-            }
-            None => signed.push((name, value)),
-        }
-    }
-    signed.sort();
-    let canonical_headers: String = signed.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
-    let signed_headers = signed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(";");
-    let path = if head.path.is_empty() { "/" } else { head.path.as_str() };
-    let canonical_request = format!(
-        "{}\n{path}\n{}\n{canonical_headers}\n{signed_headers}\n{payload}",
-        head.method,
-        canonical_query(&head.query)
-    );
-
-    let day = &date[..8];
-    let credential_scope = format!("{day}/{region}/{service}/aws4_request");
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{date}\n{credential_scope}\n{}",
-        crypto::hex(&crypto::sha256(canonical_request.as_bytes()))
-    );
-    let mut key = crypto::hmac_sha256(format!("AWS4{}", creds.secret).as_bytes(), day.as_bytes()).to_vec();
-    for part in [region.as_str(), service.as_str(), "aws4_request"] {
-        key = crypto::hmac_sha256(&key, part.as_bytes()).to_vec();
-    }
-    let signature = crypto::hex(&crypto::hmac_sha256(&key, string_to_sign.as_bytes()));
+    // Signed: host, x-amz-*, and content-type/content-md5 when present.
+    let mut names: Vec<String> = head
+        .headers
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .filter(|n| n == "host" || n == "content-type" || n == "content-md5" || n.starts_with("x-amz-"))
+        .collect();
+    names.sort();
+    names.dedup();
+    let scope = Scope { day: date[..8].to_owned(), region, service };
+    let signature = signature(&head, &names, &date, &scope, &payload, &creds.secret);
     head.set_header(
         "authorization",
         format!(
-            "AWS4-HMAC-SHA256 Credential={}/{credential_scope}, SignedHeaders={signed_headers}, Signature={signature}",
-            creds.principal
+            "AWS4-HMAC-SHA256 Credential={}/{}, SignedHeaders={}, Signature={signature}",
+            creds.principal,
+            scope.credential_scope(),
+            names.join(";")
         ),
     );
     Ok(head)
@@ -296,6 +425,74 @@ mod tests {
                  Signature=12cdc1ac1f379e5bde6f740c39acb19442c1cd87d480c36d6263ba70c32adfe9"
             )
         );
+    }
+
+    #[test]
+    fn dates_parse_back() {
+        for t in [0, 951_782_400, 1_440_938_160, 1_795_728_283, 4_102_444_799] {
+            assert_eq!(parse_amz_date(&amz_date(t)), Some(t));
+        }
+        for bad in ["", "20261126T212443", "2026-11-26T21:24", "20261326T212443Z", "2026112xT212443Z"] {
+            assert_eq!(parse_amz_date(bad), None, "{bad}");
+        }
+    }
+
+    /// A client request as an SDK signs it with the Skybridge account `acme-ops`.
+    fn client_request(at: u64) -> RequestHead {
+        let body = b"<CreateBucketConfiguration/>";
+        let h = head(
+            "PUT",
+            "/bucket",
+            "",
+            &[
+                ("Host", "127.0.0.1:7000"),
+                ("Content-Length", "28"),
+                ("X-Amz-Content-SHA256", &crypto::hex(&crypto::sha256(body))),
+            ],
+            body,
+        );
+        let account = TargetCredentials {
+            platform: "skybridge".into(),
+            principal: "acme-ops".into(),
+            secret: "account-secret".into(),
+            attributes: vec![("region".into(), "us-east-1".into()), ("service".into(), "s3".into())],
+        };
+        sign(h, &account, at).unwrap()
+    }
+
+    #[test]
+    fn verifies_a_clients_own_signature() {
+        let _host = TestHost::new().install();
+        let at = 1_795_728_283;
+        let req = client_request(at);
+        assert_eq!(AwsAdapter::claimed_account(&req).as_deref(), Some("acme-ops"));
+        verify(&req, "account-secret", at + 60).unwrap();
+        verify(&req, "account-secret", at - 600).unwrap();
+
+        let err = verify(&req, "another-secret", at).unwrap_err();
+        assert!(err.contains("does not match") && err.contains("acme-ops"), "{err}");
+        let err = verify(&req, "account-secret", at + 16 * 60).unwrap_err();
+        assert!(err.contains("15 minutes"), "{err}");
+
+        // Any signed header changed in transit breaks the signature.
+        for (name, value) in
+            [("host", "evil.example"), ("x-amz-content-sha256", "00"), ("x-amz-date", "20261126T212444Z")]
+        {
+            let mut tampered = req.clone();
+            tampered.set_header(name, value);
+            assert!(verify(&tampered, "account-secret", at).is_err(), "{name}");
+        }
+        let mut other_path = req.clone();
+        other_path.path = "/other-bucket".into();
+        assert!(verify(&other_path, "account-secret", at).is_err());
+
+        // Unsigned or not SigV4 at all.
+        let mut unsigned = req.clone();
+        unsigned.remove_header("authorization");
+        assert_eq!(AwsAdapter::claimed_account(&unsigned), None);
+        assert!(verify(&unsigned, "account-secret", at).unwrap_err().contains("no AWS Signature V4"));
+        unsigned.set_header("authorization", "Basic YWNtZTpzZWNyZXQ=");
+        assert_eq!(AwsAdapter::claimed_account(&unsigned), None);
     }
 
     #[test]

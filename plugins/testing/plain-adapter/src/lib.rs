@@ -1,0 +1,44 @@
+//! `plain-adapter` — test-only, never shipped. An adapter built straight from the `adapter`
+//! world with wit-bindgen, without the SDK: it exports `adapting` but not `authenticating`,
+//! like adapters built before that interface was added. The host must still load and call it.
+
+#![allow(unsafe_code, missing_docs, dead_code)] // generated export glue
+
+wit_bindgen::generate!({ world: "adapter", path: "../../../wit" });
+
+use exports::skybridge::plugin::adapting::{
+    AdapterInfo, Guest, RequestHead, ServiceRecord, TargetCredentials,
+};
+use skybridge::plugin::types::{Capability, Pair};
+
+struct Plain;
+
+impl Guest for Plain {
+    fn describe() -> AdapterInfo {
+        AdapterInfo {
+            cloud_kind: "plain".into(),
+            name: "plain-adapter".into(),
+            version: "0.0.1".into(),
+            needs_body_sha256: false,
+        }
+    }
+
+    fn parse_service_info(_document: Vec<u8>, _content_type: String) -> Result<Vec<ServiceRecord>, String> {
+        Ok(vec![])
+    }
+
+    fn select_capabilities(_service: ServiceRecord) -> Vec<Capability> {
+        vec![]
+    }
+
+    /// Injects the mapped principal as a bearer token.
+    fn rewrite_request(mut head: RequestHead, credentials: TargetCredentials) -> Result<RequestHead, String> {
+        head.headers.retain(|p| !p.key.eq_ignore_ascii_case("authorization"));
+        head.headers
+            .push(Pair { key: "authorization".into(), value: format!("Bearer {}", credentials.principal) });
+        Ok(head)
+    }
+}
+
+#[cfg(target_family = "wasm")]
+export!(Plain);
