@@ -565,8 +565,8 @@ fn instantiate_adapter(
     let authenticating = match indices {
         None => None,
         Some(i) => Some(Authenticating {
-            claimed_account: instance.get_typed_func(&mut *store, &i.claimed_account)?,
-            verify_client: instance.get_typed_func(&mut *store, &i.verify_client)?,
+            claimed_account: instance.get_typed_func(&mut *store, i.claimed_account)?,
+            verify_client: instance.get_typed_func(&mut *store, i.verify_client)?,
         }),
     };
     Ok(Exports::Adapter(adapter, authenticating))
