@@ -46,6 +46,18 @@ fn existing(path: PathBuf) -> PathBuf {
     path
 }
 
+/// The Python that has the cloud peers (moto, boto3, …) installed: `$SKYBRIDGE_PEERS_PYTHON`
+/// (`cargo xtask test` sets it to the virtualenv it installs them into), else `python3`.
+pub fn peers_python() -> std::process::Command {
+    let python = std::env::var_os("SKYBRIDGE_PEERS_PYTHON").unwrap_or_else(|| "python3".into());
+    std::process::Command::new(python)
+}
+
+/// A helper script from `tests/peers/`.
+pub fn peer_script(name: &str) -> PathBuf {
+    existing(Path::new(env!("CARGO_MANIFEST_DIR")).join("peers").join(name))
+}
+
 /// A plugin engine with its own compile cache in a temporary folder (removed on drop).
 pub struct TestEngine {
     /// The engine.

@@ -52,9 +52,14 @@ enum CtlCommand {
         id: Option<u64>,
     },
     /// Open a binding: a listener on the controller that carries TCP to an endpoint the target
-    /// platform's site publishes, over the best path.
+    /// platform's site publishes, over the best path. With `--mode http` it is a reverse proxy
+    /// that authenticates each request with a Skybridge account and has the target's adapter
+    /// re-sign it with the account's credentials there (`ctl account map`).
     #[command(
-        after_help = "Example:\n  skybridge ctl bind --from site-a --to site-b --endpoint web\n  curl http://LISTEN/"
+        after_help = "Examples:\n  skybridge ctl bind --from site-a --to site-b --endpoint web\n  curl http://LISTEN/\n\n  \
+                      skybridge ctl bind --to aws-east --endpoint s3 --mode http --account acme-ops\n  \
+                      AWS_ACCESS_KEY_ID=acme-ops AWS_SECRET_ACCESS_KEY=ACCOUNT-SECRET \\\n    \
+                      aws --endpoint-url http://LISTEN s3 ls"
     )]
     Bind {
         /// The requesting platform (default: the ingress's platform, `[ingress] platform`).
@@ -72,6 +77,14 @@ enum CtlCommand {
         /// Lifetime in seconds (default 3600).
         #[arg(long)]
         ttl_s: Option<u64>,
+        /// `tcp` carries any protocol byte for byte; `http` translates sessions (needs an
+        /// `[[adapter]]` for the target platform).
+        #[arg(long, default_value = "tcp", value_parser = ["tcp", "http"])]
+        mode: String,
+        /// `http` only: the one account allowed to use the binding (default: any account with
+        /// credentials at the target).
+        #[arg(long)]
+        account: Option<String>,
     },
     /// List bindings, with their paths, re-routes and byte counts; or show one.
     Bindings {
@@ -225,8 +238,11 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             CtlCommand::Connection { id: None } => {
                 (client.call(Method::GET, "/v1/connections", None).await?, print_connections)
             }
-            CtlCommand::Bind { from, to, endpoint, listen, ttl_s } => {
-                let mut body = json!({ "to": to, "endpoint": endpoint, "mode": "tcp" });
+            CtlCommand::Bind { from, to, endpoint, listen, ttl_s, mode, account } => {
+                let mut body = json!({ "to": to, "endpoint": endpoint, "mode": mode });
+                if let Some(a) = account {
+                    body["account"] = json!(a);
+                }
                 if let Some(f) = from {
                     body["from"] = json!(f);
                 }

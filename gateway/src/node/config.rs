@@ -42,6 +42,25 @@ pub struct ControllerConfig {
     /// be writable by the controller's user only: cached code is trusted.
     #[serde(default)]
     pub plugin_cache: Option<PathBuf>,
+    /// Cloud adapters, one per target platform, for `http` bindings' session translation.
+    #[serde(default, rename = "adapter")]
+    pub adapters: Vec<AdapterConfig>,
+}
+
+/// The adapter plugin that translates sessions for one target platform (`[[adapter]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterConfig {
+    /// The target platform whose requests it rewrites.
+    pub platform: String,
+    /// The `.wasm` component (world `adapter`).
+    pub path: PathBuf,
+    /// Values the plugin reads through its `config` interface.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Sandbox limits (defaults suit a gateway).
+    #[serde(default)]
+    pub limits: crate::plugin::PluginLimits,
 }
 
 /// The controller's ingress: where bindings listen, and the HTTP CONNECT proxy.
@@ -60,6 +79,9 @@ pub struct IngressConfig {
     pub idle_timeout_s: u64,
     /// The most connections one binding carries at once (default 1024); more are refused.
     pub max_connections: usize,
+    /// The largest request body an `http` binding accepts, MiB (default 16). Bodies are read
+    /// whole before forwarding, because signing schemes hash them; larger ones get 413.
+    pub max_http_body_mib: usize,
 }
 
 impl Default for IngressConfig {
@@ -70,6 +92,7 @@ impl Default for IngressConfig {
             connect_listen: None,
             idle_timeout_s: 300,
             max_connections: 1024,
+            max_http_body_mib: 16,
         }
     }
 }
@@ -344,6 +367,9 @@ impl Resolve for ControllerConfig {
         self.policy.scorer = base.join(&self.policy.scorer);
         if let Some(cache) = &mut self.plugin_cache {
             *cache = base.join(&*cache);
+        }
+        for adapter in &mut self.adapters {
+            adapter.path = base.join(&adapter.path);
         }
     }
 }

@@ -142,6 +142,8 @@ pub struct Controller {
     state: Mutex<State>,
     policy: Mutex<ActivePolicy>,
     engine: Arc<PluginEngine>,
+    /// Each target platform's adapter, for `http` bindings.
+    adapters: BTreeMap<String, Arc<Plugin>>,
     store: Arc<Store>,
     hysteresis: Hysteresis,
     /// Link reports older than this are not used.
@@ -208,6 +210,7 @@ impl Controller {
         }
         let engine = PluginEngine::new(options)?;
         let scorer = load_scorer(&engine, &config.policy)?;
+        let adapters = load_adapters(&engine, &config.adapters)?;
         let identity = config.tls.load(&config.name, Role::Controller)?;
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay, Role::Site])?);
         let mesh_addr = endpoint.local_addr()?;
@@ -221,6 +224,7 @@ impl Controller {
             }),
             policy: Mutex::new(ActivePolicy { policy: config.policy, scorer }),
             engine,
+            adapters,
             store,
             hysteresis: config.nearest,
             stale_after: Duration::from_millis(config.membership.down_after_ms),
@@ -316,6 +320,16 @@ impl Controller {
             .map_err(|e| AccountError::Failed(e.to_string()))?
             .map_err(|e| AccountError::Failed(format!("{e:#}")))?;
         if existed { Ok(()) } else { Err(AccountError::NotFound(format!("no account `{id}`"))) }
+    }
+
+    /// Account `id`'s secret, for checking a signature made with it (never logged or shown).
+    pub(super) fn account_secret(&self, id: &str) -> Option<String> {
+        self.store.account(id).ok().flatten().map(|a| a.secret)
+    }
+
+    /// The adapter that translates sessions for `platform`, if one is configured.
+    pub fn adapter(&self, platform: &str) -> Option<Arc<Plugin>> {
+        self.adapters.get(platform).cloned()
     }
 
     /// The credentials account `id` maps to at `platform`, if any.
@@ -765,6 +779,29 @@ fn log_events(events: &[MembershipEvent]) {
     for e in events {
         tracing::info!("membership: {e:?}");
     }
+}
+
+/// Load the `[[adapter]]` plugins: each must be an adapter, one per platform.
+fn load_adapters(
+    engine: &PluginEngine,
+    configs: &[super::config::AdapterConfig],
+) -> anyhow::Result<BTreeMap<String, Arc<Plugin>>> {
+    let mut adapters = BTreeMap::new();
+    for c in configs {
+        let mut spec =
+            PluginSpec::new(format!("adapter-{}", c.platform), &c.path).with_limits(c.limits.clone());
+        spec.config = c.config.clone();
+        let plugin = engine
+            .load(&spec)
+            .with_context(|| format!("cannot load the adapter for {} ({})", c.platform, c.path.display()))?;
+        if plugin.world() != World::Adapter {
+            anyhow::bail!("{} is a {} plugin, not an adapter", c.path.display(), plugin.world());
+        }
+        if adapters.insert(c.platform.clone(), Arc::new(plugin)).is_some() {
+            anyhow::bail!("two [[adapter]] entries for platform {}", c.platform);
+        }
+    }
+    Ok(adapters)
 }
 
 fn load_scorer(engine: &PluginEngine, policy: &Policy) -> anyhow::Result<Arc<Plugin>> {

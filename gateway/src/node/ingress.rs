@@ -38,7 +38,7 @@ pub enum Mode {
     /// Any TCP protocol, byte for byte.
     #[default]
     Tcp,
-    /// An HTTP reverse proxy applying session translation (not yet available).
+    /// An HTTP reverse proxy applying session translation with the target's adapter.
     Http,
     /// Made by an HTTP `CONNECT platform:endpoint` on the ingress's proxy listener.
     Connect,
@@ -65,6 +65,10 @@ pub struct BindRequest {
     /// Lifetime in seconds (default 3,600, at most 86,400).
     #[serde(default)]
     pub ttl_s: Option<u64>,
+    /// `http` only: the one account that may use the binding. Default: any account with a
+    /// credential mapping at the target.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 /// A tunnel as the controller keeps it.
@@ -100,6 +104,8 @@ pub struct BindingView {
     pub endpoint: String,
     /// Mode.
     pub mode: Mode,
+    /// `http`: the one account that may use it (none: any account mapped at the target).
+    pub account: Option<String>,
     /// The listener applications connect to.
     pub listen: SocketAddr,
     /// The tunnel carrying it.
@@ -205,12 +211,12 @@ struct Binding {
 const REROUTE_HOLD_DOWN: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
-struct Stats {
+pub(super) struct Stats {
     /// Connections being carried now.
     active: std::sync::atomic::AtomicUsize,
     connections: AtomicU64,
-    up: AtomicU64,
-    down: AtomicU64,
+    pub(super) up: AtomicU64,
+    pub(super) down: AtomicU64,
 }
 
 /// The controller's tunnels and bindings.
@@ -264,6 +270,11 @@ impl Ingress {
         })
     }
 
+    /// The ingress's configuration.
+    pub fn config(&self) -> &IngressConfig {
+        &self.config
+    }
+
     /// Node `name`'s hop key.
     pub fn hop_key(&self, name: &str) -> HopKey {
         HopKey::derive(&self.secret, name)
@@ -284,7 +295,7 @@ impl Ingress {
         lock(&self.sessions).iter().rev().cloned().collect()
     }
 
-    fn end_session(&self, id: u64, moved: Moved, outcome: String) {
+    pub(super) fn end_session(&self, id: u64, moved: Moved, outcome: String) {
         if let Some(s) = lock(&self.sessions).iter_mut().rev().find(|s| s.id == id) {
             s.ended_unix_ms = Some(now_unix_ms());
             s.bytes_up = moved.a_to_b;
@@ -307,16 +318,27 @@ impl Binding {
 impl Controller {
     /// Make a binding: decide the path, set up the tunnel, open the listener.
     pub async fn bind(self: &Arc<Self>, req: BindRequest, account: &str) -> Result<BindingView, BindError> {
-        if req.mode != Mode::Tcp {
-            return Err(BindError::Invalid(
-                match req.mode {
-                    Mode::Http => {
-                        "mode `http` (reverse proxy with session translation) is not available yet; use `tcp`"
-                    }
-                    _ => "only `tcp` bindings can be requested here (CONNECT makes its own)",
-                }
-                .into(),
-            ));
+        match req.mode {
+            Mode::Tcp if req.account.is_some() => {
+                return Err(BindError::Invalid(
+                    "`account` applies to `http` bindings only (a `tcp` binding does not authenticate)"
+                        .into(),
+                ));
+            }
+            Mode::Tcp => {}
+            Mode::Http if self.adapter(&req.to).is_none() => {
+                return Err(BindError::Invalid(format!(
+                    "no adapter translates sessions for platform {}: add an [[adapter]] with \
+                     platform = \"{}\" to the controller's configuration, or use mode `tcp`",
+                    req.to, req.to
+                )));
+            }
+            Mode::Http => {}
+            Mode::Connect => {
+                return Err(BindError::Invalid(
+                    "only `tcp` and `http` bindings can be requested here (CONNECT makes its own)".into(),
+                ));
+            }
         }
         let listen = req.listen.unwrap_or(SocketAddr::new(self.ingress.config.address, 0));
         // Bind first: a busy port should fail before any hop does work.
@@ -348,6 +370,7 @@ impl Controller {
         })?;
         let decision = self.connect(&from, &req.to).await?;
         let expires = now_unix_ms() + ttl * 1000;
+        let account = req.account.as_deref().unwrap_or(account);
         let tunnel = self.setup_tunnel(&decision, &req.endpoint, account, expires).await?;
 
         let id = self.ingress.next_binding.fetch_add(1, Ordering::Relaxed);
@@ -359,6 +382,7 @@ impl Controller {
             to: req.to,
             endpoint: req.endpoint,
             mode: req.mode,
+            account: req.account,
             listen,
             tunnel,
             connections: 0,
@@ -584,6 +608,7 @@ impl Controller {
         mut cancelled: watch::Receiver<bool>,
         stats: Arc<Stats>,
     ) {
+        let mode = lock(&self.ingress.bindings).get(&id).map_or(Mode::Tcp, |b| b.view.mode);
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -601,8 +626,12 @@ impl Controller {
             let this = Arc::clone(&self);
             let (cancel, stats) = (cancelled.clone(), Arc::clone(&stats));
             let ingress = client.local_addr().unwrap_or(remote);
+            if mode == Mode::Http {
+                tokio::spawn(this.serve_http(id, client, remote, cancel, stats));
+                continue;
+            }
             tokio::spawn(async move {
-                let session = this.start_session(id, remote, ingress);
+                let session = this.start_session(id, remote, ingress, None);
                 let opened = this.open_stream(id, &stats).await;
                 let (send, recv, _slot) = match opened {
                     Ok(opened) => opened,
@@ -621,7 +650,7 @@ impl Controller {
 
     /// Open a stream of binding `id`'s tunnel at its first hop, counting it against the
     /// binding's connection limit (the returned slot frees it when dropped).
-    async fn open_stream(
+    pub(super) async fn open_stream(
         &self,
         id: u64,
         stats: &Arc<Stats>,
@@ -642,15 +671,23 @@ impl Controller {
         Ok((send, recv, slot))
     }
 
-    /// Record the start of a use of binding `id` by the client at `client`.
-    fn start_session(&self, id: u64, client: SocketAddr, ingress: SocketAddr) -> u64 {
+    /// Record the start of a use of binding `id` by the client at `client`, for `account`
+    /// (default: the tunnel's).
+    pub(super) fn start_session(
+        &self,
+        id: u64,
+        client: SocketAddr,
+        ingress: SocketAddr,
+        account: Option<&str>,
+    ) -> u64 {
         let view = lock(&self.ingress.bindings).get(&id).map(|b| b.view.clone());
         let session = self.ingress.next_session.fetch_add(1, Ordering::Relaxed);
         let Some(view) = view else { return session };
-        let principal = self.credentials(&view.tunnel.account, &view.to).map(|c| c.principal);
+        let account = account.unwrap_or(&view.tunnel.account);
+        let principal = self.credentials(account, &view.to).map(|c| c.principal);
         let record = SessionRecord {
             id: session,
-            account: view.tunnel.account.clone(),
+            account: account.to_owned(),
             binding: id,
             first: FirstSession { client, ingress },
             second: SecondSession { tunnel: view.tunnel.id, hops: view.tunnel.hops.clone() },
@@ -697,7 +734,7 @@ impl Controller {
 }
 
 /// One of a binding's connection slots, freed on drop.
-struct ActiveSlot(Arc<Stats>);
+pub(super) struct ActiveSlot(Arc<Stats>);
 
 impl ActiveSlot {
     fn take(stats: &Arc<Stats>, max: usize) -> Option<ActiveSlot> {
@@ -861,7 +898,7 @@ impl Controller {
             return answer(&mut client, "502 Bad Gateway", "", "the tunnel closed").await;
         };
         let remote = client.peer_addr().map_err(|e| e.to_string())?;
-        let session = self.start_session(id, remote, client.local_addr().unwrap_or(remote));
+        let session = self.start_session(id, remote, client.local_addr().unwrap_or(remote), None);
         let (mut send, recv, _slot) = match self.open_stream(id, &stats).await {
             Ok(opened) => opened,
             Err(e) => {
@@ -900,6 +937,7 @@ impl Controller {
             mode: Mode::Connect,
             listen: None,
             ttl_s: None,
+            account: None,
         };
         let (view, _, _) = self.create_binding(req, account, listen).await?;
         Ok(view.id)

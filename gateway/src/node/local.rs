@@ -16,8 +16,8 @@ use anyhow::{Context, bail};
 use tempfile::TempDir;
 
 use super::config::{
-    AdminConfig, ControllerConfig, Endpoint, IngressConfig, Peer, Policy, Probing, RelayConfig, SiteConfig,
-    TlsFiles,
+    AdapterConfig, AdminConfig, ControllerConfig, Endpoint, IngressConfig, Peer, Policy, Probing,
+    RelayConfig, SiteConfig, TlsFiles,
 };
 use super::controller::{Controller, ControllerHandle};
 use super::relay::Relay;
@@ -75,6 +75,7 @@ pub struct Topology {
     endpoints: BTreeMap<String, Vec<Endpoint>>,
     ingress_platform: Option<String>,
     ingress_limits: Option<(u64, usize)>,
+    adapters: Vec<AdapterConfig>,
     policy: Policy,
 }
 
@@ -88,6 +89,7 @@ impl Topology {
             endpoints: BTreeMap::new(),
             ingress_platform: None,
             ingress_limits: None,
+            adapters: vec![],
             policy,
         }
     }
@@ -113,6 +115,17 @@ impl Topology {
     /// Say which platform the controller's ingress serves, and run its CONNECT proxy.
     pub fn ingress_platform(mut self, platform: &str) -> Topology {
         self.ingress_platform = Some(platform.into());
+        self
+    }
+
+    /// Translate sessions for `platform` with the adapter plugin at `path`.
+    pub fn adapter(mut self, platform: &str, path: impl Into<std::path::PathBuf>) -> Topology {
+        self.adapters.push(AdapterConfig {
+            platform: platform.into(),
+            path: path.into(),
+            config: Default::default(),
+            limits: Default::default(),
+        });
         self
     }
 
@@ -182,6 +195,7 @@ impl LocalMesh {
                 max_connections: topology.ingress_limits.map_or(1024, |l| l.1),
                 ..IngressConfig::default()
             },
+            adapters: topology.adapters.clone(),
         })
         .await?;
         let controller_peer = Peer { name: "controller".into(), addr: controller.mesh_addr() };

@@ -29,6 +29,7 @@ pub mod admin;
 pub mod config;
 pub mod control;
 pub mod controller;
+mod http_proxy;
 pub mod ingress;
 pub mod local;
 pub mod relay;

@@ -1,0 +1,456 @@
+//! `http` bindings: a reverse proxy (HTTP/1.1 and HTTP/2 with prior knowledge, hyper) that
+//! translates each request into the target session (DESIGN.md step 6).
+//!
+//! For each request:
+//!
+//! ```text
+//! client ──request──▶ read body (≤ max_http_body_mib; hashed if the adapter wants it)
+//!   ──▶ authenticate the account: the adapter's native scheme (`claimed-account` +
+//!       `verify-client`, e.g. SigV4 signed with the Skybridge secret), else HTTP Basic
+//!   ──▶ the account's credentials at the target platform (`ctl account map`)
+//!   ──▶ adapter `rewrite-request` (re-sign, inject a token, fix Host)
+//!   ──▶ a new tunnel stream, HTTP/1.1 to the endpoint ──▶ response streamed back
+//! ```
+//!
+//! Every request is one session record (three sessions, bytes both ways). Refusals are plain
+//! text with a status the client can act on: 401 no or unknown credentials, 403 a signature
+//! that does not verify, an account without a mapping, or a binding reserved for another
+//! account, 413 a body over the limit, 502 the tunnel or the adapter failed; the reason is
+//! also in an `x-skybridge-error` header, for SDKs that parse error bodies. Errors from the
+//! target itself (moto's 403, say) are passed through unchanged.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::controller::Controller;
+use super::ingress::{ActiveSlot, Mode, Stats};
+use crate::plugin::{CallFailure, Description, Plugin, adapting, types};
+use crate::tunnel::splice::Moved;
+
+type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// How long a client has to send a request head (also bounds idle keep-alive connections).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1), plus the proxy's
+/// own credentials and `expect` (the body is already read).
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+];
+
+fn hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// A refusal: status and one line for the client.
+struct Refusal(StatusCode, String);
+
+impl Refusal {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Refusal(status, reason.into())
+    }
+
+    fn response(self) -> Response<ProxyBody> {
+        let mut response = Response::new(full(format!("skybridge: {}\n", self.1)));
+        *response.status_mut() = self.0;
+        let headers = response.headers_mut();
+        headers.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        // The reason in a header too: SDKs that parse error bodies as XML or JSON drop ours,
+        // but expose response headers.
+        if let Ok(reason) = HeaderValue::from_str(&self.1) {
+            headers.insert(HeaderName::from_static("x-skybridge-error"), reason);
+        }
+        if self.0 == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"skybridge\""),
+            );
+        }
+        response
+    }
+}
+
+fn full(text: String) -> ProxyBody {
+    Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// What a request needs to know of its binding.
+struct Target {
+    to: String,
+    account: Option<String>,
+    adapter: Arc<Plugin>,
+    needs_body_sha256: bool,
+}
+
+impl Controller {
+    /// Serve one client connection of `http` binding `id` until it closes or the binding does.
+    pub(super) async fn serve_http(
+        self: Arc<Self>,
+        id: u64,
+        client: tokio::net::TcpStream,
+        remote: SocketAddr,
+        mut cancel: watch::Receiver<bool>,
+        stats: Arc<Stats>,
+    ) {
+        let ingress = client.local_addr().unwrap_or(remote);
+        let this = Arc::clone(&self);
+        let service = hyper::service::service_fn(move |req| {
+            let (this, stats) = (Arc::clone(&this), Arc::clone(&stats));
+            async move {
+                let response = match this.proxy(id, remote, ingress, req, &stats).await {
+                    Ok(response) => response,
+                    Err(refusal) => {
+                        tracing::info!(binding = id, %remote, status = %refusal.0, "http request refused: {}", refusal.1);
+                        refusal.response()
+                    }
+                };
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT);
+        builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(HEAD_TIMEOUT));
+        let connection = builder.serve_connection(TokioIo::new(client), service);
+        tokio::select! {
+            served = connection => {
+                if let Err(e) = served {
+                    tracing::debug!(binding = id, %remote, "http connection ended: {e}");
+                }
+            }
+            _ = cancel.wait_for(|c| *c) => {}
+        }
+    }
+
+    fn http_target(&self, id: u64) -> Result<Target, Refusal> {
+        let binding = self.ingress.binding(id).filter(|b| b.mode == Mode::Http).ok_or_else(|| {
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("binding {id} is closed"))
+        })?;
+        let adapter = self.adapter(&binding.to).ok_or_else(|| {
+            Refusal::new(StatusCode::BAD_GATEWAY, format!("no adapter for platform {}", binding.to))
+        })?;
+        let needs_body_sha256 =
+            matches!(&adapter.info().description, Description::Adapter(a) if a.needs_body_sha256);
+        Ok(Target { to: binding.to, account: binding.account, adapter, needs_body_sha256 })
+    }
+
+    /// Carry one request, or say why not.
+    async fn proxy(
+        self: &Arc<Self>,
+        id: u64,
+        remote: SocketAddr,
+        ingress: SocketAddr,
+        req: Request<Incoming>,
+        stats: &Arc<Stats>,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        let target = self.http_target(id)?;
+        let (parts, body) = req.into_parts();
+        let limit = self.ingress.config().max_http_body_mib.saturating_mul(1 << 20);
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the request body is larger than {} MiB",
+                        self.ingress.config().max_http_body_mib
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(Refusal::new(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")));
+            }
+        };
+
+        let mut head =
+            request_head(&parts, target.needs_body_sha256.then(|| hex::encode(Sha256::digest(&body))))?;
+        let account = self.authenticate_request(&target.adapter, &mut head)?;
+        if let Some(only) = &target.account
+            && *only != account
+        {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                format!("binding {id} is reserved for another account, not `{account}`"),
+            ));
+        }
+        let credentials = self.credentials(&account, &target.to).ok_or_else(|| {
+            Refusal::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "account `{account}` has no credentials at platform {}: map some with \
+                     `skybridge ctl account map {account} {} …`",
+                    target.to, target.to
+                ),
+            )
+        })?;
+        let credentials = adapting::TargetCredentials {
+            platform: target.to.clone(),
+            principal: credentials.principal,
+            secret: credentials.secret,
+            attributes: credentials
+                .attributes
+                .into_iter()
+                .map(|(key, value)| types::Pair { key, value })
+                .collect(),
+        };
+        let rewritten = target.adapter.rewrite_request(&head, &credentials).map_err(|e| match e.cause {
+            CallFailure::Rejected(reason) => {
+                Refusal::new(StatusCode::FORBIDDEN, format!("the {} adapter refused: {reason}", target.to))
+            }
+            cause => {
+                Refusal::new(StatusCode::BAD_GATEWAY, format!("the {} adapter failed: {cause}", target.to))
+            }
+        })?;
+        let upstream = upstream_request(&rewritten, body)?;
+
+        let session = self.start_session(id, remote, ingress, Some(&account));
+        let up = upstream.body().size_hint().exact().unwrap_or(0);
+        let guard =
+            SessionGuard { controller: Arc::clone(self), session, up, down: 0, outcome: None, _slot: None };
+        self.forward(id, upstream, guard, stats).await
+    }
+
+    /// Who the request comes from: the adapter's native scheme when the request uses it,
+    /// else HTTP Basic `account:secret` (removed before the request goes on).
+    fn authenticate_request(
+        &self,
+        adapter: &Plugin,
+        head: &mut adapting::RequestHead,
+    ) -> Result<String, Refusal> {
+        let adapter_failed = |e: crate::plugin::CallError| {
+            Refusal::new(StatusCode::BAD_GATEWAY, format!("adapter failed: {e}"))
+        };
+        if let Some(account) = adapter.claimed_account(head).map_err(adapter_failed)? {
+            let secret = self
+                .account_secret(&account)
+                .ok_or_else(|| Refusal::new(StatusCode::FORBIDDEN, format!("no account `{account}`")))?;
+            return match adapter.verify_client(head, &secret) {
+                Ok(()) => Ok(account),
+                Err(e) => match e.cause {
+                    CallFailure::Rejected(reason) => Err(Refusal::new(StatusCode::FORBIDDEN, reason)),
+                    _ => Err(adapter_failed(e)),
+                },
+            };
+        }
+        let basic = head.headers.iter().find_map(|p| {
+            p.key.eq_ignore_ascii_case("authorization").then(|| basic_credentials(&p.value)).flatten()
+        });
+        let Some((account, secret)) = basic else {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "authenticate with your Skybridge account: sign as the target cloud's SDK does with the \
+                 account as the key id, or send HTTP Basic account:secret",
+            ));
+        };
+        if !self.authenticate(&account, &secret) {
+            return Err(Refusal::new(StatusCode::UNAUTHORIZED, "wrong account or secret"));
+        }
+        head.headers.retain(|p| !p.key.eq_ignore_ascii_case("authorization"));
+        Ok(account)
+    }
+
+    /// Send `request` over a new stream of binding `id`'s tunnel; stream the answer back.
+    async fn forward(
+        &self,
+        id: u64,
+        request: Request<Full<Bytes>>,
+        mut guard: SessionGuard,
+        stats: &Arc<Stats>,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        let bad_gateway = |what: &str, e: &dyn std::fmt::Display| {
+            Refusal::new(StatusCode::BAD_GATEWAY, format!("{what}: {e}"))
+        };
+        let (send, recv, slot) = match self.open_stream(id, stats).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                guard.outcome = Some(format!("{e:#}"));
+                return Err(bad_gateway("the tunnel", &format!("{e:#}")));
+            }
+        };
+        guard._slot = Some(slot);
+        stats.up.fetch_add(guard.up, Ordering::Relaxed);
+        let io = TokioIo::new(tokio::io::join(recv, send));
+        let (mut sender, connection) = match hyper::client::conn::http1::handshake(io).await {
+            Ok(handshake) => handshake,
+            Err(e) => {
+                guard.outcome = Some(e.to_string());
+                return Err(bad_gateway("the tunnel", &e));
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(binding = id, "upstream http connection ended: {e}");
+            }
+        });
+        let response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                guard.outcome = Some(e.to_string());
+                return Err(bad_gateway("the endpoint did not answer", &e));
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        let forwarded: Vec<HeaderName> =
+            parts.headers.keys().filter(|n| hop_by_hop(n.as_str())).cloned().collect();
+        for name in forwarded {
+            parts.headers.remove(name);
+        }
+        guard.outcome = Some(format!("HTTP {}", parts.status.as_u16()));
+        let metered = Metered { inner: body, guard, stats: Arc::clone(stats) };
+        Ok(Response::from_parts(parts, metered.boxed_unsync()))
+    }
+}
+
+/// The request head as adapters see it: path and query as on the wire, headers in order (a
+/// `host` from the HTTP/2 authority when there is no Host header).
+fn request_head(
+    parts: &hyper::http::request::Parts,
+    body_sha256: Option<String>,
+) -> Result<adapting::RequestHead, Refusal> {
+    let mut headers = Vec::with_capacity(parts.headers.len() + 1);
+    if !parts.headers.contains_key(hyper::header::HOST)
+        && let Some(authority) = parts.uri.authority()
+    {
+        headers.push(types::Pair { key: "host".into(), value: authority.to_string() });
+    }
+    for (name, value) in &parts.headers {
+        if hop_by_hop(name.as_str()) && name != "proxy-authorization" {
+            continue;
+        }
+        let value = value.to_str().map_err(|_| {
+            Refusal::new(StatusCode::BAD_REQUEST, format!("header `{name}` is not visible ASCII"))
+        })?;
+        headers.push(types::Pair { key: name.as_str().to_owned(), value: value.to_owned() });
+    }
+    Ok(adapting::RequestHead {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers,
+        body_sha256,
+    })
+}
+
+/// The HTTP/1.1 request to send upstream, from the adapter's rewritten head.
+fn upstream_request(head: &adapting::RequestHead, body: Bytes) -> Result<Request<Full<Bytes>>, Refusal> {
+    let invalid =
+        |what: String| Refusal::new(StatusCode::BAD_GATEWAY, format!("the adapter produced {what}"));
+    let uri = if head.query.is_empty() { head.path.clone() } else { format!("{}?{}", head.path, head.query) };
+    let mut builder = Request::builder().method(head.method.as_str()).uri(uri.as_str());
+    let mut has_length = false;
+    for pair in &head.headers {
+        if hop_by_hop(&pair.key) {
+            continue;
+        }
+        has_length |= pair.key.eq_ignore_ascii_case("content-length");
+        let name = HeaderName::from_bytes(pair.key.as_bytes())
+            .map_err(|_| invalid(format!("an invalid header name `{}`", pair.key)))?;
+        let value = HeaderValue::from_str(&pair.value)
+            .map_err(|_| invalid(format!("an invalid value for header `{}`", pair.key)))?;
+        builder = builder.header(name, value);
+    }
+    if !has_length && !body.is_empty() {
+        builder = builder.header(hyper::header::CONTENT_LENGTH, body.len());
+    }
+    if !head.headers.iter().any(|p| p.key.eq_ignore_ascii_case("host")) {
+        return Err(invalid("a request without a Host header".into()));
+    }
+    builder
+        .body(Full::new(body))
+        .map_err(|e| invalid(format!("an invalid request ({e}): `{}` `{uri}`", head.method)))
+}
+
+/// `Basic base64(account:secret)`, decoded.
+fn basic_credentials(value: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let encoded = value.trim().strip_prefix("Basic ")?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let (account, secret) =
+        String::from_utf8(decoded).ok()?.split_once(':').map(|(a, s)| (a.to_owned(), s.to_owned()))?;
+    Some((account, secret))
+}
+
+/// Ends a request's session record when dropped (the response body finished, failed, or the
+/// client went away), with the bytes carried.
+struct SessionGuard {
+    controller: Arc<Controller>,
+    session: u64,
+    up: u64,
+    down: u64,
+    outcome: Option<String>,
+    /// The binding's connection slot, held while the response streams.
+    _slot: Option<ActiveSlot>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let moved = Moved { a_to_b: self.up, b_to_a: self.down };
+        let outcome = self.outcome.take().unwrap_or_else(|| "refused".into());
+        self.controller.ingress.end_session(self.session, moved, outcome);
+    }
+}
+
+/// The response body, counting what it carries into the session and the binding.
+struct Metered {
+    inner: Incoming,
+    guard: SessionGuard,
+    stats: Arc<Stats>,
+}
+
+impl Body for Metered {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    self.guard.down += n;
+                    self.stats.down.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let outcome = format!("response body failed: {e}");
+                self.guard.outcome = Some(outcome);
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

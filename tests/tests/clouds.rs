@@ -1,0 +1,189 @@
+//! Session translation against real cloud APIs: unmodified cloud SDKs talk to an `http`
+//! binding with their Skybridge account; the target's adapter plugin re-signs each request
+//! with the account's credentials there, and the cloud's own authentication checks the result.
+//!
+//! The peers (moto, boto3) are installed by `cargo xtask test` into a virtualenv it names in
+//! `SKYBRIDGE_PEERS_PYTHON`; the helper scripts are in `tests/peers/`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+
+use serde_json::{Value, json};
+use skybridge_gateway::netem::LinkParams;
+use skybridge_tests::mesh::{TestMesh, Topology, policy};
+use skybridge_tests::{peer_script, peers_python, plugin};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A peer process that prints one JSON line when ready and stops when its stdin closes (or
+/// it is killed on drop).
+struct Peer {
+    child: Child,
+    ready: Value,
+}
+
+impl Peer {
+    fn start(mut command: std::process::Command, what: &str) -> Peer {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} does not start ({e}); `cargo xtask test` installs it"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        let ready = serde_json::from_str(&line).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("{what} did not start (said {line:?}); `cargo xtask test` installs it")
+        });
+        Peer { child, ready }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// moto with SigV4 enforced, and the IAM key it checks signatures against.
+fn moto() -> Peer {
+    let mut command = peers_python();
+    command.arg(peer_script("moto_peer.py")).env("INITIAL_NO_AUTH_ACTION_COUNT", "3");
+    Peer::start(command, "moto (pip install 'moto[server]' boto3)")
+}
+
+/// Run `tests/peers/aws_client.py` (boto3) against `endpoint` as `account`.
+async fn boto3(endpoint: &str, account: &str, secret: &str, what: &str) -> Value {
+    let mut command = peers_python();
+    command.arg(peer_script("aws_client.py")).args([endpoint, account, secret, what]);
+    let out =
+        tokio::task::spawn_blocking(move || command.output()).await.expect("task").expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "boto3 failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("boto3 printed {stdout:?}"))
+}
+
+/// corp — r1 — r2 — aws-east, where aws-east publishes moto as `api` and the aws adapter
+/// translates sessions for it.
+fn aws_topology(moto_port: u64) -> Topology {
+    let moto = std::net::SocketAddr::from(([127, 0, 0, 1], moto_port as u16));
+    Topology::new(policy(&[], 4, 20))
+        .relays(&["r1", "r2"])
+        .link("r1", "r2", LinkParams::delay(1.0))
+        .site("corp", &[("r1", LinkParams::default())])
+        .site("aws-east", &[("r2", LinkParams::default())])
+        .endpoint("aws-east", "api", moto)
+        .adapter("aws-east", plugin("aws-adapter"))
+}
+
+async fn create_account(mesh: &TestMesh, id: &str, secret: &str) {
+    let (status, body) =
+        mesh.api("POST", "/v1/accounts", Some(&json!({ "id": id, "secret": secret }).to_string())).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+async fn map_account(mesh: &TestMesh, id: &str, platform: &str, principal: &str, secret: &str) {
+    let mapping = json!({ "principal": principal, "secret": secret }).to_string();
+    let path = format!("/v1/accounts/{id}/credentials/{platform}");
+    let (status, body) = mesh.api("PUT", &path, Some(&mapping)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn http_binding(mesh: &TestMesh, account: Option<&str>) -> String {
+    let mut request = json!({ "from": "corp", "to": "aws-east", "endpoint": "api", "mode": "http" });
+    if let Some(account) = account {
+        request["account"] = json!(account);
+    }
+    let (status, binding) = mesh.api("POST", "/v1/bindings", Some(&request.to_string())).await;
+    assert_eq!(status, 201, "{binding}");
+    format!("http://{}", binding["listen"].as_str().expect("listen address"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_reaches_moto_through_an_http_binding_resigned_with_the_mapped_aws_key() {
+    let moto = moto();
+    let (key, secret) =
+        (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
+    let mesh = TestMesh::start(aws_topology(moto.ready["port"].as_u64().expect("port"))).await;
+
+    create_account(&mesh, "acme-ops", "acme-ops-secret-0123456789").await;
+    map_account(&mesh, "acme-ops", "aws-east", key, secret).await;
+    let endpoint = http_binding(&mesh, Some("acme-ops")).await;
+
+    // The application signs with its Skybridge account; moto accepts only the mapped key.
+    let got = boto3(&endpoint, "acme-ops", "acme-ops-secret-0123456789", "full").await;
+    assert_eq!(got["put_get_equal"], json!(true), "{got}");
+    assert_eq!(got["listed"], json!(["dir/greeting.txt"]), "{got}");
+    assert_eq!(got["buckets"], json!(["skybridge-test"]), "{got}");
+    let launched = got["launched"].as_str().expect("an instance id");
+    assert!(launched.starts_with("i-"), "{got}");
+    assert!(got["described"].as_array().expect("described").contains(&json!(launched)), "{got}");
+
+    // Each request is recorded as its three sessions, with the identity at the target.
+    let (status, sessions) = mesh.api("GET", "/v1/sessions", None).await;
+    assert_eq!(status, 200);
+    let sessions = sessions.as_array().expect("sessions");
+    assert!(sessions.len() >= 8, "one session per request: {sessions:?}");
+    for s in sessions {
+        assert_eq!(s["account"], json!("acme-ops"), "{s}");
+        assert_eq!(s["third"]["platform"], json!("aws-east"), "{s}");
+        assert_eq!(s["third"]["principal"], json!(key), "{s}");
+        assert_eq!(s["second"]["hops"], json!(["r1", "r2", "aws-east"]), "{s}");
+        assert_eq!(s["outcome"], json!("HTTP 200"), "{s}");
+        assert!(s["ended_unix_ms"].is_u64(), "{s}");
+    }
+    let count = |dir: &str, at_least: u64| sessions.iter().any(|s| s[dir].as_u64().unwrap_or(0) >= at_least);
+    assert!(
+        count("bytes_up", 24_000) && count("bytes_down", 24_000),
+        "the object's bytes were counted both ways"
+    );
+    let text = serde_json::to_string(&sessions).expect("json");
+    assert!(!text.contains(secret) && !text.contains("acme-ops-secret"), "a secret leaked into the sessions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_mappings_get_moto_s_403_and_wrong_accounts_are_refused_at_the_ingress() {
+    let moto = moto();
+    let key = moto.ready["access_key"].as_str().expect("key");
+    let mesh = TestMesh::start(aws_topology(moto.ready["port"].as_u64().expect("port"))).await;
+    create_account(&mesh, "acme-ops", "acme-ops-secret-0123456789").await;
+    map_account(&mesh, "acme-ops", "aws-east", key, "not-the-secret-moto-issued").await;
+    create_account(&mesh, "beta", "beta-secret-0123456789").await;
+    let open = http_binding(&mesh, None).await;
+    let acme_only = http_binding(&mesh, Some("acme-ops")).await;
+
+    // A wrong mapping: Skybridge signs with the wrong AWS secret, and moto's own 403 reaches
+    // the client unchanged.
+    let got = boto3(&open, "acme-ops", "acme-ops-secret-0123456789", "one").await;
+    assert_eq!(got["skybridge_error"], Value::Null, "the 403 is moto's: {got}");
+    assert_eq!(
+        (got["status"].clone(), got["code"].clone()),
+        (json!(403), json!("SignatureDoesNotMatch")),
+        "{got}"
+    );
+
+    // Refused at the ingress, before anything reaches moto.
+    let refusals = [
+        (&open, "acme-ops", "wrong-secret-0123456789", "does not match"),
+        (&open, "nobody", "nobody-secret-0123456789", "no account `nobody`"),
+        (&open, "beta", "beta-secret-0123456789", "has no credentials at platform aws-east"),
+        (&acme_only, "beta", "beta-secret-0123456789", "reserved for another account"),
+    ];
+    for (endpoint, account, secret, reason) in refusals {
+        let got = boto3(endpoint, account, secret, "one").await;
+        assert_eq!(got["status"], json!(403), "{account}: {got}");
+        let said = got["skybridge_error"].as_str().unwrap_or_default();
+        assert!(said.contains(reason), "{account}: {got}");
+    }
+
+    // Without any authentication: 401 with a Basic challenge.
+    let listen = open.trim_start_matches("http://");
+    let mut client = tokio::net::TcpStream::connect(listen).await.expect("connect");
+    let request = format!("GET / HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n");
+    client.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("www-authenticate: basic realm=\"skybridge\""), "{answer}");
+}
