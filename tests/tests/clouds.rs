@@ -64,17 +64,21 @@ async fn boto3(endpoint: &str, account: &str, secret: &str, what: &str) -> Value
     serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("boto3 printed {stdout:?}"))
 }
 
-/// corp — r1 — r2 — aws-east, where aws-east publishes moto as `api` and the aws adapter
-/// translates sessions for it.
-fn aws_topology(moto_port: u64) -> Topology {
-    let moto = std::net::SocketAddr::from(([127, 0, 0, 1], moto_port as u16));
+/// corp — r1 — r2 — `cloud`, where `cloud` publishes the peer on `port` as `api` and
+/// `adapter` translates sessions for it.
+fn cloud_topology(cloud: &str, port: u64, adapter: &str) -> Topology {
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).expect("a port")));
     Topology::new(policy(&[], 4, 20))
         .relays(&["r1", "r2"])
         .link("r1", "r2", LinkParams::delay(1.0))
         .site("corp", &[("r1", LinkParams::default())])
-        .site("aws-east", &[("r2", LinkParams::default())])
-        .endpoint("aws-east", "api", moto)
-        .adapter("aws-east", plugin("aws-adapter"))
+        .site(cloud, &[("r2", LinkParams::default())])
+        .endpoint(cloud, "api", peer)
+        .adapter(cloud, plugin(adapter))
+}
+
+fn aws_topology(moto_port: u64) -> Topology {
+    cloud_topology("aws-east", moto_port, "aws-adapter")
 }
 
 async fn create_account(mesh: &TestMesh, id: &str, secret: &str) {
@@ -91,7 +95,11 @@ async fn map_account(mesh: &TestMesh, id: &str, platform: &str, principal: &str,
 }
 
 async fn http_binding(mesh: &TestMesh, account: Option<&str>) -> String {
-    let mut request = json!({ "from": "corp", "to": "aws-east", "endpoint": "api", "mode": "http" });
+    http_binding_to(mesh, "aws-east", account).await
+}
+
+async fn http_binding_to(mesh: &TestMesh, to: &str, account: Option<&str>) -> String {
+    let mut request = json!({ "from": "corp", "to": to, "endpoint": "api", "mode": "http" });
     if let Some(account) = account {
         request["account"] = json!(account);
     }
@@ -186,4 +194,127 @@ async fn wrong_mappings_get_moto_s_403_and_wrong_accounts_are_refused_at_the_ing
     client.read_to_string(&mut answer).await.expect("answer");
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("www-authenticate: basic realm=\"skybridge\""), "{answer}");
+}
+
+/// Azurite (Azure Blob) with Shared Key enforced, serving one storage account whose key only
+/// it and the mapping know. Started from `$SKYBRIDGE_PEERS_BIN` (`cargo xtask test` installs
+/// it with npm there), else from `PATH`.
+struct Azurite {
+    child: Child,
+    port: u64,
+    _data: tempfile::TempDir,
+}
+
+impl Azurite {
+    fn start(account: &str, key: &str) -> Azurite {
+        let data = tempfile::tempdir().expect("tempdir");
+        let program = match std::env::var_os("SKYBRIDGE_PEERS_BIN") {
+            Some(dir) => std::path::PathBuf::from(dir).join("azurite-blob"),
+            None => "azurite-blob".into(),
+        };
+        let mut child = std::process::Command::new(&program)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                "0",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+            ])
+            .arg("--location")
+            .arg(data.path())
+            .env("AZURITE_ACCOUNTS", format!("{account}:{key}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{} does not start ({e}); `cargo xtask test` installs it", program.display())
+            });
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .and_then(Result::ok)
+                .unwrap_or_else(|| panic!("Azurite exited before listening"));
+            if let Some(url) = line.split("listens on http://127.0.0.1:").nth(1) {
+                break url.trim().parse().unwrap_or_else(|_| panic!("Azurite said {line:?}"));
+            }
+        };
+        // Keep draining its output so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Azurite { child, port, _data: data }
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `tests/peers/azure_client.py` (azure-storage-blob) against `endpoint` as `account`.
+async fn azure_sdk(endpoint: &str, account: &str, secret: &str, storage: &str, what: &str) -> Value {
+    let mut command = peers_python();
+    command.arg(peer_script("azure_client.py")).args([endpoint, account, secret, storage, what]);
+    let out =
+        tokio::task::spawn_blocking(move || command.output()).await.expect("task").expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "azure-storage-blob failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("azure-storage-blob printed {stdout:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_storage_blob_reaches_azurite_resigned_with_the_mapped_shared_key() {
+    // A storage account whose key only Azurite and the mapping know.
+    let key = skybridge_plugin_sdk::crypto::base64(&rand_bytes());
+    let azurite = Azurite::start("westdata", &key);
+    let mesh = TestMesh::start(cloud_topology("azure-west", azurite.port, "azure-adapter")).await;
+    create_account(&mesh, "acme-ops", "acme-ops-secret-0123456789").await;
+    map_account(&mesh, "acme-ops", "azure-west", "westdata", &key).await;
+    create_account(&mesh, "beta", "beta-secret-0123456789").await;
+    map_account(&mesh, "beta", "azure-west", "westdata", "d3Jvbmcta2V5LXdyb25nLWtleQ==").await;
+    let endpoint = http_binding_to(&mesh, "azure-west", None).await;
+
+    let got = azure_sdk(&endpoint, "acme-ops", "acme-ops-secret-0123456789", "westdata", "full").await;
+    assert_eq!(got["put_get_equal"], json!(true), "{got}");
+    assert_eq!(got["listed"], json!(["2026/q4.txt"]), "{got}");
+    assert_eq!(got["containers"], json!(["reports"]), "{got}");
+
+    let (_, sessions) = mesh.api("GET", "/v1/sessions", None).await;
+    let sessions = sessions.as_array().expect("sessions");
+    assert!(sessions.len() >= 5, "{sessions:?}");
+    assert!(
+        sessions
+            .iter()
+            .all(|s| s["third"]["principal"] == json!("westdata") && s["account"] == json!("acme-ops"))
+    );
+
+    // A wrong mapped key: Azurite's own 403 reaches the client unchanged.
+    let got = azure_sdk(&endpoint, "beta", "beta-secret-0123456789", "westdata", "one").await;
+    assert_eq!((got["status"].clone(), got["skybridge_error"].clone()), (json!(403), Value::Null), "{got}");
+    assert_eq!(got["code"], json!("AuthorizationFailure"), "{got}");
+    // A wrong Skybridge secret: refused at the ingress.
+    let got = azure_sdk(&endpoint, "acme-ops", "not-the-secret-0123", "westdata", "one").await;
+    assert_eq!(got["status"], json!(403), "{got}");
+    assert!(got["skybridge_error"].as_str().unwrap_or_default().contains("does not match"), "{got}");
+}
+
+/// 32 random bytes (a storage account key).
+fn rand_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    let mut x = (seed as u64) | 1;
+    for b in &mut bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    bytes
 }

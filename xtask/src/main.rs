@@ -371,6 +371,65 @@ fn ensure_test_peers() -> Result<()> {
     ensure_programs(TEST_PEERS)
 }
 
+/// Python packages the cloud tests run (real wire protocols, real auth), pinned.
+const PYTHON_PEERS: &[&str] = &["moto[server]==5.2.1", "boto3==1.43.11", "azure-storage-blob==12.31.1"];
+
+/// npm packages the cloud tests run, pinned (Azurite 3.35 is the newest that supports the
+/// Node.js 20 these machines have).
+const NODE_PEERS: &[&str] = &["azurite@3.35.0"];
+
+/// [`NODE_PEERS`] installed under `target/peers/node`, made or updated as needed; returns the
+/// folder holding their programs.
+fn ensure_node_peers() -> Result<PathBuf> {
+    ensure_programs(&[("node", "nodejs"), ("npm", "npm")])?;
+    let dir = target_dir().join("peers/node");
+    let bin = dir.join("node_modules/.bin");
+    let marker = dir.join("skybridge-peers.txt");
+    let wanted = NODE_PEERS.join("\n");
+    if bin.is_dir() && fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
+        return Ok(bin);
+    }
+    fs::create_dir_all(&dir)?;
+    eprintln!("xtask: installing the npm test peers: {}", NODE_PEERS.join(" "));
+    run_cmd(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+            .arg(&dir)
+            .args(NODE_PEERS),
+    )
+    .context("installing the npm test peers")?;
+    fs::write(&marker, wanted)?;
+    Ok(bin)
+}
+
+/// A virtualenv under `target/peers/` holding [`PYTHON_PEERS`], made or updated as needed;
+/// returns its Python. A marker file records what was installed, so a warm run costs nothing.
+fn ensure_python_peers() -> Result<PathBuf> {
+    let venv = target_dir().join("peers/venv");
+    let python = venv.join("bin/python");
+    let marker = venv.join("skybridge-peers.txt");
+    let wanted = PYTHON_PEERS.join("\n");
+    if python.is_file() && fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
+        return Ok(python);
+    }
+    let make_venv = || Command::new("python3").arg("-m").arg("venv").arg(&venv).status();
+    if !python.is_file() && !make_venv().is_ok_and(|s| s.success()) {
+        // Debian's python3 needs its venv module from a separate package.
+        apt_install(&["python3-venv"])?;
+        let _ = fs::remove_dir_all(&venv);
+        run_cmd(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    eprintln!("xtask: installing the Python test peers: {}", PYTHON_PEERS.join(" "));
+    run_cmd(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(PYTHON_PEERS),
+    )
+    .context("installing the Python test peers from PyPI")?;
+    fs::write(&marker, wanted)?;
+    Ok(python)
+}
+
 /// Whether `program` (a path, or a name to find on `PATH`) exists.
 fn program_exists(program: &str) -> bool {
     if program.contains('/') {
@@ -396,6 +455,8 @@ fn ensure_programs(programs: &[(&str, &str)]) -> Result<()> {
 fn test(toolchain: Toolchain, skip_lint: bool) -> Result<()> {
     let started = Instant::now();
     ensure_test_peers()?;
+    let peers_python = ensure_python_peers()?;
+    let peers_bin = ensure_node_peers()?;
     build_plugins(toolchain)?;
     if !skip_lint {
         ensure_rustup_component("rustfmt")?;
@@ -405,7 +466,11 @@ fn test(toolchain: Toolchain, skip_lint: bool) -> Result<()> {
         run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     }
     run_cmd(
-        cargo().args(["test", "--workspace", "--all-targets"]).env("SKYBRIDGE_PLUGIN_DIR", plugin_out_dir()),
+        cargo()
+            .args(["test", "--workspace", "--all-targets"])
+            .env("SKYBRIDGE_PLUGIN_DIR", plugin_out_dir())
+            .env("SKYBRIDGE_PEERS_PYTHON", &peers_python)
+            .env("SKYBRIDGE_PEERS_BIN", &peers_bin),
     )?;
     // Doc tests (the SDK's examples) are not part of --all-targets.
     run_cmd(cargo().args(["test", "--workspace", "--doc"]))?;

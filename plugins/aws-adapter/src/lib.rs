@@ -22,6 +22,7 @@
 //!
 //! Tested against AWS's documented example and against botocore's signers.
 
+use skybridge_plugin_sdk::clock::Civil;
 use skybridge_plugin_sdk::{
     Adapter, RequestHead, ServiceRecord, TargetCredentials, clock, crypto, export_adapter,
 };
@@ -173,7 +174,7 @@ pub fn verify(head: &RequestHead, account_secret: &str, now: u64) -> Result<(), 
         None => head.body_sha256.clone().ok_or("the host did not supply the body's SHA-256")?,
     };
     let expected = signature(head, &auth.signed_headers, date, &auth.scope, &payload, account_secret);
-    if constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
+    if crypto::constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
         Ok(())
     } else {
         Err(format!(
@@ -184,47 +185,29 @@ pub fn verify(head: &RequestHead, account_secret: &str, now: u64) -> Result<(), 
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Unix time of `YYYYMMDD'T'HHMMSS'Z'`.
 fn parse_amz_date(date: &str) -> Option<u64> {
     let b = date.as_bytes();
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| date.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
+    let num = |r: std::ops::Range<usize>| date.get(r)?.parse::<u32>().ok();
+    Civil {
+        year: i64::from(num(0..4)?),
+        month: num(4..6)?,
+        day: num(6..8)?,
+        hour: num(9..11)?,
+        minute: num(11..13)?,
+        second: num(13..15)?,
+        weekday: 0,
     }
-    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+    .to_unix()
 }
 
 /// `YYYYMMDD'T'HHMMSS'Z'` for Unix time `seconds` (UTC).
 pub fn amz_date(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let secs = seconds % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    let t = Civil::from_unix(seconds);
+    format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", t.year, t.month, t.day, t.hour, t.minute, t.second)
 }
 
 /// RFC 3986 percent-encoding as SigV4 wants it (unreserved characters kept).
