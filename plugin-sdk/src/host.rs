@@ -227,7 +227,7 @@ pub mod crypto {
     /// Decode standard, padded base64; `None` if `text` is not that.
     pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
         let bytes = text.as_bytes();
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return None;
         }
         let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
