@@ -86,7 +86,7 @@ pub fn http_date(seconds: u64) -> String {
 
 /// Unix time of an RFC 1123 date.
 fn parse_http_date(date: &str) -> Option<u64> {
-    let mut parts = date.trim().split_whitespace();
+    let mut parts = date.split_whitespace();
     let (_weekday, day, month, year, time, zone) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     if zone != "GMT" || parts.next().is_some() {
