@@ -606,3 +606,106 @@ async fn a_link_degrading_past_the_policy_threshold_reroutes_the_binding() {
         .expect("data")
         .expect("read");
 }
+
+/// An HTTP/1.1 service that answers every request with its own head (request line and
+/// headers, as received), so a test sees exactly what the proxy forwarded.
+async fn echo_head_service() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read_exact(&mut byte).await.is_ok() {
+                    head.push(byte[0]);
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    head.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.write_all(&head).await;
+            });
+        }
+    });
+    addr
+}
+
+/// An `http` binding with an adapter that does not authenticate clients natively: clients
+/// use HTTP Basic with their account, over HTTP/1.1 or HTTP/2; the Skybridge credentials never
+/// reach the target, the adapter's do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_binding_speaks_http1_and_h2_and_forwards_only_the_target_credentials() {
+    let echo = echo_head_service().await;
+    let topology = two_relays(echo, None).adapter("site-b", skybridge_tests::test_plugin("plain-adapter"));
+    let mesh = TestMesh::start(topology).await;
+    for (id, secret) in [("acme", "acme-secret-0123456789"), ("beta", "beta-secret-0123456789")] {
+        let (status, body) =
+            mesh.api("POST", "/v1/accounts", Some(&json!({"id": id, "secret": secret}).to_string())).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mapping = r#"{"principal": "target-token-acme", "secret": "unused"}"#;
+    let (status, body) = mesh.api("PUT", "/v1/accounts/acme/credentials/site-b", Some(mapping)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A tcp binding cannot be reserved for an account, and http needs an adapter.
+    let (status, body) = bind(&mesh, "web", json!({ "account": "acme" })).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = bind(&mesh, "web", json!({ "mode": "http", "to": "site-a" })).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("no adapter"), "{body}");
+    let (status, binding) = bind(&mesh, "web", json!({ "mode": "http" })).await;
+    assert_eq!(status, 201, "{binding}");
+    let url = format!("http://{}/some/path?x=1", binding["listen"].as_str().expect("listen"));
+
+    let curl = |args: Vec<&'static str>, user: Option<&'static str>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new("curl");
+            cmd.args(["--silent", "--show-error", "--max-time", "20", "-i"]).args(args);
+            if let Some(user) = user {
+                cmd.args(["--user", user]);
+            }
+            let out = cmd.arg(&url).output().expect("curl runs");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    for version in [vec!["--http1.1"], vec!["--http2-prior-knowledge"]] {
+        let answer = curl(version.clone(), Some("acme:acme-secret-0123456789")).await.expect("curl");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/2 200"),
+            "{version:?}: {answer}"
+        );
+        assert!(answer.contains("GET /some/path?x=1 HTTP/1.1"), "{answer}");
+        let forwarded = answer.to_ascii_lowercase();
+        assert!(forwarded.contains("authorization: bearer target-token-acme"), "{answer}");
+        assert!(
+            !forwarded.contains("basic ") && !answer.contains("acme-secret"),
+            "Skybridge credentials leaked: {answer}"
+        );
+        assert!(forwarded.contains("\r\nhost: "), "a Host header reaches the target: {answer}");
+    }
+    // No mapping at the target, a wrong secret, no credentials at all.
+    let answer = curl(vec![], Some("beta:beta-secret-0123456789")).await.expect("curl");
+    assert!(
+        answer.starts_with("HTTP/1.1 403") && answer.contains("no credentials at platform site-b"),
+        "{answer}"
+    );
+    let answer = curl(vec![], Some("acme:wrong")).await.expect("curl");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let answer = curl(vec![], None).await.expect("curl");
+    assert!(
+        answer.starts_with("HTTP/1.1 401") && answer.to_ascii_lowercase().contains("www-authenticate: basic"),
+        "{answer}"
+    );
+
+    let (_, sessions) = mesh.api("GET", "/v1/sessions", None).await;
+    let outcomes: Vec<&Value> =
+        sessions.as_array().expect("sessions").iter().map(|s| &s["outcome"]).collect();
+    assert_eq!(
+        outcomes,
+        vec![&json!("HTTP 200"), &json!("HTTP 200")],
+        "only forwarded requests are sessions"
+    );
+}
