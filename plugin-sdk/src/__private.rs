@@ -37,10 +37,10 @@ pub mod adapter {
     wit_bindgen::generate!({
         // Every adapter exports `authenticating` too (the trait gives defaults); the host
         // accepts adapters with or without it.
-        world: "authenticating-adapter",
+        world: "full-adapter",
         path: "../wit",
         pub_export_macro: true,
-        export_macro_name: "__export_authenticating_adapter_world",
+        export_macro_name: "__export_full_adapter_world",
         default_bindings_module: "skybridge_plugin_sdk::__private::adapter",
     });
 }
@@ -163,12 +163,7 @@ pub fn rewrite_request<A: Adapter>(
 ) -> Result<dw::RequestHead, String> {
     install_panic_hook();
     let head = head_in(head);
-    let credentials = crate::TargetCredentials {
-        platform: credentials.platform,
-        principal: credentials.principal,
-        secret: credentials.secret,
-        attributes: pairs_in(credentials.attributes, |p| (p.key, p.value)),
-    };
+    let credentials = credentials_in(credentials);
     let out = A::rewrite_request(head, &credentials)?;
     Ok(dw::RequestHead {
         method: out.method,
@@ -187,6 +182,39 @@ pub fn claimed_account<A: Adapter>(head: dw::RequestHead) -> Option<String> {
 pub fn verify_client<A: Adapter>(head: dw::RequestHead, account_secret: String) -> Result<(), String> {
     install_panic_hook();
     A::verify_client(&head_in(head), &account_secret)
+}
+
+use adapter::exports::skybridge::plugin::token_exchange as tw;
+
+pub fn request_token<A: Adapter>(credentials: dw::TargetCredentials) -> Option<tw::TokenRequest> {
+    install_panic_hook();
+    A::request_token(&credentials_in(credentials)).map(|r| tw::TokenRequest {
+        endpoint: r.endpoint,
+        method: r.method,
+        path: r.path,
+        headers: pairs_out(r.headers, |key, value| dw::Pair { key, value }),
+        body: r.body,
+    })
+}
+
+pub fn read_token<A: Adapter>(
+    status: u16,
+    headers: Vec<dw::Pair>,
+    body: Vec<u8>,
+) -> Result<tw::Token, String> {
+    install_panic_hook();
+    let headers = pairs_in(headers, |p| (p.key, p.value));
+    A::read_token(status, &headers, &body)
+        .map(|t| tw::Token { value: t.value, expires_unix_s: t.expires_unix_s })
+}
+
+fn credentials_in(credentials: dw::TargetCredentials) -> crate::TargetCredentials {
+    crate::TargetCredentials {
+        platform: credentials.platform,
+        principal: credentials.principal,
+        secret: credentials.secret,
+        attributes: pairs_in(credentials.attributes, |p| (p.key, p.value)),
+    }
 }
 
 fn head_in(head: dw::RequestHead) -> crate::RequestHead {

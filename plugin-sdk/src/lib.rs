@@ -126,6 +126,18 @@ pub trait Adapter {
     fn verify_client(_head: &RequestHead, _account_secret: &str) -> Result<(), String> {
         Err("this adapter does not authenticate clients".into())
     }
+
+    /// The token request the host should send for `credentials` (e.g. Keystone's
+    /// `POST /v3/auth/tokens`), or `None` (the default) when requests need no token. The host
+    /// caches the token and passes it to [`Adapter::rewrite_request`] as the `token` attribute.
+    fn request_token(_credentials: &TargetCredentials) -> Option<TokenRequest> {
+        None
+    }
+
+    /// Read the token from the identity service's answer.
+    fn read_token(_status: u16, _headers: &[(String, String)], _body: &[u8]) -> Result<Token, String> {
+        Err("this adapter does not exchange tokens".into())
+    }
 }
 
 /// Export a [`Scorer`] as this component's `scorer` world.
@@ -230,9 +242,30 @@ macro_rules! export_adapter {
                     $crate::__private::verify_client::<$ty>(head, account_secret)
                 }
             }
+            impl $crate::__private::adapter::exports::skybridge::plugin::token_exchange::Guest
+                for __SkybridgeAdapter
+            {
+                fn request_token(
+                    credentials: wit::TargetCredentials,
+                ) -> ::std::option::Option<
+                    $crate::__private::adapter::exports::skybridge::plugin::token_exchange::TokenRequest,
+                > {
+                    $crate::__private::request_token::<$ty>(credentials)
+                }
+                fn read_token(
+                    status: u16,
+                    headers: ::std::vec::Vec<$crate::__private::adapter::skybridge::plugin::types::Pair>,
+                    body: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<
+                    $crate::__private::adapter::exports::skybridge::plugin::token_exchange::Token,
+                    ::std::string::String,
+                > {
+                    $crate::__private::read_token::<$ty>(status, headers, body)
+                }
+            }
             // Export symbols only exist in wasm builds; natively the glue is tested as plain code.
             #[cfg(target_family = "wasm")]
-            $crate::__private::adapter::__export_authenticating_adapter_world!(
+            $crate::__private::adapter::__export_full_adapter_world!(
                 __SkybridgeAdapter with_types_in $crate::__private::adapter
             );
         };

@@ -279,6 +279,50 @@ impl TargetCredentials {
     }
 }
 
+/// An HTTP request for a token, which the host sends on the adapter's behalf.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct TokenRequest {
+    /// The target site's endpoint to send it to; `None`: the binding's own endpoint.
+    pub endpoint: Option<String>,
+    /// `POST`, ….
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// The body (it usually carries the password: never log it).
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("endpoint", &self.endpoint)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token from an identity service and when it expires.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The token.
+    pub value: String,
+    /// Unix time, seconds.
+    pub expires_unix_s: u64,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &"<redacted>")
+            .field("expires_unix_s", &self.expires_unix_s)
+            .finish()
+    }
+}
+
 // Hand-written so that a stray `{:?}` cannot leak the secret.
 impl std::fmt::Debug for TargetCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

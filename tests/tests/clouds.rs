@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct Peer {
     child: Child,
     ready: Value,
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Peer {
@@ -30,12 +31,24 @@ impl Peer {
             .spawn()
             .unwrap_or_else(|e| panic!("{what} does not start ({e}); `cargo xtask test` installs it"));
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line).expect("ready line");
         let ready = serde_json::from_str(&line).unwrap_or_else(|_| {
             let _ = child.kill();
             panic!("{what} did not start (said {line:?}); `cargo xtask test` installs it")
         });
-        Peer { child, ready }
+        Peer { child, ready, stdout }
+    }
+
+    /// Send one command line; return the peer's one-line answer.
+    fn command(&mut self, command: &str) -> String {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{command}").expect("command sent");
+        stdin.flush().expect("flushed");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("answer");
+        line.trim().to_owned()
     }
 }
 
@@ -317,4 +330,110 @@ fn rand_bytes() -> [u8; 32] {
         *b = x as u8;
     }
     bytes
+}
+
+/// Keystone with real Fernet tokens living `expiration_s` seconds, and a user `lab-user` with
+/// a role in project `lab`.
+fn keystone(expiration_s: u32) -> Peer {
+    let mut command = peers_python();
+    command.arg(peer_script("keystone_peer.py")).arg(expiration_s.to_string());
+    Peer::start(command, "Keystone (pip install keystone gunicorn)")
+}
+
+/// `GET path` through an `http` binding at `listen` with HTTP Basic `user`: (status, body).
+async fn basic_get(listen: &str, path: &str, user: &str) -> (u16, String) {
+    let auth = skybridge_plugin_sdk::crypto::base64(user.as_bytes());
+    let mut client = tokio::net::TcpStream::connect(listen).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {listen}\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+    );
+    client.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.expect("answer");
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keystone_calls_carry_an_injected_token_that_is_refreshed_when_expired_or_revoked() {
+    let mut keystone = keystone(8);
+    let (user, password) = (
+        keystone.ready["user"].as_str().expect("user").to_owned(),
+        keystone.ready["password"].as_str().expect("password").to_owned(),
+    );
+    let mesh = TestMesh::start(cloud_topology(
+        "openstack-lab",
+        keystone.ready["port"].as_u64().expect("port"),
+        "openstack-adapter",
+    ))
+    .await;
+    create_account(&mesh, "acme-ops", "acme-ops-secret-0123456789").await;
+    let mapping =
+        json!({ "principal": user, "secret": password, "attributes": { "project": "lab" } }).to_string();
+    let (status, body) =
+        mesh.api("PUT", "/v1/accounts/acme-ops/credentials/openstack-lab", Some(&mapping)).await;
+    assert_eq!(status, 200, "{body}");
+    let endpoint = http_binding_to(&mesh, "openstack-lab", None).await;
+    let listen = endpoint.trim_start_matches("http://").to_owned();
+    let account = "acme-ops:acme-ops-secret-0123456789";
+
+    // The client has no Keystone credentials at all; the token Skybridge injects works.
+    let (status, answer) = basic_get(&listen, "/v3/auth/projects", account).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"name\": \"lab\""), "the mapped user's projects: {answer}");
+    let (status, _) = basic_get(&listen, "/v3/auth/projects", account).await;
+    assert_eq!(status, 200);
+
+    let token_expiries = |sessions: &Value| -> Vec<(u64, String)> {
+        let mut all: Vec<(u64, u64, String)> = sessions
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_u64().unwrap_or(0),
+                    s["third"]["token_expires_unix_s"].as_u64().unwrap_or(0),
+                    s["outcome"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        all.sort();
+        all.into_iter().map(|(_, e, o)| (e, o)).collect()
+    };
+    let (_, sessions) = mesh.api("GET", "/v1/sessions", None).await;
+    let seen = token_expiries(&sessions);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].0 > 0 && seen[0] == seen[1], "the second call reused the cached token: {seen:?}");
+
+    // Revoked behind Skybridge's back: Keystone says 401 to the cached token; Skybridge fetches
+    // a new one and retries, and the client sees only the success.
+    assert_eq!(keystone.command("revoke"), "revoked");
+    let (status, answer) = basic_get(&listen, "/v3/auth/projects", account).await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, sessions) = mesh.api("GET", "/v1/sessions", None).await;
+    let seen = token_expiries(&sessions);
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen[2].1, "HTTP 401", "the revoked token's attempt: {seen:?}");
+    assert_eq!(seen[3].1, "HTTP 200", "{seen:?}");
+    assert!(seen[3].0 >= seen[2].0, "a new token: {seen:?}");
+
+    // Expired: past the new token's expiry the next call gets another one, unprompted.
+    let expires = seen[3].0;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    tokio::time::sleep(std::time::Duration::from_secs(expires.saturating_sub(now) + 1)).await;
+    let (status, answer) = basic_get(&listen, "/v3/auth/projects", account).await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, sessions) = mesh.api("GET", "/v1/sessions", None).await;
+    let seen = token_expiries(&sessions);
+    assert_eq!(seen.len(), 5, "no failed attempt: the expired token was never sent: {seen:?}");
+    assert!(seen[4].0 > expires && seen[4].1 == "HTTP 200", "{seen:?}");
+
+    // A wrong password in the mapping (changing it drops the cached token at once): Keystone's
+    // refusal, as a clear 502.
+    let wrong = json!({ "principal": user, "secret": "wrong-password", "attributes": { "project": "lab" } })
+        .to_string();
+    mesh.api("PUT", "/v1/accounts/acme-ops/credentials/openstack-lab", Some(&wrong)).await;
+    let (status, answer) = basic_get(&listen, "/v3/auth/projects", account).await;
+    assert_eq!(status, 502, "{answer}");
+    assert!(answer.contains("Keystone refused the mapped credentials (401)"), "{answer}");
 }

@@ -372,7 +372,13 @@ fn ensure_test_peers() -> Result<()> {
 }
 
 /// Python packages the cloud tests run (real wire protocols, real auth), pinned.
-const PYTHON_PEERS: &[&str] = &["moto[server]==5.2.1", "boto3==1.43.11", "azure-storage-blob==12.31.1"];
+const PYTHON_PEERS: &[&str] = &[
+    "moto[server]==5.2.1",
+    "boto3==1.43.11",
+    "azure-storage-blob==12.31.1",
+    "keystone==30.0.0",
+    "gunicorn==27.0.1",
+];
 
 /// npm packages the cloud tests run, pinned (Azurite 3.35 is the newest that supports the
 /// Node.js 20 these machines have).

@@ -292,18 +292,21 @@ impl Controller {
         change: impl FnOnce(&mut Account) -> Result<(), AccountError> + Send + 'static,
     ) -> Result<AccountView, AccountError> {
         let store = Arc::clone(&self.store);
-        let id = id.to_owned();
-        tokio::task::spawn_blocking(move || {
+        let owned = id.to_owned();
+        let view = tokio::task::spawn_blocking(move || {
             let mut account = store
-                .account(&id)
+                .account(&owned)
                 .map_err(|e| AccountError::Failed(format!("{e:#}")))?
-                .ok_or_else(|| AccountError::NotFound(format!("no account `{id}`")))?;
+                .ok_or_else(|| AccountError::NotFound(format!("no account `{owned}`")))?;
             change(&mut account)?;
             store.update_account(&account).map_err(|e| AccountError::Failed(format!("{e:#}")))?;
             Ok(account.view())
         })
         .await
-        .map_err(|e| AccountError::Failed(e.to_string()))?
+        .map_err(|e| AccountError::Failed(e.to_string()))??;
+        // Tokens obtained with the old credentials must not outlive them.
+        self.ingress.forget_tokens(id);
+        Ok(view)
     }
 
     /// One account (no secrets).
@@ -319,6 +322,7 @@ impl Controller {
             .await
             .map_err(|e| AccountError::Failed(e.to_string()))?
             .map_err(|e| AccountError::Failed(format!("{e:#}")))?;
+        self.ingress.forget_tokens(id);
         if existed { Ok(()) } else { Err(AccountError::NotFound(format!("no account `{id}`"))) }
     }
 

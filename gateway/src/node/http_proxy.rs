@@ -38,8 +38,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::controller::Controller;
-use super::ingress::{ActiveSlot, Mode, Stats};
+use super::ingress::{ActiveSlot, Mode, Stats, lock};
 use crate::plugin::{CallFailure, Description, Plugin, adapting, types};
+use crate::tunnel::grant::now_unix_ms;
 use crate::tunnel::splice::Moved;
 
 type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -216,21 +217,130 @@ impl Controller {
                 .map(|(key, value)| types::Pair { key, value })
                 .collect(),
         };
-        let rewritten = target.adapter.rewrite_request(&head, &credentials).map_err(|e| match e.cause {
-            CallFailure::Rejected(reason) => {
-                Refusal::new(StatusCode::FORBIDDEN, format!("the {} adapter refused: {reason}", target.to))
+        let host = head.headers.iter().find(|p| p.key.eq_ignore_ascii_case("host")).map(|p| p.value.clone());
+        let mut token =
+            self.target_token(id, &target, &account, &credentials, host.as_deref(), false).await?;
+        let mut retried = false;
+        loop {
+            let mut credentials = credentials.clone();
+            if let Some(t) = &token {
+                credentials.attributes.push(types::Pair { key: "token".into(), value: t.value.clone() });
             }
-            cause => {
-                Refusal::new(StatusCode::BAD_GATEWAY, format!("the {} adapter failed: {cause}", target.to))
-            }
-        })?;
-        let upstream = upstream_request(&rewritten, body)?;
+            let rewritten =
+                target.adapter.rewrite_request(&head, &credentials).map_err(|e| match e.cause {
+                    CallFailure::Rejected(reason) => Refusal::new(
+                        StatusCode::FORBIDDEN,
+                        format!("the {} adapter refused: {reason}", target.to),
+                    ),
+                    cause => Refusal::new(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the {} adapter failed: {cause}", target.to),
+                    ),
+                })?;
+            let upstream = upstream_request(&rewritten, body.clone())?;
 
-        let session = self.start_session(id, remote, ingress, Some(&account));
-        let up = upstream.body().size_hint().exact().unwrap_or(0);
-        let guard =
-            SessionGuard { controller: Arc::clone(self), session, up, down: 0, outcome: None, _slot: None };
-        self.forward(id, upstream, guard, stats).await
+            let session = self.start_session(id, remote, ingress, Some(&account));
+            if let Some(t) = &token {
+                self.ingress.note_session_token(session, t.expires_unix_s);
+            }
+            let up = upstream.body().size_hint().exact().unwrap_or(0);
+            let guard = SessionGuard {
+                controller: Arc::clone(self),
+                session,
+                up,
+                down: 0,
+                outcome: None,
+                _slot: None,
+            };
+            let response = self.forward(id, upstream, guard, stats).await?;
+            // A cached token the target no longer accepts (revoked, or its clock runs ahead):
+            // fetch a new one and try once more, so the client never sees it.
+            if response.status() == StatusCode::UNAUTHORIZED
+                && !retried
+                && token.as_ref().is_some_and(|t| t.cached)
+            {
+                retried = true;
+                token = self.target_token(id, &target, &account, &credentials, host.as_deref(), true).await?;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+
+    /// The token the target's adapter wants for `account` (if any): the cached one while it
+    /// has a while to live, else a new one from the identity service, which the host asks on
+    /// the adapter's behalf over the tunnel. `refresh` skips the cache.
+    async fn target_token(
+        &self,
+        id: u64,
+        target: &Target,
+        account: &str,
+        credentials: &adapting::TargetCredentials,
+        host: Option<&str>,
+        refresh: bool,
+    ) -> Result<Option<TokenUse>, Refusal> {
+        let failed = |what: String| Refusal::new(StatusCode::BAD_GATEWAY, what);
+        let Some(request) = target
+            .adapter
+            .request_token(credentials)
+            .map_err(|e| failed(format!("the {} adapter failed: {e}", target.to)))?
+        else {
+            return Ok(None);
+        };
+        let key = (target.to.clone(), account.to_owned());
+        let now = now_unix_ms() / 1000;
+        if !refresh && let Some(cached) = lock(&self.ingress.tokens).get(&key).filter(|t| t.fresh(now)) {
+            return Ok(Some(TokenUse {
+                value: cached.value.clone(),
+                expires_unix_s: cached.expires_unix_s,
+                cached: true,
+            }));
+        }
+
+        // Where to ask: the binding's own endpoint, or another endpoint of the same site.
+        let via = match &request.endpoint {
+            None => id,
+            Some(endpoint) => self.connect_binding(account, &target.to, endpoint).await.map_err(|e| {
+                failed(format!("no tunnel to {}/{endpoint} for the token request: {e}", target.to))
+            })?,
+        };
+        let mut builder = Request::builder().method(request.method.as_str()).uri(request.path.as_str());
+        for pair in &request.headers {
+            builder = builder.header(pair.key.as_str(), pair.value.as_str());
+        }
+        if !request.headers.iter().any(|p| p.key.eq_ignore_ascii_case("host")) {
+            builder = builder.header(hyper::header::HOST, host.unwrap_or(target.to.as_str()));
+        }
+        let upstream = builder
+            .body(Full::new(Bytes::from(request.body)))
+            .map_err(|e| failed(format!("the {} adapter's token request is invalid: {e}", target.to)))?;
+        let stats = self.ingress.binding_stats(via).ok_or_else(|| failed(format!("binding {via} closed")))?;
+        let (response, _slot) =
+            self.send_over(via, upstream, &stats).await.map_err(|e| failed(format!("token request: {e}")))?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| failed(format!("reading the token answer: {e}")))?
+            .to_bytes();
+        let headers: Vec<types::Pair> = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some(types::Pair { key: k.as_str().to_owned(), value: v.to_str().ok()?.to_owned() })
+            })
+            .collect();
+        let token =
+            target.adapter.read_token(parts.status.as_u16(), &headers, &body).map_err(|e| match e.cause {
+                CallFailure::Rejected(reason) => failed(reason),
+                cause => failed(format!("the {} adapter failed: {cause}", target.to)),
+            })?;
+        tracing::info!(platform = %target.to, %account, expires_unix_s = token.expires_unix_s, "target token obtained");
+        let cached =
+            CachedToken { value: token.value, expires_unix_s: token.expires_unix_s, fetched_unix_s: now };
+        let value = cached.value.clone();
+        lock(&self.ingress.tokens).insert(key, cached);
+        Ok(Some(TokenUse { value, expires_unix_s: token.expires_unix_s, cached: false }))
     }
 
     /// Who the request comes from: the adapter's native scheme when the request uses it,
@@ -280,38 +390,16 @@ impl Controller {
         mut guard: SessionGuard,
         stats: &Arc<Stats>,
     ) -> Result<Response<ProxyBody>, Refusal> {
-        let bad_gateway = |what: &str, e: &dyn std::fmt::Display| {
-            Refusal::new(StatusCode::BAD_GATEWAY, format!("{what}: {e}"))
-        };
-        let (send, recv, slot) = match self.open_stream(id, stats).await {
-            Ok(opened) => opened,
+        let bad_gateway = |what: &str, e: &str| Refusal::new(StatusCode::BAD_GATEWAY, format!("{what}: {e}"));
+        let (response, slot) = match self.send_over(id, request, stats).await {
+            Ok(sent) => sent,
             Err(e) => {
-                guard.outcome = Some(format!("{e:#}"));
-                return Err(bad_gateway("the tunnel", &format!("{e:#}")));
+                guard.outcome = Some(e.clone());
+                return Err(bad_gateway("the tunnel", &e));
             }
         };
         guard._slot = Some(slot);
         stats.up.fetch_add(guard.up, Ordering::Relaxed);
-        let io = TokioIo::new(tokio::io::join(recv, send));
-        let (mut sender, connection) = match hyper::client::conn::http1::handshake(io).await {
-            Ok(handshake) => handshake,
-            Err(e) => {
-                guard.outcome = Some(e.to_string());
-                return Err(bad_gateway("the tunnel", &e));
-            }
-        };
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(binding = id, "upstream http connection ended: {e}");
-            }
-        });
-        let response = match sender.send_request(request).await {
-            Ok(response) => response,
-            Err(e) => {
-                guard.outcome = Some(e.to_string());
-                return Err(bad_gateway("the endpoint did not answer", &e));
-            }
-        };
         let (mut parts, body) = response.into_parts();
         let forwarded: Vec<HeaderName> =
             parts.headers.keys().filter(|n| hop_by_hop(n.as_str())).cloned().collect();
@@ -322,6 +410,54 @@ impl Controller {
         let metered = Metered { inner: body, guard, stats: Arc::clone(stats) };
         Ok(Response::from_parts(parts, metered.boxed_unsync()))
     }
+}
+
+impl Controller {
+    /// Send `request` as HTTP/1.1 over a new stream of binding `id`'s tunnel. The slot counts
+    /// the stream against the binding's limit until dropped.
+    async fn send_over(
+        &self,
+        id: u64,
+        request: Request<Full<Bytes>>,
+        stats: &Arc<Stats>,
+    ) -> Result<(Response<Incoming>, ActiveSlot), String> {
+        let (send, recv, slot) = self.open_stream(id, stats).await.map_err(|e| format!("{e:#}"))?;
+        let io = TokioIo::new(tokio::io::join(recv, send));
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(binding = id, "upstream http connection ended: {e}");
+            }
+        });
+        let response =
+            sender.send_request(request).await.map_err(|e| format!("the endpoint did not answer: {e}"))?;
+        Ok((response, slot))
+    }
+}
+
+/// A target token as the ingress caches it, per (platform, account).
+pub(super) struct CachedToken {
+    value: String,
+    expires_unix_s: u64,
+    fetched_unix_s: u64,
+}
+
+impl CachedToken {
+    /// Whether it still has a while to live at `now`: a tenth of its lifetime, at most 30 s,
+    /// is kept in hand so that it does not expire on the way to the target.
+    fn fresh(&self, now: u64) -> bool {
+        let margin = (self.expires_unix_s.saturating_sub(self.fetched_unix_s) / 10).min(30);
+        now + margin < self.expires_unix_s
+    }
+}
+
+/// The token one request carries.
+struct TokenUse {
+    value: String,
+    expires_unix_s: u64,
+    /// Taken from the cache (so worth refreshing if the target refuses it).
+    cached: bool,
 }
 
 /// The request head as adapters see it: path and query as on the wire, headers in order (a

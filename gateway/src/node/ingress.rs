@@ -174,6 +174,9 @@ pub struct ThirdSession {
     pub endpoint: String,
     /// The account's identity there, if it has a credential mapping (never the secret).
     pub principal: Option<String>,
+    /// When the target token it carried expires (Unix s), for targets that use tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_expires_unix_s: Option<u64>,
 }
 
 /// Sessions kept in memory for `GET /v1/sessions`, newest last.
@@ -228,12 +231,14 @@ pub struct Ingress {
     /// Recent sessions, oldest first (at most [`MAX_SESSIONS`]).
     sessions: Mutex<std::collections::VecDeque<SessionRecord>>,
     next_session: AtomicU64,
+    /// Target tokens (Keystone, …) by (platform, account).
+    pub(super) tokens: Mutex<BTreeMap<(String, String), super::http_proxy::CachedToken>>,
     /// CONNECT makes one binding per target at a time.
     connect_lock: tokio::sync::Mutex<()>,
     bindings: Mutex<BTreeMap<u64, Binding>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -264,6 +269,7 @@ impl Ingress {
             next_binding: AtomicU64::new(1),
             next_tunnel: AtomicU64::new(1),
             connect_lock: tokio::sync::Mutex::new(()),
+            tokens: Mutex::new(BTreeMap::new()),
             sessions: Mutex::new(std::collections::VecDeque::new()),
             next_session: AtomicU64::new(1),
             bindings: Mutex::new(BTreeMap::new()),
@@ -293,6 +299,23 @@ impl Ingress {
     /// Recent sessions, newest first.
     pub fn sessions(&self) -> Vec<SessionRecord> {
         lock(&self.sessions).iter().rev().cloned().collect()
+    }
+
+    /// Record that session `id` carried a target token expiring at `expires_unix_s`.
+    pub(super) fn note_session_token(&self, id: u64, expires_unix_s: u64) {
+        if let Some(s) = lock(&self.sessions).iter_mut().rev().find(|s| s.id == id) {
+            s.third.token_expires_unix_s = Some(expires_unix_s);
+        }
+    }
+
+    /// Drop the target tokens cached for `account` (its credentials changed or it is gone).
+    pub(super) fn forget_tokens(&self, account: &str) {
+        lock(&self.tokens).retain(|(_, a), _| a != account);
+    }
+
+    /// Binding `id`'s counters.
+    pub(super) fn binding_stats(&self, id: u64) -> Option<Arc<Stats>> {
+        lock(&self.bindings).get(&id).map(|b| Arc::clone(&b.stats))
     }
 
     pub(super) fn end_session(&self, id: u64, moved: Moved, outcome: String) {
@@ -691,7 +714,12 @@ impl Controller {
             binding: id,
             first: FirstSession { client, ingress },
             second: SecondSession { tunnel: view.tunnel.id, hops: view.tunnel.hops.clone() },
-            third: ThirdSession { platform: view.to.clone(), endpoint: view.endpoint.clone(), principal },
+            third: ThirdSession {
+                platform: view.to.clone(),
+                endpoint: view.endpoint.clone(),
+                principal,
+                token_expires_unix_s: None,
+            },
             started_unix_ms: now_unix_ms(),
             ended_unix_ms: None,
             bytes_up: 0,
@@ -916,7 +944,12 @@ impl Controller {
 
     /// The CONNECT binding to `to`'s `endpoint`, made on first use and kept until it expires.
     /// One per account and target: an account's traffic never rides another account's tunnel.
-    async fn connect_binding(&self, account: &str, to: &str, endpoint: &str) -> Result<u64, BindError> {
+    pub(super) async fn connect_binding(
+        &self,
+        account: &str,
+        to: &str,
+        endpoint: &str,
+    ) -> Result<u64, BindError> {
         let _one_at_a_time = self.ingress.connect_lock.lock().await;
         let existing = lock(&self.ingress.bindings)
             .values()

@@ -31,8 +31,9 @@ const HOST_IMPORTS: [&str; 5] = [
     "skybridge:plugin/crypto@0.1.0",
 ];
 
-/// The optional adapter interface for authenticating clients, and its functions.
+/// The optional adapter interfaces: authenticating clients, exchanging tokens.
 const AUTHENTICATING: &str = "skybridge:plugin/authenticating@0.1.0";
+const TOKEN_EXCHANGE: &str = "skybridge:plugin/token-exchange@0.1.0";
 
 /// Warm instances kept per plugin; more concurrent calls instantiate fresh ones.
 const MAX_WARM: usize = 16;
@@ -106,7 +107,20 @@ pub struct PluginInfo {
 enum WorldPre {
     Scorer(scorer::ScorerPre<Sandbox>),
     Authorizer(authorizer::AuthorizerPre<Sandbox>),
-    Adapter(adapter::AdapterPre<Sandbox>, Option<AuthenticatingIndices>),
+    Adapter(adapter::AdapterPre<Sandbox>, AdapterExtras),
+}
+
+/// Where an adapter's optional functions are (found once at load).
+#[derive(Clone, Default)]
+struct AdapterExtras {
+    authenticating: Option<AuthenticatingIndices>,
+    token_exchange: Option<TokenExchangeIndices>,
+}
+
+#[derive(Clone)]
+struct TokenExchangeIndices {
+    request_token: ComponentExportIndex,
+    read_token: ComponentExportIndex,
 }
 
 /// Where an adapter's `authenticating` functions are (found once at load).
@@ -119,7 +133,66 @@ struct AuthenticatingIndices {
 enum Exports {
     Scorer(scorer::Scorer),
     Authorizer(authorizer::Authorizer),
-    Adapter(adapter::Adapter, Option<Authenticating>),
+    Adapter(adapter::Adapter, Box<AdapterFuncs>),
+}
+
+/// An adapter instance's optional functions.
+#[derive(Default)]
+struct AdapterFuncs {
+    authenticating: Option<Authenticating>,
+    token_exchange: Option<TokenExchange>,
+}
+
+/// An adapter instance's `token-exchange` functions.
+struct TokenExchange {
+    request_token: TypedFunc<(adapting::TargetCredentials,), (Option<TokenRequest>,)>,
+    read_token: TypedFunc<ReadTokenArgs, (Result<Token, String>,)>,
+}
+
+/// `read-token`'s parameters: status, headers, body.
+type ReadTokenArgs = (u16, Vec<types::Pair>, Vec<u8>);
+
+/// `token-exchange.token-request`: an HTTP request the host sends for a token.
+#[derive(Clone, PartialEq, wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+pub struct TokenRequest {
+    /// The target site's endpoint to send it to; `None`: the binding's own.
+    pub endpoint: Option<String>,
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers.
+    pub headers: Vec<types::Pair>,
+    /// Body (it carries a password: never log it).
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("endpoint", &self.endpoint)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `token-exchange.token`: a token and its expiry.
+#[derive(Clone, PartialEq, wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+pub struct Token {
+    /// The token.
+    pub value: String,
+    /// Unix seconds.
+    #[component(name = "expires-unix-s")]
+    pub expires_unix_s: u64,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token").field("expires_unix_s", &self.expires_unix_s).finish_non_exhaustive()
+    }
 }
 
 /// An adapter instance's `authenticating` functions (hand-bound: bindgen's per-world types
@@ -232,23 +305,30 @@ impl Plugin {
                 WorldPre::Authorizer(authorizer::AuthorizerPre::new(instance_pre).map_err(mismatch)?)
             }
             World::Adapter => {
-                let authenticating = component.get_export_index(None, AUTHENTICATING).map(|iface| {
-                    let index = |name: &str| {
-                        component.get_export_index(Some(&iface), name).ok_or_else(|| {
-                            LoadError::WorldMismatch {
-                                plugin: plugin.clone(),
-                                world: world.name(),
-                                reason: format!("`{AUTHENTICATING}` lacks `{name}`"),
-                            }
-                        })
+                let index = |iface: &str, name: &str| {
+                    let lacks = || LoadError::WorldMismatch {
+                        plugin: plugin.clone(),
+                        world: world.name(),
+                        reason: format!("`{iface}` lacks `{name}`"),
                     };
-                    Ok::<_, LoadError>(AuthenticatingIndices {
-                        claimed_account: index("claimed-account")?,
-                        verify_client: index("verify-client")?,
-                    })
-                });
-                let authenticating = authenticating.transpose()?;
-                WorldPre::Adapter(adapter::AdapterPre::new(instance_pre).map_err(mismatch)?, authenticating)
+                    let i = component.get_export_index(None, iface).ok_or_else(lacks)?;
+                    component.get_export_index(Some(&i), name).ok_or_else(lacks)
+                };
+                let exports_iface = |iface: &str| component.get_export_index(None, iface).is_some();
+                let mut extras = AdapterExtras::default();
+                if exports_iface(AUTHENTICATING) {
+                    extras.authenticating = Some(AuthenticatingIndices {
+                        claimed_account: index(AUTHENTICATING, "claimed-account")?,
+                        verify_client: index(AUTHENTICATING, "verify-client")?,
+                    });
+                }
+                if exports_iface(TOKEN_EXCHANGE) {
+                    extras.token_exchange = Some(TokenExchangeIndices {
+                        request_token: index(TOKEN_EXCHANGE, "request-token")?,
+                        read_token: index(TOKEN_EXCHANGE, "read-token")?,
+                    });
+                }
+                WorldPre::Adapter(adapter::AdapterPre::new(instance_pre).map_err(mismatch)?, extras)
             }
         };
 
@@ -407,7 +487,7 @@ impl Plugin {
 
     /// Whether this adapter authenticates clients in its cloud's native scheme.
     pub fn authenticates_clients(&self) -> bool {
-        matches!(self.pre, WorldPre::Adapter(_, Some(_)))
+        matches!(&self.pre, WorldPre::Adapter(_, extras) if extras.authenticating.is_some())
     }
 
     /// The Skybridge account a client's request claims, read from its native authentication.
@@ -415,10 +495,10 @@ impl Plugin {
     /// authenticate clients at all.
     pub fn claimed_account(&self, head: &adapting::RequestHead) -> Result<Option<String>, CallError> {
         self.call("claimed-account", |store, exports| match exports {
-            Exports::Adapter(_, Some(auth)) => {
-                Ok(Ok(auth.claimed_account.call(&mut *store, (head.clone(),))?.0))
-            }
-            Exports::Adapter(_, None) => Ok(Ok(None)),
+            Exports::Adapter(_, funcs) => match &funcs.authenticating {
+                Some(auth) => Ok(Ok(auth.claimed_account.call(&mut *store, (head.clone(),))?.0)),
+                None => Ok(Ok(None)),
+            },
             _ => Ok(Err(self.wrong_world(World::Adapter))),
         })
     }
@@ -427,14 +507,45 @@ impl Plugin {
     /// [`CallFailure::Rejected`] with the adapter's reason.
     pub fn verify_client(&self, head: &adapting::RequestHead, account_secret: &str) -> Result<(), CallError> {
         self.call("verify-client", |store, exports| match exports {
-            Exports::Adapter(_, Some(auth)) => Ok(auth
-                .verify_client
-                .call(&mut *store, (head.clone(), account_secret.to_owned()))?
-                .0
-                .map_err(CallFailure::Rejected)),
-            Exports::Adapter(_, None) => {
-                Ok(Err(CallFailure::Rejected("this adapter does not authenticate clients".into())))
-            }
+            Exports::Adapter(_, funcs) => match &funcs.authenticating {
+                Some(auth) => Ok(auth
+                    .verify_client
+                    .call(&mut *store, (head.clone(), account_secret.to_owned()))?
+                    .0
+                    .map_err(CallFailure::Rejected)),
+                None => Ok(Err(CallFailure::Rejected("this adapter does not authenticate clients".into()))),
+            },
+            _ => Ok(Err(self.wrong_world(World::Adapter))),
+        })
+    }
+
+    /// The token request for `credentials`, if this adapter exchanges tokens and these
+    /// credentials need one.
+    pub fn request_token(
+        &self,
+        credentials: &adapting::TargetCredentials,
+    ) -> Result<Option<TokenRequest>, CallError> {
+        self.call("request-token", |store, exports| match exports {
+            Exports::Adapter(_, funcs) => match &funcs.token_exchange {
+                Some(t) => Ok(Ok(t.request_token.call(&mut *store, (credentials.clone(),))?.0)),
+                None => Ok(Ok(None)),
+            },
+            _ => Ok(Err(self.wrong_world(World::Adapter))),
+        })
+    }
+
+    /// Read a token from the identity service's answer. The plugin refusing the answer is
+    /// [`CallFailure::Rejected`].
+    pub fn read_token(&self, status: u16, headers: &[types::Pair], body: &[u8]) -> Result<Token, CallError> {
+        self.call("read-token", |store, exports| match exports {
+            Exports::Adapter(_, funcs) => match &funcs.token_exchange {
+                Some(t) => Ok(t
+                    .read_token
+                    .call(&mut *store, (status, headers.to_vec(), body.to_vec()))?
+                    .0
+                    .map_err(CallFailure::Rejected)),
+                None => Ok(Err(CallFailure::Rejected("this adapter does not exchange tokens".into()))),
+            },
             _ => Ok(Err(self.wrong_world(World::Adapter))),
         })
     }
@@ -495,7 +606,7 @@ impl Plugin {
         let exports = match &self.pre {
             WorldPre::Scorer(pre) => pre.instantiate(&mut store).map(Exports::Scorer),
             WorldPre::Authorizer(pre) => pre.instantiate(&mut store).map(Exports::Authorizer),
-            WorldPre::Adapter(pre, indices) => instantiate_adapter(&mut store, pre, indices.as_ref()),
+            WorldPre::Adapter(pre, extras) => instantiate_adapter(&mut store, pre, extras),
         };
         match exports {
             Ok(exports) => Ok(Warm { store, exports }),
@@ -554,22 +665,28 @@ impl Plugin {
 }
 
 /// What the file is, from its header: a component, a core module, or something to refuse.
-/// Instantiate an adapter, binding its `authenticating` functions when it has them.
+/// Instantiate an adapter, binding its optional functions when it has them.
 fn instantiate_adapter(
     store: &mut Store<Sandbox>,
     pre: &adapter::AdapterPre<Sandbox>,
-    indices: Option<&AuthenticatingIndices>,
+    extras: &AdapterExtras,
 ) -> wasmtime::Result<Exports> {
     let instance = pre.instance_pre().instantiate(&mut *store)?;
     let adapter = adapter::Adapter::new(&mut *store, &instance)?;
-    let authenticating = match indices {
-        None => None,
-        Some(i) => Some(Authenticating {
+    let mut funcs = AdapterFuncs::default();
+    if let Some(i) = &extras.authenticating {
+        funcs.authenticating = Some(Authenticating {
             claimed_account: instance.get_typed_func(&mut *store, i.claimed_account)?,
             verify_client: instance.get_typed_func(&mut *store, i.verify_client)?,
-        }),
-    };
-    Ok(Exports::Adapter(adapter, authenticating))
+        });
+    }
+    if let Some(i) = &extras.token_exchange {
+        funcs.token_exchange = Some(TokenExchange {
+            request_token: instance.get_typed_func(&mut *store, i.request_token)?,
+            read_token: instance.get_typed_func(&mut *store, i.read_token)?,
+        });
+    }
+    Ok(Exports::Adapter(adapter, Box::new(funcs)))
 }
 
 fn wasm_format(bytes: &[u8]) -> Result<Format, String> {

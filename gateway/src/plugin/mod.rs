@@ -51,7 +51,7 @@ use std::path::PathBuf;
 pub use bindings::{adapting, authorization, scoring, types};
 pub use engine::{EngineOptions, PluginEngine, default_cache_dir};
 pub use error::{CallError, CallFailure, LoadError};
-pub use loaded::{Description, Format, ImportStatus, Plugin, PluginInfo};
+pub use loaded::{Description, Format, ImportStatus, Plugin, PluginInfo, Token, TokenRequest};
 pub use registry::{PluginRegistry, Reload};
 pub use sandbox::StatsSnapshot;
 
