@@ -5,12 +5,17 @@
 #      Skybridge (client → controller ingress → r1 → r2 → site → server, QUIC + TLS 1.3)
 #      vs an `ssh -J` two-hop jump chain (OpenSSH) vs a socat relay chain (no crypto);
 #   2. small HTTP request/response latency (wrk, one connection, nginx) through the same
-#      Skybridge binding vs direct: p50 and p99, and the latency added per relay.
+#      Skybridge binding vs direct: p50 and p99, and the latency added per relay;
+#   3. new connections per second (wrk with `Connection: close`: one TCP connection per
+#      request) through a binding vs direct;
+#   4. memory per idle tunnelled connection: the resident memory of all five Skybridge
+#      processes before and after opening 10,000 connections that stay open.
 #
 # Usage: bench/tunnel.sh [SECONDS]      (default 5 per measurement)
 # `cargo xtask bench-tunnel` installs the peers (iperf3, socat, openssh, nginx-light, wrk),
 # builds the release binary and the plugins, then runs this.
 set -euo pipefail
+ulimit -n "$(ulimit -Hn)"   # 10,000 held connections need more descriptors than the default
 
 SECONDS_PER_RUN=${1:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -66,7 +71,7 @@ cat > "$WORK/nginx/nginx.conf" <<CONF
 worker_processes 1;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log;
-events { worker_connections 64; }
+events { worker_connections 1024; }
 http {
     access_log off;
     client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
@@ -128,7 +133,7 @@ for n in controller:controller r1:relay r2:relay site-a:site site-b:site; do
     "$SKY" certs issue --ca pki --name "${n%%:*}" --role "${n##*:}" --out pki >/dev/null
 done
 head -c 24 /dev/urandom | base64 > admin.token; chmod 600 admin.token
-MESH=$(free_port); ADMIN=$(free_port); R1=$(free_port); R2=$(free_port)
+MESH=$(free_port); ADMIN=$(free_port); R1=$(free_port); R2=$(free_port); SINK=$(free_port)
 node() { # name listen
     printf 'name = "%s"\nlisten = "127.0.0.1:%s"\ntls = { ca = "pki/ca.pem", cert = "pki/%s.pem", key = "pki/%s.key" }\ncontroller = { name = "controller", addr = "127.0.0.1:%s" }\n' "$1" "$2" "$1" "$1" "$MESH"
 }
@@ -140,12 +145,13 @@ plugin_cache = "cache"
 tls = { ca = "pki/ca.pem", cert = "pki/controller.pem", key = "pki/controller.key" }
 admin = { listen = "127.0.0.1:$ADMIN", token_file = "admin.token" }
 policy = { scorer = "$SCORER" }
+ingress = { max_connections = 15000 }
 CONF
 { node r1 "$R1"; echo "neighbours = [{ name = \"r2\", addr = \"127.0.0.1:$R2\" }]"; } > r1.toml
 node r2 "$R2" > r2.toml
 { node site-a 0; echo "relays = [{ name = \"r1\", addr = \"127.0.0.1:$R1\" }]"; } > site-a.toml
 { node site-b 0; echo "relays = [{ name = \"r2\", addr = \"127.0.0.1:$R2\" }]"
-  echo "endpoints = [{ name = \"iperf\", addr = \"127.0.0.1:$IPERF\" }, { name = \"http\", addr = \"127.0.0.1:$HTTP\" }]"; } > site-b.toml
+  echo "endpoints = [{ name = \"iperf\", addr = \"127.0.0.1:$IPERF\" }, { name = \"http\", addr = \"127.0.0.1:$HTTP\" }, { name = \"sink\", addr = \"127.0.0.1:$SINK\" }]"; } > site-b.toml
 start "$SKY" controller -c controller.toml 2>controller.log
 wait_port "$ADMIN"
 for n in r2 r1; do start "$SKY" relay -c "$n.toml" 2>"$n.log"; done
@@ -160,7 +166,7 @@ bind() { # endpoint → listen port
     done
     echo "could not bind $1" >&2; "$SKY" ctl bind --from site-a --to site-b --endpoint "$1" >&2; return 1
 }
-SKY_IPERF=$(bind iperf); SKY_HTTP=$(bind http)
+SKY_IPERF=$(bind iperf); SKY_HTTP=$(bind http); SKY_SINK=$(bind sink)
 echo "Skybridge path: $("$SKY" ctl bindings | sed -n 2p | awk '{print $4, $5, $6, $7, $8, $9, $10}')" >&2
 
 # --- measure --------------------------------------------------------------------------------
@@ -178,3 +184,51 @@ read -r d50 d99 < <(latency "$HTTP")
 read -r s50 s99 < <(latency "$SKY_HTTP")
 printf '  %-40s p50 %6s µs   p99 %6s µs\n' "direct" "$d50" "$d99" "through Skybridge (2 relays)" "$s50" "$s99"
 python3 -c "print('  added at p50: %.0f µs in all, %.0f µs per relay (target <= 100 µs per hop); the path also crosses the controller ingress and the site egress' % ($s50 - $d50, ($s50 - $d50) / 2))"
+
+echo "New connections per second (wrk -c32, Connection: close: one TCP connection per request), $SECONDS_PER_RUN s each:"
+conns_per_s() {
+    wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" -H 'Connection: close' "http://127.0.0.1:$1/" \
+        | awk '/Requests\/sec/ { printf "%.0f", $2 }'
+}
+dc=$(conns_per_s "$HTTP")
+sc=$(conns_per_s "$SKY_HTTP")
+printf '  %-40s %8s connections/s\n' "direct" "$dc" "through Skybridge (2 relays)" "$sc"
+python3 -c "print('  Skybridge: %.0f new tunnelled connections/s (target >= 5,000/s), %.2fx direct' % ($sc, $sc / $dc))"
+
+echo "Memory per idle tunnelled connection, 10,000 open at once:"
+# A sink that accepts and holds connections, and a client that opens them and holds them.
+start python3 -c '
+import asyncio, sys
+async def hold(r, w):
+    await r.read()
+async def main():
+    s = await asyncio.start_server(hold, "127.0.0.1", int(sys.argv[1]), backlog=4096)
+    await s.serve_forever()
+asyncio.run(main())' "$SINK"
+wait_port "$SINK"
+rss_kib() { # total resident memory of the Skybridge processes, KiB
+    local total=0
+    for pid in $(pgrep -f "$SKY (controller|relay|site) "); do
+        total=$((total + $(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")))
+    done
+    echo "$total"
+}
+established() { ss -tnH state established "dport = :$SINK" | wc -l; }
+before=$(rss_kib)
+coproc HOLD { python3 -c '
+import asyncio, sys
+async def main():
+    held = []
+    for _ in range(int(sys.argv[2])):
+        held.append(await asyncio.open_connection("127.0.0.1", int(sys.argv[1])))
+    print("open", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+asyncio.run(main())' "$SKY_SINK" 10000; }
+read -r _ <&"${HOLD[0]}"
+for _ in $(seq 1 600); do [ "$(established)" -ge 10000 ] && break; sleep 0.1; done
+carried=$(established)
+sleep 1
+after=$(rss_kib)
+echo >&"${HOLD[1]}"
+printf '  %-40s %8s KiB\n' "Skybridge RSS (5 processes) before" "$before" "with $carried connections carried" "$after"
+python3 -c "print('  %.1f KiB per idle tunnelled connection, all hops together (target <= 32 KiB)' % (($after - $before) / max($carried, 1)))"

@@ -73,8 +73,8 @@ impl TestMesh {
     }
 
     /// Start killed relay `name` again, on its old address.
-    pub fn restart_relay(&mut self, name: &str) {
-        self.0.restart_relay(name).unwrap_or_else(|e| panic!("{e:#}"));
+    pub async fn restart_relay(&mut self, name: &str) {
+        self.0.restart_relay(name).await.unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// Call the admin API with the mesh's token: `(status, JSON body)`.

@@ -141,7 +141,7 @@ async fn ladder_reroutes_around_a_degraded_link_and_a_killed_relay() {
     assert_eq!(chosen_path(&record), top, "only the slow top rail is left: {record:#}");
 
     // b3 comes back: marked up again, its links measured, and the detour is chosen again.
-    mesh.restart_relay("b3");
+    mesh.restart_relay("b3").await;
     mesh.wait_until("b3 up with its links measured", Duration::from_secs(10), |c| {
         c.nodes().iter().any(|n| n.name == "b3" && n.state == NodeState::Up)
             && c.links()

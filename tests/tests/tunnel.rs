@@ -709,3 +709,48 @@ async fn an_http_binding_speaks_http1_and_h2_and_forwards_only_the_target_creden
         "only forwarded requests are sessions"
     );
 }
+
+/// A service that echoes every byte back.
+async fn echo_service() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Many connections open at once through one binding each get their own stream on every
+/// hop's single QUIC connection — more than QUIC's default stream limit (100).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_concurrent_connections_share_one_quic_connection_per_hop() {
+    let echo = echo_service().await;
+    let mesh = TestMesh::start(two_relays(echo, None)).await;
+    let (status, binding) = bind(&mesh, "web", json!({})).await;
+    assert_eq!(status, 201, "{binding}");
+    let listen: SocketAddr = binding["listen"].as_str().expect("listen").parse().expect("addr");
+
+    const N: usize = 300;
+    let mut clients = Vec::with_capacity(N);
+    for i in 0..N {
+        let mut c = tokio::net::TcpStream::connect(listen).await.expect("connect");
+        c.write_all(format!("hello {i:04}\n").as_bytes()).await.expect("write");
+        clients.push(c);
+    }
+    // Every connection is open now; each must be carried end to end.
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut got = [0u8; 11];
+        tokio::time::timeout(Duration::from_secs(20), c.read_exact(&mut got))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} of {N} open at once was not carried"))
+            .expect("read");
+        assert_eq!(&got, format!("hello {i:04}\n").as_bytes());
+    }
+    let (_, view) = mesh.api("GET", &format!("/v1/bindings/{}", binding["id"]), None).await;
+    assert_eq!(view["connections"], json!(N), "{view}");
+}

@@ -561,6 +561,12 @@ pub(super) fn print_binding(b: &Value) {
         bytes(&b["bytes_up"]),
         bytes(&b["bytes_down"])
     );
+    if b["mode"] == "http" {
+        match b["account"].as_str() {
+            Some(account) => println!("http: only account {account} may use it"),
+            None => println!("http: any account with credentials at {} may use it", s(&b["to"])),
+        }
+    }
     for r in rows(&b["reroutes"]) {
         println!("re-routed from {} to {} ({})", hops(&r["from_hops"]), hops(&r["to_hops"]), s(&r["reason"]));
     }

@@ -57,12 +57,19 @@ pub struct MeshEndpoint {
     accept_roles: Vec<Role>,
 }
 
+/// Concurrent streams a peer may open on one mesh connection: tunnelled connections across
+/// one neighbouring pair, plus control requests.
+pub const MAX_STREAMS: u32 = 1 << 16;
+
 /// QUIC transport settings shared by both directions.
 fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     // Idle peers are noticed within seconds; keep-alives keep healthy idle links open.
     t.keep_alive_interval(Some(Duration::from_secs(1)));
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000)))); // ms
+    // Every tunnelled connection is one stream on the neighbour connection: allow as many at
+    // once as a busy gateway carries (quinn's default is 100, which would stall the 101st).
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
     // Let path MTU discovery go as high as the path allows (quinn stops at 1452 by default):
     // fewer, larger packets where the path has a large MTU, and it is safe where it has not.
     let mut mtu = quinn::MtuDiscoveryConfig::default();

@@ -319,13 +319,25 @@ impl LocalMesh {
         Ok(())
     }
 
-    /// Start killed relay `name` again, on its old address.
-    pub fn restart_relay(&mut self, name: &str) -> anyhow::Result<()> {
+    /// Start killed relay `name` again, on its old address. The killed relay's socket closes
+    /// once its tasks have wound down, which can take a moment: a busy address is retried for
+    /// up to 5 s.
+    pub async fn restart_relay(&mut self, name: &str) -> anyhow::Result<()> {
         if self.relays.contains_key(name) {
             bail!("relay {name} is running");
         }
         let config = self.relay_configs.get(name).with_context(|| format!("no relay {name}"))?;
-        self.relays.insert(name.to_owned(), Relay::start(config.clone())?);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let relay = loop {
+            match Relay::start(config.clone()) {
+                Ok(relay) => break relay,
+                Err(e) if Instant::now() < deadline && format!("{e:#}").contains("in use") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.relays.insert(name.to_owned(), relay);
         Ok(())
     }
 }
