@@ -15,6 +15,10 @@ pub struct NodeArgs {
     /// The node's TOML configuration (commented examples in `examples/`).
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: PathBuf,
+    /// Worker threads (default: one per CPU core). Fewer suit a node that shares its machine
+    /// with other busy processes.
+    #[arg(long, value_name = "N", env = "SKYBRIDGE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// Which role to run.
@@ -30,7 +34,11 @@ pub enum RoleToRun {
 
 /// Start the node and run until a shutdown signal.
 pub fn run(role: RoleToRun, args: NodeArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Runtime::new()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async {
         match role {
             RoleToRun::Controller => {

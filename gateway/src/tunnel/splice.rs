@@ -13,7 +13,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
@@ -102,6 +102,54 @@ impl Activity {
     }
 }
 
+/// Poll `future` once, without waiting: its value if it is ready now. (Used only with
+/// cancel-safe futures: dropping a pending one loses nothing.)
+fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(value) => Some(value),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Write every chunk of `batch` (vectored to TCP), leaving it empty.
+async fn write_batch(to: &mut Writer, batch: &mut Vec<bytes::Bytes>) -> io::Result<()> {
+    match to {
+        Writer::Quic(w) => {
+            w.write_all_chunks(batch).await.map_err(io::Error::other)?;
+            batch.clear();
+        }
+        Writer::Tcp(w) => {
+            let mut done = 0; // chunks fully written
+            while done < batch.len() {
+                let slices: Vec<io::IoSlice<'_>> =
+                    batch[done..].iter().map(|b| io::IoSlice::new(b)).collect();
+                let mut n = w.write_vectored(&slices).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                while done < batch.len() && n >= batch[done].len() {
+                    n -= batch[done].len();
+                    done += 1;
+                }
+                if n > 0 {
+                    bytes::Buf::advance(&mut batch[done], n);
+                }
+            }
+            batch.clear();
+        }
+    }
+    Ok(())
+}
+
+async fn write(to: &mut Writer, bytes: &[u8]) -> io::Result<()> {
+    match to {
+        Writer::Quic(w) => w.write_all(bytes).await.map_err(io::Error::other),
+        Writer::Tcp(w) => w.write_all(bytes).await,
+    }
+}
+
 /// Copy one direction until end of stream, then half-close the writer. Bytes moved are
 /// counted in `moved` as they go, so a failed splice still knows them.
 async fn pipe(from: &mut Reader, to: &mut Writer, activity: &Activity, moved: &AtomicU64) -> io::Result<()> {
@@ -113,21 +161,55 @@ async fn pipe(from: &mut Reader, to: &mut Writer, activity: &Activity, moved: &A
                 send.write_chunk(chunk.bytes).await.map_err(io::Error::other)?;
             }
         }
-        (from, to) => {
-            let mut buf = vec![0u8; TCP_BUF];
-            loop {
-                let n = match from {
-                    Reader::Quic(r) => AsyncReadExt::read(r, &mut buf).await?,
-                    Reader::Tcp(r) => r.read(&mut buf).await?,
-                };
-                if n == 0 {
+        // QUIC to TCP: the received chunks, no buffer of our own; whatever else has already
+        // arrived (up to TCP_BUF) goes out in the same vectored write, one syscall.
+        (Reader::Quic(recv), to) => {
+            let mut batch: Vec<bytes::Bytes> = Vec::new();
+            let mut ended = false;
+            while !ended {
+                let Some(first) = recv.read_chunk(usize::MAX, true).await.map_err(io::Error::other)? else {
                     break;
+                };
+                let mut len = first.bytes.len();
+                batch.push(first.bytes);
+                while len < TCP_BUF {
+                    match poll_once(recv.read_chunk(usize::MAX, true)) {
+                        Some(Ok(Some(chunk))) => {
+                            len += chunk.bytes.len();
+                            batch.push(chunk.bytes);
+                        }
+                        Some(Ok(None)) => {
+                            ended = true;
+                            break;
+                        }
+                        Some(Err(e)) => return Err(io::Error::other(e)),
+                        None => break,
+                    }
                 }
-                moved.fetch_add(n as u64, Ordering::Relaxed);
+                moved.fetch_add(len as u64, Ordering::Relaxed);
                 activity.touch();
-                match to {
-                    Writer::Quic(w) => w.write_all(&buf[..n]).await.map_err(io::Error::other)?,
-                    Writer::Tcp(w) => w.write_all(&buf[..n]).await?,
+                write_batch(to, &mut batch).await?;
+            }
+        }
+        // TCP to anything: a read buffer only while bytes flow, so that an idle connection
+        // (the common case with thousands open) holds none.
+        (Reader::Tcp(tcp), to) => {
+            let mut buf: Vec<u8> = Vec::new();
+            loop {
+                if buf.capacity() == 0 {
+                    tcp.readable().await?;
+                    buf.reserve_exact(TCP_BUF);
+                }
+                buf.clear();
+                match tcp.try_read_buf(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        moved.fetch_add(n as u64, Ordering::Relaxed);
+                        activity.touch();
+                        write(to, &buf[..n]).await?;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf = Vec::new(),
+                    Err(e) => return Err(e),
                 }
             }
         }
