@@ -116,6 +116,9 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.join("admin.token"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let scorer = plugin("weighted-scorer.wasm");
+    // site-b's requests are translated by a test adapter that injects the mapped principal as
+    // a bearer token.
+    let adapter = plugin("testing/plain-adapter.wasm");
     write(
         dir,
         "controller.toml",
@@ -123,8 +126,10 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
             "name = \"controller\"\nlisten = \"127.0.0.1:0\"\nstore = \"state/c.redb\"\nplugin_cache = \"cache\"\n\
              [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/controller.pem\"\nkey = \"pki/controller.key\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\
-             [policy]\nscorer = \"{}\"\n[policy.weights]\nlatency = 1.0\n",
-            scorer.display()
+             [policy]\nscorer = \"{}\"\n[policy.weights]\nlatency = 1.0\n\
+             [[adapter]]\nplatform = \"site-b\"\npath = \"{}\"\n",
+            scorer.display(),
+            adapter.display()
         ),
     );
     let controller = Node::start(dir, "controller", "controller.toml");
@@ -172,11 +177,32 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
             let _ = std::io::Write::write_all(&mut s, b"hello from site-b\n");
         }
     });
+    // … and an HTTP service that answers with the Authorization header it was sent.
+    let web = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let web_addr = web.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in web.incoming().map_while(Result::ok) {
+            let mut reader = std::io::BufReader::new(s);
+            let mut auth = String::from("none");
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 2) {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("authorization: ") {
+                    auth = v.trim().to_owned();
+                }
+                line.clear();
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{auth}",
+                auth.len()
+            );
+            let _ = std::io::Write::write_all(reader.get_mut(), answer.as_bytes());
+        }
+    });
     write(
         dir,
         "site-b.toml",
         &format!(
-            "{}endpoints = [{{ name = \"greeter\", addr = \"{service_addr}\" }}]\n",
+            "{}endpoints = [{{ name = \"greeter\", addr = \"{service_addr}\" }}, {{ name = \"web\", addr = \"{web_addr}\" }}]\n",
             site("site-b", "r3", &r3_addr)
         ),
     );
@@ -284,6 +310,42 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
     let out = ctl(&["account", "create", "acme", "--secret-file", "acme.secret"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("exists"), "{}", text(&out.stderr));
+
+    // An http binding for acme: the client authenticates as acme; the target sees only what
+    // the adapter made of acme's mapping.
+    let bound = ok(ctl(&[
+        "bind",
+        "--from",
+        "site-a",
+        "--to",
+        "site-b",
+        "--endpoint",
+        "web",
+        "--mode",
+        "http",
+        "--account",
+        "acme",
+    ]));
+    assert!(bound.contains("(http)") && bound.contains("only account acme may use it"), "{bound}");
+    let http_listen = bound.split_whitespace().nth(2).expect("listen address").to_owned();
+    let curl = |user: &str| {
+        let out = Command::new("curl")
+            .args(["--silent", "--max-time", "20", "--user", user, "-w", " %{http_code}"])
+            .arg(format!("http://{http_listen}/"))
+            .output()
+            .expect("curl runs");
+        text(&out.stdout)
+    };
+    assert_eq!(curl("acme:acme-secret-0123456789"), "bearer akiaacme 200");
+    assert!(curl("acme:wrong").ends_with(" 401"));
+    let sessions = ok(ctl(&["sessions"]));
+    assert!(
+        sessions.lines().any(|l| l.contains("acme")
+            && l.contains("site-b/web")
+            && l.contains("AKIAACME")
+            && l.contains("HTTP 200")),
+        "{sessions}"
+    );
     let listed = ok(ctl(&["bindings"]));
     assert!(
         listed.lines().nth(1).is_some_and(|l| l.starts_with("1 ") && l.contains("site-b/greeter")),
@@ -291,6 +353,7 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
     );
     let closed = ok(ctl(&["unbind", "1"]));
     assert!(closed.starts_with("binding 1 closed"), "{closed}");
+    assert!(ok(ctl(&["unbind", "2"])).starts_with("binding 2 closed"));
     let out = ctl(&["bind", "--from", "site-a", "--to", "site-b", "--endpoint", "secrets"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("does not publish endpoint `secrets`"), "{}", text(&out.stderr));
