@@ -259,6 +259,26 @@ impl RequestHead {
     }
 }
 
+/// Decode `%XX` escapes in a path or query component (and nothing else: `+` stays `+`);
+/// invalid UTF-8 after decoding is replaced. Signing schemes use it to canonicalise queries.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The credentials the requesting account maps to at the target platform.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct TargetCredentials {
@@ -338,6 +358,12 @@ impl std::fmt::Debug for TargetCredentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding_decodes_escapes_only() {
+        assert_eq!(percent_decode("a%2Fb%20c+d%zz%4"), "a/b c+d%zz%4");
+        assert_eq!(percent_decode("%E2%82%AC"), "€");
+    }
 
     #[test]
     fn fixed2_matches_float_formatting() {

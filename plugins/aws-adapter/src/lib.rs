@@ -24,7 +24,7 @@
 
 use skybridge_plugin_sdk::clock::Civil;
 use skybridge_plugin_sdk::{
-    Adapter, RequestHead, ServiceRecord, TargetCredentials, clock, crypto, export_adapter,
+    Adapter, RequestHead, ServiceRecord, TargetCredentials, clock, crypto, export_adapter, percent_decode,
 };
 
 /// The AWS adapter.
@@ -223,25 +223,6 @@ fn uri_encode(s: &str) -> String {
     out
 }
 
-/// Decode `%XX` escapes (and nothing else), so that a query can be re-encoded canonically.
-fn uri_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The canonical query string: parameters sorted by encoded name, then value.
 fn canonical_query(query: &str) -> String {
     let mut pairs: Vec<(String, String)> = query
@@ -249,7 +230,7 @@ fn canonical_query(query: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (uri_encode(&uri_decode(k)), uri_encode(&uri_decode(v)))
+            (uri_encode(&percent_decode(k)), uri_encode(&percent_decode(v)))
         })
         .collect();
     pairs.sort();

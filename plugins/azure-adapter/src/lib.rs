@@ -29,7 +29,7 @@
 
 use skybridge_plugin_sdk::clock::Civil;
 use skybridge_plugin_sdk::{
-    Adapter, RequestHead, ServiceRecord, TargetCredentials, clock, crypto, export_adapter,
+    Adapter, RequestHead, ServiceRecord, TargetCredentials, clock, crypto, export_adapter, percent_decode,
 };
 
 /// The Azure Storage adapter.
@@ -106,25 +106,6 @@ fn parse_http_date(date: &str) -> Option<u64> {
         return None;
     }
     civil.to_unix()
-}
-
-/// Decode `%XX` escapes (and nothing else).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The Shared Key string to sign for `head`, as `account`.
