@@ -638,7 +638,9 @@ async fn echo_head_service() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_binding_speaks_http1_and_h2_and_forwards_only_the_target_credentials() {
     let echo = echo_head_service().await;
-    let topology = two_relays(echo, None).adapter("site-b", skybridge_tests::test_plugin("plain-adapter"));
+    let topology = two_relays(echo, None)
+        .adapter("site-b", skybridge_tests::test_plugin("plain-adapter"))
+        .ingress_limits(2, 1024);
     let mesh = TestMesh::start(topology).await;
     for (id, secret) in [("acme", "acme-secret-0123456789"), ("beta", "beta-secret-0123456789")] {
         let (status, body) =
@@ -708,6 +710,17 @@ async fn an_http_binding_speaks_http1_and_h2_and_forwards_only_the_target_creden
         vec![&json!("HTTP 200"), &json!("HTTP 200")],
         "only forwarded requests are sessions"
     );
+
+    // A keep-alive connection left idle is closed after the ingress's idle timeout (2 s here).
+    let listen = binding["listen"].as_str().expect("listen");
+    let mut idle = tokio::net::TcpStream::connect(listen).await.expect("connect");
+    let basic = "YWNtZTphY21lLXNlY3JldC0wMTIzNDU2Nzg5"; // acme:acme-secret-0123456789
+    let request = format!("GET / HTTP/1.1\r\nHost: {listen}\r\nAuthorization: Basic {basic}\r\n\r\n");
+    idle.write_all(request.as_bytes()).await.expect("send");
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), idle.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "the idle keep-alive connection was not closed");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
 }
 
 /// A service that echoes every byte back.

@@ -41,7 +41,7 @@ use super::controller::Controller;
 use super::ingress::{ActiveSlot, Mode, Stats, lock};
 use crate::plugin::{CallFailure, Description, Plugin, adapting, types};
 use crate::tunnel::grant::now_unix_ms;
-use crate::tunnel::splice::Moved;
+use crate::tunnel::splice::{Activity, Moved};
 
 type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
@@ -135,7 +135,10 @@ impl Controller {
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT);
         builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(HEAD_TIMEOUT));
+        let client = Watched::new(client);
+        let activity = Arc::clone(&client.last);
         let connection = builder.serve_connection(TokioIo::new(client), service);
+        let idle = Duration::from_secs(self.ingress.config().idle_timeout_s.max(1));
         tokio::select! {
             served = connection => {
                 if let Err(e) = served {
@@ -143,6 +146,9 @@ impl Controller {
                 }
             }
             _ = cancel.wait_for(|c| *c) => {}
+            _ = activity.idle_for(idle) => {
+                tracing::info!(binding = id, %remote, "http connection idle for {idle:?}: closed");
+            }
         }
     }
 
@@ -433,6 +439,72 @@ impl Controller {
         let response =
             sender.send_request(request).await.map_err(|e| format!("the endpoint did not answer: {e}"))?;
         Ok((response, slot))
+    }
+}
+
+/// A client connection that notes when bytes last moved either way, so that an idle one (a
+/// keep-alive connection nobody uses, a client that stopped reading) can be let go.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    last: Arc<Activity>,
+}
+
+impl Watched {
+    fn new(inner: tokio::net::TcpStream) -> Watched {
+        Watched { inner, last: Arc::new(Activity::new()) }
+    }
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.touch();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

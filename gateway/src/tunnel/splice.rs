@@ -78,19 +78,25 @@ impl Writer {
     }
 }
 
-/// When either direction last moved bytes, in ms since the splice began.
-struct Activity {
+/// When bytes last moved (either way), in ms since it began watching.
+pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    fn touch(&self) {
+    /// Watching from now.
+    pub(crate) fn new() -> Activity {
+        Activity { start: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    /// Bytes moved just now.
+    pub(crate) fn touch(&self) {
         self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Resolves once nothing has moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
+    pub(crate) async fn idle_for(&self, idle: Duration) {
         loop {
             let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             let deadline = last + idle;
@@ -241,7 +247,7 @@ pub async fn splice(
 ) -> (Moved, io::Result<()>) {
     let (mut ar, mut aw) = a.split();
     let (mut br, mut bw) = b.split();
-    let activity = Activity { start: Instant::now(), last_ms: AtomicU64::new(0) };
+    let activity = Activity::new();
     let (a_to_b, b_to_a) = (AtomicU64::new(0), AtomicU64::new(0));
     let result = {
         let both = async {
