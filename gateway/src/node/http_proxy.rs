@@ -360,17 +360,15 @@ impl Controller {
             Refusal::new(StatusCode::BAD_GATEWAY, format!("adapter failed: {e}"))
         };
         if let Some(account) = adapter.claimed_account(head).map_err(adapter_failed)? {
-            let secret = self
-                .account_secret(&account)
-                .ok_or_else(|| {
-                    Refusal::new(
-                        StatusCode::FORBIDDEN,
-                        format!(
-                            "no account `{account}`: sign with your Skybridge account as the identity \
+            let secret = self.account_secret(&account).ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "no account `{account}`: sign with your Skybridge account as the identity \
                              (not the target cloud's own credentials)"
-                        ),
-                    )
-                })?;
+                    ),
+                )
+            })?;
             return match adapter.verify_client(head, &secret) {
                 Ok(()) => Ok(account),
                 Err(e) => match e.cause {
