@@ -397,7 +397,13 @@ fn the_demo_runs_the_whole_decision_flow() {
     {
         assert!(winner.starts_with(&format!("*  {path} ")), "expected {path}, got `{winner}`\n{stdout}");
     }
-    assert!(stdout.contains("6 decision records"), "{stdout}");
+    assert!(stdout.contains("7 decision records"), "{stdout}");
+    // The http binding: the client proved it is acme-ops; the target got the mapped AWS key's SigV4.
+    assert!(
+        stdout
+            .contains("the target got:    authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/"),
+        "{stdout}"
+    );
     // The binding carried the download, the in-flight one failed with an error, and it re-routed.
     assert!(stdout.contains("downloaded 32 MiB through the tunnel"), "{stdout}");
     assert!(stdout.contains("with an error ("), "{stdout}");

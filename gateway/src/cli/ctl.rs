@@ -594,7 +594,7 @@ fn print_unbound(b: &Value) {
     println!("binding {} closed; tunnel {} torn down", s(&b["id"]), s(&b["tunnel"]["id"]));
 }
 
-fn print_sessions(v: &Value) {
+pub(super) fn print_sessions(v: &Value) {
     let rows = rows(v)
         .iter()
         .map(|x| {

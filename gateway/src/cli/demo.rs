@@ -23,6 +23,10 @@ pub struct DemoArgs {
     /// The scorer plugin (`cargo xtask plugins` builds `target/plugins/weighted-scorer.wasm`).
     #[arg(long, value_name = "FILE", default_value = "target/plugins/weighted-scorer.wasm")]
     scorer: PathBuf,
+    /// The AWS adapter plugin, for the session-translation step (default: `aws-adapter.wasm`
+    /// beside the scorer).
+    #[arg(long, value_name = "FILE")]
+    aws_adapter: Option<PathBuf>,
     /// Keep the mesh running afterwards, to explore it with `skybridge ctl`, until Ctrl-C.
     #[arg(long)]
     keep_running: bool,
@@ -35,13 +39,21 @@ const PICTURE: &str = concat!(
 );
 
 /// Run the demo.
-pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !args.scorer.is_file() {
         anyhow::bail!(
             "no scorer plugin at {}: build the plugins with `cargo xtask plugins`",
             args.scorer.display()
         );
     }
+    let adapter = args.aws_adapter.take().unwrap_or_else(|| args.scorer.with_file_name("aws-adapter.wasm"));
+    if !adapter.is_file() {
+        anyhow::bail!(
+            "no AWS adapter plugin at {}: build the plugins with `cargo xtask plugins`",
+            adapter.display()
+        );
+    }
+    args.aws_adapter = Some(std::fs::canonicalize(adapter)?);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(demo(args))
 }
@@ -64,6 +76,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         reroute_loss: 0.2,
     };
     let files = serve_files().await?;
+    let api = serve_echo_auth().await?;
+    let adapter = args.aws_adapter.clone().context("the AWS adapter's path")?;
     let topology = Topology::new(policy)
         .relays(&["r1", "r2", "r3", "r4"])
         .link("r1", "r2", LinkParams::delay(15.0))
@@ -72,7 +86,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .link("r3", "r4", lossy)
         .site("site-a", &[("r1", LinkParams::delay(1.0))])
         .site("site-b", &[("r4", LinkParams::delay(1.0))])
-        .endpoint("site-b", "files", files);
+        .endpoint("site-b", "files", files)
+        .endpoint("site-b", "api", api)
+        .adapter("site-b", adapter);
 
     section("A diamond mesh on loopback: real QUIC + mutual TLS, the WAN emulated in user space");
     println!("{PICTURE}");
@@ -157,6 +173,37 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     section("6. New decisions leave the dead relay out: skybridge ctl connect --from site-a --to site-b");
     ctl::print_connection(&connect().await?);
 
+    section("7. Session translation: an http binding with the AWS adapter");
+    println!(
+        "skybridge ctl account create acme-ops …; skybridge ctl account map acme-ops --platform site-b \\"
+    );
+    println!("    --principal AKIAIOSFODNN7EXAMPLE … --attribute region=us-east-1 --attribute service=s3");
+    let account = json!({"id": "acme-ops", "secret": "acme-ops-demo-secret"});
+    client.call(Method::POST, "/v1/accounts", Some(account)).await?;
+    let mapping = json!({
+        "principal": "AKIAIOSFODNN7EXAMPLE",
+        "secret": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "attributes": {"region": "us-east-1", "service": "s3"},
+    });
+    client.call(Method::PUT, "/v1/accounts/acme-ops/credentials/site-b", Some(mapping)).await?;
+    println!("skybridge ctl bind --from site-a --to site-b --endpoint api --mode http --account acme-ops");
+    let bound = client
+        .call(
+            Method::POST,
+            "/v1/bindings",
+            Some(json!({"from": "site-a", "to": "site-b", "endpoint": "api", "mode": "http", "account": "acme-ops"})),
+        )
+        .await?;
+    ctl::print_binding(&bound);
+    let listen = bound["listen"].as_str().context("the binding has no listener")?;
+    // The client proves it is acme-ops (HTTP Basic here; AWS SDKs sign with SigV4 instead).
+    let answer =
+        http_get(listen, "/demo-bucket/report.csv", "YWNtZS1vcHM6YWNtZS1vcHMtZGVtby1zZWNyZXQ=").await?;
+    println!("the client sent:   Authorization: Basic …  (account acme-ops and its Skybridge secret)");
+    println!("the target got:    {}", answer.lines().last().unwrap_or_default());
+    section("skybridge ctl sessions");
+    ctl::print_sessions(&get("/v1/sessions").await?);
+
     section("Every decision is stored in the controller's redb: skybridge ctl connection");
     let records = get("/v1/connections").await?;
     println!("{} decision records", records.as_array().map(Vec::len).unwrap_or(0));
@@ -195,6 +242,48 @@ async fn serve_files() -> anyhow::Result<std::net::SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+/// A service at site-b that answers every HTTP request with the Authorization header it got.
+async fn serve_echo_auth() -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read_exact(&mut byte).await.is_ok() {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let auth = head
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                    .unwrap_or("Authorization: (none)")
+                    .to_owned();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{auth}",
+                    auth.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// One HTTP/1.1 GET to `listen` with HTTP Basic credentials `basic`; the whole answer.
+async fn http_get(listen: &str, path: &str, basic: &str) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(listen).await?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {listen}\r\nAuthorization: Basic {basic}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    anyhow::ensure!(answer.starts_with("HTTP/1.1 200"), "the http binding answered: {answer}");
+    Ok(answer)
 }
 
 /// Download everything the binding at `addr` carries; bytes and time.
