@@ -245,7 +245,7 @@ impl Controller {
                 })?;
             let upstream = upstream_request(&rewritten, body.clone())?;
 
-            let session = self.start_session(id, remote, ingress, Some(&account));
+            let session = self.start_session(id, remote, ingress, Some((&account, &credentials.principal)));
             if let Some(t) = &token {
                 self.ingress.note_session_token(session, t.expires_unix_s);
             }

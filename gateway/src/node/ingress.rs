@@ -694,20 +694,26 @@ impl Controller {
         Ok((send, recv, slot))
     }
 
-    /// Record the start of a use of binding `id` by the client at `client`, for `account`
-    /// (default: the tunnel's).
+    /// Record the start of a use of binding `id` by the client at `client`, for `who`: an
+    /// account and its principal at the target, when the caller already knows them (else the
+    /// tunnel's account, and its principal is looked up).
     pub(super) fn start_session(
         &self,
         id: u64,
         client: SocketAddr,
         ingress: SocketAddr,
-        account: Option<&str>,
+        who: Option<(&str, &str)>,
     ) -> u64 {
         let view = lock(&self.ingress.bindings).get(&id).map(|b| b.view.clone());
         let session = self.ingress.next_session.fetch_add(1, Ordering::Relaxed);
         let Some(view) = view else { return session };
-        let account = account.unwrap_or(&view.tunnel.account);
-        let principal = self.credentials(account, &view.to).map(|c| c.principal);
+        let (account, principal) = match who {
+            Some((account, principal)) => (account, Some(principal.to_owned())),
+            None => {
+                let account = view.tunnel.account.as_str();
+                (account, self.credentials(account, &view.to).map(|c| c.principal))
+            }
+        };
         let record = SessionRecord {
             id: session,
             account: account.to_owned(),
