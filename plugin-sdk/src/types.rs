@@ -83,10 +83,10 @@ impl Weights {
     /// The weight's value: the operator's (the last one given wins), else the declared
     /// default, else 0.0.
     pub fn get(&self, name: &str) -> f64 {
-        if let Some((_, v)) = self.given.iter().rev().find(|(n, _)| n == name) {
+        if let Some((_, v)) = self.given.iter().rev().find(|(n, _)| same_name(n, name)) {
             return *v;
         }
-        self.declared.iter().find(|w| w.name == name).map(|w| w.default_value).unwrap_or(0.0)
+        self.declared.iter().find(|w| same_name(w.name, name)).map(|w| w.default_value).unwrap_or(0.0)
     }
 
     /// Every weight with its value: declared ones first, in declaration order, then
@@ -103,6 +103,13 @@ impl Weights {
             .map(|(_, (n, v))| (n.as_str(), *v));
         declared.chain(extra)
     }
+}
+
+/// `a == b` for short names, compared inline: in wasm `==` on strings calls `memcmp`, a
+/// byte loop behind a function call, and `get` runs several times per scoring call.
+fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Formats a number with two decimals using integer arithmetic: much cheaper than `{:.2}`,
