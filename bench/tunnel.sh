@@ -5,19 +5,24 @@
 #      Skybridge (client → controller ingress → r1 → r2 → site → server, QUIC + TLS 1.3)
 #      vs an `ssh -J` two-hop jump chain (OpenSSH) vs a socat relay chain (no crypto);
 #   2. small HTTP request/response latency (wrk, one connection, nginx) through the same
-#      Skybridge binding vs direct: p50 and p99, and the latency added per relay;
+#      Skybridge binding vs direct, and through the socat and ssh chains (what a relay hop
+#      costs on this machine without Skybridge): p50 and p99, and the latency added per relay;
 #   3. new connections per second (wrk with `Connection: close`: one TCP connection per
 #      request) through a binding vs direct;
 #   4. memory per idle tunnelled connection: the resident memory of all five Skybridge
 #      processes before and after opening 10,000 connections that stay open.
 #
 # Usage: bench/tunnel.sh [SECONDS]      (default 5 per measurement)
+#        SKYBRIDGE_BENCH=latency,conns bench/tunnel.sh   (only some of: throughput, latency,
+#        conns, memory; all by default)
 # `cargo xtask bench-tunnel` installs the peers (iperf3, socat, openssh, nginx-light, wrk),
 # builds the release binary and the plugins, then runs this.
 set -euo pipefail
 ulimit -n "$(ulimit -Hn)"   # 10,000 held connections need more descriptors than the default
 
 SECONDS_PER_RUN=${1:-5}
+SECTIONS=",${SKYBRIDGE_BENCH:-throughput,latency,conns,memory},"
+section() { [[ "$SECTIONS" == *",$1,"* ]]; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SKY=${SKYBRIDGE_BIN:-$ROOT/target/release/skybridge}
 SCORER=${SKYBRIDGE_SCORER:-$ROOT/target/plugins/weighted-scorer.wasm}
@@ -86,7 +91,10 @@ wait_port "$IPERF"; wait_port "$HTTP"
 S1=$(free_port); S2=$(free_port)
 start socat TCP-LISTEN:"$S2",bind=127.0.0.1,fork,reuseaddr TCP:127.0.0.1:"$IPERF"
 start socat TCP-LISTEN:"$S1",bind=127.0.0.1,fork,reuseaddr TCP:127.0.0.1:"$S2"
-wait_port "$S1"
+H1=$(free_port); H2=$(free_port)
+start socat TCP-LISTEN:"$H2",bind=127.0.0.1,fork,reuseaddr TCP:127.0.0.1:"$HTTP"
+start socat TCP-LISTEN:"$H1",bind=127.0.0.1,fork,reuseaddr TCP:127.0.0.1:"$H2"
+wait_port "$S1"; wait_port "$H1"
 
 # --- OpenSSH: ssh -J jump1,jump2 with a port forward to the server ------------------------
 mkdir -p "$WORK/ssh" /run/sshd
@@ -121,8 +129,9 @@ Host *
 CONF
 start /usr/sbin/sshd -f "$WORK/ssh/sshd_config" -D -e
 wait_port "$SSHD"
-SSH_FWD=$(free_port)
+SSH_FWD=$(free_port); SSH_HTTP=$(free_port)
 start ssh -F "$WORK/ssh/ssh_config" -N -L "127.0.0.1:$SSH_FWD:127.0.0.1:$IPERF" \
+    -L "127.0.0.1:$SSH_HTTP:127.0.0.1:$HTTP" \
     -J "127.0.0.2:$SSHD,127.0.0.3:$SSHD" -p "$SSHD" 127.0.0.1
 wait_port "$SSH_FWD"
 
@@ -170,6 +179,7 @@ SKY_IPERF=$(bind iperf); SKY_HTTP=$(bind http); SKY_SINK=$(bind sink)
 echo "Skybridge path: $("$SKY" ctl bindings | sed -n 2p | awk '{print $4, $5, $6, $7, $8, $9, $10}')" >&2
 
 # --- measure --------------------------------------------------------------------------------
+if section throughput; then
 echo "Single-stream TCP throughput over two relays, iperf3 -t $SECONDS_PER_RUN, loopback ($(nproc) cores):"
 direct=$(throughput "$IPERF")
 socat_r=$(throughput "$S1")
@@ -179,12 +189,20 @@ printf '  %-40s %8s Gbit/s\n' "direct (no relay)" "$direct" "socat chain (2 rela
     "ssh -J chain (2 jump hosts)" "$ssh_r" "Skybridge (2 relays, QUIC + TLS 1.3)" "$sky_r"
 python3 -c "print('  Skybridge / ssh -J = %.2fx (target >= 1.5x);  Skybridge / socat = %.2fx' % ($sky_r / $ssh_r, $sky_r / $socat_r))"
 
+fi
+
+if section latency; then
 echo "Small HTTP request/response latency (wrk -c1, nginx 'ok'), $SECONDS_PER_RUN s each:"
 read -r d50 d99 < <(latency "$HTTP")
+read -r c50 c99 < <(latency "$H1")
+read -r h50 h99 < <(latency "$SSH_HTTP")
 read -r s50 s99 < <(latency "$SKY_HTTP")
-printf '  %-40s p50 %6s µs   p99 %6s µs\n' "direct" "$d50" "$d99" "through Skybridge (2 relays)" "$s50" "$s99"
-python3 -c "print('  added at p50: %.0f µs in all, %.0f µs per relay (target <= 100 µs per hop); the path also crosses the controller ingress and the site egress' % ($s50 - $d50, ($s50 - $d50) / 2))"
+printf '  %-40s p50 %6s µs   p99 %6s µs\n' "direct" "$d50" "$d99" "socat chain (2 relays, no crypto)" "$c50" "$c99" \
+    "ssh -J chain (2 jump hosts)" "$h50" "$h99" "through Skybridge (2 relays)" "$s50" "$s99"
+python3 -c "print('  added at p50: socat %.0f µs, ssh -J %.0f µs, Skybridge %.0f µs in all, %.0f µs per relay (target <= 100 µs per hop); Skybridge\'s path also crosses the controller ingress and the site egress' % ($c50 - $d50, $h50 - $d50, $s50 - $d50, ($s50 - $d50) / 2))"
+fi
 
+if section conns; then
 echo "New connections per second (wrk -c32, Connection: close: one TCP connection per request), $SECONDS_PER_RUN s each:"
 conns_per_s() {
     wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" -H 'Connection: close' "http://127.0.0.1:$1/" \
@@ -194,6 +212,8 @@ dc=$(conns_per_s "$HTTP")
 sc=$(conns_per_s "$SKY_HTTP")
 printf '  %-40s %8s connections/s\n' "direct" "$dc" "through Skybridge (2 relays)" "$sc"
 python3 -c "print('  Skybridge: %.0f new tunnelled connections/s (target >= 5,000/s), %.2fx direct' % ($sc, $sc / $dc))"
+fi
+section memory || exit 0
 
 echo "Memory per idle tunnelled connection, 10,000 open at once:"
 # A sink that accepts and holds connections, and a client that opens them and holds them.
