@@ -89,13 +89,11 @@ const UDP_BUFFER_BYTES: usize = 4 << 20;
 fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    for (what, set) in [
-        ("receive", Socket::set_recv_buffer_size as fn(&Socket, usize) -> std::io::Result<()>),
-        ("send", Socket::set_send_buffer_size),
-    ] {
-        if let Err(e) = set(&socket, UDP_BUFFER_BYTES) {
-            tracing::debug!(%addr, "could not enlarge the UDP {what} buffer: {e}");
-        }
+    if let Err(e) = socket.set_recv_buffer_size(UDP_BUFFER_BYTES) {
+        tracing::debug!(%addr, "could not enlarge the UDP receive buffer: {e}");
+    }
+    if let Err(e) = socket.set_send_buffer_size(UDP_BUFFER_BYTES) {
+        tracing::debug!(%addr, "could not enlarge the UDP send buffer: {e}");
     }
     socket.bind(&addr.into())?;
     Ok(socket.into())
