@@ -8,9 +8,11 @@ JSON line {"port", "admin_password", "user", "password", "project", "user_id"}. 
 TOKEN_EXPIRATION_S seconds. Serves until stdin closes; a `revoke` line on stdin revokes every
 token of `lab-user` (by disabling and re-enabling the user) and answers `revoked`.
 """
+import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -62,10 +64,21 @@ manage("bootstrap", "--bootstrap-password", admin_password, "--bootstrap-public-
 with open(os.path.join(work, "shim.py"), "w") as f:
     f.write("import sys\nsys.argv = sys.argv[:1]\nfrom keystone.wsgi.api import application\n")
 env = dict(os.environ, OS_KEYSTONE_CONFIG_FILES=conf, PYTHONPATH=work)
+
+
+def die_with_parent():
+    """Linux: stop gunicorn at once (SIGQUIT, its quick shutdown) when this script dies, even by
+    SIGKILL, which is how the tests stop a peer: no Keystone may outlive its test and eat the
+    CPU of later ones (it made timing-sensitive mesh tests fail)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)
+
+
 server = subprocess.Popen(
     [os.path.join(bin_dir, "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
      "--log-level", "warning", "shim:application"],
     env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    preexec_fn=die_with_parent,
 )
 
 
