@@ -27,11 +27,22 @@ fn rtt(c: &Value) -> f64 {
     c["measured"]["rtt_ms"].as_f64().unwrap_or_else(|| panic!("no RTT measured: {c:#}"))
 }
 
+/// Each crossing of an emulated link also crosses the user-space emulator (a timer wake-up)
+/// and a node process. On the shared 2-core test machine that adds about 1 ms per crossing
+/// (measured 0.9–1.7 ms on these meshes, with or without other load), on top of the emulated
+/// delay, so the tolerance grows with the crossings as well as with the delay.
+const OVERHEAD_PER_CROSSING_MS: f64 = 1.0;
+
+/// The candidate's measured round trip is the emulated one: never much below it, and above
+/// it by no more than 20 %, 2 ms and the per-crossing overhead.
 fn assert_rtt_near(c: &Value, emulated: f64) {
     let measured = rtt(c);
+    let links = c["path"].as_array().map_or(0, |p| p.len().saturating_sub(1));
+    let crossings = 2.0 * links as f64; // out and back
+    let slack = 0.2 * emulated + 2.0;
     assert!(
-        (measured - emulated).abs() <= 0.2 * emulated + 2.0,
-        "measured RTT {measured:.1} ms vs emulated {emulated} ms on {}",
+        measured >= emulated - slack && measured <= emulated + slack + OVERHEAD_PER_CROSSING_MS * crossings,
+        "measured RTT {measured:.1} ms vs emulated {emulated} ms over {crossings} link crossings on {}",
         c["path"]
     );
 }
