@@ -204,6 +204,37 @@ async fn half_close_crosses_the_tunnel_and_strangers_cannot_use_it() {
         .expect("read");
     assert_eq!(answer, "got 100000 bytes");
 
+    // A client whose whole request (bytes and half-close) is in its first flight: the
+    // ingress sends what already arrived with the tunnel's opening frame, and the end of
+    // stream still follows it through every hop.
+    let mut quick = tokio::net::TcpStream::connect(&listen).await.expect("connect");
+    quick.write_all(b"hello").await.expect("write");
+    quick.shutdown().await.expect("half-close");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), quick.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert_eq!(answer, "got 5 bytes");
+
+    // Both uses are recorded with exact byte counts, early bytes included.
+    let id = binding["id"].as_u64().expect("id");
+    mesh.wait_until("both sessions ended", Duration::from_secs(5), |c| {
+        c.ingress.sessions().iter().filter(|s| s.binding == id && s.outcome.is_some()).count() == 2
+    })
+    .await;
+    let mut counts: Vec<(u64, u64)> = mesh
+        .controller
+        .controller()
+        .ingress
+        .sessions()
+        .iter()
+        .filter(|s| s.binding == id)
+        .map(|s| (s.bytes_up, s.bytes_down))
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [(5, 11), (100_000, 16)]);
+
     // An endpoint the site does not publish: the setup fails, naming the reason, and nothing
     // stays behind on the relays.
     let (status, answer) = bind(&mesh, "db", json!({})).await;

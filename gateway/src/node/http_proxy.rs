@@ -433,7 +433,8 @@ impl Controller {
         request: Request<Full<Bytes>>,
         stats: &Arc<Stats>,
     ) -> Result<(Response<Incoming>, ActiveSlot), String> {
-        let (send, recv, slot) = self.open_stream(id, stats).await.map_err(|e| format!("{e:#}"))?;
+        let (send, recv, slot) =
+            self.open_stream(id, stats, Bytes::new()).await.map_err(|e| format!("{e:#}"))?;
         let io = TokioIo::new(tokio::io::join(recv, send));
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;

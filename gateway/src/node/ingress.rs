@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -655,7 +656,9 @@ impl Controller {
             }
             tokio::spawn(async move {
                 let session = this.start_session(id, remote, ingress, None);
-                let opened = this.open_stream(id, &stats).await;
+                let early = already_sent(&client);
+                let early_len = early.len() as u64;
+                let opened = this.open_stream(id, &stats, early).await;
                 let (send, recv, _slot) = match opened {
                     Ok(opened) => opened,
                     Err(e) => {
@@ -666,17 +669,19 @@ impl Controller {
                         return;
                     }
                 };
-                this.carry(id, session, Side::Tcp(client), send, recv, cancel, &stats).await;
+                this.carry(id, session, Side::Tcp(client), (send, recv, early_len), cancel, &stats).await;
             });
         }
     }
 
-    /// Open a stream of binding `id`'s tunnel at its first hop, counting it against the
-    /// binding's connection limit (the returned slot frees it when dropped).
+    /// Open a stream of binding `id`'s tunnel at its first hop, sending the client's `early`
+    /// bytes with the opening frame, and count it against the binding's connection limit (the
+    /// returned slot frees it when dropped).
     pub(super) async fn open_stream(
         &self,
         id: u64,
         stats: &Arc<Stats>,
+        early: Bytes,
     ) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream, ActiveSlot)> {
         let max = self.ingress.config.max_connections;
         let slot = ActiveSlot::take(stats, max)
@@ -688,7 +693,8 @@ impl Controller {
         let conn = self.node_connection(first).ok_or_else(|| {
             anyhow::anyhow!("tunnel {}: {first} is not connected to the controller", tunnel.id)
         })?;
-        let (send, recv) = hop::open(&conn, tunnel.id, tunnel.first_token.clone())
+        let early = if early.is_empty() { Vec::new() } else { vec![early] };
+        let (send, recv) = hop::open(&conn, tunnel.id, tunnel.first_token.clone(), early)
             .await
             .map_err(|e| e.context(format!("tunnel {} via {first}", tunnel.id)))?;
         Ok((send, recv, slot))
@@ -740,20 +746,20 @@ impl Controller {
         session
     }
 
-    /// Splice a client with its opened tunnel stream until either ends; count the bytes.
-    #[allow(clippy::too_many_arguments)] // each is a different part of the one connection
+    /// Splice a client with its opened tunnel stream (which already carried `early` bytes of
+    /// the client's) until either ends; count the bytes.
     async fn carry(
         &self,
         id: u64,
         session: u64,
         client: Side,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        (send, recv, early): (quinn::SendStream, quinn::RecvStream, u64),
         cancel: watch::Receiver<bool>,
         stats: &Stats,
     ) {
         let idle = Duration::from_secs(self.ingress.config.idle_timeout_s.max(1));
-        let (moved, ended) = splice::splice(client, Side::Quic(send, recv), cancel, Some(idle)).await;
+        let (mut moved, ended) = splice::splice(client, Side::Quic(send, recv), cancel, Some(idle)).await;
+        moved.a_to_b += early;
         stats.up.fetch_add(moved.a_to_b, Ordering::Relaxed);
         stats.down.fetch_add(moved.b_to_a, Ordering::Relaxed);
         let outcome = match ended {
@@ -781,6 +787,20 @@ impl ActiveSlot {
 impl Drop for ActiveSlot {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a new client has already sent, without waiting (at most [`hop::EARLY_MAX`] bytes),
+/// to go with the tunnel's opening frame. Read from the socket directly: tokio learns of a new
+/// socket's first bytes only at its next poll of the kernel, after this would have run.
+fn already_sent(client: &tokio::net::TcpStream) -> Bytes {
+    use std::io::Read;
+    let mut buf = [0u8; hop::EARLY_MAX];
+    // The socket is non-blocking: nothing there yet is `WouldBlock`, and the client's bytes
+    // then travel after the opening, as any later ones do. A real error shows at the next read.
+    match (&*socket2::SockRef::from(client)).read(&mut buf) {
+        Ok(n) => Bytes::copy_from_slice(&buf[..n]),
+        Err(_) => Bytes::new(),
     }
 }
 
@@ -933,18 +953,16 @@ impl Controller {
         };
         let remote = client.peer_addr().map_err(|e| e.to_string())?;
         let session = self.start_session(id, remote, client.local_addr().unwrap_or(remote), None);
-        let (mut send, recv, _slot) = match self.open_stream(id, &stats).await {
+        let early_len = early.len() as u64;
+        let (send, recv, _slot) = match self.open_stream(id, &stats, Bytes::from(early)).await {
             Ok(opened) => opened,
             Err(e) => {
                 self.ingress.end_session(session, Moved::default(), format!("{e:#}"));
                 return answer(&mut client, "502 Bad Gateway", "", &format!("{e:#}")).await;
             }
         };
-        if !early.is_empty() && send.write_all(&early).await.is_err() {
-            return Err("the tunnel stream failed".into());
-        }
         client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.map_err(|e| e.to_string())?;
-        self.carry(id, session, Side::Tcp(client), send, recv, cancel, &stats).await;
+        self.carry(id, session, Side::Tcp(client), (send, recv, early_len), cancel, &stats).await;
         Ok(())
     }
 
@@ -980,5 +998,35 @@ impl Controller {
         };
         let (view, _, _) = self.create_binding(req, account, listen).await?;
         Ok(view.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn already_sent_takes_what_arrived_and_never_waits() {
+        let (mut client, server) = pair().await;
+        assert!(already_sent(&server).is_empty(), "nothing sent yet: nothing, at once");
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut got = Bytes::new();
+        for _ in 0..100 {
+            got = already_sent(&server);
+            if !got.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(&got[..], b"GET / HTTP/1.1\r\n\r\n");
+        assert!(already_sent(&server).is_empty(), "taken once");
     }
 }

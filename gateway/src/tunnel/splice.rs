@@ -119,6 +119,28 @@ fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
     }
 }
 
+/// The chunks that have already arrived on `recv`, without waiting, up to about `max` bytes:
+/// a client's first bytes, sent on in the same flight as the tunnel's opening frame. Stops at
+/// the end of the stream (the next read sees it again); a failed stream is an error.
+pub(crate) fn arrived(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Vec<bytes::Bytes>, quinn::ReadError> {
+    let mut chunks = Vec::new();
+    let mut len = 0;
+    while len < max {
+        match poll_once(recv.read_chunk(max - len, true)) {
+            Some(Ok(Some(chunk))) => {
+                len += chunk.bytes.len();
+                chunks.push(chunk.bytes);
+            }
+            Some(Ok(None)) | None => break,
+            Some(Err(e)) => return Err(e),
+        }
+    }
+    Ok(chunks)
+}
+
 /// Write every chunk of `batch` (vectored to TCP), leaving it empty.
 async fn write_batch(to: &mut Writer, batch: &mut Vec<bytes::Bytes>) -> io::Result<()> {
     match to {
