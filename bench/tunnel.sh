@@ -56,7 +56,7 @@ throughput() {
         | python3 -c 'import json, sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))'
 }
 
-# wrk --latency: the 50 % and 99 % latencies in µs.
+# wrk --latency: the 50 % and 99 % latencies in µs, and the number of requests.
 latency() {
     wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "http://127.0.0.1:$1/" | python3 -c '
 import re, sys
@@ -66,7 +66,22 @@ for line in sys.stdin:
     m = re.match(r"\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)", line)
     if m:
         got[m.group(1)] = float(m.group(2)) * units[m.group(3)]
-print("%.0f %.0f" % (got["50"], got["99"]))'
+    m = re.match(r"\s+(\d+) requests in", line)
+    if m:
+        got["n"] = int(m.group(1))
+print("%.0f %.0f %d" % (got["50"], got["99"], got["n"]))'
+}
+
+# CPU time (clock ticks) and context switches (all threads) of each Skybridge process, one
+# "name ticks switches" line each: sampled around a run to see what one request costs where.
+sky_costs() {
+    for pid in $(pgrep -f "$SKY (controller|relay|site) "); do
+        local name ticks switches
+        name=$(tr '\0' ' ' < "/proc/$pid/cmdline" | sed -E 's/.* -c ([^ ]+)\.toml.*/\1/')
+        ticks=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+        switches=$(cat /proc/"$pid"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }')
+        echo "$name $ticks $switches"
+    done
 }
 
 IPERF=$(free_port); start iperf3 -s -p "$IPERF" >/dev/null
@@ -193,13 +208,23 @@ fi
 
 if section latency; then
 echo "Small HTTP request/response latency (wrk -c1, nginx 'ok'), $SECONDS_PER_RUN s each:"
-read -r d50 d99 < <(latency "$HTTP")
-read -r c50 c99 < <(latency "$H1")
-read -r h50 h99 < <(latency "$SSH_HTTP")
-read -r s50 s99 < <(latency "$SKY_HTTP")
+read -r d50 d99 _ < <(latency "$HTTP")
+read -r c50 c99 _ < <(latency "$H1")
+read -r h50 h99 _ < <(latency "$SSH_HTTP")
+sky_costs > "$WORK/costs.before"
+read -r s50 s99 sn < <(latency "$SKY_HTTP")
+sky_costs > "$WORK/costs.after"
 printf '  %-40s p50 %6s µs   p99 %6s µs\n' "direct" "$d50" "$d99" "socat chain (2 relays, no crypto)" "$c50" "$c99" \
     "ssh -J chain (2 jump hosts)" "$h50" "$h99" "through Skybridge (2 relays)" "$s50" "$s99"
 python3 -c "print('  added at p50: socat %.0f µs, ssh -J %.0f µs, Skybridge %.0f µs in all, %.0f µs per relay (target <= 100 µs per hop); Skybridge\'s path also crosses the controller ingress and the site egress' % ($c50 - $d50, $h50 - $d50, $s50 - $d50, ($s50 - $d50) / 2))"
+python3 - "$WORK/costs.before" "$WORK/costs.after" "$sn" "$(getconf CLK_TCK)" <<'PY'
+import sys
+read = lambda f: {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(f)}
+before, after, n, hz = read(sys.argv[1]), read(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+print("  per request, each Skybridge process: " + ", ".join(
+    "%s %.0f µs CPU %.1f context switches" % (name, (after[name][0] - b[0]) * 1e6 / hz / n, (after[name][1] - b[1]) / n)
+    for name, b in sorted(before.items()) if name in after))
+PY
 fi
 
 if section conns; then
