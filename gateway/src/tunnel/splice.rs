@@ -6,8 +6,11 @@
 //! - Failure travels too: if either side fails, or the splice is cancelled (tunnel teardown),
 //!   both sides are aborted — QUIC streams reset, TCP connections reset — so every party sees
 //!   an error promptly instead of a clean end of stream or a hang.
-//! - QUIC to QUIC moves the received chunks on as they are (`Bytes`, reference-counted): relays
-//!   copy nothing.
+//! - QUIC to QUIC moves a received chunk on as it is (`Bytes`, reference-counted) when it
+//!   comes alone. Chunks that arrived together are joined into one, up to 64 KiB: quinn finds
+//!   the bytes for each packet it sends by walking the stream's list of unacknowledged writes,
+//!   so a relay that forwarded every 1.2 kB frame as its own write spent a fifth of its time
+//!   in that walk.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +24,15 @@ use tokio::sync::watch;
 /// QUIC error code for a tunnel stream that was aborted (peer failure or teardown).
 pub const ABORTED: u32 = 0x5b01;
 
-/// Buffer size for TCP reads.
+/// Buffer size for TCP reads, and the most bytes joined into one QUIC write.
 const TCP_BUF: usize = 64 * 1024;
+
+/// A TCP read buffer grows up to this while reads keep filling it: a bulk transfer then makes
+/// fewer system calls (each of which also sends a TCP window update to the client).
+const TCP_BUF_MAX: usize = 256 * 1024;
+
+/// A TCP read at least this large goes to QUIC as it is, buffer and all, instead of copied.
+const HAND_OVER: usize = 16 * 1024;
 
 /// One side of a splice.
 pub enum Side {
@@ -141,6 +151,30 @@ pub(crate) fn arrived(
     Ok(chunks)
 }
 
+/// `first`, joined with whatever else has already arrived on `recv` (up to [`TCP_BUF`] in all),
+/// and whether the stream ended meanwhile. A chunk that comes alone is returned as it is.
+fn join_arrived(recv: &mut quinn::RecvStream, first: bytes::Bytes) -> io::Result<(bytes::Bytes, bool)> {
+    let mut joined: Option<bytes::BytesMut> = None;
+    let mut len = first.len();
+    while len < TCP_BUF {
+        match poll_once(recv.read_chunk(TCP_BUF - len, true)) {
+            Some(Ok(Some(chunk))) => {
+                len += chunk.bytes.len();
+                let buf = joined.get_or_insert_with(|| {
+                    let mut buf = bytes::BytesMut::with_capacity(TCP_BUF);
+                    buf.extend_from_slice(&first);
+                    buf
+                });
+                buf.extend_from_slice(&chunk.bytes);
+            }
+            Some(Ok(None)) => return Ok((joined.map_or(first, bytes::BytesMut::freeze), true)),
+            Some(Err(e)) => return Err(io::Error::other(e)),
+            None => break,
+        }
+    }
+    Ok((joined.map_or(first, bytes::BytesMut::freeze), false))
+}
+
 /// Write every chunk of `batch` (vectored to TCP), leaving it empty.
 async fn write_batch(to: &mut Writer, batch: &mut Vec<bytes::Bytes>) -> io::Result<()> {
     match to {
@@ -184,9 +218,13 @@ async fn pipe(from: &mut Reader, to: &mut Writer, activity: &Activity, moved: &A
     match (from, &mut *to) {
         (Reader::Quic(recv), Writer::Quic(send)) => {
             while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.map_err(io::Error::other)? {
-                moved.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+                let (bytes, ended) = join_arrived(recv, chunk.bytes)?;
+                moved.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 activity.touch();
-                send.write_chunk(chunk.bytes).await.map_err(io::Error::other)?;
+                send.write_chunk(bytes).await.map_err(io::Error::other)?;
+                if ended {
+                    break;
+                }
             }
         }
         // QUIC to TCP: the received chunks, no buffer of our own; whatever else has already
@@ -222,21 +260,38 @@ async fn pipe(from: &mut Reader, to: &mut Writer, activity: &Activity, moved: &A
         // TCP to anything: a read buffer only while bytes flow, so that an idle connection
         // (the common case with thousands open) holds none.
         (Reader::Tcp(tcp), to) => {
-            let mut buf: Vec<u8> = Vec::new();
+            let mut buf = bytes::BytesMut::new();
+            let mut size = TCP_BUF;
             loop {
                 if buf.capacity() == 0 {
                     tcp.readable().await?;
-                    buf.reserve_exact(TCP_BUF);
+                    buf.reserve(size);
                 }
-                buf.clear();
                 match tcp.try_read_buf(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
                         moved.fetch_add(n as u64, Ordering::Relaxed);
                         activity.touch();
-                        write(to, &buf[..n]).await?;
+                        if n >= size && size < TCP_BUF_MAX {
+                            size *= 2;
+                        }
+                        match to {
+                            // A large read is handed to QUIC whole, and the next read gets a
+                            // new buffer; a small one is copied, so that a few bytes do not
+                            // hold a large buffer until the peer acknowledges them.
+                            Writer::Quic(w) if n >= HAND_OVER => {
+                                w.write_chunk(buf.split().freeze()).await.map_err(io::Error::other)?;
+                                if buf.capacity() < HAND_OVER {
+                                    buf = bytes::BytesMut::new();
+                                }
+                            }
+                            _ => {
+                                write(to, &buf).await?;
+                                buf.clear();
+                            }
+                        }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf = Vec::new(),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf = bytes::BytesMut::new(),
                     Err(e) => return Err(e),
                 }
             }
