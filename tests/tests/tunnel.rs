@@ -184,6 +184,20 @@ async fn counting_service() -> SocketAddr {
     addr
 }
 
+/// Connect to `listen`, send `bytes`, half-close, and read the whole answer: the answer can
+/// only come after the half-close has crossed the tunnel.
+async fn send_and_half_close(listen: &str, bytes: &[u8]) -> String {
+    let mut client = tokio::net::TcpStream::connect(listen).await.expect("connect");
+    client.write_all(bytes).await.expect("write");
+    client.shutdown().await.expect("half-close");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut answer))
+        .await
+        .expect("the answer comes after our half-close")
+        .expect("read");
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_crosses_the_tunnel_and_strangers_cannot_use_it() {
     let files = tempfile::tempdir().expect("tempdir");
@@ -194,28 +208,12 @@ async fn half_close_crosses_the_tunnel_and_strangers_cannot_use_it() {
     let (status, binding) = bind(&mesh, "echo", json!({})).await;
     assert_eq!(status, 201, "{binding:#}");
     let listen = binding["listen"].as_str().expect("listen").to_owned();
-    let mut client = tokio::net::TcpStream::connect(&listen).await.expect("connect");
-    client.write_all(&[7u8; 100_000]).await.expect("write");
-    client.shutdown().await.expect("half-close");
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut answer))
-        .await
-        .expect("the answer comes after our half-close")
-        .expect("read");
-    assert_eq!(answer, "got 100000 bytes");
+    assert_eq!(send_and_half_close(&listen, &[7u8; 100_000]).await, "got 100000 bytes");
 
     // A client whose whole request (bytes and half-close) is in its first flight: the
     // ingress sends what already arrived with the tunnel's opening frame, and the end of
     // stream still follows it through every hop.
-    let mut quick = tokio::net::TcpStream::connect(&listen).await.expect("connect");
-    quick.write_all(b"hello").await.expect("write");
-    quick.shutdown().await.expect("half-close");
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(10), quick.read_to_string(&mut answer))
-        .await
-        .expect("answered")
-        .expect("read");
-    assert_eq!(answer, "got 5 bytes");
+    assert_eq!(send_and_half_close(&listen, b"hello").await, "got 5 bytes");
 
     // Both uses are recorded with exact byte counts, early bytes included.
     let id = binding["id"].as_u64().expect("id");
@@ -485,15 +483,7 @@ async fn idle_clients_time_out_and_a_binding_caps_its_connections() {
             tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await.expect("timed out");
         assert!(ended.is_err(), "an idle connection ends with an error: {ended:?}");
     }
-    let mut fresh = tokio::net::TcpStream::connect(&listen).await.expect("connect");
-    fresh.write_all(b"abc").await.expect("write");
-    fresh.shutdown().await.expect("half-close");
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(5), fresh.read_to_string(&mut answer))
-        .await
-        .expect("answered")
-        .expect("read");
-    assert_eq!(answer, "got 3 bytes");
+    assert_eq!(send_and_half_close(&listen, b"abc").await, "got 3 bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
