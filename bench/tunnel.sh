@@ -15,6 +15,10 @@
 # Usage: bench/tunnel.sh [SECONDS]      (default 5 per measurement)
 #        SKYBRIDGE_BENCH=latency,conns bench/tunnel.sh   (only some of: throughput, latency,
 #        conns, memory; all by default)
+#        SKYBRIDGE_BENCH_THREADS=cores bench/tunnel.sh   (worker threads per node: 1 by
+#        default, "cores" for the nodes' own default of one per core)
+# Five nodes, the peers and the load generators share this machine's cores, and every peer
+# process in the comparison (socat, sshd, ssh) runs one thread: so, by default, does each node.
 # `cargo xtask bench-tunnel` installs the peers (iperf3, socat, openssh, nginx-light, wrk),
 # builds the release binary and the plugins, then runs this.
 set -euo pipefail
@@ -22,6 +26,7 @@ ulimit -n "$(ulimit -Hn)"   # 10,000 held connections need more descriptors than
 
 SECONDS_PER_RUN=${1:-5}
 SECTIONS=",${SKYBRIDGE_BENCH:-throughput,latency,conns,memory},"
+THREADS=${SKYBRIDGE_BENCH_THREADS:-1}
 section() { [[ "$SECTIONS" == *",$1,"* ]]; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SKY=${SKYBRIDGE_BIN:-$ROOT/target/release/skybridge}
@@ -176,10 +181,11 @@ node r2 "$R2" > r2.toml
 { node site-a 0; echo "relays = [{ name = \"r1\", addr = \"127.0.0.1:$R1\" }]"; } > site-a.toml
 { node site-b 0; echo "relays = [{ name = \"r2\", addr = \"127.0.0.1:$R2\" }]"
   echo "endpoints = [{ name = \"iperf\", addr = \"127.0.0.1:$IPERF\" }, { name = \"http\", addr = \"127.0.0.1:$HTTP\" }, { name = \"sink\", addr = \"127.0.0.1:$SINK\" }]"; } > site-b.toml
-start "$SKY" controller -c controller.toml 2>controller.log
+threads=(--threads "$THREADS"); [ "$THREADS" = cores ] && threads=()
+start "$SKY" controller -c controller.toml "${threads[@]}" 2>controller.log
 wait_port "$ADMIN"
-for n in r2 r1; do start "$SKY" relay -c "$n.toml" 2>"$n.log"; done
-for n in site-a site-b; do start "$SKY" site -c "$n.toml" 2>"$n.log"; done
+for n in r2 r1; do start "$SKY" relay -c "$n.toml" "${threads[@]}" 2>"$n.log"; done
+for n in site-a site-b; do start "$SKY" site -c "$n.toml" "${threads[@]}" 2>"$n.log"; done
 export SKYBRIDGE_URL="http://127.0.0.1:$ADMIN" SKYBRIDGE_TOKEN_FILE="$WORK/admin.token"
 bind() { # endpoint → listen port
     for _ in $(seq 1 100); do
@@ -191,6 +197,7 @@ bind() { # endpoint → listen port
     echo "could not bind $1" >&2; "$SKY" ctl bind --from site-a --to site-b --endpoint "$1" >&2; return 1
 }
 SKY_IPERF=$(bind iperf); SKY_HTTP=$(bind http); SKY_SINK=$(bind sink)
+echo "Skybridge nodes: $THREADS worker thread(s) each (SKYBRIDGE_BENCH_THREADS)"
 echo "Skybridge path: $("$SKY" ctl bindings | sed -n 2p | awk '{print $4, $5, $6, $7, $8, $9, $10}')" >&2
 
 # --- measure --------------------------------------------------------------------------------
