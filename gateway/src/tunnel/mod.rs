@@ -16,7 +16,9 @@
 //! Each tunnelled connection is one QUIC stream per hop, on the one QUIC connection each
 //! neighbouring pair already keeps; its first frame ([`crate::mesh::messages::Control::TunnelOpen`])
 //! names the tunnel and presents the hop's token, and the answer travels back once the whole
-//! path, endpoint included, is connected.
+//! path, endpoint included, is connected. The client's first bytes, when it has already sent
+//! some, ride in the same flight as `TunnelOpen` on every hop, so that a request-response
+//! client costs no extra round of packets for the setup.
 
 pub mod grant;
 pub mod hop;
