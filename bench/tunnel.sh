@@ -7,6 +7,8 @@
 #   2. small HTTP request/response latency (wrk, one connection, nginx) through the same
 #      Skybridge binding vs direct, and through the socat and ssh chains (what a relay hop
 #      costs on this machine without Skybridge): p50 and p99, and the latency added per relay;
+#      measured twice, with idle CPUs halting (the VM's default) and polling (PM QoS), and with
+#      each node's CPU time and context switches per request;
 #   3. new connections per second (wrk with `Connection: close`: one TCP connection per
 #      request) through a binding vs direct;
 #   4. memory per idle tunnelled connection: the resident memory of all five Skybridge
@@ -77,15 +79,16 @@ for line in sys.stdin:
 print("%.0f %.0f %d" % (got["50"], got["99"], got["n"]))'
 }
 
-# CPU time (clock ticks) and context switches (all threads) of each Skybridge process, one
-# "name ticks switches" line each: sampled around a run to see what one request costs where.
+# CPU time in user space and in the kernel (clock ticks) and context switches (all threads) of
+# each Skybridge process, one "name user system switches" line each: sampled around a run to
+# see what one request costs where.
 sky_costs() {
     for pid in $(pgrep -f "$SKY (controller|relay|site) "); do
-        local name ticks switches
+        local name user system switches
         name=$(tr '\0' ' ' < "/proc/$pid/cmdline" | sed -E 's/.* -c ([^ ]+)\.toml.*/\1/')
-        ticks=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+        read -r user system < <(awk '{ print $14, $15 }' "/proc/$pid/stat")
         switches=$(cat /proc/"$pid"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }')
-        echo "$name $ticks $switches"
+        echo "$name $user $system $switches"
     done
 }
 
@@ -213,8 +216,8 @@ python3 -c "print('  Skybridge / ssh -J = %.2fx (target >= 1.5x);  Skybridge / s
 
 fi
 
-if section latency; then
-echo "Small HTTP request/response latency (wrk -c1, nginx 'ok'), $SECONDS_PER_RUN s each:"
+# One latency measurement of each chain, under the CPU idle policy in force.
+latency_runs() {
 read -r d50 d99 _ < <(latency "$HTTP")
 read -r c50 c99 _ < <(latency "$H1")
 read -r h50 h99 _ < <(latency "$SSH_HTTP")
@@ -223,15 +226,34 @@ read -r s50 s99 sn < <(latency "$SKY_HTTP")
 sky_costs > "$WORK/costs.after"
 printf '  %-40s p50 %6s µs   p99 %6s µs\n' "direct" "$d50" "$d99" "socat chain (2 relays, no crypto)" "$c50" "$c99" \
     "ssh -J chain (2 jump hosts)" "$h50" "$h99" "through Skybridge (2 relays)" "$s50" "$s99"
-python3 -c "print('  added at p50: socat %.0f µs, ssh -J %.0f µs, Skybridge %.0f µs in all, %.0f µs per relay (target <= 100 µs per hop); Skybridge\'s path also crosses the controller ingress and the site egress' % ($c50 - $d50, $h50 - $d50, $s50 - $d50, ($s50 - $d50) / 2))"
+python3 -c "print('  added at p50: socat %.0f µs, ssh -J %.0f µs, Skybridge %.0f µs in all: %.0f µs per relay, %.0f µs per tunnel hop (r1, r2, site-b; target <= 100 µs per hop)' % ($c50 - $d50, $h50 - $d50, $s50 - $d50, ($s50 - $d50) / 2, ($s50 - $d50) / 3))"
 python3 - "$WORK/costs.before" "$WORK/costs.after" "$sn" "$(getconf CLK_TCK)" <<'PY'
 import sys
 read = lambda f: {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(f)}
 before, after, n, hz = read(sys.argv[1]), read(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+us = lambda name, i: (after[name][i] - before[name][i]) * 1e6 / hz / n
 print("  per request, each Skybridge process: " + ", ".join(
-    "%s %.0f µs CPU %.1f context switches" % (name, (after[name][0] - b[0]) * 1e6 / hz / n, (after[name][1] - b[1]) / n)
-    for name, b in sorted(before.items()) if name in after))
+    "%s %.0f µs CPU (%.0f user, %.0f kernel), %.1f context switches"
+    % (name, us(name, 0) + us(name, 1), us(name, 0), us(name, 1), (after[name][2] - before[name][2]) / n)
+    for name in sorted(before) if name in after and name != "site-a"))
 PY
+}
+
+if section latency; then
+echo "Small HTTP request/response latency (wrk -c1, nginx 'ok'), $SECONDS_PER_RUN s each."
+# On a virtual machine an idle CPU halts, and waking it for the next packet costs tens of µs
+# on every process of a chain. Latency-tuned hosts keep idle CPUs polling instead (PM QoS:
+# /dev/cpu_dma_latency = 0, held open). Both are measured, every chain alike.
+echo " idle CPUs halt (this machine's default):"
+latency_runs
+if exec 9>/dev/cpu_dma_latency 2>/dev/null; then
+    printf '\x00\x00\x00\x00' >&9
+    echo " idle CPUs poll (/dev/cpu_dma_latency = 0 while it runs, as on latency-tuned hosts):"
+    latency_runs
+    exec 9>&-
+else
+    echo " (idle CPUs poll: not measured, /dev/cpu_dma_latency needs root)"
+fi
 fi
 
 if section conns; then
