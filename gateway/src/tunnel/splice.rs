@@ -9,8 +9,8 @@
 //! - QUIC to QUIC moves a received chunk on as it is (`Bytes`, reference-counted) when it
 //!   comes alone. Chunks that arrived together are joined into one, up to 64 KiB: quinn finds
 //!   the bytes for each packet it sends by walking the stream's list of unacknowledged writes,
-//!   so a relay that forwarded every 1.2 kB frame as its own write spent a fifth of its time
-//!   in that walk.
+//!   so a relay that forwarded every received frame as its own write spent a fifth of its
+//!   time in that walk.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
