@@ -177,13 +177,12 @@ impl HopTable {
             Ok((next, next_token, cancel)) => {
                 // Whatever the client sent in the first flight goes on with the next hop's
                 // opening frame (or to the endpoint as soon as it is connected).
-                let early = match splice::arrived(&mut up_recv, EARLY_MAX) {
-                    Ok(early) => early,
-                    Err(e) => {
-                        tracing::debug!(node = %self.me, %peer, tunnel, "tunnel stream failed at once: {e}");
-                        return;
-                    }
-                };
+                // (An end of stream seen here stays for the splice to see again.)
+                let mut early = Vec::new();
+                if let Err(e) = splice::take_arrived(&mut up_recv, &mut early, EARLY_MAX) {
+                    tracing::debug!(node = %self.me, %peer, tunnel, "tunnel stream failed at once: {e}");
+                    return;
+                }
                 self.connect_onward(tunnel, &next, next_token, early).await.map(|s| (s, cancel))
             }
             Err(reason) => Err(reason),

@@ -129,50 +129,40 @@ fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
     }
 }
 
-/// The chunks that have already arrived on `recv`, without waiting, up to about `max` bytes:
-/// a client's first bytes, sent on in the same flight as the tunnel's opening frame. Stops at
-/// the end of the stream (the next read sees it again); a failed stream is an error.
-pub(crate) fn arrived(
+/// Append to `batch` the chunks that have already arrived on `recv`, without waiting, until it
+/// holds about `max` bytes. Returns whether the stream ended (a later read sees the end again);
+/// a failed stream is an error. Used to send a client's first bytes with the tunnel's opening
+/// frame, and to move whatever arrived together on in one write.
+pub(crate) fn take_arrived(
     recv: &mut quinn::RecvStream,
+    batch: &mut Vec<bytes::Bytes>,
     max: usize,
-) -> Result<Vec<bytes::Bytes>, quinn::ReadError> {
-    let mut chunks = Vec::new();
-    let mut len = 0;
+) -> Result<bool, quinn::ReadError> {
+    let mut len: usize = batch.iter().map(|b| b.len()).sum();
     while len < max {
         match poll_once(recv.read_chunk(max - len, true)) {
             Some(Ok(Some(chunk))) => {
                 len += chunk.bytes.len();
-                chunks.push(chunk.bytes);
+                batch.push(chunk.bytes);
             }
-            Some(Ok(None)) | None => break,
+            Some(Ok(None)) => return Ok(true),
             Some(Err(e)) => return Err(e),
-        }
-    }
-    Ok(chunks)
-}
-
-/// `first`, joined with whatever else has already arrived on `recv` (up to [`TCP_BUF`] in all),
-/// and whether the stream ended meanwhile. A chunk that comes alone is returned as it is.
-fn join_arrived(recv: &mut quinn::RecvStream, first: bytes::Bytes) -> io::Result<(bytes::Bytes, bool)> {
-    let mut joined: Option<bytes::BytesMut> = None;
-    let mut len = first.len();
-    while len < TCP_BUF {
-        match poll_once(recv.read_chunk(TCP_BUF - len, true)) {
-            Some(Ok(Some(chunk))) => {
-                len += chunk.bytes.len();
-                let buf = joined.get_or_insert_with(|| {
-                    let mut buf = bytes::BytesMut::with_capacity(TCP_BUF);
-                    buf.extend_from_slice(&first);
-                    buf
-                });
-                buf.extend_from_slice(&chunk.bytes);
-            }
-            Some(Ok(None)) => return Ok((joined.map_or(first, bytes::BytesMut::freeze), true)),
-            Some(Err(e)) => return Err(io::Error::other(e)),
             None => break,
         }
     }
-    Ok((joined.map_or(first, bytes::BytesMut::freeze), false))
+    Ok(false)
+}
+
+/// The chunks of `batch` as one: a lone chunk as it is, several copied together.
+fn joined(mut batch: Vec<bytes::Bytes>) -> bytes::Bytes {
+    if batch.len() == 1 {
+        return batch.pop().unwrap_or_default();
+    }
+    let mut one = bytes::BytesMut::with_capacity(batch.iter().map(|b| b.len()).sum());
+    for chunk in &batch {
+        one.extend_from_slice(chunk);
+    }
+    one.freeze()
 }
 
 /// Write every chunk of `batch` (vectored to TCP), leaving it empty.
@@ -218,7 +208,9 @@ async fn pipe(from: &mut Reader, to: &mut Writer, activity: &Activity, moved: &A
     match (from, &mut *to) {
         (Reader::Quic(recv), Writer::Quic(send)) => {
             while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.map_err(io::Error::other)? {
-                let (bytes, ended) = join_arrived(recv, chunk.bytes)?;
+                let mut batch = vec![chunk.bytes];
+                let ended = take_arrived(recv, &mut batch, TCP_BUF).map_err(io::Error::other)?;
+                let bytes = joined(batch);
                 moved.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 activity.touch();
                 send.write_chunk(bytes).await.map_err(io::Error::other)?;
@@ -236,22 +228,9 @@ async fn pipe(from: &mut Reader, to: &mut Writer, activity: &Activity, moved: &A
                 let Some(first) = recv.read_chunk(usize::MAX, true).await.map_err(io::Error::other)? else {
                     break;
                 };
-                let mut len = first.bytes.len();
                 batch.push(first.bytes);
-                while len < TCP_BUF {
-                    match poll_once(recv.read_chunk(usize::MAX, true)) {
-                        Some(Ok(Some(chunk))) => {
-                            len += chunk.bytes.len();
-                            batch.push(chunk.bytes);
-                        }
-                        Some(Ok(None)) => {
-                            ended = true;
-                            break;
-                        }
-                        Some(Err(e)) => return Err(io::Error::other(e)),
-                        None => break,
-                    }
-                }
+                ended = take_arrived(recv, &mut batch, TCP_BUF).map_err(io::Error::other)?;
+                let len: usize = batch.iter().map(|b| b.len()).sum();
                 moved.fetch_add(len as u64, Ordering::Relaxed);
                 activity.touch();
                 write_batch(to, &mut batch).await?;
