@@ -41,5 +41,6 @@ pub mod netem;
 pub mod node;
 pub mod path;
 pub mod plugin;
+pub mod runtime;
 pub mod secret;
 pub mod tunnel;

@@ -172,6 +172,18 @@ fn bad_plugins_fail_with_one_clear_line() {
     assert_one_line_error(&out, "exceeded its CPU deadline of 100 ms");
 }
 
+/// Idle poll with several worker threads would burn CPU for nothing: refused before anything
+/// starts, with what to do instead.
+#[test]
+fn idle_poll_needs_one_thread() {
+    for role in ["controller", "relay", "site"] {
+        let out = skybridge(&[role, "--config", "unused.toml", "--idle-poll-us", "200"]);
+        assert_one_line_error(&out, "idle poll needs one worker thread (--threads 1)");
+    }
+    let out = skybridge(&["relay", "--config", "unused.toml", "--threads", "2", "--idle-poll-us", "200"]);
+    assert_one_line_error(&out, "--threads 1");
+}
+
 #[test]
 fn help_explains_the_commands() {
     let out = skybridge(&["plugin", "--help"]);

@@ -29,9 +29,10 @@ struct Node {
 }
 
 impl Node {
-    fn start(dir: &Path, role: &str, config: &str) -> Node {
+    fn start(dir: &Path, role: &str, config: &str, options: &[&str]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_skybridge"))
             .args([role, "--config", config])
+            .args(options)
             .current_dir(dir)
             .env_remove("RUST_LOG")
             .stderr(Stdio::piped())
@@ -71,6 +72,10 @@ impl Drop for Node {
         let _ = self.child.wait();
     }
 }
+
+/// The nodes a binding's traffic crosses first and last (the controller's ingress, r1, site-b)
+/// run the way `bench/tunnel.sh` runs them: one thread that polls before it sleeps.
+const POLLING: &[&str] = &["--threads", "1", "--idle-poll-us", "200"];
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -132,7 +137,7 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
             adapter.display()
         ),
     );
-    let controller = Node::start(dir, "controller", "controller.toml");
+    let controller = Node::start(dir, "controller", "controller.toml", POLLING);
     let line = controller.line("controller: mesh on ");
     // "controller: mesh on 127.0.0.1:P, admin API on http://127.0.0.1:Q"
     let mesh = line.split_whitespace().nth(3).expect("mesh address").trim_end_matches(',').to_owned();
@@ -140,7 +145,7 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
 
     // r3 is dialled by r1 and r2, so it starts first; r1 dials both.
     write(dir, "r3.toml", &node_toml("r3", "127.0.0.1:0", &mesh));
-    let r3 = Node::start(dir, "relay", "r3.toml");
+    let r3 = Node::start(dir, "relay", "r3.toml", &[]);
     let r3_addr = r3.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
     write(
         dir,
@@ -150,7 +155,7 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
             node_toml("r2", "127.0.0.1:0", &mesh)
         ),
     );
-    let r2 = Node::start(dir, "relay", "r2.toml");
+    let r2 = Node::start(dir, "relay", "r2.toml", &[]);
     let r2_addr = r2.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
     write(
         dir,
@@ -160,7 +165,7 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
             node_toml("r1", "127.0.0.1:0", &mesh)
         ),
     );
-    let r1 = Node::start(dir, "relay", "r1.toml");
+    let r1 = Node::start(dir, "relay", "r1.toml", POLLING);
     let r1_addr = r1.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
     let site = |name: &str, relay: &str, addr: &str| {
         format!(
@@ -206,8 +211,8 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
             site("site-b", "r3", &r3_addr)
         ),
     );
-    let _a = Node::start(dir, "site", "site-a.toml");
-    let _b = Node::start(dir, "site", "site-b.toml");
+    let _a = Node::start(dir, "site", "site-a.toml", &[]);
+    let _b = Node::start(dir, "site", "site-b.toml", POLLING);
 
     let ctl = |args: &[&str]| {
         let mut all = vec!["ctl", "--url", url.as_str()];
