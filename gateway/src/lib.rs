@@ -14,12 +14,16 @@
 //!   messages, membership, probes (link probes and source-routed path probes).
 //! - [`node`] — the node roles built from those: controller (admin API, decision store),
 //!   relay and site, their TOML configs, and whole local meshes for the demo and tests.
+//! - [`tunnel`] — the data plane: hop tokens ([`tunnel::grant`]), the per-hop stream protocol
+//!   ([`tunnel::hop`]) and the splice that carries bytes between TCP and QUIC streams
+//!   ([`tunnel::splice`]).
 //! - [`netem`] — the user-space link emulator (delay, jitter, loss, rate per direction) that
 //!   tests and the demo put between nodes, since kernel traffic shaping is not available.
+//! - [`runtime`] — the tokio runtime a node runs on, with its optional idle poll.
+//! - [`secret`] — constant-time comparison of secrets.
 //! - `src/cli/` (binary only) — the `skybridge` command line.
 //!
-//! Still to come, each in its own module (see the issues): the tunnel data plane, session
-//! translation, and the service catalog.
+//! Still to come (see DESIGN.md): the service catalog.
 //!
 //! ## How data flows today
 //!
