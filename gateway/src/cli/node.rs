@@ -22,9 +22,9 @@ pub struct NodeArgs {
     #[arg(long, value_name = "N", env = "SKYBRIDGE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
     /// After its last event, how long (µs) the node keeps polling for the next one before it
-    /// sleeps (needs --threads 1). Saves waking the node and its halted CPU on every packet,
-    /// tens of µs per node on a virtual machine, for CPU time spent polling; 200 suits a relay
-    /// chain. 0, the default, never polls.
+    /// sleeps (needs --threads 1). On a virtual machine, whose idle CPUs halt, it saves waking
+    /// the node and its CPU on every packet (tens of µs) for CPU time spent polling; 200 suits
+    /// a relay chain. No help where idle CPUs already poll. 0 never polls.
     #[arg(long, value_name = "MICROSECONDS", env = "SKYBRIDGE_IDLE_POLL_US", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub idle_poll_us: u32,
