@@ -1,4 +1,4 @@
-//! The tokio runtime a node runs on, with an optional *idle poll*: a worker that runs out of
+//! The tokio runtime a node runs on, with an optional *idle poll*: a node that runs out of
 //! work keeps polling for new events for a short window before it goes to sleep.
 //!
 //! Why: on a virtual machine an idle CPU halts, and waking it for the next packet costs tens of
@@ -39,7 +39,8 @@ pub struct RuntimeOptions {
     pub idle_poll: Duration,
 }
 
-/// Build the multi-threaded runtime a node runs on.
+/// Build the runtime a node runs on: the current-thread scheduler for one thread, the
+/// multi-threaded one otherwise; with idle poll if asked (one thread only).
 pub fn build(options: RuntimeOptions) -> io::Result<Runtime> {
     if !options.idle_poll.is_zero() && options.threads != Some(1) {
         return Err(io::Error::new(
