@@ -25,13 +25,22 @@
 //!
 //! Still to come (see DESIGN.md): the service catalog.
 //!
-//! ## How data flows today
+//! ## How data flows
 //!
 //! Relays probe their links and report them; sites probe the relays they know. The controller
 //! ([`node::controller`]) keeps the link-state graph and each platform's nearest relay. A
 //! connection request enumerates k paths ([`path::Graph`]), has the first relay probe each end
 //! to end ([`mesh::probe`]), scores them with the scorer plugin ([`path::select`]) and stores
 //! the decision.
+//!
+//! A binding then sets a tunnel up on every hop of the chosen path, each hop with a token the
+//! controller signs ([`tunnel::grant`]). The controller's ingress ([`node::ingress`]) accepts
+//! clients and carries each connection as one QUIC stream per hop ([`tunnel::hop`],
+//! [`tunnel::splice`]) to the target site, which connects only to endpoints it publishes. In
+//! `http` mode the target platform's adapter plugin rewrites every request for the target
+//! session (AWS SigV4, Azure Shared Key, a Keystone token), with the account's mapped
+//! credentials ([`node::accounts`]). The controller records each use's sessions, and rebuilds
+//! a tunnel on the next best path when a relay on it dies or the path degrades.
 //!
 //! Plugins: an operator names a plugin file ([`plugin::PluginSpec`]); the [`plugin::PluginEngine`]
 //! compiles and links it; a [`plugin::PluginRegistry`] keeps it by name; callers take an
