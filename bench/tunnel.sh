@@ -95,6 +95,27 @@ sky_costs() {
     done
 }
 
+# What each Skybridge process spent between the samples in costs.before and costs.after:
+# `request N` per request of N, `idle SECONDS` as a share of one core.
+report_costs() {
+python3 - "$WORK/costs.before" "$WORK/costs.after" "$1" "$2" "$(getconf CLK_TCK)" <<'PY'
+import sys
+read = lambda f: {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(f)}
+before, after, mode, n, hz = read(sys.argv[1]), read(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+names = [name for name in sorted(before) if name in after]
+delta = lambda name, i: after[name][i] - before[name][i]
+if mode == "request":
+    us = lambda name, i: delta(name, i) * 1e6 / hz / n
+    print("  per request, each Skybridge process: " + ", ".join(
+        "%s %.0f µs CPU (%.0f user, %.0f kernel), %.1f context switches"
+        % (name, us(name, 0) + us(name, 1), us(name, 0), us(name, 1), delta(name, 2) / n)
+        for name in names if name != "site-a"))
+else:
+    print("  without traffic (%d s, probes only), CPU of each Skybridge process: " % n + ", ".join(
+        "%s %.1f %%" % (name, (delta(name, 0) + delta(name, 1)) * 100 / hz / n) for name in names))
+PY
+}
+
 IPERF=$(free_port); start iperf3 -s -p "$IPERF" >/dev/null
 HTTP=$(free_port)
 mkdir -p "$WORK/nginx"
@@ -231,16 +252,7 @@ printf '  %-40s p50 %6s µs   p99 %6s µs\n' "direct" "$d50" "$d99" "socat chain
     "ssh -J chain (2 jump hosts)" "$h50" "$h99" "through Skybridge (2 relays)" "$s50" "$s99"
 python3 -c "print('  added at p50: socat %.0f µs, ssh -J %.0f µs, Skybridge %.0f µs in all: %.0f µs per relay, %.0f µs per tunnel hop (r1, r2, site-b; target <= 100 µs per hop)' % ($c50 - $d50, $h50 - $d50, $s50 - $d50, ($s50 - $d50) / 2, ($s50 - $d50) / 3))"
 DIRECT_P50+=("$d50"); SKY_P50+=("$s50")
-python3 - "$WORK/costs.before" "$WORK/costs.after" "$sn" "$(getconf CLK_TCK)" <<'PY'
-import sys
-read = lambda f: {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(f)}
-before, after, n, hz = read(sys.argv[1]), read(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-us = lambda name, i: (after[name][i] - before[name][i]) * 1e6 / hz / n
-print("  per request, each Skybridge process: " + ", ".join(
-    "%s %.0f µs CPU (%.0f user, %.0f kernel), %.1f context switches"
-    % (name, us(name, 0) + us(name, 1), us(name, 0), us(name, 1), (after[name][2] - before[name][2]) / n)
-    for name in sorted(before) if name in after and name != "site-a"))
-PY
+report_costs request "$sn"
 }
 
 if section latency; then
@@ -268,14 +280,7 @@ fi
 sky_costs > "$WORK/costs.before"
 sleep $((2 * SECONDS_PER_RUN))
 sky_costs > "$WORK/costs.after"
-python3 - "$WORK/costs.before" "$WORK/costs.after" $((2 * SECONDS_PER_RUN)) "$(getconf CLK_TCK)" <<'PY'
-import sys
-read = lambda f: {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(f)}
-before, after, secs, hz = read(sys.argv[1]), read(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-print("  without traffic (%d s, probes only), CPU of each Skybridge process: " % secs + ", ".join(
-    "%s %.1f %%" % (name, (sum(after[name][:2]) - sum(before[name][:2])) * 100 / hz / secs)
-    for name in sorted(before) if name in after))
-PY
+report_costs idle $((2 * SECONDS_PER_RUN))
 fi
 
 if section conns; then
