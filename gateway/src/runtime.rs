@@ -74,16 +74,22 @@ pub fn build(options: RuntimeOptions) -> io::Result<Runtime> {
         }
     });
     let runtime = builder.build()?;
-    let driver = driver_epoll(&runtime)?;
-    // SAFETY: `driver` is the epoll descriptor the runtime owns; it is only borrowed here, to
-    // register it, while `runtime` is alive.
+    // Set before the runtime runs anything, so every park from the first one polls.
+    let _ = watch.set(watch_driver(&runtime)?);
+    Ok(runtime)
+}
+
+/// An epoll instance that is readable whenever `runtime`'s IO driver has an event to deliver.
+fn watch_driver(runtime: &Runtime) -> io::Result<OwnedFd> {
+    let driver = driver_epoll(runtime)?;
+    // SAFETY: `driver` is the epoll descriptor the runtime owns and keeps open while it is
+    // alive; it is only borrowed here, to register it. (Once the runtime closes it, the kernel
+    // drops it from our instance, which then never turns readable.)
     #[allow(unsafe_code)]
     let driver = unsafe { BorrowedFd::borrow_raw(driver) };
-    let ours = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-    epoll::add(&ours, driver, epoll::EventData::new_u64(0), epoll::EventFlags::IN)?;
-    // Set before the runtime runs anything, so every park from the first one polls.
-    let _ = watch.set(ours);
-    Ok(runtime)
+    let watch = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+    epoll::add(&watch, driver, epoll::EventData::new_u64(0), epoll::EventFlags::IN)?;
+    Ok(watch)
 }
 
 /// The epoll descriptor of `runtime`'s IO driver: the one in which a socket registered with the
@@ -156,11 +162,7 @@ mod tests {
         let other =
             build(RuntimeOptions { threads: Some(1), idle_poll: Duration::ZERO }).expect("other runtime");
         let runtime = Builder::new_current_thread().enable_all().build().expect("runtime");
-        let driver = driver_epoll(&runtime).expect("the driver's epoll");
-        #[allow(unsafe_code)]
-        let driver = unsafe { BorrowedFd::borrow_raw(driver) };
-        let watch = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
-        epoll::add(&watch, driver, epoll::EventData::new_u64(0), epoll::EventFlags::IN).expect("watch");
+        let watch = watch_driver(&runtime).expect("watch the driver's epoll");
 
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         socket.set_nonblocking(true).expect("nonblocking");
