@@ -4,23 +4,35 @@
 //!
 //! ## Layout
 //!
+//! Lower layers first; each imports only from the layers above it in this list (checked by
+//! `tests/layering.rs`).
+//!
+//! - [`time`], [`secret`], [`shutdown`], [`blocking`], [`runtime`] — one clock, constant-time
+//!   secrets, one shutdown signal with a drain, bounded pools for blocking work (plugin calls,
+//!   store access), the tokio runtime with its optional idle poll.
 //! - [`plugin`] — the WebAssembly plugin host: loads components that implement the worlds of
 //!   `wit/plugin.wit` (scorers, authorizers, cloud adapters) and runs them sandboxed, with CPU
-//!   deadlines, memory limits, a compile cache and hot reload.
-//! - [`path`] — the path engine, sans-IO: link estimators, the link-state graph and its
-//!   k-shortest paths, nearest-relay choice with hysteresis, scored selection with a decision
-//!   record.
+//!   deadlines, memory limits, a compile cache and a registry with hot reload.
+//! - [`path`] — the path engine, sans-IO, importing nothing of the crate but [`time`]: link
+//!   estimators, the link-state graph and its k-shortest paths, nearest-relay choice with
+//!   hysteresis, the [`path::Policy`], scored selection through a [`path::PathScorer`], and
+//!   the [`path::DecisionRecord`].
 //! - [`mesh`] — the relay mesh protocol: node identities, mutual-TLS QUIC, control frames and
-//!   messages, membership, probes (link probes and source-routed path probes).
-//! - [`node`] — the node roles built from those: controller (admin API, decision store),
-//!   relay and site, their TOML configs, and whole local meshes for the demo and tests.
-//! - [`tunnel`] — the data plane: hop tokens ([`tunnel::grant`]), the per-hop stream protocol
-//!   ([`tunnel::hop`]) and the splice that carries bytes between TCP and QUIC streams
-//!   ([`tunnel::splice`]).
+//!   messages (refusals typed: whether a retry can help), membership, probes, framed streams.
+//! - [`tunnel`] — the data plane: hop tokens ([`tunnel::grant`]), sans-IO setup planning
+//!   ([`tunnel::setup`]), the hop table ([`tunnel::hop`]) and the splice ([`tunnel::splice`]).
+//! - [`store`] — durable state behind one interface with typed errors; redb by default.
+//! - [`session`] — session translation (DESIGN.md step 6) in one place: accounts, client
+//!   credentials, sans-IO request translation, target tokens, session records.
+//! - [`controller`] — the controller as small services: the sans-IO mesh view, node
+//!   connections, decisions, the policy, accounts, tunnels, bindings.
+//! - [`ingress`] — listeners only: bindings' own listeners, the CONNECT proxy, the `http`
+//!   proxy that translates sessions.
+//! - [`admin`] — the admin API: its request/response types and its server.
+//! - [`config`], [`node`] — the nodes' TOML files, and the role runners (controller, relay,
+//!   site) with whole local meshes for the demo and tests ([`node::local`]).
 //! - [`netem`] — the user-space link emulator (delay, jitter, loss, rate per direction) that
 //!   tests and the demo put between nodes, since kernel traffic shaping is not available.
-//! - [`runtime`] — the tokio runtime a node runs on, with its optional idle poll.
-//! - [`secret`] — constant-time comparison of secrets.
 //! - `src/cli/` (binary only) — the `skybridge` command line.
 //!
 //! Still to come (see DESIGN.md): the service catalog.
@@ -28,27 +40,37 @@
 //! ## How data flows
 //!
 //! Relays probe their links and report them; sites probe the relays they know. The controller
-//! ([`node::controller`]) keeps the link-state graph and each platform's nearest relay. A
-//! connection request enumerates k paths ([`path::Graph`]), has the first relay probe each end
-//! to end ([`mesh::probe`]), scores them with the scorer plugin ([`path::select`]) and stores
-//! the decision.
+//! keeps them in its mesh view ([`controller::view`]): the link-state graph and each platform's
+//! nearest relay. A connection request ([`controller::Controller::decide`]) enumerates k paths
+//! ([`path::Graph`]), has the first relay probe each end to end ([`mesh::probe`]), scores them
+//! with the scorer plugin on the plugin pool ([`path::select`]) and stores the decision
+//! ([`store`]).
 //!
-//! A binding then sets a tunnel up on every hop of the chosen path, each hop with a token the
-//! controller signs ([`tunnel::grant`]). The controller's ingress ([`node::ingress`]) accepts
+//! A binding then sets a tunnel up on every hop of the chosen path ([`tunnel::setup`]), each
+//! hop with a token the controller signs ([`tunnel::grant`]). The ingress ([`ingress`]) accepts
 //! clients and carries each connection as one QUIC stream per hop ([`tunnel::hop`],
 //! [`tunnel::splice`]) to the target site, which connects only to endpoints it publishes. In
 //! `http` mode the target platform's adapter plugin rewrites every request for the target
 //! session (AWS SigV4, Azure Shared Key, a Keystone token), with the account's mapped
-//! credentials ([`node::accounts`]). The controller records each use's sessions, and rebuilds
-//! a tunnel on the next best path when a relay on it dies or the path degrades.
+//! credentials ([`session`]). The controller records each use's sessions, and rebuilds a
+//! tunnel on the next best path when a relay on it dies or the path degrades.
 //!
 //! Plugins: an operator names a plugin file ([`plugin::PluginSpec`]); the [`plugin::PluginEngine`]
-//! compiles and links it; a [`plugin::PluginRegistry`] keeps it by name; callers take an
-//! `Arc<Plugin>` and make typed calls ([`plugin::Plugin::score`],
-//! [`plugin::Plugin::authorize`], …), each under the plugin's sandbox limits.
+//! compiles and links it; a [`plugin::PluginRegistry`] keeps it by name and reloads it when
+//! its file changes; callers take an `Arc<Plugin>` and make typed calls
+//! ([`plugin::Plugin::score`], [`plugin::Plugin::authorize`], …), each under the plugin's
+//! sandbox limits, on a bounded blocking pool ([`blocking`]).
+//!
+//! Shutdown: a node's tasks hold a [`shutdown::Signal`]; stopping raises it and waits until
+//! every task has let go, then closes the store.
 
 #![deny(unsafe_code)]
 
+pub mod admin;
+pub mod blocking;
+pub mod config;
+pub mod controller;
+pub mod ingress;
 pub mod mesh;
 pub mod netem;
 pub mod node;
@@ -56,4 +78,8 @@ pub mod path;
 pub mod plugin;
 pub mod runtime;
 pub mod secret;
+pub mod session;
+pub mod shutdown;
+pub mod store;
+pub mod time;
 pub mod tunnel;

@@ -8,11 +8,11 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use serde_json::Value;
+use skybridge_gateway::controller::Controller;
 use skybridge_gateway::netem::LinkParams;
-use skybridge_gateway::node::config::Policy;
-use skybridge_gateway::node::controller::Controller;
 use skybridge_gateway::node::local::LocalMesh;
 pub use skybridge_gateway::node::local::{Pki, Topology, fast_probing};
+use skybridge_gateway::path::Policy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The weighted scorer with these weights, k and probe count, probes 5 ms apart.

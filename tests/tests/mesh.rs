@@ -8,10 +8,10 @@ use skybridge_gateway::mesh::frame::{DEFAULT_MAX_FRAME, encode};
 use skybridge_gateway::mesh::identity::Role;
 use skybridge_gateway::mesh::membership::NodeState;
 use skybridge_gateway::mesh::messages::Control;
+use skybridge_gateway::mesh::stream::Framed;
 use skybridge_gateway::mesh::transport::MeshEndpoint;
 use skybridge_gateway::netem::LinkParams;
 use skybridge_gateway::node::config::{Peer, RelayConfig};
-use skybridge_gateway::node::control::Framed;
 use skybridge_gateway::node::relay::Relay;
 use skybridge_tests::mesh::{Pki, TestMesh, Topology, candidate, chosen_path, fast_probing, http, policy};
 
@@ -284,7 +284,7 @@ async fn the_admin_api_refuses_strangers_and_bad_requests_clearly() {
             400,
             "unknown field `via`",
         ),
-        ("GET", "/v1/connections/999", None, 404, "no connection 999"),
+        ("GET", "/v1/connections/999", None, 404, "no decision 999"),
         ("GET", "/v1/connections/abc", None, 400, "not a number"),
         ("DELETE", "/v1/nodes", None, 405, "DELETE is not allowed"),
         ("GET", "/v1/teleport", None, 404, "no such endpoint"),
@@ -358,7 +358,7 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
         .await
         .expect("sent");
     match stream.recv().await {
-        Ok(Some(Control::Refused { reason })) => {
+        Ok(Some(Control::Refused { reason, .. })) => {
             assert!(reason.contains("does not match the certificate"), "{reason}")
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -388,7 +388,7 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
             .await
             .expect("an answer, not a stall")
         {
-            Ok(Some(Control::Refused { reason })) => assert!(reason.contains(why), "{why}: {reason}"),
+            Ok(Some(Control::Refused { reason, .. })) => assert!(reason.contains(why), "{why}: {reason}"),
             other => panic!("{why}: expected a refusal, got {other:?}"),
         }
     }

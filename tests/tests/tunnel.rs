@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use skybridge_gateway::mesh::identity::Role;
 use skybridge_gateway::mesh::messages::Control;
+use skybridge_gateway::mesh::stream::{read_frame, write_frame};
 use skybridge_gateway::mesh::transport::MeshEndpoint;
 use skybridge_gateway::netem::LinkParams;
-use skybridge_gateway::node::control::{read_frame, write_frame};
 use skybridge_tests::mesh::{TestMesh, Topology, policy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -218,13 +218,12 @@ async fn half_close_crosses_the_tunnel_and_strangers_cannot_use_it() {
     // Both uses are recorded with exact byte counts, early bytes included.
     let id = binding["id"].as_u64().expect("id");
     mesh.wait_until("both sessions ended", Duration::from_secs(5), |c| {
-        c.ingress.sessions().iter().filter(|s| s.binding == id && s.outcome.is_some()).count() == 2
+        c.sessions().iter().filter(|s| s.binding == id && s.outcome.is_some()).count() == 2
     })
     .await;
     let mut counts: Vec<(u64, u64)> = mesh
         .controller
         .controller()
-        .ingress
         .sessions()
         .iter()
         .filter(|s| s.binding == id)
@@ -260,7 +259,7 @@ async fn half_close_crosses_the_tunnel_and_strangers_cannot_use_it() {
         let (mut send, mut recv) = conn.open_bi().await.expect("stream");
         write_frame(&mut send, &Control::TunnelOpen { tunnel, token }).await.expect("sent");
         match read_frame(&mut recv, Duration::from_secs(5)).await {
-            Ok(Control::Refused { reason }) => {
+            Ok(Control::Refused { reason, .. }) => {
                 let want = if name == "r1" { "invalid token" } else { "is not open to r9" };
                 assert!(reason.contains(want), "{name}: {reason}");
             }
@@ -274,7 +273,7 @@ async fn half_close_crosses_the_tunnel_and_strangers_cannot_use_it() {
     let short_listen = short["listen"].as_str().expect("listen").to_owned();
     let short_id = short["id"].as_u64().expect("id");
     mesh.wait_until("the short binding expired", Duration::from_secs(5), |c| {
-        c.ingress.binding(short_id).is_none()
+        c.bindings().get(short_id).is_none()
     })
     .await;
     assert!(tokio::net::TcpStream::connect(&short_listen).await.is_err(), "the listener is closed");
@@ -289,7 +288,7 @@ async fn bindings_close_when_the_requesting_platform_goes_away() {
     assert_eq!(status, 201, "{binding:#}");
     let id = binding["id"].as_u64().expect("id");
     mesh.sites.remove("site-a").expect("site-a").shutdown();
-    mesh.wait_until("the binding closed", Duration::from_secs(5), |c| c.ingress.binding(id).is_none()).await;
+    mesh.wait_until("the binding closed", Duration::from_secs(5), |c| c.bindings().get(id).is_none()).await;
     for relay in ["r1", "r2"] {
         assert!(mesh.relays[relay].tunnels().tunnels().is_empty(), "{relay} still holds the tunnel");
     }
@@ -359,7 +358,7 @@ async fn a_relay_killed_mid_stream_ends_the_stream_with_an_error_and_the_binding
     assert!(ended.is_err(), "the stream must end with an error, not a clean end: {ended:?}");
 
     mesh.wait_until("the binding re-routed", Duration::from_secs(5), |c| {
-        c.ingress.binding(id).is_some_and(|b| !b.reroutes.is_empty())
+        c.bindings().get(id).is_some_and(|b| !b.reroutes.is_empty())
     })
     .await;
     let (_, view) = mesh.api("GET", &format!("/v1/bindings/{id}"), None).await;
@@ -580,13 +579,12 @@ async fn accounts_keep_their_secrets_and_their_own_tunnels_and_every_use_is_reco
     assert!(acme["bytes_down"].as_u64().expect("bytes") > 0, "{acme:#}");
     assert!(acme["first"]["client"].as_str().expect("client").starts_with("127.0.0.1:"));
     mesh.wait_until("the sessions ended", Duration::from_secs(5), |c| {
-        c.ingress.sessions().iter().all(|s| s.outcome.is_some())
+        c.sessions().iter().all(|s| s.outcome.is_some())
     })
     .await;
-    let beta =
-        mesh.ctl().ingress.sessions().into_iter().find(|s| s.account == "beta").expect("beta's session");
+    let beta = mesh.ctl().sessions().into_iter().find(|s| s.account == "beta").expect("beta's session");
     assert_eq!((beta.third.principal, beta.outcome.as_deref()), (None, Some("closed")));
-    assert!(!serde_json::to_string(&mesh.ctl().ingress.sessions()).expect("json").contains("secret"));
+    assert!(!serde_json::to_string(&mesh.ctl().sessions()).expect("json").contains("secret"));
 
     let (status, _) = mesh.api("DELETE", "/v1/accounts/beta", None).await;
     assert_eq!(status, 200);
@@ -607,17 +605,17 @@ async fn a_link_degrading_past_the_policy_threshold_reroutes_the_binding() {
     // default re-route threshold of 20 %: the binding moves to the clean path.
     mesh.set_link("r1", "r3", LinkParams { loss: 0.3, ..LinkParams::delay(2.0) });
     mesh.wait_until("the binding re-routed off the lossy link", Duration::from_secs(10), |c| {
-        c.ingress.binding(id).is_some_and(|b| !b.reroutes.is_empty())
+        c.bindings().get(id).is_some_and(|b| !b.reroutes.is_empty())
     })
     .await;
-    let view = mesh.ctl().ingress.binding(id).expect("binding");
+    let view = mesh.ctl().bindings().get(id).expect("binding");
     assert_eq!(view.tunnel.hops, ["r1", "r2", "r4", "site-b"]);
     assert!(view.reroutes[0].reason.contains("link r1–r3 loses"), "{:?}", view.reroutes);
 
     // The old path heals: the binding stays where it is (no flapping back).
     mesh.set_link("r1", "r3", LinkParams::delay(2.0));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let view = mesh.ctl().ingress.binding(id).expect("binding");
+    let view = mesh.ctl().bindings().get(id).expect("binding");
     assert_eq!(view.reroutes.len(), 1, "{:?}", view.reroutes);
     let listen = view.listen;
     let mut client = tokio::net::TcpStream::connect(listen).await.expect("connect");
@@ -787,4 +785,42 @@ async fn hundreds_of_concurrent_connections_share_one_quic_connection_per_hop() 
     }
     let (_, view) = mesh.api("GET", &format!("/v1/bindings/{}", binding["id"]), None).await;
     assert_eq!(view["connections"], json!(N), "{view}");
+}
+
+/// A controller shuts down completely: its admin API, its bindings' listeners (and a client
+/// connection still open on one) and its store all go, and it starts again in the same process
+/// on the same store file and addresses, with its accounts still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_shuts_down_completely_and_starts_again_on_its_store() {
+    let echo = counting_service().await;
+    let mut mesh = TestMesh::start(two_relays(echo, Some(echo))).await;
+    let (status, account) =
+        mesh.api("POST", "/v1/accounts", Some(r#"{"id": "acme-ops", "secret": "0123456789abcdef"}"#)).await;
+    assert_eq!(status, 201, "{account}");
+    let (status, binding) = bind(&mesh, "echo", json!({})).await;
+    assert_eq!(status, 201, "{binding:#}");
+    let listen = binding["listen"].as_str().expect("listen").to_owned();
+    assert_eq!(send_and_half_close(&listen, b"hello").await, "got 5 bytes");
+    // A client still connected when the controller stops.
+    let mut open = tokio::net::TcpStream::connect(&listen).await.expect("connect");
+    open.write_all(b"pending").await.expect("write");
+    let admin = mesh.controller.admin_addr();
+
+    tokio::time::timeout(Duration::from_secs(10), mesh.restart_controller())
+        .await
+        .expect("the shutdown drains within 10 s")
+        .expect("the controller starts again on its store");
+
+    // The old binding's listener is gone with the old controller; the open client was ended.
+    assert!(tokio::net::TcpStream::connect(&listen).await.is_err(), "binding port {listen} still open");
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), open.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the open client was not let go");
+    // The same addresses, the same store: the account survived the restart.
+    assert_eq!(mesh.controller.admin_addr(), admin);
+    let (status, again) = mesh.api("GET", "/v1/accounts/acme-ops", None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], "acme-ops");
+    let (status, bindings) = mesh.api("GET", "/v1/bindings", None).await;
+    assert_eq!((status, bindings), (200, json!([])), "bindings do not outlive their controller");
 }

@@ -211,7 +211,7 @@ fn parse_weight(s: &str) -> Result<(String, f64), String> {
 /// Run a `ctl` command.
 pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
     let token = match &args.token_file {
-        Some(f) => skybridge_gateway::node::admin::read_token(f)?,
+        Some(f) => skybridge_gateway::admin::read_token(f)?,
         None => match std::env::var("SKYBRIDGE_TOKEN") {
             Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
             _ => bail!(
@@ -553,10 +553,10 @@ pub(super) fn print_binding(b: &Value) {
         hops(&b["tunnel"]["hops"])
     );
     println!(
-        "tunnel {} for {}, decided by connection {}; {} connections, {} up, {} down",
+        "tunnel {} for {}, path from decision {}; {} connections, {} up, {} down",
         s(&b["tunnel"]["id"]),
         s(&b["tunnel"]["account"]),
-        s(&b["tunnel"]["connection"]),
+        s(&b["tunnel"]["decision"]),
         s(&b["connections"]),
         bytes(&b["bytes_up"]),
         bytes(&b["bytes_down"])

@@ -11,8 +11,8 @@ use clap::Args;
 use hyper::Method;
 use serde_json::json;
 use skybridge_gateway::netem::LinkParams;
-use skybridge_gateway::node::config::Policy;
 use skybridge_gateway::node::local::{LocalMesh, Topology};
+use skybridge_gateway::path::Policy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ctl::{self, Client};
@@ -162,7 +162,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         killed.elapsed().as_secs_f64()
     );
     mesh.wait_until("the binding re-routed", Duration::from_secs(10), |c| {
-        c.ingress.bindings().iter().any(|b| !b.reroutes.is_empty())
+        c.bindings().list().iter().any(|b| !b.reroutes.is_empty())
     })
     .await?;
     println!("re-routed {:.2} s after r3 died:", killed.elapsed().as_secs_f64());

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::Args;
 use skybridge_gateway::node::config::{self, ControllerConfig, RelayConfig, SiteConfig};
-use skybridge_gateway::node::controller::Controller;
 use skybridge_gateway::node::relay::Relay;
 use skybridge_gateway::node::site::Site;
 use skybridge_gateway::runtime::{self, RuntimeOptions};
@@ -50,10 +49,13 @@ pub fn run(role: RoleToRun, args: NodeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         match role {
             RoleToRun::Controller => {
-                let c = Controller::start(config::load::<ControllerConfig>(&args.config)?).await?;
+                let c = skybridge_gateway::node::controller::start(config::load::<ControllerConfig>(
+                    &args.config,
+                )?)
+                .await?;
                 eprintln!("controller: mesh on {}, admin API on http://{}", c.mesh_addr(), c.admin_addr());
                 shutdown_signal().await;
-                c.shutdown();
+                c.shutdown().await;
             }
             RoleToRun::Relay => {
                 let r = Relay::start(config::load::<RelayConfig>(&args.config)?)?;

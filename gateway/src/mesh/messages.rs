@@ -67,13 +67,13 @@ pub enum Control {
     /// Controller → site: the path decision for a connection request.
     Connected {
         /// The stored decision record.
-        connection: Box<crate::node::ConnectionRecord>,
+        decision: Box<crate::path::DecisionRecord>,
     },
     /// Controller → relay or target site: be a hop of this tunnel. Answered by
     /// [`Control::TunnelReady`] or [`Control::Refused`].
     TunnelSetup {
         /// What the hop may do, signed by `token`.
-        grant: crate::tunnel::HopGrant,
+        grant: HopGrant,
         /// The controller's signature of `grant` with this hop's key.
         token: String,
         /// The token to present to the next hop (none at the target site).
@@ -109,9 +109,100 @@ pub enum Control {
     TunnelOpened,
     /// Either way: the request was refused; the stream closes after this.
     Refused {
+        /// What kind of refusal.
+        code: RefusalCode,
+        /// Whether the same request may succeed if sent again shortly.
+        retry: bool,
         /// Why, for the log.
         reason: String,
     },
+}
+
+impl Control {
+    /// A refusal of kind `code`; a retry may help exactly when the code says so.
+    pub fn refused(code: RefusalCode, reason: impl Into<String>) -> Control {
+        Control::Refused { code, retry: code.retry_may_help(), reason: reason.into() }
+    }
+}
+
+/// What kind of refusal a [`Control::Refused`] is, so that the asker can decide what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RefusalCode {
+    /// This node is not ready for it yet (not registered, no hop key): try again shortly.
+    NotReady,
+    /// The request is malformed, unexpected here, or out of order.
+    BadRequest,
+    /// The asker may not do this: identity, token or grant do not check out.
+    Forbidden,
+    /// What was asked for does not exist here: an unknown tunnel, an unpublished endpoint, an
+    /// unknown platform.
+    NotFound,
+    /// The mesh cannot serve it now (no path, a node down); it may later.
+    Unavailable,
+    /// This node failed.
+    Internal,
+}
+
+impl RefusalCode {
+    /// Whether the same request may succeed if sent again shortly.
+    pub fn retry_may_help(self) -> bool {
+        matches!(self, RefusalCode::NotReady | RefusalCode::Unavailable)
+    }
+}
+
+/// A peer's refusal as an error, for callers that must tell a transient refusal from a
+/// permanent one (it is what [`crate::mesh::stream::request`] fails with on a refusal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refusal {
+    /// The kind.
+    pub code: RefusalCode,
+    /// Whether a retry may help.
+    pub retry: bool,
+    /// Why.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal of kind `code`.
+    pub fn new(code: RefusalCode, reason: impl Into<String>) -> Refusal {
+        Refusal { code, retry: code.retry_may_help(), reason: reason.into() }
+    }
+
+    /// As a message to send.
+    pub fn to_control(&self) -> Control {
+        Control::Refused { code: self.code, retry: self.retry, reason: self.reason.clone() }
+    }
+}
+
+/// Where a hop sends the tunnel's traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Next {
+    /// On to the next node of the path.
+    Node(String),
+    /// Out to this endpoint, which the node (the target site) publishes.
+    Endpoint(String),
+}
+
+/// What one hop of a tunnel may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HopGrant {
+    /// The tunnel.
+    pub tunnel: u64,
+    /// The node this grant is for.
+    pub hop: String,
+    /// The only node that may open the tunnel's streams at this hop.
+    pub prev: String,
+    /// Where this hop sends them.
+    pub next: Next,
+    /// The account the tunnel carries traffic for.
+    pub account: String,
+    /// When the grant expires (Unix time, ms).
+    pub expires_unix_ms: u64,
 }
 
 /// One link as a relay measures it.
@@ -147,7 +238,7 @@ mod tests {
                     stats: LinkStats { rtt_ms: Some(12.5), jitter_ms: 0.4, loss: 0.01, samples: 50 },
                 }],
             },
-            Control::Refused { reason: "no".into() },
+            Control::refused(RefusalCode::NotFound, "no"),
         ];
         let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
         for m in &messages {

@@ -20,5 +20,6 @@ pub mod identity;
 pub mod membership;
 pub mod messages;
 pub mod probe;
+pub mod stream;
 pub mod tls;
 pub mod transport;

@@ -173,6 +173,12 @@ impl MeshEndpoint {
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"shutdown");
     }
+
+    /// Close, and wait (at most `limit`) until every connection has told its peer.
+    pub async fn close_and_wait(&self, limit: std::time::Duration) {
+        self.close();
+        let _ = tokio::time::timeout(limit, self.endpoint.wait_idle()).await;
+    }
 }
 
 /// The role a connected peer's certificate grants, among `roles`.

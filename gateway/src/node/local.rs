@@ -15,17 +15,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tempfile::TempDir;
 
-use super::config::{
-    AdapterConfig, AdminConfig, ControllerConfig, Endpoint, IngressConfig, Peer, Policy, Probing,
-    RelayConfig, SiteConfig, TlsFiles,
-};
-use super::controller::{Controller, ControllerHandle};
+use super::controller::ControllerHandle;
 use super::relay::Relay;
 use super::site::Site;
+use crate::config::{
+    AdapterConfig, AdminConfig, ControllerConfig, Endpoint, IngressConfig, Peer, Probing, RelayConfig,
+    SiteConfig, TlsFiles,
+};
+use crate::controller::Controller;
 use crate::mesh::identity::{Role, init_ca, issue};
 use crate::mesh::membership::{MembershipConfig, NodeState};
 use crate::netem::{Conditions, LinkParams, UdpLink};
-use crate::path::Hysteresis;
+use crate::path::{Hysteresis, Policy};
 
 /// A development CA in a temporary folder, issuing node identities on demand.
 pub struct Pki {
@@ -159,6 +160,7 @@ pub struct LocalMesh {
     /// The controller's working folder (store, token, plugin cache).
     pub state: TempDir,
     relay_configs: BTreeMap<String, RelayConfig>,
+    controller_config: ControllerConfig,
 }
 
 impl LocalMesh {
@@ -178,7 +180,7 @@ impl LocalMesh {
             f.write_all(token.as_bytes()).context("writing the admin token")?;
         }
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let controller = Controller::start(ControllerConfig {
+        let controller_config = ControllerConfig {
             name: "controller".into(),
             listen: any,
             tls: pki.tls("controller", Role::Controller)?,
@@ -196,8 +198,8 @@ impl LocalMesh {
                 ..IngressConfig::default()
             },
             adapters: topology.adapters.clone(),
-        })
-        .await?;
+        };
+        let controller = super::controller::start(controller_config.clone()).await?;
         let controller_peer = Peer { name: "controller".into(), addr: controller.mesh_addr() };
 
         // Dialled relays first: a relay starts once every relay it dials is running.
@@ -257,7 +259,17 @@ impl LocalMesh {
             sites.insert(name.clone(), site);
         }
 
-        let mesh = LocalMesh { pki, controller, relays, sites, links, token, state, relay_configs };
+        let mesh = LocalMesh {
+            pki,
+            controller,
+            relays,
+            sites,
+            links,
+            token,
+            state,
+            relay_configs,
+            controller_config,
+        };
         let relay_links: BTreeSet<(String, String)> =
             topology.links.iter().map(|l| (l.0.clone(), l.1.clone())).collect();
         let nodes = topology.relays.len() + topology.sites.len();
@@ -300,6 +312,29 @@ impl LocalMesh {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
+    }
+
+    /// Shut the controller down completely — every listener, task and the store — and start it
+    /// again on the same store file and addresses, in this process.
+    pub async fn restart_controller(&mut self) -> anyhow::Result<()> {
+        let mut config = self.controller_config.clone();
+        config.listen = self.controller.mesh_addr();
+        config.admin.listen = self.controller.admin_addr();
+        config.ingress.connect_listen = self.controller.connect_addr();
+        self.controller.stop().await;
+        // The UDP socket is released when quinn's endpoint driver has wound down, a moment
+        // after the close: a busy address is retried for up to 5 s, as for relays.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        self.controller = loop {
+            match super::controller::start(config.clone()).await {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline && format!("{e:#}").contains("in use") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(())
     }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::config::{Peer, Probing, RelayConfig};
 use super::uplink::Uplink;
+use crate::config::{Peer, Probing, RelayConfig};
 use crate::mesh::identity::Role;
 use crate::mesh::probe::Prober;
 use crate::mesh::transport::{MeshEndpoint, peer_name};
@@ -146,6 +146,6 @@ pub(super) async fn expire_tunnels(tunnels: Arc<HopTable>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        tunnels.expire();
+        tunnels.expire(crate::time::now_unix_ms());
     }
 }

@@ -8,15 +8,15 @@ use anyhow::{Context, bail};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::ConnectionRecord;
-use super::config::SiteConfig;
-use super::control;
 use super::relay::{dial_and_watch, expire_tunnels};
 use super::uplink::Uplink;
+use crate::config::SiteConfig;
 use crate::mesh::identity::Role;
 use crate::mesh::messages::Control;
 use crate::mesh::probe::Prober;
+use crate::mesh::stream as control;
 use crate::mesh::transport::MeshEndpoint;
+use crate::path::DecisionRecord;
 use crate::tunnel::hop::HopTable;
 
 /// A running site.
@@ -70,10 +70,10 @@ impl Site {
     }
 
     /// Ask the controller to connect this platform to `target`; returns the path decision.
-    pub async fn connect(&self, target: &str) -> anyhow::Result<ConnectionRecord> {
+    pub async fn connect(&self, target: &str) -> anyhow::Result<DecisionRecord> {
         let conn = self.controller.borrow().clone().context("not connected to the controller")?;
         match control::request(&conn, &Control::Connect { target: target.to_owned() }).await? {
-            Control::Connected { connection } => Ok(*connection),
+            Control::Connected { decision } => Ok(*decision),
             other => bail!("unexpected answer to a connection request: {other:?}"),
         }
     }

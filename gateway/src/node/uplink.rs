@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::sync::watch;
 
-use super::config::Peer;
-use super::control::{Framed, read_frame, write_frame};
+use crate::config::Peer;
 use crate::mesh::identity::Role;
-use crate::mesh::messages::{Control, LinkReport};
+use crate::mesh::messages::{Control, LinkReport, RefusalCode};
 use crate::mesh::probe::{ProbePlan, Prober};
+use crate::mesh::stream::{Framed, read_frame, write_frame};
 use crate::mesh::transport::MeshEndpoint;
 use crate::tunnel::HopKey;
 use crate::tunnel::hop::HopTable;
@@ -77,7 +77,7 @@ impl Uplink {
                 self.tunnels.set_key(key);
                 heartbeat_ms
             }
-            Some(Control::Refused { reason }) => bail!("registration refused: {reason}"),
+            Some(Control::Refused { reason, .. }) => bail!("registration refused: {reason}"),
             other => bail!("unexpected answer to registration: {other:?}"),
         };
         tracing::info!(node = %self.endpoint.name(), controller = %name, "registered");
@@ -134,23 +134,24 @@ async fn serve_requests(
                     };
                     match prober.probe_route(&route, plan).await {
                         Ok(stats) => Control::PathProbed { stats },
-                        Err(e) => Control::Refused { reason: e.to_string() },
+                        Err(e) => Control::refused(RefusalCode::Unavailable, e.to_string()),
                     }
                 }
                 Ok(Control::TunnelSetup { grant, token, next_token }) => {
                     let tunnel = grant.tunnel;
-                    match tunnels.setup(grant, &token, next_token) {
+                    match tunnels.setup(grant, &token, next_token, crate::time::now_unix_ms()) {
                         Ok(()) => Control::TunnelReady { tunnel },
-                        Err(reason) => Control::Refused { reason },
+                        Err(refusal) => refusal.to_control(),
                     }
                 }
                 Ok(Control::TunnelTeardown { tunnel }) => {
                     Control::TunnelClosed { tunnel, existed: tunnels.teardown(tunnel) }
                 }
-                Ok(other) => {
-                    Control::Refused { reason: format!("not a request this node serves: {other:?}") }
-                }
-                Err(e) => Control::Refused { reason: format!("{e:#}") },
+                Ok(other) => Control::refused(
+                    RefusalCode::BadRequest,
+                    format!("not a request this node serves: {other:?}"),
+                ),
+                Err(e) => Control::refused(RefusalCode::BadRequest, format!("{e:#}")),
             };
             let _ = write_frame(&mut send, &answer).await;
             let _ = send.finish();

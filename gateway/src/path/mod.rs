@@ -14,14 +14,22 @@
 //!    routing relays (Yen's algorithm over Dijkstra, deterministic on ties).
 //! 4. Each candidate is probed end to end; a [`ProbeSeries`] summarises the probes.
 //! 5. [`select`] scores every candidate with a [`PathScorer`] (the scorer plugin) and keeps
-//!    a [`Decision`] that records all of them and the winner.
+//!    a [`Decision`] that records all of them and the winner; the controller stores it in a
+//!    [`DecisionRecord`] with the request and the [`Policy`] in force.
+//!
+//! The path engine imports nothing of the rest of the crate: scorers reach it through the
+//! [`PathScorer`] trait, over the path engine's own types.
 
+mod decision;
 mod estimator;
 mod graph;
 mod nearest;
+mod policy;
 mod select;
 
+pub use decision::{Candidate, Decision, DecisionRecord};
 pub use estimator::{LinkEstimator, LinkStats, ProbeSeries};
 pub use graph::{Graph, GraphError, NodeId, Path};
 pub use nearest::{Hysteresis, NearestRelay};
-pub use select::{Candidate, Decision, PathScorer, SelectError, select};
+pub use policy::{Policy, PolicyUpdate};
+pub use select::{PathMetrics, PathScorer, Preference, SelectError, select};

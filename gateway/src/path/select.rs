@@ -7,72 +7,39 @@
 
 use std::cmp::Ordering;
 
+use super::decision::{Candidate, Decision};
 use super::estimator::LinkStats;
-use super::graph::{NodeId, Path};
-use crate::plugin::{CallError, Plugin, scoring, types};
+use super::graph::Path;
 
-/// Something that scores a path: the scorer plugin in production, anything in tests.
-pub trait PathScorer {
-    /// A name for the decision record.
-    fn name(&self) -> String;
-    /// Score one path with the operator's weights.
-    fn score(
-        &self,
-        metrics: &scoring::PathMetrics,
-        weights: &[types::NamedValue],
-    ) -> Result<scoring::Preference, CallError>;
-}
-
-impl PathScorer for Plugin {
-    fn name(&self) -> String {
-        let (name, version) = self.info().description.name_version();
-        format!("{} ({name} {version})", self.info().name)
-    }
-
-    fn score(
-        &self,
-        metrics: &scoring::PathMetrics,
-        weights: &[types::NamedValue],
-    ) -> Result<scoring::Preference, CallError> {
-        Plugin::score(self, metrics, weights)
-    }
-}
-
-/// One candidate as the decision records it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Candidate {
-    /// The relays in order.
-    pub path: Vec<NodeId>,
+/// What a scorer is told about one candidate: its end-to-end measurements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathMetrics {
+    /// Mean round-trip time, ms.
+    pub rtt_ms: f64,
+    /// Ratio of probes lost, 0..=1.
+    pub loss: f64,
+    /// Mean RTT variation, ms.
+    pub jitter_ms: f64,
     /// Relay-to-relay hops.
     pub hops: u32,
-    /// The path's cost in the link-state graph (sum of link latencies), ms.
-    pub graph_cost_ms: f64,
-    /// What the end-to-end probes measured.
-    pub measured: LinkStats,
-    /// The scorer's preference value, when it scored the path.
-    pub score: Option<f64>,
-    /// The scorer's explanation, or why the path was not scored.
+}
+
+/// A scorer's answer for one candidate: higher is better.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preference {
+    /// The preference value.
+    pub value: f64,
+    /// Why, in a line, for the decision record.
     pub explanation: String,
 }
 
-/// A path selection: every candidate and the winner.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Decision {
-    /// The scorer that decided.
-    pub scorer: String,
-    /// The weights it was given.
-    pub weights: Vec<(String, f64)>,
-    /// Every candidate, in the order they were enumerated.
-    pub candidates: Vec<Candidate>,
-    /// Index of the winner in `candidates`.
-    pub winner: usize,
-}
-
-impl Decision {
-    /// The winning candidate.
-    pub fn chosen(&self) -> &Candidate {
-        &self.candidates[self.winner]
-    }
+/// Something that scores a path: the scorer plugin in production (the controller's policy
+/// adapts it), anything in tests. The path engine knows nothing of plugins.
+pub trait PathScorer {
+    /// A name for the decision record.
+    fn name(&self) -> String;
+    /// Score one path with the operator's weights, or say why it cannot be scored.
+    fn score(&self, metrics: &PathMetrics, weights: &[(String, f64)]) -> Result<Preference, String>;
 }
 
 /// Why no path could be selected.
@@ -96,24 +63,21 @@ pub fn select(
     if candidates.is_empty() {
         return Err(SelectError::NoCandidates);
     }
-    let named: Vec<types::NamedValue> =
-        weights.iter().map(|(name, value)| types::NamedValue { name: name.clone(), value: *value }).collect();
     let records: Vec<Candidate> = candidates
         .iter()
         .map(|(path, measured)| {
             let (score, explanation) = match measured.rtt_ms {
                 None => (None, "not scored: no probe was answered (100 % loss)".to_owned()),
                 Some(rtt_ms) => {
-                    let metrics = scoring::PathMetrics {
+                    let metrics = PathMetrics {
                         rtt_ms,
                         loss: measured.loss,
                         jitter_ms: measured.jitter_ms,
                         hops: path.hops(),
-                        extra: vec![],
                     };
-                    match scorer.score(&metrics, &named) {
+                    match scorer.score(&metrics, weights) {
                         Ok(p) => (Some(p.value), p.explanation),
-                        Err(e) => (None, format!("not scored: {}", e.cause)),
+                        Err(why) => (None, format!("not scored: {why}")),
                     }
                 }
             };
@@ -154,7 +118,6 @@ fn better(a: &Candidate, b: &Candidate) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::CallFailure;
 
     /// Scores −rtt, refuses paths through a relay named "bad".
     struct ByRtt;
@@ -163,19 +126,11 @@ mod tests {
         fn name(&self) -> String {
             "by-rtt".into()
         }
-        fn score(
-            &self,
-            m: &scoring::PathMetrics,
-            _w: &[types::NamedValue],
-        ) -> Result<scoring::Preference, CallError> {
+        fn score(&self, m: &PathMetrics, _w: &[(String, f64)]) -> Result<Preference, String> {
             if m.hops == 9 {
-                return Err(CallError {
-                    plugin: "by-rtt".into(),
-                    call: "score",
-                    cause: CallFailure::Rejected("nine".into()),
-                });
+                return Err("the scorer refused: nine".into());
             }
-            Ok(scoring::Preference { value: -m.rtt_ms.round(), explanation: format!("rtt {}", m.rtt_ms) })
+            Ok(Preference { value: -m.rtt_ms.round(), explanation: format!("rtt {}", m.rtt_ms) })
         }
     }
 

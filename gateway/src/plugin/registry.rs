@@ -9,17 +9,19 @@ use std::fs;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
-use super::PluginSpec;
 use super::engine::PluginEngine;
 use super::error::LoadError;
 use super::loaded::{Plugin, PluginInfo};
 use super::sandbox::StatsSnapshot;
+use super::{PluginSpec, World};
 
 /// What identifies a plugin file's version without reading it: length and modification time.
 type Fingerprint = (u64, Option<SystemTime>);
 
 struct Slot {
     spec: PluginSpec,
+    /// The world the plugin must implement, if the node said (a reload must keep it).
+    world: Option<World>,
     plugin: Arc<Plugin>,
     fingerprint: Option<Fingerprint>,
 }
@@ -55,11 +57,32 @@ impl PluginRegistry {
         PluginRegistry { engine, slots: RwLock::new(BTreeMap::new()) }
     }
 
+    /// The engine plugins are compiled and run on.
+    pub fn engine(&self) -> &Arc<PluginEngine> {
+        &self.engine
+    }
+
     /// Load `spec` and put it in service under its name, replacing any plugin of that name.
     /// On error nothing changes.
     pub fn load(&self, spec: PluginSpec) -> Result<Arc<Plugin>, LoadError> {
+        self.load_as(spec, None)
+    }
+
+    /// Like [`PluginRegistry::load`], but the plugin must implement `world` — now and at
+    /// every reload (a file replaced by a plugin of another world keeps the old one in
+    /// service).
+    pub fn load_as(&self, spec: PluginSpec, world: Option<World>) -> Result<Arc<Plugin>, LoadError> {
         let fingerprint = fingerprint(&spec);
         let plugin = Arc::new(self.engine.load(&spec)?);
+        if let Some(want) = world
+            && plugin.world() != want
+        {
+            return Err(LoadError::WorldMismatch {
+                plugin: spec.name.clone(),
+                world: want.name(),
+                reason: format!("{} is a {} plugin, not a {}", spec.path.display(), plugin.world(), want),
+            });
+        }
         tracing::info!(
             plugin = %spec.name,
             world = plugin.world().name(),
@@ -67,7 +90,7 @@ impl PluginRegistry {
             "plugin loaded"
         );
         let name = spec.name.clone();
-        let slot = Slot { spec, plugin: plugin.clone(), fingerprint };
+        let slot = Slot { spec, world, plugin: plugin.clone(), fingerprint };
         self.slots.write().unwrap_or_else(|p| p.into_inner()).insert(name, slot);
         Ok(plugin)
     }
@@ -91,15 +114,19 @@ impl PluginRegistry {
     /// Reload every plugin whose file changed since it was loaded. A plugin that fails to
     /// reload stays in service in its old version; the failure is returned and logged.
     pub fn reload_changed(&self) -> Vec<Reload> {
-        let changed: Vec<PluginSpec> = {
+        let changed: Vec<(PluginSpec, Option<World>)> = {
             let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-            slots.values().filter(|s| fingerprint(&s.spec) != s.fingerprint).map(|s| s.spec.clone()).collect()
+            slots
+                .values()
+                .filter(|s| fingerprint(&s.spec) != s.fingerprint)
+                .map(|s| (s.spec.clone(), s.world))
+                .collect()
         };
         let mut outcomes = Vec::new();
-        for spec in changed {
+        for (spec, world) in changed {
             let name = spec.name.clone();
             // Compile outside the lock: calls keep flowing to the old plugin meanwhile.
-            match self.load(spec.clone()) {
+            match self.load_as(spec.clone(), world) {
                 Ok(plugin) => outcomes.push(Reload::Swapped { name, sha256: plugin.info().sha256.clone() }),
                 Err(error) => {
                     tracing::error!(plugin = %name, %error, "plugin reload failed; keeping the old version");

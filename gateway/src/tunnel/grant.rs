@@ -13,8 +13,11 @@
 //! and the grant has not expired.
 
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+/// The grant travels in [`crate::mesh::messages::Control::TunnelSetup`]; it is defined with the
+/// other wire types so that the mesh protocol needs nothing from the tunnel layer.
+pub use crate::mesh::messages::{HopGrant, Next};
 
 /// A node's secret for checking its hop tokens.
 #[derive(Clone, PartialEq, Eq)]
@@ -64,42 +67,6 @@ impl HopKey {
         mac.update(&serde_json::to_vec(grant).unwrap_or_default());
         mac.finalize().into_bytes().into()
     }
-}
-
-/// Where a hop sends the tunnel's traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Next {
-    /// On to the next node of the path.
-    Node(String),
-    /// Out to this endpoint, which the node (the target site) publishes.
-    Endpoint(String),
-}
-
-/// What one hop of a tunnel may do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HopGrant {
-    /// The tunnel.
-    pub tunnel: u64,
-    /// The node this grant is for.
-    pub hop: String,
-    /// The only node that may open the tunnel's streams at this hop.
-    pub prev: String,
-    /// Where this hop sends them.
-    pub next: Next,
-    /// The account the tunnel carries traffic for.
-    pub account: String,
-    /// When the grant expires (Unix time, ms).
-    pub expires_unix_ms: u64,
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

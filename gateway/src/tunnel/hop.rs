@@ -10,12 +10,12 @@ use anyhow::Context;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use super::grant::{HopGrant, HopKey, Next, now_unix_ms};
+use super::grant::{HopGrant, HopKey, Next};
 use super::splice::{self, Side};
 use crate::mesh::frame::{DEFAULT_MAX_FRAME, encode};
-use crate::mesh::messages::Control;
+use crate::mesh::messages::{Control, Refusal, RefusalCode};
 use crate::mesh::probe::Prober;
-use crate::node::control::{read_frame, write_frame};
+use crate::mesh::stream::{read_frame, write_frame};
 
 /// How long a hop waits for the rest of the path (or the endpoint) to connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,28 +67,40 @@ impl HopTable {
         ids
     }
 
-    /// Set up a tunnel hop, as the controller asks.
-    pub fn setup(&self, grant: HopGrant, token: &str, next_token: Option<String>) -> Result<(), String> {
-        let key = lock(&self.key).clone().ok_or("no hop key yet (not registered)")?;
+    /// Set up a tunnel hop, as the controller asks, at `now_unix_ms`.
+    pub fn setup(
+        &self,
+        grant: HopGrant,
+        token: &str,
+        next_token: Option<String>,
+        now_unix_ms: u64,
+    ) -> Result<(), Refusal> {
+        let key = lock(&self.key)
+            .clone()
+            .ok_or_else(|| Refusal::new(RefusalCode::NotReady, "no hop key yet (not registered)"))?;
         if grant.hop != self.me {
-            return Err(format!("the grant is for {}, this is {}", grant.hop, self.me));
+            let reason = format!("the grant is for {}, this is {}", grant.hop, self.me);
+            return Err(Refusal::new(RefusalCode::Forbidden, reason));
         }
         if !key.verifies(&grant, token) {
-            return Err("the grant's token does not verify".into());
+            return Err(Refusal::new(RefusalCode::Forbidden, "the grant's token does not verify"));
         }
-        if grant.expires_unix_ms <= now_unix_ms() {
-            return Err("the grant has expired".into());
+        if grant.expires_unix_ms <= now_unix_ms {
+            return Err(Refusal::new(RefusalCode::Forbidden, "the grant has expired"));
         }
         match (&grant.next, &next_token) {
             (Next::Endpoint(e), _) if self.endpoint(e).is_none() => {
                 let published: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
-                return Err(format!(
+                let reason = format!(
                     "{} does not publish endpoint `{e}` (published: {})",
                     self.me,
                     if published.is_empty() { "none".into() } else { published.join(", ") }
-                ));
+                );
+                return Err(Refusal::new(RefusalCode::NotFound, reason));
             }
-            (Next::Node(n), None) => return Err(format!("no token for the next hop {n}")),
+            (Next::Node(n), None) => {
+                return Err(Refusal::new(RefusalCode::BadRequest, format!("no token for the next hop {n}")));
+            }
             _ => {}
         }
         let (cancel, _) = watch::channel(false);
@@ -127,9 +139,9 @@ impl HopTable {
         }
     }
 
-    /// Drop tunnels whose grants have expired (their streams are aborted).
-    pub fn expire(&self) {
-        let now = now_unix_ms();
+    /// Drop tunnels whose grants have expired by `now_unix_ms` (their streams are aborted).
+    pub fn expire(&self, now_unix_ms: u64) {
+        let now = now_unix_ms;
         let expired: Vec<u64> = lock(&self.tunnels)
             .iter()
             .filter(|(_, e)| e.grant.expires_unix_ms <= now)
@@ -141,24 +153,36 @@ impl HopTable {
     }
 
     /// Check a `TunnelOpen` from `peer`: the tunnel must be set up here, the peer must be its
-    /// previous hop, the token this hop's own, the grant unexpired.
+    /// previous hop, the token this hop's own, the grant unexpired at `now_unix_ms`.
     fn admit(
         &self,
         peer: &str,
         tunnel: u64,
         token: &str,
-    ) -> Result<(Next, Option<String>, watch::Receiver<bool>), String> {
-        let key = lock(&self.key).clone().ok_or("not registered")?;
+        now_unix_ms: u64,
+    ) -> Result<(Next, Option<String>, watch::Receiver<bool>), Refusal> {
+        let refuse = |code, reason: String| Err(Refusal::new(code, reason));
+        let Some(key) = lock(&self.key).clone() else {
+            return refuse(RefusalCode::NotReady, format!("{} is not registered", self.me));
+        };
         let tunnels = lock(&self.tunnels);
-        let entry = tunnels.get(&tunnel).ok_or_else(|| format!("no tunnel {tunnel} at {}", self.me))?;
+        let Some(entry) = tunnels.get(&tunnel) else {
+            return refuse(RefusalCode::NotFound, format!("no tunnel {tunnel} at {}", self.me));
+        };
         if entry.grant.prev != peer {
-            return Err(format!("tunnel {tunnel} is not open to {peer} at {}", self.me));
+            return refuse(
+                RefusalCode::Forbidden,
+                format!("tunnel {tunnel} is not open to {peer} at {}", self.me),
+            );
         }
         if !key.verifies(&entry.grant, token) {
-            return Err(format!("invalid token for tunnel {tunnel} at {}", self.me));
+            return refuse(
+                RefusalCode::Forbidden,
+                format!("invalid token for tunnel {tunnel} at {}", self.me),
+            );
         }
-        if entry.grant.expires_unix_ms <= now_unix_ms() {
-            return Err(format!("tunnel {tunnel} has expired"));
+        if entry.grant.expires_unix_ms <= now_unix_ms {
+            return refuse(RefusalCode::Forbidden, format!("tunnel {tunnel} has expired"));
         }
         Ok((entry.grant.next.clone(), entry.next_token.clone(), entry.cancel.subscribe()))
     }
@@ -173,7 +197,7 @@ impl HopTable {
         mut up_send: quinn::SendStream,
         mut up_recv: quinn::RecvStream,
     ) {
-        let onward = match self.admit(peer, tunnel, token) {
+        let onward = match self.admit(peer, tunnel, token, crate::time::now_unix_ms()) {
             Ok((next, next_token, cancel)) => {
                 // Whatever the client sent in the first flight goes on with the next hop's
                 // opening frame (or to the endpoint as soon as it is connected).
@@ -183,15 +207,18 @@ impl HopTable {
                     tracing::debug!(node = %self.me, %peer, tunnel, "tunnel stream failed at once: {e}");
                     return;
                 }
-                self.connect_onward(tunnel, &next, next_token, early).await.map(|s| (s, cancel))
+                self.connect_onward(tunnel, &next, next_token, early)
+                    .await
+                    .map(|s| (s, cancel))
+                    .map_err(|reason| Refusal::new(RefusalCode::Unavailable, reason))
             }
-            Err(reason) => Err(reason),
+            Err(refusal) => Err(refusal),
         };
         let (onward, cancel) = match onward {
             Ok(ok) => ok,
-            Err(reason) => {
-                tracing::warn!(node = %self.me, %peer, tunnel, "tunnel stream refused: {reason}");
-                let _ = write_frame(&mut up_send, &Control::Refused { reason }).await;
+            Err(refusal) => {
+                tracing::warn!(node = %self.me, %peer, tunnel, "tunnel stream refused: {refusal}");
+                let _ = write_frame(&mut up_send, &refusal.to_control()).await;
                 let _ = up_send.finish();
                 return;
             }
@@ -266,7 +293,7 @@ pub async fn open(
     send.write_all_chunks(&mut flight).await.context("sending the opening frame")?;
     match read_frame(&mut recv, CONNECT_TIMEOUT).await? {
         Control::TunnelOpened => Ok((send, recv)),
-        Control::Refused { reason } => anyhow::bail!("{reason}"),
+        Control::Refused { code, retry, reason } => Err(Refusal { code, retry, reason }.into()),
         other => anyhow::bail!("unexpected answer {other:?}"),
     }
 }
@@ -285,7 +312,7 @@ pub async fn serve_streams(table: Arc<HopTable>, conn: quinn::Connection, peer: 
                 Err(e) => format!("{e:#}"),
             };
             tracing::warn!(node = %table.me, %peer, "stream refused: {reason}");
-            let _ = write_frame(&mut send, &Control::Refused { reason }).await;
+            let _ = write_frame(&mut send, &Control::refused(RefusalCode::BadRequest, reason)).await;
             let _ = send.finish();
         });
     }

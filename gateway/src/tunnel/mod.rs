@@ -22,6 +22,7 @@
 
 pub mod grant;
 pub mod hop;
+pub mod setup;
 pub mod splice;
 
 pub use grant::{HopGrant, HopKey, Next};

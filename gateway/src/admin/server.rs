@@ -1,4 +1,4 @@
-//! The controller's admin API: JSON over HTTP/1.1 (hyper), bearer-token auth.
+//! The admin API's server: JSON over HTTP/1.1 (hyper), bearer-token auth.
 //!
 //! | method | path | |
 //! | --- | --- | --- |
@@ -6,9 +6,10 @@
 //! | GET | `/v1/nodes` | registered relays and sites, up or down |
 //! | GET | `/v1/links` | link statistics as relays report them |
 //! | GET | `/v1/platforms` | platforms, their nearest relay and measured RTTs |
-//! | POST | `/v1/connections` | `{"from": A, "to": B}` → the decision record (201) |
-//! | GET | `/v1/connections` | the 50 latest decision records |
-//! | GET | `/v1/connections/{id}` | one decision record |
+//! | POST | `/v1/decisions` | `{"from": A, "to": B}` → the decision record (201) |
+//! | GET | `/v1/decisions` | the 50 latest decision records |
+//! | GET | `/v1/decisions/{id}` | one decision record |
+//! | GET | `/v1/plugins` | plugins in service: world, version, SHA-256, calls, faults |
 //! | POST | `/v1/bindings` | `{"from", "to", "endpoint", "mode": "tcp", "listen"?, "ttl_s"?}` → the binding (201) |
 //! | GET | `/v1/bindings`, `/v1/bindings/{id}` | bindings with their tunnels and byte counts |
 //! | DELETE | `/v1/bindings/{id}` | close a binding and tear its tunnel down |
@@ -23,6 +24,8 @@
 //! Errors are `{"error": "…"}` with a fitting status: 400 bad request, 401 no or wrong token,
 //! 404 unknown path, record or platform, 405 wrong method, 409 the mesh cannot serve it now,
 //! 413 body too large, 500 the controller failed, 502 a hop refused or did not answer.
+//!
+//! `/v1/connections` is an alias of `/v1/decisions`, kept for earlier clients.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -39,23 +42,15 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 
-use super::accounts::{Account, Credentials, NewAccount};
-use super::config::PolicyUpdate;
-use super::controller::{AccountError, ConnectError, Controller};
-use super::ingress::{BindError, BindRequest};
+use crate::session::client_auth::ClientCredentials;
+
+use super::api::{ConnectRequest, Credentials, Deleted, ErrorBody, NewAccount, PluginView, PolicyUpdate};
+use crate::controller::{AccountError, BindError, BindRequest, ConnectError, Controller};
+use crate::shutdown::Signal;
+use crate::store::StoreError;
 
 /// Request bodies larger than this are refused.
 const MAX_BODY: usize = 64 * 1024;
-
-/// The body of `POST /v1/connections`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectRequest {
-    /// The requesting platform.
-    pub from: String,
-    /// The target platform.
-    pub to: String,
-}
 
 /// Read the bearer token: the first line of `path`, which must not be empty.
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
@@ -74,11 +69,23 @@ pub fn read_token(path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// Serve the admin API on `listener` until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, controller: Arc<Controller>, token: String) {
+/// How long an admin client has to send a request head.
+const ADMIN_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serve the admin API on `listener` until the shutdown signal.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    controller: Arc<Controller>,
+    token: String,
+    mut signal: Signal,
+) {
     let token: Arc<[u8; 32]> = Arc::new(secret::digest(&token));
     loop {
-        let (stream, remote) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = signal.recv() => return,
+        };
+        let (stream, remote) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors and the like: back off rather than spin.
@@ -88,14 +95,14 @@ pub async fn serve(listener: tokio::net::TcpListener, controller: Arc<Controller
             }
         };
         let (controller, token) = (Arc::clone(&controller), Arc::clone(&token));
-        tokio::spawn(async move {
+        signal.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let (controller, token) = (Arc::clone(&controller), Arc::clone(&token));
                 async move { Ok::<_, Infallible>(handle(req, &controller, &token).await) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(ADMIN_HEAD_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
             if let Err(e) = served {
@@ -105,7 +112,9 @@ pub async fn serve(listener: tokio::net::TcpListener, controller: Arc<Controller
     }
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+type Answer = Response<Full<Bytes>>;
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
     let body =
         serde_json::to_vec_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -114,11 +123,15 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
     response
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
-    json(status, &serde_json::json!({ "error": message.into() }))
+fn error(status: StatusCode, message: impl Into<String>) -> Answer {
+    json(status, &ErrorBody { error: message.into() })
 }
 
-fn account_error(e: AccountError) -> Response<Full<Bytes>> {
+fn store_error(e: &StoreError) -> Answer {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn account_error(e: AccountError) -> Answer {
     let status = match &e {
         AccountError::Invalid(_) => StatusCode::BAD_REQUEST,
         AccountError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -128,13 +141,29 @@ fn account_error(e: AccountError) -> Response<Full<Bytes>> {
     error(status, e.to_string())
 }
 
-fn authorized(req: &Request<Incoming>, token: &[u8; 32]) -> bool {
-    let Some(given) = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some(given) = given.strip_prefix("Bearer ") else { return false };
-    secret::matches_digest(given.trim(), token)
+fn connect_status(e: &ConnectError) -> StatusCode {
+    match e {
+        ConnectError::UnknownPlatform { .. } => StatusCode::NOT_FOUND,
+        ConnectError::Unavailable(_) => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
-async fn body<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Response<Full<Bytes>>> {
+fn bind_error(e: BindError) -> Answer {
+    let status = match &e {
+        BindError::Invalid(_) => StatusCode::BAD_REQUEST,
+        BindError::Connect(c) => connect_status(c),
+        BindError::Setup(_) => StatusCode::BAD_GATEWAY,
+    };
+    error(status, e.to_string())
+}
+
+fn authorized(req: &Request<Incoming>, token: &[u8; 32]) -> bool {
+    let Some(given) = req.headers().get(AUTHORIZATION) else { return false };
+    matches!(ClientCredentials::parse(given.as_bytes()), Some(ClientCredentials::Bearer(t)) if secret::matches_digest(&t, token))
+}
+
+async fn body<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Answer> {
     let bytes = Limited::new(req.into_body(), MAX_BODY).collect().await.map_err(|e| {
         if e.is::<http_body_util::LengthLimitError>() {
             error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {MAX_BODY} bytes"))
@@ -146,7 +175,18 @@ async fn body<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T,
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
-async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -> Response<Full<Bytes>> {
+fn not_allowed(method: &Method, path: &str, allow: &'static str) -> Answer {
+    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"));
+    r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
+    r
+}
+
+/// A record id from the path, or why it is not one (a 400).
+fn id_of(what: &str, id: &str) -> Result<u64, String> {
+    id.parse::<u64>().map_err(|_| format!("{what} id `{id}` is not a number"))
+}
+
+async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -> Answer {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let method = req.method().clone();
     if path == "/healthz" {
@@ -158,55 +198,57 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -
         return r;
     }
     let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let result = match (segments.as_slice(), &method) {
+    let answer = match (segments.as_slice(), &method) {
         (["v1", "nodes"], &Method::GET) => Ok(json(StatusCode::OK, &c.nodes())),
         (["v1", "links"], &Method::GET) => Ok(json(StatusCode::OK, &c.links())),
         (["v1", "platforms"], &Method::GET) => Ok(json(StatusCode::OK, &c.platforms())),
+        (["v1", "plugins"], &Method::GET) => Ok(json(StatusCode::OK, &plugins(c))),
         (["v1", "policy"], &Method::GET) => Ok(json(StatusCode::OK, &c.policy())),
         (["v1", "policy"], &Method::PUT) => match body::<PolicyUpdate>(req).await {
-            Ok(update) => Ok(match c.set_policy(&update) {
+            Ok(update) => Ok(match c.set_policy(update).await {
                 Ok(policy) => json(StatusCode::OK, &policy),
                 Err(e) => error(StatusCode::BAD_REQUEST, e),
             }),
             Err(r) => Err(r),
         },
-        (["v1", "connections"], &Method::POST) => match body::<ConnectRequest>(req).await {
-            Ok(r) => Ok(match c.connect(&r.from, &r.to).await {
+        (["v1", "decisions" | "connections"], &Method::POST) => match body::<ConnectRequest>(req).await {
+            Ok(r) => Ok(match c.decide(&r.from, &r.to).await {
                 Ok(record) => json(StatusCode::CREATED, &record),
-                Err(e @ ConnectError::UnknownPlatform { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
-                Err(e @ ConnectError::Unavailable(_)) => error(StatusCode::CONFLICT, e.to_string()),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                Err(e) => error(connect_status(&e), e.to_string()),
             }),
             Err(r) => Err(r),
+        },
+        (["v1", "decisions" | "connections"], &Method::GET) => Ok(match c.recent_decisions(50).await {
+            Ok(records) => json(StatusCode::OK, &records),
+            Err(e) => store_error(&e),
+        }),
+        (["v1", "decisions" | "connections", id], &Method::GET) => match id_of("decision", id) {
+            Ok(id) => Ok(match c.decision(id).await {
+                Ok(Some(record)) => json(StatusCode::OK, &record),
+                Ok(None) => error(StatusCode::NOT_FOUND, format!("no decision {id}")),
+                Err(e) => store_error(&e),
+            }),
+            Err(why) => Ok(error(StatusCode::BAD_REQUEST, why)),
         },
         (["v1", "bindings"], &Method::POST) => match body::<BindRequest>(req).await {
-            // Accounts arrive with session translation; until then bindings are the operator's.
-            Ok(r) => Ok(match c.bind(r, "operator").await {
+            // The admin token is the operator's: bindings made here carry the operator's traffic.
+            Ok(r) => Ok(match crate::ingress::bind(c, r, "operator").await {
                 Ok(binding) => json(StatusCode::CREATED, &binding),
-                Err(e) => {
-                    let status = match &e {
-                        BindError::Invalid(_) => StatusCode::BAD_REQUEST,
-                        BindError::Connect(ConnectError::UnknownPlatform { .. }) => StatusCode::NOT_FOUND,
-                        BindError::Connect(ConnectError::Unavailable(_)) => StatusCode::CONFLICT,
-                        BindError::Setup(_) => StatusCode::BAD_GATEWAY,
-                        _ => StatusCode::INTERNAL_SERVER_ERROR,
-                    };
-                    error(status, e.to_string())
-                }
+                Err(e) => bind_error(e),
             }),
             Err(r) => Err(r),
         },
-        (["v1", "bindings"], &Method::GET) => Ok(json(StatusCode::OK, &c.ingress.bindings())),
-        (["v1", "bindings", id], &Method::GET | &Method::DELETE) => Ok(match id.parse::<u64>() {
-            Err(_) => error(StatusCode::BAD_REQUEST, format!("binding id `{id}` is not a number")),
+        (["v1", "bindings"], &Method::GET) => Ok(json(StatusCode::OK, &c.bindings().list())),
+        (["v1", "bindings", id], &Method::GET | &Method::DELETE) => match id_of("binding", id) {
             Ok(id) => {
-                let found = if method == Method::DELETE { c.unbind(id).await } else { c.ingress.binding(id) };
-                match found {
+                let found = if method == Method::DELETE { c.unbind(id).await } else { c.bindings().get(id) };
+                Ok(match found {
                     Some(binding) => json(StatusCode::OK, &binding),
                     None => error(StatusCode::NOT_FOUND, format!("no binding {id}")),
-                }
+                })
             }
-        }),
+            Err(why) => Ok(error(StatusCode::BAD_REQUEST, why)),
+        },
         (["v1", "accounts"], &Method::POST) => match body::<NewAccount>(req).await {
             Ok(new) => Ok(match c.create_account(new).await {
                 Ok(view) => json(StatusCode::CREATED, &view),
@@ -223,54 +265,56 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -
             Err(e) => account_error(e),
         }),
         (["v1", "accounts", id], &Method::DELETE) => Ok(match c.delete_account(id).await {
-            Ok(()) => json(StatusCode::OK, &serde_json::json!({ "deleted": id })),
+            Ok(()) => json(StatusCode::OK, &Deleted { deleted: id.to_string() }),
             Err(e) => account_error(e),
         }),
         (["v1", "accounts", id, "credentials", platform], &Method::PUT) => {
             match body::<Credentials>(req).await {
-                Ok(credentials) => {
-                    let platform = platform.to_string();
-                    let set = move |a: &mut Account| {
-                        a.credentials.insert(platform, credentials);
-                        Ok(())
-                    };
-                    Ok(match c.change_account(id, set).await {
-                        Ok(view) => json(StatusCode::OK, &view),
-                        Err(e) => account_error(e),
-                    })
-                }
+                Ok(credentials) => Ok(match c.map_credentials(id, platform, credentials).await {
+                    Ok(view) => json(StatusCode::OK, &view),
+                    Err(e) => account_error(e),
+                }),
                 Err(r) => Err(r),
             }
         }
         (["v1", "accounts", id, "credentials", platform], &Method::DELETE) => {
-            let platform = platform.to_string();
-            let remove = move |a: &mut Account| match a.credentials.remove(&platform) {
-                Some(_) => Ok(()),
-                None => Err(AccountError::NotFound(format!("no credentials for platform `{platform}`"))),
-            };
-            Ok(match c.change_account(id, remove).await {
+            Ok(match c.unmap_credentials(id, platform).await {
                 Ok(view) => json(StatusCode::OK, &view),
                 Err(e) => account_error(e),
             })
         }
-        (["v1", "sessions"], &Method::GET) => Ok(json(StatusCode::OK, &c.ingress.sessions())),
-        (["v1", "connections"], &Method::GET) => Ok(match c.recent_connections(50).await {
-            Ok(records) => json(StatusCode::OK, &records),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
-        }),
-        (["v1", "connections", id], &Method::GET) => Ok(match id.parse::<u64>() {
-            Err(_) => error(StatusCode::BAD_REQUEST, format!("connection id `{id}` is not a number")),
-            Ok(id) => match c.connection(id).await {
-                Ok(Some(record)) => json(StatusCode::OK, &record),
-                Ok(None) => error(StatusCode::NOT_FOUND, format!("no connection {id}")),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
-            },
-        }),
-        (["v1", "nodes" | "links" | "platforms" | "policy" | "connections"], _)
-        | (["v1", "connections", _], _) => {
-            Ok(error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}")))
+        (["v1", "sessions"], &Method::GET) => Ok(json(StatusCode::OK, &c.sessions())),
+        // A known path with a method it does not serve: 405, saying which it does.
+        (["v1", "nodes" | "links" | "platforms" | "plugins" | "sessions"], _) => {
+            Ok(not_allowed(&method, &path, "GET"))
         }
+        (["v1", "policy"], _) => Ok(not_allowed(&method, &path, "GET, PUT")),
+        (["v1", "decisions" | "connections" | "bindings" | "accounts"], _) => {
+            Ok(not_allowed(&method, &path, "GET, POST"))
+        }
+        (["v1", "decisions" | "connections", _], _) => Ok(not_allowed(&method, &path, "GET")),
+        (["v1", "bindings" | "accounts", _], _) => Ok(not_allowed(&method, &path, "GET, DELETE")),
+        (["v1", "accounts", _, "credentials", _], _) => Ok(not_allowed(&method, &path, "PUT, DELETE")),
         _ => Ok(error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"))),
     };
-    result.unwrap_or_else(|r| r)
+    answer.unwrap_or_else(|r| r)
+}
+
+fn plugins(c: &Controller) -> Vec<PluginView> {
+    c.plugins()
+        .into_iter()
+        .map(|(info, stats)| {
+            let (plugin, version) = info.description.name_version();
+            PluginView {
+                name: info.name.clone(),
+                world: info.world.name().to_owned(),
+                plugin: plugin.to_owned(),
+                version: version.to_owned(),
+                sha256: info.sha256.clone(),
+                calls: stats.calls,
+                faults: stats.faults,
+                rejections: stats.rejections,
+            }
+        })
+        .collect()
 }

@@ -1,11 +1,13 @@
-//! Control frames over QUIC streams: a framed bidirectional stream, and one-shot requests.
+//! Control frames on QUIC streams: a framed bidirectional stream ([`Framed`]), one-shot
+//! requests ([`request`]), and single frames ahead of raw bytes ([`read_frame`],
+//! [`write_frame`]) for tunnel streams.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::mesh::frame::{DEFAULT_MAX_FRAME, FrameDecoder, encode};
-use crate::mesh::messages::Control;
+use super::frame::{DEFAULT_MAX_FRAME, FrameDecoder, encode};
+use super::messages::{Control, Refusal, RefusalCode};
 
 /// How long a request may take before it is abandoned (path probes included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,9 +49,9 @@ impl Framed {
         }
     }
 
-    /// Refuse: tell the peer why and close our side.
-    pub async fn refuse(mut self, reason: &str) {
-        let _ = self.send(&Control::Refused { reason: reason.to_owned() }).await;
+    /// Refuse: tell the peer what kind of refusal and why, and close our side.
+    pub async fn refuse(mut self, code: RefusalCode, reason: &str) {
+        let _ = self.send(&Control::refused(code, reason)).await;
         let _ = self.send.finish();
         // Give the frame a moment to leave before the stream is dropped.
         let _ = tokio::time::timeout(Duration::from_millis(200), self.send.stopped()).await;
@@ -62,14 +64,15 @@ impl Framed {
 }
 
 /// Open a stream on `conn`, send `request`, and wait for one answer. A `Refused` answer is an
-/// error carrying the peer's reason.
+/// error holding a [`Refusal`] (find it with `downcast_ref`), so the caller can tell whether a
+/// retry may help.
 pub async fn request(conn: &quinn::Connection, request: &Control) -> anyhow::Result<Control> {
     let exchange = async {
         let mut stream = Framed::new(conn.open_bi().await.context("opening a control stream")?);
         stream.send(request).await?;
         stream.finish();
         match stream.recv().await? {
-            Some(Control::Refused { reason }) => bail!("{reason}"),
+            Some(Control::Refused { code, retry, reason }) => Err(Refusal { code, retry, reason }.into()),
             Some(answer) => Ok(answer),
             None => bail!("the peer closed the stream without answering"),
         }

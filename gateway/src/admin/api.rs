@@ -1,0 +1,56 @@
+//! The admin API's request and response types. The server answers with them and clients read
+//! them back, so a renamed field is a compile error rather than a silently empty column.
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::controller::bindings::{BindRequest, BindingView, Mode, Reroute};
+pub use crate::controller::tunnels::TunnelRecord;
+pub use crate::controller::view::{LinkView, NodeView, PlatformView};
+pub use crate::path::{DecisionRecord, Policy, PolicyUpdate};
+pub use crate::session::accounts::{AccountView, Credentials, CredentialsView, NewAccount};
+pub use crate::session::records::SessionRecord;
+
+/// The body of `POST /v1/decisions` (and its alias `POST /v1/connections`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// The requesting platform.
+    pub from: String,
+    /// The target platform.
+    pub to: String,
+}
+
+/// An error answer: `{"error": "…"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, in one line.
+    pub error: String,
+}
+
+/// The answer to `DELETE /v1/accounts/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// The id deleted.
+    pub deleted: String,
+}
+
+/// One plugin in service, as `GET /v1/plugins` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginView {
+    /// Its name in the controller (`scorer`, `adapter-PLATFORM`).
+    pub name: String,
+    /// The world it implements.
+    pub world: String,
+    /// The plugin's own name, as it describes itself.
+    pub plugin: String,
+    /// Its version.
+    pub version: String,
+    /// SHA-256 of the component.
+    pub sha256: String,
+    /// Calls made (including `describe` at load).
+    pub calls: u64,
+    /// Calls that trapped or breached a limit.
+    pub faults: u64,
+    /// Calls the plugin answered with an error of its own.
+    pub rejections: u64,
+}

@@ -1,0 +1,13 @@
+//! # The admin API
+//!
+//! JSON over HTTP/1.1 with a bearer token, served by the controller's role runner on top of
+//! the controller (which knows nothing of it).
+//!
+//! - [`api`] — the request and response types, `Serialize + Deserialize`, shared by the
+//!   server and its clients;
+//! - [`server`] — the hyper server, its routes and the status each error maps to.
+
+pub mod api;
+pub mod server;
+
+pub use server::{read_token, serve};

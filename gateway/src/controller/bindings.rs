@@ -1,0 +1,581 @@
+//! Bindings (DESIGN.md step 5): an ingress endpoint carrying each client connection to one
+//! endpoint of a target platform over a tunnel. Making one runs a decision (the path), then
+//! sets a tunnel up along it. The registry keeps every binding with its tunnel, counters and
+//! re-routes; the ingress's listeners look bindings up here and record each use as a session.
+//!
+//! Bindings end on request, on expiry, and when the requesting platform goes down; a binding
+//! whose path dies is re-routed at once, one whose path degrades (loss over the policy's
+//! threshold) at most once per hold-down period. Those decisions are plain functions
+//! ([`reap_reason`], [`wants_reroute`]) over `now`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::connect::ConnectError;
+use super::tunnels::TunnelRecord;
+use super::view::PathProblem;
+use super::{Controller, lock};
+use crate::session::records::{FirstSession, SecondSession, SessionRecord, ThirdSession};
+use crate::time::now_unix_ms;
+use crate::tunnel::setup::SetupFailed;
+
+/// Default and longest binding lifetime.
+const DEFAULT_TTL_S: u64 = 3_600;
+const MAX_TTL_S: u64 = 86_400;
+
+/// After a re-route, a merely degraded path does not cause another for this long.
+pub const REROUTE_HOLD_DOWN: Duration = Duration::from_secs(10);
+
+/// How a binding carries traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Any TCP protocol, byte for byte.
+    #[default]
+    Tcp,
+    /// An HTTP reverse proxy applying session translation with the target's adapter.
+    Http,
+    /// Made by an HTTP `CONNECT platform:endpoint` on the ingress's proxy listener.
+    Connect,
+}
+
+/// The body of `POST /v1/bindings`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindRequest {
+    /// The requesting platform (its nearest relay starts the path); default: the ingress's
+    /// platform (`[ingress] platform`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The target platform.
+    pub to: String,
+    /// The endpoint the target site publishes.
+    pub endpoint: String,
+    /// `tcp` (default) or `http`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Where to listen (default: the ingress address, any port).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Lifetime in seconds (default 3,600, at most 86,400).
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+    /// `http` only: the one account that may use the binding. Default: any account with a
+    /// credential mapping at the target.
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+/// A binding as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindingView {
+    /// Its id.
+    pub id: u64,
+    /// Requesting platform.
+    pub from: String,
+    /// Target platform.
+    pub to: String,
+    /// Target endpoint.
+    pub endpoint: String,
+    /// Mode.
+    pub mode: Mode,
+    /// `http`: the one account that may use it (none: any account mapped at the target).
+    pub account: Option<String>,
+    /// The listener applications connect to.
+    pub listen: SocketAddr,
+    /// The tunnel carrying it.
+    pub tunnel: TunnelRecord,
+    /// Connections accepted so far.
+    pub connections: u64,
+    /// Bytes carried towards the endpoint.
+    pub bytes_up: u64,
+    /// Bytes carried back.
+    pub bytes_down: u64,
+    /// Every re-route, oldest first.
+    pub reroutes: Vec<Reroute>,
+}
+
+/// A tunnel moved to a new path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reroute {
+    /// When (Unix ms).
+    pub at_unix_ms: u64,
+    /// Why.
+    pub reason: String,
+    /// The old tunnel.
+    pub from_tunnel: u64,
+    /// Its hops.
+    pub from_hops: Vec<String>,
+    /// The new tunnel.
+    pub to_tunnel: u64,
+    /// Its hops.
+    pub to_hops: Vec<String>,
+}
+
+/// Why a binding could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// No path (see [`ConnectError`]).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// A hop refused or did not answer the tunnel setup.
+    #[error(transparent)]
+    Setup(#[from] SetupFailed),
+}
+
+/// A binding's counters, shared with the connections it carries.
+#[derive(Default)]
+pub struct Stats {
+    /// Connections being carried now.
+    active: AtomicUsize,
+    connections: AtomicU64,
+    /// Bytes towards the endpoint.
+    pub up: AtomicU64,
+    /// Bytes back.
+    pub down: AtomicU64,
+}
+
+/// One of a binding's connection slots, freed on drop.
+pub struct ActiveSlot(Arc<Stats>);
+
+impl ActiveSlot {
+    /// Take a slot if fewer than `max` are taken; count the connection.
+    pub fn take(stats: &Arc<Stats>, max: usize) -> Option<ActiveSlot> {
+        let taken =
+            stats.active.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+        taken.ok().map(|_| {
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            ActiveSlot(Arc::clone(stats))
+        })
+    }
+}
+
+impl Drop for ActiveSlot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct Binding {
+    view: BindingView,
+    /// Stops the listener and aborts its connections' streams.
+    cancel: watch::Sender<bool>,
+    stats: Arc<Stats>,
+    /// A re-route is running.
+    rerouting: bool,
+    /// When a degraded path may next cause a re-route (hold-down against flapping).
+    hold_until: Instant,
+}
+
+impl Binding {
+    fn view(&self) -> BindingView {
+        let mut v = self.view.clone();
+        v.connections = self.stats.connections.load(Ordering::Relaxed);
+        v.bytes_up = self.stats.up.load(Ordering::Relaxed);
+        v.bytes_down = self.stats.down.load(Ordering::Relaxed);
+        v
+    }
+}
+
+/// The controller's bindings.
+pub struct Bindings {
+    next_id: AtomicU64,
+    by_id: std::sync::Mutex<BTreeMap<u64, Binding>>,
+    /// CONNECT makes one binding per target at a time.
+    connect_lock: tokio::sync::Mutex<()>,
+}
+
+impl Default for Bindings {
+    fn default() -> Self {
+        Bindings {
+            next_id: AtomicU64::new(1),
+            by_id: std::sync::Mutex::new(BTreeMap::new()),
+            connect_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl Bindings {
+    /// Every binding.
+    pub fn list(&self) -> Vec<BindingView> {
+        lock(&self.by_id).values().map(Binding::view).collect()
+    }
+
+    /// One binding.
+    pub fn get(&self, id: u64) -> Option<BindingView> {
+        lock(&self.by_id).get(&id).map(Binding::view)
+    }
+
+    /// What a connection of binding `id` needs: its cancel signal and counters.
+    pub fn carrier(&self, id: u64) -> Option<(watch::Receiver<bool>, Arc<Stats>)> {
+        lock(&self.by_id).get(&id).map(|b| (b.cancel.subscribe(), Arc::clone(&b.stats)))
+    }
+
+    /// Close every binding's listener and connections (at shutdown; tunnels expire on the hops).
+    pub fn cancel_all(&self) {
+        for b in lock(&self.by_id).values() {
+            b.cancel.send_replace(true);
+        }
+    }
+}
+
+/// Why binding `view` must end at `now_unix_ms`, if it must: it expired, or its requesting
+/// platform is down (`from_up` false).
+pub fn reap_reason(view: &BindingView, now_unix_ms: u64, from_up: bool) -> Option<String> {
+    if view.tunnel.expires_unix_ms <= now_unix_ms {
+        Some("expired".to_owned())
+    } else if !from_up {
+        Some(format!("platform {} went down", view.from))
+    } else {
+        None
+    }
+}
+
+/// Whether a binding with this `problem` on its path re-routes at `now`: a dead path always, a
+/// degraded one only once its hold-down (`hold_until`) has passed.
+pub fn wants_reroute(problem: Option<&PathProblem>, hold_until: Instant, now: Instant) -> bool {
+    match problem {
+        None => false,
+        Some(p) => p.dead || now >= hold_until,
+    }
+}
+
+impl Controller {
+    /// Decide the path, set the tunnel up, and record the binding, listening (or to be
+    /// listened for) at `listen`. Returns the view, the listener's cancel signal, and the
+    /// binding's counters.
+    pub async fn create_binding(
+        &self,
+        req: BindRequest,
+        account: &str,
+        listen: SocketAddr,
+    ) -> Result<(BindingView, watch::Receiver<bool>, Arc<Stats>), BindError> {
+        let ttl = req.ttl_s.unwrap_or(DEFAULT_TTL_S);
+        if ttl == 0 || ttl > MAX_TTL_S {
+            return Err(BindError::Invalid(format!("ttl_s must be between 1 and {MAX_TTL_S}, not {ttl}")));
+        }
+        if req.endpoint.is_empty() {
+            return Err(BindError::Invalid("endpoint must not be empty".into()));
+        }
+        let from = req.from.or_else(|| self.ingress.platform.clone()).ok_or_else(|| {
+            BindError::Invalid("no requesting platform: give `from`, or set `[ingress] platform`".into())
+        })?;
+        let decision = self.decide(&from, &req.to).await?;
+        let expires = now_unix_ms() + ttl * 1000;
+        let account = req.account.as_deref().unwrap_or(account);
+        let tunnel = self.setup_tunnel(&decision, &req.endpoint, account, expires).await?;
+
+        let id = self.bindings.next_id.fetch_add(1, Ordering::Relaxed);
+        let (cancel, cancelled) = watch::channel(false);
+        let stats = Arc::new(Stats::default());
+        let view = BindingView {
+            id,
+            from,
+            to: req.to,
+            endpoint: req.endpoint,
+            mode: req.mode,
+            account: req.account,
+            listen,
+            tunnel,
+            connections: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            reroutes: vec![],
+        };
+        tracing::info!(binding = id, %listen, tunnel = view.tunnel.id, hops = ?view.tunnel.hops, "binding open");
+        let binding = Binding {
+            view: view.clone(),
+            cancel,
+            stats: Arc::clone(&stats),
+            rerouting: false,
+            hold_until: Instant::now(),
+        };
+        lock(&self.bindings.by_id).insert(id, binding);
+        Ok((view, cancelled, stats))
+    }
+
+    /// End a binding: close its listener, abort its connections, tear its tunnel down.
+    pub async fn unbind(&self, id: u64) -> Option<BindingView> {
+        let binding = lock(&self.bindings.by_id).remove(&id)?;
+        binding.cancel.send_replace(true);
+        let view = binding.view();
+        self.teardown_tunnel(&view.tunnel).await;
+        tracing::info!(binding = id, "binding closed");
+        Some(view)
+    }
+
+    /// End bindings that expired or whose requesting platform is down.
+    pub(super) async fn reap_bindings(&self) {
+        let now = now_unix_ms();
+        let views: Vec<BindingView> = lock(&self.bindings.by_id).values().map(|b| b.view.clone()).collect();
+        for view in views {
+            if let Some(why) = reap_reason(&view, now, self.nodes.is_up(&view.from)) {
+                tracing::info!(binding = view.id, "closing binding: {why}");
+                self.unbind(view.id).await;
+            }
+        }
+    }
+
+    /// Re-route bindings whose path died, or degraded past the policy's loss threshold (at most
+    /// once per hold-down period).
+    pub(super) async fn reroute_bindings(self: &Arc<Self>) {
+        let max_loss = self.policy.policy().reroute_loss;
+        let now = Instant::now();
+        let candidates: Vec<(u64, Vec<String>, Instant)> = lock(&self.bindings.by_id)
+            .values()
+            .filter(|b| !b.rerouting)
+            .map(|b| (b.view.id, b.view.tunnel.hops.clone(), b.hold_until))
+            .collect();
+        for (id, hops, hold_until) in candidates {
+            let problem = self.nodes.view().path_problem(&hops, max_loss, now);
+            if !wants_reroute(problem.as_ref(), hold_until, now) {
+                continue;
+            }
+            let Some(problem) = problem else { continue };
+            if let Some(b) = lock(&self.bindings.by_id).get_mut(&id) {
+                b.rerouting = true;
+            }
+            let this = Arc::clone(self);
+            self.spawner.spawn(async move {
+                if let Err(e) = this.reroute(id, &problem).await {
+                    tracing::warn!(binding = id, "re-route failed ({}): {e}", problem.reason);
+                }
+                if let Some(b) = lock(&this.bindings.by_id).get_mut(&id) {
+                    b.rerouting = false;
+                }
+            });
+        }
+    }
+
+    /// Decide a new path for binding `id`, set its tunnel up, switch new connections to it,
+    /// and tear the old tunnel down (ending the streams still on it with an error).
+    async fn reroute(&self, id: u64, problem: &PathProblem) -> Result<(), BindError> {
+        let Some(view) = lock(&self.bindings.by_id).get(&id).map(|b| b.view.clone()) else { return Ok(()) };
+        let old = view.tunnel;
+        let decision = self.decide(&view.from, &view.to).await?;
+        let mut new_hops = decision.decision.chosen().path.clone();
+        new_hops.push(view.to.clone());
+        if new_hops == old.hops && !problem.dead {
+            // The degraded path is still the best there is: keep it, and wait a hold-down.
+            if let Some(b) = lock(&self.bindings.by_id).get_mut(&id) {
+                b.hold_until = Instant::now() + REROUTE_HOLD_DOWN;
+            }
+            return Ok(());
+        }
+        let new = self.setup_tunnel(&decision, &old.endpoint, &old.account, old.expires_unix_ms).await?;
+        let reroute = Reroute {
+            at_unix_ms: now_unix_ms(),
+            reason: problem.reason.clone(),
+            from_tunnel: old.id,
+            from_hops: old.hops.clone(),
+            to_tunnel: new.id,
+            to_hops: new.hops.clone(),
+        };
+        tracing::warn!(binding = id, reason = %problem.reason, from = ?old.hops, to = ?new.hops, "binding re-routed");
+        let still_bound = match lock(&self.bindings.by_id).get_mut(&id) {
+            Some(b) => {
+                b.view.tunnel = new.clone();
+                b.view.reroutes.push(reroute);
+                b.hold_until = Instant::now() + REROUTE_HOLD_DOWN;
+                true
+            }
+            None => false,
+        };
+        self.teardown_tunnel(&old).await;
+        if !still_bound {
+            // The binding closed while we re-routed: the new tunnel has no one to serve.
+            self.teardown_tunnel(&new).await;
+        }
+        Ok(())
+    }
+
+    /// The CONNECT binding to `to`'s `endpoint` for `account`, made on first use and kept until
+    /// it expires. One per account and target: an account's traffic never rides another
+    /// account's tunnel.
+    pub async fn connect_binding(&self, account: &str, to: &str, endpoint: &str) -> Result<u64, BindError> {
+        let _one_at_a_time = self.bindings.connect_lock.lock().await;
+        let existing = lock(&self.bindings.by_id)
+            .values()
+            .find(|b| {
+                let v = &b.view;
+                v.mode == Mode::Connect && v.tunnel.account == account && v.to == to && v.endpoint == endpoint
+            })
+            .map(|b| b.view.id);
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+        let listen = self.ingress.connect_listen.unwrap_or(SocketAddr::new(self.ingress.address, 0));
+        let req = BindRequest {
+            from: None,
+            to: to.to_owned(),
+            endpoint: endpoint.to_owned(),
+            mode: Mode::Connect,
+            listen: None,
+            ttl_s: None,
+            account: None,
+        };
+        let (view, _, _) = self.create_binding(req, account, listen).await?;
+        Ok(view.id)
+    }
+
+    /// Open a stream of binding `id`'s tunnel at its first hop, sending the client's `early`
+    /// bytes with the opening frame, and count it against the binding's connection limit (the
+    /// returned slot frees it when dropped).
+    pub async fn open_stream(
+        &self,
+        id: u64,
+        stats: &Arc<Stats>,
+        early: bytes::Bytes,
+    ) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream, ActiveSlot)> {
+        let max = self.ingress.max_connections;
+        let slot = ActiveSlot::take(stats, max)
+            .ok_or_else(|| anyhow::anyhow!("binding {id} already carries {max} connections"))?;
+        let tunnel = lock(&self.bindings.by_id).get(&id).map(|b| b.view.tunnel.clone());
+        let tunnel = tunnel.ok_or_else(|| anyhow::anyhow!("binding {id} closed"))?;
+        let first = &tunnel.hops[0];
+        let conn = self.nodes.connection(first).ok_or_else(|| {
+            anyhow::anyhow!("tunnel {}: {first} is not connected to the controller", tunnel.id)
+        })?;
+        let early = if early.is_empty() { Vec::new() } else { vec![early] };
+        let (send, recv) = crate::tunnel::hop::open(&conn, tunnel.id, tunnel.first_token.clone(), early)
+            .await
+            .map_err(|e| e.context(format!("tunnel {} via {first}", tunnel.id)))?;
+        Ok((send, recv, slot))
+    }
+
+    /// Record the start of a use of binding `id` by the client at `client`, for `who`: an
+    /// account and its principal at the target, when the caller already knows them (else the
+    /// tunnel's account, and its principal is looked up). Returns the session id.
+    pub async fn start_session(
+        &self,
+        id: u64,
+        client: SocketAddr,
+        ingress: SocketAddr,
+        who: Option<(&str, &str)>,
+    ) -> u64 {
+        let view = lock(&self.bindings.by_id).get(&id).map(|b| b.view.clone());
+        let session = lock(&self.sessions).next_id();
+        let Some(view) = view else { return session };
+        let (account, principal) = match who {
+            Some((account, principal)) => (account.to_owned(), Some(principal.to_owned())),
+            None => {
+                let account = view.tunnel.account.clone();
+                let principal = match self.credentials(&account, &view.to).await {
+                    Ok(c) => c.map(|c| c.principal),
+                    Err(e) => {
+                        tracing::warn!(binding = id, "cannot look up the account's principal: {e}");
+                        None
+                    }
+                };
+                (account, principal)
+            }
+        };
+        let record = SessionRecord {
+            id: session,
+            account,
+            binding: id,
+            first: FirstSession { client, ingress },
+            second: SecondSession { tunnel: view.tunnel.id, hops: view.tunnel.hops.clone() },
+            third: ThirdSession {
+                platform: view.to.clone(),
+                endpoint: view.endpoint.clone(),
+                principal,
+                token_expires_unix_s: None,
+            },
+            started_unix_ms: now_unix_ms(),
+            ended_unix_ms: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            outcome: None,
+        };
+        lock(&self.sessions).push(record);
+        session
+    }
+
+    /// Record the end of session `id`.
+    pub fn end_session(&self, id: u64, up: u64, down: u64, outcome: String) {
+        lock(&self.sessions).end(id, up, down, outcome, now_unix_ms());
+    }
+
+    /// Record that session `id` carried a target token expiring at `expires_unix_s`.
+    pub fn note_session_token(&self, id: u64, expires_unix_s: u64) {
+        lock(&self.sessions).note_token(id, expires_unix_s);
+    }
+
+    /// Recent sessions, newest first.
+    pub fn sessions(&self) -> Vec<SessionRecord> {
+        lock(&self.sessions).newest_first()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(expires_unix_ms: u64) -> BindingView {
+        BindingView {
+            id: 1,
+            from: "site-a".into(),
+            to: "site-b".into(),
+            endpoint: "web".into(),
+            mode: Mode::Tcp,
+            account: None,
+            listen: "127.0.0.1:1".parse().unwrap(),
+            tunnel: TunnelRecord {
+                id: 1,
+                decision: 1,
+                hops: vec!["r1".into(), "site-b".into()],
+                endpoint: "web".into(),
+                account: "operator".into(),
+                expires_unix_ms,
+                first_token: String::new(),
+            },
+            connections: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            reroutes: vec![],
+        }
+    }
+
+    #[test]
+    fn a_binding_ends_when_it_expires_or_its_platform_goes_down() {
+        assert_eq!(reap_reason(&view(1_000), 999, true), None);
+        assert_eq!(reap_reason(&view(1_000), 1_000, true).as_deref(), Some("expired"));
+        assert_eq!(reap_reason(&view(1_000), 5, false).as_deref(), Some("platform site-a went down"));
+        assert_eq!(reap_reason(&view(1_000), 2_000, false).as_deref(), Some("expired"), "expiry first");
+    }
+
+    #[test]
+    fn a_dead_path_reroutes_at_once_and_a_degraded_one_after_its_hold_down() {
+        let now = Instant::now();
+        let dead = PathProblem { dead: true, reason: "relay r2 is down".into() };
+        let lossy = PathProblem { dead: false, reason: "link r1–r2 loses 30 %".into() };
+        let held = now + REROUTE_HOLD_DOWN;
+        assert!(!wants_reroute(None, now, now));
+        assert!(wants_reroute(Some(&dead), held, now), "dead: no hold-down");
+        assert!(!wants_reroute(Some(&lossy), held, now), "degraded: held down");
+        assert!(wants_reroute(Some(&lossy), held, held), "degraded: hold-down over");
+        assert!(wants_reroute(Some(&lossy), now, now + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn a_binding_takes_at_most_max_slots_and_frees_them_on_drop() {
+        let stats = Arc::new(Stats::default());
+        let a = ActiveSlot::take(&stats, 2).unwrap();
+        let _b = ActiveSlot::take(&stats, 2).unwrap();
+        assert!(ActiveSlot::take(&stats, 2).is_none());
+        drop(a);
+        let _c = ActiveSlot::take(&stats, 2).unwrap();
+        assert_eq!(stats.connections.load(Ordering::Relaxed), 3, "every connection carried counts");
+    }
+}

@@ -1,0 +1,266 @@
+//! # The controller
+//!
+//! The controller's state and operations, as small services on one [`Controller`]:
+//!
+//! | file | concern |
+//! | --- | --- |
+//! | [`view`] | sans-IO mesh view: membership, links, sites' nearest relays, the graph, path health |
+//! | [`nodes`] | node connections: registration, heartbeats, link reports, sites' requests |
+//! | [`connect`] | connection requests, steps 1–4: routing relays, k paths, probes, scoring, the decision |
+//! | [`policy`] | the path policy in force and its scorer plugin |
+//! | [`accounts`] | accounts and their credential mappings |
+//! | [`tunnels`] | tunnel setup and teardown on the hops (step 5) |
+//! | [`bindings`] | bindings, their expiry and re-routes, and the sessions recorded on them |
+//!
+//! How data flows: relays and sites connect ([`nodes`]) and keep the [`view::MeshView`]
+//! current. A decision ([`Controller::decide`]) reads routing relays and candidate paths from
+//! the view, has the first relay probe each, scores them on the plugin pool and stores the
+//! record. A binding ([`Controller::create_binding`]) decides, sets a tunnel up along the winner
+//! and registers the binding; the ingress (`crate::ingress`) listens for it, opens a tunnel
+//! stream per client ([`Controller::open_stream`]) and records each use as a session. A tick
+//! every 100 ms marks silent nodes down, ends expired bindings and re-routes those whose path
+//! died or degraded.
+//!
+//! The controller knows nothing of the admin API or the ingress's listeners: they sit above it
+//! and call into it, and the role runner (`crate::node::controller`) starts all three.
+
+pub mod accounts;
+pub mod bindings;
+pub mod connect;
+pub mod nodes;
+pub mod policy;
+pub mod tunnels;
+pub mod view;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+pub use accounts::AccountError;
+pub use bindings::{BindError, BindRequest, BindingView, Mode};
+pub use connect::ConnectError;
+pub use tunnels::TunnelRecord;
+pub use view::{LinkView, NodeView, PlatformView};
+
+use crate::blocking::Pool;
+use crate::config::{AdapterConfig, ControllerConfig, IngressConfig};
+use crate::mesh::identity::Role;
+use crate::mesh::transport::MeshEndpoint;
+use crate::path::{Policy, PolicyUpdate};
+use crate::plugin::{
+    EngineOptions, Plugin, PluginEngine, PluginInfo, PluginRegistry, PluginSpec, StatsSnapshot, World,
+};
+use crate::session::records::SessionLog;
+use crate::session::tokens::TokenCache;
+use crate::shutdown::{Shutdown, Signal, Spawner};
+use crate::store::Store;
+
+/// Plugin calls that may run at once on the controller (each on a blocking thread).
+const PLUGIN_CALLS: usize = 8;
+/// How often the controller checks membership, expiry and path health.
+const TICK: Duration = Duration::from_millis(100);
+/// How often plugin files are checked for changes (a stat each).
+const PLUGIN_WATCH: Duration = Duration::from_millis(500);
+
+/// The controller's state and operations.
+pub struct Controller {
+    name: String,
+    nodes: nodes::Nodes,
+    policy: policy::ActivePolicy,
+    plugins: Arc<PluginRegistry>,
+    /// Every plugin call runs here, never on an async worker.
+    plugin_calls: Pool,
+    store: Store,
+    tunnels: tunnels::Tunnels,
+    bindings: bindings::Bindings,
+    sessions: Mutex<SessionLog>,
+    tokens: Mutex<TokenCache>,
+    ingress: IngressConfig,
+    spawner: Spawner,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Controller {
+    /// Start a controller: open the store, load the plugins, bind QUIC for nodes, and run its
+    /// tasks until `shutdown` is raised. Returns the controller and its mesh address.
+    pub fn start(
+        config: &ControllerConfig,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<(Arc<Controller>, SocketAddr)> {
+        config.policy.validate().map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+        let store = Store::open_redb(&config.store).context("opening the store")?;
+        let mut options = EngineOptions::default();
+        if let Some(cache) = &config.plugin_cache {
+            options.cache_dir = Some(cache.clone());
+        }
+        let plugins = Arc::new(PluginRegistry::new(PluginEngine::new(options)?));
+        let policy = policy::ActivePolicy::new(config.policy.clone(), Arc::clone(&plugins))?;
+        load_adapters(&plugins, &config.adapters)?;
+        plugins.spawn_watcher(PLUGIN_WATCH).context("starting the plugin watcher")?;
+        let identity = config.tls.load(&config.name, Role::Controller)?;
+        let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay, Role::Site])?);
+        let mesh_addr = endpoint.local_addr()?;
+        let controller = Arc::new(Controller {
+            name: config.name.clone(),
+            nodes: nodes::Nodes::new(view::MeshView::new(config.membership, config.nearest)),
+            policy,
+            plugins,
+            plugin_calls: Pool::new("plugin", PLUGIN_CALLS),
+            store,
+            tunnels: tunnels::Tunnels::new()?,
+            bindings: bindings::Bindings::default(),
+            sessions: Mutex::new(SessionLog::default()),
+            tokens: Mutex::new(TokenCache::default()),
+            ingress: config.ingress.clone(),
+            spawner: shutdown.spawner(),
+        });
+        tokio::spawn(nodes::accept(Arc::clone(&controller), Arc::clone(&endpoint), shutdown.signal()));
+        tokio::spawn(tick(Arc::clone(&controller), endpoint, shutdown.signal()));
+        tracing::info!(controller = %config.name, %mesh_addr, "controller started");
+        Ok((controller, mesh_addr))
+    }
+
+    /// After the shutdown drained: refuse further plugin and store calls, wait for those
+    /// running, and release the store (its file can be opened again).
+    pub async fn close(&self) {
+        self.bindings.cancel_all();
+        // Connections keep the mesh socket open: let them go.
+        self.nodes.forget_connections();
+        self.plugin_calls.close().await;
+        self.store.close().await;
+    }
+
+    /// The controller's node name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A spawner whose tasks end at the controller's shutdown (for the ingress's listeners).
+    pub fn spawner(&self) -> &Spawner {
+        &self.spawner
+    }
+
+    /// The ingress's configuration.
+    pub fn ingress_config(&self) -> &IngressConfig {
+        &self.ingress
+    }
+
+    /// The bindings.
+    pub fn bindings(&self) -> &bindings::Bindings {
+        &self.bindings
+    }
+
+    /// The pool every plugin call runs on.
+    pub fn plugin_calls(&self) -> &Pool {
+        &self.plugin_calls
+    }
+
+    /// The adapter that translates sessions for `platform`, if one is configured.
+    pub fn adapter(&self, platform: &str) -> Option<Arc<Plugin>> {
+        self.plugins.get(&adapter_name(platform))
+    }
+
+    /// Every plugin in service, with its info and counters, by name.
+    pub fn plugins(&self) -> Vec<(PluginInfo, StatsSnapshot)> {
+        self.plugins.list()
+    }
+
+    /// The target tokens cached for session translation.
+    pub fn tokens(&self) -> MutexGuard<'_, TokenCache> {
+        lock(&self.tokens)
+    }
+
+    /// Every registered node.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.nodes.view().nodes(Instant::now())
+    }
+
+    /// Every reported link.
+    pub fn links(&self) -> Vec<LinkView> {
+        self.nodes.view().links(Instant::now())
+    }
+
+    /// Every platform, with its nearest relay.
+    pub fn platforms(&self) -> Vec<PlatformView> {
+        self.nodes.view().platforms()
+    }
+
+    /// Whether node `name` is registered and up.
+    pub fn is_up(&self, name: &str) -> bool {
+        self.nodes.is_up(name)
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Policy {
+        self.policy.policy()
+    }
+
+    /// Change the policy; the next decision uses it. A new scorer is loaded (and checked to be
+    /// a scorer) on the plugin pool before anything changes.
+    pub async fn set_policy(self: &Arc<Self>, update: PolicyUpdate) -> Result<Policy, String> {
+        let this = Arc::clone(self);
+        self.plugin_calls.run(move || this.policy.update(&update)).await.map_err(|e| e.to_string())?
+    }
+}
+
+fn adapter_name(platform: &str) -> String {
+    format!("adapter-{platform}")
+}
+
+/// Load the `[[adapter]]` plugins into the registry: each must be an adapter, one per platform.
+fn load_adapters(plugins: &PluginRegistry, configs: &[AdapterConfig]) -> anyhow::Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for c in configs {
+        if !seen.insert(c.platform.clone()) {
+            anyhow::bail!("two [[adapter]] entries for platform {}", c.platform);
+        }
+        let mut spec = PluginSpec::new(adapter_name(&c.platform), &c.path).with_limits(c.limits.clone());
+        spec.config = c.config.clone();
+        plugins
+            .load_as(spec, Some(World::Adapter))
+            .with_context(|| format!("cannot load the adapter for {} ({})", c.platform, c.path.display()))?;
+    }
+    Ok(())
+}
+
+/// Mark silent nodes down, end expired bindings, re-route broken paths; at the shutdown
+/// signal, close the mesh endpoint.
+async fn tick(controller: Arc<Controller>, endpoint: Arc<MeshEndpoint>, mut signal: Signal) {
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = signal.recv() => break,
+        }
+        controller.nodes.poll(Instant::now());
+        controller.reap_bindings().await;
+        controller.reroute_bindings().await;
+    }
+    endpoint.close_and_wait(Duration::from_secs(2)).await;
+}
+
+/// Run futures concurrently on this task and collect their outputs in order (for the few
+/// requests a decision or a tunnel setup sends at once).
+pub(crate) async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, future) in out.iter_mut().zip(pending.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *slot = Some(value),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}

@@ -1,0 +1,169 @@
+//! Tunnel setup and teardown on the hops of a chosen path (DESIGN.md step 5). The plan and
+//! the outcome are decided by [`crate::tunnel::setup`]; this sends each hop its request, all
+//! at once, and collects the answers. A hop that says a retry may help (it had no key yet)
+//! gets the whole setup tried once more.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Controller, join_all};
+use crate::mesh::messages::{Control, Refusal};
+use crate::mesh::stream;
+use crate::path::DecisionRecord;
+use crate::tunnel::HopKey;
+use crate::tunnel::setup::{self, HopAnswer, SetupFailed};
+
+/// How long each hop has to acknowledge a tunnel setup.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait before the one retry of a setup that failed transiently.
+const SETUP_RETRY_AFTER: Duration = Duration::from_millis(200);
+
+/// A tunnel as the controller keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TunnelRecord {
+    /// Its id.
+    pub id: u64,
+    /// The decision that chose its path.
+    #[serde(alias = "connection")]
+    pub decision: u64,
+    /// The hops: relays in order, then the target site.
+    pub hops: Vec<String>,
+    /// The endpoint at the target site.
+    pub endpoint: String,
+    /// The account it carries traffic for.
+    pub account: String,
+    /// When it expires (Unix ms).
+    pub expires_unix_ms: u64,
+    /// The first hop's token, presented when the ingress opens a stream.
+    #[serde(skip)]
+    pub(crate) first_token: String,
+}
+
+/// The tunnel secret (every hop key derives from it) and tunnel ids.
+pub struct Tunnels {
+    secret: [u8; 32],
+    next_id: AtomicU64,
+}
+
+impl Tunnels {
+    /// Tunnels signed with a fresh random secret.
+    pub fn new() -> anyhow::Result<Tunnels> {
+        let mut secret = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+            .map_err(|_| anyhow::anyhow!("no system randomness for the tunnel secret"))?;
+        Ok(Tunnels { secret, next_id: AtomicU64::new(1) })
+    }
+
+    /// Node `name`'s hop key.
+    pub fn hop_key(&self, name: &str) -> HopKey {
+        HopKey::derive(&self.secret, name)
+    }
+}
+
+impl Controller {
+    /// Set up a tunnel along `decision`'s chosen path to `endpoint` at its target site.
+    pub(crate) async fn setup_tunnel(
+        &self,
+        decision: &DecisionRecord,
+        endpoint: &str,
+        account: &str,
+        expires_unix_ms: u64,
+    ) -> Result<TunnelRecord, SetupFailed> {
+        match self.try_setup_tunnel(decision, endpoint, account, expires_unix_ms).await {
+            Err(e) if e.retry => {
+                tracing::info!("tunnel setup failed transiently, once more: {e}");
+                tokio::time::sleep(SETUP_RETRY_AFTER).await;
+                self.try_setup_tunnel(decision, endpoint, account, expires_unix_ms).await
+            }
+            done => done,
+        }
+    }
+
+    async fn try_setup_tunnel(
+        &self,
+        decision: &DecisionRecord,
+        endpoint: &str,
+        account: &str,
+        expires_unix_ms: u64,
+    ) -> Result<TunnelRecord, SetupFailed> {
+        let id = self.tunnels.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut path = decision.decision.chosen().path.clone();
+        path.push(decision.to.clone());
+        let plan = setup::plan(id, &self.name, &path, endpoint, account, expires_unix_ms, |hop| {
+            self.tunnels.hop_key(hop)
+        });
+        let span = tracing::info_span!("tunnel", tunnel = id, hops = ?path);
+        let requests = plan.hops.iter().map(|hop| {
+            let request = Control::TunnelSetup {
+                grant: hop.grant.clone(),
+                token: hop.token.clone(),
+                next_token: hop.next_token.clone(),
+            };
+            let conn = self.nodes.connection(&hop.grant.hop);
+            async move {
+                let Some(conn) = conn else {
+                    return HopAnswer::Failed {
+                        reason: "not connected to the controller".into(),
+                        retry: false,
+                    };
+                };
+                match tokio::time::timeout(SETUP_TIMEOUT, stream::request(&conn, &request)).await {
+                    Err(_) => HopAnswer::Failed {
+                        reason: format!("no answer within {SETUP_TIMEOUT:?}"),
+                        retry: false,
+                    },
+                    Ok(Ok(Control::TunnelReady { tunnel })) if tunnel == id => HopAnswer::Ready,
+                    Ok(Ok(other)) => {
+                        HopAnswer::Failed { reason: format!("unexpected answer {other:?}"), retry: false }
+                    }
+                    Ok(Err(e)) => match e.downcast_ref::<Refusal>() {
+                        Some(r) => HopAnswer::Failed { reason: r.reason.clone(), retry: r.retry },
+                        None => HopAnswer::Failed { reason: format!("{e:#}"), retry: false },
+                    },
+                }
+            }
+        });
+        let answers = join_all(requests).await;
+        let record = TunnelRecord {
+            id,
+            decision: decision.id,
+            hops: plan.hop_names(),
+            endpoint: endpoint.to_owned(),
+            account: account.to_owned(),
+            expires_unix_ms,
+            first_token: plan.first_token().unwrap_or_default().to_owned(),
+        };
+        match plan.outcome(&answers) {
+            Ok(()) => {
+                tracing::info!(parent: &span, "tunnel set up");
+                Ok(record)
+            }
+            Err(failed) => {
+                tracing::warn!(parent: &span, "{failed}");
+                self.teardown_on(id, &failed.rolled_back).await;
+                Err(failed)
+            }
+        }
+    }
+
+    /// Tear `tunnel` down on every hop.
+    pub(crate) async fn teardown_tunnel(&self, tunnel: &TunnelRecord) {
+        self.teardown_on(tunnel.id, &tunnel.hops).await;
+    }
+
+    async fn teardown_on(&self, id: u64, hops: &[String]) {
+        let calls = hops.iter().map(|hop| {
+            let conn = self.nodes.connection(hop);
+            async move {
+                if let Some(conn) = conn {
+                    let request = Control::TunnelTeardown { tunnel: id };
+                    // Best effort: a hop that cannot be told drops the tunnel at expiry.
+                    let _ = tokio::time::timeout(SETUP_TIMEOUT, stream::request(&conn, &request)).await;
+                }
+            }
+        });
+        join_all(calls).await;
+    }
+}

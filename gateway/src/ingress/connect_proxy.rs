@@ -1,0 +1,171 @@
+//! `CONNECT platform:endpoint` on one shared listener (HTTP/1.1). The client authenticates
+//! with `Proxy-Authorization`: the operator's admin token (Bearer, or the Basic password with
+//! any user) or an account (Basic `account:secret`). Each account and target gets its own
+//! binding, made on first use; the connection is then carried over it like a `tcp` client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::controller::{BindError, ConnectError, Controller};
+use crate::session::client_auth::ClientCredentials;
+use crate::shutdown::Signal;
+use crate::tunnel::splice::Side;
+
+/// The longest CONNECT request head accepted.
+const MAX_HEAD: usize = 8 * 1024;
+/// How long a CONNECT client has to send its request head.
+const CONNECT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serve `CONNECT` requests on `listener` until the shutdown signal. `admin_token` is the
+/// digest of the operator's token.
+pub async fn serve(
+    controller: Arc<Controller>,
+    listener: TcpListener,
+    admin_token: Arc<[u8; 32]>,
+    mut signal: Signal,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = signal.recv() => return,
+        };
+        let (client, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("CONNECT accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (controller, token) = (Arc::clone(&controller), Arc::clone(&admin_token));
+        let span = tracing::info_span!("connect", %remote);
+        signal.spawn(tracing::Instrument::instrument(
+            async move {
+                if let Err(e) = handle(&controller, client, &token).await {
+                    tracing::info!("CONNECT failed: {e}");
+                }
+            },
+            span,
+        ));
+    }
+}
+
+/// Read an HTTP request head (through the blank line) within [`CONNECT_HEAD_TIMEOUT`]: a
+/// client that dribbles or stalls is dropped rather than holding a task forever. Returns the
+/// head and any bytes the client sent after it.
+async fn read_head(client: &mut TcpStream) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let read = async {
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = client.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the client closed before the end of its request".to_owned());
+            }
+            let scan_from = buf.len().saturating_sub(3);
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(pos) = buf[scan_from..].windows(4).position(|w| w == b"\r\n\r\n") {
+                let end = scan_from + pos + 4;
+                let rest = buf.split_off(end);
+                return Ok((buf, rest));
+            }
+            if buf.len() > MAX_HEAD {
+                return Err(format!("request head larger than {MAX_HEAD} bytes"));
+            }
+        }
+    };
+    tokio::time::timeout(CONNECT_HEAD_TIMEOUT, read)
+        .await
+        .map_err(|_| "no complete request in time".to_owned())?
+}
+
+/// Who a `Proxy-Authorization` value names: the operator (the admin token, as Bearer or as a
+/// Basic password with any user name) or an account (Basic `account:secret`). Secrets are
+/// compared by digest in constant time.
+async fn principal(value: Option<&[u8]>, admin_token: &[u8; 32], controller: &Controller) -> Option<String> {
+    let credentials = ClientCredentials::parse(value?)?;
+    if crate::secret::matches_digest(credentials.secret(), admin_token) {
+        return Some("operator".to_owned());
+    }
+    match credentials {
+        ClientCredentials::Basic { user, secret } => {
+            controller.authenticate(&user, &secret).await.then_some(user)
+        }
+        ClientCredentials::Bearer(_) => None,
+    }
+}
+
+/// Answer `status` with `reason` and end the exchange.
+async fn answer(client: &mut TcpStream, status: &str, extra: &str, reason: &str) -> Result<(), String> {
+    let body = format!("{reason}\n");
+    let response = format!(
+        "HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.write_all(response.as_bytes()).await;
+    Err(format!("{status}: {reason}"))
+}
+
+async fn handle(
+    controller: &Controller,
+    mut client: TcpStream,
+    admin_token: &[u8; 32],
+) -> Result<(), String> {
+    let _ = client.set_nodelay(true);
+    let (head, early) = match read_head(&mut client).await {
+        Ok(h) => h,
+        Err(reason) => return answer(&mut client, "400 Bad Request", "", &reason).await,
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    if !matches!(request.parse(&head), Ok(httparse::Status::Complete(_))) {
+        return answer(&mut client, "400 Bad Request", "", "malformed request").await;
+    }
+    if request.method != Some("CONNECT") {
+        return answer(
+            &mut client,
+            "405 Method Not Allowed",
+            "Allow: CONNECT\r\n",
+            "only CONNECT is served here",
+        )
+        .await;
+    }
+    let auth =
+        request.headers.iter().find(|h| h.name.eq_ignore_ascii_case("proxy-authorization")).map(|h| h.value);
+    let Some(account) = principal(auth, admin_token, controller).await else {
+        let challenge = "Proxy-Authenticate: Basic realm=\"skybridge\"\r\n";
+        return answer(&mut client, "407 Proxy Authentication Required", challenge, "missing or wrong token")
+            .await;
+    };
+    let target = request.path.unwrap_or_default().to_owned();
+    let Some((to, endpoint)) = target.rsplit_once(':') else {
+        return answer(&mut client, "400 Bad Request", "", "the target must be PLATFORM:ENDPOINT").await;
+    };
+    let id = match controller.connect_binding(&account, to, endpoint).await {
+        Ok(id) => id,
+        Err(e @ BindError::Connect(ConnectError::UnknownPlatform { .. })) => {
+            return answer(&mut client, "404 Not Found", "", &e.to_string()).await;
+        }
+        Err(e) => return answer(&mut client, "502 Bad Gateway", "", &e.to_string()).await,
+    };
+    let Some((cancel, stats)) = controller.bindings().carrier(id) else {
+        return answer(&mut client, "502 Bad Gateway", "", "the tunnel closed").await;
+    };
+    let remote = client.peer_addr().map_err(|e| e.to_string())?;
+    let session = controller.start_session(id, remote, client.local_addr().unwrap_or(remote), None).await;
+    let early_len = early.len() as u64;
+    let (send, recv, _slot) = match controller.open_stream(id, &stats, Bytes::from(early)).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            controller.end_session(session, 0, 0, format!("{e:#}"));
+            return answer(&mut client, "502 Bad Gateway", "", &format!("{e:#}")).await;
+        }
+    };
+    client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.map_err(|e| e.to_string())?;
+    super::carry(controller, session, Side::Tcp(client), (send, recv, early_len), cancel, &stats).await;
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! A binding's own listener: every accepted client is carried over the binding's tunnel —
+//! as one tunnel stream (`tcp`), or as an HTTP connection whose requests are translated
+//! ([`super::http`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::controller::bindings::Stats;
+use crate::controller::{Controller, Mode};
+use crate::tunnel::hop;
+use crate::tunnel::splice::Side;
+
+/// Accept the binding's connections until it is closed (or the controller shuts down).
+pub(super) async fn serve_binding(
+    controller: Arc<Controller>,
+    listener: tokio::net::TcpListener,
+    id: u64,
+    mode: Mode,
+    mut cancelled: watch::Receiver<bool>,
+    stats: Arc<Stats>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = cancelled.wait_for(|c| *c) => return,
+        };
+        let (client, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = client.set_nodelay(true);
+        let (cancel, stats) = (cancelled.clone(), Arc::clone(&stats));
+        let span = tracing::info_span!("client", %remote);
+        if mode == Mode::Http {
+            let task = super::http::serve(Arc::clone(&controller), id, client, remote, cancel, stats);
+            controller.spawner().spawn(tracing::Instrument::instrument(task, span));
+            continue;
+        }
+        let task = carry_tcp(Arc::clone(&controller), id, client, remote, cancel, stats);
+        controller.spawner().spawn(tracing::Instrument::instrument(task, span));
+    }
+}
+
+/// Carry one `tcp` client of binding `id` over a new tunnel stream.
+async fn carry_tcp(
+    controller: Arc<Controller>,
+    id: u64,
+    client: tokio::net::TcpStream,
+    remote: SocketAddr,
+    cancel: watch::Receiver<bool>,
+    stats: Arc<Stats>,
+) {
+    let ingress = client.local_addr().unwrap_or(remote);
+    let session = controller.start_session(id, remote, ingress, None).await;
+    let early = already_sent(&client);
+    let early_len = early.len() as u64;
+    let (send, recv, _slot) = match controller.open_stream(id, &stats, early).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            // Reset the client rather than close cleanly: it must see a failure.
+            let _ = client.set_zero_linger();
+            tracing::warn!("connection refused: {e:#}");
+            controller.end_session(session, 0, 0, format!("{e:#}"));
+            return;
+        }
+    };
+    super::carry(&controller, session, Side::Tcp(client), (send, recv, early_len), cancel, &stats).await;
+}
+
+/// What a new client has already sent, without waiting (at most [`hop::EARLY_MAX`] bytes),
+/// to go with the tunnel's opening frame. Read from the socket directly: tokio learns of a new
+/// socket's first bytes only at its next poll of the kernel, after this would have run.
+pub(super) fn already_sent(client: &tokio::net::TcpStream) -> Bytes {
+    use std::io::Read;
+    let mut buf = [0u8; hop::EARLY_MAX];
+    // The socket is non-blocking: nothing there yet is `WouldBlock`, and the client's bytes
+    // then travel after the opening, as any later ones do. A real error shows at the next read.
+    match (&*socket2::SockRef::from(client)).read(&mut buf) {
+        Ok(n) => Bytes::copy_from_slice(&buf[..n]),
+        Err(_) => Bytes::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn already_sent_takes_what_arrived_and_never_waits() {
+        let (mut client, server) = pair().await;
+        assert!(already_sent(&server).is_empty(), "nothing sent yet: nothing, at once");
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut got = Bytes::new();
+        for _ in 0..100 {
+            got = already_sent(&server);
+            if !got.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(&got[..], b"GET / HTTP/1.1\r\n\r\n");
+        assert!(already_sent(&server).is_empty(), "taken once");
+    }
+}

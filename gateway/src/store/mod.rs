@@ -1,0 +1,231 @@
+//! # The controller's durable state
+//!
+//! Decision records by id, and accounts with their credential mappings, behind one interface:
+//! [`Backend`] is what a storage engine implements (blocking calls, typed [`StoreError`]s);
+//! [`Store`] is what the controller holds — every call runs on a bounded blocking pool, so disk
+//! I/O never runs on an async worker. [`redb`] is the embedded default; a backend shared by
+//! several controllers (etcd) implements the same trait.
+//!
+//! The store holds secrets (account secrets and their mapped credentials): the redb file is
+//! made private to the controller's user.
+
+pub mod redb;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::blocking::{Pool, PoolError};
+use crate::path::DecisionRecord;
+use crate::session::accounts::Account;
+
+/// Why a store operation failed. A caller decides on the kind: [`StoreError::Exists`] and
+/// [`StoreError::NotFound`] are answers about the data; the others are failures of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A record with this key exists already.
+    #[error("{kind} `{key}` exists")]
+    Exists {
+        /// What kind of record (`account`, …).
+        kind: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// No record with this key.
+    #[error("no {kind} `{key}`")]
+    NotFound {
+        /// What kind of record.
+        kind: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// A stored value does not parse: the file was written by an incompatible version, or
+    /// damaged.
+    #[error("the stored {kind} `{key}` does not parse: {reason}")]
+    Corrupt {
+        /// What kind of record.
+        kind: &'static str,
+        /// Its key.
+        key: String,
+        /// The parser's message.
+        reason: String,
+    },
+    /// The storage engine failed (disk, locking, a transaction).
+    #[error("the store failed {doing}: {reason}")]
+    Backend {
+        /// What it was doing.
+        doing: &'static str,
+        /// The engine's message.
+        reason: String,
+    },
+    /// The store is closed or its worker failed.
+    #[error(transparent)]
+    Unavailable(#[from] PoolError),
+}
+
+impl StoreError {
+    /// A storage engine failure while `doing` something.
+    pub fn backend(doing: &'static str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Backend { doing, reason: e.to_string() }
+    }
+}
+
+/// What a storage engine implements. Calls may block on I/O; [`Store`] runs them on its pool.
+pub trait Backend: Send + Sync + 'static {
+    /// Store a new decision record, giving it the next id (written into it).
+    fn insert_decision(&self, record: &mut DecisionRecord) -> Result<u64, StoreError>;
+    /// The decision record with this id.
+    fn decision(&self, id: u64) -> Result<Option<DecisionRecord>, StoreError>;
+    /// The latest `limit` decision records, newest first.
+    fn recent_decisions(&self, limit: usize) -> Result<Vec<DecisionRecord>, StoreError>;
+    /// Create an account; [`StoreError::Exists`] if the id is taken.
+    fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
+    /// Replace an account; [`StoreError::NotFound`] if there is none with its id.
+    fn update_account(&self, account: &Account) -> Result<(), StoreError>;
+    /// An account by id.
+    fn account(&self, id: &str) -> Result<Option<Account>, StoreError>;
+    /// Every account, by id.
+    fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// Delete an account; whether it existed.
+    fn remove_account(&self, id: &str) -> Result<bool, StoreError>;
+}
+
+/// Store calls that may run at once (redb serialises writers anyway; readers are cheap).
+const STORE_CALLS: usize = 4;
+
+/// The controller's store: a [`Backend`] behind a bounded blocking pool. Clones share it.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` once closed: the backend (and a redb file's lock) is released.
+    backend: std::sync::Mutex<Option<Arc<dyn Backend>>>,
+    pool: Pool,
+}
+
+impl Store {
+    /// Open (or create) the embedded redb store at `path`.
+    pub fn open_redb(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store::new(Arc::new(redb::RedbStore::open(path)?)))
+    }
+
+    /// A store over any backend.
+    pub fn new(backend: Arc<dyn Backend>) -> Store {
+        let inner =
+            Inner { backend: std::sync::Mutex::new(Some(backend)), pool: Pool::new("store", STORE_CALLS) };
+        Store { inner: Arc::new(inner) }
+    }
+
+    fn backend(&self) -> Result<Arc<dyn Backend>, StoreError> {
+        let backend = self.inner.backend.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        backend.clone().ok_or(StoreError::Unavailable(PoolError::Closed("store")))
+    }
+
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Backend) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let backend = self.backend()?;
+        self.inner.pool.run(move || f(backend.as_ref())).await?
+    }
+
+    /// Store a new decision record; it comes back with its id.
+    pub async fn insert_decision(&self, mut record: DecisionRecord) -> Result<DecisionRecord, StoreError> {
+        self.call(move |b| b.insert_decision(&mut record).map(|_| record)).await
+    }
+
+    /// The decision record with this id.
+    pub async fn decision(&self, id: u64) -> Result<Option<DecisionRecord>, StoreError> {
+        self.call(move |b| b.decision(id)).await
+    }
+
+    /// The latest `limit` decision records, newest first.
+    pub async fn recent_decisions(&self, limit: usize) -> Result<Vec<DecisionRecord>, StoreError> {
+        self.call(move |b| b.recent_decisions(limit)).await
+    }
+
+    /// Create an account.
+    pub async fn insert_account(&self, account: Account) -> Result<(), StoreError> {
+        self.call(move |b| b.insert_account(&account)).await
+    }
+
+    /// Replace an account.
+    pub async fn update_account(&self, account: Account) -> Result<(), StoreError> {
+        self.call(move |b| b.update_account(&account)).await
+    }
+
+    /// Read account `id`, change it with `change`, and store it — in one blocking call, so
+    /// nothing else runs on the pool in between. `change` may refuse with its own error.
+    pub async fn change_account<E: From<StoreError> + Send + 'static>(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Account) -> Result<(), E> + Send + 'static,
+    ) -> Result<Account, E> {
+        let backend = self.backend()?;
+        let id = id.to_owned();
+        let run = move || -> Result<Account, E> {
+            let mut account =
+                backend.account(&id)?.ok_or(StoreError::NotFound { kind: "account", key: id.clone() })?;
+            change(&mut account)?;
+            backend.update_account(&account)?;
+            Ok(account)
+        };
+        self.inner.pool.run(run).await.map_err(|e| E::from(StoreError::from(e)))?
+    }
+
+    /// An account by id.
+    pub async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |b| b.account(&id)).await
+    }
+
+    /// Every account.
+    pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.call(|b| b.accounts()).await
+    }
+
+    /// Delete an account; whether it existed.
+    pub async fn remove_account(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.call(move |b| b.remove_account(&id)).await
+    }
+
+    /// Wait for the calls running now, refuse any further ones, and release the backend (a
+    /// redb file can be opened again once this returns).
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+        let backend = self.inner.backend.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        drop(backend);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_store_refuses_calls_and_releases_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        let store = Store::open_redb(&path).unwrap();
+        let account = Account {
+            id: "acme".into(),
+            secret: "0123456789abcdef".into(),
+            created_unix_ms: 1,
+            credentials: Default::default(),
+        };
+        store.insert_account(account.clone()).await.unwrap();
+        let e = store.insert_account(account).await.unwrap_err();
+        assert!(matches!(e, StoreError::Exists { kind: "account", .. }), "{e}");
+        let e = store.change_account::<StoreError>("nobody", |_| Ok(())).await.unwrap_err();
+        assert!(matches!(e, StoreError::NotFound { kind: "account", .. }), "{e}");
+        let clone = store.clone();
+        store.close().await;
+        assert!(matches!(clone.account("acme").await, Err(StoreError::Unavailable(_))));
+        // The file is free again: the same process can open it, and the data is there.
+        let again = Store::open_redb(&path).unwrap();
+        assert!(again.account("acme").await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,300 @@
+//! The embedded store: one redb file holding decision records (id → JSON) and accounts
+//! (id → JSON, with secrets: the file is made private to the controller's user).
+
+use std::path::Path;
+
+use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Backend, StoreError};
+use crate::path::DecisionRecord;
+use crate::session::accounts::Account;
+
+/// Decision records: id → JSON.
+const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("connections");
+
+/// Accounts: id → JSON (with secrets).
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+
+/// The store holds secrets: readable by the controller's user only.
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(file = %path.display(), "cannot make the store private: {e}");
+    }
+}
+
+fn encode<T: Serialize>(kind: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::backend(kind, e))
+}
+
+fn decode<T: DeserializeOwned>(
+    kind: &'static str,
+    key: impl ToString,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        kind,
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// A redb file.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Open (or create) the database file, and its folder.
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        let opening = "opening the file";
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend {
+                doing: opening,
+                reason: format!("cannot create {}: {e}", dir.display()),
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| StoreError::Backend {
+            doing: opening,
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        let tx = db.begin_write().map_err(|e| StoreError::backend(opening, e))?;
+        tx.open_table(DECISIONS).map_err(|e| StoreError::backend(opening, e))?;
+        tx.open_table(ACCOUNTS).map_err(|e| StoreError::backend(opening, e))?;
+        tx.commit().map_err(|e| StoreError::backend(opening, e))?;
+        restrict_permissions(path);
+        Ok(RedbStore { db })
+    }
+
+    /// Run `write` in a write transaction and commit it.
+    fn write<R>(
+        &self,
+        doing: &'static str,
+        write: impl FnOnce(&::redb::WriteTransaction) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let tx = self.db.begin_write().map_err(|e| StoreError::backend(doing, e))?;
+        let out = write(&tx)?;
+        tx.commit().map_err(|e| StoreError::backend(doing, e))?;
+        Ok(out)
+    }
+
+    fn read(&self, doing: &'static str) -> Result<::redb::ReadTransaction, StoreError> {
+        self.db.begin_read().map_err(|e| StoreError::backend(doing, e))
+    }
+}
+
+impl Backend for RedbStore {
+    fn insert_decision(&self, record: &mut DecisionRecord) -> Result<u64, StoreError> {
+        let doing = "storing a decision";
+        self.write(doing, |tx| {
+            let mut table = tx.open_table(DECISIONS).map_err(|e| StoreError::backend(doing, e))?;
+            let last = table.last().map_err(|e| StoreError::backend(doing, e))?;
+            let id = last.map(|(k, _)| k.value() + 1).unwrap_or(1);
+            record.id = id;
+            table.insert(id, encode(doing, record)?.as_slice()).map_err(|e| StoreError::backend(doing, e))?;
+            Ok(id)
+        })
+    }
+
+    fn decision(&self, id: u64) -> Result<Option<DecisionRecord>, StoreError> {
+        let doing = "reading a decision";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(DECISIONS).map_err(|e| StoreError::backend(doing, e))?;
+        let Some(bytes) = table.get(id).map_err(|e| StoreError::backend(doing, e))? else { return Ok(None) };
+        decode("decision", id, bytes.value()).map(Some)
+    }
+
+    fn recent_decisions(&self, limit: usize) -> Result<Vec<DecisionRecord>, StoreError> {
+        let doing = "listing decisions";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(DECISIONS).map_err(|e| StoreError::backend(doing, e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| StoreError::backend(doing, e))?.rev().take(limit) {
+            let (id, bytes) = entry.map_err(|e| StoreError::backend(doing, e))?;
+            out.push(decode("decision", id.value(), bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    fn insert_account(&self, account: &Account) -> Result<(), StoreError> {
+        let doing = "creating an account";
+        self.write(doing, |tx| {
+            let mut table = tx.open_table(ACCOUNTS).map_err(|e| StoreError::backend(doing, e))?;
+            if table.get(account.id.as_str()).map_err(|e| StoreError::backend(doing, e))?.is_some() {
+                return Err(StoreError::Exists { kind: "account", key: account.id.clone() });
+            }
+            table
+                .insert(account.id.as_str(), encode(doing, account)?.as_slice())
+                .map_err(|e| StoreError::backend(doing, e))?;
+            Ok(())
+        })
+    }
+
+    fn update_account(&self, account: &Account) -> Result<(), StoreError> {
+        let doing = "updating an account";
+        self.write(doing, |tx| {
+            let mut table = tx.open_table(ACCOUNTS).map_err(|e| StoreError::backend(doing, e))?;
+            if table.get(account.id.as_str()).map_err(|e| StoreError::backend(doing, e))?.is_none() {
+                return Err(StoreError::NotFound { kind: "account", key: account.id.clone() });
+            }
+            table
+                .insert(account.id.as_str(), encode(doing, account)?.as_slice())
+                .map_err(|e| StoreError::backend(doing, e))?;
+            Ok(())
+        })
+    }
+
+    fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let doing = "reading an account";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(ACCOUNTS).map_err(|e| StoreError::backend(doing, e))?;
+        let Some(bytes) = table.get(id).map_err(|e| StoreError::backend(doing, e))? else { return Ok(None) };
+        decode("account", id, bytes.value()).map(Some)
+    }
+
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let doing = "listing accounts";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(ACCOUNTS).map_err(|e| StoreError::backend(doing, e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| StoreError::backend(doing, e))? {
+            let (id, bytes) = entry.map_err(|e| StoreError::backend(doing, e))?;
+            out.push(decode("account", id.value(), bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    fn remove_account(&self, id: &str) -> Result<bool, StoreError> {
+        let doing = "deleting an account";
+        self.write(doing, |tx| {
+            let mut table = tx.open_table(ACCOUNTS).map_err(|e| StoreError::backend(doing, e))?;
+            Ok(table.remove(id).map_err(|e| StoreError::backend(doing, e))?.is_some())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::{Candidate, Decision, LinkStats, Policy};
+
+    fn record(from: &str) -> DecisionRecord {
+        DecisionRecord {
+            id: 0,
+            from: from.into(),
+            to: "b".into(),
+            first_relay: "r1".into(),
+            second_relay: "r2".into(),
+            created_unix_ms: 1,
+            policy: Policy {
+                scorer: "s.wasm".into(),
+                weights: Default::default(),
+                k: 4,
+                probes: 20,
+                probe_interval_ms: 10,
+                reroute_loss: 0.2,
+            },
+            decision: Decision {
+                scorer: "s".into(),
+                weights: vec![("latency".into(), 1.0)],
+                candidates: vec![Candidate {
+                    path: vec!["r1".into(), "r2".into()],
+                    hops: 1,
+                    graph_cost_ms: 3.0,
+                    measured: LinkStats { rtt_ms: Some(3.2), jitter_ms: 0.1, loss: 0.0, samples: 20 },
+                    score: Some(-3.3),
+                    explanation: "x".into(),
+                }],
+                winner: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn records_get_increasing_ids_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/c.redb");
+        let (mut a, mut b) = (record("a"), record("c"));
+        {
+            let store = RedbStore::open(&path).unwrap();
+            assert_eq!(store.insert_decision(&mut a).unwrap(), 1);
+            assert_eq!(store.insert_decision(&mut b).unwrap(), 2);
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.decision(1).unwrap(), Some(a.clone()));
+        assert_eq!(store.decision(3).unwrap(), None);
+        assert_eq!(store.recent_decisions(10).unwrap(), vec![b.clone(), a]);
+        assert_eq!(store.recent_decisions(1).unwrap(), vec![b]);
+        let mut c = record("d");
+        assert_eq!(store.insert_decision(&mut c).unwrap(), 3);
+    }
+
+    #[test]
+    fn accounts_are_stored_privately_and_ids_are_unique() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let mut a = Account {
+            id: "acme".into(),
+            secret: "0123456789abcdef".into(),
+            created_unix_ms: 5,
+            credentials: Default::default(),
+        };
+        assert!(matches!(store.update_account(&a), Err(StoreError::NotFound { .. })), "no such account yet");
+        store.insert_account(&a).unwrap();
+        assert!(
+            matches!(store.insert_account(&a), Err(StoreError::Exists { kind: "account", .. })),
+            "ids are unique"
+        );
+        a.credentials.insert(
+            "aws".into(),
+            crate::session::accounts::Credentials {
+                principal: "AK".into(),
+                secret: "SK".into(),
+                attributes: Default::default(),
+            },
+        );
+        store.update_account(&a).unwrap();
+        let got = store.account("acme").unwrap().unwrap();
+        assert_eq!(got.credentials["aws"].secret, "SK");
+        assert_eq!(store.accounts().unwrap().len(), 1);
+        assert!(store.remove_account("acme").unwrap());
+        assert!(!store.remove_account("acme").unwrap());
+        assert!(store.account("acme").unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod corrupt {
+    use super::*;
+
+    #[test]
+    fn a_value_that_does_not_parse_is_a_typed_error_naming_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        let store = RedbStore::open(&path).unwrap();
+        store
+            .write("test", |tx| {
+                let mut t = tx.open_table(ACCOUNTS).unwrap();
+                t.insert("acme", b"{not json".as_slice()).unwrap();
+                Ok(())
+            })
+            .unwrap();
+        let e = store.account("acme").unwrap_err();
+        assert!(matches!(&e, StoreError::Corrupt { kind: "account", key, .. } if key == "acme"), "{e}");
+        assert!(matches!(store.accounts(), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_a_backend_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        std::fs::write(&path, b"this is not a redb file, just some text that is long enough").unwrap();
+        let e = RedbStore::open(&path).err().expect("refused");
+        assert!(matches!(&e, StoreError::Backend { .. }) && e.to_string().contains("c.redb"), "{e}");
+    }
+}

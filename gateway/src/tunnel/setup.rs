@@ -1,0 +1,196 @@
+//! Tunnel setup, sans-IO (DESIGN.md step 5): the plan — one signed [`HopGrant`] per hop of the
+//! chosen path, each hop's token and the token it presents to the next — and the outcome
+//! once every hop has answered: live, or failed with the hops to roll back and an error that
+//! names each hop that refused and why. The controller sends and collects; this decides.
+
+use super::grant::{HopGrant, HopKey, Next};
+
+/// What to send every hop of one tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupPlan {
+    /// The tunnel.
+    pub tunnel: u64,
+    /// One per hop, in path order: relays, then the target site.
+    pub hops: Vec<HopSetup>,
+}
+
+/// One hop's part of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopSetup {
+    /// What the hop may do.
+    pub grant: HopGrant,
+    /// The controller's signature of `grant` with the hop's key.
+    pub token: String,
+    /// The next hop's token, which this hop presents when it opens the stream onward.
+    pub next_token: Option<String>,
+}
+
+/// A hop's answer to its setup request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HopAnswer {
+    /// Set up.
+    Ready,
+    /// Refused or failed, with why; `retry` when the hop said a retry can help (it had no key
+    /// yet, say).
+    Failed {
+        /// Why.
+        reason: String,
+        /// Whether trying again may succeed.
+        retry: bool,
+    },
+}
+
+/// Why a tunnel could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tunnel setup failed: {}{}", failures_text(.failed), rolled_back_text(.rolled_back))]
+pub struct SetupFailed {
+    /// Each hop that failed, and why.
+    pub failed: Vec<(String, String)>,
+    /// The hops that had accepted, torn down again.
+    pub rolled_back: Vec<String>,
+    /// Whether every failure said a retry can help.
+    pub retry: bool,
+}
+
+fn failures_text(failed: &[(String, String)]) -> String {
+    failed.iter().map(|(hop, why)| format!("{hop}: {why}")).collect::<Vec<_>>().join("; ")
+}
+
+fn rolled_back_text(hops: &[String]) -> String {
+    if hops.is_empty() { String::new() } else { format!(" (rolled back on {})", hops.join(", ")) }
+}
+
+/// Plan tunnel `tunnel` from `ingress` (the controller) through `path` (relays, then the
+/// target site) to `endpoint` at the site, for `account`, until `expires_unix_ms`; `key`
+/// gives each hop's key.
+pub fn plan(
+    tunnel: u64,
+    ingress: &str,
+    path: &[String],
+    endpoint: &str,
+    account: &str,
+    expires_unix_ms: u64,
+    key: impl Fn(&str) -> HopKey,
+) -> SetupPlan {
+    let grants: Vec<HopGrant> = path
+        .iter()
+        .enumerate()
+        .map(|(i, hop)| HopGrant {
+            tunnel,
+            hop: hop.clone(),
+            prev: if i == 0 { ingress.to_owned() } else { path[i - 1].clone() },
+            next: match path.get(i + 1) {
+                Some(next) => Next::Node(next.clone()),
+                None => Next::Endpoint(endpoint.to_owned()),
+            },
+            account: account.to_owned(),
+            expires_unix_ms,
+        })
+        .collect();
+    let tokens: Vec<String> = grants.iter().map(|g| key(&g.hop).sign(g)).collect();
+    let hops = grants
+        .into_iter()
+        .enumerate()
+        .map(|(i, grant)| HopSetup {
+            grant,
+            token: tokens[i].clone(),
+            next_token: tokens.get(i + 1).cloned(),
+        })
+        .collect();
+    SetupPlan { tunnel, hops }
+}
+
+impl SetupPlan {
+    /// The first hop's token, which the ingress presents when it opens a stream.
+    pub fn first_token(&self) -> Option<&str> {
+        self.hops.first().map(|h| h.token.as_str())
+    }
+
+    /// The hops in order.
+    pub fn hop_names(&self) -> Vec<String> {
+        self.hops.iter().map(|h| h.grant.hop.clone()).collect()
+    }
+
+    /// The outcome once every hop answered (`answers` in plan order): live, or failed — with
+    /// the hops that had accepted, which must be torn down again.
+    pub fn outcome(&self, answers: &[HopAnswer]) -> Result<(), SetupFailed> {
+        let mut failed = Vec::new();
+        let mut accepted = Vec::new();
+        let mut retry = true;
+        for (i, hop) in self.hops.iter().enumerate() {
+            match answers.get(i) {
+                Some(HopAnswer::Ready) => accepted.push(hop.grant.hop.clone()),
+                Some(HopAnswer::Failed { reason, retry: r }) => {
+                    retry &= *r;
+                    failed.push((hop.grant.hop.clone(), reason.clone()));
+                }
+                None => {
+                    retry = false;
+                    failed.push((hop.grant.hop.clone(), "no answer".to_owned()));
+                }
+            }
+        }
+        if failed.is_empty() { Ok(()) } else { Err(SetupFailed { failed, rolled_back: accepted, retry }) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn key(name: &str) -> HopKey {
+        HopKey::derive(&[7u8; 32], name)
+    }
+
+    #[test]
+    fn each_hop_gets_its_grant_its_token_and_the_next_hops_token() {
+        let p = plan(9, "controller", &path(&["r1", "r2", "site-b"]), "web", "acme", 5_000, key);
+        assert_eq!(p.hop_names(), ["r1", "r2", "site-b"]);
+        let [r1, r2, site] = &p.hops[..] else { panic!("three hops") };
+        assert_eq!((r1.grant.prev.as_str(), &r1.grant.next), ("controller", &Next::Node("r2".into())));
+        assert_eq!((r2.grant.prev.as_str(), &r2.grant.next), ("r1", &Next::Node("site-b".into())));
+        assert_eq!((site.grant.prev.as_str(), &site.grant.next), ("r2", &Next::Endpoint("web".into())));
+        for h in &p.hops {
+            assert_eq!(
+                (h.grant.tunnel, h.grant.account.as_str(), h.grant.expires_unix_ms),
+                (9, "acme", 5_000)
+            );
+            assert!(key(&h.grant.hop).verifies(&h.grant, &h.token), "signed with the hop's own key");
+        }
+        assert_eq!(r1.next_token.as_deref(), Some(r2.token.as_str()));
+        assert_eq!(r2.next_token.as_deref(), Some(site.token.as_str()));
+        assert_eq!(site.next_token, None);
+        assert_eq!(p.first_token(), Some(r1.token.as_str()));
+    }
+
+    #[test]
+    fn a_refusal_names_the_hop_and_rolls_back_the_others() {
+        let p = plan(1, "c", &path(&["r1", "r2", "site-b"]), "db", "acme", 1, key);
+        assert_eq!(p.outcome(&[HopAnswer::Ready, HopAnswer::Ready, HopAnswer::Ready]), Ok(()));
+        let refused =
+            HopAnswer::Failed { reason: "site-b does not publish endpoint `db`".into(), retry: false };
+        let e = p.outcome(&[HopAnswer::Ready, HopAnswer::Ready, refused]).unwrap_err();
+        assert_eq!(e.rolled_back, ["r1", "r2"]);
+        assert!(!e.retry);
+        assert_eq!(
+            e.to_string(),
+            "tunnel setup failed: site-b: site-b does not publish endpoint `db` (rolled back on r1, r2)"
+        );
+    }
+
+    #[test]
+    fn only_transient_failures_everywhere_are_worth_a_retry() {
+        let p = plan(1, "c", &path(&["r1", "site-b"]), "db", "acme", 1, key);
+        let transient = HopAnswer::Failed { reason: "no hop key yet".into(), retry: true };
+        let permanent = HopAnswer::Failed { reason: "bad token".into(), retry: false };
+        let e = p.outcome(&[transient.clone(), HopAnswer::Ready]).unwrap_err();
+        assert!(e.retry && e.rolled_back == ["site-b"]);
+        assert!(!p.outcome(&[transient, permanent]).unwrap_err().retry);
+        let e = p.outcome(&[HopAnswer::Ready]).unwrap_err();
+        assert!(!e.retry && e.failed == [("site-b".to_owned(), "no answer".to_owned())]);
+    }
+}
