@@ -120,7 +120,10 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
     write(dir, "admin.token", "0123456789abcdef0123456789abcdef\n");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.join("admin.token"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let scorer = plugin("weighted-scorer.wasm");
+    // The scorer is a file of the test's own, so that it can be replaced under the running
+    // controller.
+    let scorer = dir.join("scorer.wasm");
+    std::fs::copy(plugin("weighted-scorer.wasm"), &scorer).expect("scorer copied");
     // site-b's requests are translated by a test adapter that injects the mapped principal as
     // a bearer token.
     let adapter = plugin("testing/plain-adapter.wasm");
@@ -246,7 +249,7 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
     assert!(platforms.lines().any(|l| l.starts_with("site-a") && l.contains("r1")), "{platforms}");
 
     let decided = ok(ctl(&["connect", "--from", "site-a", "--to", "site-b"]));
-    assert!(decided.starts_with("connection 1: site-a → site-b  (routing relays r1 → r3)"), "{decided}");
+    assert!(decided.starts_with("decision 1: site-a → site-b  (routing relays r1 → r3)"), "{decided}");
     assert!(decided.lines().any(|l| l.starts_with("*  r1 → ")), "no winner marked:\n{decided}");
     let stored: serde_json::Value =
         serde_json::from_str(&ok(ctl(&["connection", "1", "--json"]))).expect("json");
@@ -267,6 +270,38 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
         serde_json::from_str(&ok(ctl(&["connect", "--from", "site-a", "--to", "site-b", "--json"])))
             .expect("json");
     assert_eq!(next["decision"]["candidates"].as_array().map(Vec::len), Some(1), "{next:#}");
+    let listed = ok(ctl(&["decisions"]));
+    assert!(listed.starts_with("ID") && listed.lines().count() == 4, "three decisions:\n{listed}");
+
+    // Plugins in service are listed; replacing the scorer's file under the running controller
+    // puts the new scorer in service, and the next decision uses it.
+    let plugins = ok(ctl(&["plugins"]));
+    assert!(
+        plugins
+            .lines()
+            .any(|l| l.starts_with("scorer ") && l.contains("scorer") && l.contains("weighted-scorer")),
+        "{plugins}"
+    );
+    assert!(plugins.lines().any(|l| l.starts_with("adapter-site-b ") && l.contains("adapter")), "{plugins}");
+    let replacement = dir.join("scorer.wasm.new");
+    std::fs::copy(plugin("testing/fewest-hops-scorer.wasm"), &replacement).expect("copied");
+    std::fs::rename(&replacement, &scorer).expect("replaced");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let plugins: serde_json::Value =
+            serde_json::from_str(&ok(ctl(&["plugins", "--json"]))).expect("json");
+        let scorer = plugins.as_array().and_then(|p| p.iter().find(|p| p["name"] == "scorer")).cloned();
+        if scorer.as_ref().is_some_and(|s| s["plugin"] == "fewest-hops-scorer") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the scorer was not reloaded: {plugins:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let next: serde_json::Value =
+        serde_json::from_str(&ok(ctl(&["connect", "--from", "site-a", "--to", "site-b", "--json"])))
+            .expect("json");
+    let scorer_name = next["decision"]["scorer"].as_str().expect("scorer");
+    assert!(scorer_name.starts_with("fewest-hops-scorer "), "{next:#}");
 
     // A binding carries TCP to the published service.
     let bound = ok(ctl(&["bind", "--from", "site-a", "--to", "site-b", "--endpoint", "greeter"]));

@@ -1,19 +1,20 @@
 //! Whole meshes for tests: [`skybridge_gateway::node::local`]'s in-process mesh (real nodes,
 //! QUIC, mutual TLS, redb, plugins, an emulated WAN on every link), with helpers that panic
-//! with the controller's view when something does not happen, and a plain HTTP client for
-//! the admin API.
+//! with the controller's view when something does not happen, and the admin API's own
+//! client.
 
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use serde_json::Value;
+use skybridge_gateway::admin::AdminClient;
+use skybridge_gateway::admin::client::Method;
 use skybridge_gateway::controller::Controller;
 use skybridge_gateway::netem::LinkParams;
 use skybridge_gateway::node::local::LocalMesh;
 pub use skybridge_gateway::node::local::{Pki, Topology, fast_probing};
 use skybridge_gateway::path::Policy;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The weighted scorer with these weights, k and probe count, probes 5 ms apart.
 pub fn policy(weights: &[(&str, f64)], k: usize, probes: u32) -> Policy {
@@ -82,16 +83,26 @@ impl TestMesh {
         http(self.controller.admin_addr(), method, path, Some(&self.token), body).await
     }
 
-    /// Request a connection through the admin API; panics unless it succeeds.
+    /// The admin API's typed client, with the mesh's token.
+    pub fn client(&self) -> AdminClient {
+        AdminClient::for_addr(self.controller.admin_addr(), self.token.clone())
+    }
+
+    /// Decide a path through the admin API's typed client; panics unless it succeeds. The
+    /// record comes back as JSON, for tests that look into it by field.
     pub async fn connect(&self, from: &str, to: &str) -> Value {
-        let body = serde_json::json!({ "from": from, "to": to }).to_string();
-        let (status, record) = self.api("POST", "/v1/connections", Some(&body)).await;
-        assert_eq!(status, 201, "connection {from} → {to} failed: {record}");
-        record
+        let record = self
+            .client()
+            .decide(from, to)
+            .await
+            .unwrap_or_else(|e| panic!("decision {from} → {to} failed: {e}"));
+        serde_json::to_value(record).expect("a decision record is JSON")
     }
 }
 
-/// One plain HTTP/1.1 request with an optional bearer token: `(status, JSON body)`.
+/// One request to the admin API at `addr` through the admin client, with the bearer
+/// `token` if given: `(status, JSON body)`. For the error paths tests look at themselves; the
+/// typed calls are on [`TestMesh::client`].
 pub async fn http(
     addr: SocketAddr,
     method: &str,
@@ -99,21 +110,14 @@ pub async fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("admin API reachable");
-    let body = body.unwrap_or("");
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("request sent");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("response read");
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not an HTTP response: {text}"));
-    let status =
-        head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {head}"));
-    let value = serde_json::from_str(body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {body}"));
+    let client = AdminClient::for_addr(addr, token.unwrap_or_default());
+    let method = Method::from_bytes(method.as_bytes()).unwrap_or_else(|e| panic!("method {method}: {e}"));
+    let (status, body) = client
+        .exchange(method, path, body.map(|b| b.as_bytes().to_vec()), token.is_some())
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&body)));
     (status, value)
 }
 

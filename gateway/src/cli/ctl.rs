@@ -4,13 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt, Full};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde::Serialize;
+use skybridge_gateway::admin::AdminClient;
+use skybridge_gateway::admin::api::{
+    AccountView, BindRequest, BindingView, Credentials, DecisionRecord, Deleted, LinkView, Mode, NewAccount,
+    NodeView, PlatformView, PluginView, Policy, PolicyUpdate, SessionRecord,
+};
+use skybridge_gateway::path::LinkStats;
 
 /// Options every `ctl` command shares.
 #[derive(Debug, Args)]
@@ -46,11 +47,15 @@ enum CtlCommand {
         #[arg(long)]
         to: String,
     },
-    /// Show a stored decision record, or the latest ones without an id.
-    Connection {
+    /// Show a stored decision record (every candidate, its metrics, score and explanation),
+    /// or the latest ones without an id.
+    #[command(alias = "connection")]
+    Decisions {
         /// The record's id.
         id: Option<u64>,
     },
+    /// Plugins in service: world, version, SHA-256, calls, faults and rejections.
+    Plugins,
     /// Open a binding: a listener on the controller that carries TCP to an endpoint the target
     /// platform's site publishes, over the best path. With `--mode http` it is a reverse proxy
     /// that authenticates each request with a Skybridge account and has the target's adapter
@@ -219,157 +224,98 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             ),
         },
     };
-    let client = Client::new(&args.url, token)?;
+    let client = AdminClient::new(&args.url, token)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (value, print): (Value, fn(&Value)) = runtime.block_on(async {
-        Ok::<(Value, fn(&Value)), anyhow::Error>(match &args.command {
-            CtlCommand::Nodes => (client.call(Method::GET, "/v1/nodes", None).await?, print_nodes),
-            CtlCommand::Links => (client.call(Method::GET, "/v1/links", None).await?, print_links),
-            CtlCommand::Platforms => {
-                (client.call(Method::GET, "/v1/platforms", None).await?, print_platforms)
-            }
-            CtlCommand::Connect { from, to } => {
-                let body = json!({ "from": from, "to": to });
-                (client.call(Method::POST, "/v1/connections", Some(body)).await?, print_connection)
-            }
-            CtlCommand::Connection { id: Some(id) } => {
-                (client.call(Method::GET, &format!("/v1/connections/{id}"), None).await?, print_connection)
-            }
-            CtlCommand::Connection { id: None } => {
-                (client.call(Method::GET, "/v1/connections", None).await?, print_connections)
-            }
-            CtlCommand::Bind { from, to, endpoint, listen, ttl_s, mode, account } => {
-                let mut body = json!({ "to": to, "endpoint": endpoint, "mode": mode });
-                if let Some(a) = account {
-                    body["account"] = json!(a);
-                }
-                if let Some(f) = from {
-                    body["from"] = json!(f);
-                }
-                if let Some(l) = listen {
-                    body["listen"] = json!(l);
-                }
-                if let Some(t) = ttl_s {
-                    body["ttl_s"] = json!(t);
-                }
-                (client.call(Method::POST, "/v1/bindings", Some(body)).await?, print_binding)
-            }
-            CtlCommand::Bindings { id: Some(id) } => {
-                (client.call(Method::GET, &format!("/v1/bindings/{id}"), None).await?, print_binding)
-            }
-            CtlCommand::Bindings { id: None } => {
-                (client.call(Method::GET, "/v1/bindings", None).await?, print_bindings)
-            }
-            CtlCommand::Unbind { id } => {
-                (client.call(Method::DELETE, &format!("/v1/bindings/{id}"), None).await?, print_unbound)
-            }
-            CtlCommand::Sessions => (client.call(Method::GET, "/v1/sessions", None).await?, print_sessions),
-            CtlCommand::Account(AccountCommand::List) => {
-                (client.call(Method::GET, "/v1/accounts", None).await?, print_accounts)
-            }
-            CtlCommand::Account(AccountCommand::Create { id, secret_file }) => {
-                let body = json!({ "id": id, "secret": read_secret(secret_file)? });
-                (client.call(Method::POST, "/v1/accounts", Some(body)).await?, print_account)
-            }
-            CtlCommand::Account(AccountCommand::Map { id, platform, principal, secret_file, attributes }) => {
-                let attributes: serde_json::Map<String, Value> =
-                    attributes.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-                let body =
-                    json!({ "principal": principal, "secret": read_secret(secret_file)?, "attributes": attributes });
-                let path = format!("/v1/accounts/{id}/credentials/{platform}");
-                (client.call(Method::PUT, &path, Some(body)).await?, print_account)
-            }
-            CtlCommand::Account(AccountCommand::Unmap { id, platform }) => {
-                let path = format!("/v1/accounts/{id}/credentials/{platform}");
-                (client.call(Method::DELETE, &path, None).await?, print_account)
-            }
-            CtlCommand::Account(AccountCommand::Delete { id }) => {
-                (client.call(Method::DELETE, &format!("/v1/accounts/{id}"), None).await?, print_deleted)
-            }
-            CtlCommand::Policy(PolicyCommand::Show) => {
-                (client.call(Method::GET, "/v1/policy", None).await?, print_policy)
-            }
-            CtlCommand::Policy(PolicyCommand::Set { scorer, weights, k, probes, probe_interval_ms, reroute_loss }) => {
-                let mut body = serde_json::Map::new();
-                if let Some(s) = scorer {
-                    body.insert("scorer".into(), json!(s));
-                }
-                if !weights.is_empty() {
-                    let w: serde_json::Map<String, Value> =
-                        weights.iter().map(|(n, v)| (n.clone(), json!(v))).collect();
-                    body.insert("weights".into(), Value::Object(w));
-                }
-                for (key, value) in [
-                    ("k", k.map(|v| v as u64)),
-                    ("probes", probes.map(u64::from)),
-                    ("probe_interval_ms", *probe_interval_ms),
-                ] {
-                    if let Some(v) = value {
-                        body.insert(key.into(), json!(v));
-                    }
-                }
-                if let Some(r) = reroute_loss {
-                    body.insert("reroute_loss".into(), json!(r));
-                }
-                if body.is_empty() {
-                    bail!("nothing to change: give --scorer, --weight, --k, --probes, --probe-interval-ms or --reroute-loss");
-                }
-                (client.call(Method::PUT, "/v1/policy", Some(Value::Object(body))).await?, print_policy)
-            }
-        })
-    })?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        print(&value);
-    }
+    runtime.block_on(execute(&client, &args.command, args.json))?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) struct Client {
-    url: String,
-    authority: String,
-    token: String,
+/// Print `value` as JSON or with `print`.
+fn show<T: Serialize + ?Sized>(json: bool, value: &T, print: fn(&T)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print(value);
+    }
+    Ok(())
 }
 
-impl Client {
-    pub(super) fn new(url: &str, token: String) -> anyhow::Result<Client> {
-        let uri: Uri = url.parse().with_context(|| format!("`{url}` is not a URL"))?;
-        if uri.scheme_str() != Some("http") {
-            bail!("`{url}`: the admin API speaks plain http (put it behind a TLS proxy for remote use)");
+async fn execute(client: &AdminClient, command: &CtlCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        CtlCommand::Nodes => show(json, client.nodes().await?.as_slice(), print_nodes),
+        CtlCommand::Links => show(json, client.links().await?.as_slice(), print_links),
+        CtlCommand::Platforms => show(json, client.platforms().await?.as_slice(), print_platforms),
+        CtlCommand::Plugins => show(json, client.plugins().await?.as_slice(), print_plugins),
+        CtlCommand::Connect { from, to } => show(json, &client.decide(from, to).await?, print_decision),
+        CtlCommand::Decisions { id: Some(id) } => show(json, &client.decision(*id).await?, print_decision),
+        CtlCommand::Decisions { id: None } => {
+            show(json, client.decisions().await?.as_slice(), print_decisions)
         }
-        let authority = uri.authority().context("the URL has no host")?.to_string();
-        Ok(Client { url: url.trim_end_matches('/').to_owned(), authority, token })
-    }
-
-    pub(super) async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .with_context(|| format!("cannot reach the admin API at {}", self.url))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let body = body.map(|b| serde_json::to_vec(&b)).transpose()?.unwrap_or_default();
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, &self.authority)
-            .header(AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))?;
-        let response = sender.send_request(request).await.context("the admin API did not answer")?;
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        let value: Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("the admin API answered {status} with a body that is not JSON"))?;
-        if !status.is_success() {
-            bail!("{} (HTTP {status})", value["error"].as_str().unwrap_or("no reason given"));
+        CtlCommand::Bind { from, to, endpoint, listen, ttl_s, mode, account } => {
+            let listen = listen
+                .as_deref()
+                .map(|l| l.parse().with_context(|| format!("--listen `{l}` is not an IP:PORT address")))
+                .transpose()?;
+            let request = BindRequest {
+                from: from.clone(),
+                to: to.clone(),
+                endpoint: endpoint.clone(),
+                mode: if mode == "http" { Mode::Http } else { Mode::Tcp },
+                listen,
+                ttl_s: *ttl_s,
+                account: account.clone(),
+            };
+            show(json, &client.bind(&request).await?, print_binding)
         }
-        Ok(value)
+        CtlCommand::Bindings { id: Some(id) } => show(json, &client.binding(*id).await?, print_binding),
+        CtlCommand::Bindings { id: None } => show(json, client.bindings().await?.as_slice(), print_bindings),
+        CtlCommand::Unbind { id } => show(json, &client.unbind(*id).await?, print_unbound),
+        CtlCommand::Sessions => show(json, client.sessions().await?.as_slice(), print_sessions),
+        CtlCommand::Account(AccountCommand::List) => {
+            show(json, client.accounts().await?.as_slice(), print_accounts)
+        }
+        CtlCommand::Account(AccountCommand::Create { id, secret_file }) => {
+            let new = NewAccount { id: id.clone(), secret: read_secret(secret_file)? };
+            show(json, &client.create_account(&new).await?, print_account)
+        }
+        CtlCommand::Account(AccountCommand::Map { id, platform, principal, secret_file, attributes }) => {
+            let credentials = Credentials {
+                principal: principal.clone(),
+                secret: read_secret(secret_file)?,
+                attributes: attributes.iter().cloned().collect(),
+            };
+            show(json, &client.map_credentials(id, platform, &credentials).await?, print_account)
+        }
+        CtlCommand::Account(AccountCommand::Unmap { id, platform }) => {
+            show(json, &client.unmap_credentials(id, platform).await?, print_account)
+        }
+        CtlCommand::Account(AccountCommand::Delete { id }) => {
+            show(json, &client.delete_account(id).await?, print_deleted)
+        }
+        CtlCommand::Policy(PolicyCommand::Show) => show(json, &client.policy().await?, print_policy),
+        CtlCommand::Policy(PolicyCommand::Set {
+            scorer,
+            weights,
+            k,
+            probes,
+            probe_interval_ms,
+            reroute_loss,
+        }) => {
+            let update = PolicyUpdate {
+                scorer: scorer.clone(),
+                weights: weights.iter().cloned().collect(),
+                k: *k,
+                probes: *probes,
+                probe_interval_ms: *probe_interval_ms,
+                reroute_loss: *reroute_loss,
+            };
+            if update == PolicyUpdate::default() {
+                bail!(
+                    "nothing to change: give --scorer, --weight, --k, --probes, --probe-interval-ms or --reroute-loss"
+                );
+            }
+            show(json, &client.set_policy(&update).await?, print_policy)
+        }
     }
 }
 
@@ -391,149 +337,24 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
+fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
-fn ms(v: &Value) -> String {
-    v.as_f64().map(|x| format!("{x:.1} ms")).unwrap_or_else(|| "-".into())
+fn ms(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.1} ms")).unwrap_or_else(|| "-".into())
 }
 
-fn pct(v: &Value) -> String {
-    v.as_f64().map(|x| format!("{:.1} %", x * 100.0)).unwrap_or_else(|| "-".into())
+fn pct(x: f64) -> String {
+    format!("{:.1} %", x * 100.0)
 }
 
-fn rows(v: &Value) -> &[Value] {
-    v.as_array().map(Vec::as_slice).unwrap_or_default()
+fn path(nodes: &[String]) -> String {
+    nodes.join(" → ")
 }
 
-pub(super) fn print_nodes(v: &Value) {
-    let rows = rows(v)
-        .iter()
-        .map(|n| {
-            let seen = n["last_seen_ms"]
-                .as_u64()
-                .map(|m| format!("{:.1} s ago", m as f64 / 1000.0))
-                .unwrap_or_default();
-            vec![s(&n["name"]), s(&n["role"]), s(&n["state"]), s(&n["listen"]), seen]
-        })
-        .collect();
-    table(&["NAME", "ROLE", "STATE", "LISTEN", "LAST SEEN"], rows);
-}
-
-pub(super) fn print_links(v: &Value) {
-    let rows = rows(v)
-        .iter()
-        .map(|l| {
-            let st = &l["stats"];
-            let usable = if l["usable"].as_bool() == Some(true) { "yes" } else { "no" };
-            vec![
-                s(&l["from"]),
-                s(&l["to"]),
-                ms(&st["rtt_ms"]),
-                ms(&st["jitter_ms"]),
-                pct(&st["loss"]),
-                usable.into(),
-            ]
-        })
-        .collect();
-    table(&["FROM", "TO", "RTT", "JITTER", "LOSS", "USED"], rows);
-}
-
-pub(super) fn print_platforms(v: &Value) {
-    let rows = rows(v)
-        .iter()
-        .map(|p| {
-            let relays = p["relays"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(r, st)| format!("{r} {}", ms(&st["rtt_ms"])))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
-            vec![s(&p["name"]), s(&p["state"]), s(&p["nearest_relay"]), relays]
-        })
-        .collect();
-    table(&["PLATFORM", "STATE", "NEAREST RELAY", "MEASURED RTT"], rows);
-}
-
-pub(super) fn print_connection(c: &Value) {
-    let d = &c["decision"];
-    let winner = d["winner"].as_u64().unwrap_or(u64::MAX);
-    let weights = d["weights"]
-        .as_array()
-        .map(|w| w.iter().map(|p| format!("{}={}", s(&p[0]), s(&p[1]))).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
-    println!(
-        "connection {}: {} → {}  (routing relays {} → {})",
-        s(&c["id"]),
-        s(&c["from"]),
-        s(&c["to"]),
-        s(&c["first_relay"]),
-        s(&c["second_relay"])
-    );
-    println!(
-        "scorer {}  weights {}",
-        s(&d["scorer"]),
-        if weights.is_empty() { "(defaults)".into() } else { weights }
-    );
-    let rows = rows(&d["candidates"])
-        .iter()
-        .enumerate()
-        .map(|(i, cand)| {
-            let path = cand["path"]
-                .as_array()
-                .map(|p| p.iter().map(s).collect::<Vec<_>>().join(" → "))
-                .unwrap_or_default();
-            let m = &cand["measured"];
-            let mark = if i as u64 == winner { "*" } else { "" };
-            vec![
-                mark.into(),
-                path,
-                s(&cand["hops"]),
-                ms(&m["rtt_ms"]),
-                pct(&m["loss"]),
-                ms(&m["jitter_ms"]),
-                cand["score"].as_f64().map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
-                s(&cand["explanation"]),
-            ]
-        })
-        .collect();
-    table(&["", "PATH", "HOPS", "RTT", "LOSS", "JITTER", "SCORE", "EXPLANATION"], rows);
-}
-
-fn print_connections(v: &Value) {
-    let rows = rows(v)
-        .iter()
-        .map(|c| {
-            let d = &c["decision"];
-            let chosen = d["winner"]
-                .as_u64()
-                .and_then(|w| d["candidates"].get(w as usize))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let path = chosen["path"]
-                .as_array()
-                .map(|p| p.iter().map(s).collect::<Vec<_>>().join(" → "))
-                .unwrap_or_default();
-            vec![s(&c["id"]), s(&c["from"]), s(&c["to"]), path, ms(&chosen["measured"]["rtt_ms"])]
-        })
-        .collect();
-    table(&["ID", "FROM", "TO", "CHOSEN PATH", "RTT"], rows);
-}
-
-fn hops(v: &Value) -> String {
-    v.as_array().map(|p| p.iter().map(s).collect::<Vec<_>>().join(" → ")).unwrap_or_default()
-}
-
-fn bytes(v: &Value) -> String {
-    let b = v.as_u64().unwrap_or(0) as f64;
+fn bytes(b: u64) -> String {
+    let b = b as f64;
     match b {
         b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
         b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
@@ -542,108 +363,224 @@ fn bytes(v: &Value) -> String {
     }
 }
 
-pub(super) fn print_binding(b: &Value) {
+pub(super) fn print_nodes(nodes: &[NodeView]) {
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            let seen = format!("{:.1} s ago", n.last_seen_ms as f64 / 1000.0);
+            vec![
+                n.name.clone(),
+                n.role.to_string(),
+                format!("{:?}", n.state).to_lowercase(),
+                or_dash(n.listen),
+                seen,
+            ]
+        })
+        .collect();
+    table(&["NAME", "ROLE", "STATE", "LISTEN", "LAST SEEN"], rows);
+}
+
+fn stats_cells(st: &LinkStats) -> [String; 3] {
+    [ms(st.rtt_ms), ms(Some(st.jitter_ms)), pct(st.loss)]
+}
+
+pub(super) fn print_links(links: &[LinkView]) {
+    let rows = links
+        .iter()
+        .map(|l| {
+            let [rtt, jitter, loss] = stats_cells(&l.stats);
+            vec![l.from.clone(), l.to.clone(), rtt, jitter, loss, if l.usable { "yes" } else { "no" }.into()]
+        })
+        .collect();
+    table(&["FROM", "TO", "RTT", "JITTER", "LOSS", "USED"], rows);
+}
+
+pub(super) fn print_platforms(platforms: &[PlatformView]) {
+    let rows = platforms
+        .iter()
+        .map(|p| {
+            let relays = p
+                .relays
+                .iter()
+                .map(|(r, st)| format!("{r} {}", ms(st.rtt_ms)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            vec![
+                p.name.clone(),
+                format!("{:?}", p.state).to_lowercase(),
+                or_dash(p.nearest_relay.as_ref()),
+                relays,
+            ]
+        })
+        .collect();
+    table(&["PLATFORM", "STATE", "NEAREST RELAY", "MEASURED RTT"], rows);
+}
+
+fn print_plugins(plugins: &[PluginView]) {
+    let rows = plugins
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.world.clone(),
+                format!("{} {}", p.plugin, p.version),
+                p.sha256.chars().take(12).collect(),
+                p.calls.to_string(),
+                p.faults.to_string(),
+                p.rejections.to_string(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "WORLD", "PLUGIN", "SHA-256", "CALLS", "FAULTS", "REJECTED"], rows);
+}
+
+pub(super) fn print_decision(c: &DecisionRecord) {
+    let d = &c.decision;
+    let weights = d.weights.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
     println!(
-        "binding {}: {} → {}/{} ({})  via {}",
-        s(&b["id"]),
-        s(&b["listen"]),
-        s(&b["to"]),
-        s(&b["endpoint"]),
-        s(&b["mode"]),
-        hops(&b["tunnel"]["hops"])
+        "decision {}: {} → {}  (routing relays {} → {})",
+        c.id, c.from, c.to, c.first_relay, c.second_relay
+    );
+    println!(
+        "scorer {}  weights {}",
+        d.scorer,
+        if weights.is_empty() { "(defaults)".into() } else { weights }
+    );
+    let rows = d
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(i, cand)| {
+            let [rtt, jitter, loss] = stats_cells(&cand.measured);
+            vec![
+                if i == d.winner { "*" } else { "" }.into(),
+                path(&cand.path),
+                cand.hops.to_string(),
+                rtt,
+                loss,
+                jitter,
+                cand.score.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
+                cand.explanation.clone(),
+            ]
+        })
+        .collect();
+    table(&["", "PATH", "HOPS", "RTT", "LOSS", "JITTER", "SCORE", "EXPLANATION"], rows);
+}
+
+fn print_decisions(records: &[DecisionRecord]) {
+    let rows = records
+        .iter()
+        .map(|c| {
+            let chosen = c.decision.candidates.get(c.decision.winner);
+            vec![
+                c.id.to_string(),
+                c.from.clone(),
+                c.to.clone(),
+                chosen.map(|w| path(&w.path)).unwrap_or_default(),
+                ms(chosen.and_then(|w| w.measured.rtt_ms)),
+            ]
+        })
+        .collect();
+    table(&["ID", "FROM", "TO", "CHOSEN PATH", "RTT"], rows);
+}
+
+pub(super) fn print_binding(b: &BindingView) {
+    let mode =
+        serde_json::to_value(b.mode).ok().and_then(|m| m.as_str().map(str::to_owned)).unwrap_or_default();
+    println!(
+        "binding {}: {} → {}/{} ({mode})  via {}",
+        b.id,
+        b.listen,
+        b.to,
+        b.endpoint,
+        path(&b.tunnel.hops)
     );
     println!(
         "tunnel {} for {}, path from decision {}; {} connections, {} up, {} down",
-        s(&b["tunnel"]["id"]),
-        s(&b["tunnel"]["account"]),
-        s(&b["tunnel"]["decision"]),
-        s(&b["connections"]),
-        bytes(&b["bytes_up"]),
-        bytes(&b["bytes_down"])
+        b.tunnel.id,
+        b.tunnel.account,
+        b.tunnel.decision,
+        b.connections,
+        bytes(b.bytes_up),
+        bytes(b.bytes_down)
     );
-    if b["mode"] == "http" {
-        match b["account"].as_str() {
+    if b.mode == Mode::Http {
+        match &b.account {
             Some(account) => println!("http: only account {account} may use it"),
-            None => println!("http: any account with credentials at {} may use it", s(&b["to"])),
+            None => println!("http: any account with credentials at {} may use it", b.to),
         }
     }
-    for r in rows(&b["reroutes"]) {
-        println!("re-routed from {} to {} ({})", hops(&r["from_hops"]), hops(&r["to_hops"]), s(&r["reason"]));
+    for r in &b.reroutes {
+        println!("re-routed from {} to {} ({})", path(&r.from_hops), path(&r.to_hops), r.reason);
     }
 }
 
-fn print_bindings(v: &Value) {
-    let rows = rows(v)
+fn print_bindings(bindings: &[BindingView]) {
+    let rows = bindings
         .iter()
         .map(|b| {
             vec![
-                s(&b["id"]),
-                s(&b["listen"]),
-                format!("{}/{}", s(&b["to"]), s(&b["endpoint"])),
-                hops(&b["tunnel"]["hops"]),
-                s(&b["connections"]),
-                bytes(&b["bytes_down"]),
-                b["reroutes"].as_array().map(Vec::len).unwrap_or(0).to_string(),
+                b.id.to_string(),
+                b.listen.to_string(),
+                format!("{}/{}", b.to, b.endpoint),
+                path(&b.tunnel.hops),
+                b.connections.to_string(),
+                bytes(b.bytes_down),
+                b.reroutes.len().to_string(),
             ]
         })
         .collect();
     table(&["ID", "LISTEN", "TARGET", "PATH", "CONNS", "BYTES DOWN", "RE-ROUTES"], rows);
 }
 
-fn print_unbound(b: &Value) {
-    println!("binding {} closed; tunnel {} torn down", s(&b["id"]), s(&b["tunnel"]["id"]));
+fn print_unbound(b: &BindingView) {
+    println!("binding {} closed; tunnel {} torn down", b.id, b.tunnel.id);
 }
 
-pub(super) fn print_sessions(v: &Value) {
-    let rows = rows(v)
+pub(super) fn print_sessions(sessions: &[SessionRecord]) {
+    let rows = sessions
         .iter()
         .map(|x| {
             vec![
-                s(&x["id"]),
-                s(&x["account"]),
-                s(&x["first"]["client"]),
-                format!("{} ({})", s(&x["second"]["tunnel"]), hops(&x["second"]["hops"])),
-                format!("{}/{}", s(&x["third"]["platform"]), s(&x["third"]["endpoint"])),
-                s(&x["third"]["principal"]),
-                bytes(&x["bytes_up"]),
-                bytes(&x["bytes_down"]),
-                x["outcome"].as_str().unwrap_or("open").to_owned(),
+                x.id.to_string(),
+                x.account.clone(),
+                x.first.client.to_string(),
+                format!("{} ({})", x.second.tunnel, path(&x.second.hops)),
+                format!("{}/{}", x.third.platform, x.third.endpoint),
+                or_dash(x.third.principal.as_ref()),
+                bytes(x.bytes_up),
+                bytes(x.bytes_down),
+                x.outcome.clone().unwrap_or_else(|| "open".into()),
             ]
         })
         .collect();
     table(&["ID", "ACCOUNT", "CLIENT", "TUNNEL", "TARGET", "AS", "UP", "DOWN", "OUTCOME"], rows);
 }
 
-fn mappings(a: &Value) -> String {
-    a["credentials"]
-        .as_object()
-        .map(|m| m.iter().map(|(p, c)| format!("{p}: {}", s(&c["principal"]))).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
+fn mappings(a: &AccountView) -> String {
+    a.credentials.iter().map(|(p, c)| format!("{p}: {}", c.principal)).collect::<Vec<_>>().join(", ")
 }
 
-fn print_accounts(v: &Value) {
-    let rows = rows(v).iter().map(|a| vec![s(&a["id"]), mappings(a)]).collect();
+fn print_accounts(accounts: &[AccountView]) {
+    let rows = accounts.iter().map(|a| vec![a.id.clone(), mappings(a)]).collect();
     table(&["ACCOUNT", "MAPPED TO"], rows);
 }
 
-fn print_account(a: &Value) {
+pub(super) fn print_account(a: &AccountView) {
     let m = mappings(a);
-    println!("account {}: {}", s(&a["id"]), if m.is_empty() { "no mappings".into() } else { m });
+    println!("account {}: {}", a.id, if m.is_empty() { "no mappings".into() } else { m });
 }
 
-fn print_deleted(v: &Value) {
-    println!("account {} deleted", s(&v["deleted"]));
+fn print_deleted(d: &Deleted) {
+    println!("account {} deleted", d.deleted);
 }
 
-pub(super) fn print_policy(p: &Value) {
-    println!("scorer             {}", s(&p["scorer"]));
-    let weights = p["weights"]
-        .as_object()
-        .map(|w| w.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
+pub(super) fn print_policy(p: &Policy) {
+    println!("scorer             {}", p.scorer.display());
+    let weights = p.weights.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
     println!("weights            {}", if weights.is_empty() { "(scorer defaults)".into() } else { weights });
-    println!("k                  {}", s(&p["k"]));
-    println!("probes             {}", s(&p["probes"]));
-    println!("probe_interval_ms  {}", s(&p["probe_interval_ms"]));
-    println!("reroute_loss       {}", s(&p["reroute_loss"]));
+    println!("k                  {}", p.k);
+    println!("probes             {}", p.probes);
+    println!("probe_interval_ms  {}", p.probe_interval_ms);
+    println!("reroute_loss       {}", p.reroute_loss);
 }

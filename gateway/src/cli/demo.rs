@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use hyper::Method;
-use serde_json::json;
+use skybridge_gateway::admin::AdminClient;
+use skybridge_gateway::admin::api::{BindRequest, Credentials, Mode, NewAccount, PolicyUpdate};
 use skybridge_gateway::netem::LinkParams;
 use skybridge_gateway::node::local::{LocalMesh, Topology};
 use skybridge_gateway::path::Policy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::ctl::{self, Client};
+use super::ctl;
 
 /// Options of `skybridge demo`.
 #[derive(Debug, Args)]
@@ -96,43 +96,46 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut mesh = LocalMesh::start(topology, Duration::from_secs(30)).await?;
     println!("controller, 4 relays and 2 sites up and measured in {:.1} s", started.elapsed().as_secs_f64());
     let url = format!("http://{}", mesh.controller.admin_addr());
-    let client = Client::new(&url, mesh.token.clone())?;
-    let get = |path: &'static str| client.call(Method::GET, path, None);
+    let client = AdminClient::new(&url, mesh.token.clone())?;
 
     section("skybridge ctl nodes");
-    ctl::print_nodes(&get("/v1/nodes").await?);
+    ctl::print_nodes(&client.nodes().await?);
     section("skybridge ctl links   (what each relay's continuous probes measure)");
-    ctl::print_links(&get("/v1/links").await?);
+    ctl::print_links(&client.links().await?);
     section("skybridge ctl platforms   (each site's nearest relay)");
-    ctl::print_platforms(&get("/v1/platforms").await?);
+    ctl::print_platforms(&client.platforms().await?);
 
-    let connect =
-        || client.call(Method::POST, "/v1/connections", Some(json!({"from": "site-a", "to": "site-b"})));
+    let connect = || client.decide("site-a", "site-b");
     section("1. A latency-heavy policy: skybridge ctl connect --from site-a --to site-b");
-    ctl::print_connection(&connect().await?);
+    ctl::print_decision(&connect().await?);
 
     section("2. A loss-heavy policy: skybridge ctl policy set --weight latency=0.1 --weight loss=0.2");
-    let body = json!({"weights": {"latency": 0.1, "loss": 0.2}});
-    client.call(Method::PUT, "/v1/policy", Some(body)).await?;
-    ctl::print_connection(&connect().await?);
+    let update = PolicyUpdate {
+        weights: [("latency".to_owned(), 0.1), ("loss".to_owned(), 0.2)].into(),
+        ..PolicyUpdate::default()
+    };
+    client.set_policy(&update).await?;
+    ctl::print_decision(&connect().await?);
 
     section("3. The lossy links heal: the fast path wins again, under the same loss-heavy policy");
     for (a, b) in [("r1", "r3"), ("r3", "r4")] {
         mesh.set_link(a, b, LinkParams::delay(3.0))?;
     }
-    ctl::print_connection(&connect().await?);
+    ctl::print_decision(&connect().await?);
 
     section("4. A binding: skybridge ctl bind --from site-a --to site-b --endpoint files");
-    let bound = client
-        .call(
-            Method::POST,
-            "/v1/bindings",
-            Some(json!({"from": "site-a", "to": "site-b", "endpoint": "files"})),
-        )
-        .await?;
+    let bind = |endpoint: &str, mode: Mode, account: Option<&str>| BindRequest {
+        from: Some("site-a".into()),
+        to: "site-b".into(),
+        endpoint: endpoint.into(),
+        mode,
+        listen: None,
+        ttl_s: None,
+        account: account.map(str::to_owned),
+    };
+    let bound = client.bind(&bind("files", Mode::Tcp, None)).await?;
     ctl::print_binding(&bound);
-    let listen: std::net::SocketAddr =
-        bound["listen"].as_str().context("the binding has no listener")?.parse()?;
+    let listen = bound.listen;
     let (bytes, took) = download(listen).await.context("downloading through the binding")?;
     println!(
         "downloaded {} MiB through the tunnel in {:.2} s ({:.0} Mbit/s over the emulated links)",
@@ -166,47 +169,42 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     println!("re-routed {:.2} s after r3 died:", killed.elapsed().as_secs_f64());
-    ctl::print_binding(&get("/v1/bindings").await?[0]);
+    ctl::print_binding(&client.binding(bound.id).await?);
     let (bytes, took) = download(listen).await.context("downloading after the re-route")?;
     println!("downloaded {} MiB again in {:.2} s, over r2", bytes >> 20, took.as_secs_f64());
 
     section("6. New decisions leave the dead relay out: skybridge ctl connect --from site-a --to site-b");
-    ctl::print_connection(&connect().await?);
+    ctl::print_decision(&connect().await?);
 
     section("7. Session translation: an http binding with the AWS adapter");
     println!(
         "skybridge ctl account create acme-ops …; skybridge ctl account map acme-ops --platform site-b \\"
     );
     println!("    --principal AKIAIOSFODNN7EXAMPLE … --attribute region=us-east-1 --attribute service=s3");
-    let account = json!({"id": "acme-ops", "secret": "acme-ops-demo-secret"});
-    client.call(Method::POST, "/v1/accounts", Some(account)).await?;
-    let mapping = json!({
-        "principal": "AKIAIOSFODNN7EXAMPLE",
-        "secret": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        "attributes": {"region": "us-east-1", "service": "s3"},
-    });
-    client.call(Method::PUT, "/v1/accounts/acme-ops/credentials/site-b", Some(mapping)).await?;
+    let account = NewAccount { id: "acme-ops".into(), secret: "acme-ops-demo-secret".into() };
+    client.create_account(&account).await?;
+    let mapping = Credentials {
+        principal: "AKIAIOSFODNN7EXAMPLE".into(),
+        secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+        attributes: [("region".to_owned(), "us-east-1".to_owned()), ("service".to_owned(), "s3".to_owned())]
+            .into(),
+    };
+    client.map_credentials("acme-ops", "site-b", &mapping).await?;
     println!("skybridge ctl bind --from site-a --to site-b --endpoint api --mode http --account acme-ops");
-    let bound = client
-        .call(
-            Method::POST,
-            "/v1/bindings",
-            Some(json!({"from": "site-a", "to": "site-b", "endpoint": "api", "mode": "http", "account": "acme-ops"})),
-        )
-        .await?;
+    let bound = client.bind(&bind("api", Mode::Http, Some("acme-ops"))).await?;
     ctl::print_binding(&bound);
-    let listen = bound["listen"].as_str().context("the binding has no listener")?;
+    let listen = bound.listen.to_string();
+    let listen = listen.as_str();
     // The client proves it is acme-ops (HTTP Basic here; AWS SDKs sign with SigV4 instead).
     let answer =
         http_get(listen, "/demo-bucket/report.csv", "YWNtZS1vcHM6YWNtZS1vcHMtZGVtby1zZWNyZXQ=").await?;
     println!("the client sent:   Authorization: Basic …  (account acme-ops and its Skybridge secret)");
     println!("the target got:    {}", answer.lines().last().unwrap_or_default());
     section("skybridge ctl sessions");
-    ctl::print_sessions(&get("/v1/sessions").await?);
+    ctl::print_sessions(&client.sessions().await?);
 
-    section("Every decision is stored in the controller's redb: skybridge ctl connection");
-    let records = get("/v1/connections").await?;
-    println!("{} decision records", records.as_array().map(Vec::len).unwrap_or(0));
+    section("Every decision is stored in the controller's redb: skybridge ctl decisions");
+    println!("{} decision records", client.decisions().await?.len());
 
     if args.keep_running {
         let token_file = mesh.state.path().join("admin.token");

@@ -13,7 +13,7 @@ use crate::plugin::{Plugin, PluginRegistry, PluginSpec, World, scoring, types};
 impl PathScorer for Plugin {
     fn name(&self) -> String {
         let (name, version) = self.info().description.name_version();
-        format!("{} ({name} {version})", self.info().name)
+        format!("{name} {version}")
     }
 
     fn score(&self, m: &PathMetrics, weights: &[(String, f64)]) -> Result<Preference, String> {

@@ -60,7 +60,7 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// An account as the API shows it: no secrets anywhere.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountView {
     /// Id.
     pub id: String,
@@ -71,7 +71,7 @@ pub struct AccountView {
 }
 
 /// A credential mapping as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CredentialsView {
     /// The identity at the target.
     pub principal: String,
@@ -106,13 +106,19 @@ impl Account {
 }
 
 /// The body of `POST /v1/accounts`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
     /// Id.
     pub id: String,
     /// Secret, at least 16 characters.
     pub secret: String,
+}
+
+impl std::fmt::Debug for NewAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewAccount").field("id", &self.id).field("secret", &"<redacted>").finish()
+    }
 }
 
 /// Check a new account's id and secret.

@@ -1,0 +1,256 @@
+//! The one client of the admin API: typed calls over the [`super::api`] types, used by
+//! `skybridge ctl`, the demo and the integration tests. A field renamed on the server is a
+//! compile error here, not an empty column.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::api::{
+    AccountView, BindRequest, BindingView, ConnectRequest, Credentials, DecisionRecord, Deleted, ErrorBody,
+    LinkView, NewAccount, NodeView, PlatformView, PluginView, Policy, PolicyUpdate, SessionRecord,
+};
+
+/// HTTP methods, for [`AdminClient::exchange`] and [`AdminClient::call`].
+pub use hyper::Method;
+
+/// The largest answer read (the API's lists are bounded; this bounds a misbehaving server).
+const MAX_ANSWER: usize = 16 << 20;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL is not one the client can use.
+    #[error("`{url}`: {reason}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The server could not be reached or the exchange broke off.
+    #[error("cannot reach the admin API at {url}: {reason}")]
+    Unreachable {
+        /// The server.
+        url: String,
+        /// The transport's message.
+        reason: String,
+    },
+    /// The server answered with an error.
+    #[error("{message} (HTTP {status})")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The server's `error`.
+        message: String,
+    },
+    /// The answer is not what the API promises.
+    #[error("the admin API answered {status} with a body that does not parse: {reason}")]
+    Decode {
+        /// The HTTP status.
+        status: u16,
+        /// The parser's message.
+        reason: String,
+    },
+}
+
+/// A client of one controller's admin API.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    url: String,
+    authority: String,
+    token: String,
+}
+
+impl AdminClient {
+    /// A client for `url` (`http://HOST:PORT`) with the admin bearer `token`.
+    pub fn new(url: &str, token: impl Into<String>) -> Result<AdminClient, ClientError> {
+        let bad = |reason: &str| ClientError::Url { url: url.to_owned(), reason: reason.to_owned() };
+        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad("the admin API speaks plain http (put it behind a TLS proxy for remote use)"));
+        }
+        let authority = uri.authority().ok_or_else(|| bad("the URL has no host"))?.to_string();
+        Ok(AdminClient { url: url.trim_end_matches('/').to_owned(), authority, token: token.into() })
+    }
+
+    /// A client for the API listening at `addr`.
+    pub fn for_addr(addr: SocketAddr, token: impl Into<String>) -> AdminClient {
+        AdminClient { url: format!("http://{addr}"), authority: addr.to_string(), token: token.into() }
+    }
+
+    /// One request: its status and body, whatever they are (for callers that look at errors
+    /// themselves). `token: false` sends none.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        token: bool,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable { url: self.url.clone(), reason };
+        let stream =
+            tokio::net::TcpStream::connect(&self.authority).await.map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(conn);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, &self.authority)
+            .header(CONTENT_TYPE, "application/json");
+        if token {
+            request = request.header(AUTHORIZATION, format!("Bearer {}", self.token));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Url { url: format!("{}{path}", self.url), reason: e.to_string() })?;
+        let response = sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| unreachable(format!("reading the answer: {e}")))?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// A call whose success answer is an `R`; an error answer is [`ClientError::Api`].
+    pub async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<R, ClientError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Url { url: path.to_owned(), reason: e.to_string() })?;
+        let (status, bytes) = self.exchange(method, path, body, true).await?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_owned());
+            return Err(ClientError::Api { status, message });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { status, reason: e.to_string() })
+    }
+
+    async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
+        self.call::<(), R>(Method::GET, path, None).await
+    }
+
+    /// Registered relays and sites.
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
+        self.get("/v1/nodes").await
+    }
+
+    /// Links as relays report them.
+    pub async fn links(&self) -> Result<Vec<LinkView>, ClientError> {
+        self.get("/v1/links").await
+    }
+
+    /// Platforms and their nearest relays.
+    pub async fn platforms(&self) -> Result<Vec<PlatformView>, ClientError> {
+        self.get("/v1/platforms").await
+    }
+
+    /// Plugins in service.
+    pub async fn plugins(&self) -> Result<Vec<PluginView>, ClientError> {
+        self.get("/v1/plugins").await
+    }
+
+    /// Decide a path from platform `from` to platform `to`.
+    pub async fn decide(&self, from: &str, to: &str) -> Result<DecisionRecord, ClientError> {
+        let request = ConnectRequest { from: from.to_owned(), to: to.to_owned() };
+        self.call(Method::POST, "/v1/decisions", Some(&request)).await
+    }
+
+    /// A stored decision.
+    pub async fn decision(&self, id: u64) -> Result<DecisionRecord, ClientError> {
+        self.get(&format!("/v1/decisions/{id}")).await
+    }
+
+    /// The latest decisions, newest first.
+    pub async fn decisions(&self) -> Result<Vec<DecisionRecord>, ClientError> {
+        self.get("/v1/decisions").await
+    }
+
+    /// Open a binding.
+    pub async fn bind(&self, request: &BindRequest) -> Result<BindingView, ClientError> {
+        self.call(Method::POST, "/v1/bindings", Some(request)).await
+    }
+
+    /// One binding.
+    pub async fn binding(&self, id: u64) -> Result<BindingView, ClientError> {
+        self.get(&format!("/v1/bindings/{id}")).await
+    }
+
+    /// Every binding.
+    pub async fn bindings(&self) -> Result<Vec<BindingView>, ClientError> {
+        self.get("/v1/bindings").await
+    }
+
+    /// Close a binding.
+    pub async fn unbind(&self, id: u64) -> Result<BindingView, ClientError> {
+        self.call::<(), _>(Method::DELETE, &format!("/v1/bindings/{id}"), None).await
+    }
+
+    /// Recent sessions, newest first.
+    pub async fn sessions(&self) -> Result<Vec<SessionRecord>, ClientError> {
+        self.get("/v1/sessions").await
+    }
+
+    /// Every account.
+    pub async fn accounts(&self) -> Result<Vec<AccountView>, ClientError> {
+        self.get("/v1/accounts").await
+    }
+
+    /// One account.
+    pub async fn account(&self, id: &str) -> Result<AccountView, ClientError> {
+        self.get(&format!("/v1/accounts/{id}")).await
+    }
+
+    /// Create an account.
+    pub async fn create_account(&self, new: &NewAccount) -> Result<AccountView, ClientError> {
+        self.call(Method::POST, "/v1/accounts", Some(new)).await
+    }
+
+    /// Delete an account.
+    pub async fn delete_account(&self, id: &str) -> Result<Deleted, ClientError> {
+        self.call::<(), _>(Method::DELETE, &format!("/v1/accounts/{id}"), None).await
+    }
+
+    /// Map account `id` to `credentials` at `platform`.
+    pub async fn map_credentials(
+        &self,
+        id: &str,
+        platform: &str,
+        credentials: &Credentials,
+    ) -> Result<AccountView, ClientError> {
+        self.call(Method::PUT, &format!("/v1/accounts/{id}/credentials/{platform}"), Some(credentials)).await
+    }
+
+    /// Remove account `id`'s mapping at `platform`.
+    pub async fn unmap_credentials(&self, id: &str, platform: &str) -> Result<AccountView, ClientError> {
+        self.call::<(), _>(Method::DELETE, &format!("/v1/accounts/{id}/credentials/{platform}"), None).await
+    }
+
+    /// The policy in force.
+    pub async fn policy(&self) -> Result<Policy, ClientError> {
+        self.get("/v1/policy").await
+    }
+
+    /// Change the policy.
+    pub async fn set_policy(&self, update: &PolicyUpdate) -> Result<Policy, ClientError> {
+        self.call(Method::PUT, "/v1/policy", Some(update)).await
+    }
+}
