@@ -283,6 +283,16 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
         "{plugins}"
     );
     assert!(plugins.lines().any(|l| l.starts_with("adapter-site-b ") && l.contains("adapter")), "{plugins}");
+    let listed: serde_json::Value = serde_json::from_str(&ok(ctl(&["plugins", "--json"]))).expect("json");
+    let in_service =
+        listed.as_array().and_then(|p| p.iter().find(|p| p["name"] == "scorer")).expect("scorer");
+    assert!(in_service["file"].as_str().is_some_and(|f| f.ends_with("scorer.wasm")), "{in_service:#}");
+    assert!(
+        in_service["calls"].as_u64().is_some_and(|n| n > 3),
+        "describe and three decisions: {in_service:#}"
+    );
+    assert!(in_service["mean_call_us"].as_f64().is_some_and(|us| us > 0.0), "{in_service:#}");
+    assert_eq!(in_service["failures"], serde_json::json!({}), "{in_service:#}");
     let replacement = dir.join("scorer.wasm.new");
     std::fs::copy(plugin("testing/fewest-hops-scorer.wasm"), &replacement).expect("copied");
     std::fs::rename(&replacement, &scorer).expect("replaced");

@@ -47,10 +47,16 @@ pub struct PluginView {
     pub version: String,
     /// SHA-256 of the component.
     pub sha256: String,
+    /// The file it was loaded from (on the controller's machine).
+    pub file: String,
     /// Calls made (including `describe` at load).
     pub calls: u64,
     /// Calls that trapped or breached a limit.
     pub faults: u64,
+    /// Failed calls by kind (`deadline`, `memory`, `table`, `trap`, `invalid-answer`).
+    pub failures: std::collections::BTreeMap<String, u64>,
     /// Calls the plugin answered with an error of its own.
     pub rejections: u64,
+    /// Mean time of a call, µs.
+    pub mean_call_us: f64,
 }

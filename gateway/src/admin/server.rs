@@ -303,17 +303,20 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -
 fn plugins(c: &Controller) -> Vec<PluginView> {
     c.plugins()
         .into_iter()
-        .map(|(info, stats)| {
-            let (plugin, version) = info.description.name_version();
+        .map(|entry| {
+            let (plugin, version) = entry.info.description.name_version();
             PluginView {
-                name: info.name.clone(),
-                world: info.world.name().to_owned(),
+                name: entry.info.name.clone(),
+                world: entry.info.world.name().to_owned(),
                 plugin: plugin.to_owned(),
                 version: version.to_owned(),
-                sha256: info.sha256.clone(),
-                calls: stats.calls,
-                faults: stats.faults,
-                rejections: stats.rejections,
+                sha256: entry.info.sha256.clone(),
+                file: entry.file.display().to_string(),
+                calls: entry.stats.calls,
+                faults: entry.stats.faults,
+                failures: entry.stats.failures(),
+                rejections: entry.stats.rejections,
+                mean_call_us: entry.stats.mean_call_us(),
             }
         })
         .collect()

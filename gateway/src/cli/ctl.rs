@@ -54,7 +54,8 @@ enum CtlCommand {
         /// The record's id.
         id: Option<u64>,
     },
-    /// Plugins in service: world, version, SHA-256, calls, faults and rejections.
+    /// Plugins in service: world, version, SHA-256, file, calls, mean call time, failures by
+    /// kind and rejections.
     Plugins,
     /// Open a binding: a listener on the controller that carries TCP to an endpoint the target
     /// platform's site publishes, over the best path. With `--mode http` it is a reverse proxy
@@ -426,12 +427,18 @@ fn print_plugins(plugins: &[PluginView]) {
                 format!("{} {}", p.plugin, p.version),
                 p.sha256.chars().take(12).collect(),
                 p.calls.to_string(),
-                p.faults.to_string(),
+                format!("{:.0} µs", p.mean_call_us),
+                if p.failures.is_empty() {
+                    "0".into()
+                } else {
+                    p.failures.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+                },
                 p.rejections.to_string(),
+                p.file.clone(),
             ]
         })
         .collect();
-    table(&["NAME", "WORLD", "PLUGIN", "SHA-256", "CALLS", "FAULTS", "REJECTED"], rows);
+    table(&["NAME", "WORLD", "PLUGIN", "SHA-256", "CALLS", "MEAN", "FAILED", "REJECTED", "FILE"], rows);
 }
 
 pub(super) fn print_decision(c: &DecisionRecord) {

@@ -49,9 +49,7 @@ use crate::config::{AdapterConfig, ControllerConfig, IngressConfig};
 use crate::mesh::identity::Role;
 use crate::mesh::transport::MeshEndpoint;
 use crate::path::{Policy, PolicyUpdate};
-use crate::plugin::{
-    EngineOptions, Plugin, PluginEngine, PluginInfo, PluginRegistry, PluginSpec, StatsSnapshot, World,
-};
+use crate::plugin::{EngineOptions, Plugin, PluginEngine, PluginRegistry, PluginSpec, RegistryEntry, World};
 use crate::session::records::SessionLog;
 use crate::session::tokens::TokenCache;
 use crate::shutdown::{Shutdown, Signal, Spawner};
@@ -165,9 +163,9 @@ impl Controller {
         self.plugins.get(&adapter_name(platform))
     }
 
-    /// Every plugin in service, with its info and counters, by name.
-    pub fn plugins(&self) -> Vec<(PluginInfo, StatsSnapshot)> {
-        self.plugins.list()
+    /// Every plugin in service, with its info, counters and file, by name.
+    pub fn plugins(&self) -> Vec<RegistryEntry> {
+        self.plugins.entries()
     }
 
     /// The target tokens cached for session translation.

@@ -560,7 +560,23 @@ impl Plugin {
         call: &'static str,
         f: impl FnOnce(&mut Store<Sandbox>, &Exports) -> wasmtime::Result<Result<R, CallFailure>>,
     ) -> Result<R, CallError> {
+        let _span = tracing::debug_span!("plugin_call", plugin = %self.name, export = call).entered();
+        let started = std::time::Instant::now();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.call_timed(call, f);
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats.busy_ns.fetch_add(took, Ordering::Relaxed);
+        if let Err(e) = &result {
+            self.stats.count_failure(&e.cause);
+        }
+        result
+    }
+
+    fn call_timed<R>(
+        &self,
+        call: &'static str,
+        f: impl FnOnce(&mut Store<Sandbox>, &Exports) -> wasmtime::Result<Result<R, CallFailure>>,
+    ) -> Result<R, CallError> {
         let reused = if self.limits.reuse_instances { self.take_warm() } else { None };
         let mut warm = match reused {
             Some(warm) => warm,

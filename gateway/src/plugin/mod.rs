@@ -52,7 +52,7 @@ pub use bindings::{adapting, authorization, scoring, types};
 pub use engine::{EngineOptions, PluginEngine, default_cache_dir};
 pub use error::{CallError, CallFailure, LoadError};
 pub use loaded::{Description, Format, ImportStatus, Plugin, PluginInfo, Token, TokenRequest};
-pub use registry::{PluginRegistry, Reload};
+pub use registry::{PluginRegistry, RegistryEntry, Reload};
 pub use sandbox::StatsSnapshot;
 
 /// The kinds of plugin, one per WIT world.

@@ -45,6 +45,17 @@ pub enum Reload {
     },
 }
 
+/// One plugin in service, as [`PluginRegistry::entries`] lists it.
+#[derive(Debug, Clone)]
+pub struct RegistryEntry {
+    /// What it is.
+    pub info: PluginInfo,
+    /// Its counters.
+    pub stats: StatsSnapshot,
+    /// The file it was loaded from.
+    pub file: std::path::PathBuf,
+}
+
 /// The plugins a node runs, by name.
 pub struct PluginRegistry {
     engine: Arc<PluginEngine>,
@@ -109,6 +120,19 @@ impl PluginRegistry {
     pub fn list(&self) -> Vec<(PluginInfo, StatsSnapshot)> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         slots.values().map(|s| (s.plugin.info().clone(), s.plugin.stats())).collect()
+    }
+
+    /// Every plugin with its info, counters and file, by name.
+    pub fn entries(&self) -> Vec<RegistryEntry> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots
+            .values()
+            .map(|s| RegistryEntry {
+                info: s.plugin.info().clone(),
+                stats: s.plugin.stats(),
+                file: s.spec.path.clone(),
+            })
+            .collect()
     }
 
     /// Reload every plugin whose file changed since it was loaded. A plugin that fails to

@@ -26,6 +26,28 @@ pub struct PluginStats {
     pub(crate) rejections: AtomicU64,
     pub(crate) logs_emitted: AtomicU64,
     pub(crate) logs_dropped: AtomicU64,
+    pub(crate) deadline_exceeded: AtomicU64,
+    pub(crate) memory_limit: AtomicU64,
+    pub(crate) table_limit: AtomicU64,
+    pub(crate) traps: AtomicU64,
+    pub(crate) invalid_answers: AtomicU64,
+    /// Time spent in calls, ns (wall clock, instantiation included).
+    pub(crate) busy_ns: AtomicU64,
+}
+
+impl PluginStats {
+    /// Count a failed call by its kind (rejections are answers, counted apart).
+    pub(crate) fn count_failure(&self, failure: &CallFailure) {
+        let counter = match failure {
+            CallFailure::DeadlineExceeded { .. } => &self.deadline_exceeded,
+            CallFailure::MemoryLimit { .. } => &self.memory_limit,
+            CallFailure::TableLimit { .. } => &self.table_limit,
+            CallFailure::Trap(_) => &self.traps,
+            CallFailure::InvalidAnswer(_) => &self.invalid_answers,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A snapshot of a plugin's counters.
@@ -41,6 +63,41 @@ pub struct StatsSnapshot {
     pub logs_emitted: u64,
     /// Log messages dropped by the rate limit.
     pub logs_dropped: u64,
+    /// Calls stopped at the CPU deadline.
+    pub deadline_exceeded: u64,
+    /// Calls that breached the memory limit.
+    pub memory_limit: u64,
+    /// Calls that breached the table limit.
+    pub table_limit: u64,
+    /// Calls that trapped (a panic, an unreachable, …).
+    pub traps: u64,
+    /// Calls whose answer the host could not use.
+    pub invalid_answers: u64,
+    /// Time spent in calls, ns.
+    pub busy_ns: u64,
+}
+
+impl StatsSnapshot {
+    /// Mean time of a call, µs (0 before any call).
+    pub fn mean_call_us(&self) -> f64 {
+        if self.calls == 0 { 0.0 } else { self.busy_ns as f64 / self.calls as f64 / 1000.0 }
+    }
+
+    /// Failed calls by kind, only the kinds that happened: `deadline`, `memory`, `table`,
+    /// `trap`, `invalid-answer`.
+    pub fn failures(&self) -> std::collections::BTreeMap<String, u64> {
+        [
+            ("deadline", self.deadline_exceeded),
+            ("memory", self.memory_limit),
+            ("table", self.table_limit),
+            ("trap", self.traps),
+            ("invalid-answer", self.invalid_answers),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect()
+    }
 }
 
 impl PluginStats {
@@ -52,6 +109,12 @@ impl PluginStats {
             rejections: self.rejections.load(Ordering::Relaxed),
             logs_emitted: self.logs_emitted.load(Ordering::Relaxed),
             logs_dropped: self.logs_dropped.load(Ordering::Relaxed),
+            deadline_exceeded: self.deadline_exceeded.load(Ordering::Relaxed),
+            memory_limit: self.memory_limit.load(Ordering::Relaxed),
+            table_limit: self.table_limit.load(Ordering::Relaxed),
+            traps: self.traps.load(Ordering::Relaxed),
+            invalid_answers: self.invalid_answers.load(Ordering::Relaxed),
+            busy_ns: self.busy_ns.load(Ordering::Relaxed),
         }
     }
 }
