@@ -41,9 +41,11 @@ impl Pool {
     ) -> Result<R, PoolError> {
         let permit =
             Arc::clone(&self.permits).acquire_owned().await.map_err(|_| PoolError::Closed(self.name))?;
+        // The work's logs and spans stay under the caller's span (a request, a binding).
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            work()
+            span.in_scope(work)
         })
         .await
         .map_err(|_| PoolError::Panicked(self.name))

@@ -66,6 +66,45 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Wait for a stderr line (colour codes removed) for which `wanted` holds; returns it.
+    fn line_where(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let plain = strip_colours(&line);
+                    if wanted(&plain) {
+                        return plain;
+                    }
+                    seen.push(plain);
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("{}: no line with {what}; got:\n{}", self.name, seen.join("\n"));
+    }
+}
+
+/// `line` without ANSI colour sequences (ESC [ … letter).
+fn strip_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -206,11 +245,27 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
             let _ = std::io::Write::write_all(reader.get_mut(), answer.as_bytes());
         }
     });
+    // … and an echo service, for steady traffic.
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let echo_addr = echo.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in echo.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+                    if n == 0 || std::io::Write::write_all(&mut s, &buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
     write(
         dir,
         "site-b.toml",
         &format!(
-            "{}endpoints = [{{ name = \"greeter\", addr = \"{service_addr}\" }}, {{ name = \"web\", addr = \"{web_addr}\" }}]\n",
+            "{}endpoints = [{{ name = \"greeter\", addr = \"{service_addr}\" }}, {{ name = \"web\", addr = \"{web_addr}\" }}, {{ name = \"echo\", addr = \"{echo_addr}\" }}]\n",
             site("site-b", "r3", &r3_addr)
         ),
     );
@@ -388,6 +443,76 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
     };
     assert_eq!(curl("acme:acme-secret-0123456789"), "bearer akiaacme 200");
     assert!(curl("acme:wrong").ends_with(" 401"));
+
+    // Plugin calls run on a blocking pool, never on the controller's one async thread
+    // (`--threads 1`): while the adapter spends its whole CPU deadline on request after request,
+    // a tcp binding keeps carrying traffic. Round trips are counted for a second without the
+    // slow requests and a second with them.
+    let echo_bound = ok(ctl(&["bind", "--from", "site-a", "--to", "site-b", "--endpoint", "echo"]));
+    let echo_listen = echo_bound.split_whitespace().nth(2).expect("listen address").to_owned();
+    let round_trips = |for_how_long: Duration| {
+        let mut conn = std::net::TcpStream::connect(&echo_listen).expect("connect to the echo binding");
+        conn.set_nodelay(true).expect("nodelay");
+        let (started, mut n, mut byte) = (Instant::now(), 0u32, [0u8; 1]);
+        while started.elapsed() < for_how_long {
+            std::io::Write::write_all(&mut conn, b"x").expect("echo write");
+            std::io::Read::read_exact(&mut conn, &mut byte).expect("echo read");
+            n += 1;
+        }
+        n
+    };
+    let idle = round_trips(Duration::from_secs(1));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinner = {
+        let (stop, http_listen) = (std::sync::Arc::clone(&stop), http_listen.clone());
+        let auth =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "acme:acme-secret-0123456789");
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut conn =
+                    std::net::TcpStream::connect(&http_listen).expect("connect to the http binding");
+                let request = format!(
+                    "GET /spin HTTP/1.1\r\nHost: web\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+                );
+                std::io::Write::write_all(&mut conn, request.as_bytes()).expect("request sent");
+                let mut answer = String::new();
+                let _ = std::io::Read::read_to_string(&mut conn, &mut answer);
+                answers.push(answer);
+            }
+            answers
+        })
+    };
+    let loaded = round_trips(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = spinner.join().expect("spinner");
+    assert!(answers.len() >= 5, "the slow requests ran: {}", answers.len());
+    for answer in &answers {
+        assert!(
+            answer.starts_with("HTTP/1.1 502") && answer.contains("deadline"),
+            "each slow request hit the adapter's deadline: {answer}"
+        );
+    }
+    assert!(
+        loaded >= 20 && loaded * 5 >= idle,
+        "the tcp binding stalled while the adapter burned CPU: {loaded} round trips in 1 s against {idle} without"
+    );
+    eprintln!("tcp round trips in 1 s: {idle} alone, {loaded} beside {} slow adapter calls", answers.len());
+    // One request's log can be followed: each is logged inside its binding's, client's and
+    // request's spans, with the account and (once it reached the target) its session id.
+    let done = controller.line_where("a request's end in its spans", |l| l.contains("http request done"));
+    for part in
+        ["binding{binding=2", "client{remote=", "request{method=GET path=/ account=acme session=", "HTTP 200"]
+    {
+        assert!(done.contains(part), "no `{part}` in: {done}");
+    }
+    let refused = controller.line_where("a slow request's refusal in its spans", |l| {
+        l.contains("http request refused") && l.contains("path=/spin")
+    });
+    for part in ["binding{binding=2", "request{method=GET path=/spin account=acme}", "CPU deadline"] {
+        assert!(refused.contains(part), "no `{part}` in: {refused}");
+    }
+    assert!(ok(ctl(&["unbind", "3"])).starts_with("binding 3 closed"));
     let sessions = ok(ctl(&["sessions"]));
     assert!(
         sessions.lines().any(|l| l.contains("acme")

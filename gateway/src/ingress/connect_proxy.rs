@@ -42,7 +42,7 @@ pub async fn serve(
             }
         };
         let (controller, token) = (Arc::clone(&controller), Arc::clone(&admin_token));
-        let span = tracing::info_span!("connect", %remote);
+        let span = tracing::info_span!("connect", %remote, session = tracing::field::Empty);
         signal.spawn(tracing::Instrument::instrument(
             async move {
                 if let Err(e) = handle(&controller, client, &token).await {
@@ -157,6 +157,7 @@ async fn handle(
     };
     let remote = client.peer_addr().map_err(|e| e.to_string())?;
     let session = controller.start_session(id, remote, client.local_addr().unwrap_or(remote), None).await;
+    tracing::Span::current().record("session", session);
     let early_len = early.len() as u64;
     let (send, recv, _slot) = match controller.open_stream(id, &stats, Bytes::from(early)).await {
         Ok(opened) => opened,

@@ -91,8 +91,9 @@ async fn adapter_call<R: Send + 'static>(
     controller: &Controller,
     call: impl FnOnce() -> Result<R, CallError> + Send + 'static,
 ) -> Result<Result<R, CallError>, Refusal> {
-    let span = tracing::debug_span!("plugin_call", world = "adapter");
-    tracing::Instrument::instrument(controller.plugin_calls().run(call), span)
+    controller
+        .plugin_calls()
+        .run(call)
         .await
         .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("adapter call: {e}")))
 }
@@ -110,7 +111,13 @@ pub(super) async fn serve(
     let this = Arc::clone(&controller);
     let service = hyper::service::service_fn(move |req| {
         let (this, stats) = (Arc::clone(&this), Arc::clone(&stats));
-        let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
+        let span = tracing::info_span!(
+            "request",
+            method = %req.method(),
+            path = %req.uri().path(),
+            account = tracing::field::Empty,
+            session = tracing::field::Empty,
+        );
         let served = async move {
             let response = match proxy(&this, id, remote, ingress, req, &stats).await {
                 Ok(response) => response,
@@ -181,6 +188,7 @@ async fn proxy(
 
     let head = request_head(&parts, target.needs_body_sha256.then(|| hex::encode(Sha256::digest(&body))))?;
     let (account, head) = authenticate_request(controller, &target.adapter, head).await?;
+    tracing::Span::current().record("account", tracing::field::display(&account));
     if let Some(only) = &target.account
         && *only != account
     {
@@ -239,6 +247,7 @@ async fn proxy(
         let upstream = upstream_request(&rewritten, body.clone())?.map(Full::new);
 
         let session = controller.start_session(id, remote, ingress, Some((&account, &principal))).await;
+        tracing::Span::current().record("session", session);
         if let Some(t) = &token {
             controller.note_session_token(session, t.expires_unix_s);
         }
@@ -250,6 +259,7 @@ async fn proxy(
             down: 0,
             outcome: None,
             _slot: None,
+            span: tracing::Span::current(),
         };
         let response = forward(controller, id, upstream, guard, stats).await?;
         // A cached token the target no longer accepts (revoked, or its clock runs ahead):
@@ -540,11 +550,14 @@ struct SessionGuard {
     outcome: Option<String>,
     /// The binding's connection slot, held while the response streams.
     _slot: Option<ActiveSlot>,
+    /// The request's span: the body may finish streaming outside it.
+    span: tracing::Span,
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         let outcome = self.outcome.take().unwrap_or_else(|| "refused".into());
+        tracing::info!(parent: &self.span, %outcome, up = self.up, down = self.down, "http request done");
         self.controller.end_session(self.session, self.up, self.down, outcome);
     }
 }

@@ -38,7 +38,7 @@ pub(super) async fn serve_binding(
         };
         let _ = client.set_nodelay(true);
         let (cancel, stats) = (cancelled.clone(), Arc::clone(&stats));
-        let span = tracing::info_span!("client", %remote);
+        let span = tracing::info_span!("client", %remote, session = tracing::field::Empty);
         if mode == Mode::Http {
             let task = super::http::serve(Arc::clone(&controller), id, client, remote, cancel, stats);
             controller.spawner().spawn(tracing::Instrument::instrument(task, span));
@@ -60,6 +60,7 @@ async fn carry_tcp(
 ) {
     let ingress = client.local_addr().unwrap_or(remote);
     let session = controller.start_session(id, remote, ingress, None).await;
+    tracing::Span::current().record("session", session);
     let early = already_sent(&client);
     let early_len = early.len() as u64;
     let (send, recv, _slot) = match controller.open_stream(id, &stats, early).await {

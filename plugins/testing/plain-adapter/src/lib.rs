@@ -1,6 +1,7 @@
 //! `plain-adapter` — test-only, never shipped. An adapter built straight from the `adapter`
 //! world with wit-bindgen, without the SDK: it exports `adapting` but not `authenticating`,
 //! like adapters built before that interface was added. The host must still load and call it.
+//! A request for `/spin` spins until the CPU deadline stops the call.
 
 #![allow(unsafe_code, missing_docs, dead_code)] // generated export glue
 
@@ -31,8 +32,15 @@ impl Guest for Plain {
         vec![]
     }
 
-    /// Injects the mapped principal as a bearer token.
+    /// Injects the mapped principal as a bearer token. A request for `/spin` makes it spin
+    /// until the host's CPU deadline stops it (tests of the host's blocking pool).
     fn rewrite_request(mut head: RequestHead, credentials: TargetCredentials) -> Result<RequestHead, String> {
+        if head.path == "/spin" {
+            let mut n = 0u64;
+            loop {
+                n = core::hint::black_box(n.wrapping_add(1));
+            }
+        }
         head.headers.retain(|p| !p.key.eq_ignore_ascii_case("authorization"));
         head.headers
             .push(Pair { key: "authorization".into(), value: format!("Bearer {}", credentials.principal) });
