@@ -42,6 +42,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 
+use crate::session::accounts::OPERATOR;
 use crate::session::client_auth::ClientCredentials;
 
 use super::api::{ConnectRequest, Credentials, Deleted, ErrorBody, NewAccount, PluginView, PolicyUpdate};
@@ -232,7 +233,7 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -
         },
         (["v1", "bindings"], &Method::POST) => match body::<BindRequest>(req).await {
             // The admin token is the operator's: bindings made here carry the operator's traffic.
-            Ok(r) => Ok(match crate::ingress::bind(c, r, "operator").await {
+            Ok(r) => Ok(match crate::ingress::bind(c, r, OPERATOR).await {
                 Ok(binding) => json(StatusCode::CREATED, &binding),
                 Err(e) => bind_error(e),
             }),

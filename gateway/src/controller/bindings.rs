@@ -468,6 +468,10 @@ impl Controller {
         let Some(view) = view else { return session };
         let (account, principal) = match who {
             Some((account, principal)) => (account.to_owned(), Some(principal.to_owned())),
+            // The operator (the admin token) is no account and maps to nothing: no look-up.
+            None if view.tunnel.account == crate::session::accounts::OPERATOR => {
+                (view.tunnel.account.clone(), None)
+            }
             None => {
                 let account = view.tunnel.account.clone();
                 let principal = match self.credentials(&account, &view.to).await {

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::controller::{BindError, ConnectError, Controller};
+use crate::session::accounts::OPERATOR;
 use crate::session::client_auth::ClientCredentials;
 use crate::shutdown::Signal;
 use crate::tunnel::splice::Side;
@@ -89,7 +90,7 @@ async fn read_head(client: &mut TcpStream) -> Result<(Vec<u8>, Vec<u8>), String>
 async fn principal(value: Option<&[u8]>, admin_token: &[u8; 32], controller: &Controller) -> Option<String> {
     let credentials = ClientCredentials::parse(value?)?;
     if crate::secret::matches_digest(credentials.secret(), admin_token) {
-        return Some("operator".to_owned());
+        return Some(OPERATOR.to_owned());
     }
     match credentials {
         ClientCredentials::Basic { user, secret } => {

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Who acts with the admin token: reserved, never an account id.
+pub const OPERATOR: &str = "operator";
+
 /// An account as stored.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,7 +135,7 @@ pub fn validate(new: &NewAccount) -> Result<(), String> {
             new.id
         ));
     }
-    if new.id == "operator" {
+    if new.id == OPERATOR {
         return Err("`operator` is reserved for the admin token".into());
     }
     if new.secret.chars().count() < 16 {
