@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use skybridge_gateway::controller::events::Event;
 use skybridge_gateway::mesh::identity::Role;
 use skybridge_gateway::mesh::messages::Control;
 use skybridge_gateway::mesh::stream::{read_frame, write_frame};
@@ -341,6 +342,7 @@ async fn read_until_failure(client: &mut tokio::net::TcpStream) -> Result<usize,
 async fn a_relay_killed_mid_stream_ends_the_stream_with_an_error_and_the_binding_reroutes() {
     let stream_service = endless_service().await;
     let mut mesh = TestMesh::start(stream_diamond(stream_service)).await;
+    let mut events = mesh.ctl().subscribe();
     let (status, binding) = bind(&mesh, "stream", json!({})).await;
     assert_eq!(status, 201, "{binding:#}");
     assert_eq!(binding["tunnel"]["hops"], json!(["r1", "r3", "r4", "site-b"]));
@@ -377,6 +379,30 @@ async fn a_relay_killed_mid_stream_ends_the_stream_with_an_error_and_the_binding
     for relay in ["r1", "r2", "r4"] {
         assert_eq!(mesh.relays[relay].tunnels().tunnels().len(), 1, "{relay}: only the new tunnel");
     }
+
+    // The same story as the controller's events, in order: the decision and the binding, r3
+    // going down, the re-route's new decision and the re-route itself.
+    let mut seen = Vec::new();
+    while let Ok(stamped) = events.try_recv() {
+        seen.push(stamped.event);
+    }
+    let position = |what: &str, wanted: &dyn Fn(&Event) -> bool| {
+        seen.iter().position(wanted).unwrap_or_else(|| panic!("no event {what} in {seen:#?}"))
+    };
+    let decided =
+        position("decided", &|e| matches!(e, Event::Decided { path, .. } if path == &["r1", "r3", "r4"]));
+    let opened =
+        position("binding opened", &|e| matches!(e, Event::BindingOpened { binding, .. } if *binding == id));
+    let down = position("r3 down", &|e| matches!(e, Event::NodeDown { node, .. } if node == "r3"));
+    let redecided = position(
+        "new decision",
+        &|e| matches!(e, Event::Decided { path, .. } if path == &["r1", "r2", "r4"]),
+    );
+    let rerouted = position(
+        "rerouted",
+        &|e| matches!(e, Event::Rerouted { binding, to_hops, .. } if *binding == id && to_hops == &["r1", "r2", "r4", "site-b"]),
+    );
+    assert!(decided < opened && opened < down && down < redecided && redecided < rerouted, "{seen:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::connect::ConnectError;
+use super::events::Event;
 use super::tunnels::TunnelRecord;
 use super::view::PathProblem;
 use super::{Controller, lock};
@@ -301,16 +302,23 @@ impl Controller {
             hold_until: Instant::now(),
         };
         lock(&self.bindings.by_id).insert(id, binding);
+        self.events.publish(Event::BindingOpened { binding: id, hops: view.tunnel.hops.clone() });
         Ok((view, cancelled, stats))
     }
 
-    /// End a binding: close its listener, abort its connections, tear its tunnel down.
+    /// End a binding on request: close its listener, abort its connections, tear its tunnel
+    /// down.
     pub async fn unbind(&self, id: u64) -> Option<BindingView> {
+        self.close_binding(id, "requested").await
+    }
+
+    async fn close_binding(&self, id: u64, reason: &str) -> Option<BindingView> {
         let binding = lock(&self.bindings.by_id).remove(&id)?;
         binding.cancel.send_replace(true);
         let view = binding.view();
         self.teardown_tunnel(&view.tunnel).await;
-        tracing::info!(binding = id, "binding closed");
+        tracing::info!(binding = id, reason, "binding closed");
+        self.events.publish(Event::BindingClosed { binding: id, reason: reason.to_owned() });
         Some(view)
     }
 
@@ -320,8 +328,7 @@ impl Controller {
         let views: Vec<BindingView> = lock(&self.bindings.by_id).values().map(|b| b.view.clone()).collect();
         for view in views {
             if let Some(why) = reap_reason(&view, now, self.nodes.is_up(&view.from)) {
-                tracing::info!(binding = view.id, "closing binding: {why}");
-                self.unbind(view.id).await;
+                self.close_binding(view.id, &why).await;
             }
         }
     }
@@ -382,6 +389,12 @@ impl Controller {
             to_hops: new.hops.clone(),
         };
         tracing::warn!(binding = id, reason = %problem.reason, from = ?old.hops, to = ?new.hops, "binding re-routed");
+        self.events.publish(Event::Rerouted {
+            binding: id,
+            reason: reroute.reason.clone(),
+            from_hops: reroute.from_hops.clone(),
+            to_hops: reroute.to_hops.clone(),
+        });
         let still_bound = match lock(&self.bindings.by_id).get_mut(&id) {
             Some(b) => {
                 b.view.tunnel = new.clone();

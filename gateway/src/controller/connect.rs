@@ -112,6 +112,12 @@ impl Controller {
             decision = record.id, from, to, path = ?record.decision.chosen().path,
             score = ?record.decision.chosen().score, "connection decided"
         );
+        self.events.publish(super::events::Event::Decided {
+            decision: record.id,
+            from: record.from.clone(),
+            to: record.to.clone(),
+            path: record.decision.chosen().path.clone(),
+        });
         Ok(record)
     }
 

@@ -11,6 +11,7 @@
 //! | [`accounts`] | accounts and their credential mappings |
 //! | [`tunnels`] | tunnel setup and teardown on the hops (step 5) |
 //! | [`bindings`] | bindings, their expiry and re-routes, and the sessions recorded on them |
+//! | [`events`] | a broadcast of what happened: membership, nearest relays, decisions, bindings |
 //!
 //! How data flows: relays and sites connect ([`nodes`]) and keep the [`view::MeshView`]
 //! current. A decision ([`Controller::decide`]) reads routing relays and candidate paths from
@@ -27,6 +28,7 @@
 pub mod accounts;
 pub mod bindings;
 pub mod connect;
+pub mod events;
 pub mod nodes;
 pub mod policy;
 pub mod tunnels;
@@ -77,6 +79,7 @@ pub struct Controller {
     tokens: Mutex<TokenCache>,
     ingress: IngressConfig,
     spawner: Spawner,
+    events: events::Events,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,6 +119,7 @@ impl Controller {
             tokens: Mutex::new(TokenCache::default()),
             ingress: config.ingress.clone(),
             spawner: shutdown.spawner(),
+            events: events::Events::default(),
         });
         tokio::spawn(nodes::accept(Arc::clone(&controller), Arc::clone(&endpoint), shutdown.signal()));
         tokio::spawn(tick(Arc::clone(&controller), endpoint, shutdown.signal()));
@@ -141,6 +145,11 @@ impl Controller {
     /// A spawner whose tasks end at the controller's shutdown (for the ingress's listeners).
     pub fn spawner(&self) -> &Spawner {
         &self.spawner
+    }
+
+    /// Every event from now on (see [`events`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<events::Stamped> {
+        self.events.subscribe()
     }
 
     /// The ingress's configuration.
@@ -202,7 +211,10 @@ impl Controller {
     /// a scorer) on the plugin pool before anything changes.
     pub async fn set_policy(self: &Arc<Self>, update: PolicyUpdate) -> Result<Policy, String> {
         let this = Arc::clone(self);
-        self.plugin_calls.run(move || this.policy.update(&update)).await.map_err(|e| e.to_string())?
+        let policy =
+            self.plugin_calls.run(move || this.policy.update(&update)).await.map_err(|e| e.to_string())??;
+        self.events.publish(events::Event::PolicyChanged);
+        Ok(policy)
     }
 }
 
@@ -235,7 +247,7 @@ async fn tick(controller: Arc<Controller>, endpoint: Arc<MeshEndpoint>, mut sign
             _ = tick.tick() => {}
             () = signal.recv() => break,
         }
-        controller.nodes.poll(Instant::now());
+        controller.nodes.poll(Instant::now(), &controller.events);
         controller.reap_bindings().await;
         controller.reroute_bindings().await;
     }

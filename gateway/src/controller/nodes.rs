@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::Controller;
+use super::events::{Event, Events};
 use super::view::MeshView;
 use crate::mesh::identity::Role;
 use crate::mesh::membership::MembershipEvent;
@@ -49,14 +50,17 @@ impl Nodes {
     }
 
     /// Mark silent nodes down at `now`.
-    pub fn poll(&self, now: Instant) {
-        log_events(&self.view().membership_mut().poll(now));
+    pub fn poll(&self, now: Instant, events: &Events) {
+        let happened = self.view().membership_mut().poll(now);
+        publish(&happened, events);
     }
 }
 
-fn log_events(events: &[MembershipEvent]) {
-    for e in events {
+/// Log membership changes and publish them.
+fn publish(happened: &[MembershipEvent], events: &Events) {
+    for e in happened {
         tracing::info!("membership: {e:?}");
+        events.publish(Event::from(e));
     }
 }
 
@@ -111,7 +115,7 @@ impl Controller {
                         (m.register(&name, role, listen, Instant::now()), m.config().heartbeat_ms)
                     };
                     match registered_now {
-                        Ok(events) => log_events(&events),
+                        Ok(happened) => publish(&happened, &self.events),
                         Err(e) => {
                             tracing::warn!(parent: &span, "registration refused: {e}");
                             stream.refuse(RefusalCode::Forbidden, &e.to_string()).await;
@@ -174,8 +178,8 @@ impl Controller {
         if conns.get(&name).is_some_and(|c| c.stable_id() == conn.stable_id()) {
             conns.remove(&name);
             drop(conns);
-            let events = self.nodes.view().membership_mut().disconnected(&name, Instant::now());
-            log_events(&events);
+            let happened = self.nodes.view().membership_mut().disconnected(&name, Instant::now());
+            publish(&happened, &self.events);
         }
     }
 
@@ -191,17 +195,20 @@ impl Controller {
         loop {
             match stream.recv().await {
                 Ok(Some(Control::Heartbeat { .. })) => {
-                    if let Ok(events) = self.nodes.view().membership_mut().heartbeat(&name, Instant::now()) {
-                        log_events(&events);
+                    if let Ok(happened) = self.nodes.view().membership_mut().heartbeat(&name, Instant::now())
+                    {
+                        publish(&happened, &self.events);
                     }
                 }
                 Ok(Some(Control::LinkReport { links })) => {
                     let now = Instant::now();
                     let mut view = self.nodes.view();
-                    if let Ok(events) = view.membership_mut().heartbeat(&name, now) {
-                        log_events(&events);
+                    if let Ok(happened) = view.membership_mut().heartbeat(&name, now) {
+                        publish(&happened, &self.events);
                     }
-                    view.on_link_report(&name, role, links, now);
+                    if let Some((from, to)) = view.on_link_report(&name, role, links, now) {
+                        self.events.publish(Event::NearestRelay { platform: name.clone(), from, to });
+                    }
                 }
                 Ok(Some(other)) => {
                     tracing::warn!(parent: &span, "unexpected message on the control stream: {other:?}");

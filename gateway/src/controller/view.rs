@@ -125,13 +125,20 @@ impl MeshView {
     }
 
     /// Take in what `node` (of `role`) measured at `now`: a relay's links, or the relays a
-    /// site measures (which may change its nearest relay: the event says so).
-    pub fn on_link_report(&mut self, node: &str, role: Role, links: Vec<LinkReport>, now: Instant) {
+    /// site measures — which may change its nearest relay: then the relay before and after.
+    pub fn on_link_report(
+        &mut self,
+        node: &str,
+        role: Role,
+        links: Vec<LinkReport>,
+        now: Instant,
+    ) -> Option<(Option<String>, Option<String>)> {
         match role {
             Role::Relay => {
                 for l in links {
                     self.links.insert((node.to_owned(), l.neighbour), LinkRecord { stats: l.stats, at: now });
                 }
+                None
             }
             Role::Site => {
                 let relays: BTreeMap<String, LinkStats> =
@@ -150,11 +157,13 @@ impl MeshView {
                 let before = site.nearest.current().cloned();
                 let after = site.nearest.update(&rtts).cloned();
                 site.relays = relays;
-                if before != after {
-                    tracing::info!(platform = node, from = ?before, to = ?after, "nearest relay changed");
+                if before == after {
+                    return None;
                 }
+                tracing::info!(platform = node, from = ?before, to = ?after, "nearest relay changed");
+                Some((before, after))
             }
-            Role::Controller => {}
+            Role::Controller => None,
         }
     }
 
@@ -365,6 +374,24 @@ mod tests {
         v.membership_mut().disconnected("site-a", now);
         let e = v.nearest_relay("site-a").unwrap_err();
         assert!(matches!(&e, ConnectError::Unavailable(why) if why.contains("down")), "{e}");
+    }
+
+    #[test]
+    fn a_changed_nearest_relay_is_reported_once() {
+        let now = Instant::now();
+        let mut v = view(now);
+        let same =
+            v.on_link_report("site-a", Role::Site, vec![report("r1", 1.0, 0.0), report("r3", 9.0, 0.0)], now);
+        assert_eq!(same, None, "no change, nothing to report");
+        // r3 becomes far better than r1 (past the hysteresis).
+        let moved = v.on_link_report(
+            "site-a",
+            Role::Site,
+            vec![report("r1", 50.0, 0.0), report("r3", 1.0, 0.0)],
+            now,
+        );
+        assert_eq!(moved, Some((Some("r1".into()), Some("r3".into()))));
+        assert_eq!(v.on_link_report("r1", Role::Relay, vec![report("r2", 5.0, 0.0)], now), None);
     }
 
     #[test]
