@@ -12,7 +12,7 @@ use std::time::Duration;
 use skybridge_gateway::mesh::identity::{NodeIdentity, Role, init_ca, issue};
 use skybridge_gateway::mesh::probe::{ProbePlan, Prober};
 use skybridge_gateway::mesh::transport::MeshEndpoint;
-use skybridge_gateway::netem::{Conditions, LinkParams, UdpLink};
+use skybridge_gateway::testkit::netem::{Conditions, LinkParams, UdpLink};
 
 fn identity(ca: &std::path::Path, dir: &std::path::Path, name: &str) -> NodeIdentity {
     let (cert, key) = issue(ca, name, Role::Relay, dir).expect("issue");

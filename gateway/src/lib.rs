@@ -30,10 +30,11 @@
 //!   proxy that translates sessions.
 //! - [`admin`] — the admin API: its request/response types and its server.
 //! - [`config`], [`node`] — the nodes' TOML files, and the role runners (controller, relay,
-//!   site) with whole local meshes for the demo and tests ([`node::local`]).
-//! - [`netem`] — the user-space link emulator (delay, jitter, loss, rate per direction) that
-//!   tests and the demo put between nodes, since kernel traffic shaping is not available.
-//! - `src/cli/` (binary only) — the `skybridge` command line.
+//!   site).
+//! - `testkit` (feature `testkit`) — whole local meshes and the user-space link emulator, for
+//!   tests, benchmarks and `skybridge demo`; not part of the default API.
+//!
+//! The `skybridge` command line is its own package (`cli/`), built on this library.
 //!
 //! Still to come (see DESIGN.md): the service catalog.
 //!
@@ -72,7 +73,6 @@ pub mod config;
 pub mod controller;
 pub mod ingress;
 pub mod mesh;
-pub mod netem;
 pub mod node;
 pub mod path;
 pub mod plugin;
@@ -81,5 +81,7 @@ pub mod secret;
 pub mod session;
 pub mod shutdown;
 pub mod store;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod time;
 pub mod tunnel;

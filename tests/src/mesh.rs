@@ -1,4 +1,4 @@
-//! Whole meshes for tests: [`skybridge_gateway::node::local`]'s in-process mesh (real nodes,
+//! Whole meshes for tests: [`skybridge_gateway::testkit::local`]'s in-process mesh (real nodes,
 //! QUIC, mutual TLS, redb, plugins, an emulated WAN on every link), with helpers that panic
 //! with the controller's view when something does not happen, and the admin API's own
 //! client.
@@ -11,10 +11,10 @@ use serde_json::Value;
 use skybridge_gateway::admin::AdminClient;
 use skybridge_gateway::admin::client::Method;
 use skybridge_gateway::controller::Controller;
-use skybridge_gateway::netem::LinkParams;
-use skybridge_gateway::node::local::LocalMesh;
-pub use skybridge_gateway::node::local::{Pki, Topology, fast_probing};
 use skybridge_gateway::path::Policy;
+use skybridge_gateway::testkit::local::LocalMesh;
+pub use skybridge_gateway::testkit::local::{Pki, Topology, fast_probing};
+use skybridge_gateway::testkit::netem::LinkParams;
 
 /// The weighted scorer with these weights, k and probe count, probes 5 ms apart.
 pub fn policy(weights: &[(&str, f64)], k: usize, probes: u32) -> Policy {

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 
 use serde_json::{Value, json};
-use skybridge_gateway::netem::LinkParams;
+use skybridge_gateway::testkit::netem::LinkParams;
 use skybridge_tests::mesh::{TestMesh, Topology, policy};
 use skybridge_tests::{peer_script, peers_python, plugin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -10,9 +10,9 @@ use skybridge_gateway::mesh::membership::NodeState;
 use skybridge_gateway::mesh::messages::Control;
 use skybridge_gateway::mesh::stream::Framed;
 use skybridge_gateway::mesh::transport::MeshEndpoint;
-use skybridge_gateway::netem::LinkParams;
 use skybridge_gateway::node::config::{Peer, RelayConfig};
 use skybridge_gateway::node::relay::Relay;
+use skybridge_gateway::testkit::netem::LinkParams;
 use skybridge_tests::mesh::{Pki, TestMesh, Topology, candidate, chosen_path, fast_probing, http, policy};
 
 fn delay(ms: f64) -> LinkParams {

@@ -15,7 +15,7 @@ use skybridge_gateway::mesh::identity::Role;
 use skybridge_gateway::mesh::messages::Control;
 use skybridge_gateway::mesh::stream::{read_frame, write_frame};
 use skybridge_gateway::mesh::transport::MeshEndpoint;
-use skybridge_gateway::netem::LinkParams;
+use skybridge_gateway::testkit::netem::LinkParams;
 use skybridge_tests::mesh::{TestMesh, Topology, policy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -358,7 +358,7 @@ const BENCH_PEERS: &[(&str, &str)] = &[
 fn bench_tunnel(args: &[String]) -> Result<()> {
     ensure_programs(BENCH_PEERS)?;
     build_plugins(Toolchain::Auto)?;
-    run_cmd(cargo().args(["build", "--release", "-p", "skybridge-gateway", "--bin", "skybridge"]))?;
+    run_cmd(cargo().args(["build", "--release", "-p", "skybridge", "--bin", "skybridge"]))?;
     let script = workspace_root().join("bench/tunnel.sh");
     run_cmd(Command::new("bash").arg(script).args(args.iter().take(1)))
 }
@@ -503,7 +503,7 @@ fn demo() -> Result<()> {
     let plugins = plugin_out_dir();
     let skybridge = |args: &[&OsStr]| -> Result<()> {
         let mut cmd = cargo();
-        cmd.args(["run", "--quiet", "-p", "skybridge-gateway", "--bin", "skybridge", "--"]).args(args);
+        cmd.args(["run", "--quiet", "-p", "skybridge", "--bin", "skybridge", "--"]).args(args);
         // An authorization refusal exits 1; for the demo it is an answer, not a failure.
         eprintln!(
             "xtask: $ skybridge {}",

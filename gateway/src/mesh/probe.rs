@@ -431,7 +431,7 @@ mod tests {
     use super::*;
     use crate::mesh::identity::{NodeIdentity, Role, init_ca, issue};
     use crate::mesh::transport::MeshEndpoint;
-    use crate::netem::{Conditions, LinkParams, UdpLink};
+    use crate::testkit::netem::{Conditions, LinkParams, UdpLink};
     use std::path::Path;
 
     fn identity(ca: &Path, dir: &Path, name: &str) -> NodeIdentity {

@@ -21,14 +21,14 @@
 //!                                └──decision record ──▶ redb, and back to the caller
 //! ```
 //!
-//! [`local`] runs a whole mesh in one process over emulated links (`skybridge demo`, tests).
+//! The test kit (`crate::testkit`, feature `testkit`) runs a whole mesh in one process over
+//! emulated links (`skybridge demo`, tests).
 //! [`uplink`] is the relay's and site's session with the controller.
 
 /// The nodes' configuration files (kept at the crate's top level: the controller reads its
 /// own part, and the controller sits below the role runners).
 pub use crate::config;
 pub mod controller;
-pub mod local;
 pub mod relay;
 pub mod site;
 pub mod uplink;

@@ -15,9 +15,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tempfile::TempDir;
 
-use super::controller::ControllerHandle;
-use super::relay::Relay;
-use super::site::Site;
 use crate::config::{
     AdapterConfig, AdminConfig, ControllerConfig, Endpoint, IngressConfig, Peer, Probing, RelayConfig,
     SiteConfig, TlsFiles,
@@ -25,8 +22,11 @@ use crate::config::{
 use crate::controller::Controller;
 use crate::mesh::identity::{Role, init_ca, issue};
 use crate::mesh::membership::{MembershipConfig, NodeState};
-use crate::netem::{Conditions, LinkParams, UdpLink};
+use crate::node::controller::ControllerHandle;
+use crate::node::relay::Relay;
+use crate::node::site::Site;
 use crate::path::{Hysteresis, Policy};
+use crate::testkit::netem::{Conditions, LinkParams, UdpLink};
 
 /// A development CA in a temporary folder, issuing node identities on demand.
 pub struct Pki {
@@ -199,7 +199,7 @@ impl LocalMesh {
             },
             adapters: topology.adapters.clone(),
         };
-        let controller = super::controller::start(controller_config.clone()).await?;
+        let controller = crate::node::controller::start(controller_config.clone()).await?;
         let controller_peer = Peer { name: "controller".into(), addr: controller.mesh_addr() };
 
         // Dialled relays first: a relay starts once every relay it dials is running.
@@ -327,7 +327,7 @@ impl LocalMesh {
         // after the close: a busy address is retried for up to 5 s, as for relays.
         let deadline = Instant::now() + Duration::from_secs(5);
         self.controller = loop {
-            match super::controller::start(config.clone()).await {
+            match crate::node::controller::start(config.clone()).await {
                 Ok(c) => break c,
                 Err(e) if Instant::now() < deadline && format!("{e:#}").contains("in use") => {
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -10,9 +10,9 @@ use anyhow::Context;
 use clap::Args;
 use skybridge_gateway::admin::AdminClient;
 use skybridge_gateway::admin::api::{BindRequest, Credentials, Mode, NewAccount, PolicyUpdate};
-use skybridge_gateway::netem::LinkParams;
-use skybridge_gateway::node::local::{LocalMesh, Topology};
 use skybridge_gateway::path::Policy;
+use skybridge_gateway::testkit::local::{LocalMesh, Topology};
+use skybridge_gateway::testkit::netem::LinkParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ctl;

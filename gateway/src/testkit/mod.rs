@@ -1,0 +1,12 @@
+//! # The test kit (feature `testkit`)
+//!
+//! What tests, benchmarks and `skybridge demo` need and a deployment does not, so it is not
+//! part of the library's default API:
+//!
+//! - [`netem`] — the user-space link emulator (delay, jitter, loss, rate per direction), since
+//!   kernel traffic shaping is not available on the test machines;
+//! - [`local`] — a whole mesh in one process: a development CA, a controller, relays and sites
+//!   on loopback with an emulated link under every mesh link.
+
+pub mod local;
+pub mod netem;
