@@ -87,6 +87,31 @@ impl Spawner {
     }
 }
 
+/// The next connection on `listener`, or `None` once `stop` completes. A failed accept (out
+/// of file descriptors, say) is logged and retried after a pause rather than spun on: a
+/// listener never ends by itself.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    stop: impl Future<Output = ()>,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                        () = &mut stop => return None,
+                    }
+                }
+            },
+            () = &mut stop => return None,
+        }
+    }
+}
+
 impl Signal {
     /// Whether the signal has been raised.
     pub fn is_raised(&self) -> bool {
@@ -161,6 +186,22 @@ mod tests {
         });
         assert!(spawner.signal().is_none());
         assert_eq!(rx.recv().await, None, "nothing ran after the shutdown");
+    }
+
+    #[tokio::test]
+    async fn accept_returns_connections_until_stopped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let mut signal = shutdown.signal();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (_, from) = accept(&listener, signal.recv()).await.expect("a connection");
+        assert!(from.ip().is_loopback());
+        let mut waiting = shutdown.signal();
+        let stopped = tokio::spawn(async move { accept(&listener, waiting.recv()).await.is_none() });
+        drop(signal);
+        shutdown.run().await;
+        assert!(stopped.await.unwrap(), "stopped, not a connection");
     }
 
     #[tokio::test]

@@ -81,20 +81,7 @@ pub async fn serve(
     mut signal: Signal,
 ) {
     let token: Arc<[u8; 32]> = Arc::new(secret::digest(&token));
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = signal.recv() => return,
-        };
-        let (stream, remote) = match accepted {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of file descriptors and the like: back off rather than spin.
-                tracing::warn!("admin API accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((stream, remote)) = crate::shutdown::accept(&listener, signal.recv()).await {
         let (controller, token) = (Arc::clone(&controller), Arc::clone(&token));
         signal.spawn(async move {
             let service = hyper::service::service_fn(move |req| {

@@ -29,19 +29,7 @@ pub async fn serve(
     admin_token: Arc<[u8; 32]>,
     mut signal: Signal,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = signal.recv() => return,
-        };
-        let (client, remote) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("CONNECT accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((client, remote)) = crate::shutdown::accept(&listener, signal.recv()).await {
         let (controller, token) = (Arc::clone(&controller), Arc::clone(&admin_token));
         let span = tracing::info_span!("connect", %remote, session = tracing::field::Empty);
         signal.spawn(tracing::Instrument::instrument(

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -20,22 +19,15 @@ pub(super) async fn serve_binding(
     listener: tokio::net::TcpListener,
     id: u64,
     mode: Mode,
-    mut cancelled: watch::Receiver<bool>,
+    cancelled: watch::Receiver<bool>,
     stats: Arc<Stats>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = cancelled.wait_for(|c| *c) => return,
-        };
-        let (client, remote) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let mut watch = cancelled.clone();
+    let closed = async move {
+        let _ = watch.wait_for(|c| *c).await;
+    };
+    let mut closed = std::pin::pin!(closed);
+    while let Some((client, remote)) = crate::shutdown::accept(&listener, closed.as_mut()).await {
         let _ = client.set_nodelay(true);
         let (cancel, stats) = (cancelled.clone(), Arc::clone(&stats));
         let span = tracing::info_span!("client", %remote, session = tracing::field::Empty);
@@ -113,7 +105,7 @@ mod tests {
             if !got.is_empty() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(&got[..], b"GET / HTTP/1.1\r\n\r\n");
         assert!(already_sent(&server).is_empty(), "taken once");
