@@ -317,3 +317,91 @@ pub async fn serve_streams(table: Arc<HopTable>, conn: quinn::Connection, peer: 
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tunnel::setup;
+
+    const SECRET: [u8; 32] = [3u8; 32];
+
+    /// r2's table, registered (it has its key), and a tunnel r1 → r2 → site-b planned.
+    fn table() -> (Arc<HopTable>, setup::SetupPlan) {
+        let table = HopTable::new("r2", BTreeMap::new(), Prober::new("r2", true));
+        table.set_key(HopKey::derive(&SECRET, "r2"));
+        let path: Vec<String> = ["r1", "r2", "site-b"].map(String::from).into();
+        let plan = setup::plan(7, "controller", &path, "web", "acme", 10_000, |n| HopKey::derive(&SECRET, n));
+        (table, plan)
+    }
+
+    fn set_up(table: &HopTable, plan: &setup::SetupPlan, now: u64) -> Result<(), Refusal> {
+        let hop = &plan.hops[1];
+        table.setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), now)
+    }
+
+    #[test]
+    fn a_grant_is_taken_until_it_expires_and_refused_after() {
+        let (table, plan) = table();
+        set_up(&table, &plan, 9_999).unwrap();
+        assert_eq!(table.tunnels(), [7]);
+        let token = &plan.hops[1].token;
+        assert!(table.admit("r1", 7, token, 9_999).is_ok());
+        let late = table.admit("r1", 7, token, 10_000).unwrap_err();
+        assert_eq!((late.code, late.reason.as_str()), (RefusalCode::Forbidden, "tunnel 7 has expired"));
+        table.expire(9_999);
+        assert_eq!(table.tunnels(), [7], "not yet");
+        table.expire(10_000);
+        assert!(table.tunnels().is_empty(), "expired grants are dropped");
+        let e = set_up(&table, &plan, 10_000).unwrap_err();
+        assert_eq!(e.reason, "the grant has expired");
+    }
+
+    #[test]
+    fn only_the_previous_hop_with_this_hops_token_is_admitted() {
+        let (table, plan) = table();
+        set_up(&table, &plan, 0).unwrap();
+        let token = plan.hops[1].token.clone();
+        let stranger = table.admit("r9", 7, &token, 0).unwrap_err();
+        assert_eq!(stranger.code, RefusalCode::Forbidden);
+        assert!(stranger.reason.contains("not open to r9"), "{stranger}");
+        // r1's own token is for r1, not r2.
+        let wrong = table.admit("r1", 7, &plan.hops[0].token, 0).unwrap_err();
+        assert!(wrong.reason.contains("invalid token"), "{wrong}");
+        let unknown = table.admit("r1", 8, &token, 0).unwrap_err();
+        assert_eq!(unknown.code, RefusalCode::NotFound);
+        let (next, next_token, _) = table.admit("r1", 7, &token, 0).unwrap();
+        assert_eq!((next, next_token), (Next::Node("site-b".into()), plan.hops[1].next_token.clone()));
+        assert!(table.teardown(7) && !table.teardown(7));
+    }
+
+    #[test]
+    fn without_a_key_a_setup_is_refused_as_worth_a_retry() {
+        let table = HopTable::new("r2", BTreeMap::new(), Prober::new("r2", true));
+        let (_, plan) = self::table();
+        let e = set_up(&table, &plan, 0).unwrap_err();
+        assert_eq!(e.code, RefusalCode::NotReady);
+        assert!(e.retry, "a retry may help once the node has registered");
+        // A grant for another node, or a forged token, is refused for good.
+        table.set_key(HopKey::derive(&SECRET, "r2"));
+        let for_r1 = &plan.hops[0];
+        let e = table.setup(for_r1.grant.clone(), &for_r1.token, for_r1.next_token.clone(), 0).unwrap_err();
+        assert!(!e.retry && e.reason.contains("the grant is for r1"), "{e}");
+        let e = table.setup(plan.hops[1].grant.clone(), "00", None, 0).unwrap_err();
+        assert!(!e.retry && e.code == RefusalCode::Forbidden, "{e}");
+    }
+
+    #[test]
+    fn a_site_refuses_an_endpoint_it_does_not_publish_naming_those_it_does() {
+        let endpoints: BTreeMap<String, SocketAddr> =
+            [("web".to_owned(), "127.0.0.1:8080".parse().unwrap())].into();
+        let site = HopTable::new("site-b", endpoints, Prober::new("site-b", false));
+        site.set_key(HopKey::derive(&SECRET, "site-b"));
+        let path: Vec<String> = ["r1", "site-b"].map(String::from).into();
+        let plan = setup::plan(1, "controller", &path, "db", "acme", 10, |n| HopKey::derive(&SECRET, n));
+        let hop = &plan.hops[1];
+        let e = site.setup(hop.grant.clone(), &hop.token, None, 0).unwrap_err();
+        assert_eq!(e.code, RefusalCode::NotFound);
+        assert_eq!(e.reason, "site-b does not publish endpoint `db` (published: web)");
+        assert_eq!(site.endpoint("8080"), site.endpoint("web"), "a unique port names its endpoint");
+    }
+}
