@@ -112,13 +112,13 @@ pub async fn http(
 ) -> (u16, Value) {
     let client = AdminClient::for_addr(addr, token.unwrap_or_default());
     let method = Method::from_bytes(method.as_bytes()).unwrap_or_else(|e| panic!("method {method}: {e}"));
-    let (status, body) = client
+    let answer = client
         .exchange(method, path, body.map(|b| b.as_bytes().to_vec()), token.is_some())
         .await
         .unwrap_or_else(|e| panic!("{path}: {e}"));
-    let value = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&body)));
-    (status, value)
+    let value = serde_json::from_slice(&answer.body)
+        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&answer.body)));
+    (answer.status, value)
 }
 
 /// The chosen path of a decision record, e.g. `["r1", "r3", "r4"]`.

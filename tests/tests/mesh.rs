@@ -12,6 +12,7 @@ use skybridge_gateway::mesh::stream::Framed;
 use skybridge_gateway::mesh::transport::MeshEndpoint;
 use skybridge_gateway::node::config::{Peer, RelayConfig};
 use skybridge_gateway::node::relay::Relay;
+use skybridge_gateway::session::tokens::CachedToken;
 use skybridge_gateway::testkit::netem::LinkParams;
 use skybridge_tests::mesh::{Pki, TestMesh, Topology, candidate, chosen_path, fast_probing, http, policy};
 
@@ -287,6 +288,15 @@ async fn the_admin_api_refuses_strangers_and_bad_requests_clearly() {
         ("GET", "/v1/connections/999", None, 404, "no decision 999"),
         ("GET", "/v1/connections/abc", None, 400, "not a number"),
         ("DELETE", "/v1/nodes", None, 405, "DELETE is not allowed"),
+        ("GET", "/v1/decisions/999", None, 404, "no decision 999"),
+        ("GET", "/v1/decisions/abc", None, 400, "decision id `abc` is not a number"),
+        ("PATCH", "/v1/bindings/1", None, 405, "PATCH is not allowed on /v1/bindings/1"),
+        ("PUT", "/v1/bindings", None, 405, "PUT is not allowed"),
+        ("POST", "/v1/sessions", None, 405, "POST is not allowed"),
+        ("PUT", "/v1/accounts", None, 405, "PUT is not allowed"),
+        ("POST", "/v1/accounts/acme", None, 405, "POST is not allowed"),
+        ("GET", "/v1/accounts/acme/credentials/aws", None, 405, "GET is not allowed"),
+        ("DELETE", "/v1/plugins", None, 405, "DELETE is not allowed"),
         ("GET", "/v1/teleport", None, 404, "no such endpoint"),
         ("PUT", "/v1/policy", Some(r#"{"k": 0}"#), 400, "k must be between 1 and 32"),
         ("PUT", "/v1/policy", Some(r#"{"weights": {"latency": 1e999}}"#), 400, "invalid JSON body"),
@@ -297,6 +307,26 @@ async fn the_admin_api_refuses_strangers_and_bad_requests_clearly() {
         let error = answer["error"].as_str().unwrap_or_default();
         assert!(status == *want && error.contains(message), "{method} {path} {body:?}: {status} {answer}");
     }
+    // A 405 says what the path does serve.
+    let method = skybridge_gateway::admin::client::Method::PATCH;
+    let answer = mesh.client().exchange(method, "/v1/bindings/1", None, true).await.expect("answer");
+    let allow = answer.headers.get("allow").and_then(|v| v.to_str().ok());
+    assert_eq!((answer.status, allow), (405, Some("GET, DELETE")));
+
+    // Reading an account is a read: the target tokens cached for it stay. Changing its
+    // credentials drops them (they were obtained with the old ones).
+    let (status, _) =
+        mesh.api("POST", "/v1/accounts", Some(r#"{"id": "acme", "secret": "0123456789abcdef"}"#)).await;
+    assert_eq!(status, 201);
+    let token = CachedToken { value: "t".into(), expires_unix_s: u64::MAX / 2, fetched_unix_s: 0 };
+    mesh.ctl().tokens().insert("site-b", "acme", token);
+    let (status, _) = mesh.api("GET", "/v1/accounts/acme", None).await;
+    assert_eq!(status, 200);
+    assert!(mesh.ctl().tokens().fresh("site-b", "acme", 1).is_some(), "a GET evicted the account's tokens");
+    let mapping = r#"{"principal": "p", "secret": "s"}"#;
+    let (status, _) = mesh.api("PUT", "/v1/accounts/acme/credentials/site-b", Some(mapping)).await;
+    assert_eq!(status, 200);
+    assert!(mesh.ctl().tokens().fresh("site-b", "acme", 1).is_none(), "new credentials, old tokens kept");
     // An authorizer is not a scorer; a refused change leaves the policy as it was.
     let authorizer = skybridge_tests::plugin("allowlist-authorizer");
     let (status, answer) =

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use skybridge_gateway::controller::events::Event;
 use skybridge_gateway::mesh::identity::Role;
-use skybridge_gateway::mesh::messages::Control;
+use skybridge_gateway::mesh::messages::{Control, RefusalCode};
 use skybridge_gateway::mesh::stream::{read_frame, write_frame};
 use skybridge_gateway::mesh::transport::MeshEndpoint;
 use skybridge_gateway::testkit::netem::LinkParams;
@@ -260,9 +260,14 @@ async fn half_close_crosses_the_tunnel_and_strangers_cannot_use_it() {
         let (mut send, mut recv) = conn.open_bi().await.expect("stream");
         write_frame(&mut send, &Control::TunnelOpen { tunnel, token }).await.expect("sent");
         match read_frame(&mut recv, Duration::from_secs(5)).await {
-            Ok(Control::Refused { reason, .. }) => {
+            Ok(Control::Refused { code, retry, reason }) => {
                 let want = if name == "r1" { "invalid token" } else { "is not open to r9" };
                 assert!(reason.contains(want), "{name}: {reason}");
+                assert_eq!(
+                    (code, retry),
+                    (RefusalCode::Forbidden, false),
+                    "a forged token is refused for good"
+                );
             }
             other => panic!("{name}: expected a refusal, got {other:?}"),
         }

@@ -61,6 +61,17 @@ pub enum ClientError {
     },
 }
 
+/// An answer as it came: status, headers, body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The headers.
+    pub headers: hyper::HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
 /// A client of one controller's admin API.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
@@ -86,7 +97,7 @@ impl AdminClient {
         AdminClient { url: format!("http://{addr}"), authority: addr.to_string(), token: token.into() }
     }
 
-    /// One request: its status and body, whatever they are (for callers that look at errors
+    /// One request, and its answer whatever it is (for callers that look at errors
     /// themselves). `token: false` sends none.
     pub async fn exchange(
         &self,
@@ -94,7 +105,7 @@ impl AdminClient {
         path: &str,
         body: Option<Vec<u8>>,
         token: bool,
-    ) -> Result<(u16, Bytes), ClientError> {
+    ) -> Result<Answer, ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable { url: self.url.clone(), reason };
         let stream =
             tokio::net::TcpStream::connect(&self.authority).await.map_err(|e| unreachable(e.to_string()))?;
@@ -115,12 +126,13 @@ impl AdminClient {
             .map_err(|e| ClientError::Url { url: format!("{}{path}", self.url), reason: e.to_string() })?;
         let response = sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
         let status = response.status().as_u16();
-        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, MAX_ANSWER)
             .collect()
             .await
             .map_err(|e| unreachable(format!("reading the answer: {e}")))?
             .to_bytes();
-        Ok((status, body))
+        Ok(Answer { status, headers: parts.headers, body })
     }
 
     /// A call whose success answer is an `R`; an error answer is [`ClientError::Api`].
@@ -134,7 +146,7 @@ impl AdminClient {
             .map(serde_json::to_vec)
             .transpose()
             .map_err(|e| ClientError::Url { url: path.to_owned(), reason: e.to_string() })?;
-        let (status, bytes) = self.exchange(method, path, body, true).await?;
+        let Answer { status, body: bytes, .. } = self.exchange(method, path, body, true).await?;
         if !(200..300).contains(&status) {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|e| e.error)

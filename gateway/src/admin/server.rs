@@ -309,3 +309,31 @@ fn plugins(c: &Controller) -> Vec<PluginView> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_statuses_by_kind() {
+        let store = |e: StoreError| account_error(AccountError::from(e)).status();
+        // A store that fails is the controller's fault, never a conflict.
+        let broken = StoreError::Backend { doing: "creating an account", reason: "disk full".into() };
+        assert_eq!(store(broken), StatusCode::INTERNAL_SERVER_ERROR);
+        let corrupt = StoreError::Corrupt { kind: "account", key: "acme".into(), reason: "eof".into() };
+        assert_eq!(store(corrupt), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(store(StoreError::Exists { kind: "account", key: "acme".into() }), StatusCode::CONFLICT);
+        assert_eq!(
+            store(StoreError::NotFound { kind: "account", key: "acme".into() }),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(account_error(AccountError::Invalid("bad id".into())).status(), StatusCode::BAD_REQUEST);
+        let unknown = ConnectError::UnknownPlatform { name: "x".into(), known: "none".into() };
+        assert_eq!(connect_status(&unknown), StatusCode::NOT_FOUND);
+        assert_eq!(connect_status(&ConnectError::Unavailable("no path".into())), StatusCode::CONFLICT);
+        assert_eq!(connect_status(&ConnectError::Failed("scorer".into())), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(bind_error(BindError::Invalid("ttl".into())).status(), StatusCode::BAD_REQUEST);
+        let setup = crate::tunnel::setup::SetupFailed { failed: vec![], rolled_back: vec![], retry: false };
+        assert_eq!(bind_error(BindError::Setup(setup)).status(), StatusCode::BAD_GATEWAY);
+    }
+}
