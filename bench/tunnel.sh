@@ -314,7 +314,13 @@ rss_kib() { # total resident memory of the Skybridge processes, KiB
     done
     echo "$total"
 }
+rss_each() { # "config:KiB" for each Skybridge process
+    for pid in $(pgrep -f "$SKY (controller|relay|site) "); do
+        echo "$(tr '\0' ' ' < "/proc/$pid/cmdline" | grep -o -- '-c [^ ]*' | cut -c4-):$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")"
+    done
+}
 established() { ss -tnH state established "dport = :$SINK" | wc -l; }
+before_each=$(rss_each)
 before=$(rss_kib)
 coproc HOLD { python3 -c '
 import asyncio, sys
@@ -330,6 +336,14 @@ for _ in $(seq 1 600); do [ "$(established)" -ge 10000 ] && break; sleep 0.1; do
 carried=$(established)
 sleep 1
 after=$(rss_kib)
+after_each=$(rss_each)
 echo >&"${HOLD[1]}"
 printf '  %-40s %8s KiB\n' "Skybridge RSS (5 processes) before" "$before" "with $carried connections carried" "$after"
 python3 -c "print('  %.1f KiB per idle tunnelled connection, all hops together (target <= 32 KiB)' % (($after - $before) / max($carried, 1)))"
+python3 -c "
+import sys
+before = dict(l.rsplit(':', 1) for l in sys.argv[1].split())
+after = dict(l.rsplit(':', 1) for l in sys.argv[2].split())
+n = max(int(sys.argv[3]), 1)
+print('  per process: ' + ', '.join('%s %.1f KiB' % (k.replace('.toml', ''), (int(after[k]) - int(v)) / n) for k, v in sorted(before.items()) if k in after))
+" "$before_each" "$after_each" "$carried"

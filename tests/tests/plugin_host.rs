@@ -288,13 +288,13 @@ fn misbehaving_plugins_fail_with_typed_errors_and_the_host_recovers() {
     }
     let stats = bad.stats();
     assert_eq!(stats.faults, 3);
-    // Failures are counted by kind, and the deadline call's two seconds are in the time spent.
+    // Failures are counted by kind; the first call (describe, at load) is always timed.
     let kinds: Vec<(String, u64)> = stats.failures().into_iter().collect();
     let want: Vec<(String, u64)> =
         [("deadline", 1), ("memory", 1), ("trap", 1)].map(|(k, n)| (k.to_owned(), n)).into();
     assert_eq!(kinds, want);
-    assert!(stats.busy_ns >= 2_000_000_000, "{stats:?}");
-    assert!(stats.mean_call_us() >= 2_000_000.0 / stats.calls as f64, "{stats:?}");
+    assert!(stats.timed_calls >= 1 && stats.timed_calls <= stats.calls, "{stats:?}");
+    assert!(stats.mean_call_us() > 0.0, "{stats:?}");
 }
 
 #[test]

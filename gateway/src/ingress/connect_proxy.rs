@@ -31,11 +31,12 @@ pub async fn serve(
 ) {
     while let Some((client, remote)) = crate::shutdown::accept(&listener, signal.recv()).await {
         let (controller, token) = (Arc::clone(&controller), Arc::clone(&admin_token));
-        let span = tracing::info_span!("connect", %remote, session = tracing::field::Empty);
+        // Debug level, as a binding's client spans: it lives as long as the connection.
+        let span = tracing::debug_span!("connect", %remote, session = tracing::field::Empty);
         signal.spawn(tracing::Instrument::instrument(
             async move {
                 if let Err(e) = handle(&controller, client, &token).await {
-                    tracing::info!("CONNECT failed: {e}");
+                    tracing::info!(%remote, "CONNECT failed: {e}");
                 }
             },
             span,

@@ -122,7 +122,7 @@ pub(super) async fn serve(
             let response = match proxy(&this, id, remote, ingress, req, &stats).await {
                 Ok(response) => response,
                 Err(refusal) => {
-                    tracing::info!(status = %refusal.status, "http request refused: {}", refusal.reason);
+                    tracing::info!(%remote, status = %refusal.status, "http request refused: {}", refusal.reason);
                     refusal_response(refusal)
                 }
             };
@@ -145,7 +145,7 @@ pub(super) async fn serve(
         }
         _ = cancel.wait_for(|c| *c) => {}
         _ = activity.idle_for(idle) => {
-            tracing::info!("http connection idle for {idle:?}: closed");
+            tracing::info!(%remote, "http connection idle for {idle:?}: closed");
         }
     }
 }

@@ -85,7 +85,7 @@ pub(crate) async fn carry(
     let outcome = match ended {
         Ok(()) => "closed".to_owned(),
         Err(e) => {
-            tracing::info!("connection ended: {e}");
+            tracing::info!(session, "connection ended: {e}");
             e.to_string()
         }
     };

@@ -30,15 +30,27 @@ pub(super) async fn serve_binding(
     while let Some((client, remote)) = crate::shutdown::accept(&listener, closed.as_mut()).await {
         let _ = client.set_nodelay(true);
         let (cancel, stats) = (cancelled.clone(), Arc::clone(&stats));
-        let span = tracing::info_span!("client", %remote, session = tracing::field::Empty);
+        // Debug level: a span lives as long as its connection, and an enabled one costs a few
+        // KiB of the log's state per idle connection. Events name the session instead.
+        let span = tracing::debug_span!("client", %remote, session = tracing::field::Empty);
         if mode == Mode::Http {
             let task = super::http::serve(Arc::clone(&controller), id, client, remote, cancel, stats);
-            controller.spawner().spawn(tracing::Instrument::instrument(task, span));
+            controller.spawner().spawn(in_spans(task, span));
             continue;
         }
         let task = carry_tcp(Arc::clone(&controller), id, client, remote, cancel, stats);
-        controller.spawner().spawn(tracing::Instrument::instrument(task, span));
+        controller.spawner().spawn(in_spans(task, span));
     }
+}
+
+/// `task` in the client's `span`, itself inside the binding's span (the current one): a task
+/// spawned from here keeps its binding's context even while the client span is disabled.
+fn in_spans<F: std::future::Future>(
+    task: F,
+    span: tracing::Span,
+) -> impl std::future::Future<Output = F::Output> {
+    use tracing::Instrument;
+    task.instrument(span).in_current_span()
 }
 
 /// Carry one `tcp` client of binding `id` over a new tunnel stream.
@@ -60,7 +72,7 @@ async fn carry_tcp(
         Err(e) => {
             // Reset the client rather than close cleanly: it must see a failure.
             let _ = client.set_zero_linger();
-            tracing::warn!("connection refused: {e:#}");
+            tracing::warn!(session, %remote, "connection refused: {e:#}");
             controller.end_session(session, 0, 0, format!("{e:#}"));
             return;
         }

@@ -19,7 +19,7 @@ use wasmtime::{Engine, Store, Trap};
 use super::bindings::{adapter, adapting, authorization, authorizer, scorer, scoring, types};
 use super::engine::PluginEngine;
 use super::error::{CallError, CallFailure, LoadError};
-use super::sandbox::{LogBucket, PluginStats, Sandbox, StatsSnapshot};
+use super::sandbox::{LogBucket, PluginStats, Sandbox, StatsSnapshot, TIME_ONE_IN};
 use super::{PluginLimits, PluginSpec, World};
 
 /// Host interfaces a plugin may import (the `types` interface carries only types).
@@ -561,11 +561,14 @@ impl Plugin {
         f: impl FnOnce(&mut Store<Sandbox>, &Exports) -> wasmtime::Result<Result<R, CallFailure>>,
     ) -> Result<R, CallError> {
         let _span = tracing::debug_span!("plugin_call", plugin = %self.name, export = call).entered();
-        let started = std::time::Instant::now();
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let n = self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let started = n.is_multiple_of(TIME_ONE_IN).then(std::time::Instant::now);
         let result = self.call_timed(call, f);
-        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.stats.busy_ns.fetch_add(took, Ordering::Relaxed);
+        if let Some(started) = started {
+            let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.stats.timed_ns.fetch_add(took, Ordering::Relaxed);
+            self.stats.timed_calls.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(e) = &result {
             self.stats.count_failure(&e.cause);
         }
