@@ -130,6 +130,9 @@ impl Signal {
         F: Future<Output = ()> + Send + 'static,
     {
         let mut signal = self.clone();
+        // Boxed: a future moved into an async block and then into `select!` can be laid out
+        // twice in the block's state (a per-connection task here is a few KiB, and was).
+        let task = Box::pin(task);
         tokio::spawn(async move {
             tokio::select! {
                 () = task => {}

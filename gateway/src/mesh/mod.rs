@@ -10,6 +10,8 @@
 //! - [`frame`] — versioned, length-prefixed control frames on QUIC streams;
 //! - [`messages`] — the control messages themselves;
 //! - [`membership`] — the controller's table of registered nodes, up or down (sans-IO);
+//! - [`peers`] — a node's mesh connections by peer name, shared by probes and tunnel hops;
+//! - [`stream`] — control frames on QUIC streams: framed request/answer, single frames;
 //! - [`probe`] — RTT/loss/jitter probes over QUIC datagrams: link probes, and source-routed
 //!   path probes that relays forward along a candidate path and back.
 //!
@@ -19,6 +21,7 @@ pub mod frame;
 pub mod identity;
 pub mod membership;
 pub mod messages;
+pub mod peers;
 pub mod probe;
 pub mod stream;
 pub mod tls;

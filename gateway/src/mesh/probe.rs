@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
+use super::peers::Peers;
 use crate::path::{LinkEstimator, LinkStats, ProbeSeries};
 
 /// The longest route a routed probe may carry.
@@ -193,19 +194,12 @@ pub enum ProbeError {
     },
 }
 
-/// One attached connection.
-struct Peer {
-    conn: quinn::Connection,
-    /// Only relays take part in source routing.
-    relay: bool,
-}
-
-/// A node's probe hub: its mesh connections by peer name, and who waits for which answers.
+/// A node's probe hub: its mesh connections ([`Peers`]), and who waits for which answers.
 pub struct Prober {
     me: String,
     /// Whether this node forwards routed probes (relays do).
     routes: bool,
-    peers: Mutex<HashMap<String, Vec<Peer>>>,
+    peers: Arc<Peers>,
     waiting: Mutex<HashMap<u64, mpsc::UnboundedSender<(u32, Instant)>>>,
     links: Mutex<HashMap<String, LinkStats>>,
     next_series: AtomicU64,
@@ -234,7 +228,7 @@ impl Prober {
         Arc::new(Prober {
             me: me.to_owned(),
             routes,
-            peers: Mutex::new(HashMap::new()),
+            peers: Peers::new(),
             waiting: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
             next_series: AtomicU64::new(1),
@@ -251,35 +245,25 @@ impl Prober {
         conn: quinn::Connection,
         relay: bool,
     ) -> tokio::task::JoinHandle<()> {
-        lock(&self.peers).entry(peer.to_owned()).or_default().push(Peer { conn: conn.clone(), relay });
+        self.peers.add(peer, conn.clone(), relay);
         let this = Arc::clone(self);
         let peer = peer.to_owned();
         tokio::spawn(async move {
             while let Ok(datagram) = conn.read_datagram().await {
                 this.dispatch(&conn, relay, &datagram);
             }
-            let mut peers = lock(&this.peers);
-            if let Some(list) = peers.get_mut(&peer) {
-                list.retain(|p| p.conn.stable_id() != conn.stable_id());
-                if list.is_empty() {
-                    peers.remove(&peer);
-                }
-            }
+            this.peers.remove(&peer, &conn);
         })
+    }
+
+    /// The node's connections, which tunnel hops use too.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
     }
 
     /// The newest open connection with `peer`.
     pub fn connection(&self, peer: &str) -> Option<quinn::Connection> {
-        self.peer(peer).map(|p| p.conn)
-    }
-
-    fn peer(&self, peer: &str) -> Option<Peer> {
-        lock(&self.peers)
-            .get(peer)?
-            .iter()
-            .rev()
-            .find(|p| p.conn.close_reason().is_none())
-            .map(|p| Peer { conn: p.conn.clone(), relay: p.relay })
+        self.peers.connection(peer)
     }
 
     fn dispatch(&self, from: &quinn::Connection, from_relay: bool, datagram: &[u8]) {
@@ -297,7 +281,7 @@ impl Prober {
     fn route(&self, packet: Packet) {
         match packet.next_hop(&self.me) {
             Hop::Forward { to, packet } => {
-                if let Some(next) = self.peer(&to).filter(|p| p.relay) {
+                if let Some(next) = self.peers.get(&to).filter(|p| p.relay) {
                     let _ = next.conn.send_datagram(packet.encode());
                 }
             }

@@ -33,7 +33,7 @@ impl Relay {
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay, Role::Site])?);
         let listen = endpoint.local_addr()?;
         let prober = Prober::new(&config.name, true);
-        let tunnels = HopTable::new(&config.name, Default::default(), Arc::clone(&prober));
+        let tunnels = HopTable::new(&config.name, Default::default(), Arc::clone(prober.peers()));
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_peers(Arc::clone(&endpoint), Arc::clone(&prober), Arc::clone(&tunnels)));
         tasks.spawn(expire_tunnels(Arc::clone(&tunnels)));

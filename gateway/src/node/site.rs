@@ -34,7 +34,7 @@ impl Site {
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay])?);
         let prober = Prober::new(&config.name, false);
         let endpoints = config.endpoints.iter().map(|e| (e.name.clone(), e.addr)).collect();
-        let tunnels = HopTable::new(&config.name, endpoints, Arc::clone(&prober));
+        let tunnels = HopTable::new(&config.name, endpoints, Arc::clone(prober.peers()));
         let mut tasks = JoinSet::new();
         tasks.spawn(expire_tunnels(Arc::clone(&tunnels)));
         dial_and_watch(&mut tasks, &endpoint, &prober, &tunnels, config.relays, config.probing);

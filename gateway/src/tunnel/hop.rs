@@ -14,7 +14,7 @@ use super::grant::{HopGrant, HopKey, Next};
 use super::splice::{self, Side};
 use crate::mesh::frame::{DEFAULT_MAX_FRAME, encode};
 use crate::mesh::messages::{Control, Refusal, RefusalCode};
-use crate::mesh::probe::Prober;
+use crate::mesh::peers::Peers;
 use crate::mesh::stream::{read_frame, write_frame};
 
 /// How long a hop waits for the rest of the path (or the endpoint) to connect.
@@ -35,7 +35,7 @@ pub struct HopTable {
     /// The endpoints a site publishes, by name; empty on relays.
     endpoints: BTreeMap<String, SocketAddr>,
     /// The node's mesh connections, to reach the next hop.
-    prober: Arc<Prober>,
+    peers: Arc<Peers>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -44,11 +44,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl HopTable {
     /// A table for node `me`, which publishes `endpoints` (sites) or none (relays) and reaches
-    /// its neighbours through `prober`'s connections.
-    pub fn new(me: &str, endpoints: BTreeMap<String, SocketAddr>, prober: Arc<Prober>) -> Arc<HopTable> {
+    /// its neighbours through `peers`.
+    pub fn new(me: &str, endpoints: BTreeMap<String, SocketAddr>, peers: Arc<Peers>) -> Arc<HopTable> {
         Arc::new(HopTable {
             me: me.to_owned(),
-            prober,
+            peers,
             key: Mutex::new(None),
             tunnels: Mutex::new(HashMap::new()),
             endpoints,
@@ -243,7 +243,7 @@ impl HopTable {
         match next {
             Next::Node(name) => {
                 let conn = self
-                    .prober
+                    .peers
                     .connection(name)
                     .ok_or_else(|| format!("{}: next hop {name} is not connected", self.me))?;
                 let token = next_token.ok_or_else(|| format!("no token for {name}"))?;
@@ -327,7 +327,7 @@ mod tests {
 
     /// r2's table, registered (it has its key), and a tunnel r1 → r2 → site-b planned.
     fn table() -> (Arc<HopTable>, setup::SetupPlan) {
-        let table = HopTable::new("r2", BTreeMap::new(), Prober::new("r2", true));
+        let table = HopTable::new("r2", BTreeMap::new(), Peers::new());
         table.set_key(HopKey::derive(&SECRET, "r2"));
         let path: Vec<String> = ["r1", "r2", "site-b"].map(String::from).into();
         let plan = setup::plan(7, "controller", &path, "web", "acme", 10_000, |n| HopKey::derive(&SECRET, n));
@@ -376,7 +376,7 @@ mod tests {
 
     #[test]
     fn without_a_key_a_setup_is_refused_as_worth_a_retry() {
-        let table = HopTable::new("r2", BTreeMap::new(), Prober::new("r2", true));
+        let table = HopTable::new("r2", BTreeMap::new(), Peers::new());
         let (_, plan) = self::table();
         let e = set_up(&table, &plan, 0).unwrap_err();
         assert_eq!(e.code, RefusalCode::NotReady);
@@ -394,7 +394,7 @@ mod tests {
     fn a_site_refuses_an_endpoint_it_does_not_publish_naming_those_it_does() {
         let endpoints: BTreeMap<String, SocketAddr> =
             [("web".to_owned(), "127.0.0.1:8080".parse().unwrap())].into();
-        let site = HopTable::new("site-b", endpoints, Prober::new("site-b", false));
+        let site = HopTable::new("site-b", endpoints, Peers::new());
         site.set_key(HopKey::derive(&SECRET, "site-b"));
         let path: Vec<String> = ["r1", "site-b"].map(String::from).into();
         let plan = setup::plan(1, "controller", &path, "db", "acme", 10, |n| HopKey::derive(&SECRET, n));
