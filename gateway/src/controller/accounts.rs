@@ -116,9 +116,10 @@ impl Controller {
         if existed { Ok(()) } else { Err(AccountError::NotFound(format!("no account `{id}`"))) }
     }
 
-    /// Account `id`'s secret, for checking a signature made with it (never logged or shown).
-    pub(crate) async fn account_secret(&self, id: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.store.account(id).await?.map(|a| a.secret))
+    /// Account `id` as stored, secrets included: for checking a client's proof and reading its
+    /// mappings in one store read (never logged or shown).
+    pub(crate) async fn stored_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        self.store.account(id).await
     }
 
     /// The credentials account `id` maps to at `platform`, if any.

@@ -44,6 +44,7 @@ use tokio::sync::watch;
 use crate::controller::bindings::{ActiveSlot, Stats};
 use crate::controller::{Controller, Mode};
 use crate::plugin::{CallError, CallFailure, Description, Plugin, adapting, types};
+use crate::session::accounts::Account;
 use crate::session::client_auth::ClientCredentials;
 use crate::session::tokens::CachedToken;
 use crate::session::translate::{Refusal, hop_by_hop, request_head, upstream_request};
@@ -187,7 +188,8 @@ async fn proxy(
     };
 
     let head = request_head(&parts, target.needs_body_sha256.then(|| hex::encode(Sha256::digest(&body))))?;
-    let (account, head) = authenticate_request(controller, &target.adapter, head).await?;
+    let (stored, head) = authenticate_request(controller, &target.adapter, head).await?;
+    let account = stored.id.clone();
     tracing::Span::current().record("account", tracing::field::display(&account));
     if let Some(only) = &target.account
         && *only != account
@@ -197,11 +199,7 @@ async fn proxy(
             format!("binding {id} is reserved for another account, not `{account}`"),
         ));
     }
-    let mapped = controller
-        .credentials(&account, &target.to)
-        .await
-        .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("the controller's store: {e}")))?;
-    let credentials = mapped.ok_or_else(|| {
+    let credentials = stored.credentials.get(&target.to).cloned().ok_or_else(|| {
         Refusal::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -366,13 +364,13 @@ async fn target_token(
 }
 
 /// Who the request comes from: the adapter's native scheme when the request uses it, else
-/// HTTP Basic `account:secret` (removed before the request goes on). Returns the account and
-/// the head to rewrite.
+/// HTTP Basic `account:secret` (removed before the request goes on). Returns the account as
+/// stored (one store read serves the proof and the mappings) and the head to rewrite.
 async fn authenticate_request(
     controller: &Controller,
     adapter: &Arc<Plugin>,
     mut head: adapting::RequestHead,
-) -> Result<(String, adapting::RequestHead), Refusal> {
+) -> Result<(Account, adapting::RequestHead), Refusal> {
     let adapter_failed = |e: CallError| Refusal::new(StatusCode::BAD_GATEWAY, format!("adapter failed: {e}"));
     let store_failed = |e: crate::store::StoreError| {
         Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("the controller's store: {e}"))
@@ -382,7 +380,7 @@ async fn authenticate_request(
         .await?
         .map_err(adapter_failed)?;
     if let Some(account) = claimed {
-        let secret = controller.account_secret(&account).await.map_err(store_failed)?.ok_or_else(|| {
+        let stored = controller.stored_account(&account).await.map_err(store_failed)?.ok_or_else(|| {
             Refusal::new(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -391,9 +389,9 @@ async fn authenticate_request(
                 ),
             )
         })?;
-        let (plugin, call_head) = (Arc::clone(adapter), head.clone());
+        let (plugin, call_head, secret) = (Arc::clone(adapter), head.clone(), stored.secret.clone());
         return match adapter_call(controller, move || plugin.verify_client(&call_head, &secret)).await? {
-            Ok(()) => Ok((account, head)),
+            Ok(()) => Ok((stored, head)),
             Err(e) => match e.cause {
                 CallFailure::Rejected(reason) => Err(Refusal::new(StatusCode::FORBIDDEN, reason)),
                 _ => Err(adapter_failed(e)),
@@ -416,11 +414,12 @@ async fn authenticate_request(
              account as the key id, or send HTTP Basic account:secret",
         ));
     };
-    if !controller.authenticate(&account, &secret).await {
+    let stored = controller.stored_account(&account).await.map_err(store_failed)?;
+    let Some(stored) = stored.filter(|a| a.secret_matches(&secret)) else {
         return Err(Refusal::new(StatusCode::UNAUTHORIZED, "wrong account or secret"));
-    }
+    };
     head.headers.retain(|p| !p.key.eq_ignore_ascii_case("authorization"));
-    Ok((account, head))
+    Ok((stored, head))
 }
 
 /// Send `request` over a new stream of binding `id`'s tunnel; stream the answer back.
