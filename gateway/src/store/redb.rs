@@ -41,6 +41,17 @@ fn decode<T: DeserializeOwned>(
     })
 }
 
+/// A storage engine's result, as a [`StoreError::Backend`] saying what the store was doing.
+trait Doing<T> {
+    fn doing(self, what: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T, E: std::fmt::Display> Doing<T> for Result<T, E> {
+    fn doing(self, what: &'static str) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::backend(what, e))
+    }
+}
+
 /// A redb file.
 pub struct RedbStore {
     db: Database,
@@ -60,10 +71,10 @@ impl RedbStore {
             doing: opening,
             reason: format!("{}: {e}", path.display()),
         })?;
-        let tx = db.begin_write().map_err(|e| StoreError::backend(opening, e))?;
-        tx.open_table(DECISIONS).map_err(|e| StoreError::backend(opening, e))?;
-        tx.open_table(ACCOUNTS).map_err(|e| StoreError::backend(opening, e))?;
-        tx.commit().map_err(|e| StoreError::backend(opening, e))?;
+        let tx = db.begin_write().doing(opening)?;
+        tx.open_table(DECISIONS).doing(opening)?;
+        tx.open_table(ACCOUNTS).doing(opening)?;
+        tx.commit().doing(opening)?;
         restrict_permissions(path);
         Ok(RedbStore { db })
     }
@@ -74,14 +85,14 @@ impl RedbStore {
         doing: &'static str,
         write: impl FnOnce(&::redb::WriteTransaction) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let tx = self.db.begin_write().map_err(|e| StoreError::backend(doing, e))?;
+        let tx = self.db.begin_write().doing(doing)?;
         let out = write(&tx)?;
-        tx.commit().map_err(|e| StoreError::backend(doing, e))?;
+        tx.commit().doing(doing)?;
         Ok(out)
     }
 
     fn read(&self, doing: &'static str) -> Result<::redb::ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(|e| StoreError::backend(doing, e))
+        self.db.begin_read().doing(doing)
     }
 }
 
@@ -89,11 +100,11 @@ impl Backend for RedbStore {
     fn insert_decision(&self, record: &mut DecisionRecord) -> Result<u64, StoreError> {
         let doing = "storing a decision";
         self.write(doing, |tx| {
-            let mut table = tx.open_table(DECISIONS).map_err(|e| StoreError::backend(doing, e))?;
-            let last = table.last().map_err(|e| StoreError::backend(doing, e))?;
+            let mut table = tx.open_table(DECISIONS).doing(doing)?;
+            let last = table.last().doing(doing)?;
             let id = last.map(|(k, _)| k.value() + 1).unwrap_or(1);
             record.id = id;
-            table.insert(id, encode(doing, record)?.as_slice()).map_err(|e| StoreError::backend(doing, e))?;
+            table.insert(id, encode(doing, record)?.as_slice()).doing(doing)?;
             Ok(id)
         })
     }
@@ -101,18 +112,18 @@ impl Backend for RedbStore {
     fn decision(&self, id: u64) -> Result<Option<DecisionRecord>, StoreError> {
         let doing = "reading a decision";
         let tx = self.read(doing)?;
-        let table = tx.open_table(DECISIONS).map_err(|e| StoreError::backend(doing, e))?;
-        let Some(bytes) = table.get(id).map_err(|e| StoreError::backend(doing, e))? else { return Ok(None) };
+        let table = tx.open_table(DECISIONS).doing(doing)?;
+        let Some(bytes) = table.get(id).doing(doing)? else { return Ok(None) };
         decode("decision", id, bytes.value()).map(Some)
     }
 
     fn recent_decisions(&self, limit: usize) -> Result<Vec<DecisionRecord>, StoreError> {
         let doing = "listing decisions";
         let tx = self.read(doing)?;
-        let table = tx.open_table(DECISIONS).map_err(|e| StoreError::backend(doing, e))?;
+        let table = tx.open_table(DECISIONS).doing(doing)?;
         let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| StoreError::backend(doing, e))?.rev().take(limit) {
-            let (id, bytes) = entry.map_err(|e| StoreError::backend(doing, e))?;
+        for entry in table.iter().doing(doing)?.rev().take(limit) {
+            let (id, bytes) = entry.doing(doing)?;
             out.push(decode("decision", id.value(), bytes.value())?);
         }
         Ok(out)
@@ -121,13 +132,11 @@ impl Backend for RedbStore {
     fn insert_account(&self, account: &Account) -> Result<(), StoreError> {
         let doing = "creating an account";
         self.write(doing, |tx| {
-            let mut table = tx.open_table(ACCOUNTS).map_err(|e| StoreError::backend(doing, e))?;
-            if table.get(account.id.as_str()).map_err(|e| StoreError::backend(doing, e))?.is_some() {
+            let mut table = tx.open_table(ACCOUNTS).doing(doing)?;
+            if table.get(account.id.as_str()).doing(doing)?.is_some() {
                 return Err(StoreError::Exists { kind: "account", key: account.id.clone() });
             }
-            table
-                .insert(account.id.as_str(), encode(doing, account)?.as_slice())
-                .map_err(|e| StoreError::backend(doing, e))?;
+            table.insert(account.id.as_str(), encode(doing, account)?.as_slice()).doing(doing)?;
             Ok(())
         })
     }
@@ -135,13 +144,11 @@ impl Backend for RedbStore {
     fn update_account(&self, account: &Account) -> Result<(), StoreError> {
         let doing = "updating an account";
         self.write(doing, |tx| {
-            let mut table = tx.open_table(ACCOUNTS).map_err(|e| StoreError::backend(doing, e))?;
-            if table.get(account.id.as_str()).map_err(|e| StoreError::backend(doing, e))?.is_none() {
+            let mut table = tx.open_table(ACCOUNTS).doing(doing)?;
+            if table.get(account.id.as_str()).doing(doing)?.is_none() {
                 return Err(StoreError::NotFound { kind: "account", key: account.id.clone() });
             }
-            table
-                .insert(account.id.as_str(), encode(doing, account)?.as_slice())
-                .map_err(|e| StoreError::backend(doing, e))?;
+            table.insert(account.id.as_str(), encode(doing, account)?.as_slice()).doing(doing)?;
             Ok(())
         })
     }
@@ -149,18 +156,18 @@ impl Backend for RedbStore {
     fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         let doing = "reading an account";
         let tx = self.read(doing)?;
-        let table = tx.open_table(ACCOUNTS).map_err(|e| StoreError::backend(doing, e))?;
-        let Some(bytes) = table.get(id).map_err(|e| StoreError::backend(doing, e))? else { return Ok(None) };
+        let table = tx.open_table(ACCOUNTS).doing(doing)?;
+        let Some(bytes) = table.get(id).doing(doing)? else { return Ok(None) };
         decode("account", id, bytes.value()).map(Some)
     }
 
     fn accounts(&self) -> Result<Vec<Account>, StoreError> {
         let doing = "listing accounts";
         let tx = self.read(doing)?;
-        let table = tx.open_table(ACCOUNTS).map_err(|e| StoreError::backend(doing, e))?;
+        let table = tx.open_table(ACCOUNTS).doing(doing)?;
         let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| StoreError::backend(doing, e))? {
-            let (id, bytes) = entry.map_err(|e| StoreError::backend(doing, e))?;
+        for entry in table.iter().doing(doing)? {
+            let (id, bytes) = entry.doing(doing)?;
             out.push(decode("account", id.value(), bytes.value())?);
         }
         Ok(out)
@@ -169,8 +176,8 @@ impl Backend for RedbStore {
     fn remove_account(&self, id: &str) -> Result<bool, StoreError> {
         let doing = "deleting an account";
         self.write(doing, |tx| {
-            let mut table = tx.open_table(ACCOUNTS).map_err(|e| StoreError::backend(doing, e))?;
-            Ok(table.remove(id).map_err(|e| StoreError::backend(doing, e))?.is_some())
+            let mut table = tx.open_table(ACCOUNTS).doing(doing)?;
+            Ok(table.remove(id).doing(doing)?.is_some())
         })
     }
 }
