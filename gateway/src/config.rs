@@ -45,6 +45,20 @@ pub struct ControllerConfig {
     /// Cloud adapters, one per target platform, for `http` bindings' session translation.
     #[serde(default, rename = "adapter")]
     pub adapters: Vec<AdapterConfig>,
+    /// The catalog's bounds and withdrawal rules.
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+}
+
+/// The catalog (`[catalog]`): how large a platform's report may be, when missing services are
+/// withdrawn.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Bounds on reports and records.
+    pub bounds: crate::catalog::Bounds,
+    /// When missing services are withdrawn.
+    pub withdrawal: crate::catalog::Withdrawal,
 }
 
 /// The adapter plugin that translates sessions for one target platform (`[[adapter]]`).
@@ -155,6 +169,80 @@ pub struct SiteConfig {
     /// the site is never an open proxy.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// The platform's cloud, for discovery: its API, the site's own credentials, its adapter.
+    #[serde(default)]
+    pub cloud: Option<CloudConfig>,
+    /// The authorizer plugin that decides which of this platform's capabilities may be used.
+    #[serde(default)]
+    pub authorizer: Option<PluginFile>,
+    /// Where compiled plugins are cached (default `$XDG_CACHE_HOME/skybridge/plugins`).
+    #[serde(default)]
+    pub plugin_cache: Option<PathBuf>,
+}
+
+/// A site's cloud (`[cloud]`): where its API is, who the site is there, and the adapter that
+/// speaks it. Discovery runs here, at the site; the controller never sees these credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudConfig {
+    /// The cloud API's endpoints, by name; the first is the default. Discovery requests go to
+    /// these and nowhere else.
+    pub endpoints: Vec<CloudEndpoint>,
+    /// The site's identity at the cloud (access key id, storage account, user name).
+    pub principal: String,
+    /// A file holding the site's secret for it (first line). Keep it private.
+    pub secret_file: Option<PathBuf>,
+    /// Region, project, domain, …: what the adapter needs to know about the account.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// The adapter plugin (world `adapter`, exporting `discovering`).
+    pub adapter: PluginFile,
+    /// Seconds between full reports (default 900), each ± 25 % at random so that sites spread.
+    #[serde(default = "default_report_every")]
+    pub report_every_s: u64,
+    /// Bounds on one discovery run.
+    #[serde(default)]
+    pub discovery: crate::discovery::DiscoveryLimits,
+}
+
+fn default_report_every() -> u64 {
+    900
+}
+
+/// One endpoint of a cloud API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudEndpoint {
+    /// The name adapters use for it (`default`, `identity`, …).
+    pub name: String,
+    /// Its URL, `http://host:port[/base]`.
+    pub url: String,
+}
+
+/// A plugin a node runs: its file, its configuration and its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginFile {
+    /// The `.wasm` component.
+    pub path: PathBuf,
+    /// Values the plugin reads through its `config` interface.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: crate::plugin::PluginLimits,
+}
+
+impl PluginFile {
+    /// As a spec for the registry, under `name`.
+    pub fn spec(&self, name: &str) -> crate::plugin::PluginSpec {
+        crate::plugin::PluginSpec {
+            name: name.to_owned(),
+            path: self.path.clone(),
+            config: self.config.clone(),
+            limits: self.limits.clone(),
+        }
+    }
 }
 
 /// A service a site publishes to tunnels.
@@ -277,6 +365,18 @@ impl Resolve for RelayConfig {
 impl Resolve for SiteConfig {
     fn resolve(&mut self, base: &Path) {
         self.tls.resolve(base);
+        if let Some(cloud) = &mut self.cloud {
+            cloud.adapter.path = base.join(&cloud.adapter.path);
+            if let Some(secret) = &mut cloud.secret_file {
+                *secret = base.join(&*secret);
+            }
+        }
+        if let Some(authorizer) = &mut self.authorizer {
+            authorizer.path = base.join(&authorizer.path);
+        }
+        if let Some(cache) = &mut self.plugin_cache {
+            *cache = base.join(&*cache);
+        }
     }
 }
 

@@ -17,6 +17,8 @@
 //!   estimators, the link-state graph and its k-shortest paths, nearest-relay choice with
 //!   hysteresis, the [`path::Policy`], scored selection through a [`path::PathScorer`], and
 //!   the [`path::DecisionRecord`].
+//! - [`catalog`] — the service catalog's rules, sans-IO: the capability taxonomy, bounded
+//!   service records, and what a platform's report changes in its inventory.
 //! - [`mesh`] — the relay mesh protocol: node identities, mutual-TLS QUIC, control frames and
 //!   messages (refusals typed: whether a retry can help), membership, probes, framed streams.
 //! - [`tunnel`] — the data plane: hop tokens ([`tunnel::grant`]), sans-IO setup planning
@@ -24,6 +26,8 @@
 //! - [`store`] — durable state behind one interface with typed errors; redb by default.
 //! - [`session`] — session translation (DESIGN.md step 6) in one place: accounts, client
 //!   credentials, sans-IO request translation, target tokens, session records.
+//! - [`discovery`] — at a site: its adapter's discovery conversation with the site's own
+//!   cloud, over HTTP, signed with the site's credentials, every answer bounded.
 //! - [`controller`] — the controller as small services: the sans-IO mesh view, node
 //!   connections, decisions, the policy, accounts, tunnels, bindings.
 //! - [`ingress`] — listeners only: bindings' own listeners, the CONNECT proxy, the `http`
@@ -36,7 +40,8 @@
 //!
 //! The `skybridge` command line is its own package (`cli/`), built on this library.
 //!
-//! Still to come (see DESIGN.md): the service catalog.
+//! Still to come (see DESIGN.md and issue 13): the authorization handshake and catalog
+//! entries; discovery and each platform's inventory are in place.
 //!
 //! ## How data flows
 //!
@@ -56,6 +61,12 @@
 //! credentials ([`session`]). The controller records each use's sessions, and rebuilds a
 //! tunnel on the next best path when a relay on it dies or the path degrades.
 //!
+//! Discovery: a site's adapter says which requests to make to the site's cloud
+//! ([`discovery`]); the site makes them with its own credentials, checks the services found
+//! ([`catalog::validate_report`]) and reports them in pages when its control channel comes
+//! up and then periodically; the controller checks them again and writes only what changed
+//! into the platform's inventory ([`catalog::plan_full_report`], [`store`]).
+//!
 //! Plugins: an operator names a plugin file ([`plugin::PluginSpec`]); the [`plugin::PluginEngine`]
 //! compiles and links it; a [`plugin::PluginRegistry`] keeps it by name and reloads it when
 //! its file changes; callers take an `Arc<Plugin>` and make typed calls
@@ -69,8 +80,10 @@
 
 pub mod admin;
 pub mod blocking;
+pub mod catalog;
 pub mod config;
 pub mod controller;
+pub mod discovery;
 pub mod ingress;
 pub mod mesh;
 pub mod node;

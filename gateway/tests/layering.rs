@@ -5,6 +5,8 @@
 //! - `path` imports nothing of the crate but `time`;
 //! - `mesh` imports none of `node`, `controller`, `tunnel`, `ingress`, `admin`, `session`, `store`;
 //! - `tunnel` imports neither `node` nor `controller`;
+//! - `catalog` (sans-IO rules) imports none of the IO layers; `discovery` (the site's side)
+//!   none of the controller's;
 //! - `controller` imports neither `admin` nor `ingress`;
 //! - only the test kit itself imports `testkit` (it is not part of the default API);
 //! - no circles between the crate's top-level modules.
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 /// Files (relative to `src/`) or folders (ending in `/`) that must stay sans-IO.
 const SANS_IO: &[&str] = &[
     "path/",
+    "catalog/",
     "time.rs",
     "mesh/membership.rs",
     "tunnel/grant.rs",
@@ -39,6 +42,22 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("controller", &["admin", "ingress"]),
     ("session", &["controller", "ingress", "admin", "node"]),
     ("store", &["controller", "ingress", "admin", "node"]),
+    (
+        "catalog",
+        &[
+            "controller",
+            "ingress",
+            "admin",
+            "node",
+            "mesh",
+            "tunnel",
+            "store",
+            "session",
+            "plugin",
+            "discovery",
+        ],
+    ),
+    ("discovery", &["controller", "ingress", "admin", "node", "tunnel", "store"]),
 ];
 
 /// What `path` may import of the crate.

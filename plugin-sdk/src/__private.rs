@@ -208,6 +208,59 @@ pub fn read_token<A: Adapter>(
         .map(|t| tw::Token { value: t.value, expires_unix_s: t.expires_unix_s })
 }
 
+use adapter::exports::skybridge::plugin::discovering as xw;
+
+pub fn start_discovery<A: Adapter>(context: Vec<dw::Pair>) -> Result<xw::DiscoveryStep, String> {
+    install_panic_hook();
+    let context = pairs_in(context, |p| (p.key, p.value));
+    A::start_discovery(&context).map(step_out)
+}
+
+pub fn continue_discovery<A: Adapter>(
+    context: Vec<dw::Pair>,
+    cursor: String,
+    response: xw::CloudResponse,
+) -> Result<xw::DiscoveryStep, String> {
+    install_panic_hook();
+    let context = pairs_in(context, |p| (p.key, p.value));
+    let response = crate::CloudResponse {
+        status: response.status,
+        headers: pairs_in(response.headers, |p| (p.key, p.value)),
+        body: response.body,
+    };
+    A::continue_discovery(&context, &cursor, &response).map(step_out)
+}
+
+fn step_out(step: crate::DiscoveryStep) -> xw::DiscoveryStep {
+    xw::DiscoveryStep {
+        services: step
+            .services
+            .into_iter()
+            .map(|d| {
+                let s = service_out(d.service);
+                xw::DiscoveredService {
+                    native_id: d.native_id,
+                    kind: s.kind,
+                    name: s.name,
+                    endpoint: s.endpoint,
+                    region: s.region,
+                    attributes: s.attributes,
+                }
+            })
+            .collect(),
+        next: step.next.map(|r| xw::CloudRequest {
+            endpoint: r.endpoint,
+            method: r.method,
+            path: r.path,
+            query: r.query,
+            headers: pairs_out(r.headers, |key, value| dw::Pair { key, value }),
+            body: r.body,
+            signing: pairs_out(r.signing, |key, value| dw::Pair { key, value }),
+        }),
+        cursor: step.cursor,
+    }
+}
+
 fn credentials_in(credentials: dw::TargetCredentials) -> crate::TargetCredentials {
     crate::TargetCredentials {
         platform: credentials.platform,

@@ -60,6 +60,8 @@ pub mod testing;
 #[global_allocator]
 static ALLOCATOR: arena::ArenaAllocator = arena::ArenaAllocator;
 pub mod types;
+#[cfg(feature = "xml")]
+pub mod xml;
 
 pub use host::{Level, clock, config, crypto, debug, error, info, log, warn};
 pub use types::*;
@@ -137,6 +139,23 @@ pub trait Adapter {
     /// Read the token from the identity service's answer.
     fn read_token(_status: u16, _headers: &[(String, String)], _body: &[u8]) -> Result<Token, String> {
         Err("this adapter does not exchange tokens".into())
+    }
+
+    /// Begin discovering the cloud's services: usually the first request to make. `context`
+    /// holds the site's cloud attributes (`region`, …) and `platform`. Default: this adapter
+    /// does not discover (an error saying so).
+    fn start_discovery(_context: &[(String, String)]) -> Result<DiscoveryStep, String> {
+        Err("this adapter does not discover services".into())
+    }
+
+    /// Read the answer to the previous step's request (the step's `cursor` comes back) and say
+    /// what was found and what to ask next.
+    fn continue_discovery(
+        _context: &[(String, String)],
+        _cursor: &str,
+        _response: &CloudResponse,
+    ) -> Result<DiscoveryStep, String> {
+        Err("this adapter does not discover services".into())
     }
 }
 
@@ -261,6 +280,28 @@ macro_rules! export_adapter {
                     ::std::string::String,
                 > {
                     $crate::__private::read_token::<$ty>(status, headers, body)
+                }
+            }
+            impl $crate::__private::adapter::exports::skybridge::plugin::discovering::Guest
+                for __SkybridgeAdapter
+            {
+                fn start_discovery(
+                    context: ::std::vec::Vec<$crate::__private::adapter::skybridge::plugin::types::Pair>,
+                ) -> ::std::result::Result<
+                    $crate::__private::adapter::exports::skybridge::plugin::discovering::DiscoveryStep,
+                    ::std::string::String,
+                > {
+                    $crate::__private::start_discovery::<$ty>(context)
+                }
+                fn continue_discovery(
+                    context: ::std::vec::Vec<$crate::__private::adapter::skybridge::plugin::types::Pair>,
+                    cursor: ::std::string::String,
+                    response: $crate::__private::adapter::exports::skybridge::plugin::discovering::CloudResponse,
+                ) -> ::std::result::Result<
+                    $crate::__private::adapter::exports::skybridge::plugin::discovering::DiscoveryStep,
+                    ::std::string::String,
+                > {
+                    $crate::__private::continue_discovery::<$ty>(context, cursor, response)
                 }
             }
             // Export symbols only exist in wasm builds; natively the glue is tested as plain code.

@@ -26,8 +26,8 @@ use std::collections::BTreeMap;
 
 use crate::host::Level;
 use crate::{
-    Adapter, AuthorizationRequest, Authorizer, Decision, PathMetrics, RequestHead, Score, Scorer,
-    TargetCredentials, Weights,
+    Adapter, AuthorizationRequest, Authorizer, CloudRequest, CloudResponse, Decision, DiscoveredService,
+    PathMetrics, RequestHead, Score, Scorer, TargetCredentials, Weights,
 };
 
 /// Score `metrics` with scorer `S` and the operator weights `weights`, exactly as the gateway
@@ -49,6 +49,26 @@ pub fn rewrite_request<A: Adapter>(
     credentials: &TargetCredentials,
 ) -> Result<RequestHead, String> {
     A::rewrite_request(head, credentials)
+}
+
+/// Run adapter `A`'s whole discovery conversation with `cloud` answering each request, as the
+/// site would (at most `max_steps` requests); returns every service found, in order.
+pub fn discover<A: Adapter>(
+    context: &[(&str, &str)],
+    max_steps: usize,
+    mut cloud: impl FnMut(&CloudRequest) -> CloudResponse,
+) -> Result<Vec<DiscoveredService>, String> {
+    let context: Vec<(String, String)> =
+        context.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let mut step = A::start_discovery(&context)?;
+    let mut found = std::mem::take(&mut step.services);
+    for _ in 0..max_steps {
+        let Some(request) = step.next.take() else { return Ok(found) };
+        let answer = cloud(&request);
+        step = A::continue_discovery(&context, &step.cursor, &answer)?;
+        found.append(&mut step.services);
+    }
+    Err(format!("discovery did not finish within {max_steps} requests"))
 }
 
 /// A stand-in for the gateway's host imports on the current thread: configuration values, a

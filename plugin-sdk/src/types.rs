@@ -188,7 +188,7 @@ impl Score {
 /// A capability: something a platform can do that applications may bind to.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Capability {
-    /// `"object-storage"`, `"compute"`, `"tcp"`, ….
+    /// A kind of the catalog's taxonomy: `"object-store"`, `"compute"`, `"identity"`, ….
     pub kind: String,
     /// The capability's name within its kind.
     pub name: String,
@@ -221,7 +221,7 @@ pub enum Decision {
 /// One service of a cloud, as the catalog records it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServiceRecord {
-    /// `"object-storage"`, `"compute"`, `"identity"`, ….
+    /// A kind of the catalog's taxonomy: `"object-store"`, `"compute"`, `"identity"`, ….
     pub kind: String,
     /// The service's name at the platform.
     pub name: String,
@@ -347,6 +347,129 @@ impl std::fmt::Debug for Token {
             .field("value", &"<redacted>")
             .field("expires_unix_s", &self.expires_unix_s)
             .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Discovery
+
+/// One service a cloud has, with the cloud's own stable key for it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DiscoveredService {
+    /// The cloud's own key, unique within the platform (bucket, container, endpoint id, …).
+    pub native_id: String,
+    /// The service itself.
+    pub service: ServiceRecord,
+}
+
+/// An HTTP request to the site's cloud, made by the site on the adapter's behalf.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CloudRequest {
+    /// Which of the site's cloud endpoints, by name; `None`: the default one.
+    pub endpoint: Option<String>,
+    /// `GET`, `POST`, ….
+    pub method: String,
+    /// Percent-encoded path, without the query.
+    pub path: String,
+    /// Query string without the `?`.
+    pub query: String,
+    /// Headers (the site adds `host` and the authentication).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Credential attributes for signing this request, over the site's (AWS: `service`).
+    pub signing: Vec<(String, String)>,
+}
+
+impl CloudRequest {
+    /// A `GET` of `path?query` on the default endpoint.
+    pub fn get(path: impl Into<String>, query: impl Into<String>) -> Self {
+        CloudRequest { method: "GET".into(), path: path.into(), query: query.into(), ..Default::default() }
+    }
+
+    /// A `POST` of the form `form` (`application/x-www-form-urlencoded`) to `path` on the
+    /// default endpoint: how the AWS query APIs (STS, EC2) are called.
+    pub fn post_form(path: impl Into<String>, form: impl Into<String>) -> Self {
+        CloudRequest {
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![("content-type".into(), "application/x-www-form-urlencoded; charset=utf-8".into())],
+            body: form.into().into_bytes(),
+            ..Default::default()
+        }
+    }
+
+    /// The same request, with one more header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The same request, signed with one more credential attribute (AWS: `("service", "s3")`).
+    pub fn signing(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.signing.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// The cloud's answer to a [`CloudRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CloudResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl CloudResponse {
+    /// The first header named `name` (give it in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (invalid UTF-8 is an error naming the request's purpose).
+    pub fn text(&self, what: &str) -> Result<&str, String> {
+        std::str::from_utf8(&self.body).map_err(|e| format!("{what}: the answer is not UTF-8 ({e})"))
+    }
+
+    /// Ok when the status is 2xx; otherwise an error naming `what` and the start of the body.
+    pub fn success(&self, what: &str) -> Result<&Self, String> {
+        if (200..300).contains(&self.status) {
+            return Ok(self);
+        }
+        let start = String::from_utf8_lossy(&self.body[..self.body.len().min(300)]).into_owned();
+        Err(format!("{what}: the cloud answered {}: {}", self.status, start.trim()))
+    }
+}
+
+/// One step of discovery: what was found, and what to ask next.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DiscoveryStep {
+    /// Services found in the answer just read.
+    pub services: Vec<DiscoveredService>,
+    /// The next request; `None`: discovery is complete.
+    pub next: Option<CloudRequest>,
+    /// The adapter's state, handed back with the answer to `next`.
+    pub cursor: String,
+}
+
+impl DiscoveryStep {
+    /// Ask `request` next, remembering `cursor`.
+    pub fn fetch(request: CloudRequest, cursor: impl Into<String>) -> Self {
+        DiscoveryStep { services: Vec::new(), next: Some(request), cursor: cursor.into() }
+    }
+
+    /// Discovery is complete.
+    pub fn done() -> Self {
+        DiscoveryStep::default()
+    }
+
+    /// The same step, carrying `services` found.
+    pub fn with_services(mut self, services: Vec<DiscoveredService>) -> Self {
+        self.services = services;
+        self
     }
 }
 

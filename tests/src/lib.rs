@@ -15,6 +15,7 @@ use skybridge_gateway::plugin::{EngineOptions, PluginEngine};
 use tempfile::TempDir;
 
 pub mod mesh;
+pub mod peers;
 
 /// The folder holding built plugins: `$SKYBRIDGE_PLUGIN_DIR`, else `<workspace>/target/plugins`.
 pub fn plugin_dir() -> PathBuf {

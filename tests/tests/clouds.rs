@@ -11,70 +11,13 @@ use std::process::{Child, Stdio};
 use serde_json::{Value, json};
 use skybridge_gateway::testkit::netem::LinkParams;
 use skybridge_tests::mesh::{TestMesh, Topology, policy};
+use skybridge_tests::peers::{Peer, moto, python_json};
 use skybridge_tests::{peer_script, peers_python, plugin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A peer process that prints one JSON line when ready and stops when its stdin closes (or
-/// it is killed on drop).
-struct Peer {
-    child: Child,
-    ready: Value,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Peer {
-    fn start(mut command: std::process::Command, what: &str) -> Peer {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what} does not start ({e}); `cargo xtask test` installs it"));
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        stdout.read_line(&mut line).expect("ready line");
-        let ready = serde_json::from_str(&line).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("{what} did not start (said {line:?}); `cargo xtask test` installs it")
-        });
-        Peer { child, ready, stdout }
-    }
-
-    /// Send one command line; return the peer's one-line answer.
-    fn command(&mut self, command: &str) -> String {
-        use std::io::Write;
-        let stdin = self.child.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{command}").expect("command sent");
-        stdin.flush().expect("flushed");
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("answer");
-        line.trim().to_owned()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// moto with SigV4 enforced, and the IAM key it checks signatures against.
-fn moto() -> Peer {
-    let mut command = peers_python();
-    command.arg(peer_script("moto_peer.py")).env("INITIAL_NO_AUTH_ACTION_COUNT", "3");
-    Peer::start(command, "moto (pip install 'moto[server]' boto3)")
-}
-
 /// Run `tests/peers/aws_client.py` (boto3) against `endpoint` as `account`.
 async fn boto3(endpoint: &str, account: &str, secret: &str, what: &str) -> Value {
-    let mut command = peers_python();
-    command.arg(peer_script("aws_client.py")).args([endpoint, account, secret, what]);
-    let out =
-        tokio::task::spawn_blocking(move || command.output()).await.expect("task").expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "boto3 failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("boto3 printed {stdout:?}"))
+    python_json("aws_client.py", &[endpoint, account, secret, what]).await
 }
 
 /// corp — r1 — r2 — `cloud`, where `cloud` publishes the peer on `port` as `api` and

@@ -60,3 +60,25 @@ pub struct PluginView {
     /// Mean time of a call, µs.
     pub mean_call_us: f64,
 }
+
+pub use crate::catalog::{InventoryRecord, RefreshRecord};
+
+/// A page of a list: its items, and the token of the next page when there is one (pass it as
+/// `?page=`; it is opaque).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// The next page's token; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page: Option<String>,
+}
+
+/// The answer to `POST /v1/platforms/{p}/refresh`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefreshStarted {
+    /// The platform.
+    pub platform: String,
+    /// Whether a refresh was already running there, which this request joined.
+    pub already_running: bool,
+}

@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 
 use super::api::{
     AccountView, BindRequest, BindingView, ConnectRequest, Credentials, DecisionRecord, Deleted, ErrorBody,
-    LinkView, NewAccount, NodeView, PlatformView, PluginView, Policy, PolicyUpdate, SessionRecord,
+    InventoryRecord, LinkView, NewAccount, NodeView, Page, PlatformView, PluginView, Policy, PolicyUpdate,
+    RefreshRecord, RefreshStarted, SessionRecord,
 };
 
 /// HTTP methods, for [`AdminClient::exchange`] and [`AdminClient::call`].
@@ -178,6 +179,44 @@ impl AdminClient {
     /// Plugins in service.
     pub async fn plugins(&self) -> Result<Vec<PluginView>, ClientError> {
         self.get("/v1/plugins").await
+    }
+
+    /// A page of `platform`'s inventory (`page`: the previous page's `next_page`).
+    pub async fn inventory(
+        &self,
+        platform: &str,
+        limit: usize,
+        page: Option<&str>,
+    ) -> Result<Page<InventoryRecord>, ClientError> {
+        let mut path = format!("/v1/platforms/{platform}/inventory?limit={limit}");
+        if let Some(page) = page {
+            path.push_str(&format!("&page={page}"));
+        }
+        self.get(&path).await
+    }
+
+    /// Every record of `platform`'s inventory, page after page.
+    pub async fn inventory_all(&self, platform: &str) -> Result<Vec<InventoryRecord>, ClientError> {
+        let mut all = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let got = self.inventory(platform, 1_000, page.as_deref()).await?;
+            all.extend(got.items);
+            match got.next_page {
+                Some(next) => page = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// `platform`'s latest refreshes, newest first.
+    pub async fn refreshes(&self, platform: &str) -> Result<Vec<RefreshRecord>, ClientError> {
+        self.get(&format!("/v1/platforms/{platform}/refreshes")).await
+    }
+
+    /// Ask `platform`'s site to discover now.
+    pub async fn refresh(&self, platform: &str) -> Result<RefreshStarted, ClientError> {
+        self.call::<(), _>(Method::POST, &format!("/v1/platforms/{platform}/refresh"), None).await
     }
 
     /// Decide a path from platform `from` to platform `to`.

@@ -6,6 +6,9 @@
 //! | GET | `/v1/nodes` | registered relays and sites, up or down |
 //! | GET | `/v1/links` | link statistics as relays report them |
 //! | GET | `/v1/platforms` | platforms, their nearest relay and measured RTTs |
+//! | GET | `/v1/platforms/{p}/inventory` | the services the platform's site discovered, by native id, paged (`?limit=`, `?page=`) |
+//! | GET | `/v1/platforms/{p}/refreshes` | the platform's latest refreshes: when, why, what changed or why it failed |
+//! | POST | `/v1/platforms/{p}/refresh` | ask the platform's site to discover now (one run at a time) → 202 |
 //! | POST | `/v1/decisions` | `{"from": A, "to": B}` → the decision record (201) |
 //! | GET | `/v1/decisions` | the 50 latest decision records |
 //! | GET | `/v1/decisions/{id}` | one decision record |
@@ -45,8 +48,11 @@ use serde::{Deserialize, Serialize};
 use crate::session::accounts::OPERATOR;
 use crate::session::client_auth::ClientCredentials;
 
-use super::api::{ConnectRequest, Credentials, Deleted, ErrorBody, NewAccount, PluginView, PolicyUpdate};
-use crate::controller::{AccountError, BindError, BindRequest, ConnectError, Controller};
+use super::api::{
+    ConnectRequest, Credentials, Deleted, ErrorBody, NewAccount, Page, PluginView, PolicyUpdate,
+    RefreshStarted,
+};
+use crate::controller::{AccountError, BindError, BindRequest, CatalogError, ConnectError, Controller};
 use crate::shutdown::Signal;
 use crate::store::StoreError;
 
@@ -169,6 +175,67 @@ fn not_allowed(method: &Method, path: &str, allow: &'static str) -> Answer {
     r
 }
 
+fn catalog_error(e: CatalogError) -> Answer {
+    let status = match &e {
+        CatalogError::BadReport(_) => StatusCode::BAD_REQUEST,
+        CatalogError::NotConnected(_) => StatusCode::CONFLICT,
+        CatalogError::Site(_) => StatusCode::BAD_GATEWAY,
+        CatalogError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+/// Items per page unless `?limit=` says otherwise, and the most it may say.
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 1_000;
+
+/// The value of query parameter `name`, percent-decoded.
+fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    let query = req.uri().query()?;
+    let raw = query.split('&').find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `?limit=` (bounded) and the position `?page=` encodes (a native id, hex-encoded so the
+/// token is opaque and URL-safe), or why not (a 400).
+fn paging(req: &Request<Incoming>) -> Result<(usize, Option<String>), String> {
+    let limit = match query_param(req, "limit") {
+        None => PAGE_DEFAULT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=PAGE_MAX).contains(&n) => n,
+            _ => return Err(format!("limit must be 1 to {PAGE_MAX}")),
+        },
+    };
+    let after = match query_param(req, "page") {
+        None => None,
+        Some(token) => match hex::decode(&token).ok().and_then(|b| String::from_utf8(b).ok()) {
+            Some(after) => Some(after),
+            None => return Err("page is not a token this API gave out".into()),
+        },
+    };
+    Ok((limit, after))
+}
+
 /// A record id from the path, or why it is not one (a 400).
 fn id_of(what: &str, id: &str) -> Result<u64, String> {
     id.parse::<u64>().map_err(|_| format!("{what} id `{id}` is not a number"))
@@ -272,6 +339,31 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -
             })
         }
         (["v1", "sessions"], &Method::GET) => Ok(json(StatusCode::OK, &c.sessions())),
+        (["v1", "platforms", p, "inventory"], &Method::GET) => match paging(&req) {
+            Ok((limit, after)) => Ok(match c.inventory_page(p, after, limit + 1).await {
+                Ok(mut items) => {
+                    let next_page = (items.len() > limit).then(|| {
+                        items.truncate(limit);
+                        hex::encode(items.last().map(|r| r.service.native_id.as_str()).unwrap_or_default())
+                    });
+                    json(StatusCode::OK, &Page { items, next_page })
+                }
+                Err(e) => catalog_error(e),
+            }),
+            Err(why) => Ok(error(StatusCode::BAD_REQUEST, why)),
+        },
+        (["v1", "platforms", p, "refreshes"], &Method::GET) => Ok(match c.refreshes(p, 100).await {
+            Ok(items) => json(StatusCode::OK, &items),
+            Err(e) => catalog_error(e),
+        }),
+        (["v1", "platforms", p, "refresh"], &Method::POST) => Ok(match c.refresh_platform(p).await {
+            Ok(already_running) => {
+                json(StatusCode::ACCEPTED, &RefreshStarted { platform: p.to_string(), already_running })
+            }
+            Err(e) => catalog_error(e),
+        }),
+        (["v1", "platforms", _, "inventory" | "refreshes"], _) => Ok(not_allowed(&method, &path, "GET")),
+        (["v1", "platforms", _, "refresh"], _) => Ok(not_allowed(&method, &path, "POST")),
         // A known path with a method it does not serve: 405, saying which it does.
         (["v1", "nodes" | "links" | "platforms" | "plugins" | "sessions"], _) => {
             Ok(not_allowed(&method, &path, "GET"))

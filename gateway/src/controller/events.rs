@@ -57,6 +57,13 @@ pub enum Event {
         /// The chosen path.
         path: Vec<String>,
     },
+    /// A platform's report was integrated into its inventory.
+    InventoryChanged {
+        /// The platform.
+        platform: String,
+        /// What the report changed.
+        summary: crate::catalog::ReportSummary,
+    },
     /// A binding opened.
     BindingOpened {
         /// The binding.

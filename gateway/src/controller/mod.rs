@@ -11,6 +11,7 @@
 //! | [`accounts`] | accounts and their credential mappings |
 //! | [`tunnels`] | tunnel setup and teardown on the hops (step 5) |
 //! | [`bindings`] | bindings, their expiry and re-routes, and the sessions recorded on them |
+//! | [`catalog`] | platforms' reports gathered, checked and integrated into their inventories |
 //! | [`events`] | a broadcast of what happened: membership, nearest relays, decisions, bindings |
 //!
 //! How data flows: relays and sites connect ([`nodes`]) and keep the [`view::MeshView`]
@@ -27,6 +28,7 @@
 
 pub mod accounts;
 pub mod bindings;
+pub mod catalog;
 pub mod connect;
 pub mod events;
 pub mod nodes;
@@ -42,6 +44,7 @@ use anyhow::Context;
 
 pub use accounts::AccountError;
 pub use bindings::{BindError, BindRequest, BindingView, Mode};
+pub use catalog::CatalogError;
 pub use connect::ConnectError;
 pub use tunnels::TunnelRecord;
 pub use view::{LinkView, NodeView, PlatformView};
@@ -80,6 +83,7 @@ pub struct Controller {
     ingress: IngressConfig,
     spawner: Spawner,
     events: events::Events,
+    catalog: catalog::Catalog,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -120,6 +124,7 @@ impl Controller {
             ingress: config.ingress.clone(),
             spawner: shutdown.spawner(),
             events: events::Events::default(),
+            catalog: catalog::Catalog::new(config.catalog.bounds, config.catalog.withdrawal),
         });
         tokio::spawn(nodes::accept(Arc::clone(&controller), Arc::clone(&endpoint), shutdown.signal()));
         tokio::spawn(tick(Arc::clone(&controller), endpoint, shutdown.signal()));

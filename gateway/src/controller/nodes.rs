@@ -162,6 +162,12 @@ impl Controller {
                         }
                     });
                 }
+                first @ (Control::ReportPage { .. } | Control::DiscoveryFailed { .. })
+                    if registered && role == Role::Site =>
+                {
+                    let this = Arc::clone(&self);
+                    self.spawner.spawn(this.receive_report(name.clone(), first, stream));
+                }
                 other => {
                     let reason = if registered {
                         format!("unexpected request {other:?}")

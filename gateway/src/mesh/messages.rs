@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::identity::Role;
+use crate::catalog::{ReportSummary, ServiceInfo, Trigger};
 use crate::path::LinkStats;
 
 /// A control message.
@@ -107,6 +108,47 @@ pub enum Control {
     },
     /// Hop → previous hop: the stream is connected through to the endpoint.
     TunnelOpened,
+    /// Site → controller, on a stream of its own: one page of a full report of the platform's
+    /// services; the pages follow each other on the stream, the last with `last` set. The
+    /// controller integrates the report after the last page and answers
+    /// [`Control::ReportIntegrated`] or [`Control::Refused`].
+    ReportPage {
+        /// The platform reported on: must be the sender's own.
+        platform: String,
+        /// Why the site discovered.
+        trigger: Trigger,
+        /// Page number, from 0.
+        page: u32,
+        /// Whether this is the last page.
+        last: bool,
+        /// The services on this page.
+        services: Vec<ServiceInfo>,
+        /// Requests the site made to its cloud (on the last page).
+        requests: usize,
+        /// How long discovery took, ms (on the last page).
+        discovery_ms: u64,
+    },
+    /// Site → controller: discovery failed, so there is no report (answered like a report).
+    DiscoveryFailed {
+        /// The platform: must be the sender's own.
+        platform: String,
+        /// Why the site discovered.
+        trigger: Trigger,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Controller → site: the report was integrated (or, for a failure, recorded).
+    ReportIntegrated {
+        /// What it changed.
+        summary: ReportSummary,
+    },
+    /// Controller → site: discover now. Answered by [`Control::RefreshStarted`].
+    Refresh,
+    /// Site → controller: a refresh runs now.
+    RefreshStarted {
+        /// Whether one was already running, which this request joined.
+        already_running: bool,
+    },
     /// Either way: the request was refused; the stream closes after this.
     Refused {
         /// What kind of refusal.

@@ -9,7 +9,8 @@
 //! - [`relay::Relay`] — dials its neighbours, probes each link continuously, forwards routed
 //!   path probes and tunnel streams, and reports its links.
 //! - [`site::Site`] — a platform's agent: probes the relays it knows, asks for connections,
-//!   and is the last hop of tunnels to the endpoints it publishes.
+//!   is the last hop of tunnels to the endpoints it publishes, and runs the platform's
+//!   plugins: its adapter discovers the cloud's services, which [`reporter`] reports.
 //!
 //! How a connection request flows:
 //!
@@ -30,5 +31,6 @@
 pub use crate::config;
 pub mod controller;
 pub mod relay;
+pub mod reporter;
 pub mod site;
 pub mod uplink;

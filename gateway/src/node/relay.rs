@@ -48,6 +48,7 @@ impl Relay {
             tunnels: Arc::clone(&tunnels),
             report_every: config.probing.report(),
             connection,
+            reporter: None,
         };
         tasks.spawn(uplink.run());
         tracing::info!(relay = %config.name, %listen, "relay started");

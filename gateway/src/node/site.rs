@@ -9,27 +9,46 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::relay::{dial_and_watch, expire_tunnels};
+use super::reporter::{ADAPTER, AUTHORIZER, Reporter};
 use super::uplink::Uplink;
-use crate::config::SiteConfig;
+use crate::blocking::Pool;
+use crate::catalog::Bounds;
+use crate::config::{CloudConfig, SiteConfig};
+use crate::discovery::{CloudAccess, CloudUrl};
 use crate::mesh::identity::Role;
 use crate::mesh::messages::Control;
 use crate::mesh::probe::Prober;
 use crate::mesh::stream as control;
 use crate::mesh::transport::MeshEndpoint;
 use crate::path::DecisionRecord;
+use crate::plugin::{EngineOptions, PluginEngine, PluginRegistry, World};
 use crate::tunnel::hop::HopTable;
+
+/// Plugin calls that may run at once on a site.
+const PLUGIN_CALLS: usize = 4;
+/// How often plugin files are checked for changes.
+const PLUGIN_WATCH: Duration = Duration::from_millis(500);
 
 /// A running site.
 pub struct Site {
     name: String,
     endpoint: Arc<MeshEndpoint>,
     controller: watch::Receiver<Option<quinn::Connection>>,
+    plugins: Option<Arc<PluginRegistry>>,
+    reporter: Option<Arc<Reporter>>,
     tasks: JoinSet<()>,
 }
 
 impl Site {
     /// Bind, then run in the background: probe the relays, keep the controller session.
     pub fn start(config: SiteConfig) -> anyhow::Result<Site> {
+        let plugins = site_plugins(&config)?;
+        let reporter = match (&config.cloud, &plugins) {
+            (Some(cloud), Some(plugins)) => {
+                Some(Arc::new(reporter(&config.name, cloud, Arc::clone(plugins))?))
+            }
+            _ => None,
+        };
         let identity = config.tls.load(&config.name, Role::Site)?;
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay])?);
         let prober = Prober::new(&config.name, false);
@@ -48,10 +67,25 @@ impl Site {
             tunnels,
             report_every: config.probing.report(),
             connection,
+            reporter: reporter.clone(),
         };
         tasks.spawn(uplink.run());
-        tracing::info!(site = %config.name, "site started");
-        Ok(Site { name: config.name, endpoint, controller, tasks })
+        if let Some(reporter) = &reporter {
+            tasks.spawn(Arc::clone(reporter).run(controller.clone()));
+        }
+        tracing::info!(site = %config.name, discovers = reporter.is_some(), "site started");
+        Ok(Site { name: config.name, endpoint, controller, plugins, reporter, tasks })
+    }
+
+    /// The site's plugins (adapter and authorizer), when it runs any.
+    pub fn plugins(&self) -> Option<&Arc<PluginRegistry>> {
+        self.plugins.as_ref()
+    }
+
+    /// Ask for a discovery run now, as the controller's refresh does; whether one was already
+    /// running. `None` when the site has no `[cloud]`.
+    pub fn refresh(&self) -> Option<bool> {
+        self.reporter.as_ref().map(|r| r.request())
     }
 
     /// The site's (and its platform's) name.
@@ -88,4 +122,80 @@ impl Site {
     pub async fn wait(&mut self) {
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Load the site's adapter and authorizer, with hot reload; `None` when it configures neither.
+fn site_plugins(config: &SiteConfig) -> anyhow::Result<Option<Arc<PluginRegistry>>> {
+    let adapter = config.cloud.as_ref().map(|c| &c.adapter);
+    if adapter.is_none() && config.authorizer.is_none() {
+        return Ok(None);
+    }
+    let mut options = EngineOptions::default();
+    if let Some(cache) = &config.plugin_cache {
+        options.cache_dir = Some(cache.clone());
+    }
+    let plugins = Arc::new(PluginRegistry::new(PluginEngine::new(options)?));
+    if let Some(adapter) = adapter {
+        let loaded = plugins
+            .load_as(adapter.spec(ADAPTER), Some(World::Adapter))
+            .with_context(|| format!("loading the adapter {}", adapter.path.display()))?;
+        if !loaded.discovers() {
+            bail!(
+                "the adapter {} exports no `discovering`: it cannot discover this platform's services",
+                adapter.path.display()
+            );
+        }
+    }
+    if let Some(authorizer) = &config.authorizer {
+        plugins
+            .load_as(authorizer.spec(AUTHORIZER), Some(World::Authorizer))
+            .with_context(|| format!("loading the authorizer {}", authorizer.path.display()))?;
+    }
+    plugins.spawn_watcher(PLUGIN_WATCH).context("starting the plugin watcher")?;
+    Ok(Some(plugins))
+}
+
+/// The reporter for a site's `[cloud]`: endpoints checked, the secret read from its file.
+fn reporter(platform: &str, cloud: &CloudConfig, plugins: Arc<PluginRegistry>) -> anyhow::Result<Reporter> {
+    if cloud.endpoints.is_empty() {
+        bail!("[cloud] needs at least one endpoint");
+    }
+    let mut endpoints = Vec::new();
+    for e in &cloud.endpoints {
+        let url = CloudUrl::parse(&e.url)
+            .map_err(|reason| anyhow::anyhow!("[cloud] endpoint `{}`: {reason}", e.name))?;
+        if endpoints.iter().any(|(n, _)| n == &e.name) {
+            bail!("[cloud] names endpoint `{}` twice", e.name);
+        }
+        endpoints.push((e.name.clone(), url));
+    }
+    let secret = match &cloud.secret_file {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading the cloud secret {}", file.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        None => String::new(),
+    };
+    if cloud.report_every_s == 0 {
+        bail!("[cloud] report_every_s must be at least 1");
+    }
+    Ok(Reporter {
+        plugins,
+        cloud: CloudAccess {
+            platform: platform.to_owned(),
+            endpoints,
+            principal: cloud.principal.clone(),
+            secret,
+            attributes: cloud.attributes.clone().into_iter().collect(),
+        },
+        limits: cloud.discovery,
+        bounds: Bounds::default(),
+        pool: Pool::new("plugin", PLUGIN_CALLS),
+        every: Duration::from_secs(cloud.report_every_s),
+        running: Default::default(),
+        wake: Default::default(),
+    })
 }

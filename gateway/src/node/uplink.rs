@@ -19,6 +19,8 @@ use crate::mesh::transport::MeshEndpoint;
 use crate::tunnel::HopKey;
 use crate::tunnel::hop::HopTable;
 
+use super::reporter::Reporter;
+
 /// Wait between attempts to reach the controller.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -40,6 +42,8 @@ pub struct Uplink {
     pub report_every: Duration,
     /// The live controller connection, for requests the node itself makes (site connects).
     pub connection: watch::Sender<Option<quinn::Connection>>,
+    /// A site's reporter, which the controller may ask for a refresh.
+    pub reporter: Option<Arc<Reporter>>,
 }
 
 impl Uplink {
@@ -87,6 +91,7 @@ impl Uplink {
             name.clone(),
             Arc::clone(&self.prober),
             Arc::clone(&self.tunnels),
+            self.reporter.clone(),
         ));
 
         let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(10, 60_000)));
@@ -118,9 +123,11 @@ async fn serve_requests(
     controller: String,
     prober: Arc<Prober>,
     tunnels: Arc<HopTable>,
+    reporter: Option<Arc<Reporter>>,
 ) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let (prober, tunnels, controller) = (Arc::clone(&prober), Arc::clone(&tunnels), controller.clone());
+        let reporter = reporter.clone();
         tokio::spawn(async move {
             let answer = match read_frame(&mut recv, Duration::from_secs(10)).await {
                 Ok(Control::TunnelOpen { tunnel, token }) => {
@@ -144,6 +151,13 @@ async fn serve_requests(
                         Err(refusal) => refusal.to_control(),
                     }
                 }
+                Ok(Control::Refresh) => match &reporter {
+                    Some(r) => Control::RefreshStarted { already_running: r.request() },
+                    None => Control::refused(
+                        RefusalCode::NotFound,
+                        "this node discovers nothing: configure [cloud] on the site",
+                    ),
+                },
                 Ok(Control::TunnelTeardown { tunnel }) => {
                     Control::TunnelClosed { tunnel, existed: tunnels.teardown(tunnel) }
                 }

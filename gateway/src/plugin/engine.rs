@@ -121,8 +121,15 @@ impl PluginEngine {
                 self.options.max_memory_bytes >> 20
             ));
         }
-        if limits.deadline_ms == 0 {
-            return bad("deadline_ms must be at least 1".into());
+        if limits.discovery_memory_mib << 20 > self.options.max_memory_bytes {
+            return bad(format!(
+                "discovery memory limit of {} MiB exceeds the engine's maximum of {} MiB",
+                limits.discovery_memory_mib,
+                self.options.max_memory_bytes >> 20
+            ));
+        }
+        if limits.deadline_ms == 0 || limits.discovery_deadline_ms == 0 {
+            return bad("deadline_ms and discovery_deadline_ms must be at least 1".into());
         }
         Ok(())
     }

@@ -34,6 +34,7 @@ const HOST_IMPORTS: [&str; 5] = [
 /// The optional adapter interfaces: authenticating clients, exchanging tokens.
 const AUTHENTICATING: &str = "skybridge:plugin/authenticating@0.1.0";
 const TOKEN_EXCHANGE: &str = "skybridge:plugin/token-exchange@0.1.0";
+const DISCOVERING: &str = "skybridge:plugin/discovering@0.1.0";
 
 /// Warm instances kept per plugin; more concurrent calls instantiate fresh ones.
 const MAX_WARM: usize = 16;
@@ -115,6 +116,13 @@ enum WorldPre {
 struct AdapterExtras {
     authenticating: Option<AuthenticatingIndices>,
     token_exchange: Option<TokenExchangeIndices>,
+    discovering: Option<DiscoveringIndices>,
+}
+
+#[derive(Clone)]
+struct DiscoveringIndices {
+    start: ComponentExportIndex,
+    next: ComponentExportIndex,
 }
 
 #[derive(Clone)]
@@ -141,6 +149,79 @@ enum Exports {
 struct AdapterFuncs {
     authenticating: Option<Authenticating>,
     token_exchange: Option<TokenExchange>,
+    discovering: Option<Discovering>,
+}
+
+/// An adapter instance's `discovering` functions.
+struct Discovering {
+    start: TypedFunc<(Vec<types::Pair>,), (Result<DiscoveryStep, String>,)>,
+    next: TypedFunc<ContinueDiscoveryArgs, (Result<DiscoveryStep, String>,)>,
+}
+
+/// `continue-discovery`'s parameters: context, cursor, the cloud's answer.
+type ContinueDiscoveryArgs = (Vec<types::Pair>, String, CloudResponse);
+
+/// `discovering.discovered-service`: one service of the cloud, with its native key.
+#[derive(Debug, Clone, PartialEq, wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+pub struct DiscoveredService {
+    /// The cloud's own key for it.
+    #[component(name = "native-id")]
+    pub native_id: String,
+    /// Its kind (taxonomy).
+    pub kind: String,
+    /// Its name at the platform.
+    pub name: String,
+    /// Where it is reached.
+    pub endpoint: String,
+    /// Region, if any.
+    pub region: Option<String>,
+    /// Attributes.
+    pub attributes: Vec<types::Pair>,
+}
+
+/// `discovering.cloud-request`: a request the site makes to its cloud for the adapter.
+#[derive(Debug, Clone, PartialEq, wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+pub struct CloudRequest {
+    /// Which configured cloud endpoint; `None`: the default.
+    pub endpoint: Option<String>,
+    /// Method.
+    pub method: String,
+    /// Percent-encoded path.
+    pub path: String,
+    /// Query, without `?`.
+    pub query: String,
+    /// Headers.
+    pub headers: Vec<types::Pair>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Credential attributes for signing it.
+    pub signing: Vec<types::Pair>,
+}
+
+/// `discovering.cloud-response`: the cloud's answer, handed to the adapter.
+#[derive(Debug, Clone, PartialEq, wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+pub struct CloudResponse {
+    /// Status.
+    pub status: u16,
+    /// Headers, names in lower case.
+    pub headers: Vec<types::Pair>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// `discovering.discovery-step`.
+#[derive(Debug, Clone, PartialEq, wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+pub struct DiscoveryStep {
+    /// Services found in the answer just read.
+    pub services: Vec<DiscoveredService>,
+    /// The next request; `None`: done.
+    pub next: Option<CloudRequest>,
+    /// The adapter's state for the next call.
+    pub cursor: String,
 }
 
 /// An adapter instance's `token-exchange` functions.
@@ -214,6 +295,8 @@ pub struct Plugin {
     engine: Engine,
     limits: PluginLimits,
     deadline_ticks: u64,
+    /// The CPU deadline of one discovery call (larger: it parses whole listings).
+    discovery_ticks: u64,
     name: Arc<str>,
     config: Arc<BTreeMap<String, String>>,
     stats: Arc<PluginStats>,
@@ -322,6 +405,12 @@ impl Plugin {
                         verify_client: index(AUTHENTICATING, "verify-client")?,
                     });
                 }
+                if exports_iface(DISCOVERING) {
+                    extras.discovering = Some(DiscoveringIndices {
+                        start: index(DISCOVERING, "start-discovery")?,
+                        next: index(DISCOVERING, "continue-discovery")?,
+                    });
+                }
                 if exports_iface(TOKEN_EXCHANGE) {
                     extras.token_exchange = Some(TokenExchangeIndices {
                         request_token: index(TOKEN_EXCHANGE, "request-token")?,
@@ -350,6 +439,7 @@ impl Plugin {
             pre,
             engine,
             deadline_ticks: host.ticks_for(spec.limits.deadline()),
+            discovery_ticks: host.ticks_for(spec.limits.discovery_deadline()),
             limits: spec.limits.clone(),
             name: Arc::from(plugin.as_str()),
             config: Arc::new(spec.config.clone()),
@@ -550,6 +640,84 @@ impl Plugin {
         })
     }
 
+    /// Whether this adapter discovers its cloud's services.
+    pub fn discovers(&self) -> bool {
+        matches!(&self.pre, WorldPre::Adapter(_, extras) if extras.discovering.is_some())
+    }
+
+    /// Begin discovery with the site's `context`. Runs under the discovery limits.
+    pub fn start_discovery(&self, context: &[types::Pair]) -> Result<DiscoveryStep, CallError> {
+        self.discovery_call("start-discovery", |store, funcs| {
+            Ok(funcs.start.call(&mut *store, (context.to_vec(),))?.0.map_err(CallFailure::Rejected))
+        })
+    }
+
+    /// Hand the cloud's `response` and the adapter's `cursor` back; the next step.
+    pub fn continue_discovery(
+        &self,
+        context: &[types::Pair],
+        cursor: &str,
+        response: CloudResponse,
+    ) -> Result<DiscoveryStep, CallError> {
+        self.discovery_call("continue-discovery", |store, funcs| {
+            Ok(funcs
+                .next
+                .call(&mut *store, (context.to_vec(), cursor.to_owned(), response))?
+                .0
+                .map_err(CallFailure::Rejected))
+        })
+    }
+
+    /// A discovery call: on a fresh instance under the discovery limits (a listing answer may
+    /// be megabytes; the instance is dropped afterwards so its grown memory never joins the
+    /// warm pool).
+    fn discovery_call<R>(
+        &self,
+        call: &'static str,
+        f: impl FnOnce(&mut Store<Sandbox>, &Discovering) -> wasmtime::Result<Result<R, CallFailure>>,
+    ) -> Result<R, CallError> {
+        let _span = tracing::debug_span!("plugin_call", plugin = %self.name, export = call).entered();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let limits = self.limits.for_discovery();
+        let mut warm = self.instantiate_with(&limits, self.discovery_ticks)?;
+        let Exports::Adapter(_, funcs) = &warm.exports else {
+            return Err(self.error(call, self.wrong_world(World::Adapter)));
+        };
+        let Some(funcs) = &funcs.discovering else {
+            return Err(
+                self.error(call, CallFailure::Rejected("this adapter does not discover services".into()))
+            );
+        };
+        let store = &mut warm.store;
+        store.data_mut().begin(call);
+        store.set_epoch_deadline(self.discovery_ticks);
+        let outcome = f(store, funcs);
+        store.data_mut().end();
+        let result = match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(failure)) => {
+                if matches!(failure, CallFailure::Rejected(_)) {
+                    self.stats.rejections.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(self.error(call, failure))
+            }
+            Err(e) => {
+                self.stats.faults.fetch_add(1, Ordering::Relaxed);
+                let failure = match self.classify(&e, warm.store.data()) {
+                    CallFailure::DeadlineExceeded { .. } => {
+                        CallFailure::DeadlineExceeded { limit: limits.deadline() }
+                    }
+                    other => other,
+                };
+                Err(self.error(call, failure))
+            }
+        };
+        if let Err(e) = &result {
+            self.stats.count_failure(&e.cause);
+        }
+        result
+    }
+
     // -----------------------------------------------------------------------------------------
     // The call machinery
 
@@ -612,16 +780,20 @@ impl Plugin {
     }
 
     fn instantiate(&self) -> Result<Warm, CallError> {
+        self.instantiate_with(&self.limits, self.deadline_ticks)
+    }
+
+    fn instantiate_with(&self, limits: &PluginLimits, deadline_ticks: u64) -> Result<Warm, CallError> {
         let sandbox = Sandbox::new(
             self.name.clone(),
             self.config.clone(),
             self.stats.clone(),
             self.log_bucket.clone(),
-            &self.limits,
+            limits,
         );
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| s);
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(deadline_ticks);
         let exports = match &self.pre {
             WorldPre::Scorer(pre) => pre.instantiate(&mut store).map(Exports::Scorer),
             WorldPre::Authorizer(pre) => pre.instantiate(&mut store).map(Exports::Authorizer),
@@ -699,6 +871,12 @@ fn instantiate_adapter(
             verify_client: instance.get_typed_func(&mut *store, i.verify_client)?,
         });
     }
+    if let Some(i) = &extras.discovering {
+        funcs.discovering = Some(Discovering {
+            start: instance.get_typed_func(&mut *store, i.start)?,
+            next: instance.get_typed_func(&mut *store, i.next)?,
+        });
+    }
     if let Some(i) = &extras.token_exchange {
         funcs.token_exchange = Some(TokenExchange {
             request_token: instance.get_typed_func(&mut *store, i.request_token)?,
@@ -751,5 +929,20 @@ impl PluginLimits {
     /// The memory limit in bytes.
     pub fn memory_bytes(&self) -> usize {
         self.memory_mib << 20
+    }
+
+    /// The CPU deadline of one discovery call.
+    pub fn discovery_deadline(&self) -> Duration {
+        Duration::from_millis(self.discovery_deadline_ms)
+    }
+
+    /// These limits with the discovery deadline and memory in place of the per-call ones.
+    pub fn for_discovery(&self) -> PluginLimits {
+        PluginLimits {
+            deadline_ms: self.discovery_deadline_ms,
+            memory_mib: self.discovery_memory_mib,
+            reuse_instances: false,
+            ..self.clone()
+        }
     }
 }

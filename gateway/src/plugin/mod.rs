@@ -51,7 +51,10 @@ use std::path::PathBuf;
 pub use bindings::{adapting, authorization, scoring, types};
 pub use engine::{EngineOptions, PluginEngine, default_cache_dir};
 pub use error::{CallError, CallFailure, LoadError};
-pub use loaded::{Description, Format, ImportStatus, Plugin, PluginInfo, Token, TokenRequest};
+pub use loaded::{
+    CloudRequest, CloudResponse, Description, DiscoveredService, DiscoveryStep, Format, ImportStatus, Plugin,
+    PluginInfo, Token, TokenRequest,
+};
 pub use registry::{PluginRegistry, RegistryEntry, Reload};
 pub use sandbox::StatsSnapshot;
 
@@ -155,6 +158,12 @@ pub struct PluginLimits {
     /// Keep instances warm between calls (default true). False: a fresh instance per call,
     /// so no state survives from one call to the next.
     pub reuse_instances: bool,
+    /// CPU deadline of one discovery call (an adapter reading one page of a cloud listing), in
+    /// milliseconds (default 2,000).
+    pub discovery_deadline_ms: u64,
+    /// Linear memory of a discovery call's instance, in MiB (default 64): one listing page
+    /// can be megabytes (moto's `DescribeInstanceTypes` is one ~5 MB page).
+    pub discovery_memory_mib: usize,
 }
 
 impl Default for PluginLimits {
@@ -167,6 +176,8 @@ impl Default for PluginLimits {
             log_per_second: 50,
             log_burst: 100,
             reuse_instances: true,
+            discovery_deadline_ms: 2_000,
+            discovery_memory_mib: 64,
         }
     }
 }

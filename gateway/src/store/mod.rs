@@ -1,6 +1,7 @@
 //! # The controller's durable state
 //!
-//! Decision records by id, and accounts with their credential mappings, behind one interface:
+//! Decision records by id, accounts with their credential mappings, and each platform's
+//! inventory with its refresh records, behind one interface:
 //! [`Backend`] is what a storage engine implements (blocking calls, typed [`StoreError`]s);
 //! [`Store`] is what the controller holds — every call runs on a bounded blocking pool, so disk
 //! I/O never runs on an async worker. [`redb`] is the embedded default; a backend shared by
@@ -14,7 +15,10 @@ pub mod redb;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use crate::blocking::{Pool, PoolError};
+use crate::catalog::{InventoryRecord, PlatformReports, RefreshRecord};
 use crate::path::DecisionRecord;
 use crate::session::accounts::Account;
 
@@ -88,6 +92,38 @@ pub trait Backend: Send + Sync + 'static {
     fn accounts(&self) -> Result<Vec<Account>, StoreError>;
     /// Delete an account; whether it existed.
     fn remove_account(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// A platform's report state and whole inventory, by native id.
+    fn inventory(&self, platform: &str) -> Result<Inventory, StoreError>;
+    /// In one transaction: write `put` into the platform's inventory, its new report state,
+    /// and the refresh record (its `seq` is assigned here). All of it or nothing.
+    fn apply_report(
+        &self,
+        platform: &str,
+        put: &[InventoryRecord],
+        state: &PlatformReports,
+        refresh: &mut RefreshRecord,
+    ) -> Result<(), StoreError>;
+    /// Record a refresh that changed nothing (a failure or a refusal).
+    fn record_refresh(&self, refresh: &mut RefreshRecord) -> Result<(), StoreError>;
+    /// Up to `limit` inventory records of a platform with native ids after `after`, in order.
+    fn inventory_page(
+        &self,
+        platform: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InventoryRecord>, StoreError>;
+    /// A platform's latest `limit` refresh records, newest first.
+    fn refreshes(&self, platform: &str, limit: usize) -> Result<Vec<RefreshRecord>, StoreError>;
+}
+
+/// A platform's stored inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Its report state.
+    pub platform: PlatformReports,
+    /// Its records by native id.
+    pub records: BTreeMap<String, InventoryRecord>,
 }
 
 /// Store calls that may run at once (redb serialises writers anyway; readers are cheap).
@@ -190,6 +226,47 @@ impl Store {
     pub async fn remove_account(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.call(move |b| b.remove_account(&id)).await
+    }
+
+    /// A platform's report state and inventory.
+    pub async fn inventory(&self, platform: &str) -> Result<Inventory, StoreError> {
+        let platform = platform.to_owned();
+        self.call(move |b| b.inventory(&platform)).await
+    }
+
+    /// Write a report's changes, the platform's state and the refresh record, atomically;
+    /// returns the refresh record with its sequence number.
+    pub async fn apply_report(
+        &self,
+        platform: &str,
+        put: Vec<InventoryRecord>,
+        state: PlatformReports,
+        mut refresh: RefreshRecord,
+    ) -> Result<RefreshRecord, StoreError> {
+        let platform = platform.to_owned();
+        self.call(move |b| b.apply_report(&platform, &put, &state, &mut refresh).map(|()| refresh)).await
+    }
+
+    /// Record a refresh that changed nothing.
+    pub async fn record_refresh(&self, mut refresh: RefreshRecord) -> Result<RefreshRecord, StoreError> {
+        self.call(move |b| b.record_refresh(&mut refresh).map(|()| refresh)).await
+    }
+
+    /// A page of a platform's inventory, after native id `after`.
+    pub async fn inventory_page(
+        &self,
+        platform: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<InventoryRecord>, StoreError> {
+        let platform = platform.to_owned();
+        self.call(move |b| b.inventory_page(&platform, after.as_deref(), limit)).await
+    }
+
+    /// A platform's latest refresh records, newest first.
+    pub async fn refreshes(&self, platform: &str, limit: usize) -> Result<Vec<RefreshRecord>, StoreError> {
+        let platform = platform.to_owned();
+        self.call(move |b| b.refreshes(&platform, limit)).await
     }
 
     /// Wait for the calls running now, refuse any further ones, and release the backend (a

@@ -7,7 +7,8 @@ use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Backend, StoreError};
+use super::{Backend, Inventory, StoreError};
+use crate::catalog::{InventoryRecord, KEEP_REFRESHES, PlatformReports, RefreshRecord};
 use crate::path::DecisionRecord;
 use crate::session::accounts::Account;
 
@@ -16,6 +17,15 @@ const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("connections
 
 /// Accounts: id → JSON (with secrets).
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+
+/// Inventory: (platform, native id) → JSON [`InventoryRecord`].
+const INVENTORY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("inventory");
+
+/// Platforms' report state: platform → JSON [`PlatformReports`].
+const PLATFORMS: TableDefinition<&str, &[u8]> = TableDefinition::new("platform_reports");
+
+/// Refresh records: (platform, seq) → JSON [`RefreshRecord`].
+const REFRESHES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("refreshes");
 
 /// The store holds secrets: readable by the controller's user only.
 fn restrict_permissions(path: &Path) {
@@ -74,6 +84,9 @@ impl RedbStore {
         let tx = db.begin_write().doing(opening)?;
         tx.open_table(DECISIONS).doing(opening)?;
         tx.open_table(ACCOUNTS).doing(opening)?;
+        tx.open_table(INVENTORY).doing(opening)?;
+        tx.open_table(PLATFORMS).doing(opening)?;
+        tx.open_table(REFRESHES).doing(opening)?;
         tx.commit().doing(opening)?;
         restrict_permissions(path);
         Ok(RedbStore { db })
@@ -93,6 +106,29 @@ impl RedbStore {
 
     fn read(&self, doing: &'static str) -> Result<::redb::ReadTransaction, StoreError> {
         self.db.begin_read().doing(doing)
+    }
+
+    /// Append `refresh` to its platform's records (assigning `seq`), dropping the oldest past
+    /// [`KEEP_REFRESHES`].
+    fn append_refresh(
+        tx: &::redb::WriteTransaction,
+        doing: &'static str,
+        refresh: &mut RefreshRecord,
+    ) -> Result<(), StoreError> {
+        let mut table = tx.open_table(REFRESHES).doing(doing)?;
+        let platform = refresh.platform.as_str();
+        let mut seqs = Vec::new();
+        for entry in table.range((platform, 0)..=(platform, u64::MAX)).doing(doing)? {
+            let (key, _) = entry.doing(doing)?;
+            seqs.push(key.value().1);
+        }
+        refresh.seq = seqs.last().map_or(1, |s| s + 1);
+        table.insert((platform, refresh.seq), encode(doing, &*refresh)?.as_slice()).doing(doing)?;
+        let excess = (seqs.len() + 1).saturating_sub(KEEP_REFRESHES);
+        for seq in seqs.into_iter().take(excess) {
+            table.remove((platform, seq)).doing(doing)?;
+        }
+        Ok(())
     }
 }
 
@@ -179,6 +215,91 @@ impl Backend for RedbStore {
             let mut table = tx.open_table(ACCOUNTS).doing(doing)?;
             Ok(table.remove(id).doing(doing)?.is_some())
         })
+    }
+
+    fn inventory(&self, platform: &str) -> Result<Inventory, StoreError> {
+        let doing = "reading an inventory";
+        let tx = self.read(doing)?;
+        let platforms = tx.open_table(PLATFORMS).doing(doing)?;
+        let state = match platforms.get(platform).doing(doing)? {
+            Some(bytes) => decode("platform report state", platform, bytes.value())?,
+            None => PlatformReports::default(),
+        };
+        let table = tx.open_table(INVENTORY).doing(doing)?;
+        let mut records = std::collections::BTreeMap::new();
+        for entry in table.range((platform, "")..).doing(doing)? {
+            let (key, bytes) = entry.doing(doing)?;
+            let (p, id) = key.value();
+            if p != platform {
+                break;
+            }
+            let record: InventoryRecord = decode("inventory record", id, bytes.value())?;
+            records.insert(id.to_owned(), record);
+        }
+        Ok(Inventory { platform: state, records })
+    }
+
+    fn apply_report(
+        &self,
+        platform: &str,
+        put: &[InventoryRecord],
+        state: &PlatformReports,
+        refresh: &mut RefreshRecord,
+    ) -> Result<(), StoreError> {
+        let doing = "integrating a report";
+        self.write(doing, |tx| {
+            {
+                let mut table = tx.open_table(INVENTORY).doing(doing)?;
+                for record in put {
+                    let key = (platform, record.service.native_id.as_str());
+                    table.insert(key, encode(doing, record)?.as_slice()).doing(doing)?;
+                }
+                let mut platforms = tx.open_table(PLATFORMS).doing(doing)?;
+                platforms.insert(platform, encode(doing, state)?.as_slice()).doing(doing)?;
+            }
+            Self::append_refresh(tx, doing, refresh)
+        })
+    }
+
+    fn record_refresh(&self, refresh: &mut RefreshRecord) -> Result<(), StoreError> {
+        let doing = "recording a refresh";
+        self.write(doing, |tx| Self::append_refresh(tx, doing, refresh))
+    }
+
+    fn inventory_page(
+        &self,
+        platform: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InventoryRecord>, StoreError> {
+        let doing = "listing an inventory";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(INVENTORY).doing(doing)?;
+        let mut out = Vec::new();
+        for entry in table.range((platform, after.unwrap_or(""))..).doing(doing)? {
+            let (key, bytes) = entry.doing(doing)?;
+            let (p, id) = key.value();
+            if p != platform || out.len() >= limit {
+                break;
+            }
+            if Some(id) == after {
+                continue;
+            }
+            out.push(decode("inventory record", id, bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    fn refreshes(&self, platform: &str, limit: usize) -> Result<Vec<RefreshRecord>, StoreError> {
+        let doing = "listing refreshes";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(REFRESHES).doing(doing)?;
+        let mut out = Vec::new();
+        for entry in table.range((platform, 0)..=(platform, u64::MAX)).doing(doing)?.rev().take(limit) {
+            let (key, bytes) = entry.doing(doing)?;
+            out.push(decode("refresh record", key.value().1, bytes.value())?);
+        }
+        Ok(out)
     }
 }
 

@@ -77,6 +77,7 @@ pub struct Topology {
     ingress_platform: Option<String>,
     ingress_limits: Option<(u64, usize)>,
     adapters: Vec<AdapterConfig>,
+    clouds: BTreeMap<String, crate::config::CloudConfig>,
     policy: Policy,
 }
 
@@ -91,6 +92,7 @@ impl Topology {
             ingress_platform: None,
             ingress_limits: None,
             adapters: vec![],
+            clouds: BTreeMap::new(),
             policy,
         }
     }
@@ -127,6 +129,12 @@ impl Topology {
             config: Default::default(),
             limits: Default::default(),
         });
+        self
+    }
+
+    /// Give `site` a cloud to discover (its `[cloud]`).
+    pub fn cloud(mut self, site: &str, cloud: crate::config::CloudConfig) -> Topology {
+        self.clouds.insert(site.into(), cloud);
         self
     }
 
@@ -198,6 +206,7 @@ impl LocalMesh {
                 ..IngressConfig::default()
             },
             adapters: topology.adapters.clone(),
+            catalog: Default::default(),
         };
         let controller = crate::node::controller::start(controller_config.clone()).await?;
         let controller_peer = Peer { name: "controller".into(), addr: controller.mesh_addr() };
@@ -255,6 +264,9 @@ impl LocalMesh {
                 probing: fast_probing(),
                 relays: peers,
                 endpoints: topology.endpoints.get(name).cloned().unwrap_or_default(),
+                cloud: topology.clouds.get(name).cloned(),
+                authorizer: None,
+                plugin_cache: Some(state.path().join("plugin-cache")),
             })?;
             sites.insert(name.clone(), site);
         }

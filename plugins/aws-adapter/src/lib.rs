@@ -21,10 +21,15 @@
 //! the other query APIs use `/`, which is the same either way).
 //!
 //! Tested against AWS's documented example and against botocore's signers.
+//!
+//! Discovery (the `discovering` interface) is in `discovery`: STS, S3 and EC2 listings.
+
+mod discovery;
 
 use skybridge_plugin_sdk::clock::Civil;
 use skybridge_plugin_sdk::{
-    Adapter, RequestHead, ServiceRecord, TargetCredentials, clock, crypto, export_adapter, percent_decode,
+    Adapter, CloudResponse, DiscoveryStep, RequestHead, ServiceRecord, TargetCredentials, clock, crypto,
+    export_adapter, percent_decode,
 };
 
 /// The AWS adapter.
@@ -53,6 +58,18 @@ impl Adapter for AwsAdapter {
     fn verify_client(head: &RequestHead, account_secret: &str) -> Result<(), String> {
         let (seconds, _) = clock::now();
         verify(head, account_secret, seconds)
+    }
+
+    fn start_discovery(context: &[(String, String)]) -> Result<DiscoveryStep, String> {
+        discovery::start(context)
+    }
+
+    fn continue_discovery(
+        context: &[(String, String)],
+        cursor: &str,
+        response: &CloudResponse,
+    ) -> Result<DiscoveryStep, String> {
+        discovery::next(context, cursor, response)
     }
 }
 
@@ -254,6 +271,10 @@ pub fn sign(mut head: RequestHead, creds: &TargetCredentials, seconds: u64) -> R
         Some(h) => h.to_owned(),
         None => head.body_sha256.clone().ok_or("the host did not supply the body's SHA-256")?,
     };
+    // S3 wants the payload hash as a header on every request (and signs it).
+    if service == "s3" && head.header("x-amz-content-sha256").is_none() {
+        head.set_header("x-amz-content-sha256", payload.clone());
+    }
     for name in ["authorization", "x-amz-date", "x-amz-security-token"] {
         head.remove_header(name);
     }

@@ -1,0 +1,267 @@
+//! The catalog room: platforms' reports in, inventories out.
+//!
+//! A site reports on a stream of its own ([`Control::ReportPage`]s); pages are gathered here
+//! (bounded in count, size and time), checked again against the catalog's bounds (no site is
+//! trusted), then diffed against the stored inventory ([`catalog::plan_full_report`]) and
+//! written in one transaction together with the refresh record. A report is integrated
+//! only after its last page, so a site that dies mid-report changes nothing. One
+//! integration runs at a time, so two reports never interleave their read and write.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::catalog::{
+    self, Bounds, InventoryRecord, Outcome, RefreshRecord, ReportSummary, ServiceInfo, Trigger, Withdrawal,
+};
+use crate::mesh::messages::{Control, RefusalCode};
+use crate::mesh::stream::{self as control, Framed};
+use crate::store::StoreError;
+use crate::time::now_unix_ms;
+
+use super::Controller;
+use super::events::Event;
+
+/// How long a site may take to send all pages of one report.
+const REPORT_TIME: Duration = Duration::from_secs(300);
+/// Pages in one report (with ~1 MiB frames, far more than `max_services` needs).
+const MAX_PAGES: u32 = 10_000;
+
+/// The catalog's settings and its write lock.
+pub struct Catalog {
+    bounds: Bounds,
+    withdrawal: Withdrawal,
+    /// Held while a report is read from the store, planned and written.
+    integrating: tokio::sync::Mutex<()>,
+}
+
+impl Catalog {
+    /// With these bounds and withdrawal rules.
+    pub fn new(bounds: Bounds, withdrawal: Withdrawal) -> Catalog {
+        Catalog { bounds, withdrawal, integrating: tokio::sync::Mutex::new(()) }
+    }
+}
+
+/// Why a report or a catalog request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The report breaks the protocol or the bounds; nothing was written.
+    #[error("{0}")]
+    BadReport(String),
+    /// The platform is unknown or its site is not connected.
+    #[error("platform `{0}` has no connected site")]
+    NotConnected(String),
+    /// The site refused or failed the request.
+    #[error("the site: {0}")]
+    Site(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Controller {
+    /// Read a report that starts with `first` from site `from`, integrate it, and answer.
+    pub(super) async fn receive_report(self: Arc<Self>, from: String, first: Control, mut stream: Framed) {
+        let started = Instant::now();
+        let answer = match tokio::time::timeout(REPORT_TIME, self.gather(&from, first, &mut stream)).await {
+            Err(_) => Err(CatalogError::BadReport(format!(
+                "the report did not arrive within {} s",
+                REPORT_TIME.as_secs()
+            ))),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Gathered::Failed { trigger, reason })) => {
+                tracing::warn!(platform = %from, ?trigger, "discovery failed at the site: {reason}");
+                let refresh =
+                    refresh_record(&from, Some(trigger), 0, 0, started, Outcome::DiscoveryFailed { reason });
+                self.store.record_refresh(refresh).await.map(|_| ReportSummary::default()).map_err(Into::into)
+            }
+            Ok(Ok(Gathered::Report { trigger, services, requests, discovery_ms })) => {
+                self.integrate(&from, trigger, services, requests, discovery_ms, started).await
+            }
+        };
+        match answer {
+            Ok(summary) => {
+                let _ = stream.send(&Control::ReportIntegrated { summary }).await;
+                stream.finish();
+            }
+            Err(e) => {
+                tracing::warn!(platform = %from, "report refused: {e}");
+                let code = match &e {
+                    CatalogError::Store(_) => RefusalCode::Internal,
+                    _ => RefusalCode::BadRequest,
+                };
+                if let CatalogError::BadReport(reason) = &e {
+                    let refresh = refresh_record(
+                        &from,
+                        None,
+                        0,
+                        0,
+                        started,
+                        Outcome::Refused { reason: reason.clone() },
+                    );
+                    let _ = self.store.record_refresh(refresh).await;
+                }
+                stream.refuse(code, &e.to_string()).await;
+            }
+        }
+    }
+
+    /// Gather every page of a report.
+    async fn gather(
+        &self,
+        from: &str,
+        first: Control,
+        stream: &mut Framed,
+    ) -> Result<Gathered, CatalogError> {
+        let bad = |reason: String| Err(CatalogError::BadReport(reason));
+        let mut services: Vec<ServiceInfo> = Vec::new();
+        let mut next = Some(first);
+        let mut expected_page = 0u32;
+        loop {
+            let message = match next.take() {
+                Some(m) => m,
+                None => match stream.recv().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return bad("the report ended before its last page".into()),
+                    Err(e) => return bad(format!("reading the report: {e:#}")),
+                },
+            };
+            match message {
+                Control::DiscoveryFailed { platform, trigger, reason } if expected_page == 0 => {
+                    if platform != from {
+                        return bad(format!("site `{from}` may not report for platform `{platform}`"));
+                    }
+                    let reason: String = reason.chars().take(2_000).collect();
+                    return Ok(Gathered::Failed { trigger, reason });
+                }
+                Control::ReportPage {
+                    platform,
+                    trigger,
+                    page,
+                    last,
+                    services: mut page_services,
+                    requests,
+                    discovery_ms,
+                } => {
+                    if platform != from {
+                        return bad(format!("site `{from}` may not report for platform `{platform}`"));
+                    }
+                    if page != expected_page {
+                        return bad(format!("page {page} arrived where page {expected_page} was due"));
+                    }
+                    if page >= MAX_PAGES {
+                        return bad(format!("a report of more than {MAX_PAGES} pages"));
+                    }
+                    if services.len() + page_services.len() > self.catalog.bounds.max_services {
+                        return bad(format!(
+                            "a report of more than {} services",
+                            self.catalog.bounds.max_services
+                        ));
+                    }
+                    services.append(&mut page_services);
+                    if last {
+                        return Ok(Gathered::Report { trigger, services, requests, discovery_ms });
+                    }
+                    expected_page += 1;
+                }
+                other => {
+                    return bad(format!("expected a report page, got {}", message_name(&other)));
+                }
+            }
+        }
+    }
+
+    async fn integrate(
+        &self,
+        platform: &str,
+        trigger: Trigger,
+        mut services: Vec<ServiceInfo>,
+        requests: usize,
+        discovery_ms: u64,
+        started: Instant,
+    ) -> Result<ReportSummary, CatalogError> {
+        catalog::validate_report(&mut services, &self.catalog.bounds)
+            .map_err(|e| CatalogError::BadReport(e.to_string()))?;
+        let _writer = self.catalog.integrating.lock().await;
+        let stored = self.store.inventory(platform).await?;
+        let (withdrawal, now) = (self.catalog.withdrawal, now_unix_ms());
+        let plan = catalog::plan_full_report(&stored.platform, &stored.records, services, now, &withdrawal);
+        let summary = plan.summary;
+        let refresh = refresh_record(
+            platform,
+            Some(trigger),
+            requests,
+            discovery_ms,
+            started,
+            Outcome::Integrated { summary },
+        );
+        let written = plan.put.len();
+        self.store.apply_report(platform, plan.put, plan.platform, refresh).await?;
+        tracing::info!(
+            %platform, ?trigger, reported = summary.reported, added = summary.added, changed = summary.changed,
+            missing = summary.missing, withdrawn = summary.withdrawn, held = summary.held, written,
+            "report integrated"
+        );
+        self.events.publish(Event::InventoryChanged { platform: platform.to_owned(), summary });
+        Ok(summary)
+    }
+
+    /// Ask `platform`'s site to discover now. Returns whether a refresh was already running
+    /// there (the request then joins it: one refresh in flight per platform).
+    pub async fn refresh_platform(&self, platform: &str) -> Result<bool, CatalogError> {
+        let conn =
+            self.nodes.connection(platform).ok_or_else(|| CatalogError::NotConnected(platform.to_owned()))?;
+        match control::request(&conn, &Control::Refresh).await {
+            Ok(Control::RefreshStarted { already_running }) => Ok(already_running),
+            Ok(other) => Err(CatalogError::Site(format!("unexpected answer {}", message_name(&other)))),
+            Err(e) => Err(CatalogError::Site(format!("{e:#}"))),
+        }
+    }
+
+    /// A page of `platform`'s inventory: up to `limit` records after native id `after`.
+    pub async fn inventory_page(
+        &self,
+        platform: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<InventoryRecord>, CatalogError> {
+        Ok(self.store.inventory_page(platform, after, limit).await?)
+    }
+
+    /// `platform`'s latest refreshes, newest first.
+    pub async fn refreshes(&self, platform: &str, limit: usize) -> Result<Vec<RefreshRecord>, CatalogError> {
+        Ok(self.store.refreshes(platform, limit).await?)
+    }
+}
+
+enum Gathered {
+    Report { trigger: Trigger, services: Vec<ServiceInfo>, requests: usize, discovery_ms: u64 },
+    Failed { trigger: Trigger, reason: String },
+}
+
+fn refresh_record(
+    platform: &str,
+    trigger: Option<Trigger>,
+    requests: usize,
+    discovery_ms: u64,
+    started: Instant,
+    outcome: Outcome,
+) -> RefreshRecord {
+    RefreshRecord {
+        seq: 0,
+        platform: platform.to_owned(),
+        at_ms: now_unix_ms(),
+        trigger,
+        requests,
+        discovery_ms,
+        integrate_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        outcome,
+    }
+}
+
+/// A message's type, for errors (never its content: a report page can be large).
+fn message_name(m: &Control) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "a message".into())
+}

@@ -1,0 +1,185 @@
+//! A site's reports: discover the platform's services through the adapter ([`crate::discovery`])
+//! and report them to the controller — when the control channel comes up, then every
+//! `report_every` ± 25 % (so that sites spread out), and when the controller asks. One run at
+//! a time: a request during a run joins it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::sync::{Notify, watch};
+
+use crate::blocking::Pool;
+use crate::catalog::{Bounds, ServiceInfo, Trigger};
+use crate::discovery::{self, CloudAccess, DiscoveryLimits};
+use crate::mesh::messages::Control;
+use crate::mesh::stream::Framed;
+use crate::plugin::PluginRegistry;
+
+/// The registry name of a site's adapter.
+pub const ADAPTER: &str = "adapter";
+/// The registry name of a site's authorizer.
+pub const AUTHORIZER: &str = "authorizer";
+/// A report page's services are cut at about this many bytes of JSON (frames carry 1 MiB).
+const PAGE_BYTES: usize = 256 << 10;
+/// How long the controller may take to answer a report.
+const ANSWER_TIME: Duration = Duration::from_secs(120);
+
+/// What a site needs to report.
+pub struct Reporter {
+    /// The site's plugins (the adapter under [`ADAPTER`]).
+    pub plugins: Arc<PluginRegistry>,
+    /// The site's cloud.
+    pub cloud: CloudAccess,
+    /// Bounds on one discovery run.
+    pub limits: DiscoveryLimits,
+    /// Bounds on the report (the controller's defaults).
+    pub bounds: Bounds,
+    /// The site's plugin pool.
+    pub pool: Pool,
+    /// Time between periodic reports (before jitter).
+    pub every: Duration,
+    /// Set while a run is under way.
+    pub running: AtomicBool,
+    /// Woken by on-demand requests.
+    pub wake: Notify,
+}
+
+impl Reporter {
+    /// Ask for a run now; returns whether one is already running (the request joins it).
+    pub fn request(&self) -> bool {
+        let running = self.running.load(Ordering::SeqCst);
+        if !running {
+            self.wake.notify_one();
+        }
+        running
+    }
+
+    /// Report on every new controller connection, periodically, and on request, forever.
+    pub async fn run(self: Arc<Self>, mut controller: watch::Receiver<Option<quinn::Connection>>) {
+        loop {
+            // Wait for a (new) control channel, then report at once.
+            let Ok(conn) = controller.wait_for(Option::is_some).await.map(|c| c.clone()) else { return };
+            let Some(conn) = conn else { continue };
+            let mut trigger = Trigger::Connect;
+            loop {
+                self.report(&conn, trigger).await;
+                let wait = jittered(self.every);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => trigger = Trigger::Periodic,
+                    () = self.wake.notified() => trigger = Trigger::OnDemand,
+                    () = closed(&conn) => break,
+                }
+            }
+            // The connection went; the uplink replaces it.
+            let _ =
+                controller.wait_for(|c| c.as_ref().is_none_or(|c| c.stable_id() != conn.stable_id())).await;
+        }
+    }
+
+    /// One run: discover, then send the report (or the failure).
+    async fn report(&self, conn: &quinn::Connection, trigger: Trigger) {
+        self.running.store(true, Ordering::SeqCst);
+        let platform = self.cloud.platform.clone();
+        let outcome = match self.plugins.get(ADAPTER) {
+            None => Err("no adapter is loaded".to_owned()),
+            Some(adapter) => {
+                discovery::discover(adapter, &self.cloud, &self.limits, &self.bounds, &self.pool)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        self.running.store(false, Ordering::SeqCst);
+        let sent = match outcome {
+            Ok(found) => {
+                tracing::info!(
+                    %platform, ?trigger, services = found.services.len(), requests = found.requests,
+                    answer_bytes = found.answer_bytes, took_ms = found.took.as_millis() as u64,
+                    "discovered"
+                );
+                let ms = u64::try_from(found.took.as_millis()).unwrap_or(u64::MAX);
+                send_report(conn, &platform, trigger, found.services, found.requests, ms).await
+            }
+            Err(reason) => {
+                tracing::warn!(%platform, ?trigger, "discovery failed: {reason}");
+                send(conn, vec![Control::DiscoveryFailed { platform: platform.clone(), trigger, reason }])
+                    .await
+            }
+        };
+        match sent {
+            Ok(summary) => tracing::info!(%platform, ?summary, "report integrated by the controller"),
+            Err(e) => tracing::warn!(%platform, "report not integrated: {e:#}"),
+        }
+    }
+}
+
+async fn closed(conn: &quinn::Connection) {
+    conn.closed().await;
+}
+
+/// `every` ± 25 %, at random.
+fn jittered(every: Duration) -> Duration {
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    let unit = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+    every.mul_f64(0.75 + unit * 0.5)
+}
+
+/// Cut `services` into pages of about [`PAGE_BYTES`] and send them on one stream.
+pub async fn send_report(
+    conn: &quinn::Connection,
+    platform: &str,
+    trigger: Trigger,
+    services: Vec<ServiceInfo>,
+    requests: usize,
+    discovery_ms: u64,
+) -> anyhow::Result<crate::catalog::ReportSummary> {
+    let mut pages: Vec<Vec<ServiceInfo>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for service in services {
+        let size = serde_json::to_vec(&service).map(|v| v.len()).unwrap_or(0);
+        if bytes + size > PAGE_BYTES && pages.last().is_some_and(|p| !p.is_empty()) {
+            pages.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(page) = pages.last_mut() {
+            page.push(service);
+        }
+    }
+    let count = pages.len();
+    let messages = pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, services)| Control::ReportPage {
+            platform: platform.to_owned(),
+            trigger,
+            page: u32::try_from(i).unwrap_or(u32::MAX),
+            last: i + 1 == count,
+            services,
+            requests,
+            discovery_ms,
+        })
+        .collect();
+    send(conn, messages).await
+}
+
+async fn send(
+    conn: &quinn::Connection,
+    messages: Vec<Control>,
+) -> anyhow::Result<crate::catalog::ReportSummary> {
+    let started = Instant::now();
+    let mut stream = Framed::new(conn.open_bi().await.context("opening a report stream")?);
+    for m in &messages {
+        stream.send(m).await?;
+    }
+    let answer = tokio::time::timeout(ANSWER_TIME.saturating_sub(started.elapsed()), stream.recv())
+        .await
+        .context("the controller did not answer the report in time")??;
+    match answer {
+        Some(Control::ReportIntegrated { summary }) => Ok(summary),
+        Some(Control::Refused { reason, .. }) => bail!("refused: {reason}"),
+        other => bail!("unexpected answer to a report: {other:?}"),
+    }
+}

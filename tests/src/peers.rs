@@ -1,0 +1,80 @@
+//! Real peers the cloud tests run: moto, Keystone (helper scripts in `tests/peers/`), and the
+//! Python clients that act on them. `cargo xtask test` installs them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+
+use serde_json::Value;
+
+use crate::{peer_script, peers_python};
+
+/// A peer process that prints one JSON line when ready and stops when its stdin closes (or
+/// it is killed on drop).
+pub struct Peer {
+    child: Child,
+    /// What it printed when ready.
+    pub ready: Value,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Peer {
+    /// Start `command` and wait for its ready line; panics, naming `what`, if it fails.
+    pub fn start(mut command: std::process::Command, what: &str) -> Peer {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} does not start ({e}); `cargo xtask test` installs it"));
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line).expect("ready line");
+        let ready = serde_json::from_str(&line).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("{what} did not start (said {line:?}); `cargo xtask test` installs it")
+        });
+        Peer { child, ready, stdout }
+    }
+
+    /// Send one command line; return the peer's one-line answer.
+    pub fn command(&mut self, command: &str) -> String {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{command}").expect("command sent");
+        stdin.flush().expect("flushed");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("answer");
+        line.trim().to_owned()
+    }
+
+    /// Kill it now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// moto with SigV4 enforced; `ready` holds `port`, and the IAM `access_key` and `secret_key`
+/// it checks signatures against.
+pub fn moto() -> Peer {
+    let mut command = peers_python();
+    command.arg(peer_script("moto_peer.py")).env("INITIAL_NO_AUTH_ACTION_COUNT", "3");
+    Peer::start(command, "moto (pip install 'moto[server]' boto3)")
+}
+
+/// Run the Python script `script` from `tests/peers/` with `args`; its one JSON line.
+pub async fn python_json(script: &str, args: &[&str]) -> Value {
+    let mut command = peers_python();
+    command.arg(peer_script(script)).args(args);
+    let out =
+        tokio::task::spawn_blocking(move || command.output()).await.expect("task").expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{script} failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{script} printed {stdout:?}"))
+}

@@ -1,0 +1,146 @@
+//! Discovery and each platform's inventory against real clouds: sites run their adapter
+//! plugin against the cloud's own API with the site's own credentials, report what they find,
+//! and the controller keeps each platform's inventory by the cloud's native ids.
+//!
+//! The peers (moto, boto3) are installed by `cargo xtask test`.
+
+use std::time::{Duration, Instant};
+
+use skybridge_gateway::admin::AdminClient;
+use skybridge_gateway::admin::api::{InventoryRecord, RefreshRecord};
+use skybridge_gateway::catalog::{Outcome, Presence, Trigger};
+use skybridge_gateway::config::{CloudConfig, CloudEndpoint, PluginFile};
+use skybridge_gateway::testkit::netem::LinkParams;
+use skybridge_tests::mesh::{TestMesh, Topology, policy};
+use skybridge_tests::peers::{moto, python_json};
+use skybridge_tests::plugin;
+
+/// A site's `[cloud]` for moto on `port`, as `principal` with the secret in `secret_file`.
+fn aws_cloud(port: u64, principal: &str, secret_file: &std::path::Path) -> CloudConfig {
+    CloudConfig {
+        endpoints: vec![CloudEndpoint { name: "api".into(), url: format!("http://127.0.0.1:{port}") }],
+        principal: principal.into(),
+        secret_file: Some(secret_file.to_owned()),
+        attributes: [("region".to_owned(), "us-east-1".to_owned())].into(),
+        adapter: PluginFile {
+            path: plugin("aws-adapter"),
+            config: Default::default(),
+            limits: Default::default(),
+        },
+        report_every_s: 3600,
+        discovery: Default::default(),
+    }
+}
+
+/// Wait until `platform` has at least `n` refresh records; return them, newest first.
+async fn refreshes(client: &AdminClient, platform: &str, n: usize) -> Vec<RefreshRecord> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = client.refreshes(platform).await.expect("refreshes");
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{platform}: {} refreshes after 60 s, wanted {n}: {got:?}",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn record<'a>(inventory: &'a [InventoryRecord], native_id: &str) -> &'a InventoryRecord {
+    inventory
+        .iter()
+        .find(|r| r.service.native_id == native_id)
+        .unwrap_or_else(|| panic!("no {native_id} in the inventory"))
+}
+
+/// Ask for a refresh and wait for its record.
+async fn refresh(client: &AdminClient, platform: &str, before: usize) -> RefreshRecord {
+    let started = client.refresh(platform).await.expect("refresh accepted");
+    assert_eq!(started.platform, platform);
+    let mut got = refreshes(client, platform, before + 1).await;
+    got.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_discovers_what_moto_has_and_a_deleted_bucket_goes_missing_then_withdrawn() {
+    let moto = moto();
+    let port = moto.ready["port"].as_u64().expect("port");
+    let (key, secret) =
+        (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
+    let endpoint = format!("http://127.0.0.1:{port}");
+    python_json("aws_admin.py", &[&endpoint, key, secret, "create-buckets", "catalog", "3"]).await;
+    let launched = python_json("aws_admin.py", &[&endpoint, key, secret, "run-instances", "2"]).await;
+
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let (good, bad) = (secrets.path().join("good"), secrets.path().join("bad"));
+    std::fs::write(&good, format!("{secret}\n")).expect("secret file");
+    std::fs::write(&bad, "not-the-secret-moto-issued\n").expect("secret file");
+    let topology = Topology::new(policy(&[], 4, 20))
+        .relays(&["r1"])
+        .site("aws-east", &[("r1", LinkParams::default())])
+        .site("aws-wrong-key", &[("r1", LinkParams::default())])
+        .cloud("aws-east", aws_cloud(port, key, &good))
+        .cloud("aws-wrong-key", aws_cloud(port, key, &bad));
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+
+    // On connecting, the site reported what moto really has.
+    let first = refreshes(&client, "aws-east", 1).await.remove(0);
+    assert_eq!(first.trigger, Some(Trigger::Connect));
+    let Outcome::Integrated { summary } = &first.outcome else { panic!("{first:?}") };
+    assert!(first.requests >= 4, "STS, S3, EC2 regions and instances: {first:?}");
+    let inventory = client.inventory_all("aws-east").await.expect("inventory");
+    assert_eq!(summary.added, inventory.len(), "{first:?}");
+    for i in 0..3 {
+        let bucket = record(&inventory, &format!("arn:aws:s3:::catalog-{i}"));
+        assert_eq!((bucket.service.kind.as_str(), bucket.presence), ("object-store", Presence::Present));
+        assert_eq!(bucket.service.region.as_deref(), Some("us-east-1"));
+        assert_eq!(bucket.service.attributes.get("account").map(String::as_str), Some("123456789012"));
+        assert_eq!(bucket.service.endpoint, format!("{endpoint}/catalog-{i}"));
+    }
+    for id in launched["instances"].as_array().expect("instances") {
+        let arn = format!("arn:aws:ec2:us-east-1:123456789012:instance/{}", id.as_str().expect("id"));
+        let instance = record(&inventory, &arn);
+        assert_eq!(instance.service.kind, "compute");
+        assert_eq!(instance.service.attributes.get("state").map(String::as_str), Some("running"));
+    }
+    let regions = inventory.iter().filter(|r| r.service.native_id.starts_with("ec2-region:")).count();
+    assert!(regions >= 20, "moto lists its EC2 regions: {regions}");
+    // Paging through the API returns the same records as one long read.
+    let page = client.inventory("aws-east", 7, None).await.expect("a page");
+    assert_eq!(page.items.len(), 7);
+    let next = client.inventory("aws-east", 7, page.next_page.as_deref()).await.expect("next page");
+    assert_eq!(next.items[0].service.native_id, inventory[7].service.native_id);
+
+    // The site with the wrong key: moto's refusal is on record, and nothing was written.
+    let failed = refreshes(&client, "aws-wrong-key", 1).await.remove(0);
+    let Outcome::DiscoveryFailed { reason } = &failed.outcome else { panic!("{failed:?}") };
+    assert!(reason.contains("STS GetCallerIdentity") && reason.contains("403"), "{reason}");
+    assert!(client.inventory_all("aws-wrong-key").await.expect("inventory").is_empty());
+
+    // Nothing changed: an on-demand refresh writes nothing.
+    let again = refresh(&client, "aws-east", 1).await;
+    assert_eq!(again.trigger, Some(Trigger::OnDemand));
+    let Outcome::Integrated { summary } = &again.outcome else { panic!("{again:?}") };
+    assert_eq!((summary.unchanged, summary.added, summary.changed), (inventory.len(), 0, 0), "{again:?}");
+
+    // A deleted bucket goes missing, stays missing for one further report, then is withdrawn.
+    python_json("aws_admin.py", &[&endpoint, key, secret, "delete-bucket", "catalog-1"]).await;
+    let gone = "arn:aws:s3:::catalog-1";
+    let missing = refresh(&client, "aws-east", 2).await;
+    let Outcome::Integrated { summary } = &missing.outcome else { panic!("{missing:?}") };
+    assert_eq!((summary.missing, summary.held), (1, false), "{missing:?}");
+    let presence = |inv: &[InventoryRecord]| record(inv, gone).presence;
+    assert_eq!(presence(&client.inventory_all("aws-east").await.expect("inventory")), Presence::Missing);
+    refresh(&client, "aws-east", 3).await;
+    assert_eq!(presence(&client.inventory_all("aws-east").await.expect("inventory")), Presence::Missing);
+    let withdrawn = refresh(&client, "aws-east", 4).await;
+    let Outcome::Integrated { summary } = &withdrawn.outcome else { panic!("{withdrawn:?}") };
+    assert_eq!(summary.withdrawn, 1, "{withdrawn:?}");
+    let inventory = client.inventory_all("aws-east").await.expect("inventory");
+    assert_eq!(presence(&inventory), Presence::Withdrawn);
+    assert_eq!(record(&inventory, "arn:aws:s3:::catalog-0").presence, Presence::Present);
+}
