@@ -59,6 +59,8 @@ pub struct CatalogConfig {
     pub bounds: crate::catalog::Bounds,
     /// When missing services are withdrawn.
     pub withdrawal: crate::catalog::Withdrawal,
+    /// Timing of the authorization handshake.
+    pub handshake: crate::catalog::Handshake,
 }
 
 /// The adapter plugin that translates sessions for one target platform (`[[adapter]]`).
@@ -173,8 +175,13 @@ pub struct SiteConfig {
     #[serde(default)]
     pub cloud: Option<CloudConfig>,
     /// The authorizer plugin that decides which of this platform's capabilities may be used.
+    /// Without one, nothing is granted.
     #[serde(default)]
     pub authorizer: Option<PluginFile>,
+    /// The audit of the platform's authorization decisions (JSON lines, appended). Without
+    /// it, decisions are kept in memory only and a restarted site decides again.
+    #[serde(default)]
+    pub audit: Option<PathBuf>,
     /// Where compiled plugins are cached (default `$XDG_CACHE_HOME/skybridge/plugins`).
     #[serde(default)]
     pub plugin_cache: Option<PathBuf>,
@@ -373,6 +380,9 @@ impl Resolve for SiteConfig {
         }
         if let Some(authorizer) = &mut self.authorizer {
             authorizer.path = base.join(&authorizer.path);
+        }
+        if let Some(audit) = &mut self.audit {
+            *audit = base.join(&*audit);
         }
         if let Some(cache) = &mut self.plugin_cache {
             *cache = base.join(&*cache);

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use skybridge_gateway::admin::AdminClient;
-use skybridge_gateway::admin::api::{InventoryRecord, RefreshRecord};
-use skybridge_gateway::catalog::{Outcome, Presence, Trigger};
+use skybridge_gateway::admin::api::{Authorization, InventoryRecord, RefreshRecord};
+use skybridge_gateway::catalog::{AuthorizationState, Outcome, Presence, Trigger};
 use skybridge_gateway::config::{CloudConfig, CloudEndpoint, PluginFile};
 use skybridge_gateway::testkit::netem::LinkParams;
 use skybridge_tests::mesh::{TestMesh, Topology, policy};
@@ -143,4 +143,101 @@ async fn a_site_discovers_what_moto_has_and_a_deleted_bucket_goes_missing_then_w
     let inventory = client.inventory_all("aws-east").await.expect("inventory");
     assert_eq!(presence(&inventory), Presence::Withdrawn);
     assert_eq!(record(&inventory, "arn:aws:s3:::catalog-0").presence, Presence::Present);
+}
+
+/// The allowlist authorizer granting object stores to anyone and nothing else.
+fn object_stores_only() -> PluginFile {
+    PluginFile {
+        path: plugin("allowlist-authorizer"),
+        config: [("allow.objects".to_owned(), "* * object-store/*".to_owned())].into(),
+        limits: Default::default(),
+    }
+}
+
+/// Wait until no authorization of `platforms` is pending; return them all.
+async fn decided(client: &AdminClient, platforms: &[&str]) -> Vec<Authorization> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = client.authorizations().await.expect("authorizations");
+        let ours: Vec<Authorization> =
+            all.into_iter().filter(|a| platforms.contains(&a.platform.as_str())).collect();
+        let pending = ours.iter().filter(|a| a.state == AuthorizationState::Pending).count();
+        if !ours.is_empty() && pending == 0 {
+            return ours;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} of {} authorizations still pending after 60 s",
+            ours.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_platforms_grant_enters_the_catalog_once_and_what_they_refuse_only_the_audit() {
+    let moto = moto();
+    let port = moto.ready["port"].as_u64().expect("port");
+    let (key, secret) =
+        (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
+    let endpoint = format!("http://127.0.0.1:{port}");
+    python_json("aws_admin.py", &[&endpoint, key, secret, "create-buckets", "shared", "2"]).await;
+    python_json("aws_admin.py", &[&endpoint, key, secret, "run-instances", "1"]).await;
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let file = secrets.path().join("secret");
+    std::fs::write(&file, format!("{secret}\n")).expect("secret file");
+
+    // Two platforms see the same account (the same buckets); both grant object stores, at once.
+    let topology = Topology::new(policy(&[], 4, 20))
+        .relays(&["r1"])
+        .site("aws-east", &[("r1", LinkParams::default())])
+        .site("aws-west", &[("r1", LinkParams::default())])
+        .cloud("aws-east", aws_cloud(port, key, &file))
+        .cloud("aws-west", aws_cloud(port, key, &file))
+        .authorizer("aws-east", object_stores_only())
+        .authorizer("aws-west", object_stores_only());
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+    let all = decided(&client, &["aws-east", "aws-west"]).await;
+
+    // Granted: each bucket is one entry with two associations.
+    let buckets = client.catalog_all("kind=s3").await.expect("catalog by kind (an alias)");
+    let names: Vec<&str> = buckets.iter().map(|e| e.entry.name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for entry in &buckets {
+        assert!(entry.entry.name.starts_with("shared-"), "{entry:?}");
+        assert_eq!(entry.entry.match_key, format!("object-store/{}", entry.entry.name));
+        let mut platforms: Vec<&str> = entry.offered_by.iter().map(|o| o.platform.as_str()).collect();
+        platforms.sort();
+        assert_eq!(platforms, ["aws-east", "aws-west"], "one entry, two associations: {entry:?}");
+        for offer in &entry.offered_by {
+            assert_eq!(offer.presence, "present");
+            assert_eq!(offer.native_id, format!("arn:aws:s3:::{}", entry.entry.name));
+            assert!(offer.service.as_ref().is_some_and(|s| s.endpoint.ends_with(&entry.entry.name)));
+        }
+        let one = client.catalog_entry(&entry.entry.id).await.expect("by id");
+        assert_eq!(one.entry, entry.entry);
+    }
+    // Refused: instances and regions are not in the catalog; their refusals are audited with
+    // the authorizer's reason.
+    let everything = client.catalog_all("").await.expect("catalog");
+    assert_eq!(everything.len(), 2, "only the granted buckets: {everything:?}");
+    let refused: Vec<&Authorization> =
+        all.iter().filter(|a| a.state == AuthorizationState::Refused).collect();
+    assert!(refused.iter().any(|a| a.capability.kind == "compute"), "{all:?}");
+    assert!(refused.iter().all(|a| a.capability.kind != "object-store"));
+    let audit = client.authorization_audit().await.expect("audit");
+    let refusal = audit
+        .iter()
+        .find(|l| l.state == AuthorizationState::Refused && l.platform == "aws-east")
+        .expect("a refusal in the audit");
+    assert_eq!(refusal.by, "platform:aws-east");
+    assert!(!refusal.reason.is_empty() && refusal.entry.is_none(), "{refusal:?}");
+    let grant = audit.iter().find(|l| l.state == AuthorizationState::Granted).expect("a grant in the audit");
+    assert!(grant.reason.contains("allow.objects"), "the rule that matched: {grant:?}");
+    assert!(buckets.iter().any(|e| Some(&e.entry.id) == grant.entry.as_ref()));
+    // The platforms' own audits have the same decisions, under the same request ids.
+    let site_audit =
+        std::fs::read_to_string(mesh.state.path().join("aws-east-audit.jsonl")).expect("site audit");
+    assert!(site_audit.contains(&refusal.request_id), "the site audited the refusal too");
 }

@@ -61,7 +61,8 @@ pub struct PluginView {
     pub mean_call_us: f64,
 }
 
-pub use crate::catalog::{InventoryRecord, RefreshRecord};
+pub use crate::catalog::{AuditRecord, Authorization, InventoryRecord, RefreshRecord};
+pub use crate::controller::{EntryView, OfferView};
 
 /// A page of a list: its items, and the token of the next page when there is one (pass it as
 /// `?page=`; it is opaque).

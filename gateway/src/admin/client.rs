@@ -13,9 +13,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    AccountView, BindRequest, BindingView, ConnectRequest, Credentials, DecisionRecord, Deleted, ErrorBody,
-    InventoryRecord, LinkView, NewAccount, NodeView, Page, PlatformView, PluginView, Policy, PolicyUpdate,
-    RefreshRecord, RefreshStarted, SessionRecord,
+    AccountView, AuditRecord, Authorization, BindRequest, BindingView, ConnectRequest, Credentials,
+    DecisionRecord, Deleted, EntryView, ErrorBody, InventoryRecord, LinkView, NewAccount, NodeView, Page,
+    PlatformView, PluginView, Policy, PolicyUpdate, RefreshRecord, RefreshStarted, SessionRecord,
 };
 
 /// HTTP methods, for [`AdminClient::exchange`] and [`AdminClient::call`].
@@ -217,6 +217,44 @@ impl AdminClient {
     /// Ask `platform`'s site to discover now.
     pub async fn refresh(&self, platform: &str) -> Result<RefreshStarted, ClientError> {
         self.call::<(), _>(Method::POST, &format!("/v1/platforms/{platform}/refresh"), None).await
+    }
+
+    /// A page of the catalog (`query`: e.g. `kind=object-store&platform=aws-east`, may be empty).
+    pub async fn catalog(&self, query: &str, page: Option<&str>) -> Result<Page<EntryView>, ClientError> {
+        let mut path = format!("/v1/catalog?limit=1000&{query}");
+        if let Some(page) = page {
+            path.push_str(&format!("&page={page}"));
+        }
+        self.get(&path).await
+    }
+
+    /// Every catalog entry passing `query`, page after page.
+    pub async fn catalog_all(&self, query: &str) -> Result<Vec<EntryView>, ClientError> {
+        let mut all = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let got = self.catalog(query, page.as_deref()).await?;
+            all.extend(got.items);
+            match got.next_page {
+                Some(next) => page = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One catalog entry.
+    pub async fn catalog_entry(&self, id: &str) -> Result<EntryView, ClientError> {
+        self.get(&format!("/v1/catalog/{id}")).await
+    }
+
+    /// Every capability authorization.
+    pub async fn authorizations(&self) -> Result<Vec<Authorization>, ClientError> {
+        self.get("/v1/authorizations").await
+    }
+
+    /// The latest decisions of the handshake, newest first.
+    pub async fn authorization_audit(&self) -> Result<Vec<AuditRecord>, ClientError> {
+        self.get("/v1/authorizations/audit").await
     }
 
     /// Decide a path from platform `from` to platform `to`.

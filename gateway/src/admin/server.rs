@@ -9,6 +9,10 @@
 //! | GET | `/v1/platforms/{p}/inventory` | the services the platform's site discovered, by native id, paged (`?limit=`, `?page=`) |
 //! | GET | `/v1/platforms/{p}/refreshes` | the platform's latest refreshes: when, why, what changed or why it failed |
 //! | POST | `/v1/platforms/{p}/refresh` | ask the platform's site to discover now (one run at a time) → 202 |
+//! | GET | `/v1/catalog` | catalog entries with the platforms offering each, paged; `?kind=`, `?platform=` |
+//! | GET | `/v1/catalog/{id}` | one entry: who offers it, their service info, presence, first seen |
+//! | GET | `/v1/authorizations` | every capability authorization: pending, granted, refused, revoked, expired |
+//! | GET | `/v1/authorizations/audit` | the latest 200 decisions: who decided what, why |
 //! | POST | `/v1/decisions` | `{"from": A, "to": B}` → the decision record (201) |
 //! | GET | `/v1/decisions` | the 50 latest decision records |
 //! | GET | `/v1/decisions/{id}` | one decision record |
@@ -52,7 +56,9 @@ use super::api::{
     ConnectRequest, Credentials, Deleted, ErrorBody, NewAccount, Page, PluginView, PolicyUpdate,
     RefreshStarted,
 };
-use crate::controller::{AccountError, BindError, BindRequest, CatalogError, ConnectError, Controller};
+use crate::controller::{
+    AccountError, BindError, BindRequest, CatalogError, CatalogFilter, ConnectError, Controller,
+};
 use crate::shutdown::Signal;
 use crate::store::StoreError;
 
@@ -362,6 +368,39 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -
             }
             Err(e) => catalog_error(e),
         }),
+        (["v1", "catalog"], &Method::GET) => match paging(&req) {
+            Ok((limit, after)) => {
+                let filter = CatalogFilter {
+                    kind: query_param(&req, "kind"),
+                    platform: query_param(&req, "platform"),
+                };
+                Ok(match c.catalog_page(&filter, after, limit).await {
+                    Ok((items, more)) => {
+                        let next_page =
+                            more.then(|| items.last().map(|e| hex::encode(&e.entry.id))).flatten();
+                        json(StatusCode::OK, &Page { items, next_page })
+                    }
+                    Err(e) => catalog_error(e),
+                })
+            }
+            Err(why) => Ok(error(StatusCode::BAD_REQUEST, why)),
+        },
+        (["v1", "catalog", id], &Method::GET) => Ok(match c.catalog_entry(id).await {
+            Ok(Some(view)) => json(StatusCode::OK, &view),
+            Ok(None) => error(StatusCode::NOT_FOUND, format!("no catalog entry {id}")),
+            Err(e) => catalog_error(e),
+        }),
+        (["v1", "authorizations"], &Method::GET) => Ok(match c.authorizations().await {
+            Ok(all) => json(StatusCode::OK, &all),
+            Err(e) => store_error(&e),
+        }),
+        (["v1", "authorizations", "audit"], &Method::GET) => Ok(match c.authorization_audit(200).await {
+            Ok(lines) => json(StatusCode::OK, &lines),
+            Err(e) => store_error(&e),
+        }),
+        (["v1", "catalog" | "authorizations"], _)
+        | (["v1", "catalog", _], _)
+        | (["v1", "authorizations", "audit"], _) => Ok(not_allowed(&method, &path, "GET")),
         (["v1", "platforms", _, "inventory" | "refreshes"], _) => Ok(not_allowed(&method, &path, "GET")),
         (["v1", "platforms", _, "refresh"], _) => Ok(not_allowed(&method, &path, "POST")),
         // A known path with a method it does not serve: 405, saying which it does.

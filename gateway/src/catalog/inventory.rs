@@ -224,6 +224,7 @@ mod tests {
             endpoint: endpoint.into(),
             region: None,
             attributes: BTreeMap::new(),
+            capabilities: vec![],
         }
     }
 

@@ -14,15 +14,21 @@
 //! - [`taxonomy`]: the capability kinds (OpenStack's service types) and their aliases;
 //! - [`record`]: [`ServiceInfo`], its [`Bounds`], content hash;
 //! - [`refresh`]: the record of each refresh;
+//! - [`consent`]: the authorization handshake: states, retries with backoff, expiry, audit;
+//! - [`entry`]: catalog entries (an id that never changes, a match key) and associations;
 //! - [`inventory`]: presence (present → missing → withdrawn), held shrinks, [`plan_full_report`].
 
+pub mod consent;
+pub mod entry;
 pub mod inventory;
 pub mod record;
 pub mod refresh;
 pub mod taxonomy;
 
+pub use consent::{AuditRecord, Authorization, AuthorizationState, Consent, Handshake, Step};
+pub use entry::{Association, CatalogEntry};
 pub use inventory::{
     InventoryRecord, Plan, PlatformReports, Presence, ReportSummary, Withdrawal, plan_full_report,
 };
-pub use record::{Bounds, RecordError, ServiceInfo, validate_report};
+pub use record::{Bounds, CapabilityInfo, RecordError, ServiceInfo, match_key, validate_report};
 pub use refresh::{KEEP_REFRESHES, Outcome, RefreshRecord, Trigger};

@@ -26,6 +26,36 @@ pub struct ServiceInfo {
     /// Further attributes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    /// What applications may use it for, as the platform's adapter maps it (at least one).
+    #[serde(default)]
+    pub capabilities: Vec<CapabilityInfo>,
+}
+
+/// A capability a service offers, in the catalog's terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityInfo {
+    /// A kind of the taxonomy.
+    pub kind: String,
+    /// Its name within the kind.
+    pub name: String,
+    /// Attributes (region, tier, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl CapabilityInfo {
+    /// What "the catalog has this capability" means: the kind and the name, trimmed, in lower
+    /// case, inner runs of white space folded to one space.
+    pub fn match_key(&self) -> String {
+        match_key(&self.kind, &self.name)
+    }
+}
+
+/// The match key of a capability of `kind` named `name`.
+pub fn match_key(kind: &str, name: &str) -> String {
+    let name = name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    format!("{kind}/{name}")
 }
 
 /// How large a report and its records may be.
@@ -46,6 +76,8 @@ pub struct Bounds {
     pub max_attribute_key: usize,
     /// See `max_attribute_key`.
     pub max_attribute_value: usize,
+    /// Capabilities per service (default 8).
+    pub max_capabilities: usize,
 }
 
 impl Default for Bounds {
@@ -58,6 +90,7 @@ impl Default for Bounds {
             max_attributes: 32,
             max_attribute_key: 64,
             max_attribute_value: 1_024,
+            max_capabilities: 8,
         }
     }
 }
@@ -105,6 +138,17 @@ fn check_text(what: &str, value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
+fn check_attributes(attributes: &BTreeMap<String, String>, bounds: &Bounds) -> Result<(), String> {
+    if attributes.len() > bounds.max_attributes {
+        return Err(format!("{} attributes, more than {}", attributes.len(), bounds.max_attributes));
+    }
+    for (key, value) in attributes {
+        check_text("an attribute key", key, bounds.max_attribute_key)?;
+        check_text(&format!("attribute `{}`", shorten(key)), value, bounds.max_attribute_value)?;
+    }
+    Ok(())
+}
+
 impl ServiceInfo {
     /// Check this record against `bounds`, and put its kind in the taxonomy's spelling.
     pub fn validate(&mut self, bounds: &Bounds) -> Result<(), RecordError> {
@@ -121,19 +165,28 @@ impl ServiceInfo {
         if let Some(region) = &self.region {
             check_text("the region", region, bounds.max_name).map_err(invalid)?;
         }
-        if self.attributes.len() > bounds.max_attributes {
+        check_attributes(&self.attributes, bounds).map_err(invalid)?;
+        self.kind = taxonomy::normalise(&self.kind).map_err(invalid)?.to_owned();
+        if self.capabilities.is_empty() {
+            return Err(invalid("the adapter selected no capability for it".into()));
+        }
+        if self.capabilities.len() > bounds.max_capabilities {
             return Err(invalid(format!(
-                "{} attributes, more than {}",
-                self.attributes.len(),
-                bounds.max_attributes
+                "{} capabilities, more than {}",
+                self.capabilities.len(),
+                bounds.max_capabilities
             )));
         }
-        for (key, value) in &self.attributes {
-            check_text("an attribute key", key, bounds.max_attribute_key).map_err(invalid)?;
-            check_text(&format!("attribute `{}`", shorten(key)), value, bounds.max_attribute_value)
-                .map_err(invalid)?;
+        for capability in &mut self.capabilities {
+            if capability.name.trim().is_empty() {
+                return Err(invalid("a capability has an empty name".into()));
+            }
+            check_text("a capability name", &capability.name, bounds.max_name).map_err(invalid)?;
+            check_attributes(&capability.attributes, bounds).map_err(invalid)?;
+            capability.kind = taxonomy::normalise(&capability.kind)
+                .map_err(|e| invalid(format!("capability `{}`: {e}", shorten(&capability.name))))?
+                .to_owned();
         }
-        self.kind = taxonomy::normalise(&self.kind).map_err(invalid)?.to_owned();
         Ok(())
     }
 
@@ -172,6 +225,11 @@ mod tests {
             endpoint: "http://x".into(),
             region: Some("r".into()),
             attributes: BTreeMap::new(),
+            capabilities: vec![CapabilityInfo {
+                kind: "blob".into(),
+                name: id.into(),
+                attributes: BTreeMap::new(),
+            }],
         }
     }
 
@@ -181,6 +239,7 @@ mod tests {
         let mut ok = vec![service("a"), service("b")];
         validate_report(&mut ok, &b).unwrap();
         assert_eq!(ok[0].kind, "object-store");
+        assert_eq!(ok[0].capabilities[0].kind, "object-store", "capability kinds are normalised too");
 
         let mut dup = vec![service("a"), service("a")];
         assert_eq!(validate_report(&mut dup, &b), Err(RecordError::Duplicate("a".into())));
@@ -204,11 +263,29 @@ mod tests {
                 ServiceInfo { attributes: [("k".into(), "v".repeat(2000))].into(), ..service("a") },
                 "attribute `k` is 2000 bytes",
             ),
+            (ServiceInfo { capabilities: vec![], ..service("a") }, "selected no capability"),
+            (
+                ServiceInfo {
+                    capabilities: vec![CapabilityInfo {
+                        kind: "ftl".into(),
+                        name: "x".into(),
+                        attributes: BTreeMap::new(),
+                    }],
+                    ..service("a")
+                },
+                "capability `x`: `ftl` is not a capability kind",
+            ),
         ];
         for (mut s, expected) in cases {
             let e = s.validate(&b).unwrap_err().to_string();
             assert!(e.contains(expected), "{e} (expected {expected})");
         }
+    }
+
+    #[test]
+    fn match_keys_ignore_case_and_spacing() {
+        assert_eq!(match_key("object-store", "  My   Bucket "), "object-store/my bucket");
+        assert_ne!(match_key("object-store", "a"), match_key("compute", "a"));
     }
 
     #[test]

@@ -195,7 +195,11 @@ impl Controller {
             Outcome::Integrated { summary },
         );
         let written = plan.put.len();
+        let present: Vec<InventoryRecord> =
+            plan.put.iter().filter(|r| r.presence == catalog::Presence::Present).cloned().collect();
         self.store.apply_report(platform, plan.put, plan.platform, refresh).await?;
+        drop(_writer);
+        self.request_authorizations(platform, &present).await?;
         tracing::info!(
             %platform, ?trigger, reported = summary.reported, added = summary.added, changed = summary.changed,
             missing = summary.missing, withdrawn = summary.withdrawn, held = summary.held, written,
@@ -264,4 +268,129 @@ fn message_name(m: &Control) -> String {
         .ok()
         .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
         .unwrap_or_else(|| "a message".into())
+}
+
+/// A catalog entry as the API shows it: the capability and the platforms that offer it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EntryView {
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: crate::catalog::CatalogEntry,
+    /// Who offers it.
+    pub offered_by: Vec<OfferView>,
+    /// `orphaned` when no platform offers it any more, else `offered`.
+    pub state: String,
+}
+
+/// One platform offering a catalog entry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OfferView {
+    /// The platform.
+    pub platform: String,
+    /// The service there (its native id).
+    pub native_id: String,
+    /// The capability as the platform describes it.
+    pub capability: crate::catalog::CapabilityInfo,
+    /// The service as last reported, when the inventory still has it.
+    pub service: Option<ServiceInfo>,
+    /// Whether the platform still has the service: `present`, `missing`, `withdrawn`, or
+    /// `unknown` while its site is not connected.
+    pub presence: String,
+    /// When the platform first reported the service (Unix ms).
+    pub first_seen_ms: Option<u64>,
+    /// The authorization behind the offer.
+    pub request_id: String,
+    /// When it was associated (Unix ms).
+    pub since_ms: u64,
+}
+
+/// Filters of `GET /v1/catalog`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogFilter {
+    /// Only this kind (aliases accepted).
+    pub kind: Option<String>,
+    /// Only entries this platform offers.
+    pub platform: Option<String>,
+}
+
+/// Entries scanned per store read while filtering.
+const SCAN: usize = 500;
+
+impl Controller {
+    async fn entry_view(
+        &self,
+        entry: crate::catalog::CatalogEntry,
+        associations: Vec<crate::catalog::Association>,
+    ) -> Result<EntryView, CatalogError> {
+        let mut offered_by = Vec::new();
+        for a in associations {
+            let record = self.store.inventory_record(&a.platform, &a.native_id).await?;
+            let connected = self.nodes.connection(&a.platform).is_some();
+            let presence = match (&record, connected) {
+                (_, false) => "unknown".to_owned(),
+                (Some(r), true) => serde_json::to_value(r.presence)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                (None, true) => "withdrawn".to_owned(),
+            };
+            offered_by.push(OfferView {
+                platform: a.platform,
+                native_id: a.native_id,
+                capability: a.capability,
+                first_seen_ms: record.as_ref().map(|r| r.first_seen_ms),
+                service: record.map(|r| r.service),
+                presence,
+                request_id: a.request_id,
+                since_ms: a.since_ms,
+            });
+        }
+        let state = if offered_by.is_empty() { "orphaned" } else { "offered" }.to_owned();
+        Ok(EntryView { entry, offered_by, state })
+    }
+
+    /// One catalog entry, with the platforms that offer it.
+    pub async fn catalog_entry(&self, id: &str) -> Result<Option<EntryView>, CatalogError> {
+        match self.store.entry(id).await? {
+            Some((entry, associations)) => Ok(Some(self.entry_view(entry, associations).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` entries after id `after` that pass `filter`; and whether more may follow.
+    pub async fn catalog_page(
+        &self,
+        filter: &CatalogFilter,
+        mut after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<EntryView>, bool), CatalogError> {
+        let kind = match &filter.kind {
+            Some(k) => Some(crate::catalog::taxonomy::normalise(k).map_err(CatalogError::BadReport)?),
+            None => None,
+        };
+        let mut out = Vec::new();
+        loop {
+            let batch = self.store.entries(after.clone(), SCAN).await?;
+            let exhausted = batch.len() < SCAN;
+            for entry in batch {
+                after = Some(entry.id.clone());
+                if kind.is_some_and(|k| k != entry.kind) {
+                    continue;
+                }
+                let Some((entry, associations)) = self.store.entry(&entry.id).await? else { continue };
+                if let Some(p) = &filter.platform
+                    && !associations.iter().any(|a| &a.platform == p)
+                {
+                    continue;
+                }
+                out.push(self.entry_view(entry, associations).await?);
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+            }
+            if exhausted {
+                return Ok((out, false));
+            }
+        }
+    }
 }

@@ -64,6 +64,15 @@ pub enum Event {
         /// What the report changed.
         summary: crate::catalog::ReportSummary,
     },
+    /// A platform granted a capability: it is in the catalog, associated with the platform.
+    CapabilityGranted {
+        /// The platform.
+        platform: String,
+        /// The capability's match key.
+        capability: String,
+        /// The catalog entry.
+        entry: String,
+    },
     /// A binding opened.
     BindingOpened {
         /// The binding.

@@ -11,7 +11,8 @@
 //! | [`accounts`] | accounts and their credential mappings |
 //! | [`tunnels`] | tunnel setup and teardown on the hops (step 5) |
 //! | [`bindings`] | bindings, their expiry and re-routes, and the sessions recorded on them |
-//! | [`catalog`] | platforms' reports gathered, checked and integrated into their inventories |
+//! | [`catalog`] | platforms' reports gathered, checked and integrated into their inventories; the catalog's entries |
+//! | [`consent`] | the authorization handshake: asking platforms, grants into the catalog, retries, expiry |
 //! | [`events`] | a broadcast of what happened: membership, nearest relays, decisions, bindings |
 //!
 //! How data flows: relays and sites connect ([`nodes`]) and keep the [`view::MeshView`]
@@ -30,6 +31,7 @@ pub mod accounts;
 pub mod bindings;
 pub mod catalog;
 pub mod connect;
+pub mod consent;
 pub mod events;
 pub mod nodes;
 pub mod policy;
@@ -44,7 +46,7 @@ use anyhow::Context;
 
 pub use accounts::AccountError;
 pub use bindings::{BindError, BindRequest, BindingView, Mode};
-pub use catalog::CatalogError;
+pub use catalog::{CatalogError, CatalogFilter, EntryView, OfferView};
 pub use connect::ConnectError;
 pub use tunnels::TunnelRecord;
 pub use view::{LinkView, NodeView, PlatformView};
@@ -84,6 +86,7 @@ pub struct Controller {
     spawner: Spawner,
     events: events::Events,
     catalog: catalog::Catalog,
+    consents: consent::Consents,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -125,6 +128,7 @@ impl Controller {
             spawner: shutdown.spawner(),
             events: events::Events::default(),
             catalog: catalog::Catalog::new(config.catalog.bounds, config.catalog.withdrawal),
+            consents: consent::Consents::new(config.catalog.handshake),
         });
         tokio::spawn(nodes::accept(Arc::clone(&controller), Arc::clone(&endpoint), shutdown.signal()));
         tokio::spawn(tick(Arc::clone(&controller), endpoint, shutdown.signal()));
@@ -246,6 +250,11 @@ fn load_adapters(plugins: &PluginRegistry, configs: &[AdapterConfig]) -> anyhow:
 /// Mark silent nodes down, end expired bindings, re-route broken paths; at the shutdown
 /// signal, close the mesh endpoint.
 async fn tick(controller: Arc<Controller>, endpoint: Arc<MeshEndpoint>, mut signal: Signal) {
+    match controller.resume_authorizations().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(pending = n, "capability authorizations resumed"),
+        Err(e) => tracing::error!("cannot resume the pending capability authorizations: {e}"),
+    }
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
@@ -255,6 +264,7 @@ async fn tick(controller: Arc<Controller>, endpoint: Arc<MeshEndpoint>, mut sign
         controller.nodes.poll(Instant::now(), &controller.events);
         controller.reap_bindings().await;
         controller.reroute_bindings().await;
+        controller.ask_due();
     }
     endpoint.close_and_wait(Duration::from_secs(2)).await;
 }

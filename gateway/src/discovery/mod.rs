@@ -11,7 +11,7 @@
 //! adapter.start-discovery(context) ─▶ step { services, next, cursor }
 //!   loop: next ─▶ sign (rewrite-request, site credentials) ─▶ HTTP to the cloud endpoint
 //!         answer ─▶ adapter.continue-discovery(context, cursor, answer) ─▶ step
-//! services ─▶ catalog::validate_report ─▶ the report the site sends the controller
+//! services ─▶ adapter.select-capabilities, each ─▶ catalog::validate_report ─▶ the report
 //! ```
 //!
 //! Everything is bounded ([`DiscoveryLimits`]): requests per run, bytes per answer, the
@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::blocking::Pool;
-use crate::catalog::{Bounds, RecordError, ServiceInfo, validate_report};
+use crate::catalog::{Bounds, CapabilityInfo, RecordError, ServiceInfo, validate_report};
 use crate::plugin::{
     CallError, CloudRequest, CloudResponse, Description, DiscoveredService, Plugin, adapting, types,
 };
@@ -206,6 +206,7 @@ async fn discover_inner(
         let (ctx, cursor) = (Arc::clone(&context), std::mem::take(&mut step.cursor));
         step = on_pool(pool, move || plugin.continue_discovery(&ctx, &cursor, answer)).await?;
     }
+    select_capabilities(&adapter, &mut found, pool).await?;
     validate_report(&mut found, bounds)?;
     Ok(Discovered { services: found, requests, answer_bytes, took: started.elapsed() })
 }
@@ -225,7 +226,47 @@ fn take_services(
         endpoint: s.endpoint,
         region: s.region,
         attributes: s.attributes.into_iter().map(|p| (p.key, p.value)).collect(),
+        capabilities: Vec::new(),
     }));
+    Ok(())
+}
+
+/// Ask the adapter which capabilities each service offers (`select-capabilities`), in one
+/// pool call for the lot.
+async fn select_capabilities(
+    adapter: &Arc<Plugin>,
+    services: &mut [ServiceInfo],
+    pool: &Pool,
+) -> Result<(), DiscoveryError> {
+    let records: Vec<adapting::ServiceRecord> = services
+        .iter()
+        .map(|s| adapting::ServiceRecord {
+            kind: s.kind.clone(),
+            name: s.name.clone(),
+            endpoint: s.endpoint.clone(),
+            region: s.region.clone(),
+            attributes: s
+                .attributes
+                .iter()
+                .map(|(k, v)| types::Pair { key: k.clone(), value: v.clone() })
+                .collect(),
+        })
+        .collect();
+    let plugin = Arc::clone(adapter);
+    let selected = on_pool(pool, move || {
+        records.iter().map(|r| plugin.select_capabilities(r)).collect::<Result<Vec<_>, CallError>>()
+    })
+    .await?;
+    for (service, capabilities) in services.iter_mut().zip(selected) {
+        service.capabilities = capabilities
+            .into_iter()
+            .map(|c| CapabilityInfo {
+                kind: c.kind,
+                name: c.name,
+                attributes: c.attributes.into_iter().map(|p| (p.key, p.value)).collect(),
+            })
+            .collect();
+    }
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::identity::Role;
-use crate::catalog::{ReportSummary, ServiceInfo, Trigger};
+use crate::catalog::{CapabilityInfo, Consent, ReportSummary, ServiceInfo, Trigger};
 use crate::path::LinkStats;
 
 /// A control message.
@@ -148,6 +148,39 @@ pub enum Control {
     RefreshStarted {
         /// Whether one was already running, which this request joined.
         already_running: bool,
+    },
+    /// Controller → site: may `capability`, offered by the platform's `service`, be used for
+    /// `account`? Answered by [`Control::AuthorizationDecided`]. `request_id` is the
+    /// idempotency key: asked again with the same id, the site answers the decision it recorded.
+    Authorize {
+        /// The idempotency key.
+        request_id: String,
+        /// The account it is asked for.
+        account: String,
+        /// The capability, as the platform's adapter selected it.
+        capability: CapabilityInfo,
+        /// The service offering it.
+        service: Box<ServiceInfo>,
+    },
+    /// Site → controller: the platform's decision.
+    AuthorizationDecided {
+        /// The request it answers.
+        request_id: String,
+        /// Grant, refuse, or pending.
+        consent: Consent,
+    },
+    /// Controller → site: the controller gave up on this request (it expired); a grant the
+    /// site recorded for it is released. Answered by [`Control::GrantReleased`].
+    ReleaseGrant {
+        /// The request.
+        request_id: String,
+    },
+    /// Site → controller: released (`existed`: the site had recorded a grant for it).
+    GrantReleased {
+        /// The request.
+        request_id: String,
+        /// Whether there was a recorded grant.
+        existed: bool,
     },
     /// Either way: the request was refused; the stream closes after this.
     Refused {

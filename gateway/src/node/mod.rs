@@ -29,6 +29,7 @@
 /// The nodes' configuration files (kept at the crate's top level: the controller reads its
 /// own part, and the controller sits below the role runners).
 pub use crate::config;
+pub mod consent;
 pub mod controller;
 pub mod relay;
 pub mod reporter;

@@ -49,6 +49,7 @@ impl Relay {
             report_every: config.probing.report(),
             connection,
             reporter: None,
+            consent: None,
         };
         tasks.spawn(uplink.run());
         tracing::info!(relay = %config.name, %listen, "relay started");

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::consent::SiteConsent;
 use super::relay::{dial_and_watch, expire_tunnels};
 use super::reporter::{ADAPTER, AUTHORIZER, Reporter};
 use super::uplink::Uplink;
@@ -49,6 +50,14 @@ impl Site {
             }
             _ => None,
         };
+        // A site that reports capabilities (or has an authorizer) decides on them.
+        let consent = if config.cloud.is_some() || config.authorizer.is_some() {
+            let pool =
+                reporter.as_ref().map_or_else(|| Pool::new("plugin", PLUGIN_CALLS), |r| r.pool.clone());
+            Some(Arc::new(SiteConsent::open(&config.name, plugins.clone(), pool, config.audit.clone())?))
+        } else {
+            None
+        };
         let identity = config.tls.load(&config.name, Role::Site)?;
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay])?);
         let prober = Prober::new(&config.name, false);
@@ -68,6 +77,7 @@ impl Site {
             report_every: config.probing.report(),
             connection,
             reporter: reporter.clone(),
+            consent,
         };
         tasks.spawn(uplink.run());
         if let Some(reporter) = &reporter {

@@ -19,6 +19,7 @@ use crate::mesh::transport::MeshEndpoint;
 use crate::tunnel::HopKey;
 use crate::tunnel::hop::HopTable;
 
+use super::consent::SiteConsent;
 use super::reporter::Reporter;
 
 /// Wait between attempts to reach the controller.
@@ -44,6 +45,8 @@ pub struct Uplink {
     pub connection: watch::Sender<Option<quinn::Connection>>,
     /// A site's reporter, which the controller may ask for a refresh.
     pub reporter: Option<Arc<Reporter>>,
+    /// A site's authorization decisions.
+    pub consent: Option<Arc<SiteConsent>>,
 }
 
 impl Uplink {
@@ -92,6 +95,7 @@ impl Uplink {
             Arc::clone(&self.prober),
             Arc::clone(&self.tunnels),
             self.reporter.clone(),
+            self.consent.clone(),
         ));
 
         let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(10, 60_000)));
@@ -124,10 +128,11 @@ async fn serve_requests(
     prober: Arc<Prober>,
     tunnels: Arc<HopTable>,
     reporter: Option<Arc<Reporter>>,
+    consent: Option<Arc<SiteConsent>>,
 ) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let (prober, tunnels, controller) = (Arc::clone(&prober), Arc::clone(&tunnels), controller.clone());
-        let reporter = reporter.clone();
+        let (reporter, consent) = (reporter.clone(), consent.clone());
         tokio::spawn(async move {
             let answer = match read_frame(&mut recv, Duration::from_secs(10)).await {
                 Ok(Control::TunnelOpen { tunnel, token }) => {
@@ -157,6 +162,20 @@ async fn serve_requests(
                         RefusalCode::NotFound,
                         "this node discovers nothing: configure [cloud] on the site",
                     ),
+                },
+                Ok(Control::Authorize { request_id, account, capability, service }) => match &consent {
+                    Some(c) => match c.decide(&request_id, &account, &capability, &service).await {
+                        Ok(consent) => Control::AuthorizationDecided { request_id, consent },
+                        Err(e) => Control::refused(RefusalCode::Unavailable, e),
+                    },
+                    None => Control::refused(RefusalCode::NotFound, "this node decides no authorizations"),
+                },
+                Ok(Control::ReleaseGrant { request_id }) => match &consent {
+                    Some(c) => match c.release(&request_id) {
+                        Ok(existed) => Control::GrantReleased { request_id, existed },
+                        Err(e) => Control::refused(RefusalCode::Internal, e),
+                    },
+                    None => Control::refused(RefusalCode::NotFound, "this node decides no authorizations"),
                 },
                 Ok(Control::TunnelTeardown { tunnel }) => {
                     Control::TunnelClosed { tunnel, existed: tunnels.teardown(tunnel) }

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use crate::blocking::{Pool, PoolError};
-use crate::catalog::{InventoryRecord, PlatformReports, RefreshRecord};
+use crate::catalog::{
+    Association, AuditRecord, Authorization, CatalogEntry, InventoryRecord, PlatformReports, RefreshRecord,
+};
 use crate::path::DecisionRecord;
 use crate::session::accounts::Account;
 
@@ -115,6 +117,40 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<InventoryRecord>, StoreError>;
     /// A platform's latest `limit` refresh records, newest first.
     fn refreshes(&self, platform: &str, limit: usize) -> Result<Vec<RefreshRecord>, StoreError>;
+
+    /// Every authorization (pending ones are resumed after a restart).
+    fn authorizations(&self) -> Result<Vec<Authorization>, StoreError>;
+    /// Store new authorizations, skipping any whose (platform, match key) has one already;
+    /// returns those stored.
+    fn add_authorizations(&self, new: Vec<Authorization>) -> Result<Vec<Authorization>, StoreError>;
+    /// Store an authorization's new state with its audit line (`seq` assigned).
+    fn record_authorization(&self, a: &Authorization, audit: &mut AuditRecord) -> Result<(), StoreError>;
+    /// A grant, in one transaction: find the catalog entry with the authorization's match key
+    /// or create `new_entry`, associate the platform with it, store the authorization and the
+    /// audit line (naming the entry). Returns the entry.
+    fn grant(
+        &self,
+        a: &Authorization,
+        new_entry: CatalogEntry,
+        audit: &mut AuditRecord,
+    ) -> Result<CatalogEntry, StoreError>;
+    /// A revocation, in one transaction: store the authorization, remove the platform's
+    /// association (the entry stays, orphaned when it was the last), audit.
+    fn revoke(&self, a: &Authorization, audit: &mut AuditRecord) -> Result<(), StoreError>;
+    /// Up to `limit` catalog entries with ids after `after`, in id order.
+    fn entries(&self, after: Option<&str>, limit: usize) -> Result<Vec<CatalogEntry>, StoreError>;
+    /// One entry and its associations.
+    fn entry(&self, id: &str) -> Result<Option<(CatalogEntry, Vec<Association>)>, StoreError>;
+    /// The associations of every entry (for listings that show who offers what).
+    fn associations(&self) -> Result<Vec<Association>, StoreError>;
+    /// The latest `limit` audit lines, newest first.
+    fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The inventory record of `native_id` at `platform`.
+    fn inventory_record(
+        &self,
+        platform: &str,
+        native_id: &str,
+    ) -> Result<Option<InventoryRecord>, StoreError>;
 }
 
 /// A platform's stored inventory.
@@ -267,6 +303,78 @@ impl Store {
     pub async fn refreshes(&self, platform: &str, limit: usize) -> Result<Vec<RefreshRecord>, StoreError> {
         let platform = platform.to_owned();
         self.call(move |b| b.refreshes(&platform, limit)).await
+    }
+
+    /// Every authorization.
+    pub async fn authorizations(&self) -> Result<Vec<Authorization>, StoreError> {
+        self.call(|b| b.authorizations()).await
+    }
+
+    /// Store new authorizations unless their (platform, match key) has one; those stored.
+    pub async fn add_authorizations(
+        &self,
+        new: Vec<Authorization>,
+    ) -> Result<Vec<Authorization>, StoreError> {
+        self.call(move |b| b.add_authorizations(new)).await
+    }
+
+    /// Store an authorization's state with its audit line.
+    pub async fn record_authorization(
+        &self,
+        a: Authorization,
+        mut audit: AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.call(move |b| b.record_authorization(&a, &mut audit)).await
+    }
+
+    /// Apply a grant (find or create the entry, associate, audit) in one transaction.
+    pub async fn grant(
+        &self,
+        a: Authorization,
+        new_entry: CatalogEntry,
+        mut audit: AuditRecord,
+    ) -> Result<CatalogEntry, StoreError> {
+        self.call(move |b| b.grant(&a, new_entry, &mut audit)).await
+    }
+
+    /// Apply a revocation in one transaction.
+    pub async fn revoke(&self, a: Authorization, mut audit: AuditRecord) -> Result<(), StoreError> {
+        self.call(move |b| b.revoke(&a, &mut audit)).await
+    }
+
+    /// A page of catalog entries after id `after`.
+    pub async fn entries(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<CatalogEntry>, StoreError> {
+        self.call(move |b| b.entries(after.as_deref(), limit)).await
+    }
+
+    /// One entry and its associations.
+    pub async fn entry(&self, id: &str) -> Result<Option<(CatalogEntry, Vec<Association>)>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |b| b.entry(&id)).await
+    }
+
+    /// Every association.
+    pub async fn associations(&self) -> Result<Vec<Association>, StoreError> {
+        self.call(|b| b.associations()).await
+    }
+
+    /// The latest audit lines, newest first.
+    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.call(move |b| b.audit(limit)).await
+    }
+
+    /// One inventory record.
+    pub async fn inventory_record(
+        &self,
+        platform: &str,
+        native_id: &str,
+    ) -> Result<Option<InventoryRecord>, StoreError> {
+        let (platform, native_id) = (platform.to_owned(), native_id.to_owned());
+        self.call(move |b| b.inventory_record(&platform, &native_id)).await
     }
 
     /// Wait for the calls running now, refuse any further ones, and release the backend (a

@@ -8,7 +8,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Backend, Inventory, StoreError};
-use crate::catalog::{InventoryRecord, KEEP_REFRESHES, PlatformReports, RefreshRecord};
+use crate::catalog::{
+    Association, AuditRecord, Authorization, CatalogEntry, InventoryRecord, KEEP_REFRESHES, PlatformReports,
+    RefreshRecord,
+};
 use crate::path::DecisionRecord;
 use crate::session::accounts::Account;
 
@@ -26,6 +29,21 @@ const PLATFORMS: TableDefinition<&str, &[u8]> = TableDefinition::new("platform_r
 
 /// Refresh records: (platform, seq) → JSON [`RefreshRecord`].
 const REFRESHES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("refreshes");
+
+/// Authorizations: (platform, match key) → JSON [`Authorization`].
+const AUTHORIZATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("authorizations");
+
+/// Catalog entries: id → JSON [`CatalogEntry`].
+const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog_entries");
+
+/// The entry of each match key: match key → id.
+const MATCH_KEYS: TableDefinition<&str, &str> = TableDefinition::new("catalog_match_keys");
+
+/// Associations: (entry id, platform) → JSON [`Association`].
+const ASSOCIATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("catalog_associations");
+
+/// The audit of authorizations: seq → JSON [`AuditRecord`].
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("authorization_audit");
 
 /// The store holds secrets: readable by the controller's user only.
 fn restrict_permissions(path: &Path) {
@@ -87,6 +105,11 @@ impl RedbStore {
         tx.open_table(INVENTORY).doing(opening)?;
         tx.open_table(PLATFORMS).doing(opening)?;
         tx.open_table(REFRESHES).doing(opening)?;
+        tx.open_table(AUTHORIZATIONS).doing(opening)?;
+        tx.open_table(ENTRIES).doing(opening)?;
+        tx.open_table(MATCH_KEYS).doing(opening)?;
+        tx.open_table(ASSOCIATIONS).doing(opening)?;
+        tx.open_table(AUDIT).doing(opening)?;
         tx.commit().doing(opening)?;
         restrict_permissions(path);
         Ok(RedbStore { db })
@@ -106,6 +129,24 @@ impl RedbStore {
 
     fn read(&self, doing: &'static str) -> Result<::redb::ReadTransaction, StoreError> {
         self.db.begin_read().doing(doing)
+    }
+
+    /// Append `audit` (assigning `seq`) and store `a`, in `tx`.
+    fn put_authorization(
+        tx: &::redb::WriteTransaction,
+        doing: &'static str,
+        a: &Authorization,
+        audit: &mut AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut table = tx.open_table(AUTHORIZATIONS).doing(doing)?;
+        table
+            .insert((a.platform.as_str(), a.match_key.as_str()), encode(doing, a)?.as_slice())
+            .doing(doing)?;
+        let mut log = tx.open_table(AUDIT).doing(doing)?;
+        let last = log.last().doing(doing)?.map(|(k, _)| k.value());
+        audit.seq = last.map_or(1, |s| s + 1);
+        log.insert(audit.seq, encode(doing, &*audit)?.as_slice()).doing(doing)?;
+        Ok(())
     }
 
     /// Append `refresh` to its platform's records (assigning `seq`), dropping the oldest past
@@ -288,6 +329,179 @@ impl Backend for RedbStore {
             out.push(decode("inventory record", id, bytes.value())?);
         }
         Ok(out)
+    }
+
+    fn authorizations(&self) -> Result<Vec<Authorization>, StoreError> {
+        let doing = "listing authorizations";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(AUTHORIZATIONS).doing(doing)?;
+        let mut out = Vec::new();
+        for entry in table.iter().doing(doing)? {
+            let (key, bytes) = entry.doing(doing)?;
+            out.push(decode("authorization", key.value().1, bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    fn add_authorizations(&self, new: Vec<Authorization>) -> Result<Vec<Authorization>, StoreError> {
+        let doing = "adding authorizations";
+        self.write(doing, |tx| {
+            let mut table = tx.open_table(AUTHORIZATIONS).doing(doing)?;
+            let mut added = Vec::new();
+            for a in new {
+                let key = (a.platform.as_str(), a.match_key.as_str());
+                if table.get(key).doing(doing)?.is_none() {
+                    table.insert(key, encode(doing, &a)?.as_slice()).doing(doing)?;
+                    added.push(a);
+                }
+            }
+            Ok(added)
+        })
+    }
+
+    fn record_authorization(&self, a: &Authorization, audit: &mut AuditRecord) -> Result<(), StoreError> {
+        let doing = "recording an authorization";
+        self.write(doing, |tx| Self::put_authorization(tx, doing, a, audit))
+    }
+
+    fn grant(
+        &self,
+        a: &Authorization,
+        new_entry: CatalogEntry,
+        audit: &mut AuditRecord,
+    ) -> Result<CatalogEntry, StoreError> {
+        let doing = "granting a capability";
+        self.write(doing, |tx| {
+            let entry = {
+                let mut keys = tx.open_table(MATCH_KEYS).doing(doing)?;
+                let mut entries = tx.open_table(ENTRIES).doing(doing)?;
+                let found = keys.get(a.match_key.as_str()).doing(doing)?.map(|id| id.value().to_owned());
+                match found {
+                    Some(id) => {
+                        let bytes = entries
+                            .get(id.as_str())
+                            .doing(doing)?
+                            .ok_or_else(|| StoreError::Corrupt {
+                                kind: "catalog entry",
+                                key: id.clone(),
+                                reason: "its match key names it, but it is missing".into(),
+                            })?
+                            .value()
+                            .to_vec();
+                        decode::<CatalogEntry>("catalog entry", &id, &bytes)?
+                    }
+                    None => {
+                        keys.insert(new_entry.match_key.as_str(), new_entry.id.as_str()).doing(doing)?;
+                        entries
+                            .insert(new_entry.id.as_str(), encode(doing, &new_entry)?.as_slice())
+                            .doing(doing)?;
+                        new_entry
+                    }
+                }
+            };
+            let association = Association {
+                entry: entry.id.clone(),
+                platform: a.platform.clone(),
+                native_id: a.service.native_id.clone(),
+                request_id: a.request_id.clone(),
+                capability: a.capability.clone(),
+                since_ms: a.updated_ms,
+            };
+            {
+                let mut table = tx.open_table(ASSOCIATIONS).doing(doing)?;
+                let key = (entry.id.as_str(), a.platform.as_str());
+                table.insert(key, encode(doing, &association)?.as_slice()).doing(doing)?;
+            }
+            audit.entry = Some(entry.id.clone());
+            Self::put_authorization(tx, doing, a, audit)?;
+            Ok(entry)
+        })
+    }
+
+    fn revoke(&self, a: &Authorization, audit: &mut AuditRecord) -> Result<(), StoreError> {
+        let doing = "revoking a capability";
+        self.write(doing, |tx| {
+            let keys = tx.open_table(MATCH_KEYS).doing(doing)?;
+            if let Some(id) = keys.get(a.match_key.as_str()).doing(doing)? {
+                let mut table = tx.open_table(ASSOCIATIONS).doing(doing)?;
+                table.remove((id.value(), a.platform.as_str())).doing(doing)?;
+                audit.entry = Some(id.value().to_owned());
+            }
+            Self::put_authorization(tx, doing, a, audit)
+        })
+    }
+
+    fn entries(&self, after: Option<&str>, limit: usize) -> Result<Vec<CatalogEntry>, StoreError> {
+        let doing = "listing the catalog";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(ENTRIES).doing(doing)?;
+        let mut out = Vec::new();
+        for entry in table.range(after.unwrap_or("")..).doing(doing)? {
+            let (id, bytes) = entry.doing(doing)?;
+            if Some(id.value()) == after {
+                continue;
+            }
+            if out.len() >= limit {
+                break;
+            }
+            out.push(decode("catalog entry", id.value(), bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    fn entry(&self, id: &str) -> Result<Option<(CatalogEntry, Vec<Association>)>, StoreError> {
+        let doing = "reading a catalog entry";
+        let tx = self.read(doing)?;
+        let entries = tx.open_table(ENTRIES).doing(doing)?;
+        let Some(bytes) = entries.get(id).doing(doing)? else { return Ok(None) };
+        let entry: CatalogEntry = decode("catalog entry", id, bytes.value())?;
+        let table = tx.open_table(ASSOCIATIONS).doing(doing)?;
+        let mut associations = Vec::new();
+        for item in table.range((id, "")..).doing(doing)? {
+            let (key, bytes) = item.doing(doing)?;
+            let (entry_id, platform) = key.value();
+            if entry_id != id {
+                break;
+            }
+            associations.push(decode("association", platform, bytes.value())?);
+        }
+        Ok(Some((entry, associations)))
+    }
+
+    fn associations(&self) -> Result<Vec<Association>, StoreError> {
+        let doing = "listing associations";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(ASSOCIATIONS).doing(doing)?;
+        let mut out = Vec::new();
+        for item in table.iter().doing(doing)? {
+            let (key, bytes) = item.doing(doing)?;
+            out.push(decode("association", key.value().1, bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let doing = "reading the audit";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(AUDIT).doing(doing)?;
+        let mut out = Vec::new();
+        for item in table.iter().doing(doing)?.rev().take(limit) {
+            let (seq, bytes) = item.doing(doing)?;
+            out.push(decode("audit record", seq.value(), bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    fn inventory_record(
+        &self,
+        platform: &str,
+        native_id: &str,
+    ) -> Result<Option<InventoryRecord>, StoreError> {
+        let doing = "reading an inventory record";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(INVENTORY).doing(doing)?;
+        let Some(bytes) = table.get((platform, native_id)).doing(doing)? else { return Ok(None) };
+        decode("inventory record", native_id, bytes.value()).map(Some)
     }
 
     fn refreshes(&self, platform: &str, limit: usize) -> Result<Vec<RefreshRecord>, StoreError> {

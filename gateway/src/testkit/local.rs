@@ -78,6 +78,7 @@ pub struct Topology {
     ingress_limits: Option<(u64, usize)>,
     adapters: Vec<AdapterConfig>,
     clouds: BTreeMap<String, crate::config::CloudConfig>,
+    authorizers: BTreeMap<String, crate::config::PluginFile>,
     policy: Policy,
 }
 
@@ -93,6 +94,7 @@ impl Topology {
             ingress_limits: None,
             adapters: vec![],
             clouds: BTreeMap::new(),
+            authorizers: BTreeMap::new(),
             policy,
         }
     }
@@ -135,6 +137,12 @@ impl Topology {
     /// Give `site` a cloud to discover (its `[cloud]`).
     pub fn cloud(mut self, site: &str, cloud: crate::config::CloudConfig) -> Topology {
         self.clouds.insert(site.into(), cloud);
+        self
+    }
+
+    /// Give `site` an authorizer plugin.
+    pub fn authorizer(mut self, site: &str, authorizer: crate::config::PluginFile) -> Topology {
+        self.authorizers.insert(site.into(), authorizer);
         self
     }
 
@@ -265,7 +273,8 @@ impl LocalMesh {
                 relays: peers,
                 endpoints: topology.endpoints.get(name).cloned().unwrap_or_default(),
                 cloud: topology.clouds.get(name).cloned(),
-                authorizer: None,
+                authorizer: topology.authorizers.get(name).cloned(),
+                audit: Some(state.path().join(format!("{name}-audit.jsonl"))),
                 plugin_cache: Some(state.path().join("plugin-cache")),
             })?;
             sites.insert(name.clone(), site);

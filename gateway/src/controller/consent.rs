@@ -1,0 +1,234 @@
+//! The authorization handshake, the controller's side: for every capability a platform's
+//! report offers that has no authorization yet, ask the platform ([`Control::Authorize`]),
+//! and act on its answer — a grant associates the capability in the catalog (creating the
+//! entry when the catalog has no capability with its match key), a refusal is only audited,
+//! a pending answer or silence is asked again later with the same request id, and a request
+//! pending too long expires (and any grant the site recorded for it is released).
+//!
+//! The rules are sans-IO in [`crate::catalog::consent`]; this room keeps the pending ones in
+//! memory (loaded from the store at start, so a restart resumes them), asks those due once a
+//! second, at most one attempt in flight per (platform, capability).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::catalog::{
+    AuditRecord, Authorization, AuthorizationState, CatalogEntry, Consent, Handshake, InventoryRecord,
+    Presence, Step,
+};
+use crate::mesh::messages::Control;
+use crate::mesh::stream as control;
+use crate::session::accounts::OPERATOR;
+use crate::store::StoreError;
+use crate::time::now_unix_ms;
+
+use super::Controller;
+use super::events::Event;
+
+/// (platform, match key).
+type Key = (String, String);
+
+/// The pending authorizations and the attempts in flight.
+pub struct Consents {
+    handshake: Handshake,
+    pending: Mutex<BTreeMap<Key, Authorization>>,
+    in_flight: Mutex<BTreeSet<Key>>,
+}
+
+impl Consents {
+    /// With these timings, none pending yet.
+    pub fn new(handshake: Handshake) -> Consents {
+        Consents { handshake, pending: Mutex::default(), in_flight: Mutex::default() }
+    }
+
+    fn schedule(&self, a: Authorization) {
+        if a.state == AuthorizationState::Pending {
+            super::lock(&self.pending).insert((a.platform.clone(), a.match_key.clone()), a);
+        }
+    }
+}
+
+/// A random id (128 bits, hex).
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The system's CSPRNG; should it ever fail, the clock keeps ids apart.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        bytes[..8].copy_from_slice(&now_unix_ms().to_le_bytes());
+    }
+    hex::encode(bytes)
+}
+
+impl Controller {
+    /// Resume the pending authorizations the store holds (after a restart).
+    pub(super) async fn resume_authorizations(&self) -> Result<usize, StoreError> {
+        let all = self.store.authorizations().await?;
+        let mut resumed = 0;
+        for a in all.into_iter().filter(|a| a.state == AuthorizationState::Pending) {
+            self.consents.schedule(a);
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+
+    /// After a report: an authorization for every capability of the present records written
+    /// (new, changed or returned) that has none yet.
+    pub(super) async fn request_authorizations(
+        &self,
+        platform: &str,
+        written: &[InventoryRecord],
+    ) -> Result<(), StoreError> {
+        let now = now_unix_ms();
+        let new: Vec<Authorization> = written
+            .iter()
+            .filter(|r| r.presence == Presence::Present)
+            .flat_map(|r| {
+                r.service.capabilities.iter().map(move |c| {
+                    Authorization::new(random_id(), platform, c.clone(), r.service.clone(), OPERATOR, now)
+                })
+            })
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let added = self.store.add_authorizations(new).await?;
+        tracing::info!(%platform, requests = added.len(), "capability authorizations to ask");
+        for a in added {
+            self.consents.schedule(a);
+        }
+        Ok(())
+    }
+
+    /// Ask every authorization that is due (called by the controller's tick).
+    pub(super) fn ask_due(self: &Arc<Self>) {
+        let now = now_unix_ms();
+        let due: Vec<Authorization> = {
+            let pending = super::lock(&self.consents.pending);
+            let mut in_flight = super::lock(&self.consents.in_flight);
+            let due: Vec<Authorization> = pending
+                .iter()
+                .filter(|(key, a)| a.due(now) && !in_flight.contains(*key))
+                .take(64)
+                .map(|(_, a)| a.clone())
+                .collect();
+            for a in &due {
+                in_flight.insert((a.platform.clone(), a.match_key.clone()));
+            }
+            due
+        };
+        for a in due {
+            let this = Arc::clone(self);
+            self.spawner.spawn(async move { this.ask(a).await });
+        }
+    }
+
+    /// One attempt: ask the platform, act on the answer, store it.
+    async fn ask(self: Arc<Self>, mut a: Authorization) {
+        let key = (a.platform.clone(), a.match_key.clone());
+        let rules = self.consents.handshake;
+        let answer = match self.nodes.connection(&a.platform) {
+            None => Err("the platform's site is not connected".to_owned()),
+            Some(conn) => {
+                let request = Control::Authorize {
+                    request_id: a.request_id.clone(),
+                    account: a.account.clone(),
+                    capability: a.capability.clone(),
+                    service: Box::new(a.service.clone()),
+                };
+                let timeout = Duration::from_millis(rules.timeout_ms.max(1));
+                match tokio::time::timeout(timeout, control::request(&conn, &request)).await {
+                    Err(_) => Err(format!("no answer within {} ms", rules.timeout_ms)),
+                    Ok(Err(e)) => Err(format!("{e:#}")),
+                    Ok(Ok(Control::AuthorizationDecided { request_id, consent }))
+                        if request_id == a.request_id =>
+                    {
+                        Ok(consent)
+                    }
+                    Ok(Ok(other)) => {
+                        Err(format!("an answer that is not a decision on this request: {other:?}"))
+                    }
+                }
+            }
+        };
+        let now = now_unix_ms();
+        let (step, by) = match answer {
+            Ok(consent) => {
+                let reason: String = match &consent {
+                    Consent::Grant { reason }
+                    | Consent::Refuse { reason }
+                    | Consent::Pending { reason, .. } => reason.chars().take(1_000).collect(),
+                };
+                let consent = match consent {
+                    Consent::Grant { .. } => Consent::Grant { reason },
+                    Consent::Refuse { .. } => Consent::Refuse { reason },
+                    Consent::Pending { retry_after_s, .. } => Consent::Pending { reason, retry_after_s },
+                };
+                (a.answered(consent, now, &rules), format!("platform:{}", a.platform))
+            }
+            Err(why) => (a.unanswered(&why, now, &rules), "controller".to_owned()),
+        };
+        let audit = AuditRecord::of(&a, &by, now);
+        let stored = match step {
+            Step::Nothing => Ok(()),
+            Step::Record | Step::Release => self.store.record_authorization(a.clone(), audit).await,
+            Step::Grant => {
+                let entry = CatalogEntry::new(random_id(), &a.capability, now);
+                match self.store.grant(a.clone(), entry, audit).await {
+                    Ok(entry) => {
+                        tracing::info!(platform = %a.platform, capability = %a.match_key, entry = %entry.id, "capability granted");
+                        self.events.publish(Event::CapabilityGranted {
+                            platform: a.platform.clone(),
+                            capability: a.match_key.clone(),
+                            entry: entry.id,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = stored {
+            // Not stored: keep it pending in memory, to be asked (and stored) again.
+            tracing::warn!(platform = %a.platform, capability = %a.match_key, "authorization not stored: {e}");
+            a.state = AuthorizationState::Pending;
+            a.next_attempt_ms = now.saturating_add(rules.backoff_ms);
+        } else if a.state != AuthorizationState::Pending {
+            tracing::info!(platform = %a.platform, capability = %a.match_key, state = ?a.state, reason = %a.reason, "authorization decided");
+        }
+        if step == Step::Release {
+            self.release(&a).await;
+        }
+        {
+            let mut pending = super::lock(&self.consents.pending);
+            if a.state == AuthorizationState::Pending {
+                pending.insert(key.clone(), a);
+            } else {
+                pending.remove(&key);
+            }
+        }
+        super::lock(&self.consents.in_flight).remove(&key);
+    }
+
+    /// Tell the site a grant it may have recorded is released (best effort: a site that is
+    /// away releases it when asked again, since an expired request is never asked again).
+    async fn release(&self, a: &Authorization) {
+        let Some(conn) = self.nodes.connection(&a.platform) else { return };
+        let request = Control::ReleaseGrant { request_id: a.request_id.clone() };
+        match control::request(&conn, &request).await {
+            Ok(Control::GrantReleased { existed, .. }) => {
+                tracing::info!(platform = %a.platform, request = %a.request_id, existed, "late grant released");
+            }
+            other => tracing::warn!(platform = %a.platform, request = %a.request_id, "release: {other:?}"),
+        }
+    }
+
+    /// The latest audit lines of the handshake, newest first.
+    pub async fn authorization_audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.store.audit(limit).await
+    }
+
+    /// Every authorization, as stored.
+    pub async fn authorizations(&self) -> Result<Vec<Authorization>, StoreError> {
+        self.store.authorizations().await
+    }
+}
