@@ -586,3 +586,133 @@ fn the_demo_runs_the_whole_decision_flow() {
     );
     assert!(stdout.contains("downloaded 32 MiB again"), "{stdout}");
 }
+
+/// moto with SigV4 enforced (`tests/peers/moto_peer.py`): its port, key and secret; it stops
+/// when the returned child is dropped (its stdin closes) or killed.
+fn moto() -> (Child, u64, String, String) {
+    let python = std::env::var_os("SKYBRIDGE_PEERS_PYTHON").unwrap_or_else(|| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/moto_peer.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto starts (`cargo xtask test` installs it)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+    let ready: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("moto said {line:?}"));
+    let field = |k: &str| ready[k].as_str().expect("moto's key").to_owned();
+    (child, ready["port"].as_u64().expect("port"), field("access_key"), field("secret_key"))
+}
+
+#[test]
+fn a_site_process_discovers_its_cloud_and_ctl_shows_the_inventory_catalog_and_decisions() {
+    let (mut moto, port, key, secret) = moto();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(skybridge(dir, &["certs", "init", "pki"]));
+    for (name, role) in [("controller", "controller"), ("r1", "relay"), ("aws-east", "site")] {
+        ok(skybridge(
+            dir,
+            &["certs", "issue", "--ca", "pki", "--name", name, "--role", role, "--out", "pki"],
+        ));
+    }
+    write(dir, "admin.token", "0123456789abcdef0123456789abcdef\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("admin.token"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    write(
+        dir,
+        "controller.toml",
+        &format!(
+            "name = \"controller\"\nlisten = \"127.0.0.1:0\"\nstore = \"state/c.redb\"\nplugin_cache = \"cache\"\n\
+             [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/controller.pem\"\nkey = \"pki/controller.key\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\
+             [policy]\nscorer = \"{}\"\n",
+            plugin("weighted-scorer.wasm").display()
+        ),
+    );
+    let controller = Node::start(dir, "controller", "controller.toml", &[]);
+    let line = controller.line("controller: mesh on ");
+    let mesh = line.split_whitespace().nth(3).expect("mesh address").trim_end_matches(',').to_owned();
+    let url = line.rsplit(' ').next().expect("admin URL").to_owned();
+    write(dir, "r1.toml", &node_toml("r1", "127.0.0.1:0", &mesh));
+    let r1 = Node::start(dir, "relay", "r1.toml", &[]);
+    let r1_addr = r1.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
+
+    // The site's own AWS key, in a file of its own; the controller never sees it.
+    write(dir, "aws.secret", &format!("{secret}\n"));
+    write(
+        dir,
+        "aws-east.toml",
+        &format!(
+            "{}relays = [{{ name = \"r1\", addr = \"{r1_addr}\" }}]\naudit = \"state/aws-east-audit.jsonl\"\nplugin_cache = \"cache\"\n\
+             [cloud]\nendpoints = [{{ name = \"api\", url = \"http://127.0.0.1:{port}\" }}]\n\
+             principal = \"{key}\"\nsecret_file = \"aws.secret\"\nattributes = {{ region = \"us-east-1\" }}\n\
+             adapter = {{ path = \"{}\" }}\n\
+             [authorizer]\npath = \"{}\"\nconfig = {{ \"allow.regions\" = \"* aws-east compute/eu-*\" }}\n",
+            node_toml("aws-east", "127.0.0.1:0", &mesh),
+            plugin("aws-adapter.wasm").display(),
+            plugin("allowlist-authorizer.wasm").display(),
+        ),
+    );
+    std::fs::create_dir_all(dir.join("state")).expect("state dir");
+    let _site = Node::start(dir, "site", "aws-east.toml", &[]);
+
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["ctl", "--url", url.as_str()];
+        all.extend_from_slice(args);
+        skybridge(dir, &all)
+    };
+    // Wait for the first report and for every authorization to be decided.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let decided = loop {
+        let all: serde_json::Value =
+            serde_json::from_str(&ok(ctl(&["authorizations", "--json"]))).expect("json");
+        let all = all.as_array().expect("a list").clone();
+        if !all.is_empty() && all.iter().all(|a| a["state"] != "pending") {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "authorizations still pending: {all:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let inventory = ok(ctl(&["platform", "inventory", "aws-east"]));
+    assert!(inventory.starts_with("NATIVE ID"), "{inventory}");
+    assert!(inventory.contains("ec2-region:eu-west-1") && inventory.contains("present"), "{inventory}");
+    let refreshes = ok(ctl(&["platform", "refreshes", "aws-east"]));
+    assert!(refreshes.contains("connect") && refreshes.contains("services: +"), "{refreshes}");
+
+    // The allowlist grants the European regions and refuses the rest.
+    let granted: Vec<&serde_json::Value> = decided.iter().filter(|a| a["state"] == "granted").collect();
+    assert!(
+        !granted.is_empty()
+            && granted.iter().all(|a| a["match_key"].as_str().is_some_and(|k| k.starts_with("compute/eu-")))
+    );
+    let catalog = ok(ctl(&["catalog", "ls", "--kind", "compute"]));
+    assert!(catalog.contains("eu-west-1") && !catalog.contains("us-east-1"), "{catalog}");
+    assert!(catalog.contains("aws-east (present)"), "{catalog}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(ctl(&["catalog", "ls", "--json"]))).expect("json");
+    let id = listed[0]["id"].as_str().expect("an entry id").to_owned();
+    let shown = ok(ctl(&["catalog", "show", &id]));
+    assert!(shown.contains("aws-east") && shown.contains("ec2-region:eu-"), "{shown}");
+    let audit = ok(ctl(&["authorizations", "--audit"]));
+    assert!(audit.contains("platform:aws-east") && audit.contains("refused"), "{audit}");
+    let site_audit =
+        std::fs::read_to_string(dir.join("state/aws-east-audit.jsonl")).expect("the site's audit");
+    assert_eq!(site_audit.lines().count(), decided.len(), "one line per decision at the site too");
+
+    // An on-demand refresh runs and is recorded; an unknown platform is a clear error.
+    let started = ok(ctl(&["platform", "refresh", "aws-east"]));
+    assert!(started.starts_with("aws-east: "), "{started}");
+    let out = ctl(&["platform", "refresh", "nowhere"]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("no connected site"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = moto.kill();
+    let _ = moto.wait();
+}

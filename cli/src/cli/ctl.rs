@@ -8,9 +8,11 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use skybridge_gateway::admin::AdminClient;
 use skybridge_gateway::admin::api::{
-    AccountView, BindRequest, BindingView, Credentials, DecisionRecord, Deleted, LinkView, Mode, NewAccount,
-    NodeView, PlatformView, PluginView, Policy, PolicyUpdate, SessionRecord,
+    AccountView, AuditRecord, Authorization, BindRequest, BindingView, Credentials, DecisionRecord, Deleted,
+    EntryView, InventoryRecord, LinkView, Mode, NewAccount, NodeView, PlatformView, PluginView, Policy,
+    PolicyUpdate, RefreshRecord, RefreshStarted, SessionRecord,
 };
+use skybridge_gateway::catalog::Outcome;
 use skybridge_gateway::path::LinkStats;
 
 /// Options every `ctl` command shares.
@@ -110,6 +112,59 @@ enum CtlCommand {
     /// Show or change the path policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The service catalog: capabilities platforms granted, and who offers each.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// A platform's discovered services and its refreshes.
+    #[command(subcommand)]
+    Platform(PlatformCommand),
+    /// Capability authorizations (pending, granted, refused, revoked, expired), or with
+    /// `--audit` the latest decisions: who decided what, and why.
+    Authorizations {
+        /// Show the audit instead.
+        #[arg(long)]
+        audit: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogCommand {
+    /// List entries (all pages), optionally of one kind or offered by one platform.
+    #[command(
+        after_help = "Examples:\n  skybridge ctl catalog ls --kind object-store\n  skybridge ctl catalog ls --platform aws-east"
+    )]
+    Ls {
+        /// Only this kind (aliases such as `s3` accepted).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only entries this platform offers.
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// One entry: the platforms offering it, their service, presence and authorization.
+    Show {
+        /// The entry id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PlatformCommand {
+    /// The services the platform's site discovered, by native id (all pages).
+    Inventory {
+        /// The platform.
+        platform: String,
+    },
+    /// Ask the platform's site to discover now (joins a run already under way).
+    Refresh {
+        /// The platform.
+        platform: String,
+    },
+    /// The platform's latest refreshes: when, why, what changed, or why discovery failed.
+    Refreshes {
+        /// The platform.
+        platform: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,7 +372,192 @@ async fn execute(client: &AdminClient, command: &CtlCommand, json: bool) -> anyh
             }
             show(json, &client.set_policy(&update).await?, print_policy)
         }
+        CtlCommand::Catalog(CatalogCommand::Ls { kind, platform }) => {
+            let mut query = Vec::new();
+            if let Some(k) = kind {
+                query.push(format!("kind={}", query_value(k)));
+            }
+            if let Some(p) = platform {
+                query.push(format!("platform={}", query_value(p)));
+            }
+            show(json, client.catalog_all(&query.join("&")).await?.as_slice(), print_catalog)
+        }
+        CtlCommand::Catalog(CatalogCommand::Show { id }) => {
+            show(json, &client.catalog_entry(id).await?, print_entry)
+        }
+        CtlCommand::Platform(PlatformCommand::Inventory { platform }) => {
+            show(json, client.inventory_all(platform).await?.as_slice(), print_inventory)
+        }
+        CtlCommand::Platform(PlatformCommand::Refresh { platform }) => {
+            show(json, &client.refresh(platform).await?, print_refresh_started)
+        }
+        CtlCommand::Platform(PlatformCommand::Refreshes { platform }) => {
+            show(json, client.refreshes(platform).await?.as_slice(), print_refreshes)
+        }
+        CtlCommand::Authorizations { audit: false } => {
+            show(json, client.authorizations().await?.as_slice(), print_authorizations)
+        }
+        CtlCommand::Authorizations { audit: true } => {
+            show(json, client.authorization_audit().await?.as_slice(), print_audit)
+        }
     }
+}
+
+/// Percent-encode a query value.
+fn query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A Unix time in ms as a UTC date and time.
+fn when(unix_ms: u64) -> String {
+    skybridge_gateway::time::format_utc(unix_ms)
+}
+
+fn lower<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+fn print_catalog(entries: &[EntryView]) {
+    let rows = entries
+        .iter()
+        .map(|e| {
+            let offers: Vec<String> =
+                e.offered_by.iter().map(|o| format!("{} ({})", o.platform, o.presence)).collect();
+            vec![
+                e.entry.id.clone(),
+                e.entry.kind.clone(),
+                e.entry.name.clone(),
+                e.state.clone(),
+                offers.join(", "),
+            ]
+        })
+        .collect();
+    table(&["ID", "KIND", "NAME", "STATE", "OFFERED BY"], rows);
+}
+
+fn print_entry(e: &EntryView) {
+    println!("entry      {}", e.entry.id);
+    println!("capability {} {}", e.entry.kind, e.entry.name);
+    println!("match key  {}", e.entry.match_key);
+    println!("created    {}", when(e.entry.created_ms));
+    println!("state      {}", e.state);
+    let rows = e
+        .offered_by
+        .iter()
+        .map(|o| {
+            vec![
+                o.platform.clone(),
+                o.presence.clone(),
+                o.native_id.clone(),
+                o.service.as_ref().map(|s| s.endpoint.clone()).unwrap_or_else(|| "-".into()),
+                o.first_seen_ms.map(when).unwrap_or_else(|| "-".into()),
+                when(o.since_ms),
+            ]
+        })
+        .collect();
+    println!();
+    table(&["PLATFORM", "PRESENCE", "NATIVE ID", "ENDPOINT", "FIRST SEEN", "GRANTED"], rows);
+}
+
+fn print_inventory(records: &[InventoryRecord]) {
+    let rows = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.service.native_id.clone(),
+                r.service.kind.clone(),
+                r.service.name.clone(),
+                lower(&r.presence),
+                or_dash(r.service.region.as_ref()),
+                when(r.first_seen_ms),
+            ]
+        })
+        .collect();
+    table(&["NATIVE ID", "KIND", "NAME", "PRESENCE", "REGION", "FIRST SEEN"], rows);
+}
+
+fn print_refresh_started(r: &RefreshStarted) {
+    if r.already_running {
+        println!("{}: a refresh was already running; this request joined it", r.platform);
+    } else {
+        println!(
+            "{}: refresh started; `skybridge ctl platform refreshes {}` shows its outcome",
+            r.platform, r.platform
+        );
+    }
+}
+
+fn print_refreshes(records: &[RefreshRecord]) {
+    let rows = records
+        .iter()
+        .map(|r| {
+            let outcome = match &r.outcome {
+                Outcome::Integrated { summary: s } => format!(
+                    "{} services: +{} ~{} ={} missing {} withdrawn {}{}",
+                    s.reported,
+                    s.added,
+                    s.changed,
+                    s.unchanged,
+                    s.missing,
+                    s.withdrawn,
+                    if s.held { " (shrink held)" } else { "" }
+                ),
+                Outcome::DiscoveryFailed { reason } => format!("discovery failed: {reason}"),
+                Outcome::Refused { reason } => format!("refused: {reason}"),
+            };
+            vec![
+                r.seq.to_string(),
+                when(r.at_ms),
+                r.trigger.map(|t| lower(&t)).unwrap_or_else(|| "-".into()),
+                r.requests.to_string(),
+                format!("{} ms", r.discovery_ms),
+                outcome.lines().next().unwrap_or_default().chars().take(160).collect(),
+            ]
+        })
+        .collect();
+    table(&["SEQ", "AT", "TRIGGER", "REQUESTS", "DISCOVERY", "OUTCOME"], rows);
+}
+
+fn print_authorizations(all: &[Authorization]) {
+    let rows = all
+        .iter()
+        .map(|a| {
+            vec![
+                a.platform.clone(),
+                a.match_key.clone(),
+                lower(&a.state),
+                a.attempts.to_string(),
+                when(a.updated_ms),
+                a.reason.chars().take(100).collect(),
+            ]
+        })
+        .collect();
+    table(&["PLATFORM", "CAPABILITY", "STATE", "ATTEMPTS", "UPDATED", "REASON"], rows);
+}
+
+fn print_audit(lines: &[AuditRecord]) {
+    let rows = lines
+        .iter()
+        .map(|l| {
+            vec![
+                when(l.at_ms),
+                l.platform.clone(),
+                l.match_key.clone(),
+                lower(&l.state),
+                l.by.clone(),
+                l.reason.chars().take(100).collect(),
+            ]
+        })
+        .collect();
+    table(&["AT", "PLATFORM", "CAPABILITY", "STATE", "BY", "REASON"], rows);
 }
 
 /// Print rows as aligned columns under a header.
