@@ -78,3 +78,63 @@ pub async fn python_json(script: &str, args: &[&str]) -> Value {
     assert!(out.status.success(), "{script} failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{script} printed {stdout:?}"))
 }
+
+/// Azurite (Azure Blob) with Shared Key enforced, serving one storage account whose key only
+/// it and the mapping know. Started from `$SKYBRIDGE_PEERS_BIN` (`cargo xtask test` installs
+/// it with npm there), else from `PATH`.
+pub struct Azurite {
+    child: Child,
+    /// Its blob port.
+    pub port: u64,
+    _data: tempfile::TempDir,
+}
+
+impl Azurite {
+    /// Start it with storage account `account` whose key is `key` (base64).
+    pub fn start(account: &str, key: &str) -> Azurite {
+        let data = tempfile::tempdir().expect("tempdir");
+        let program = match std::env::var_os("SKYBRIDGE_PEERS_BIN") {
+            Some(dir) => std::path::PathBuf::from(dir).join("azurite-blob"),
+            None => "azurite-blob".into(),
+        };
+        let mut child = std::process::Command::new(&program)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                "0",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+            ])
+            .arg("--location")
+            .arg(data.path())
+            .env("AZURITE_ACCOUNTS", format!("{account}:{key}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{} does not start ({e}); `cargo xtask test` installs it", program.display())
+            });
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .and_then(Result::ok)
+                .unwrap_or_else(|| panic!("Azurite exited before listening"));
+            if let Some(url) = line.split("listens on http://127.0.0.1:").nth(1) {
+                break url.trim().parse().unwrap_or_else(|_| panic!("Azurite said {line:?}"));
+            }
+        };
+        // Keep draining its output so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Azurite { child, port, _data: data }
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -12,7 +12,7 @@ use skybridge_gateway::catalog::{AuthorizationState, Outcome, Presence, Trigger}
 use skybridge_gateway::config::{CloudConfig, CloudEndpoint, PluginFile};
 use skybridge_gateway::testkit::netem::LinkParams;
 use skybridge_tests::mesh::{TestMesh, Topology, policy};
-use skybridge_tests::peers::{moto, python_json};
+use skybridge_tests::peers::{Azurite, moto, python_json};
 use skybridge_tests::plugin;
 
 /// A site's `[cloud]` for moto on `port`, as `principal` with the secret in `secret_file`.
@@ -240,4 +240,63 @@ async fn what_platforms_grant_enters_the_catalog_once_and_what_they_refuse_only_
     let site_audit =
         std::fs::read_to_string(mesh.state.path().join("aws-east-audit.jsonl")).expect("site audit");
     assert!(site_audit.contains(&refusal.request_id), "the site audited the refusal too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_pages_through_azurite_s_containers_and_a_deleted_one_goes_missing() {
+    // A storage account whose key only Azurite and the site know.
+    let key = skybridge_plugin_sdk::crypto::base64(&std::array::from_fn::<u8, 32, _>(|i| {
+        (i as u8).wrapping_mul(37) ^ 0x5a
+    }));
+    let azurite = Azurite::start("westdata", &key);
+    let endpoint = format!("http://127.0.0.1:{}", azurite.port);
+    // More than one page of 100.
+    python_json("azure_admin.py", &[&endpoint, "westdata", &key, "create-containers", "logs", "130"]).await;
+
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let file = secrets.path().join("key");
+    std::fs::write(&file, format!("{key}\n")).expect("key file");
+    let cloud = CloudConfig {
+        endpoints: vec![CloudEndpoint { name: "blob".into(), url: endpoint.clone() }],
+        principal: "westdata".into(),
+        secret_file: Some(file),
+        attributes: [("region".to_owned(), "westeurope".to_owned())].into(),
+        adapter: PluginFile {
+            path: plugin("azure-adapter"),
+            config: Default::default(),
+            limits: Default::default(),
+        },
+        report_every_s: 3600,
+        discovery: Default::default(),
+    };
+    let topology = Topology::new(policy(&[], 4, 20))
+        .relays(&["r1"])
+        .site("azure-west", &[("r1", LinkParams::default())])
+        .cloud("azure-west", cloud)
+        .authorizer("azure-west", object_stores_only());
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+
+    let first = refreshes(&client, "azure-west", 1).await.remove(0);
+    assert_eq!(first.requests, 2, "two pages of List Containers: {first:?}");
+    let inventory = client.inventory_all("azure-west").await.expect("inventory");
+    assert_eq!(inventory.len(), 130);
+    let logs_7 = record(&inventory, &format!("{endpoint}/westdata/logs-7"));
+    assert_eq!((logs_7.service.kind.as_str(), logs_7.service.name.as_str()), ("object-store", "logs-7"));
+    assert_eq!(logs_7.service.region.as_deref(), Some("westeurope"));
+    decided(&client, &["azure-west"]).await;
+    assert_eq!(client.catalog_all("platform=azure-west").await.expect("catalog").len(), 130);
+
+    python_json("azure_admin.py", &[&endpoint, "westdata", &key, "delete-container", "logs-7"]).await;
+    let missing = refresh(&client, "azure-west", 1).await;
+    let Outcome::Integrated { summary } = &missing.outcome else { panic!("{missing:?}") };
+    assert_eq!((summary.missing, summary.unchanged), (1, 129), "{missing:?}");
+    let entry = client
+        .catalog_all("kind=object-store")
+        .await
+        .expect("catalog")
+        .into_iter()
+        .find(|e| e.entry.name == "logs-7")
+        .expect("the entry stays while missing");
+    assert_eq!(entry.offered_by[0].presence, "missing");
 }

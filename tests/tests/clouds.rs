@@ -5,13 +5,10 @@
 //! The peers (moto, boto3) are installed by `cargo xtask test` into a virtualenv it names in
 //! `SKYBRIDGE_PEERS_PYTHON`; the helper scripts are in `tests/peers/`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-
 use serde_json::{Value, json};
 use skybridge_gateway::testkit::netem::LinkParams;
 use skybridge_tests::mesh::{TestMesh, Topology, policy};
-use skybridge_tests::peers::{Peer, moto, python_json};
+use skybridge_tests::peers::{Azurite, Peer, moto, python_json};
 use skybridge_tests::{peer_script, peers_python, plugin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -150,64 +147,6 @@ async fn wrong_mappings_get_moto_s_403_and_wrong_accounts_are_refused_at_the_ing
     client.read_to_string(&mut answer).await.expect("answer");
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("www-authenticate: basic realm=\"skybridge\""), "{answer}");
-}
-
-/// Azurite (Azure Blob) with Shared Key enforced, serving one storage account whose key only
-/// it and the mapping know. Started from `$SKYBRIDGE_PEERS_BIN` (`cargo xtask test` installs
-/// it with npm there), else from `PATH`.
-struct Azurite {
-    child: Child,
-    port: u64,
-    _data: tempfile::TempDir,
-}
-
-impl Azurite {
-    fn start(account: &str, key: &str) -> Azurite {
-        let data = tempfile::tempdir().expect("tempdir");
-        let program = match std::env::var_os("SKYBRIDGE_PEERS_BIN") {
-            Some(dir) => std::path::PathBuf::from(dir).join("azurite-blob"),
-            None => "azurite-blob".into(),
-        };
-        let mut child = std::process::Command::new(&program)
-            .args([
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                "0",
-                "--disableTelemetry",
-                "--skipApiVersionCheck",
-            ])
-            .arg("--location")
-            .arg(data.path())
-            .env("AZURITE_ACCOUNTS", format!("{account}:{key}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("{} does not start ({e}); `cargo xtask test` installs it", program.display())
-            });
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let port = loop {
-            let line = lines
-                .next()
-                .and_then(Result::ok)
-                .unwrap_or_else(|| panic!("Azurite exited before listening"));
-            if let Some(url) = line.split("listens on http://127.0.0.1:").nth(1) {
-                break url.trim().parse().unwrap_or_else(|_| panic!("Azurite said {line:?}"));
-            }
-        };
-        // Keep draining its output so that it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Azurite { child, port, _data: data }
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Run `tests/peers/azure_client.py` (azure-storage-blob) against `endpoint` as `account`.

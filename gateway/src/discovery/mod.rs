@@ -174,6 +174,7 @@ async fn discover_inner(
     };
     let mut context = cloud.attributes.clone();
     context.push(("platform".into(), cloud.platform.clone()));
+    context.push(("principal".into(), cloud.principal.clone()));
     context.push(("endpoint".into(), default.url.clone()));
     let context = Arc::new(pairs(&context));
 

@@ -26,10 +26,15 @@
 //!
 //! x-ms-* headers are sorted by byte order, which matches the Azure SDKs' ordering for the
 //! headers they send. Crypto is the host's.
+//!
+//! Discovery (`discovering`): the storage account's Blob containers, in `discovery`.
+
+mod discovery;
 
 use skybridge_plugin_sdk::clock::Civil;
 use skybridge_plugin_sdk::{
-    Adapter, RequestHead, ServiceRecord, TargetCredentials, clock, crypto, export_adapter, percent_decode,
+    Adapter, CloudResponse, DiscoveryStep, RequestHead, ServiceRecord, TargetCredentials, clock, crypto,
+    export_adapter, percent_decode,
 };
 
 /// The Azure Storage adapter.
@@ -54,6 +59,18 @@ impl Adapter for AzureAdapter {
     fn verify_client(head: &RequestHead, account_secret: &str) -> Result<(), String> {
         let (seconds, _) = clock::now();
         verify(head, account_secret, seconds)
+    }
+
+    fn start_discovery(context: &[(String, String)]) -> Result<DiscoveryStep, String> {
+        discovery::start(context)
+    }
+
+    fn continue_discovery(
+        context: &[(String, String)],
+        cursor: &str,
+        response: &CloudResponse,
+    ) -> Result<DiscoveryStep, String> {
+        discovery::next(context, cursor, response)
     }
 }
 
