@@ -6,7 +6,10 @@ Sets up a SQLite-backed Keystone in a temporary folder, serves it with gunicorn 
 (a free port), creates project `lab` and user `lab-user` (role `member` there), and prints one
 JSON line {"port", "admin_password", "user", "password", "project", "user_id"}. Tokens live
 TOKEN_EXPIRATION_S seconds. Serves until stdin closes; a `revoke` line on stdin revokes every
-token of `lab-user` (by disabling and re-enabling the user) and answers `revoked`.
+token of `lab-user` (by disabling and re-enabling the user) and answers `revoked`; an
+`add-service TYPE NAME URL` line registers a service with a public endpoint in RegionOne and
+answers {"service", "endpoint"} (their ids); `disable-service ID` disables one and answers
+`disabled`.
 """
 import ctypes
 import json
@@ -129,6 +132,21 @@ try:
             # Revocation is to the second: tokens issued in this second count as revoked too.
             time.sleep(1.1)
             print("revoked", flush=True)
+        elif line.startswith("add-service "):
+            _, kind, name, endpoint_url = line.split()
+            headers, _ = call("POST", "/v3/auth/tokens", password_auth("admin", admin_password, "admin"))
+            admin = headers["X-Subject-Token"]
+            _, service = call("POST", "/v3/services", {"service": {"type": kind, "name": name}}, admin)
+            _, endpoint = call("POST", "/v3/endpoints", {"endpoint": {
+                "service_id": service["service"]["id"], "interface": "public", "url": endpoint_url,
+                "region_id": "RegionOne"}}, admin)
+            print(json.dumps({"service": service["service"]["id"], "endpoint": endpoint["endpoint"]["id"]}),
+                  flush=True)
+        elif line.startswith("disable-service "):
+            headers, _ = call("POST", "/v3/auth/tokens", password_auth("admin", admin_password, "admin"))
+            admin = headers["X-Subject-Token"]
+            call("PATCH", f"/v3/services/{line.split()[1]}", {"service": {"enabled": False}}, admin)
+            print("disabled", flush=True)
 finally:
     server.terminate()
     server.wait()

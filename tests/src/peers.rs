@@ -138,3 +138,11 @@ impl Drop for Azurite {
         let _ = self.child.wait();
     }
 }
+
+/// Keystone with real Fernet tokens living `expiration_s` seconds, and a user `lab-user` with
+/// a role in project `lab`.
+pub fn keystone(expiration_s: u32) -> Peer {
+    let mut command = peers_python();
+    command.arg(peer_script("keystone_peer.py")).arg(expiration_s.to_string());
+    Peer::start(command, "Keystone (pip install keystone gunicorn)")
+}

@@ -12,7 +12,7 @@ use skybridge_gateway::catalog::{AuthorizationState, Outcome, Presence, Trigger}
 use skybridge_gateway::config::{CloudConfig, CloudEndpoint, PluginFile};
 use skybridge_gateway::testkit::netem::LinkParams;
 use skybridge_tests::mesh::{TestMesh, Topology, policy};
-use skybridge_tests::peers::{Azurite, moto, python_json};
+use skybridge_tests::peers::{Azurite, keystone, moto, python_json};
 use skybridge_tests::plugin;
 
 /// A site's `[cloud]` for moto on `port`, as `principal` with the secret in `secret_file`.
@@ -299,4 +299,76 @@ async fn a_site_pages_through_azurite_s_containers_and_a_deleted_one_goes_missin
         .find(|e| e.entry.name == "logs-7")
         .expect("the entry stays while missing");
     assert_eq!(entry.offered_by[0].presence, "missing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_reads_keystone_s_catalog_with_its_own_member_token() {
+    let mut keystone = keystone(600);
+    let port = keystone.ready["port"].as_u64().expect("port");
+    let (user, password) = (
+        keystone.ready["user"].as_str().expect("user").to_owned(),
+        keystone.ready["password"].as_str().expect("password").to_owned(),
+    );
+    let swift: serde_json::Value =
+        serde_json::from_str(&keystone.command("add-service object-store swift http://swift.lab:8080/v1"))
+            .expect("swift registered");
+    let aodh: serde_json::Value =
+        serde_json::from_str(&keystone.command("add-service alarming aodh http://aodh.lab:8042"))
+            .expect("aodh registered");
+
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let file = secrets.path().join("password");
+    std::fs::write(&file, format!("{password}\n")).expect("password file");
+    let cloud = CloudConfig {
+        endpoints: vec![CloudEndpoint { name: "keystone".into(), url: format!("http://127.0.0.1:{port}") }],
+        principal: user,
+        secret_file: Some(file),
+        attributes: [("project".to_owned(), "lab".to_owned())].into(),
+        adapter: PluginFile {
+            path: plugin("openstack-adapter"),
+            config: Default::default(),
+            limits: Default::default(),
+        },
+        report_every_s: 3600,
+        discovery: Default::default(),
+    };
+    let topology = Topology::new(policy(&[], 4, 20))
+        .relays(&["r1"])
+        .site("openstack-lab", &[("r1", LinkParams::default())])
+        .cloud("openstack-lab", cloud)
+        .authorizer("openstack-lab", object_stores_only());
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+
+    let first = refreshes(&client, "openstack-lab", 1).await.remove(0);
+    assert!(matches!(first.outcome, Outcome::Integrated { .. }), "{first:?}");
+    let inventory = client.inventory_all("openstack-lab").await.expect("inventory");
+    let object_store = record(&inventory, swift["endpoint"].as_str().expect("endpoint id"));
+    assert_eq!(
+        (object_store.service.kind.as_str(), object_store.service.name.as_str()),
+        ("object-store", "swift")
+    );
+    assert_eq!(object_store.service.endpoint, "http://swift.lab:8080/v1");
+    assert_eq!(object_store.service.region.as_deref(), Some("RegionOne"));
+    let identity: Vec<&InventoryRecord> = inventory.iter().filter(|r| r.service.kind == "identity").collect();
+    assert!(!identity.is_empty(), "Keystone lists itself: {inventory:?}");
+    assert!(
+        inventory.iter().all(|r| r.service.native_id != aodh["endpoint"].as_str().expect("id")),
+        "a service type outside the taxonomy is left out"
+    );
+    decided(&client, &["openstack-lab"]).await;
+    let catalog = client.catalog_all("platform=openstack-lab").await.expect("catalog");
+    assert_eq!(
+        catalog.iter().map(|e| e.entry.match_key.as_str()).collect::<Vec<_>>(),
+        ["object-store/swift"]
+    );
+
+    // A disabled service leaves Keystone's catalog, and goes missing here.
+    assert_eq!(
+        keystone.command(&format!("disable-service {}", swift["service"].as_str().expect("id"))),
+        "disabled"
+    );
+    let missing = refresh(&client, "openstack-lab", 1).await;
+    let Outcome::Integrated { summary } = &missing.outcome else { panic!("{missing:?}") };
+    assert_eq!(summary.missing, 1, "{missing:?}");
 }

@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 use skybridge_gateway::testkit::netem::LinkParams;
 use skybridge_tests::mesh::{TestMesh, Topology, policy};
-use skybridge_tests::peers::{Azurite, Peer, moto, python_json};
+use skybridge_tests::peers::{Azurite, keystone, moto, python_json};
 use skybridge_tests::{peer_script, peers_python, plugin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -212,14 +212,6 @@ fn rand_bytes() -> [u8; 32] {
         *b = x as u8;
     }
     bytes
-}
-
-/// Keystone with real Fernet tokens living `expiration_s` seconds, and a user `lab-user` with
-/// a role in project `lab`.
-fn keystone(expiration_s: u32) -> Peer {
-    let mut command = peers_python();
-    command.arg(peer_script("keystone_peer.py")).arg(expiration_s.to_string());
-    Peer::start(command, "Keystone (pip install keystone gunicorn)")
 }
 
 /// `GET path` through an `http` binding at `listen` with HTTP Basic `user`: (status, body).

@@ -20,6 +20,7 @@
 
 pub mod fetch;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -125,6 +126,8 @@ pub enum DiscoveryError {
 pub struct Discovered {
     /// Every service, checked against the catalog's bounds.
     pub services: Vec<ServiceInfo>,
+    /// Services left out because their kind is outside the taxonomy: how many of each kind.
+    pub skipped: BTreeMap<String, usize>,
     /// Requests made to the cloud.
     pub requests: usize,
     /// Bytes of the answers.
@@ -207,9 +210,22 @@ async fn discover_inner(
         let (ctx, cursor) = (Arc::clone(&context), std::mem::take(&mut step.cursor));
         step = on_pool(pool, move || plugin.continue_discovery(&ctx, &cursor, answer)).await?;
     }
+    // Kinds the catalog does not know are left out, loudly: the cloud may offer more sorts of
+    // service than the taxonomy names, and one of them must not keep the rest out.
+    let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
+    found.retain(|s| {
+        let known = crate::catalog::taxonomy::normalise(&s.kind).is_ok();
+        if !known {
+            *skipped.entry(s.kind.chars().take(64).collect()).or_default() += 1;
+        }
+        known
+    });
+    if !skipped.is_empty() {
+        tracing::warn!(platform = %cloud.platform, ?skipped, "services of kinds outside the catalog's taxonomy are not reported");
+    }
     select_capabilities(&adapter, &mut found, pool).await?;
     validate_report(&mut found, bounds)?;
-    Ok(Discovered { services: found, requests, answer_bytes, took: started.elapsed() })
+    Ok(Discovered { services: found, skipped, requests, answer_bytes, took: started.elapsed() })
 }
 
 fn take_services(

@@ -17,10 +17,16 @@
 //! caches the token until shortly before then; `rewrite-request` injects it as
 //! `X-Auth-Token`, replacing anything the client sent, and fixes `Host` when the mapping has
 //! a `host` attribute.
+//!
+//! Discovery (`discovering`, in `discovery`): Keystone's `/v3/auth/catalog`, with the site's
+//! own token (the same token exchange, with the site's credentials).
+
+mod discovery;
 
 use skybridge_plugin_sdk::clock::Civil;
 use skybridge_plugin_sdk::{
-    Adapter, RequestHead, ServiceRecord, TargetCredentials, Token, TokenRequest, export_adapter,
+    Adapter, CloudResponse, DiscoveryStep, RequestHead, ServiceRecord, TargetCredentials, Token,
+    TokenRequest, export_adapter,
 };
 
 /// The OpenStack adapter.
@@ -69,6 +75,18 @@ impl Adapter for OpenStackAdapter {
         let expires_unix_s = parse_iso8601(&expires)
             .ok_or_else(|| format!("Keystone's expires_at `{expires}` is malformed"))?;
         Ok(Token { value, expires_unix_s })
+    }
+
+    fn start_discovery(context: &[(String, String)]) -> Result<DiscoveryStep, String> {
+        discovery::start(context)
+    }
+
+    fn continue_discovery(
+        context: &[(String, String)],
+        cursor: &str,
+        response: &CloudResponse,
+    ) -> Result<DiscoveryStep, String> {
+        discovery::next(context, cursor, response)
     }
 }
 
