@@ -425,3 +425,92 @@ async fn a_site_lists_fake_gcs_server_s_buckets() {
     let Outcome::Integrated { summary } = &missing.outcome else { panic!("{missing:?}") };
     assert_eq!(summary.missing, 1, "{missing:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_by_capability_goes_to_the_nearest_offer_and_carries_boto3_to_moto() {
+    let moto = moto();
+    let port = moto.ready["port"].as_u64().expect("port");
+    let (key, secret) =
+        (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
+    let endpoint = format!("http://127.0.0.1:{port}");
+    python_json("aws_admin.py", &[&endpoint, key, secret, "create-buckets", "reports", "1"]).await;
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let file = secrets.path().join("secret");
+    std::fs::write(&file, format!("{secret}\n")).expect("secret file");
+    let api = std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).expect("port")));
+
+    // corp's ingress; aws-east is one relay away, aws-west two (over a slow link). Both offer
+    // the same bucket, through the endpoint they publish.
+    let topology = Topology::new(policy(&[("latency", 1.0)], 4, 10))
+        .relays(&["r1", "r2"])
+        .link("r1", "r2", LinkParams::delay(15.0))
+        .site("corp", &[("r1", LinkParams::default())])
+        .site("aws-east", &[("r1", LinkParams::default())])
+        .site("aws-west", &[("r2", LinkParams::default())])
+        .ingress_platform("corp")
+        .endpoint("aws-east", "api", api)
+        .endpoint("aws-west", "api", api)
+        .cloud("aws-east", aws_cloud(port, key, &file))
+        .cloud("aws-west", aws_cloud(port, key, &file))
+        .authorizer("aws-east", object_stores_only())
+        .authorizer("aws-west", object_stores_only())
+        .adapter("aws-east", plugin("aws-adapter"))
+        .adapter("aws-west", plugin("aws-adapter"));
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+    decided(&client, &["aws-east", "aws-west"]).await;
+
+    // The entry shows each offer's path from the ingress's platform.
+    let entry = client
+        .catalog_all("kind=object-store")
+        .await
+        .expect("catalog")
+        .into_iter()
+        .find(|e| e.entry.name == "reports-0")
+        .expect("the bucket is in the catalog");
+    let offer = |p: &str| entry.offered_by.iter().find(|o| o.platform == p).expect("an offer");
+    let (east, west) = (offer("aws-east"), offer("aws-west"));
+    assert_eq!(
+        (east.published_endpoint.as_deref(), west.published_endpoint.as_deref()),
+        (Some("api"), Some("api"))
+    );
+    let (east_path, west_path) = (east.path.as_ref().expect("a path"), west.path.as_ref().expect("a path"));
+    assert!(east_path.rtt_ms + 10.0 < west_path.rtt_ms, "{east_path:?} vs {west_path:?}");
+    assert_eq!((east_path.hops, west_path.hops), (0, 1));
+
+    // By capability: the nearer platform wins; a named one is honoured.
+    create_account(&mesh, "acme-ops", "acme-ops-secret-0123456789").await;
+    for platform in ["aws-east", "aws-west"] {
+        let mapping = serde_json::json!({ "principal": key, "secret": secret }).to_string();
+        let (status, body) =
+            mesh.api("PUT", &format!("/v1/accounts/acme-ops/credentials/{platform}"), Some(&mapping)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let by_capability =
+        serde_json::json!({ "capability": "s3/reports-0", "mode": "http", "account": "acme-ops" });
+    let (status, binding) = mesh.api("POST", "/v1/bindings", Some(&by_capability.to_string())).await;
+    assert_eq!(status, 201, "{binding}");
+    assert_eq!((binding["to"].as_str(), binding["endpoint"].as_str()), (Some("aws-east"), Some("api")));
+    let listen = format!("http://{}", binding["listen"].as_str().expect("listen"));
+    let got =
+        python_json("aws_client.py", &[&listen, "acme-ops", "acme-ops-secret-0123456789", "full"]).await;
+    assert_eq!(got["put_get_equal"], serde_json::json!(true), "boto3 through the capability binding: {got}");
+
+    let named = serde_json::json!({ "capability": entry.entry.id, "to": "aws-west", "mode": "http" });
+    let (status, binding) = mesh.api("POST", "/v1/bindings", Some(&named.to_string())).await;
+    assert_eq!((status, binding["to"].as_str()), (201, Some("aws-west")), "{binding}");
+    let unknown = serde_json::json!({ "capability": "s3/nothing-here", "mode": "http" });
+    let (status, body) = mesh.api("POST", "/v1/bindings", Some(&unknown.to_string())).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("no capability `object-store/nothing-here`")),
+        "{body}"
+    );
+}
+
+async fn create_account(mesh: &TestMesh, id: &str, secret: &str) {
+    let (status, body) = mesh
+        .api("POST", "/v1/accounts", Some(&serde_json::json!({ "id": id, "secret": secret }).to_string()))
+        .await;
+    assert_eq!(status, 201, "{body}");
+}

@@ -67,18 +67,23 @@ enum CtlCommand {
         after_help = "Examples:\n  skybridge ctl bind --from site-a --to site-b --endpoint web\n  curl http://LISTEN/\n\n  \
                       skybridge ctl bind --to aws-east --endpoint s3 --mode http --account acme-ops\n  \
                       AWS_ACCESS_KEY_ID=acme-ops AWS_SECRET_ACCESS_KEY=ACCOUNT-SECRET \\\n    \
-                      aws --endpoint-url http://LISTEN s3 ls"
+                      aws --endpoint-url http://LISTEN s3 ls\n\n  \
+                      skybridge ctl bind --capability s3/logs --mode http --account acme-ops"
     )]
     Bind {
         /// The requesting platform (default: the ingress's platform, `[ingress] platform`).
         #[arg(long)]
         from: Option<String>,
-        /// The target platform.
-        #[arg(long)]
-        to: String,
+        /// The target platform (with `--capability`: the offering platform to use, else the
+        /// one with the best measured path).
+        #[arg(long, required_unless_present = "capability")]
+        to: Option<String>,
         /// The endpoint (as the target site's config names it).
+        #[arg(long, required_unless_present = "capability", conflicts_with = "capability")]
+        endpoint: Option<String>,
+        /// Bind to a catalog capability instead: its entry id or `kind/name` (`s3/logs`).
         #[arg(long)]
-        endpoint: String,
+        capability: Option<String>,
         /// Listen here instead of on any free port of the ingress address.
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
@@ -307,19 +312,20 @@ async fn execute(client: &AdminClient, command: &CtlCommand, json: bool) -> anyh
         CtlCommand::Decisions { id: None } => {
             show(json, client.decisions().await?.as_slice(), print_decisions)
         }
-        CtlCommand::Bind { from, to, endpoint, listen, ttl_s, mode, account } => {
+        CtlCommand::Bind { from, to, endpoint, capability, listen, ttl_s, mode, account } => {
             let listen = listen
                 .as_deref()
                 .map(|l| l.parse().with_context(|| format!("--listen `{l}` is not an IP:PORT address")))
                 .transpose()?;
             let request = BindRequest {
                 from: from.clone(),
-                to: to.clone(),
-                endpoint: endpoint.clone(),
+                to: to.clone().unwrap_or_default(),
+                endpoint: endpoint.clone().unwrap_or_default(),
                 mode: if mode == "http" { Mode::Http } else { Mode::Tcp },
                 listen,
                 ttl_s: *ttl_s,
                 account: account.clone(),
+                capability: capability.clone(),
             };
             show(json, &client.bind(&request).await?, print_binding)
         }

@@ -132,6 +132,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         listen: None,
         ttl_s: None,
         account: account.map(str::to_owned),
+        capability: None,
     };
     let bound = client.bind(&bind("files", Mode::Tcp, None)).await?;
     ctl::print_binding(&bound);

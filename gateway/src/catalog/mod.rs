@@ -30,5 +30,7 @@ pub use entry::{Association, CatalogEntry};
 pub use inventory::{
     InventoryRecord, Plan, PlatformReports, Presence, ReportSummary, Withdrawal, plan_full_report,
 };
-pub use record::{Bounds, CapabilityInfo, RecordError, ServiceInfo, match_key, validate_report};
+pub use record::{
+    Bounds, CapabilityInfo, PUBLISHED_ENDPOINT, RecordError, ServiceInfo, match_key, validate_report,
+};
 pub use refresh::{KEEP_REFRESHES, Outcome, RefreshRecord, Trigger};

@@ -8,6 +8,10 @@ use sha2::{Digest, Sha256};
 
 use super::taxonomy;
 
+/// The attribute a site sets on a service reached through one of the endpoints it publishes to
+/// tunnels (its value: that endpoint's name), so that bindings by capability can reach it.
+pub const PUBLISHED_ENDPOINT: &str = "published-endpoint";
+
 /// One service of a platform's cloud, keyed by the cloud's own id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

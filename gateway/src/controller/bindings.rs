@@ -54,10 +54,17 @@ pub struct BindRequest {
     /// platform (`[ingress] platform`).
     #[serde(default)]
     pub from: Option<String>,
-    /// The target platform.
+    /// The target platform. With `capability`: the one offering platform to use (default: the
+    /// one with the best measured path from `from`).
+    #[serde(default)]
     pub to: String,
-    /// The endpoint the target site publishes.
+    /// The endpoint the target site publishes (not with `capability`: the catalog knows it).
+    #[serde(default)]
     pub endpoint: String,
+    /// Bind to a capability of the catalog instead of a platform's endpoint: its entry id, or
+    /// its `kind/name` (aliases accepted: `s3/logs`).
+    #[serde(default)]
+    pub capability: Option<String>,
     /// `tcp` (default) or `http`.
     #[serde(default)]
     pub mode: Mode,
@@ -436,6 +443,7 @@ impl Controller {
             listen: None,
             ttl_s: None,
             account: None,
+            capability: None,
         };
         let (view, _, _) = self.create_binding(req, account, listen).await?;
         Ok(view.id)

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::catalog::{
-    self, Bounds, InventoryRecord, Outcome, RefreshRecord, ReportSummary, ServiceInfo, Trigger, Withdrawal,
+    self, Bounds, InventoryRecord, Outcome, PUBLISHED_ENDPOINT, RefreshRecord, ReportSummary, ServiceInfo,
+    Trigger, Withdrawal,
 };
 use crate::mesh::messages::{Control, RefusalCode};
 use crate::mesh::stream::{self as control, Framed};
@@ -296,6 +297,11 @@ pub struct OfferView {
     /// Whether the platform still has the service: `present`, `missing`, `withdrawn`, or
     /// `unknown` while its site is not connected.
     pub presence: String,
+    /// The best path from the ingress's platform to this platform, as the link reports have
+    /// it (no probe): what a binding by capability weighs.
+    pub path: Option<crate::controller::view::PathEstimate>,
+    /// The endpoint the platform's site publishes for the service, which bindings reach.
+    pub published_endpoint: Option<String>,
     /// When the platform first reported the service (Unix ms).
     pub first_seen_ms: Option<u64>,
     /// The authorization behind the offer.
@@ -334,7 +340,14 @@ impl Controller {
                     .unwrap_or_default(),
                 (None, true) => "withdrawn".to_owned(),
             };
+            let path = self.ingress.platform.as_ref().and_then(|from| {
+                self.nodes.view().path_estimate(from, &a.platform, std::time::Instant::now())
+            });
+            let published_endpoint =
+                record.as_ref().and_then(|r| r.service.attributes.get(PUBLISHED_ENDPOINT).cloned());
             offered_by.push(OfferView {
+                path,
+                published_endpoint,
                 platform: a.platform,
                 native_id: a.native_id,
                 capability: a.capability,
@@ -391,6 +404,100 @@ impl Controller {
             if exhausted {
                 return Ok((out, false));
             }
+        }
+    }
+}
+
+impl Controller {
+    /// Where a binding to `capability` goes: (platform, endpoint). The capability is an entry
+    /// id or a `kind/name`; `platform` picks one offering platform, else each offering
+    /// platform's path from `from` is decided (probed and scored) and the best one wins. Only
+    /// offers whose service is still present (or missing, within its grace) and reached
+    /// through an endpoint their site publishes qualify.
+    pub async fn resolve_capability(
+        &self,
+        capability: &str,
+        platform: Option<&str>,
+        from: &str,
+    ) -> Result<(String, String), crate::controller::BindError> {
+        use crate::controller::BindError;
+        let invalid = |why: String| BindError::Invalid(why);
+        let id = match capability.split_once('/') {
+            Some((kind, name)) => {
+                let kind = crate::catalog::taxonomy::normalise(kind).map_err(invalid)?;
+                let key = crate::catalog::match_key(kind, name);
+                self.store.entry_id(&key).await.map_err(|e| invalid(e.to_string()))?.ok_or_else(|| {
+                    invalid(format!(
+                        "the catalog has no capability `{key}`: `skybridge ctl catalog ls` lists it"
+                    ))
+                })?
+            }
+            None => capability.to_owned(),
+        };
+        let view = self
+            .catalog_entry(&id)
+            .await
+            .map_err(|e| invalid(e.to_string()))?
+            .ok_or_else(|| invalid(format!("no catalog entry {id}")))?;
+        let usable: Vec<&OfferView> = view
+            .offered_by
+            .iter()
+            .filter(|o| o.presence == "present" || o.presence == "missing")
+            .filter(|o| o.published_endpoint.is_some())
+            .filter(|o| platform.is_none_or(|p| p == o.platform))
+            .collect();
+        if usable.is_empty() {
+            let offers: Vec<String> = view
+                .offered_by
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{} ({}, {})",
+                        o.platform,
+                        o.presence,
+                        o.published_endpoint
+                            .as_deref()
+                            .map_or("no published endpoint reaches it", |_| "reachable")
+                    )
+                })
+                .collect();
+            return Err(invalid(format!(
+                "no usable offer of {} {}{}: offered by {}",
+                view.entry.kind,
+                view.entry.name,
+                platform.map(|p| format!(" at {p}")).unwrap_or_default(),
+                if offers.is_empty() { "nobody".to_owned() } else { offers.join(", ") }
+            )));
+        }
+        let mut best: Option<(f64, &OfferView)> = None;
+        let mut failures = Vec::new();
+        for offer in usable {
+            match self.decide(from, &offer.platform).await {
+                Ok(record) => {
+                    let score = record
+                        .decision
+                        .candidates
+                        .get(record.decision.winner)
+                        .and_then(|c| c.score)
+                        .unwrap_or(f64::NEG_INFINITY);
+                    if best.is_none_or(|(s, _)| score > s) {
+                        best = Some((score, offer));
+                    }
+                }
+                Err(e) => failures.push(format!("{}: {e}", offer.platform)),
+            }
+        }
+        match best {
+            Some((_, offer)) => {
+                let endpoint = offer.published_endpoint.clone().unwrap_or_default();
+                tracing::info!(capability = %view.entry.match_key, platform = %offer.platform, %endpoint, "capability bound");
+                Ok((offer.platform.clone(), endpoint))
+            }
+            None => Err(BindError::Connect(crate::controller::ConnectError::Unavailable(format!(
+                "no path to any platform offering {}: {}",
+                view.entry.match_key,
+                failures.join("; ")
+            )))),
         }
     }
 }

@@ -59,6 +59,20 @@ pub struct PlatformView {
     pub relays: BTreeMap<String, LinkStats>,
 }
 
+/// The quality of the best path between two platforms as the link reports have it, without
+/// probing it end to end: what a catalog entry shows for each platform offering it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathEstimate {
+    /// Sum of the RTTs: site → first relay, relay links, last relay → site.
+    pub rtt_ms: f64,
+    /// Loss over the path (1 − the product of the links' delivery ratios).
+    pub loss: f64,
+    /// Relay-to-relay hops.
+    pub hops: u32,
+    /// The relays.
+    pub relays: Vec<String>,
+}
+
 /// Why a tunnel's path needs another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathProblem {
@@ -237,6 +251,33 @@ impl MeshView {
         None
     }
 
+    /// The best path from platform `from` to platform `to` at `now`, from the link reports
+    /// (see [`PathEstimate`]); `None` when either platform or a path is missing. A platform to
+    /// itself has an empty path.
+    pub fn path_estimate(&self, from: &str, to: &str, now: Instant) -> Option<PathEstimate> {
+        if from == to {
+            return Some(PathEstimate { rtt_ms: 0.0, loss: 0.0, hops: 0, relays: vec![] });
+        }
+        let (a, b) = (self.nearest_relay(from).ok()?, self.nearest_relay(to).ok()?);
+        let edge = |site: &str, relay: &str| self.sites.get(site)?.relays.get(relay).cloned();
+        let (first, last) = (edge(from, &a)?, edge(to, &b)?);
+        let path = self.graph(now).ok()?.k_shortest_paths(&a, &b, 1).ok()?.into_iter().next()?;
+        let mut delivered = (1.0 - first.loss) * (1.0 - last.loss);
+        for pair in path.nodes.windows(2) {
+            let link = self
+                .links
+                .get(&(pair[0].clone(), pair[1].clone()))
+                .or_else(|| self.links.get(&(pair[1].clone(), pair[0].clone())));
+            delivered *= 1.0 - link.map_or(0.0, |l| l.stats.loss);
+        }
+        Some(PathEstimate {
+            rtt_ms: first.rtt_ms? + path.cost_ms + last.rtt_ms?,
+            loss: 1.0 - delivered,
+            hops: path.hops(),
+            relays: path.nodes,
+        })
+    }
+
     /// Every registered node, as at `now`.
     pub fn nodes(&self, now: Instant) -> Vec<NodeView> {
         self.membership
@@ -374,6 +415,19 @@ mod tests {
         v.membership_mut().disconnected("site-a", now);
         let e = v.nearest_relay("site-a").unwrap_err();
         assert!(matches!(&e, ConnectError::Unavailable(why) if why.contains("down")), "{e}");
+    }
+
+    #[test]
+    fn a_path_estimate_adds_up_the_reported_links() {
+        let now = Instant::now();
+        let mut v = view(now);
+        v.on_link_report("r2", Role::Relay, vec![report("r3", 5.0, 0.5)], now);
+        let e = v.path_estimate("site-a", "site-b", now).unwrap();
+        assert_eq!(e.relays, ["r1", "r2", "r3"]);
+        assert_eq!((e.rtt_ms, e.hops), (1.0 + 10.0 + 1.0, 2));
+        assert!((e.loss - 0.5).abs() < 1e-9, "{e:?}");
+        assert_eq!(v.path_estimate("site-a", "site-a", now).unwrap().hops, 0);
+        assert_eq!(v.path_estimate("site-a", "nowhere", now), None);
     }
 
     #[test]

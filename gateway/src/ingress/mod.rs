@@ -29,9 +29,23 @@ use crate::tunnel::splice::{self, Side};
 /// set the tunnel up, and serve the listener until the binding ends.
 pub async fn bind(
     controller: &Arc<Controller>,
-    req: BindRequest,
+    mut req: BindRequest,
     account: &str,
 ) -> Result<BindingView, BindError> {
+    if let Some(capability) = req.capability.clone() {
+        if !req.endpoint.is_empty() {
+            return Err(BindError::Invalid("give `capability` or `endpoint`, not both".into()));
+        }
+        let from =
+            req.from.clone().or_else(|| controller.ingress_config().platform.clone()).ok_or_else(|| {
+                BindError::Invalid("no requesting platform: give `from`, or set `[ingress] platform`".into())
+            })?;
+        let platform = (!req.to.is_empty()).then(|| req.to.clone());
+        let (to, endpoint) = controller.resolve_capability(&capability, platform.as_deref(), &from).await?;
+        (req.to, req.endpoint, req.from) = (to, endpoint, Some(from));
+    } else if req.to.is_empty() {
+        return Err(BindError::Invalid("give `to` and `endpoint`, or a `capability`".into()));
+    }
     match req.mode {
         Mode::Tcp if req.account.is_some() => {
             return Err(BindError::Invalid(

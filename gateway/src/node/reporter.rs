@@ -44,6 +44,20 @@ pub struct Reporter {
     pub running: AtomicBool,
     /// Woken by on-demand requests.
     pub wake: Notify,
+    /// The endpoints the site publishes to tunnels: a service reached through one is marked
+    /// with its name (`published-endpoint`), so that bindings by capability can reach it.
+    pub published: Vec<crate::config::Endpoint>,
+}
+
+/// Mark each service whose endpoint's `host:port` is a published endpoint's address.
+pub fn mark_published(services: &mut [ServiceInfo], published: &[crate::config::Endpoint]) {
+    for service in services {
+        let rest = service.endpoint.split_once("://").map_or(service.endpoint.as_str(), |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if let Some(e) = published.iter().find(|e| e.addr.to_string() == authority) {
+            service.attributes.insert(crate::catalog::PUBLISHED_ENDPOINT.into(), e.name.clone());
+        }
+    }
 }
 
 impl Reporter {
@@ -92,7 +106,8 @@ impl Reporter {
         };
         self.running.store(false, Ordering::SeqCst);
         let sent = match outcome {
-            Ok(found) => {
+            Ok(mut found) => {
+                mark_published(&mut found.services, &self.published);
                 tracing::info!(
                     %platform, ?trigger, services = found.services.len(), requests = found.requests,
                     answer_bytes = found.answer_bytes, took_ms = found.took.as_millis() as u64,

@@ -46,7 +46,9 @@ impl Site {
         let plugins = site_plugins(&config)?;
         let reporter = match (&config.cloud, &plugins) {
             (Some(cloud), Some(plugins)) => {
-                Some(Arc::new(reporter(&config.name, cloud, Arc::clone(plugins))?))
+                let mut reporter = reporter(&config.name, cloud, Arc::clone(plugins))?;
+                reporter.published = config.endpoints.clone();
+                Some(Arc::new(reporter))
             }
             _ => None,
         };
@@ -207,5 +209,6 @@ fn reporter(platform: &str, cloud: &CloudConfig, plugins: Arc<PluginRegistry>) -
         every: Duration::from_secs(cloud.report_every_s),
         running: Default::default(),
         wake: Default::default(),
+        published: Vec::new(),
     })
 }

@@ -141,6 +141,8 @@ pub trait Backend: Send + Sync + 'static {
     fn entries(&self, after: Option<&str>, limit: usize) -> Result<Vec<CatalogEntry>, StoreError>;
     /// One entry and its associations.
     fn entry(&self, id: &str) -> Result<Option<(CatalogEntry, Vec<Association>)>, StoreError>;
+    /// The id of the entry with this match key.
+    fn entry_id(&self, match_key: &str) -> Result<Option<String>, StoreError>;
     /// The associations of every entry (for listings that show who offers what).
     fn associations(&self) -> Result<Vec<Association>, StoreError>;
     /// The latest `limit` audit lines, newest first.
@@ -355,6 +357,12 @@ impl Store {
     pub async fn entry(&self, id: &str) -> Result<Option<(CatalogEntry, Vec<Association>)>, StoreError> {
         let id = id.to_owned();
         self.call(move |b| b.entry(&id)).await
+    }
+
+    /// The id of the entry with this match key.
+    pub async fn entry_id(&self, match_key: &str) -> Result<Option<String>, StoreError> {
+        let key = match_key.to_owned();
+        self.call(move |b| b.entry_id(&key)).await
     }
 
     /// Every association.

@@ -468,6 +468,13 @@ impl Backend for RedbStore {
         Ok(Some((entry, associations)))
     }
 
+    fn entry_id(&self, match_key: &str) -> Result<Option<String>, StoreError> {
+        let doing = "looking a capability up";
+        let tx = self.read(doing)?;
+        let keys = tx.open_table(MATCH_KEYS).doing(doing)?;
+        Ok(keys.get(match_key).doing(doing)?.map(|id| id.value().to_owned()))
+    }
+
     fn associations(&self) -> Result<Vec<Association>, StoreError> {
         let doing = "listing associations";
         let tx = self.read(doing)?;
