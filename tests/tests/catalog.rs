@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 
 use skybridge_gateway::admin::AdminClient;
 use skybridge_gateway::admin::api::{Authorization, InventoryRecord, RefreshRecord};
-use skybridge_gateway::catalog::{AuthorizationState, Outcome, Presence, Trigger};
+use skybridge_gateway::catalog::{
+    AuthorizationState, CapabilityInfo, Outcome, Presence, ServiceInfo, Trigger,
+};
 use skybridge_gateway::config::{CloudConfig, CloudEndpoint, PluginFile};
+use skybridge_gateway::mesh::messages::Control;
+use skybridge_gateway::mesh::stream::Framed;
 use skybridge_gateway::testkit::netem::LinkParams;
 use skybridge_tests::mesh::{TestMesh, Topology, policy};
 use skybridge_tests::peers::{Azurite, gcs, keystone, moto, python_json};
@@ -513,4 +517,232 @@ async fn create_account(mesh: &TestMesh, id: &str, secret: &str) {
         .api("POST", "/v1/accounts", Some(&serde_json::json!({ "id": id, "secret": secret }).to_string()))
         .await;
     assert_eq!(status, 201, "{body}");
+}
+
+/// The synthetic adapter's cloud: `GET /spec` answers the JSON set with [`SpecCloud::set`];
+/// any other GET answers 200 (the adapter ignores page bodies).
+struct SpecCloud {
+    addr: std::net::SocketAddr,
+    spec: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl SpecCloud {
+    async fn start(spec: serde_json::Value) -> SpecCloud {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(spec.to_string()));
+        let served = std::sync::Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let spec = served.lock().expect("spec").clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = if got.starts_with(b"GET /spec") { spec } else { "{}".to_owned() };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        SpecCloud { addr, spec: shared }
+    }
+
+    fn set(&self, spec: serde_json::Value) {
+        *self.spec.lock().expect("spec") = spec.to_string();
+    }
+
+    fn config(&self) -> CloudConfig {
+        CloudConfig {
+            endpoints: vec![CloudEndpoint { name: "api".into(), url: format!("http://{}", self.addr) }],
+            principal: "synthetic".into(),
+            secret_file: None,
+            attributes: Default::default(),
+            adapter: PluginFile {
+                path: skybridge_tests::test_plugin("synthetic-adapter"),
+                config: Default::default(),
+                limits: Default::default(),
+            },
+            report_every_s: 3600,
+            discovery: skybridge_gateway::discovery::DiscoveryLimits {
+                max_requests: 50,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_adapters_and_clouds_are_refused_with_a_reason_and_change_nothing() {
+    let bad = SpecCloud::start(serde_json::json!({ "count": 5 })).await;
+    let good = SpecCloud::start(serde_json::json!({ "count": 3 })).await;
+    let topology = Topology::new(policy(&[], 4, 20))
+        .relays(&["r1"])
+        .site("bad", &[("r1", LinkParams::default())])
+        .site("good", &[("r1", LinkParams::default())])
+        .cloud("bad", bad.config())
+        .cloud("good", good.config());
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+    refreshes(&client, "bad", 1).await;
+    refreshes(&client, "good", 1).await;
+    let before = client.inventory_all("bad").await.expect("inventory");
+    assert_eq!(before.len(), 5);
+
+    let cases: &[(&str, &str)] = &[
+        ("trap", "trap"),
+        ("loop", "deadline"),
+        ("hog", "memory"),
+        ("endless", "more than 50 requests"),
+        ("huge", "attribute `blob` is 10240 bytes"),
+        ("duplicate", "appears twice"),
+        ("cursor-bomb", "cursor is"),
+    ];
+    let mut seen = 1;
+    for (mode, expected) in cases {
+        bad.set(serde_json::json!({ "count": 5, "per_page": 2, "mode": mode }));
+        let record = refresh(&client, "bad", seen).await;
+        seen += 1;
+        let Outcome::DiscoveryFailed { reason } = &record.outcome else { panic!("{mode}: {record:?}") };
+        assert!(reason.contains(expected), "{mode}: {reason}");
+        assert_eq!(client.inventory_all("bad").await.expect("inventory"), before, "{mode}: nothing written");
+    }
+    // Kinds outside the taxonomy are left out at the site, loudly, not refused: an empty
+    // report, which is a shrink of more than half, held for confirmation.
+    bad.set(serde_json::json!({ "count": 5, "mode": "bad-kind" }));
+    let record = refresh(&client, "bad", seen).await;
+    let Outcome::Integrated { summary } = &record.outcome else { panic!("{record:?}") };
+    assert_eq!((summary.reported, summary.held), (0, true), "{record:?}");
+    // The adapter behaves again, and so does the platform; the other platform never noticed.
+    bad.set(serde_json::json!({ "count": 5 }));
+    let record = refresh(&client, "bad", seen + 1).await;
+    let Outcome::Integrated { summary } = &record.outcome else { panic!("{record:?}") };
+    assert_eq!(summary.returned, 5, "{record:?}");
+    assert_eq!(client.refreshes("good").await.expect("refreshes").len(), 1);
+    assert_eq!(client.inventory_all("good").await.expect("inventory").len(), 3);
+}
+
+/// A site of the mesh's CA, registered by hand: what a compromised or buggy site can send.
+async fn rogue_site(mesh: &TestMesh, name: &str) -> (quinn::Connection, Framed) {
+    use skybridge_gateway::mesh::identity::Role;
+    use skybridge_gateway::mesh::transport::MeshEndpoint;
+    let identity =
+        mesh.pki.tls(name, Role::Site).expect("certificate").load(name, Role::Site).expect("identity");
+    let endpoint = MeshEndpoint::bind("127.0.0.1:0".parse().expect("addr"), identity, &[]).expect("endpoint");
+    let conn = endpoint
+        .connect(mesh.controller.mesh_addr(), "controller", &[Role::Controller])
+        .await
+        .expect("connected");
+    let mut control = Framed::new(conn.open_bi().await.expect("stream"));
+    control
+        .send(&Control::Register { name: name.into(), role: Role::Site, listen: None })
+        .await
+        .expect("sent");
+    assert!(matches!(control.recv().await, Ok(Some(Control::Registered { .. }))));
+    // The endpoint must outlive the test's use of the connection.
+    std::mem::forget(endpoint);
+    (conn, control)
+}
+
+fn page(platform: &str, page: u32, last: bool, services: Vec<ServiceInfo>) -> Control {
+    Control::ReportPage {
+        platform: platform.into(),
+        trigger: Trigger::Periodic,
+        page,
+        last,
+        services,
+        requests: 1,
+        discovery_ms: 1,
+    }
+}
+
+fn service(id: &str) -> ServiceInfo {
+    ServiceInfo {
+        native_id: id.into(),
+        kind: "object-store".into(),
+        name: id.into(),
+        endpoint: "http://x".into(),
+        region: None,
+        attributes: Default::default(),
+        capabilities: vec![CapabilityInfo {
+            kind: "object-store".into(),
+            name: id.into(),
+            attributes: Default::default(),
+        }],
+    }
+}
+
+/// Send `pages` on a new stream; the controller's answer.
+async fn report(conn: &quinn::Connection, pages: &[Control]) -> Control {
+    let mut stream = Framed::new(conn.open_bi().await.expect("stream"));
+    for p in pages {
+        stream.send(p).await.expect("sent");
+    }
+    stream.recv().await.expect("an answer").expect("a message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_may_report_only_for_itself_and_only_well_formed_reports() {
+    let good = SpecCloud::start(serde_json::json!({ "count": 3 })).await;
+    let topology = Topology::new(policy(&[], 4, 20))
+        .relays(&["r1"])
+        .site("good", &[("r1", LinkParams::default())])
+        .cloud("good", good.config());
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+    refreshes(&client, "good", 1).await;
+    let (conn, _control) = rogue_site(&mesh, "rogue").await;
+
+    let refused = |answer: &Control, needle: &str| match answer {
+        Control::Refused { reason, .. } => assert!(reason.contains(needle), "{reason}"),
+        other => panic!("expected a refusal about {needle}, got {other:?}"),
+    };
+    // Another platform's report.
+    refused(
+        &report(&conn, &[page("good", 0, true, vec![service("fake")])]).await,
+        "may not report for platform `good`",
+    );
+    // Pages out of order.
+    refused(&report(&conn, &[page("rogue", 1, true, vec![])]).await, "page 1 arrived where page 0 was due");
+    // Oversized, control characters, an unknown kind, a duplicate: refused whole.
+    let long = ServiceInfo { native_id: "n".repeat(600), ..service("x") };
+    let nul = ServiceInfo { name: "a\u{0}b".into(), ..service("y") };
+    let kind = ServiceInfo { kind: "warp-drive".into(), ..service("z") };
+    for (bad, needle) in
+        [(long, "600 bytes long"), (nul, "control characters"), (kind, "not a capability kind")]
+    {
+        refused(&report(&conn, &[page("rogue", 0, true, vec![service("ok"), bad])]).await, needle);
+    }
+    refused(
+        &report(
+            &conn,
+            &[page("rogue", 0, false, vec![service("d")]), page("rogue", 1, true, vec![service("d")])],
+        )
+        .await,
+        "appears twice",
+    );
+    assert!(client.inventory_all("rogue").await.expect("inventory").is_empty(), "nothing written");
+    let records = client.refreshes("rogue").await.expect("refreshes");
+    assert!(records.iter().all(|r| matches!(r.outcome, Outcome::Refused { .. })), "{records:?}");
+    assert!(
+        client.inventory_all("good").await.expect("inventory").len() == 3,
+        "the other platform is untouched"
+    );
+
+    // A well-formed report in two pages is integrated.
+    let answer = report(
+        &conn,
+        &[page("rogue", 0, false, vec![service("a")]), page("rogue", 1, true, vec![service("b")])],
+    )
+    .await;
+    assert!(matches!(answer, Control::ReportIntegrated { summary } if summary.added == 2), "{answer:?}");
 }
