@@ -74,8 +74,18 @@ fn run() -> Result<()> {
             let extra: Vec<&str> =
                 rest.iter().skip_while(|a| *a != "--").skip(1).map(String::as_str).collect();
             let mut cmd = cargo();
-            cmd.args(["bench", "-p", "skybridge-gateway", "--"]).args(extra);
+            cmd.args(["bench", "-p", "skybridge-gateway", "--"]).args(extra.iter().copied());
             run_cmd(&mut cmd)?;
+            // Discovery on a real cloud answer needs the cloud peers (moto).
+            if extra.is_empty() || extra.iter().any(|a| a.contains("discovery")) {
+                let python = ensure_python_peers()?;
+                run_cmd(
+                    cargo()
+                        .args(["bench", "-p", "skybridge-tests", "--bench", "discovery"])
+                        .env("SKYBRIDGE_PLUGIN_DIR", plugin_out_dir())
+                        .env("SKYBRIDGE_PEERS_PYTHON", &python),
+                )?;
+            }
         }
         "demo" => demo()?,
         "-h" | "--help" | "help" => print!("{USAGE}"),

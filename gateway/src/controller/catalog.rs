@@ -383,14 +383,10 @@ impl Controller {
         };
         let mut out = Vec::new();
         loop {
-            let batch = self.store.entries(after.clone(), SCAN).await?;
+            let batch = self.store.entries(kind.map(str::to_owned), after.clone(), SCAN).await?;
             let exhausted = batch.len() < SCAN;
-            for entry in batch {
+            for (entry, associations) in batch {
                 after = Some(entry.id.clone());
-                if kind.is_some_and(|k| k != entry.kind) {
-                    continue;
-                }
-                let Some((entry, associations)) = self.store.entry(&entry.id).await? else { continue };
                 if let Some(p) = &filter.platform
                     && !associations.iter().any(|a| &a.platform == p)
                 {

@@ -35,6 +35,8 @@ pub struct PluginStats {
     /// instantiation included).
     pub(crate) timed_calls: AtomicU64,
     pub(crate) timed_ns: AtomicU64,
+    /// The largest linear memory any instance grew to, bytes.
+    pub(crate) peak_memory: AtomicU64,
 }
 
 /// One call in this many is timed: reading the clock twice costs about a tenth of a warm
@@ -83,6 +85,9 @@ pub struct StatsSnapshot {
     pub timed_calls: u64,
     /// Their time, ns.
     pub timed_ns: u64,
+    /// The largest linear memory any instance grew to, bytes (the initial memory counts as a
+    /// growth from zero).
+    pub peak_memory_bytes: u64,
 }
 
 impl StatsSnapshot {
@@ -124,6 +129,7 @@ impl PluginStats {
             invalid_answers: self.invalid_answers.load(Ordering::Relaxed),
             timed_calls: self.timed_calls.load(Ordering::Relaxed),
             timed_ns: self.timed_ns.load(Ordering::Relaxed),
+            peak_memory_bytes: self.peak_memory.load(Ordering::Relaxed),
         }
     }
 }
@@ -248,6 +254,7 @@ impl ResourceLimiter for Sandbox {
             // An error (not `Ok(false)`) stops the plugin at once instead of letting it retry.
             wasmtime::bail!("memory limit of {} bytes exceeded", self.memory_limit);
         }
+        self.stats.peak_memory.fetch_max(u64::try_from(desired).unwrap_or(u64::MAX), Ordering::Relaxed);
         Ok(true)
     }
 

@@ -137,8 +137,14 @@ pub trait Backend: Send + Sync + 'static {
     /// A revocation, in one transaction: store the authorization, remove the platform's
     /// association (the entry stays, orphaned when it was the last), audit.
     fn revoke(&self, a: &Authorization, audit: &mut AuditRecord) -> Result<(), StoreError>;
-    /// Up to `limit` catalog entries with ids after `after`, in id order.
-    fn entries(&self, after: Option<&str>, limit: usize) -> Result<Vec<CatalogEntry>, StoreError>;
+    /// Up to `limit` catalog entries (of `kind`, when given) with ids after `after`, in id
+    /// order, each with its associations — one read.
+    fn entries(
+        &self,
+        kind: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(CatalogEntry, Vec<Association>)>, StoreError>;
     /// One entry and its associations.
     fn entry(&self, id: &str) -> Result<Option<(CatalogEntry, Vec<Association>)>, StoreError>;
     /// The id of the entry with this match key.
@@ -344,13 +350,14 @@ impl Store {
         self.call(move |b| b.revoke(&a, &mut audit)).await
     }
 
-    /// A page of catalog entries after id `after`.
+    /// A page of catalog entries (of `kind`) after id `after`, with their associations.
     pub async fn entries(
         &self,
+        kind: Option<String>,
         after: Option<String>,
         limit: usize,
-    ) -> Result<Vec<CatalogEntry>, StoreError> {
-        self.call(move |b| b.entries(after.as_deref(), limit)).await
+    ) -> Result<Vec<(CatalogEntry, Vec<Association>)>, StoreError> {
+        self.call(move |b| b.entries(kind.as_deref(), after.as_deref(), limit)).await
     }
 
     /// One entry and its associations.

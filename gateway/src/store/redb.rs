@@ -39,6 +39,9 @@ const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog_entr
 /// The entry of each match key: match key → id.
 const MATCH_KEYS: TableDefinition<&str, &str> = TableDefinition::new("catalog_match_keys");
 
+/// Entries by kind: (kind, entry id) → nothing (an index for listings by kind).
+const ENTRIES_BY_KIND: TableDefinition<(&str, &str), ()> = TableDefinition::new("catalog_entries_by_kind");
+
 /// Associations: (entry id, platform) → JSON [`Association`].
 const ASSOCIATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("catalog_associations");
 
@@ -80,6 +83,24 @@ impl<T, E: std::fmt::Display> Doing<T> for Result<T, E> {
     }
 }
 
+/// The associations of entry `id`.
+fn associations_of(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    id: &str,
+    doing: &'static str,
+) -> Result<Vec<Association>, StoreError> {
+    let mut out = Vec::new();
+    for item in table.range((id, "")..).doing(doing)? {
+        let (key, bytes) = item.doing(doing)?;
+        let (entry_id, platform) = key.value();
+        if entry_id != id {
+            break;
+        }
+        out.push(decode("association", platform, bytes.value())?);
+    }
+    Ok(out)
+}
+
 /// A redb file.
 pub struct RedbStore {
     db: Database,
@@ -109,6 +130,7 @@ impl RedbStore {
         tx.open_table(ENTRIES).doing(opening)?;
         tx.open_table(MATCH_KEYS).doing(opening)?;
         tx.open_table(ASSOCIATIONS).doing(opening)?;
+        tx.open_table(ENTRIES_BY_KIND).doing(opening)?;
         tx.open_table(AUDIT).doing(opening)?;
         tx.commit().doing(opening)?;
         restrict_permissions(path);
@@ -131,6 +153,23 @@ impl RedbStore {
         self.db.begin_read().doing(doing)
     }
 
+    /// Several grants in one transaction, each as [`Backend::grant`] applies it (with an audit
+    /// line): for imports and benchmarks, where one commit per grant would be the cost measured.
+    pub fn grant_all(
+        &self,
+        grants: Vec<(Authorization, CatalogEntry)>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let doing = "granting capabilities";
+        self.write(doing, |tx| {
+            for (a, new_entry) in grants {
+                let mut audit = AuditRecord::of(&a, "import", now_ms);
+                Self::grant_in(tx, doing, &a, new_entry, &mut audit)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Append `audit` (assigning `seq`) and store `a`, in `tx`.
     fn put_authorization(
         tx: &::redb::WriteTransaction,
@@ -147,6 +186,61 @@ impl RedbStore {
         audit.seq = last.map_or(1, |s| s + 1);
         log.insert(audit.seq, encode(doing, &*audit)?.as_slice()).doing(doing)?;
         Ok(())
+    }
+
+    /// A grant inside `tx`: find or create the entry, associate, store, audit.
+    fn grant_in(
+        tx: &::redb::WriteTransaction,
+        doing: &'static str,
+        a: &Authorization,
+        new_entry: CatalogEntry,
+        audit: &mut AuditRecord,
+    ) -> Result<CatalogEntry, StoreError> {
+        let entry = {
+            let mut keys = tx.open_table(MATCH_KEYS).doing(doing)?;
+            let mut entries = tx.open_table(ENTRIES).doing(doing)?;
+            let found = keys.get(a.match_key.as_str()).doing(doing)?.map(|id| id.value().to_owned());
+            match found {
+                Some(id) => {
+                    let bytes = entries
+                        .get(id.as_str())
+                        .doing(doing)?
+                        .ok_or_else(|| StoreError::Corrupt {
+                            kind: "catalog entry",
+                            key: id.clone(),
+                            reason: "its match key names it, but it is missing".into(),
+                        })?
+                        .value()
+                        .to_vec();
+                    decode::<CatalogEntry>("catalog entry", &id, &bytes)?
+                }
+                None => {
+                    keys.insert(new_entry.match_key.as_str(), new_entry.id.as_str()).doing(doing)?;
+                    entries
+                        .insert(new_entry.id.as_str(), encode(doing, &new_entry)?.as_slice())
+                        .doing(doing)?;
+                    let mut by_kind = tx.open_table(ENTRIES_BY_KIND).doing(doing)?;
+                    by_kind.insert((new_entry.kind.as_str(), new_entry.id.as_str()), ()).doing(doing)?;
+                    new_entry
+                }
+            }
+        };
+        let association = Association {
+            entry: entry.id.clone(),
+            platform: a.platform.clone(),
+            native_id: a.service.native_id.clone(),
+            request_id: a.request_id.clone(),
+            capability: a.capability.clone(),
+            since_ms: a.updated_ms,
+        };
+        {
+            let mut table = tx.open_table(ASSOCIATIONS).doing(doing)?;
+            let key = (entry.id.as_str(), a.platform.as_str());
+            table.insert(key, encode(doing, &association)?.as_slice()).doing(doing)?;
+        }
+        audit.entry = Some(entry.id.clone());
+        Self::put_authorization(tx, doing, a, audit)?;
+        Ok(entry)
     }
 
     /// Append `refresh` to its platform's records (assigning `seq`), dropping the oldest past
@@ -371,51 +465,7 @@ impl Backend for RedbStore {
         audit: &mut AuditRecord,
     ) -> Result<CatalogEntry, StoreError> {
         let doing = "granting a capability";
-        self.write(doing, |tx| {
-            let entry = {
-                let mut keys = tx.open_table(MATCH_KEYS).doing(doing)?;
-                let mut entries = tx.open_table(ENTRIES).doing(doing)?;
-                let found = keys.get(a.match_key.as_str()).doing(doing)?.map(|id| id.value().to_owned());
-                match found {
-                    Some(id) => {
-                        let bytes = entries
-                            .get(id.as_str())
-                            .doing(doing)?
-                            .ok_or_else(|| StoreError::Corrupt {
-                                kind: "catalog entry",
-                                key: id.clone(),
-                                reason: "its match key names it, but it is missing".into(),
-                            })?
-                            .value()
-                            .to_vec();
-                        decode::<CatalogEntry>("catalog entry", &id, &bytes)?
-                    }
-                    None => {
-                        keys.insert(new_entry.match_key.as_str(), new_entry.id.as_str()).doing(doing)?;
-                        entries
-                            .insert(new_entry.id.as_str(), encode(doing, &new_entry)?.as_slice())
-                            .doing(doing)?;
-                        new_entry
-                    }
-                }
-            };
-            let association = Association {
-                entry: entry.id.clone(),
-                platform: a.platform.clone(),
-                native_id: a.service.native_id.clone(),
-                request_id: a.request_id.clone(),
-                capability: a.capability.clone(),
-                since_ms: a.updated_ms,
-            };
-            {
-                let mut table = tx.open_table(ASSOCIATIONS).doing(doing)?;
-                let key = (entry.id.as_str(), a.platform.as_str());
-                table.insert(key, encode(doing, &association)?.as_slice()).doing(doing)?;
-            }
-            audit.entry = Some(entry.id.clone());
-            Self::put_authorization(tx, doing, a, audit)?;
-            Ok(entry)
-        })
+        self.write(doing, |tx| Self::grant_in(tx, doing, a, new_entry, audit))
     }
 
     fn revoke(&self, a: &Authorization, audit: &mut AuditRecord) -> Result<(), StoreError> {
@@ -431,20 +481,51 @@ impl Backend for RedbStore {
         })
     }
 
-    fn entries(&self, after: Option<&str>, limit: usize) -> Result<Vec<CatalogEntry>, StoreError> {
+    fn entries(
+        &self,
+        kind: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(CatalogEntry, Vec<Association>)>, StoreError> {
         let doing = "listing the catalog";
         let tx = self.read(doing)?;
-        let table = tx.open_table(ENTRIES).doing(doing)?;
-        let mut out = Vec::new();
-        for entry in table.range(after.unwrap_or("")..).doing(doing)? {
-            let (id, bytes) = entry.doing(doing)?;
-            if Some(id.value()) == after {
-                continue;
+        let entries = tx.open_table(ENTRIES).doing(doing)?;
+        let associations = tx.open_table(ASSOCIATIONS).doing(doing)?;
+        let after = after.unwrap_or("");
+        // The ids of the page: from the kind index, or the entries themselves.
+        let mut ids = Vec::new();
+        match kind {
+            Some(kind) => {
+                let index = tx.open_table(ENTRIES_BY_KIND).doing(doing)?;
+                for item in index.range((kind, after)..).doing(doing)? {
+                    let (key, _) = item.doing(doing)?;
+                    let (k, id) = key.value();
+                    if k != kind || ids.len() >= limit {
+                        break;
+                    }
+                    if id != after {
+                        ids.push(id.to_owned());
+                    }
+                }
             }
-            if out.len() >= limit {
-                break;
+            None => {
+                for item in entries.range(after..).doing(doing)? {
+                    let (id, _) = item.doing(doing)?;
+                    if ids.len() >= limit {
+                        break;
+                    }
+                    if id.value() != after {
+                        ids.push(id.value().to_owned());
+                    }
+                }
             }
-            out.push(decode("catalog entry", id.value(), bytes.value())?);
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(bytes) = entries.get(id.as_str()).doing(doing)? else { continue };
+            let entry: CatalogEntry = decode("catalog entry", &id, bytes.value())?;
+            let found = associations_of(&associations, &id, doing)?;
+            out.push((entry, found));
         }
         Ok(out)
     }
@@ -456,16 +537,7 @@ impl Backend for RedbStore {
         let Some(bytes) = entries.get(id).doing(doing)? else { return Ok(None) };
         let entry: CatalogEntry = decode("catalog entry", id, bytes.value())?;
         let table = tx.open_table(ASSOCIATIONS).doing(doing)?;
-        let mut associations = Vec::new();
-        for item in table.range((id, "")..).doing(doing)? {
-            let (key, bytes) = item.doing(doing)?;
-            let (entry_id, platform) = key.value();
-            if entry_id != id {
-                break;
-            }
-            associations.push(decode("association", platform, bytes.value())?);
-        }
-        Ok(Some((entry, associations)))
+        Ok(Some((entry, associations_of(&table, id, doing)?)))
     }
 
     fn entry_id(&self, match_key: &str) -> Result<Option<String>, StoreError> {
@@ -614,6 +686,107 @@ mod tests {
         assert!(store.remove_account("acme").unwrap());
         assert!(!store.remove_account("acme").unwrap());
         assert!(store.account("acme").unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod catalog {
+    use super::*;
+    use crate::catalog::{
+        AuditRecord, Authorization, AuthorizationState, CapabilityInfo, CatalogEntry, Outcome, ServiceInfo,
+        Trigger,
+    };
+
+    fn authorization(platform: &str, name: &str, kind: &str) -> Authorization {
+        let capability =
+            CapabilityInfo { kind: kind.into(), name: name.into(), attributes: Default::default() };
+        let service = ServiceInfo {
+            native_id: format!("{platform}:{name}"),
+            kind: kind.into(),
+            name: name.into(),
+            endpoint: "e".into(),
+            region: None,
+            attributes: Default::default(),
+            capabilities: vec![capability.clone()],
+        };
+        let mut a =
+            Authorization::new(format!("req-{platform}-{name}"), platform, capability, service, "op", 1);
+        a.state = AuthorizationState::Granted;
+        a
+    }
+
+    #[test]
+    fn grants_share_an_entry_by_match_key_and_revocations_leave_it_orphaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("c.redb")).unwrap();
+        let (east, west) =
+            (authorization("east", "Logs", "object-store"), authorization("west", "logs", "object-store"));
+        assert_eq!(store.add_authorizations(vec![east.clone(), west.clone()]).unwrap().len(), 2);
+        assert!(
+            store.add_authorizations(vec![east.clone()]).unwrap().is_empty(),
+            "one per platform and capability"
+        );
+        let mut audit = AuditRecord::of(&east, "platform:east", 2);
+        let first =
+            store.grant(&east, CatalogEntry::new("id-1".into(), &east.capability, 2), &mut audit).unwrap();
+        assert_eq!((first.id.as_str(), audit.entry.as_deref(), audit.seq), ("id-1", Some("id-1"), 1));
+        let mut audit = AuditRecord::of(&west, "platform:west", 3);
+        let second =
+            store.grant(&west, CatalogEntry::new("id-2".into(), &west.capability, 3), &mut audit).unwrap();
+        assert_eq!(second.id, "id-1", "the same match key finds the same entry");
+        let (_, associations) = store.entry("id-1").unwrap().unwrap();
+        assert_eq!(associations.iter().map(|a| a.platform.as_str()).collect::<Vec<_>>(), ["east", "west"]);
+        assert_eq!(store.entry_id("object-store/logs").unwrap().as_deref(), Some("id-1"));
+
+        let compute = authorization("east", "vm", "compute");
+        store
+            .grant(
+                &compute,
+                CatalogEntry::new("id-0".into(), &compute.capability, 4),
+                &mut AuditRecord::of(&compute, "x", 4),
+            )
+            .unwrap();
+        let by_kind: Vec<String> =
+            store.entries(Some("object-store"), None, 10).unwrap().into_iter().map(|(e, _)| e.id).collect();
+        assert_eq!(by_kind, ["id-1"]);
+        let all: Vec<String> =
+            store.entries(None, None, 10).unwrap().into_iter().map(|(e, _)| e.id).collect();
+        assert_eq!(all, ["id-0", "id-1"]);
+        assert_eq!(store.entries(None, Some("id-0"), 10).unwrap().len(), 1, "paging after an id");
+
+        let mut revoked = east.clone();
+        assert!(revoked.revoked("policy changed", 5));
+        store.revoke(&revoked, &mut AuditRecord::of(&revoked, "platform:east", 5)).unwrap();
+        store.revoke(&west, &mut AuditRecord::of(&west, "platform:west", 6)).unwrap();
+        let (entry, associations) = store.entry("id-1").unwrap().unwrap();
+        assert!(associations.is_empty(), "orphaned, but kept: {entry:?}");
+        let audit = store.audit(10).unwrap();
+        assert_eq!(audit.iter().map(|a| a.seq).collect::<Vec<_>>(), [5, 4, 3, 2, 1]);
+        assert_eq!(audit[1].state, AuthorizationState::Revoked);
+    }
+
+    #[test]
+    fn refresh_records_are_numbered_per_platform_and_the_oldest_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("c.redb")).unwrap();
+        for i in 0..KEEP_REFRESHES + 5 {
+            let mut r = RefreshRecord {
+                seq: 0,
+                platform: "p".into(),
+                at_ms: i as u64,
+                trigger: Some(Trigger::Periodic),
+                requests: 1,
+                discovery_ms: 1,
+                integrate_ms: 1,
+                outcome: Outcome::DiscoveryFailed { reason: "x".into() },
+            };
+            store.record_refresh(&mut r).unwrap();
+            assert_eq!(r.seq, i as u64 + 1);
+        }
+        let kept = store.refreshes("p", 1_000).unwrap();
+        assert_eq!(kept.len(), KEEP_REFRESHES);
+        assert_eq!((kept[0].seq, kept.last().unwrap().seq), (KEEP_REFRESHES as u64 + 5, 6));
+        assert!(store.refreshes("q", 10).unwrap().is_empty());
     }
 }
 
