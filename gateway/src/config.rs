@@ -182,6 +182,10 @@ pub struct SiteConfig {
     /// it, decisions are kept in memory only and a restarted site decides again.
     #[serde(default)]
     pub audit: Option<PathBuf>,
+    /// Seconds between decisions again of every grant (default 60): one the authorizer now
+    /// refuses is revoked, and the bindings to it are closed.
+    #[serde(default = "default_reevaluate_every")]
+    pub reevaluate_every_s: u64,
     /// Where compiled plugins are cached (default `$XDG_CACHE_HOME/skybridge/plugins`).
     #[serde(default)]
     pub plugin_cache: Option<PathBuf>,
@@ -210,6 +214,10 @@ pub struct CloudConfig {
     /// Bounds on one discovery run.
     #[serde(default)]
     pub discovery: crate::discovery::DiscoveryLimits,
+}
+
+fn default_reevaluate_every() -> u64 {
+    60
 }
 
 fn default_report_every() -> u64 {

@@ -746,3 +746,94 @@ async fn a_site_may_report_only_for_itself_and_only_well_formed_reports() {
     .await;
     assert!(matches!(answer, Control::ReportIntegrated { summary } if summary.added == 2), "{answer:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capability_the_platform_revokes_cuts_its_live_bindings_and_refuses_new_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let moto = moto();
+    let port = moto.ready["port"].as_u64().expect("port");
+    let (key, secret) =
+        (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
+    python_json(
+        "aws_admin.py",
+        &[&format!("http://127.0.0.1:{port}"), key, secret, "create-buckets", "vault", "1"],
+    )
+    .await;
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let file = secrets.path().join("secret");
+    std::fs::write(&file, format!("{secret}\n")).expect("secret file");
+    // The platform grants object stores for the next 8 s only; its site decides grants again
+    // every second (the test kit's setting).
+    let until =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 8;
+    let authorizer = PluginFile {
+        path: plugin("allowlist-authorizer"),
+        config: [("allow.objects".to_owned(), format!("* * object-store/* until={until}"))].into(),
+        limits: Default::default(),
+    };
+    let api = std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).expect("port")));
+    let topology = Topology::new(policy(&[], 4, 10))
+        .relays(&["r1"])
+        .site("corp", &[("r1", LinkParams::default())])
+        .site("aws-east", &[("r1", LinkParams::default())])
+        .ingress_platform("corp")
+        .endpoint("aws-east", "api", api)
+        .cloud("aws-east", aws_cloud(port, key, &file))
+        .authorizer("aws-east", authorizer);
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+    decided(&client, &["aws-east"]).await;
+
+    let request = serde_json::json!({ "capability": "object-store/vault-0", "mode": "tcp" });
+    let (status, binding) = mesh.api("POST", "/v1/bindings", Some(&request.to_string())).await;
+    assert_eq!(status, 201, "{binding}");
+    let id = binding["id"].as_u64().expect("id");
+    // The binding carries traffic to moto ...
+    let listen = binding["listen"].as_str().expect("listen").to_owned();
+    let mut first = tokio::net::TcpStream::connect(&listen).await.expect("connect");
+    first.write_all(b"GET /vault-0 HTTP/1.1\r\nHost: moto\r\nConnection: close\r\n\r\n").await.expect("sent");
+    let mut buf = vec![0u8; 4096];
+    let n = first.read(&mut buf).await.expect("an answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 "), "{}", String::from_utf8_lossy(&buf[..n]));
+    // ... and a live session: a request moto is still waiting to hear the end of.
+    let mut live = tokio::net::TcpStream::connect(&listen).await.expect("connect");
+    live.write_all(b"GET /vault-0 HTTP/1.1\r\nHost: moto\r\n").await.expect("sent");
+
+    // The rule expires: the site revokes, the controller cuts the session and the binding.
+    let cut = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match live.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "the live session was not cut within 30 s");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    assert!(now >= until, "cut at {now}, before the grant expired at {until}");
+    let (status, _) = mesh.api("GET", &format!("/v1/bindings/{id}"), None).await;
+    assert_eq!(status, 404, "the binding is closed");
+    let revoked = client
+        .authorizations()
+        .await
+        .expect("authorizations")
+        .into_iter()
+        .find(|a| a.match_key == "object-store/vault-0")
+        .expect("the authorization");
+    assert_eq!(revoked.state, AuthorizationState::Revoked);
+    assert!(revoked.reason.contains("revoked: no allowlist rule"), "{revoked:?}");
+    let audit = client.authorization_audit().await.expect("audit");
+    assert!(audit.iter().any(|l| l.state == AuthorizationState::Revoked && l.by == "platform:aws-east"));
+    // The entry stays, orphaned; a new binding to it is refused.
+    let entry = client
+        .catalog_all("kind=object-store")
+        .await
+        .expect("catalog")
+        .into_iter()
+        .find(|e| e.entry.name == "vault-0");
+    assert_eq!(entry.map(|e| e.state).as_deref(), Some("orphaned"));
+    let (status, body) = mesh.api("POST", "/v1/bindings", Some(&request.to_string())).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("offered by nobody")), "{body}");
+}

@@ -107,6 +107,10 @@ pub struct BindingView {
     pub bytes_down: u64,
     /// Every re-route, oldest first.
     pub reroutes: Vec<Reroute>,
+    /// The catalog entry it was made for, when made by capability: revoking the capability
+    /// at the target platform closes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
 }
 
 /// A tunnel moved to a new path.
@@ -299,6 +303,7 @@ impl Controller {
             bytes_up: 0,
             bytes_down: 0,
             reroutes: vec![],
+            capability: req.capability,
         };
         tracing::info!(binding = id, %listen, tunnel = view.tunnel.id, hops = ?view.tunnel.hops, "binding open");
         let binding = Binding {
@@ -317,6 +322,22 @@ impl Controller {
     /// down.
     pub async fn unbind(&self, id: u64) -> Option<BindingView> {
         self.close_binding(id, "requested").await
+    }
+
+    /// Close every binding made for catalog entry `entry` at platform `platform`, saying
+    /// `reason`; the bindings closed.
+    pub async fn close_capability_bindings(&self, entry: &str, platform: &str, reason: &str) -> Vec<u64> {
+        let ids: Vec<u64> = self
+            .bindings
+            .list()
+            .into_iter()
+            .filter(|b| b.capability.as_deref() == Some(entry) && b.to == platform)
+            .map(|b| b.id)
+            .collect();
+        for id in &ids {
+            self.close_binding(*id, reason).await;
+        }
+        ids
     }
 
     async fn close_binding(&self, id: u64, reason: &str) -> Option<BindingView> {
@@ -569,6 +590,7 @@ mod tests {
             bytes_up: 0,
             bytes_down: 0,
             reroutes: vec![],
+            capability: None,
         }
     }
 

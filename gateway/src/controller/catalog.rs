@@ -405,7 +405,7 @@ impl Controller {
 }
 
 impl Controller {
-    /// Where a binding to `capability` goes: (platform, endpoint). The capability is an entry
+    /// Where a binding to `capability` goes: (platform, endpoint, entry id). The capability is an entry
     /// id or a `kind/name`; `platform` picks one offering platform, else each offering
     /// platform's path from `from` is decided (probed and scored) and the best one wins. Only
     /// offers whose service is still present (or missing, within its grace) and reached
@@ -415,7 +415,7 @@ impl Controller {
         capability: &str,
         platform: Option<&str>,
         from: &str,
-    ) -> Result<(String, String), crate::controller::BindError> {
+    ) -> Result<(String, String, String), crate::controller::BindError> {
         use crate::controller::BindError;
         let invalid = |why: String| BindError::Invalid(why);
         let id = match capability.split_once('/') {
@@ -487,7 +487,7 @@ impl Controller {
             Some((_, offer)) => {
                 let endpoint = offer.published_endpoint.clone().unwrap_or_default();
                 tracing::info!(capability = %view.entry.match_key, platform = %offer.platform, %endpoint, "capability bound");
-                Ok((offer.platform.clone(), endpoint))
+                Ok((offer.platform.clone(), endpoint, view.entry.id.clone()))
             }
             None => Err(BindError::Connect(crate::controller::ConnectError::Unavailable(format!(
                 "no path to any platform offering {}: {}",

@@ -26,6 +26,32 @@ use crate::time::now_unix_ms;
 use super::Controller;
 use super::events::Event;
 
+/// Why a revocation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// The request is another platform's.
+    #[error("request {request_id} is not platform {platform}'s to revoke")]
+    NotYours {
+        /// The sender.
+        platform: String,
+        /// The request.
+        request_id: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RevokeError {
+    /// The refusal code to answer with.
+    pub fn code(&self) -> crate::mesh::messages::RefusalCode {
+        match self {
+            RevokeError::NotYours { .. } => crate::mesh::messages::RefusalCode::Forbidden,
+            RevokeError::Store(_) => crate::mesh::messages::RefusalCode::Internal,
+        }
+    }
+}
+
 /// (platform, match key).
 type Key = (String, String);
 
@@ -220,6 +246,42 @@ impl Controller {
             }
             other => tracing::warn!(platform = %a.platform, request = %a.request_id, "release: {other:?}"),
         }
+    }
+
+    /// Platform `from` revokes the grant of `request_id`: the authorization becomes revoked,
+    /// the platform's association with the entry goes (new bindings are refused), the
+    /// bindings made for the capability there are closed (live sessions cut), and it is
+    /// audited. Whether there was a grant.
+    pub async fn revoke(&self, from: &str, request_id: &str, reason: &str) -> Result<bool, RevokeError> {
+        let found = self.store.authorizations().await?.into_iter().find(|a| a.request_id == request_id);
+        let Some(mut a) = found else { return Ok(false) };
+        if a.platform != from {
+            return Err(RevokeError::NotYours {
+                platform: from.to_owned(),
+                request_id: request_id.to_owned(),
+            });
+        }
+        let reason: String = reason.chars().take(1_000).collect();
+        let now = now_unix_ms();
+        if !a.revoked(&reason, now) {
+            return Ok(false);
+        }
+        let entry = self.store.entry_id(&a.match_key).await?;
+        self.store.revoke(a.clone(), AuditRecord::of(&a, &format!("platform:{from}"), now)).await?;
+        let closed = match &entry {
+            Some(entry) => {
+                let why = format!("capability {} revoked by {from}: {reason}", a.match_key);
+                self.close_capability_bindings(entry, from, &why).await
+            }
+            None => Vec::new(),
+        };
+        tracing::info!(platform = %from, capability = %a.match_key, ?closed, %reason, "capability revoked");
+        self.events.publish(Event::CapabilityRevoked {
+            platform: from.to_owned(),
+            capability: a.match_key.clone(),
+            bindings_closed: closed,
+        });
+        Ok(true)
     }
 
     /// The latest audit lines of the handshake, newest first.

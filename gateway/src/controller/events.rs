@@ -73,6 +73,15 @@ pub enum Event {
         /// The catalog entry.
         entry: String,
     },
+    /// A platform revoked a capability it had granted.
+    CapabilityRevoked {
+        /// The platform.
+        platform: String,
+        /// The capability's match key.
+        capability: String,
+        /// The bindings closed for it.
+        bindings_closed: Vec<u64>,
+    },
     /// A binding opened.
     BindingOpened {
         /// The binding.

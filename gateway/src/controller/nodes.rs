@@ -162,6 +162,18 @@ impl Controller {
                         }
                     });
                 }
+                Control::Revoke { request_id, reason } if registered && role == Role::Site => {
+                    let this = Arc::clone(&self);
+                    let from = name.clone();
+                    self.spawner.spawn(async move {
+                        let answer = match this.revoke(&from, &request_id, &reason).await {
+                            Ok(existed) => Control::Revoked { request_id, existed },
+                            Err(e) => Control::refused(e.code(), e.to_string()),
+                        };
+                        let _ = stream.send(&answer).await;
+                        stream.finish();
+                    });
+                }
                 first @ (Control::ReportPage { .. } | Control::DiscoveryFailed { .. })
                     if registered && role == Role::Site =>
                 {

@@ -41,8 +41,9 @@ pub async fn bind(
                 BindError::Invalid("no requesting platform: give `from`, or set `[ingress] platform`".into())
             })?;
         let platform = (!req.to.is_empty()).then(|| req.to.clone());
-        let (to, endpoint) = controller.resolve_capability(&capability, platform.as_deref(), &from).await?;
-        (req.to, req.endpoint, req.from) = (to, endpoint, Some(from));
+        let (to, endpoint, entry) =
+            controller.resolve_capability(&capability, platform.as_deref(), &from).await?;
+        (req.to, req.endpoint, req.from, req.capability) = (to, endpoint, Some(from), Some(entry));
     } else if req.to.is_empty() {
         return Err(BindError::Invalid("give `to` and `endpoint`, or a `capability`".into()));
     }

@@ -182,6 +182,22 @@ pub enum Control {
         /// Whether there was a recorded grant.
         existed: bool,
     },
+    /// Site → controller: the platform revokes a grant (its authorizer now refuses it). The
+    /// controller removes the capability's association and closes the bindings made for it.
+    /// Answered by [`Control::Revoked`].
+    Revoke {
+        /// The authorization request that was granted.
+        request_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Controller → site: done (`existed`: there was a grant to revoke).
+    Revoked {
+        /// The request.
+        request_id: String,
+        /// Whether a grant was revoked.
+        existed: bool,
+    },
     /// Either way: the request was refused; the stream closes after this.
     Refused {
         /// What kind of refusal.

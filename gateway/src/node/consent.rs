@@ -6,6 +6,11 @@
 //! for it, not a new one. A pending answer is audited but not final: it is decided afresh
 //! when asked again. A grant the controller gave up on is marked released. With no
 //! authorizer configured, nothing is granted (fail closed).
+//!
+//! Grants are decided again from time to time ([`SiteConsent::reevaluate`]; the site runs it
+//! every `reevaluate_every_s`): one the authorizer now refuses — its policy changed, a rule
+//! expired — is revoked, audited, and the controller told at once, which cuts the bindings
+//! to it.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -41,6 +46,31 @@ pub struct SiteAuditLine {
     /// Set on the line that releases a grant.
     #[serde(default)]
     pub released: bool,
+    /// Set on the line that revokes a grant (its consent is the refusal, with the reason).
+    #[serde(default)]
+    pub revoked: bool,
+    /// What was asked, on decision lines: so that a grant can be decided again later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Asked>,
+}
+
+/// A request as the site keeps it, to decide it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asked {
+    /// The capability.
+    pub capability: CapabilityInfo,
+    /// The service offering it.
+    pub service: ServiceInfo,
+}
+
+/// What the site decided for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Decided {
+    consent: Consent,
+    released: bool,
+    revoked: bool,
+    account: String,
+    request: Option<Asked>,
 }
 
 /// A site's decisions and their audit.
@@ -49,8 +79,10 @@ pub struct SiteConsent {
     plugins: Option<Arc<PluginRegistry>>,
     pool: Pool,
     file: Option<PathBuf>,
-    /// Final decisions by request id, and whether the grant was released.
-    decided: Mutex<HashMap<String, (Consent, bool)>>,
+    /// Final decisions by request id.
+    decided: Mutex<HashMap<String, Decided>>,
+    /// Revocations the controller has not acknowledged yet: (request id, reason).
+    undelivered: Mutex<Vec<(String, String)>>,
 }
 
 impl SiteConsent {
@@ -85,7 +117,14 @@ impl SiteConsent {
                 tracing::warn!(%platform, "no audit file configured: authorization decisions are kept in memory only")
             }
         }
-        Ok(SiteConsent { platform: platform.to_owned(), plugins, pool, file, decided: Mutex::new(decided) })
+        Ok(SiteConsent {
+            platform: platform.to_owned(),
+            plugins,
+            pool,
+            file,
+            decided: Mutex::new(decided),
+            undelivered: Mutex::default(),
+        })
     }
 
     fn append(&self, line: &SiteAuditLine) -> std::io::Result<()> {
@@ -106,14 +145,89 @@ impl SiteConsent {
         capability: &CapabilityInfo,
         service: &ServiceInfo,
     ) -> Result<Consent, String> {
-        if let Some((consent, released)) = lock(&self.decided).get(request_id).cloned() {
-            return Ok(if released {
+        if let Some(d) = lock(&self.decided).get(request_id).cloned() {
+            return Ok(if d.released {
                 Consent::Refuse { reason: "released: the controller gave up on this request".into() }
             } else {
-                consent
+                d.consent
             });
         }
-        let consent = match self.plugins.as_ref().and_then(|p| p.get(AUTHORIZER)) {
+        let consent = self.ask_authorizer(request_id, account, capability, service).await?;
+        let line = SiteAuditLine {
+            at_ms: now_unix_ms(),
+            request_id: request_id.to_owned(),
+            account: account.to_owned(),
+            capability: capability.match_key(),
+            native_id: service.native_id.clone(),
+            consent: Some(consent.clone()),
+            released: false,
+            revoked: false,
+            request: Some(Asked { capability: capability.clone(), service: service.clone() }),
+        };
+        self.append(&line).map_err(|e| format!("cannot write the audit: {e}"))?;
+        apply(&mut lock(&self.decided), &line);
+        tracing::info!(platform = %self.platform, request = %request_id, capability = %line.capability, ?consent, "capability decided");
+        Ok(consent)
+    }
+
+    /// Decide every recorded grant again; revoke (and audit) those the authorizer now refuses.
+    /// Returns the revocations the controller has yet to hear of, this round's and earlier
+    /// undelivered ones.
+    pub async fn reevaluate(&self) -> Vec<(String, String)> {
+        let granted: Vec<(String, Decided)> = lock(&self.decided)
+            .iter()
+            .filter(|(_, d)| matches!(d.consent, Consent::Grant { .. }) && !d.released && !d.revoked)
+            .map(|(id, d)| (id.clone(), d.clone()))
+            .collect();
+        for (request_id, d) in granted {
+            let Some(asked) = &d.request else { continue };
+            let now = match self
+                .ask_authorizer(&request_id, &d.account, &asked.capability, &asked.service)
+                .await
+            {
+                Ok(consent) => consent,
+                Err(e) => {
+                    tracing::warn!(platform = %self.platform, request = %request_id, "cannot decide a grant again: {e}");
+                    continue;
+                }
+            };
+            let Consent::Refuse { reason } = now else { continue };
+            let reason = format!("revoked: {reason}");
+            let line = SiteAuditLine {
+                at_ms: now_unix_ms(),
+                request_id: request_id.clone(),
+                account: d.account.clone(),
+                capability: asked.capability.match_key(),
+                native_id: asked.service.native_id.clone(),
+                consent: Some(Consent::Refuse { reason: reason.clone() }),
+                released: false,
+                revoked: true,
+                request: None,
+            };
+            if let Err(e) = self.append(&line) {
+                tracing::warn!(platform = %self.platform, "cannot write the audit; the revocation waits: {e}");
+                continue;
+            }
+            apply(&mut lock(&self.decided), &line);
+            tracing::info!(platform = %self.platform, request = %request_id, capability = %line.capability, %reason, "grant revoked");
+            lock(&self.undelivered).push((request_id, reason));
+        }
+        lock(&self.undelivered).clone()
+    }
+
+    /// The controller acknowledged the revocation of `request_id`.
+    pub fn delivered(&self, request_id: &str) {
+        lock(&self.undelivered).retain(|(id, _)| id != request_id);
+    }
+
+    async fn ask_authorizer(
+        &self,
+        request_id: &str,
+        account: &str,
+        capability: &CapabilityInfo,
+        service: &ServiceInfo,
+    ) -> Result<Consent, String> {
+        Ok(match self.plugins.as_ref().and_then(|p| p.get(AUTHORIZER)) {
             None => Consent::Refuse {
                 reason: format!("platform `{}` has no authorizer: nothing is granted", self.platform),
             },
@@ -149,25 +263,14 @@ impl SiteConsent {
                     authorization::Decision::Refuse(reason) => Consent::Refuse { reason },
                 }
             }
-        };
-        let line = SiteAuditLine {
-            at_ms: now_unix_ms(),
-            request_id: request_id.to_owned(),
-            account: account.to_owned(),
-            capability: capability.match_key(),
-            native_id: service.native_id.clone(),
-            consent: Some(consent.clone()),
-            released: false,
-        };
-        self.append(&line).map_err(|e| format!("cannot write the audit: {e}"))?;
-        apply(&mut lock(&self.decided), &line);
-        tracing::info!(platform = %self.platform, request = %request_id, capability = %line.capability, ?consent, "capability decided");
-        Ok(consent)
+        })
     }
 
     /// Release the grant recorded for `request_id`; whether there was one.
     pub fn release(&self, request_id: &str) -> Result<bool, String> {
-        let existed = matches!(lock(&self.decided).get(request_id), Some((Consent::Grant { .. }, false)));
+        let existed = lock(&self.decided)
+            .get(request_id)
+            .is_some_and(|d| matches!(d.consent, Consent::Grant { .. }) && !d.released && !d.revoked);
         if existed {
             let line = SiteAuditLine {
                 at_ms: now_unix_ms(),
@@ -177,6 +280,8 @@ impl SiteConsent {
                 native_id: String::new(),
                 consent: None,
                 released: true,
+                revoked: false,
+                request: None,
             };
             self.append(&line).map_err(|e| format!("cannot write the audit: {e}"))?;
             apply(&mut lock(&self.decided), &line);
@@ -193,16 +298,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Apply one audit line to the decisions: final ones are kept; a release marks a grant.
-fn apply(decided: &mut HashMap<String, (Consent, bool)>, line: &SiteAuditLine) {
+/// Apply one audit line to the decisions: final ones are kept (with what was asked); a
+/// revocation replaces the grant with its refusal; a release marks a grant.
+fn apply(decided: &mut HashMap<String, Decided>, line: &SiteAuditLine) {
     match &line.consent {
+        Some(c) if line.revoked => {
+            if let Some(d) = decided.get_mut(&line.request_id) {
+                d.consent = c.clone();
+                d.revoked = true;
+            }
+        }
         Some(c @ (Consent::Grant { .. } | Consent::Refuse { .. })) => {
-            decided.insert(line.request_id.clone(), (c.clone(), false));
+            let d = Decided {
+                consent: c.clone(),
+                released: false,
+                revoked: false,
+                account: line.account.clone(),
+                request: line.request.clone(),
+            };
+            decided.insert(line.request_id.clone(), d);
         }
         Some(Consent::Pending { .. }) => {}
         None if line.released => {
-            if let Some(entry) = decided.get_mut(&line.request_id) {
-                entry.1 = true;
+            if let Some(d) = decided.get_mut(&line.request_id) {
+                d.released = true;
             }
         }
         None => {}
@@ -247,6 +366,8 @@ mod tests {
             native_id: "n".into(),
             consent: Some(Consent::Grant { reason: "ok".into() }),
             released: false,
+            revoked: false,
+            request: Some(Asked { capability: cap.clone(), service: service() }),
         };
         site.append(&grant).unwrap();
         std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"{garbage\n").unwrap();
@@ -258,11 +379,47 @@ mod tests {
         );
         assert!(again.release("r2").unwrap());
         assert!(!again.release("r2").unwrap(), "released once");
-        let third = SiteConsent::open("p", None, Pool::new("t", 1), Some(file)).unwrap();
+        let third = SiteConsent::open("p", None, Pool::new("t", 1), Some(file.clone())).unwrap();
         let released = third.decide("r2", "op", &cap, &service()).await.unwrap();
         assert!(
             matches!(&released, Consent::Refuse { reason } if reason.contains("released")),
             "{released:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_grant_the_authorizer_now_refuses_is_revoked_audited_and_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("audit.jsonl");
+        let cap =
+            CapabilityInfo { kind: "object-store".into(), name: "b".into(), attributes: Default::default() };
+        let grant = SiteAuditLine {
+            at_ms: 1,
+            request_id: "r1".into(),
+            account: "op".into(),
+            capability: "object-store/b".into(),
+            native_id: "n".into(),
+            consent: Some(Consent::Grant { reason: "ok".into() }),
+            released: false,
+            revoked: false,
+            request: Some(Asked { capability: cap.clone(), service: service() }),
+        };
+        let site = SiteConsent::open("p", None, Pool::new("t", 1), Some(file.clone())).unwrap();
+        site.append(&grant).unwrap();
+        // No authorizer any more: the grant is decided again, refused, and so revoked.
+        let site = SiteConsent::open("p", None, Pool::new("t", 1), Some(file.clone())).unwrap();
+        let revoked = site.reevaluate().await;
+        assert_eq!(revoked.len(), 1);
+        assert!(
+            revoked[0].1.starts_with("revoked: ") && revoked[0].1.contains("no authorizer"),
+            "{revoked:?}"
+        );
+        assert_eq!(site.reevaluate().await.len(), 1, "undelivered: offered again");
+        site.delivered("r1");
+        assert!(site.reevaluate().await.is_empty(), "delivered, and not revoked twice");
+        let again = SiteConsent::open("p", None, Pool::new("t", 1), Some(file)).unwrap();
+        let answer = again.decide("r1", "op", &cap, &service()).await.unwrap();
+        assert!(matches!(&answer, Consent::Refuse { reason } if reason.starts_with("revoked")), "{answer:?}");
+        assert!(!again.release("r1").unwrap(), "a revoked grant is not released");
     }
 }

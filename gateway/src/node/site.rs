@@ -60,6 +60,7 @@ impl Site {
         } else {
             None
         };
+        let consent_handle = consent.clone();
         let identity = config.tls.load(&config.name, Role::Site)?;
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay])?);
         let prober = Prober::new(&config.name, false);
@@ -84,6 +85,10 @@ impl Site {
         tasks.spawn(uplink.run());
         if let Some(reporter) = &reporter {
             tasks.spawn(Arc::clone(reporter).run(controller.clone()));
+        }
+        if let Some(consent) = &consent_handle {
+            let every = Duration::from_secs(config.reevaluate_every_s.max(1));
+            tasks.spawn(reevaluate(Arc::clone(consent), controller.clone(), every));
         }
         tracing::info!(site = %config.name, discovers = reporter.is_some(), "site started");
         Ok(Site { name: config.name, endpoint, controller, plugins, reporter, tasks })
@@ -133,6 +138,29 @@ impl Site {
     /// Run until the task set ends (it does not, unless shut down).
     pub async fn wait(&mut self) {
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Decide every grant again every `every`, and tell the controller of each revocation until
+/// it acknowledges it.
+async fn reevaluate(
+    consent: Arc<SiteConsent>,
+    controller: watch::Receiver<Option<quinn::Connection>>,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let revoked = consent.reevaluate().await;
+        let Some(conn) = controller.borrow().clone() else { continue };
+        for (request_id, reason) in revoked {
+            match control::request(&conn, &Control::Revoke { request_id: request_id.clone(), reason }).await {
+                Ok(Control::Revoked { existed, .. }) => {
+                    tracing::info!(request = %request_id, existed, "revocation delivered");
+                    consent.delivered(&request_id);
+                }
+                other => tracing::warn!(request = %request_id, "revocation not delivered yet: {other:?}"),
+            }
+        }
     }
 }
 

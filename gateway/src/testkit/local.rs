@@ -275,6 +275,7 @@ impl LocalMesh {
                 cloud: topology.clouds.get(name).cloned(),
                 authorizer: topology.authorizers.get(name).cloned(),
                 audit: Some(state.path().join(format!("{name}-audit.jsonl"))),
+                reevaluate_every_s: 1,
                 plugin_cache: Some(state.path().join("plugin-cache")),
             })?;
             sites.insert(name.clone(), site);

@@ -15,8 +15,12 @@
 //! by the first rule whose three patterns all match; with no matching rule it is refused. A
 //! malformed rule refuses every request and says which rule is wrong, so a typo in the policy
 //! fails closed and loudly.
+//!
+//! A rule may end with `until=TIME` (`2026-12-31T00:00:00Z`, or Unix seconds): after that it
+//! grants nothing. Sites decide their granted capabilities again from time to time, so a grant
+//! by an expired rule is revoked then.
 
-use skybridge_plugin_sdk::{AuthorizationRequest, Authorizer, Decision, config, export_authorizer};
+use skybridge_plugin_sdk::{AuthorizationRequest, Authorizer, Decision, clock, config, export_authorizer};
 
 /// The allowlist authorizer.
 pub struct AllowlistAuthorizer;
@@ -26,6 +30,37 @@ struct Rule {
     account: String,
     platform: String,
     capability: String,
+    /// Unix seconds after which the rule grants nothing.
+    until: Option<u64>,
+}
+
+/// `until=` as Unix seconds: digits, or `YYYY-MM-DDTHH:MM:SSZ`.
+fn parse_until(value: &str) -> Option<u64> {
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds);
+    }
+    let b = value.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| value.get(r)?.parse::<u32>().ok();
+    skybridge_plugin_sdk::clock::Civil {
+        year: i64::from(num(0..4)?),
+        month: num(5..7)?,
+        day: num(8..10)?,
+        hour: num(11..13)?,
+        minute: num(14..16)?,
+        second: num(17..19)?,
+        weekday: 0,
+    }
+    .to_unix()
 }
 
 fn rules() -> Result<Vec<Rule>, String> {
@@ -33,12 +68,25 @@ fn rules() -> Result<Vec<Rule>, String> {
         .into_iter()
         .filter(|(key, _)| key == "allow" || key.starts_with("allow."))
         .map(|(key, value)| {
-            let parts: Vec<&str> = value.split_whitespace().collect();
+            let mut parts: Vec<&str> = value.split_whitespace().collect();
+            let until = match parts.last().and_then(|p| p.strip_prefix("until=")) {
+                Some(t) => {
+                    let until = parse_until(t).ok_or_else(|| {
+                        format!(
+                            "rule `{key}`: `until={t}` is not a time (YYYY-MM-DDTHH:MM:SSZ or Unix seconds)"
+                        )
+                    })?;
+                    parts.pop();
+                    Some(until)
+                }
+                None => None,
+            };
             match parts[..] {
                 [account, platform, capability] => Ok(Rule {
                     account: account.to_owned(),
                     platform: platform.to_owned(),
                     capability: capability.to_owned(),
+                    until,
                     key,
                 }),
                 _ => Err(format!(
@@ -69,7 +117,8 @@ impl Authorizer for AllowlistAuthorizer {
             Err(e) => return Decision::Refuse(format!("authorizer misconfigured: {e}")),
         };
         let capability = format!("{}/{}", r.capability.kind, r.capability.name);
-        for rule in &rules {
+        let (now, _) = clock::now();
+        for rule in rules.iter().filter(|rule| rule.until.is_none_or(|until| now < until)) {
             if matches(&rule.account, &r.account)
                 && matches(&rule.platform, &r.platform)
                 && matches(&rule.capability, &capability)
@@ -117,6 +166,25 @@ mod tests {
         assert_eq!(d, Decision::Grant("matched rule `allow.lab`".into()));
         let d = AllowlistAuthorizer::authorize(&request("acme-ops", "azure-west", "object-storage", "x"));
         assert!(matches!(d, Decision::Refuse(ref why) if why.contains("no allowlist rule")), "{d:?}");
+    }
+
+    #[test]
+    fn a_rule_grants_until_its_time() {
+        let rule = "* * object-store/* until=2026-12-04T16:00:00Z";
+        let at = |seconds: u64| TestHost::new().config("allow.t", rule).clock(seconds, 0).install();
+        let before = at(1_796_399_999);
+        assert!(matches!(
+            AllowlistAuthorizer::authorize(&request("a", "p", "object-store", "b")),
+            Decision::Grant(_)
+        ));
+        drop(before);
+        let _after = at(1_796_400_000);
+        let d = AllowlistAuthorizer::authorize(&request("a", "p", "object-store", "b"));
+        assert!(matches!(d, Decision::Refuse(ref why) if why.contains("no allowlist rule")), "{d:?}");
+        assert_eq!(parse_until("2026-12-04T16:00:00Z"), Some(1_796_400_000));
+        let _bad = TestHost::new().config("allow.t", "* * * until=tomorrow").install();
+        let d = AllowlistAuthorizer::authorize(&request("a", "p", "k", "n"));
+        assert!(matches!(d, Decision::Refuse(ref why) if why.contains("is not a time")), "{d:?}");
     }
 
     #[test]
