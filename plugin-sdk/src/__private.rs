@@ -25,10 +25,12 @@ pub mod scorer {
 
 pub mod authorizer {
     wit_bindgen::generate!({
-        world: "authorizer",
+        // Every authorizer exports `deferring` too (the trait's answer may be pending); the
+        // host accepts authorizers with or without it.
+        world: "full-authorizer",
         path: "../wit",
         pub_export_macro: true,
-        export_macro_name: "__export_authorizer_world",
+        export_macro_name: "__export_full_authorizer_world",
         default_bindings_module: "skybridge_plugin_sdk::__private::authorizer",
     });
 }
@@ -106,7 +108,28 @@ use authorizer::exports::skybridge::plugin::authorization as aw;
 
 pub fn authorize<A: Authorizer>(request: aw::AuthorizationRequest) -> aw::Decision {
     install_panic_hook();
-    let request = crate::AuthorizationRequest {
+    match A::authorize(&request_in(request)) {
+        Decision::Grant(why) => aw::Decision::Grant(why),
+        Decision::Refuse(why) => aw::Decision::Refuse(why),
+        Decision::Pending { reason, .. } => aw::Decision::Refuse(format!("not decided yet: {reason}")),
+    }
+}
+
+use authorizer::exports::skybridge::plugin::deferring as fw;
+
+pub fn decide<A: Authorizer>(request: aw::AuthorizationRequest) -> fw::Consent {
+    install_panic_hook();
+    match A::authorize(&request_in(request)) {
+        Decision::Grant(why) => fw::Consent::Grant(why),
+        Decision::Refuse(why) => fw::Consent::Refuse(why),
+        Decision::Pending { reason, retry_after_s } => {
+            fw::Consent::Pending(fw::PendingDecision { reason, retry_after_s })
+        }
+    }
+}
+
+fn request_in(request: aw::AuthorizationRequest) -> crate::AuthorizationRequest {
+    crate::AuthorizationRequest {
         account: request.account,
         platform: request.platform,
         capability: crate::Capability {
@@ -115,10 +138,6 @@ pub fn authorize<A: Authorizer>(request: aw::AuthorizationRequest) -> aw::Decisi
             attributes: pairs_in(request.capability.attributes, |p| (p.key, p.value)),
         },
         context: pairs_in(request.context, |p| (p.key, p.value)),
-    };
-    match A::authorize(&request) {
-        Decision::Grant(why) => aw::Decision::Grant(why),
-        Decision::Refuse(why) => aw::Decision::Refuse(why),
     }
 }
 

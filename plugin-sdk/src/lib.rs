@@ -85,7 +85,8 @@ pub trait Scorer {
 
 /// A capability authorizer.
 pub trait Authorizer {
-    /// Grant or refuse one request, with a reason either way.
+    /// Grant or refuse one request, with a reason either way — or say it is not decided yet
+    /// ([`Decision::Pending`]).
     fn authorize(request: &AuthorizationRequest) -> Decision;
 }
 
@@ -208,9 +209,18 @@ macro_rules! export_authorizer {
                     $crate::__private::authorize::<$ty>(request)
                 }
             }
+            impl $crate::__private::authorizer::exports::skybridge::plugin::deferring::Guest
+                for __SkybridgeAuthorizer
+            {
+                fn decide(
+                    request: wit::AuthorizationRequest,
+                ) -> $crate::__private::authorizer::exports::skybridge::plugin::deferring::Consent {
+                    $crate::__private::decide::<$ty>(request)
+                }
+            }
             // Export symbols only exist in wasm builds; natively the glue is tested as plain code.
             #[cfg(target_family = "wasm")]
-            $crate::__private::authorizer::__export_authorizer_world!(
+            $crate::__private::authorizer::__export_full_authorizer_world!(
                 __SkybridgeAuthorizer with_types_in $crate::__private::authorizer
             );
         };

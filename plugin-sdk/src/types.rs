@@ -216,6 +216,14 @@ pub enum Decision {
     Grant(String),
     /// Refused; the reason is shown to the requester.
     Refuse(String),
+    /// Not decided yet (a person must look at it): the gateway asks again after
+    /// `retry_after_s` seconds. Hosts that predate `deferring` see a refusal saying so.
+    Pending {
+        /// Why, and who must decide.
+        reason: String,
+        /// When to ask again, in seconds.
+        retry_after_s: u32,
+    },
 }
 
 /// One service of a cloud, as the catalog records it.

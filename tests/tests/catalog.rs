@@ -837,3 +837,74 @@ async fn a_capability_the_platform_revokes_cuts_its_live_bindings_and_refuses_ne
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("offered by nobody")), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_decision_is_asked_again_with_the_same_request_id_until_granted() {
+    let moto = moto();
+    let port = moto.ready["port"].as_u64().expect("port");
+    let (key, secret) =
+        (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
+    python_json(
+        "aws_admin.py",
+        &[&format!("http://127.0.0.1:{port}"), key, secret, "create-buckets", "ledger", "1"],
+    )
+    .await;
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let file = secrets.path().join("secret");
+    std::fs::write(&file, format!("{secret}\n")).expect("secret file");
+    // Object stores need a person for the next 4 s (then the allow rule applies): the
+    // authorizer answers "not decided yet, ask again in 1 s".
+    let until =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 4;
+    let authorizer = PluginFile {
+        path: plugin("allowlist-authorizer"),
+        config: [
+            ("pending.review".to_owned(), format!("* * object-store/* until={until}")),
+            ("pending-retry-s".to_owned(), "1".to_owned()),
+            ("allow.objects".to_owned(), "* * object-store/*".to_owned()),
+        ]
+        .into(),
+        limits: Default::default(),
+    };
+    let topology = Topology::new(policy(&[], 4, 20))
+        .relays(&["r1"])
+        .site("aws-east", &[("r1", LinkParams::default())])
+        .cloud("aws-east", aws_cloud(port, key, &file))
+        .authorizer("aws-east", authorizer);
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+    let find = |all: Vec<Authorization>| all.into_iter().find(|a| a.match_key == "object-store/ledger-0");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pending = loop {
+        match find(client.authorizations().await.expect("authorizations")) {
+            Some(a) if a.attempts > 0 => break a,
+            _ => assert!(Instant::now() < deadline, "never asked"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(pending.state, AuthorizationState::Pending, "{pending:?}");
+    assert!(pending.reason.contains("a person must decide"), "{pending:?}");
+    let granted = loop {
+        let a = find(client.authorizations().await.expect("authorizations")).expect("the authorization");
+        if a.state != AuthorizationState::Pending {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "still pending after 20 s: {a:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(granted.state, AuthorizationState::Granted, "{granted:?}");
+    assert_eq!(granted.request_id, pending.request_id, "asked again under the same id");
+    assert!(granted.attempts >= 3, "asked about once a second: {granted:?}");
+    let lines: Vec<AuthorizationState> = client
+        .authorization_audit()
+        .await
+        .expect("audit")
+        .into_iter()
+        .rev()
+        .filter(|l| l.request_id == granted.request_id)
+        .map(|l| l.state)
+        .collect();
+    assert_eq!(lines.first(), Some(&AuthorizationState::Pending), "{lines:?}");
+    assert_eq!(lines.last(), Some(&AuthorizationState::Granted), "{lines:?}");
+    assert_eq!(client.catalog_all("kind=object-store").await.expect("catalog").len(), 1);
+}

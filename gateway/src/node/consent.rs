@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::reporter::AUTHORIZER;
 use crate::blocking::Pool;
 use crate::catalog::{CapabilityInfo, Consent, ServiceInfo};
-use crate::plugin::{PluginRegistry, authorization, types};
+use crate::plugin::{self, PluginRegistry, authorization, types};
 use crate::time::now_unix_ms;
 
 /// Longest audit line read back at start (longer ones are skipped with a warning).
@@ -254,13 +254,16 @@ impl SiteConsent {
                 };
                 let decision = self
                     .pool
-                    .run(move || authorizer.authorize(&request))
+                    .run(move || authorizer.decide(&request))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("the authorizer failed: {e}"))?;
                 match decision {
-                    authorization::Decision::Grant(reason) => Consent::Grant { reason },
-                    authorization::Decision::Refuse(reason) => Consent::Refuse { reason },
+                    plugin::Consent::Grant(reason) => Consent::Grant { reason },
+                    plugin::Consent::Refuse(reason) => Consent::Refuse { reason },
+                    plugin::Consent::Pending(p) => {
+                        Consent::Pending { reason: p.reason, retry_after_s: u64::from(p.retry_after_s) }
+                    }
                 }
             }
         })

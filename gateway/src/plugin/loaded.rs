@@ -35,6 +35,8 @@ const HOST_IMPORTS: [&str; 5] = [
 const AUTHENTICATING: &str = "skybridge:plugin/authenticating@0.1.0";
 const TOKEN_EXCHANGE: &str = "skybridge:plugin/token-exchange@0.1.0";
 const DISCOVERING: &str = "skybridge:plugin/discovering@0.1.0";
+/// The optional authorizer interface: decisions that may wait for a person.
+const DEFERRING: &str = "skybridge:plugin/deferring@0.1.0";
 
 /// Warm instances kept per plugin; more concurrent calls instantiate fresh ones.
 const MAX_WARM: usize = 16;
@@ -107,7 +109,8 @@ pub struct PluginInfo {
 
 enum WorldPre {
     Scorer(scorer::ScorerPre<Sandbox>),
-    Authorizer(authorizer::AuthorizerPre<Sandbox>),
+    /// With where `deferring.decide` is, when the authorizer exports it.
+    Authorizer(authorizer::AuthorizerPre<Sandbox>, Option<ComponentExportIndex>),
     Adapter(adapter::AdapterPre<Sandbox>, AdapterExtras),
 }
 
@@ -140,8 +143,37 @@ struct AuthenticatingIndices {
 
 enum Exports {
     Scorer(scorer::Scorer),
-    Authorizer(authorizer::Authorizer),
+    Authorizer(authorizer::Authorizer, Option<DecideFunc>),
     Adapter(adapter::Adapter, Box<AdapterFuncs>),
+}
+
+/// `deferring.decide`.
+type DecideFunc = TypedFunc<(authorization::AuthorizationRequest,), (Consent,)>;
+
+/// `deferring.consent`: an authorizer's answer that may be "not yet".
+#[derive(Debug, Clone, PartialEq, Eq, wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(variant)]
+pub enum Consent {
+    /// Granted; why.
+    #[component(name = "grant")]
+    Grant(String),
+    /// Refused; why.
+    #[component(name = "refuse")]
+    Refuse(String),
+    /// Not decided yet.
+    #[component(name = "pending")]
+    Pending(PendingDecision),
+}
+
+/// `deferring.pending-decision`.
+#[derive(Debug, Clone, PartialEq, Eq, wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+pub struct PendingDecision {
+    /// Why, who must decide.
+    pub reason: String,
+    /// When to ask again, s.
+    #[component(name = "retry-after-s")]
+    pub retry_after_s: u32,
 }
 
 /// An adapter instance's optional functions.
@@ -385,7 +417,10 @@ impl Plugin {
         let pre = match world {
             World::Scorer => WorldPre::Scorer(scorer::ScorerPre::new(instance_pre).map_err(mismatch)?),
             World::Authorizer => {
-                WorldPre::Authorizer(authorizer::AuthorizerPre::new(instance_pre).map_err(mismatch)?)
+                let decide = component
+                    .get_export_index(None, DEFERRING)
+                    .and_then(|i| component.get_export_index(Some(&i), "decide"));
+                WorldPre::Authorizer(authorizer::AuthorizerPre::new(instance_pre).map_err(mismatch)?, decide)
             }
             World::Adapter => {
                 let index = |iface: &str, name: &str| {
@@ -477,7 +512,7 @@ impl Plugin {
         self.call("describe", |store, exports| {
             Ok(Ok(match exports {
                 Exports::Scorer(s) => Description::Scorer(s.skybridge_plugin_scoring().call_describe(store)?),
-                Exports::Authorizer(a) => {
+                Exports::Authorizer(a, _) => {
                     Description::Authorizer(a.skybridge_plugin_authorization().call_describe(store)?)
                 }
                 Exports::Adapter(a, _) => {
@@ -522,8 +557,23 @@ impl Plugin {
         request: &authorization::AuthorizationRequest,
     ) -> Result<authorization::Decision, CallError> {
         self.call("authorize", |store, exports| match exports {
-            Exports::Authorizer(a) => {
+            Exports::Authorizer(a, _) => {
                 Ok(Ok(a.skybridge_plugin_authorization().call_authorize(store, request)?))
+            }
+            _ => Ok(Err(self.wrong_world(World::Authorizer))),
+        })
+    }
+
+    /// Decide an authorization request, or learn that it is not decided yet: through
+    /// `deferring.decide` when the authorizer exports it, else `authorize` (grant or refuse).
+    pub fn decide(&self, request: &authorization::AuthorizationRequest) -> Result<Consent, CallError> {
+        self.call("decide", |store, exports| match exports {
+            Exports::Authorizer(_, Some(decide)) => Ok(Ok(decide.call(&mut *store, (request.clone(),))?.0)),
+            Exports::Authorizer(a, None) => {
+                Ok(Ok(match a.skybridge_plugin_authorization().call_authorize(store, request)? {
+                    authorization::Decision::Grant(why) => Consent::Grant(why),
+                    authorization::Decision::Refuse(why) => Consent::Refuse(why),
+                }))
             }
             _ => Ok(Err(self.wrong_world(World::Authorizer))),
         })
@@ -796,7 +846,7 @@ impl Plugin {
         store.set_epoch_deadline(deadline_ticks);
         let exports = match &self.pre {
             WorldPre::Scorer(pre) => pre.instantiate(&mut store).map(Exports::Scorer),
-            WorldPre::Authorizer(pre) => pre.instantiate(&mut store).map(Exports::Authorizer),
+            WorldPre::Authorizer(pre, decide) => instantiate_authorizer(&mut store, pre, decide.as_ref()),
             WorldPre::Adapter(pre, extras) => instantiate_adapter(&mut store, pre, extras),
         };
         match exports {
@@ -855,7 +905,21 @@ impl Plugin {
     }
 }
 
-/// What the file is, from its header: a component, a core module, or something to refuse.
+/// Instantiate an authorizer, binding `deferring.decide` when it has it.
+fn instantiate_authorizer(
+    store: &mut Store<Sandbox>,
+    pre: &authorizer::AuthorizerPre<Sandbox>,
+    decide: Option<&ComponentExportIndex>,
+) -> wasmtime::Result<Exports> {
+    let instance = pre.instance_pre().instantiate(&mut *store)?;
+    let exports = authorizer::Authorizer::new(&mut *store, &instance)?;
+    let decide = match decide {
+        Some(i) => Some(instance.get_typed_func(&mut *store, i)?),
+        None => None,
+    };
+    Ok(Exports::Authorizer(exports, decide))
+}
+
 /// Instantiate an adapter, binding its optional functions when it has them.
 fn instantiate_adapter(
     store: &mut Store<Sandbox>,

@@ -52,8 +52,8 @@ pub use bindings::{adapting, authorization, scoring, types};
 pub use engine::{EngineOptions, PluginEngine, default_cache_dir};
 pub use error::{CallError, CallFailure, LoadError};
 pub use loaded::{
-    CloudRequest, CloudResponse, Description, DiscoveredService, DiscoveryStep, Format, ImportStatus, Plugin,
-    PluginInfo, Token, TokenRequest,
+    CloudRequest, CloudResponse, Consent, Description, DiscoveredService, DiscoveryStep, Format,
+    ImportStatus, PendingDecision, Plugin, PluginInfo, Token, TokenRequest,
 };
 pub use registry::{PluginRegistry, RegistryEntry, Reload};
 pub use sandbox::StatsSnapshot;

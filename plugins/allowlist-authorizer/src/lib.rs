@@ -16,6 +16,11 @@
 //! malformed rule refuses every request and says which rule is wrong, so a typo in the policy
 //! fails closed and loudly.
 //!
+//! A key starting with `pending` (`pending.review = "* aws-* database/*"`) is a rule of the
+//! same form whose requests a person must decide: they are answered *not decided yet*, to be
+//! asked again after `pending-retry-s` seconds (default 60), for as long as the rule applies.
+//! Pending rules are tried before the allow rules.
+//!
 //! A rule may end with `until=TIME` (`2026-12-31T00:00:00Z`, or Unix seconds): after that it
 //! grants nothing. Sites decide their granted capabilities again from time to time, so a grant
 //! by an expired rule is revoked then.
@@ -63,10 +68,12 @@ fn parse_until(value: &str) -> Option<u64> {
     .to_unix()
 }
 
-fn rules() -> Result<Vec<Rule>, String> {
+fn rules(prefix: &str) -> Result<Vec<Rule>, String> {
     config::entries()
         .into_iter()
-        .filter(|(key, _)| key == "allow" || key.starts_with("allow."))
+        .filter(|(key, _)| {
+            key == prefix || key.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'))
+        })
         .map(|(key, value)| {
             let mut parts: Vec<&str> = value.split_whitespace().collect();
             let until = match parts.last().and_then(|p| p.strip_prefix("until=")) {
@@ -112,13 +119,26 @@ fn matches(pattern: &str, value: &str) -> bool {
 
 impl Authorizer for AllowlistAuthorizer {
     fn authorize(r: &AuthorizationRequest) -> Decision {
-        let rules = match rules() {
-            Ok(rules) => rules,
-            Err(e) => return Decision::Refuse(format!("authorizer misconfigured: {e}")),
+        let (rules, pending) = match (rules("allow"), rules("pending")) {
+            (Ok(rules), Ok(pending)) => (rules, pending),
+            (Err(e), _) | (_, Err(e)) => return Decision::Refuse(format!("authorizer misconfigured: {e}")),
         };
         let capability = format!("{}/{}", r.capability.kind, r.capability.name);
         let (now, _) = clock::now();
-        for rule in rules.iter().filter(|rule| rule.until.is_none_or(|until| now < until)) {
+        let live = |rule: &&Rule| rule.until.is_none_or(|until| now < until);
+        let applies = |rule: &Rule| {
+            matches(&rule.account, &r.account)
+                && matches(&rule.platform, &r.platform)
+                && matches(&rule.capability, &capability)
+        };
+        if let Some(rule) = pending.iter().filter(live).find(|rule| applies(rule)) {
+            let retry_after_s = config::get("pending-retry-s").and_then(|v| v.parse().ok()).unwrap_or(60);
+            return Decision::Pending {
+                reason: format!("a person must decide (rule `{}`)", rule.key),
+                retry_after_s,
+            };
+        }
+        for rule in rules.iter().filter(live) {
             if matches(&rule.account, &r.account)
                 && matches(&rule.platform, &r.platform)
                 && matches(&rule.capability, &capability)
@@ -185,6 +205,26 @@ mod tests {
         let _bad = TestHost::new().config("allow.t", "* * * until=tomorrow").install();
         let d = AllowlistAuthorizer::authorize(&request("a", "p", "k", "n"));
         assert!(matches!(d, Decision::Refuse(ref why) if why.contains("is not a time")), "{d:?}");
+    }
+
+    #[test]
+    fn pending_rules_come_first_and_say_when_to_ask_again() {
+        let _host = TestHost::new()
+            .config("allow.all", "* * *")
+            .config("pending.db", "* * database/*")
+            .config("pending-retry-s", "5")
+            .install();
+        let d = AllowlistAuthorizer::authorize(&request("a", "p", "database", "orders"));
+        assert_eq!(
+            d,
+            Decision::Pending { reason: "a person must decide (rule `pending.db`)".into(), retry_after_s: 5 }
+        );
+        assert!(matches!(
+            AllowlistAuthorizer::authorize(&request("a", "p", "compute", "vm")),
+            Decision::Grant(_)
+        ));
+        // `pending-retry-s` is a setting, not a rule.
+        assert!(rules("pending").unwrap().iter().all(|r| r.key == "pending.db"));
     }
 
     #[test]
