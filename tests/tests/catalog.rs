@@ -908,3 +908,58 @@ async fn a_pending_decision_is_asked_again_with_the_same_request_id_until_grante
     assert_eq!(lines.last(), Some(&AuthorizationState::Granted), "{lines:?}");
     assert_eq!(client.catalog_all("kind=object-store").await.expect("catalog").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_has_etags_and_a_watch_that_wakes_on_change() {
+    let cloud = SpecCloud::start(serde_json::json!({ "count": 3 })).await;
+    let topology = Topology::new(policy(&[], 4, 20))
+        .relays(&["r1"])
+        .site("lab", &[("r1", LinkParams::default())])
+        .cloud("lab", cloud.config())
+        .authorizer("lab", object_stores_only());
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+    decided(&client, &["lab"]).await;
+    let page = client.catalog("", None).await.expect("catalog");
+    let revision = page.revision.expect("a revision");
+    assert_eq!(page.items.len(), 3);
+
+    // An ETag; asked again with it, 304 and no body.
+    let get = |headers: Vec<(&'static str, String)>| {
+        let client = client.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            client
+                .exchange_with(http::Method::GET, "/v1/catalog", None, true, &headers)
+                .await
+                .expect("answer")
+        }
+    };
+    let first = get(vec![]).await;
+    let tag = first.headers.get("etag").expect("an ETag").to_str().expect("text").to_owned();
+    let again = get(vec![("if-none-match", tag.clone())]).await;
+    assert_eq!((again.status, again.body.len()), (304, 0));
+
+    // A watch with nothing new returns after its wait, at the same revision.
+    let started = Instant::now();
+    let idle = client.watch_catalog("", revision, 1).await.expect("watch");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(idle.revision, Some(revision));
+    // A watch wakes when the catalog changes: a fourth service is granted.
+    let watcher = {
+        let client = client.clone();
+        tokio::spawn(async move { client.watch_catalog("", revision, 60).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!watcher.is_finished(), "the watch waits");
+    cloud.set(serde_json::json!({ "count": 4 }));
+    client.refresh("lab").await.expect("refresh");
+    let woke = tokio::time::timeout(Duration::from_secs(30), watcher)
+        .await
+        .expect("woke in time")
+        .expect("task")
+        .expect("watch");
+    assert!(woke.revision.expect("a revision") > revision, "{:?}", woke.revision);
+    let changed = get(vec![("if-none-match", tag)]).await;
+    assert_eq!(changed.status, 200, "a changed catalog is sent again");
+}

@@ -151,6 +151,16 @@ enum CatalogCommand {
         /// The entry id.
         id: String,
     },
+    /// Show the catalog (its first page of 1,000), then again each time it changes, until
+    /// interrupted (a long poll: nothing is asked while nothing changes).
+    Watch {
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only entries this platform offers.
+        #[arg(long)]
+        platform: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -379,14 +389,26 @@ async fn execute(client: &AdminClient, command: &CtlCommand, json: bool) -> anyh
             show(json, &client.set_policy(&update).await?, print_policy)
         }
         CtlCommand::Catalog(CatalogCommand::Ls { kind, platform }) => {
-            let mut query = Vec::new();
-            if let Some(k) = kind {
-                query.push(format!("kind={}", query_value(k)));
+            let query = catalog_query(kind.as_deref(), platform.as_deref());
+            show(json, client.catalog_all(&query).await?.as_slice(), print_catalog)
+        }
+        CtlCommand::Catalog(CatalogCommand::Watch { kind, platform }) => {
+            let query = catalog_query(kind.as_deref(), platform.as_deref());
+            let mut page = client.catalog(&query, None).await?;
+            loop {
+                let revision = page.revision.unwrap_or_default();
+                if !json {
+                    println!("revision {revision}:");
+                }
+                show(json, page.items.as_slice(), print_catalog)?;
+                loop {
+                    let next = client.watch_catalog(&query, revision, 300).await?;
+                    if next.revision != page.revision {
+                        page = next;
+                        break;
+                    }
+                }
             }
-            if let Some(p) = platform {
-                query.push(format!("platform={}", query_value(p)));
-            }
-            show(json, client.catalog_all(&query.join("&")).await?.as_slice(), print_catalog)
         }
         CtlCommand::Catalog(CatalogCommand::Show { id }) => {
             show(json, &client.catalog_entry(id).await?, print_entry)
@@ -407,6 +429,18 @@ async fn execute(client: &AdminClient, command: &CtlCommand, json: bool) -> anyh
             show(json, client.authorization_audit().await?.as_slice(), print_audit)
         }
     }
+}
+
+/// `kind=…&platform=…` for the catalog's filters.
+fn catalog_query(kind: Option<&str>, platform: Option<&str>) -> String {
+    let mut query = Vec::new();
+    if let Some(k) = kind {
+        query.push(format!("kind={}", query_value(k)));
+    }
+    if let Some(p) = platform {
+        query.push(format!("platform={}", query_value(p)));
+    }
+    query.join("&")
 }
 
 /// Percent-encode a query value.

@@ -73,6 +73,10 @@ pub struct Page<T> {
     /// The next page's token; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_page: Option<String>,
+    /// For the catalog: its revision when this page was read (pass it as `?since=` to wait
+    /// for the next change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
 }
 
 /// The answer to `POST /v1/platforms/{p}/refresh`.

@@ -107,6 +107,18 @@ impl AdminClient {
         body: Option<Vec<u8>>,
         token: bool,
     ) -> Result<Answer, ClientError> {
+        self.exchange_with(method, path, body, token, &[]).await
+    }
+
+    /// [`AdminClient::exchange`] with extra request headers.
+    pub async fn exchange_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        token: bool,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable { url: self.url.clone(), reason };
         let stream =
             tokio::net::TcpStream::connect(&self.authority).await.map_err(|e| unreachable(e.to_string()))?;
@@ -121,6 +133,9 @@ impl AdminClient {
             .header(CONTENT_TYPE, "application/json");
         if token {
             request = request.header(AUTHORIZATION, format!("Bearer {}", self.token));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
@@ -240,6 +255,17 @@ impl AdminClient {
                 None => return Ok(all),
             }
         }
+    }
+
+    /// Wait (at most `wait_s` seconds) for the catalog to change past revision `since`; the
+    /// first page (of `query`) then, with the new revision.
+    pub async fn watch_catalog(
+        &self,
+        query: &str,
+        since: u64,
+        wait_s: u64,
+    ) -> Result<Page<EntryView>, ClientError> {
+        self.get(&format!("/v1/catalog?limit=1000&since={since}&wait={wait_s}&{query}")).await
     }
 
     /// One catalog entry.

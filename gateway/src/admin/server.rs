@@ -9,7 +9,7 @@
 //! | GET | `/v1/platforms/{p}/inventory` | the services the platform's site discovered, by native id, paged (`?limit=`, `?page=`) |
 //! | GET | `/v1/platforms/{p}/refreshes` | the platform's latest refreshes: when, why, what changed or why it failed |
 //! | POST | `/v1/platforms/{p}/refresh` | ask the platform's site to discover now (one run at a time) → 202 |
-//! | GET | `/v1/catalog` | catalog entries with the platforms offering each, paged; `?kind=`, `?platform=` |
+//! | GET | `/v1/catalog` | catalog entries with the platforms offering each, paged; `?kind=`, `?platform=`; `?since=REVISION&wait=S` waits for a change (long poll); an ETag, and 304 on `If-None-Match` |
 //! | GET | `/v1/catalog/{id}` | one entry: who offers it, their service info, presence, first seen |
 //! | GET | `/v1/authorizations` | every capability authorization: pending, granted, refused, revoked, expired |
 //! | GET | `/v1/authorizations/audit` | the latest 200 decisions: who decided what, why |
@@ -242,6 +242,54 @@ fn paging(req: &Request<Incoming>) -> Result<(usize, Option<String>), String> {
     Ok((limit, after))
 }
 
+/// The longest a watch may wait, and its default.
+const WATCH_MAX: Duration = Duration::from_secs(300);
+const WATCH_DEFAULT: Duration = Duration::from_secs(60);
+
+/// `?since=REVISION&wait=SECONDS`: wait for a change past `since` (Consul-style blocking
+/// query); `None` without `since`.
+fn watching(req: &Request<Incoming>) -> Result<Option<(u64, Duration)>, String> {
+    let Some(since) = query_param(req, "since") else { return Ok(None) };
+    let since = since.parse::<u64>().map_err(|_| format!("since `{since}` is not a revision"))?;
+    let wait = match query_param(req, "wait") {
+        None => WATCH_DEFAULT,
+        Some(w) => match w.trim_end_matches('s').parse::<u64>() {
+            Ok(s) if Duration::from_secs(s) <= WATCH_MAX => Duration::from_secs(s),
+            _ => return Err(format!("wait must be 0 to {} seconds", WATCH_MAX.as_secs())),
+        },
+    };
+    Ok(Some((since, wait)))
+}
+
+/// `value` as JSON (200) with an ETag, a digest of the body; 304 with no body when the
+/// request's `If-None-Match` has that tag already.
+fn json_tagged<T: Serialize>(req: &Request<Incoming>, value: &T) -> Answer {
+    use sha2::Digest;
+    let body = match serde_json::to_vec_pretty(value) {
+        Ok(body) => body,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let tag = format!("\"{}\"", hex::encode(&sha2::Sha256::digest(&body)[..12]));
+    let unchanged = req
+        .headers()
+        .get(hyper::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let mut answer = if unchanged {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        r.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+        r
+    };
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&tag) {
+        answer.headers_mut().insert(hyper::header::ETAG, value);
+    }
+    answer
+}
+
 /// A record id from the path, or why it is not one (a 400).
 fn id_of(what: &str, id: &str) -> Result<u64, String> {
     id.parse::<u64>().map_err(|_| format!("{what} id `{id}` is not a number"))
@@ -352,7 +400,7 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -
                         items.truncate(limit);
                         hex::encode(items.last().map(|r| r.service.native_id.as_str()).unwrap_or_default())
                     });
-                    json(StatusCode::OK, &Page { items, next_page })
+                    json(StatusCode::OK, &Page { items, next_page, revision: None })
                 }
                 Err(e) => catalog_error(e),
             }),
@@ -368,22 +416,26 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -
             }
             Err(e) => catalog_error(e),
         }),
-        (["v1", "catalog"], &Method::GET) => match paging(&req) {
-            Ok((limit, after)) => {
+        (["v1", "catalog"], &Method::GET) => match (paging(&req), watching(&req)) {
+            (Ok((limit, after)), Ok(watch)) => {
                 let filter = CatalogFilter {
                     kind: query_param(&req, "kind"),
                     platform: query_param(&req, "platform"),
+                };
+                let revision = match watch {
+                    Some((since, wait)) => c.wait_catalog(since, wait).await,
+                    None => c.catalog_revision(),
                 };
                 Ok(match c.catalog_page(&filter, after, limit).await {
                     Ok((items, more)) => {
                         let next_page =
                             more.then(|| items.last().map(|e| hex::encode(&e.entry.id))).flatten();
-                        json(StatusCode::OK, &Page { items, next_page })
+                        json_tagged(&req, &Page { items, next_page, revision: Some(revision) })
                     }
                     Err(e) => catalog_error(e),
                 })
             }
-            Err(why) => Ok(error(StatusCode::BAD_REQUEST, why)),
+            (Err(why), _) | (_, Err(why)) => Ok(error(StatusCode::BAD_REQUEST, why)),
         },
         (["v1", "catalog", id], &Method::GET) => Ok(match c.catalog_entry(id).await {
             Ok(Some(view)) => json(StatusCode::OK, &view),

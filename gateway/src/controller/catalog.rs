@@ -33,12 +33,19 @@ pub struct Catalog {
     withdrawal: Withdrawal,
     /// Held while a report is read from the store, planned and written.
     integrating: tokio::sync::Mutex<()>,
+    /// The catalog's revision as last read from the store; watchers wait on it.
+    revision: tokio::sync::watch::Sender<u64>,
 }
 
 impl Catalog {
     /// With these bounds and withdrawal rules.
     pub fn new(bounds: Bounds, withdrawal: Withdrawal) -> Catalog {
-        Catalog { bounds, withdrawal, integrating: tokio::sync::Mutex::new(()) }
+        Catalog {
+            bounds,
+            withdrawal,
+            integrating: tokio::sync::Mutex::new(()),
+            revision: tokio::sync::watch::Sender::new(0),
+        }
     }
 }
 
@@ -60,6 +67,32 @@ pub enum CatalogError {
 }
 
 impl Controller {
+    /// Read the catalog's revision from the store and wake the watchers when it moved.
+    pub(super) async fn note_catalog_change(&self) {
+        match self.store.catalog_revision().await {
+            Ok(revision) => {
+                self.catalog.revision.send_if_modified(|r| {
+                    let moved = revision > *r;
+                    *r = (*r).max(revision);
+                    moved
+                });
+            }
+            Err(e) => tracing::warn!("cannot read the catalog's revision: {e}"),
+        }
+    }
+
+    /// Wait until the catalog's revision passes `since`, at most `wait`; the revision then.
+    pub async fn wait_catalog(&self, since: u64, wait: Duration) -> u64 {
+        let mut rx = self.catalog.revision.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r > since)).await;
+        *rx.borrow()
+    }
+
+    /// The catalog's revision now.
+    pub fn catalog_revision(&self) -> u64 {
+        *self.catalog.revision.borrow()
+    }
+
     /// Read a report that starts with `first` from site `from`, integrate it, and answer.
     pub(super) async fn receive_report(self: Arc<Self>, from: String, first: Control, mut stream: Framed) {
         let started = Instant::now();
@@ -207,6 +240,7 @@ impl Controller {
             "report integrated"
         );
         self.events.publish(Event::InventoryChanged { platform: platform.to_owned(), summary });
+        self.note_catalog_change().await;
         Ok(summary)
     }
 

@@ -207,6 +207,7 @@ impl Controller {
                             capability: a.match_key.clone(),
                             entry: entry.id,
                         });
+                        self.note_catalog_change().await;
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -268,6 +269,7 @@ impl Controller {
         }
         let entry = self.store.entry_id(&a.match_key).await?;
         self.store.revoke(a.clone(), AuditRecord::of(&a, &format!("platform:{from}"), now)).await?;
+        self.note_catalog_change().await;
         let closed = match &entry {
             Some(entry) => {
                 let why = format!("capability {} revoked by {from}: {reason}", a.match_key);

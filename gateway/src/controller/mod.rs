@@ -250,6 +250,7 @@ fn load_adapters(plugins: &PluginRegistry, configs: &[AdapterConfig]) -> anyhow:
 /// Mark silent nodes down, end expired bindings, re-route broken paths; at the shutdown
 /// signal, close the mesh endpoint.
 async fn tick(controller: Arc<Controller>, endpoint: Arc<MeshEndpoint>, mut signal: Signal) {
+    controller.note_catalog_change().await;
     match controller.resume_authorizations().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(pending = n, "capability authorizations resumed"),

@@ -149,6 +149,9 @@ pub trait Backend: Send + Sync + 'static {
     fn entry(&self, id: &str) -> Result<Option<(CatalogEntry, Vec<Association>)>, StoreError>;
     /// The id of the entry with this match key.
     fn entry_id(&self, match_key: &str) -> Result<Option<String>, StoreError>;
+    /// How many changes the catalog has seen (grants, revocations, inventory writes): its
+    /// revision, which watchers wait on. It only grows, across restarts too.
+    fn catalog_revision(&self) -> Result<u64, StoreError>;
     /// The associations of every entry (for listings that show who offers what).
     fn associations(&self) -> Result<Vec<Association>, StoreError>;
     /// The latest `limit` audit lines, newest first.
@@ -364,6 +367,11 @@ impl Store {
     pub async fn entry(&self, id: &str) -> Result<Option<(CatalogEntry, Vec<Association>)>, StoreError> {
         let id = id.to_owned();
         self.call(move |b| b.entry(&id)).await
+    }
+
+    /// The catalog's revision.
+    pub async fn catalog_revision(&self) -> Result<u64, StoreError> {
+        self.call(|b| b.catalog_revision()).await
     }
 
     /// The id of the entry with this match key.

@@ -45,6 +45,11 @@ const ENTRIES_BY_KIND: TableDefinition<(&str, &str), ()> = TableDefinition::new(
 /// Associations: (entry id, platform) → JSON [`Association`].
 const ASSOCIATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("catalog_associations");
 
+/// Counters: name → value. `catalog_revision` counts the catalog's changes (grants,
+/// revocations, inventories written), each bumped in the transaction that makes the change.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const CATALOG_REVISION: &str = "catalog_revision";
+
 /// The audit of authorizations: seq → JSON [`AuditRecord`].
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("authorization_audit");
 
@@ -131,6 +136,7 @@ impl RedbStore {
         tx.open_table(MATCH_KEYS).doing(opening)?;
         tx.open_table(ASSOCIATIONS).doing(opening)?;
         tx.open_table(ENTRIES_BY_KIND).doing(opening)?;
+        tx.open_table(META).doing(opening)?;
         tx.open_table(AUDIT).doing(opening)?;
         tx.commit().doing(opening)?;
         restrict_permissions(path);
@@ -188,6 +194,14 @@ impl RedbStore {
         Ok(())
     }
 
+    /// Count one more change of the catalog, in `tx`.
+    fn bump_revision(tx: &::redb::WriteTransaction, doing: &'static str) -> Result<(), StoreError> {
+        let mut meta = tx.open_table(META).doing(doing)?;
+        let now = meta.get(CATALOG_REVISION).doing(doing)?.map_or(0, |v| v.value());
+        meta.insert(CATALOG_REVISION, now + 1).doing(doing)?;
+        Ok(())
+    }
+
     /// A grant inside `tx`: find or create the entry, associate, store, audit.
     fn grant_in(
         tx: &::redb::WriteTransaction,
@@ -240,6 +254,7 @@ impl RedbStore {
         }
         audit.entry = Some(entry.id.clone());
         Self::put_authorization(tx, doing, a, audit)?;
+        Self::bump_revision(tx, doing)?;
         Ok(entry)
     }
 
@@ -392,6 +407,9 @@ impl Backend for RedbStore {
                 let mut platforms = tx.open_table(PLATFORMS).doing(doing)?;
                 platforms.insert(platform, encode(doing, state)?.as_slice()).doing(doing)?;
             }
+            if !put.is_empty() {
+                Self::bump_revision(tx, doing)?;
+            }
             Self::append_refresh(tx, doing, refresh)
         })
     }
@@ -477,6 +495,7 @@ impl Backend for RedbStore {
                 table.remove((id.value(), a.platform.as_str())).doing(doing)?;
                 audit.entry = Some(id.value().to_owned());
             }
+            Self::bump_revision(tx, doing)?;
             Self::put_authorization(tx, doing, a, audit)
         })
     }
@@ -538,6 +557,13 @@ impl Backend for RedbStore {
         let entry: CatalogEntry = decode("catalog entry", id, bytes.value())?;
         let table = tx.open_table(ASSOCIATIONS).doing(doing)?;
         Ok(Some((entry, associations_of(&table, id, doing)?)))
+    }
+
+    fn catalog_revision(&self) -> Result<u64, StoreError> {
+        let doing = "reading the catalog's revision";
+        let tx = self.read(doing)?;
+        let meta = tx.open_table(META).doing(doing)?;
+        Ok(meta.get(CATALOG_REVISION).doing(doing)?.map_or(0, |v| v.value()))
     }
 
     fn entry_id(&self, match_key: &str) -> Result<Option<String>, StoreError> {
