@@ -716,3 +716,119 @@ fn a_site_process_discovers_its_cloud_and_ctl_shows_the_inventory_catalog_and_de
     let _ = moto.kill();
     let _ = moto.wait();
 }
+
+/// A cloud for the synthetic test adapter: `GET /spec` answers `spec`, anything else `{}`.
+fn spec_cloud(spec: &'static str) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(s);
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let body = if first.starts_with("GET /spec") { spec } else { "{}" };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = std::io::Write::write_all(reader.get_mut(), answer.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_controller_killed_during_a_large_integration_keeps_a_whole_catalog_and_resumes() {
+    const SERVICES: usize = 3_000;
+    let cloud = spec_cloud(r#"{"count": 3000, "per_page": 500}"#);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(skybridge(dir, &["certs", "init", "pki"]));
+    for (name, role) in [("controller", "controller"), ("r1", "relay"), ("big", "site")] {
+        ok(skybridge(
+            dir,
+            &["certs", "issue", "--ca", "pki", "--name", name, "--role", role, "--out", "pki"],
+        ));
+    }
+    write(dir, "admin.token", "0123456789abcdef0123456789abcdef\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("admin.token"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    // A fixed mesh port, so that the restarted controller is where the nodes look for it.
+    let mesh = std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("addr")
+        .to_string();
+    write(
+        dir,
+        "controller.toml",
+        &format!(
+            "name = \"controller\"\nlisten = \"{mesh}\"\nstore = \"state/c.redb\"\nplugin_cache = \"cache\"\n\
+             [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/controller.pem\"\nkey = \"pki/controller.key\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\
+             [policy]\nscorer = \"{}\"\n",
+            plugin("weighted-scorer.wasm").display()
+        ),
+    );
+    let controller = Node::start(dir, "controller", "controller.toml", &[]);
+    let url_of =
+        |node: &Node| node.line("controller: mesh on ").rsplit(' ').next().expect("admin URL").to_owned();
+    let url = url_of(&controller);
+    write(dir, "r1.toml", &node_toml("r1", "127.0.0.1:0", &mesh));
+    let r1 = Node::start(dir, "relay", "r1.toml", &[]);
+    let r1_addr = r1.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
+    write(
+        dir,
+        "big.toml",
+        &format!(
+            "{}relays = [{{ name = \"r1\", addr = \"{r1_addr}\" }}]\naudit = \"big-audit.jsonl\"\nplugin_cache = \"cache\"\n\
+             [cloud]\nendpoints = [{{ name = \"api\", url = \"http://{cloud}\" }}]\nprincipal = \"synthetic\"\n\
+             adapter = {{ path = \"{}\" }}\n\
+             [authorizer]\npath = \"{}\"\nconfig = {{ \"allow.all\" = \"* * *\" }}\n",
+            node_toml("big", "127.0.0.1:0", &mesh),
+            plugin("testing/synthetic-adapter.wasm").display(),
+            plugin("allowlist-authorizer.wasm").display(),
+        ),
+    );
+    let site = Node::start(dir, "site", "big.toml", &[]);
+    // Kill the controller (SIGKILL) the moment the site has its report ready to send.
+    site.line_where("the site's discovery", |l| l.contains("discovered"));
+    drop(controller);
+
+    let count = |url: &str| -> usize {
+        let out = skybridge(dir, &["ctl", "--url", url, "platform", "inventory", "big", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&ok(out)).expect("json").as_array().expect("a list").len()
+    };
+    let controller = Node::start(dir, "controller", "controller.toml", &[]);
+    let url2 = url_of(&controller);
+    assert_ne!(url, url2, "a new admin port");
+    // Whatever the kill interrupted, the store holds all of the report or none of it ...
+    let first = count(&url2);
+    assert!(first == 0 || first == SERVICES, "half-written: {first}");
+    // ... and the site reports again when it reconnects, which completes it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&url2) != SERVICES {
+        assert!(Instant::now() < deadline, "the inventory never completed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every capability is decided (the pending ones resumed after the restart) and granted.
+    let entries = |url: &str| -> usize {
+        let out = skybridge(dir, &["ctl", "--url", url, "catalog", "ls", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&ok(out)).expect("json").as_array().expect("a list").len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while entries(&url2) != SERVICES {
+        assert!(Instant::now() < deadline, "grants never completed: {} entries", entries(&url2));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Killed again, the catalog is intact after a restart.
+    drop(controller);
+    let controller = Node::start(dir, "controller", "controller.toml", &[]);
+    assert_eq!(entries(&url_of(&controller)), SERVICES);
+}
