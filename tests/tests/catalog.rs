@@ -290,6 +290,9 @@ async fn a_site_pages_through_azurite_s_containers_and_a_deleted_one_goes_missin
     assert_eq!(logs_7.service.region.as_deref(), Some("westeurope"));
     decided(&client, &["azure-west"]).await;
     assert_eq!(client.catalog_all("platform=azure-west").await.expect("catalog").len(), 130);
+    assert_eq!(client.catalog_all("region=westeurope&state=offered").await.expect("catalog").len(), 130);
+    assert!(client.catalog_all("region=eastus").await.expect("catalog").is_empty());
+    assert!(client.catalog_all("state=orphaned").await.expect("catalog").is_empty());
 
     python_json("azure_admin.py", &[&endpoint, "westdata", &key, "delete-container", "logs-7"]).await;
     let missing = refresh(&client, "azure-west", 1).await;
@@ -681,6 +684,14 @@ fn service(id: &str) -> ServiceInfo {
     }
 }
 
+/// Read an authorization request from `stream`: its id and capability.
+async fn asked(stream: &mut Framed) -> (String, CapabilityInfo) {
+    match stream.recv().await.expect("a request").expect("a message") {
+        Control::Authorize { request_id, capability, .. } => (request_id, capability),
+        other => panic!("expected an authorization request, got {other:?}"),
+    }
+}
+
 /// Send `pages` on a new stream; the controller's answer.
 async fn report(conn: &quinn::Connection, pages: &[Control]) -> Control {
     let mut stream = Framed::new(conn.open_bi().await.expect("stream"));
@@ -737,6 +748,27 @@ async fn a_site_may_report_only_for_itself_and_only_well_formed_reports() {
         client.inventory_all("good").await.expect("inventory").len() == 3,
         "the other platform is untouched"
     );
+
+    // Frames that are not a report at all: a field of the wrong type, bytes that are not
+    // UTF-8. Refused, and the site's connection carries on.
+    use skybridge_gateway::mesh::frame::{DEFAULT_MAX_FRAME, encode};
+    let wrong_type = serde_json::json!({ "type": "report-page", "platform": "rogue", "trigger": "periodic",
+        "page": "first", "last": true, "services": [], "requests": 0, "discovery_ms": 0 });
+    let mut not_utf8 =
+        encode(&serde_json::json!({ "type": "report-page", "platform": "rogue" }), DEFAULT_MAX_FRAME)
+            .expect("frame");
+    let at = not_utf8.len() - 4;
+    not_utf8[at] = 0xff;
+    for (frame, needle) in
+        [(encode(&wrong_type, DEFAULT_MAX_FRAME).expect("frame"), "invalid type"), (not_utf8, "")]
+    {
+        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        send.write_all(&frame).await.expect("sent");
+        let answer = skybridge_gateway::mesh::stream::read_frame(&mut recv, Duration::from_secs(10))
+            .await
+            .expect("an answer");
+        refused(&answer, needle);
+    }
 
     // A well-formed report in two pages is integrated.
     let answer = report(
@@ -833,6 +865,10 @@ async fn a_capability_the_platform_revokes_cuts_its_live_bindings_and_refuses_ne
         .into_iter()
         .find(|e| e.entry.name == "vault-0");
     assert_eq!(entry.map(|e| e.state).as_deref(), Some("orphaned"));
+    let orphaned = client.catalog_all("state=orphaned").await.expect("catalog");
+    assert_eq!(orphaned.iter().map(|e| e.entry.name.as_str()).collect::<Vec<_>>(), ["vault-0"]);
+    let (status, body) = mesh.api("GET", "/v1/catalog?state=gone", None).await;
+    assert_eq!(status, 400, "{body}");
     let (status, body) = mesh.api("POST", "/v1/bindings", Some(&request.to_string())).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("offered by nobody")), "{body}");
@@ -962,4 +998,60 @@ async fn the_catalog_has_etags_and_a_watch_that_wakes_on_change() {
     assert!(woke.revision.expect("a revision") > revision, "{:?}", woke.revision);
     let changed = get(vec![("if-none-match", tag)]).await;
     assert_eq!(changed.status, 200, "a changed catalog is sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_authorization_is_asked_again_with_the_same_id_and_then_granted() {
+    use skybridge_gateway::catalog::{Consent, Handshake};
+    use skybridge_gateway::config::CatalogConfig;
+    let handshake =
+        Handshake { timeout_ms: 300, backoff_ms: 200, max_backoff_ms: 1_000, max_pending_ms: 60_000 };
+    let topology = Topology::new(policy(&[], 4, 20))
+        .relays(&["r1"])
+        .catalog(CatalogConfig { handshake, ..Default::default() });
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+    // A site that reports one bucket, then leaves the first authorization request unanswered.
+    let (conn, _control) = rogue_site(&mesh, "slow").await;
+    let answer = report(&conn, &[page("slow", 0, true, vec![service("slow-bucket")])]).await;
+    assert!(matches!(answer, Control::ReportIntegrated { .. }), "{answer:?}");
+    let mut first = Framed::new(conn.accept_bi().await.expect("the controller asks"));
+    let (first_id, capability) = asked(&mut first).await;
+    assert_eq!(capability.match_key(), "object-store/slow-bucket");
+    // ... no answer: the controller gives up on this attempt after 300 ms and asks again.
+    let mut second = Framed::new(conn.accept_bi().await.expect("the controller asks again"));
+    let (second_id, _) = asked(&mut second).await;
+    assert_eq!(second_id, first_id, "the same request id: the idempotency key");
+    second
+        .send(&Control::AuthorizationDecided {
+            request_id: second_id.clone(),
+            consent: Consent::Grant { reason: "approved on the second ask".into() },
+        })
+        .await
+        .expect("answered");
+    second.finish();
+    drop(first);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let granted = loop {
+        let a =
+            client.authorizations().await.expect("authorizations").into_iter().find(|a| a.platform == "slow");
+        if let Some(a) = a.filter(|a| a.state == AuthorizationState::Granted) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "never granted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((granted.request_id.as_str(), granted.attempts), (first_id.as_str(), 2), "{granted:?}");
+    let audit: Vec<_> = client
+        .authorization_audit()
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|l| l.request_id == first_id)
+        .collect();
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert!(audit[1].by == "controller" && audit[1].reason.contains("no answer within 300 ms"), "{audit:?}");
+    assert_eq!((audit[0].state, audit[0].by.as_str()), (AuthorizationState::Granted, "platform:slow"));
+    assert_eq!(client.catalog_all("platform=slow").await.expect("catalog").len(), 1);
 }

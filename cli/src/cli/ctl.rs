@@ -145,6 +145,12 @@ enum CatalogCommand {
         /// Only entries this platform offers.
         #[arg(long)]
         platform: Option<String>,
+        /// Only entries offered in this region.
+        #[arg(long)]
+        region: Option<String>,
+        /// Only `offered` or `orphaned` entries.
+        #[arg(long, value_parser = ["offered", "orphaned"])]
+        state: Option<String>,
     },
     /// One entry: the platforms offering it, their service, presence and authorization.
     Show {
@@ -388,8 +394,13 @@ async fn execute(client: &AdminClient, command: &CtlCommand, json: bool) -> anyh
             }
             show(json, &client.set_policy(&update).await?, print_policy)
         }
-        CtlCommand::Catalog(CatalogCommand::Ls { kind, platform }) => {
-            let query = catalog_query(kind.as_deref(), platform.as_deref());
+        CtlCommand::Catalog(CatalogCommand::Ls { kind, platform, region, state }) => {
+            let mut query = catalog_query(kind.as_deref(), platform.as_deref());
+            for (name, value) in [("region", region), ("state", state)] {
+                if let Some(v) = value {
+                    query.push_str(&format!("&{name}={}", query_value(v)));
+                }
+            }
             show(json, client.catalog_all(&query).await?.as_slice(), print_catalog)
         }
         CtlCommand::Catalog(CatalogCommand::Watch { kind, platform }) => {

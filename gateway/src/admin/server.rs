@@ -9,7 +9,7 @@
 //! | GET | `/v1/platforms/{p}/inventory` | the services the platform's site discovered, by native id, paged (`?limit=`, `?page=`) |
 //! | GET | `/v1/platforms/{p}/refreshes` | the platform's latest refreshes: when, why, what changed or why it failed |
 //! | POST | `/v1/platforms/{p}/refresh` | ask the platform's site to discover now (one run at a time) → 202 |
-//! | GET | `/v1/catalog` | catalog entries with the platforms offering each, paged; `?kind=`, `?platform=`; `?since=REVISION&wait=S` waits for a change (long poll); an ETag, and 304 on `If-None-Match` |
+//! | GET | `/v1/catalog` | catalog entries with the platforms offering each, paged; `?kind=`, `?platform=`, `?region=`, `?state=offered|orphaned`; `?since=REVISION&wait=S` waits for a change (long poll); an ETag, and 304 on `If-None-Match` |
 //! | GET | `/v1/catalog/{id}` | one entry: who offers it, their service info, presence, first seen |
 //! | GET | `/v1/authorizations` | every capability authorization: pending, granted, refused, revoked, expired |
 //! | GET | `/v1/authorizations/audit` | the latest 200 decisions: who decided what, why |
@@ -421,6 +421,8 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -
                 let filter = CatalogFilter {
                     kind: query_param(&req, "kind"),
                     platform: query_param(&req, "platform"),
+                    region: query_param(&req, "region"),
+                    state: query_param(&req, "state"),
                 };
                 let revision = match watch {
                     Some((since, wait)) => c.wait_catalog(since, wait).await,

@@ -351,6 +351,10 @@ pub struct CatalogFilter {
     pub kind: Option<String>,
     /// Only entries this platform offers.
     pub platform: Option<String>,
+    /// Only entries offered in this region (by the offering service's region).
+    pub region: Option<String>,
+    /// Only entries in this state: `offered` or `orphaned`.
+    pub state: Option<String>,
 }
 
 /// Entries scanned per store read while filtering.
@@ -411,6 +415,14 @@ impl Controller {
         mut after: Option<String>,
         limit: usize,
     ) -> Result<(Vec<EntryView>, bool), CatalogError> {
+        if let Some(state) = &filter.state
+            && state != "offered"
+            && state != "orphaned"
+        {
+            return Err(CatalogError::BadReport(format!(
+                "state `{state}`: expected `offered` or `orphaned`"
+            )));
+        }
         let kind = match &filter.kind {
             Some(k) => Some(crate::catalog::taxonomy::normalise(k).map_err(CatalogError::BadReport)?),
             None => None,
@@ -426,7 +438,18 @@ impl Controller {
                 {
                     continue;
                 }
-                out.push(self.entry_view(entry, associations).await?);
+                let view = self.entry_view(entry, associations).await?;
+                if filter.state.as_ref().is_some_and(|s| *s != view.state) {
+                    continue;
+                }
+                if let Some(region) = &filter.region
+                    && !view.offered_by.iter().any(|o| {
+                        o.service.as_ref().and_then(|s| s.region.as_deref()) == Some(region.as_str())
+                    })
+                {
+                    continue;
+                }
+                out.push(view);
                 if out.len() == limit {
                     return Ok((out, true));
                 }

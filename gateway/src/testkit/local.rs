@@ -79,6 +79,7 @@ pub struct Topology {
     adapters: Vec<AdapterConfig>,
     clouds: BTreeMap<String, crate::config::CloudConfig>,
     authorizers: BTreeMap<String, crate::config::PluginFile>,
+    catalog: crate::config::CatalogConfig,
     policy: Policy,
 }
 
@@ -95,6 +96,7 @@ impl Topology {
             adapters: vec![],
             clouds: BTreeMap::new(),
             authorizers: BTreeMap::new(),
+            catalog: Default::default(),
             policy,
         }
     }
@@ -137,6 +139,12 @@ impl Topology {
     /// Give `site` a cloud to discover (its `[cloud]`).
     pub fn cloud(mut self, site: &str, cloud: crate::config::CloudConfig) -> Topology {
         self.clouds.insert(site.into(), cloud);
+        self
+    }
+
+    /// Set the controller's catalog settings (bounds, withdrawal, handshake timing).
+    pub fn catalog(mut self, catalog: crate::config::CatalogConfig) -> Topology {
+        self.catalog = catalog;
         self
     }
 
@@ -214,7 +222,7 @@ impl LocalMesh {
                 ..IngressConfig::default()
             },
             adapters: topology.adapters.clone(),
-            catalog: Default::default(),
+            catalog: topology.catalog,
         };
         let controller = crate::node::controller::start(controller_config.clone()).await?;
         let controller_peer = Peer { name: "controller".into(), addr: controller.mesh_addr() };
