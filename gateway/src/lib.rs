@@ -40,8 +40,8 @@
 //!
 //! The `skybridge` command line is its own package (`cli/`), built on this library.
 //!
-//! Still to come (see DESIGN.md and issue 13): the authorization handshake and catalog
-//! entries; discovery and each platform's inventory are in place.
+//! The catalog (DESIGN.md step 7) is in [`catalog`] (rules), [`discovery`] and the site's
+//! reporter and consent ([`node`]), and the controller's catalog and consent rooms.
 //!
 //! ## How data flows
 //!
@@ -65,7 +65,10 @@
 //! ([`discovery`]); the site makes them with its own credentials, checks the services found
 //! ([`catalog::validate_report`]) and reports them in pages when its control channel comes
 //! up and then periodically; the controller checks them again and writes only what changed
-//! into the platform's inventory ([`catalog::plan_full_report`], [`store`]).
+//! into the platform's inventory ([`catalog::plan_full_report`], [`store`]). Each new
+//! capability is then put to the offering platform's authorizer (`controller::consent`,
+//! `node::consent`); a grant finds or creates the catalog entry by its match key and
+//! associates the platform, in one transaction; bindings may then name the capability.
 //!
 //! Plugins: an operator names a plugin file ([`plugin::PluginSpec`]); the [`plugin::PluginEngine`]
 //! compiles and links it; a [`plugin::PluginRegistry`] keeps it by name and reloads it when

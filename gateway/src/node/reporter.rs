@@ -141,7 +141,7 @@ fn jittered(every: Duration) -> Duration {
     every.mul_f64(0.75 + unit * 0.5)
 }
 
-/// Cut `services` into pages of about [`PAGE_BYTES`] and send them on one stream.
+/// Cut `services` into pages of about 256 KiB of JSON and send them on one stream.
 pub async fn send_report(
     conn: &quinn::Connection,
     platform: &str,
