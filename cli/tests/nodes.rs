@@ -129,6 +129,21 @@ fn write(dir: &Path, file: &str, contents: &str) {
     std::fs::write(dir.join(file), contents).expect("write config");
 }
 
+/// A development CA in `dir/pki`, a certificate for each (name, role), and the admin token
+/// file (private, as the controller wants it).
+fn pki_and_token(dir: &Path, nodes: &[(&str, &str)]) {
+    ok(skybridge(dir, &["certs", "init", "pki"]));
+    for (name, role) in nodes {
+        ok(skybridge(
+            dir,
+            &["certs", "issue", "--ca", "pki", "--name", name, "--role", role, "--out", "pki"],
+        ));
+    }
+    write(dir, "admin.token", "0123456789abcdef0123456789abcdef\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("admin.token"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
 fn node_toml(name: &str, listen: &str, controller: &str) -> String {
     format!(
         "name = \"{name}\"\nlisten = \"{listen}\"\n\
@@ -142,23 +157,17 @@ fn node_toml(name: &str, listen: &str, controller: &str) -> String {
 fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    ok(skybridge(dir, &["certs", "init", "pki"]));
-    for (name, role) in [
-        ("controller", "controller"),
-        ("r1", "relay"),
-        ("r2", "relay"),
-        ("r3", "relay"),
-        ("site-a", "site"),
-        ("site-b", "site"),
-    ] {
-        ok(skybridge(
-            dir,
-            &["certs", "issue", "--ca", "pki", "--name", name, "--role", role, "--out", "pki"],
-        ));
-    }
-    write(dir, "admin.token", "0123456789abcdef0123456789abcdef\n");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.join("admin.token"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    pki_and_token(
+        dir,
+        &[
+            ("controller", "controller"),
+            ("r1", "relay"),
+            ("r2", "relay"),
+            ("r3", "relay"),
+            ("site-a", "site"),
+            ("site-b", "site"),
+        ],
+    );
     // The scorer is a file of the test's own, so that it can be replaced under the running
     // controller.
     let scorer = dir.join("scorer.wasm");
@@ -613,16 +622,7 @@ fn a_site_process_discovers_its_cloud_and_ctl_shows_the_inventory_catalog_and_de
     let (mut moto, port, key, secret) = moto();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    ok(skybridge(dir, &["certs", "init", "pki"]));
-    for (name, role) in [("controller", "controller"), ("r1", "relay"), ("aws-east", "site")] {
-        ok(skybridge(
-            dir,
-            &["certs", "issue", "--ca", "pki", "--name", name, "--role", role, "--out", "pki"],
-        ));
-    }
-    write(dir, "admin.token", "0123456789abcdef0123456789abcdef\n");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.join("admin.token"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    pki_and_token(dir, &[("controller", "controller"), ("r1", "relay"), ("aws-east", "site")]);
     write(
         dir,
         "controller.toml",
@@ -749,16 +749,7 @@ fn a_controller_killed_during_a_large_integration_keeps_a_whole_catalog_and_resu
     let cloud = spec_cloud(r#"{"count": 3000, "per_page": 500}"#);
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    ok(skybridge(dir, &["certs", "init", "pki"]));
-    for (name, role) in [("controller", "controller"), ("r1", "relay"), ("big", "site")] {
-        ok(skybridge(
-            dir,
-            &["certs", "issue", "--ca", "pki", "--name", name, "--role", role, "--out", "pki"],
-        ));
-    }
-    write(dir, "admin.token", "0123456789abcdef0123456789abcdef\n");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.join("admin.token"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    pki_and_token(dir, &[("controller", "controller"), ("r1", "relay"), ("big", "site")]);
     // A fixed mesh port, so that the restarted controller is where the nodes look for it.
     let mesh = std::net::UdpSocket::bind("127.0.0.1:0")
         .expect("a free port")

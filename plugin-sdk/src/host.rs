@@ -174,6 +174,31 @@ pub mod clock {
             let secs = i64::from(self.hour * 3600 + self.minute * 60 + self.second);
             u64::try_from(days * 86_400 + secs).ok()
         }
+
+        /// Unix time of an ISO 8601 / RFC 3339 UTC time, `YYYY-MM-DDTHH:MM:SS[.fraction]Z`
+        /// (the fraction is dropped); `None` for anything else.
+        pub fn parse_utc(s: &str) -> Option<u64> {
+            let b = s.as_bytes();
+            if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':'
+            {
+                return None;
+            }
+            let fraction = s.strip_suffix('Z')?.get(19..)?;
+            if !(fraction.is_empty() || fraction.starts_with('.')) {
+                return None;
+            }
+            let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
+            Civil {
+                year: i64::from(num(0..4)?),
+                month: num(5..7)?,
+                day: num(8..10)?,
+                hour: num(11..13)?,
+                minute: num(14..16)?,
+                second: num(17..19)?,
+                weekday: 0,
+            }
+            .to_unix()
+        }
     }
 }
 

@@ -294,6 +294,20 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Percent-encode everything but RFC 3986's unreserved characters (`A–Z a–z 0–9 - _ . ~`):
+/// query values, SigV4's canonical forms.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The credentials the requesting account maps to at the target platform.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct TargetCredentials {
@@ -496,6 +510,12 @@ impl std::fmt::Debug for TargetCredentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_characters() {
+        assert_eq!(percent_encode("a/b c+d~e_f.g-h€"), "a%2Fb%20c%2Bd~e_f.g-h%E2%82%AC");
+        assert_eq!(percent_decode(&percent_encode("x y/z")), "x y/z");
+    }
 
     #[test]
     fn percent_decoding_decodes_escapes_only() {

@@ -36,6 +36,45 @@ fn aws_cloud(port: u64, principal: &str, secret_file: &std::path::Path) -> Cloud
     }
 }
 
+/// moto, its account's key, and that key's secret in a file, as a site reads it.
+struct MotoAccount {
+    _moto: skybridge_tests::peers::Peer,
+    port: u64,
+    key: String,
+    secret: String,
+    endpoint: String,
+    file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl MotoAccount {
+    fn start() -> MotoAccount {
+        let moto = moto();
+        let port = moto.ready["port"].as_u64().expect("port");
+        let field = |k: &str| moto.ready[k].as_str().expect("moto's key").to_owned();
+        let (key, secret) = (field("access_key"), field("secret_key"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, format!("{secret}\n")).expect("secret file");
+        MotoAccount {
+            _moto: moto,
+            port,
+            key,
+            secret,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            file,
+            _dir: dir,
+        }
+    }
+
+    /// Change what the account has (`tests/peers/aws_admin.py COMMAND ARG…`).
+    async fn admin(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec![self.endpoint.as_str(), self.key.as_str(), self.secret.as_str()];
+        all.extend_from_slice(args);
+        python_json("aws_admin.py", &all).await
+    }
+}
+
 /// Wait until `platform` has at least `n` refresh records; return them, newest first.
 async fn refreshes(client: &AdminClient, platform: &str, n: usize) -> Vec<RefreshRecord> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -180,16 +219,10 @@ async fn decided(client: &AdminClient, platforms: &[&str]) -> Vec<Authorization>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_platforms_grant_enters_the_catalog_once_and_what_they_refuse_only_the_audit() {
-    let moto = moto();
-    let port = moto.ready["port"].as_u64().expect("port");
-    let (key, secret) =
-        (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
-    let endpoint = format!("http://127.0.0.1:{port}");
-    python_json("aws_admin.py", &[&endpoint, key, secret, "create-buckets", "shared", "2"]).await;
-    python_json("aws_admin.py", &[&endpoint, key, secret, "run-instances", "1"]).await;
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let file = secrets.path().join("secret");
-    std::fs::write(&file, format!("{secret}\n")).expect("secret file");
+    let aws = MotoAccount::start();
+    let (port, key, file) = (aws.port, aws.key.as_str(), aws.file.clone());
+    aws.admin(&["create-buckets", "shared", "2"]).await;
+    aws.admin(&["run-instances", "1"]).await;
 
     // Two platforms see the same account (the same buckets); both grant object stores, at once.
     let topology = Topology::new(policy(&[], 4, 20))
@@ -435,15 +468,9 @@ async fn a_site_lists_fake_gcs_server_s_buckets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binding_by_capability_goes_to_the_nearest_offer_and_carries_boto3_to_moto() {
-    let moto = moto();
-    let port = moto.ready["port"].as_u64().expect("port");
-    let (key, secret) =
-        (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
-    let endpoint = format!("http://127.0.0.1:{port}");
-    python_json("aws_admin.py", &[&endpoint, key, secret, "create-buckets", "reports", "1"]).await;
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let file = secrets.path().join("secret");
-    std::fs::write(&file, format!("{secret}\n")).expect("secret file");
+    let aws = MotoAccount::start();
+    let (port, key, secret, file) = (aws.port, aws.key.as_str(), aws.secret.as_str(), aws.file.clone());
+    aws.admin(&["create-buckets", "reports", "1"]).await;
     let api = std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).expect("port")));
 
     // corp's ingress; aws-east is one relay away, aws-west two (over a slow link). Both offer
@@ -782,18 +809,9 @@ async fn a_site_may_report_only_for_itself_and_only_well_formed_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capability_the_platform_revokes_cuts_its_live_bindings_and_refuses_new_ones() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let moto = moto();
-    let port = moto.ready["port"].as_u64().expect("port");
-    let (key, secret) =
-        (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
-    python_json(
-        "aws_admin.py",
-        &[&format!("http://127.0.0.1:{port}"), key, secret, "create-buckets", "vault", "1"],
-    )
-    .await;
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let file = secrets.path().join("secret");
-    std::fs::write(&file, format!("{secret}\n")).expect("secret file");
+    let aws = MotoAccount::start();
+    let (port, key, file) = (aws.port, aws.key.as_str(), aws.file.clone());
+    aws.admin(&["create-buckets", "vault", "1"]).await;
     // The platform grants object stores for the next 8 s only; its site decides grants again
     // every second (the test kit's setting).
     let until =
@@ -876,18 +894,9 @@ async fn a_capability_the_platform_revokes_cuts_its_live_bindings_and_refuses_ne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_decision_is_asked_again_with_the_same_request_id_until_granted() {
-    let moto = moto();
-    let port = moto.ready["port"].as_u64().expect("port");
-    let (key, secret) =
-        (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
-    python_json(
-        "aws_admin.py",
-        &[&format!("http://127.0.0.1:{port}"), key, secret, "create-buckets", "ledger", "1"],
-    )
-    .await;
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let file = secrets.path().join("secret");
-    std::fs::write(&file, format!("{secret}\n")).expect("secret file");
+    let aws = MotoAccount::start();
+    let (port, key, file) = (aws.port, aws.key.as_str(), aws.file.clone());
+    aws.admin(&["create-buckets", "ledger", "1"]).await;
     // Object stores need a person for the next 4 s (then the allow rule applies): the
     // authorizer answers "not decided yet, ask again in 1 s".
     let until =

@@ -347,6 +347,21 @@ mod tests {
         }
     }
 
+    /// The audit line of a grant of `cap` under `request_id`, as `decide` writes it.
+    fn grant_line(request_id: &str, cap: &CapabilityInfo) -> SiteAuditLine {
+        SiteAuditLine {
+            at_ms: 1,
+            request_id: request_id.into(),
+            account: "op".into(),
+            capability: cap.match_key(),
+            native_id: "n".into(),
+            consent: Some(Consent::Grant { reason: "ok".into() }),
+            released: false,
+            revoked: false,
+            request: Some(Asked { capability: cap.clone(), service: service() }),
+        }
+    }
+
     #[tokio::test]
     async fn without_an_authorizer_nothing_is_granted_and_decisions_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
@@ -361,17 +376,7 @@ mod tests {
         );
         // A recorded grant (written as an operator's tool would) is answered as recorded, and
         // released once.
-        let grant = SiteAuditLine {
-            at_ms: 1,
-            request_id: "r2".into(),
-            account: "op".into(),
-            capability: "object-store/b".into(),
-            native_id: "n".into(),
-            consent: Some(Consent::Grant { reason: "ok".into() }),
-            released: false,
-            revoked: false,
-            request: Some(Asked { capability: cap.clone(), service: service() }),
-        };
+        let grant = grant_line("r2", &cap);
         site.append(&grant).unwrap();
         std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"{garbage\n").unwrap();
         let again = SiteConsent::open("p", None, Pool::new("t", 1), Some(file.clone())).unwrap();
@@ -396,17 +401,7 @@ mod tests {
         let file = dir.path().join("audit.jsonl");
         let cap =
             CapabilityInfo { kind: "object-store".into(), name: "b".into(), attributes: Default::default() };
-        let grant = SiteAuditLine {
-            at_ms: 1,
-            request_id: "r1".into(),
-            account: "op".into(),
-            capability: "object-store/b".into(),
-            native_id: "n".into(),
-            consent: Some(Consent::Grant { reason: "ok".into() }),
-            released: false,
-            revoked: false,
-            request: Some(Asked { capability: cap.clone(), service: service() }),
-        };
+        let grant = grant_line("r1", &cap);
         let site = SiteConsent::open("p", None, Pool::new("t", 1), Some(file.clone())).unwrap();
         site.append(&grant).unwrap();
         // No authorizer any more: the grant is decided again, refused, and so revoked.

@@ -44,28 +44,7 @@ fn parse_until(value: &str) -> Option<u64> {
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(seconds);
     }
-    let b = value.as_bytes();
-    if b.len() != 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'Z'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| value.get(r)?.parse::<u32>().ok();
-    skybridge_plugin_sdk::clock::Civil {
-        year: i64::from(num(0..4)?),
-        month: num(5..7)?,
-        day: num(8..10)?,
-        hour: num(11..13)?,
-        minute: num(14..16)?,
-        second: num(17..19)?,
-        weekday: 0,
-    }
-    .to_unix()
+    skybridge_plugin_sdk::clock::Civil::parse_utc(value)
 }
 
 fn rules(prefix: &str) -> Result<Vec<Rule>, String> {

@@ -16,7 +16,9 @@
 //! the region index and the page token, one per line.
 
 use skybridge_plugin_sdk::xml::{self, Fields};
-use skybridge_plugin_sdk::{CloudRequest, CloudResponse, DiscoveredService, DiscoveryStep, ServiceRecord};
+use skybridge_plugin_sdk::{
+    CloudRequest, CloudResponse, DiscoveredService, DiscoveryStep, ServiceRecord, percent_encode,
+};
 
 const EC2_VERSION: &str = "2016-11-15";
 const PAGE: u32 = 100;
@@ -202,23 +204,11 @@ fn after(context: &Context<'_>, stage: Stage, mut cursor: Cursor) -> DiscoverySt
     DiscoveryStep::fetch(request, cursor.encode())
 }
 
-fn encode_query_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn list_buckets(token: &str) -> CloudRequest {
     let query = if token.is_empty() {
         String::new()
     } else {
-        format!("continuation-token={}", encode_query_value(token))
+        format!("continuation-token={}", percent_encode(token))
     };
     CloudRequest::get("/", query).signing("service", "s3")
 }
@@ -226,7 +216,7 @@ fn list_buckets(token: &str) -> CloudRequest {
 fn paged_ec2(action: &str, region: &str, token: &str) -> CloudRequest {
     let mut form = format!("Action={action}&Version={EC2_VERSION}&MaxResults={PAGE}");
     if !token.is_empty() {
-        form.push_str(&format!("&NextToken={}", encode_query_value(token)));
+        form.push_str(&format!("&NextToken={}", percent_encode(token)));
     }
     CloudRequest::post_form("/", form).signing("service", "ec2").signing("region", region)
 }

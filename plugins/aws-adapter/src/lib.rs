@@ -29,7 +29,7 @@ mod discovery;
 use skybridge_plugin_sdk::clock::Civil;
 use skybridge_plugin_sdk::{
     Adapter, CloudResponse, DiscoveryStep, RequestHead, ServiceRecord, TargetCredentials, clock, crypto,
-    export_adapter, percent_decode,
+    export_adapter, percent_decode, percent_encode,
 };
 
 /// The AWS adapter.
@@ -227,19 +227,6 @@ pub fn amz_date(seconds: u64) -> String {
     format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", t.year, t.month, t.day, t.hour, t.minute, t.second)
 }
 
-/// RFC 3986 percent-encoding as SigV4 wants it (unreserved characters kept).
-fn uri_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The canonical query string: parameters sorted by encoded name, then value.
 fn canonical_query(query: &str) -> String {
     let mut pairs: Vec<(String, String)> = query
@@ -247,7 +234,7 @@ fn canonical_query(query: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (uri_encode(&percent_decode(k)), uri_encode(&percent_decode(v)))
+            (percent_encode(&percent_decode(k)), percent_encode(&percent_decode(v)))
         })
         .collect();
     pairs.sort();

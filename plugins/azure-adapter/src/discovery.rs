@@ -7,7 +7,9 @@
 //! host-style (`https://ACCOUNT.blob.core.windows.net/?comp=list`) otherwise.
 
 use skybridge_plugin_sdk::xml;
-use skybridge_plugin_sdk::{CloudRequest, CloudResponse, DiscoveredService, DiscoveryStep, ServiceRecord};
+use skybridge_plugin_sdk::{
+    CloudRequest, CloudResponse, DiscoveredService, DiscoveryStep, ServiceRecord, percent_encode,
+};
 
 /// Containers per page.
 const PAGE: u32 = 100;
@@ -42,21 +44,9 @@ fn list(account: &str, path_style: bool, marker: &str) -> CloudRequest {
     let mut query = format!("comp=list&maxresults={PAGE}");
     if !marker.is_empty() {
         query.push_str("&marker=");
-        query.push_str(&encode(marker));
+        query.push_str(&percent_encode(marker));
     }
     CloudRequest::get(path, query).header("x-ms-version", VERSION)
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// The first page.

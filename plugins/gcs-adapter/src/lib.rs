@@ -14,7 +14,7 @@
 
 use skybridge_plugin_sdk::{
     Adapter, CloudRequest, CloudResponse, DiscoveredService, DiscoveryStep, RequestHead, ServiceRecord,
-    TargetCredentials, export_adapter,
+    TargetCredentials, export_adapter, percent_encode,
 };
 
 /// The GCS adapter.
@@ -98,22 +98,10 @@ fn project(context: &[(String, String)]) -> Result<&str, String> {
         .ok_or_else(|| "gcs-adapter: no `project` in the site's cloud attributes".to_owned())
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 fn list(project: &str, page_token: &str) -> CloudRequest {
-    let mut query = format!("project={}&maxResults={PAGE}", encode(project));
+    let mut query = format!("project={}&maxResults={PAGE}", percent_encode(project));
     if !page_token.is_empty() {
-        query.push_str(&format!("&pageToken={}", encode(page_token)));
+        query.push_str(&format!("&pageToken={}", percent_encode(page_token)));
     }
     CloudRequest::get("/storage/v1/b", query).header("accept", "application/json")
 }

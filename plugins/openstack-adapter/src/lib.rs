@@ -72,7 +72,7 @@ impl Adapter for OpenStackAdapter {
             .ok_or("Keystone's answer has no X-Subject-Token")?;
         let text = std::str::from_utf8(body).map_err(|_| "Keystone's answer is not UTF-8")?;
         let expires = json_string(text, "expires_at").ok_or("Keystone's answer has no expires_at")?;
-        let expires_unix_s = parse_iso8601(&expires)
+        let expires_unix_s = Civil::parse_utc(&expires)
             .ok_or_else(|| format!("Keystone's expires_at `{expires}` is malformed"))?;
         Ok(Token { value, expires_unix_s })
     }
@@ -135,28 +135,6 @@ fn json_string(text: &str, key: &str) -> Option<String> {
     Some(rest[..rest.find('"')?].to_owned())
 }
 
-/// Unix time of `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` (fractions dropped).
-fn parse_iso8601(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    if !s.ends_with('Z') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
-    Civil {
-        year: i64::from(num(0..4)?),
-        month: num(5..7)?,
-        day: num(8..10)?,
-        hour: num(11..13)?,
-        minute: num(14..16)?,
-        second: num(17..19)?,
-        weekday: 0,
-    }
-    .to_unix()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,8 +171,10 @@ mod tests {
         assert!(err.contains("refused") && err.contains("401"), "{err}");
         assert!(OpenStackAdapter::read_token(201, &[], body).unwrap_err().contains("X-Subject-Token"));
         assert!(OpenStackAdapter::read_token(201, &headers, b"{}").unwrap_err().contains("expires_at"));
-        assert_eq!(parse_iso8601("2026-11-26T21:24:43Z"), Some(1_795_728_283));
-        assert_eq!(parse_iso8601("2026-11-26 21:24:43"), None);
+        assert_eq!(Civil::parse_utc("2026-11-26T21:24:43Z"), Some(1_795_728_283));
+        assert_eq!(Civil::parse_utc("2026-11-26 21:24:43"), None);
+        assert_eq!(Civil::parse_utc("2026-11-26T21:24:43é"), None);
+        assert_eq!(Civil::parse_utc("2026-11-26T21:24:43.5Z"), Some(1_795_728_283));
     }
 
     #[test]
