@@ -19,21 +19,30 @@ use skybridge_tests::mesh::{TestMesh, Topology, policy};
 use skybridge_tests::peers::{Azurite, gcs, keystone, moto, python_json};
 use skybridge_tests::plugin;
 
-/// A site's `[cloud]` for moto on `port`, as `principal` with the secret in `secret_file`.
-fn aws_cloud(port: u64, principal: &str, secret_file: &std::path::Path) -> CloudConfig {
+/// A site's `[cloud]`: `adapter` (a plugin under `target/plugins`) for the API at `url`, as
+/// `principal` with the secret in `secret_file`, with `attributes`.
+fn cloud(
+    adapter: std::path::PathBuf,
+    url: String,
+    principal: &str,
+    secret_file: Option<std::path::PathBuf>,
+    attributes: &[(&str, &str)],
+) -> CloudConfig {
     CloudConfig {
-        endpoints: vec![CloudEndpoint { name: "api".into(), url: format!("http://127.0.0.1:{port}") }],
+        endpoints: vec![CloudEndpoint { name: "api".into(), url }],
         principal: principal.into(),
-        secret_file: Some(secret_file.to_owned()),
-        attributes: [("region".to_owned(), "us-east-1".to_owned())].into(),
-        adapter: PluginFile {
-            path: plugin("aws-adapter"),
-            config: Default::default(),
-            limits: Default::default(),
-        },
+        secret_file,
+        attributes: attributes.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        adapter: PluginFile { path: adapter, config: Default::default(), limits: Default::default() },
         report_every_s: 3600,
         discovery: Default::default(),
     }
+}
+
+/// A site's `[cloud]` for moto on `port`, as `principal` with the secret in `secret_file`.
+fn aws_cloud(port: u64, principal: &str, secret_file: &std::path::Path) -> CloudConfig {
+    let url = format!("http://127.0.0.1:{port}");
+    cloud(plugin("aws-adapter"), url, principal, Some(secret_file.to_owned()), &[("region", "us-east-1")])
 }
 
 /// moto, its account's key, and that key's secret in a file, as a site reads it.
@@ -293,19 +302,8 @@ async fn a_site_pages_through_azurite_s_containers_and_a_deleted_one_goes_missin
     let secrets = tempfile::tempdir().expect("tempdir");
     let file = secrets.path().join("key");
     std::fs::write(&file, format!("{key}\n")).expect("key file");
-    let cloud = CloudConfig {
-        endpoints: vec![CloudEndpoint { name: "blob".into(), url: endpoint.clone() }],
-        principal: "westdata".into(),
-        secret_file: Some(file),
-        attributes: [("region".to_owned(), "westeurope".to_owned())].into(),
-        adapter: PluginFile {
-            path: plugin("azure-adapter"),
-            config: Default::default(),
-            limits: Default::default(),
-        },
-        report_every_s: 3600,
-        discovery: Default::default(),
-    };
+    let cloud =
+        cloud(plugin("azure-adapter"), endpoint.clone(), "westdata", Some(file), &[("region", "westeurope")]);
     let topology = Topology::new(policy(&[], 4, 20))
         .relays(&["r1"])
         .site("azure-west", &[("r1", LinkParams::default())])
@@ -359,19 +357,8 @@ async fn a_site_reads_keystone_s_catalog_with_its_own_member_token() {
     let secrets = tempfile::tempdir().expect("tempdir");
     let file = secrets.path().join("password");
     std::fs::write(&file, format!("{password}\n")).expect("password file");
-    let cloud = CloudConfig {
-        endpoints: vec![CloudEndpoint { name: "keystone".into(), url: format!("http://127.0.0.1:{port}") }],
-        principal: user,
-        secret_file: Some(file),
-        attributes: [("project".to_owned(), "lab".to_owned())].into(),
-        adapter: PluginFile {
-            path: plugin("openstack-adapter"),
-            config: Default::default(),
-            limits: Default::default(),
-        },
-        report_every_s: 3600,
-        discovery: Default::default(),
-    };
+    let url = format!("http://127.0.0.1:{port}");
+    let cloud = cloud(plugin("openstack-adapter"), url, &user, Some(file), &[("project", "lab")]);
     let topology = Topology::new(policy(&[], 4, 20))
         .relays(&["r1"])
         .site("openstack-lab", &[("r1", LinkParams::default())])
@@ -422,19 +409,9 @@ async fn a_site_lists_fake_gcs_server_s_buckets() {
     let secrets = tempfile::tempdir().expect("tempdir");
     let token = secrets.path().join("token");
     std::fs::write(&token, "ya29.site-access-token\n").expect("token file");
-    let cloud = CloudConfig {
-        endpoints: vec![CloudEndpoint { name: "storage".into(), url: format!("http://127.0.0.1:{port}") }],
-        principal: "discovery@lab.iam.gserviceaccount.com".into(),
-        secret_file: Some(token),
-        attributes: [("project".to_owned(), "lab".to_owned())].into(),
-        adapter: PluginFile {
-            path: plugin("gcs-adapter"),
-            config: Default::default(),
-            limits: Default::default(),
-        },
-        report_every_s: 3600,
-        discovery: Default::default(),
-    };
+    let principal = "discovery@lab.iam.gserviceaccount.com";
+    let url = format!("http://127.0.0.1:{port}");
+    let cloud = cloud(plugin("gcs-adapter"), url, principal, Some(token), &[("project", "lab")]);
     let topology = Topology::new(policy(&[], 4, 20))
         .relays(&["r1"])
         .site("gcp-lab", &[("r1", LinkParams::default())])
@@ -592,22 +569,10 @@ impl SpecCloud {
     }
 
     fn config(&self) -> CloudConfig {
-        CloudConfig {
-            endpoints: vec![CloudEndpoint { name: "api".into(), url: format!("http://{}", self.addr) }],
-            principal: "synthetic".into(),
-            secret_file: None,
-            attributes: Default::default(),
-            adapter: PluginFile {
-                path: skybridge_tests::test_plugin("synthetic-adapter"),
-                config: Default::default(),
-                limits: Default::default(),
-            },
-            report_every_s: 3600,
-            discovery: skybridge_gateway::discovery::DiscoveryLimits {
-                max_requests: 50,
-                ..Default::default()
-            },
-        }
+        let adapter = skybridge_tests::test_plugin("synthetic-adapter");
+        let mut config = cloud(adapter, format!("http://{}", self.addr), "synthetic", None, &[]);
+        config.discovery.max_requests = 50;
+        config
     }
 }
 
