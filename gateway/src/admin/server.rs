@@ -426,7 +426,7 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -
                 };
                 let revision = match watch {
                     Some((since, wait)) => c.wait_catalog(since, wait).await,
-                    None => c.catalog_revision(),
+                    None => c.catalog_revision().await,
                 };
                 Ok(match c.catalog_page(&filter, after, limit).await {
                     Ok((items, more)) => {

@@ -83,13 +83,16 @@ impl Controller {
 
     /// Wait until the catalog's revision passes `since`, at most `wait`; the revision then.
     pub async fn wait_catalog(&self, since: u64, wait: Duration) -> u64 {
+        // From the store: a change committed a moment ago may not have been noted yet.
+        self.note_catalog_change().await;
         let mut rx = self.catalog.revision.subscribe();
         let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r > since)).await;
         *rx.borrow()
     }
 
-    /// The catalog's revision now.
-    pub fn catalog_revision(&self) -> u64 {
+    /// The catalog's revision now, as the store has it.
+    pub async fn catalog_revision(&self) -> u64 {
+        self.note_catalog_change().await;
         *self.catalog.revision.borrow()
     }
 
