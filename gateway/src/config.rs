@@ -199,6 +199,10 @@ pub struct CloudConfig {
     /// The cloud API's endpoints, by name; the first is the default. Discovery requests go to
     /// these and nowhere else.
     pub endpoints: Vec<CloudEndpoint>,
+    /// PEM certificates of a CA to trust for `https://` endpoints besides the machine's own
+    /// (a private cloud's CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The site's identity at the cloud (access key id, storage account, user name).
     pub principal: String,
     /// A file holding the site's secret for it (first line). Keep it private.
@@ -384,6 +388,9 @@ impl Resolve for SiteConfig {
             cloud.adapter.path = base.join(&cloud.adapter.path);
             if let Some(secret) = &mut cloud.secret_file {
                 *secret = base.join(&*secret);
+            }
+            if let Some(ca) = &mut cloud.ca_file {
+                *ca = base.join(&*ca);
             }
         }
         if let Some(authorizer) = &mut self.authorizer {

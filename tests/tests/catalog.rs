@@ -30,6 +30,7 @@ fn cloud(
 ) -> CloudConfig {
     CloudConfig {
         endpoints: vec![CloudEndpoint { name: "api".into(), url }],
+        ca_file: None,
         principal: principal.into(),
         secret_file,
         attributes: attributes.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
@@ -526,6 +527,26 @@ async fn create_account(mesh: &TestMesh, id: &str, secret: &str) {
     assert_eq!(status, 201, "{body}");
 }
 
+/// Answer one HTTP request on `s`: the spec for `GET /spec`, `{}` for anything else.
+async fn answer_spec<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, spec: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 8192];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = if got.starts_with(b"GET /spec") { spec } else { "{}".to_owned() };
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(answer.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
 /// The synthetic adapter's cloud: `GET /spec` answers the JSON set with [`SpecCloud::set`];
 /// any other GET answers 200 (the adapter ignores page bodies).
 struct SpecCloud {
@@ -535,29 +556,32 @@ struct SpecCloud {
 
 impl SpecCloud {
     async fn start(spec: serde_json::Value) -> SpecCloud {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        SpecCloud::serve(spec, None).await
+    }
+
+    /// The same over TLS, with `acceptor`'s certificate.
+    async fn start_tls(spec: serde_json::Value, acceptor: tokio_rustls::TlsAcceptor) -> SpecCloud {
+        SpecCloud::serve(spec, Some(acceptor)).await
+    }
+
+    async fn serve(spec: serde_json::Value, tls: Option<tokio_rustls::TlsAcceptor>) -> SpecCloud {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shared = std::sync::Arc::new(std::sync::Mutex::new(spec.to_string()));
         let served = std::sync::Arc::clone(&shared);
         tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
+            while let Ok((s, _)) = listener.accept().await {
                 let spec = served.lock().expect("spec").clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 8192];
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                    match tls {
+                        None => answer_spec(s, spec).await,
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(s).await {
+                                answer_spec(s, spec).await;
+                            }
                         }
                     }
-                    let body = if got.starts_with(b"GET /spec") { spec } else { "{}".to_owned() };
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(answer.as_bytes()).await;
                 });
             }
         });
@@ -1029,4 +1053,56 @@ async fn an_unanswered_authorization_is_asked_again_with_the_same_id_and_then_gr
     assert!(audit[1].by == "controller" && audit[1].reason.contains("no answer within 300 ms"), "{audit:?}");
     assert_eq!((audit[0].state, audit[0].by.as_str()), (AuthorizationState::Granted, "platform:slow"));
     assert_eq!(client.catalog_all("platform=slow").await.expect("catalog").len(), 1);
+}
+
+/// A CA, and a TLS acceptor with a certificate it signed for `localhost`; the CA's PEM.
+fn private_tls() -> (tokio_rustls::TlsAcceptor, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.clone().self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("signed");
+    let key = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)
+    .expect("server config");
+    (tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)), ca.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_speaks_tls_to_a_cloud_whose_ca_the_site_trusts_and_only_then() {
+    let (acceptor, ca_pem) = private_tls();
+    let server = SpecCloud::start_tls(serde_json::json!({ "count": 3 }), acceptor).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("private-ca.pem");
+    std::fs::write(&ca_file, ca_pem).expect("CA file");
+    let url = format!("https://localhost:{}", server.addr.port());
+    let adapter = skybridge_tests::test_plugin("synthetic-adapter");
+    let mut trusting = cloud(adapter.clone(), url.clone(), "synthetic", None, &[]);
+    trusting.ca_file = Some(ca_file);
+    let untrusting = cloud(adapter, url, "synthetic", None, &[]);
+    let topology = Topology::new(policy(&[], 4, 20))
+        .relays(&["r1"])
+        .site("private", &[("r1", LinkParams::default())])
+        .site("stranger", &[("r1", LinkParams::default())])
+        .cloud("private", trusting)
+        .cloud("stranger", untrusting);
+    let mesh = TestMesh::start(topology).await;
+    let client = mesh.client();
+    let ok = refreshes(&client, "private", 1).await.remove(0);
+    assert!(matches!(&ok.outcome, Outcome::Integrated { summary } if summary.added == 3), "{ok:?}");
+    let refused = refreshes(&client, "stranger", 1).await.remove(0);
+    let Outcome::DiscoveryFailed { reason } = &refused.outcome else { panic!("{refused:?}") };
+    assert!(reason.contains("TLS") && reason.contains("certificate"), "{reason}");
 }

@@ -32,7 +32,7 @@ use crate::catalog::{Bounds, CapabilityInfo, RecordError, ServiceInfo, validate_
 use crate::plugin::{
     CallError, CloudRequest, CloudResponse, Description, DiscoveredService, Plugin, adapting, types,
 };
-pub use fetch::CloudUrl;
+pub use fetch::{CloudUrl, tls_config};
 
 /// How much one discovery run may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +75,8 @@ pub struct CloudAccess {
     pub secret: String,
     /// Region, project, domain, …: given to the adapter as context and credentials.
     pub attributes: Vec<(String, String)>,
+    /// The TLS client configuration for `https://` endpoints.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for CloudAccess {
@@ -349,6 +351,7 @@ async fn send_signed(
     };
     let headers: Vec<(String, String)> = signed.headers.into_iter().map(|p| (p.key, p.value)).collect();
     let answer = fetch::send(
+        cloud.tls.as_ref(),
         &to,
         &signed.method,
         &target,
@@ -396,6 +399,7 @@ async fn site_token(
     headers.push(("host".into(), to.authority.clone()));
     let target = format!("{}{}", to.base, request.path);
     let answer = fetch::send(
+        cloud.tls.as_ref(),
         &to,
         &request.method,
         &target,

@@ -219,6 +219,13 @@ fn reporter(platform: &str, cloud: &CloudConfig, plugins: Arc<PluginRegistry>) -
             .to_owned(),
         None => String::new(),
     };
+    let tls = match endpoints.iter().any(|(_, url)| url.tls) {
+        true => Some(
+            crate::discovery::tls_config(cloud.ca_file.as_deref())
+                .map_err(|e| anyhow::anyhow!("[cloud] https endpoints: {e}"))?,
+        ),
+        false => None,
+    };
     if cloud.report_every_s == 0 {
         bail!("[cloud] report_every_s must be at least 1");
     }
@@ -230,6 +237,7 @@ fn reporter(platform: &str, cloud: &CloudConfig, plugins: Arc<PluginRegistry>) -
             principal: cloud.principal.clone(),
             secret,
             attributes: cloud.attributes.clone().into_iter().collect(),
+            tls,
         },
         limits: cloud.discovery,
         bounds: Bounds::default(),
