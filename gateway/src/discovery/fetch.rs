@@ -101,18 +101,29 @@ pub struct Answer {
     pub body: Bytes,
 }
 
-/// Send one request to `to` and read the answer, at most `max_body` bytes, within `timeout`.
+/// One request to a cloud endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// Path and query, as sent.
+    pub path_and_query: &'a str,
+    /// Headers.
+    pub headers: &'a [(String, String)],
+    /// Body.
+    pub body: &'a [u8],
+}
+
+/// Send `request` to `to` (over TLS with `tls` for https) and read the answer, at most
+/// `max_body` bytes, within `timeout`.
 pub async fn send(
     tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
     to: &CloudUrl,
-    method: &str,
-    path_and_query: &str,
-    headers: &[(String, String)],
-    body: Vec<u8>,
+    request: Outgoing<'_>,
     max_body: usize,
     timeout: Duration,
 ) -> Result<Answer, String> {
-    tokio::time::timeout(timeout, send_inner(tls, to, method, path_and_query, headers, body, max_body))
+    tokio::time::timeout(timeout, send_inner(tls, to, request, max_body))
         .await
         .map_err(|_| format!("no answer within {} s", timeout.as_secs()))?
 }
@@ -120,10 +131,7 @@ pub async fn send(
 async fn send_inner(
     tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
     to: &CloudUrl,
-    method: &str,
-    path_and_query: &str,
-    headers: &[(String, String)],
-    body: Vec<u8>,
+    request: Outgoing<'_>,
     max_body: usize,
 ) -> Result<Answer, String> {
     let stream = tokio::net::TcpStream::connect(&to.authority)
@@ -131,7 +139,7 @@ async fn send_inner(
         .map_err(|e| format!("cannot connect to {}: {e}", to.authority))?;
     let _ = stream.set_nodelay(true);
     if !to.tls {
-        return exchange(stream, method, path_and_query, headers, body, max_body).await;
+        return exchange(stream, request, max_body).await;
     }
     let config = tls.ok_or_else(|| format!("{}: no TLS configuration for https", to.url))?;
     let name = rustls_pki_types::ServerName::try_from(to.host.clone())
@@ -140,16 +148,13 @@ async fn send_inner(
         .connect(name, stream)
         .await
         .map_err(|e| format!("TLS with {}: {e}", to.authority))?;
-    exchange(stream, method, path_and_query, headers, body, max_body).await
+    exchange(stream, request, max_body).await
 }
 
 /// One HTTP/1.1 exchange over `io`.
 async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
     io: S,
-    method: &str,
-    path_and_query: &str,
-    headers: &[(String, String)],
-    body: Vec<u8>,
+    out: Outgoing<'_>,
     max_body: usize,
 ) -> Result<Answer, String> {
     let (mut sender, connection) =
@@ -157,12 +162,13 @@ async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
     let driver = tokio::spawn(async move {
         let _ = connection.await;
     });
-    let mut request = Request::builder().method(method).uri(path_and_query);
-    for (name, value) in headers {
+    let mut request = Request::builder().method(out.method).uri(out.path_and_query);
+    for (name, value) in out.headers {
         request = request.header(name.as_str(), value.as_str());
     }
-    let request =
-        request.body(Full::new(Bytes::from(body))).map_err(|e| format!("an invalid request: {e}"))?;
+    let request = request
+        .body(Full::new(Bytes::copy_from_slice(out.body)))
+        .map_err(|e| format!("an invalid request: {e}"))?;
     let result = async {
         let response =
             sender.send_request(request).await.map_err(|e| format!("the cloud did not answer: {e}"))?;

@@ -350,13 +350,16 @@ async fn send_signed(
         format!("{}?{}", signed.path, signed.query)
     };
     let headers: Vec<(String, String)> = signed.headers.into_iter().map(|p| (p.key, p.value)).collect();
+    let outgoing = fetch::Outgoing {
+        method: &signed.method,
+        path_and_query: &target,
+        headers: &headers,
+        body: &request.body,
+    };
     let answer = fetch::send(
         cloud.tls.as_ref(),
         &to,
-        &signed.method,
-        &target,
-        &headers,
-        request.body,
+        outgoing,
         limits.max_answer_mib << 20,
         Duration::from_secs(limits.request_timeout_s.max(1)),
     )
@@ -398,13 +401,16 @@ async fn site_token(
         .collect();
     headers.push(("host".into(), to.authority.clone()));
     let target = format!("{}{}", to.base, request.path);
+    let outgoing = fetch::Outgoing {
+        method: &request.method,
+        path_and_query: &target,
+        headers: &headers,
+        body: &request.body,
+    };
     let answer = fetch::send(
         cloud.tls.as_ref(),
         &to,
-        &request.method,
-        &target,
-        &headers,
-        request.body,
+        outgoing,
         1 << 20,
         Duration::from_secs(limits.request_timeout_s.max(1)),
     )
