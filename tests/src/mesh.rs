@@ -58,6 +58,16 @@ impl TestMesh {
         TestMesh(mesh, turn)
     }
 
+    /// [`TestMesh::start`] with a topology built only once this test's turn has come: for
+    /// topologies that carry times (a grant valid for the next few seconds), which must not
+    /// run out while other tests' meshes are up.
+    pub async fn start_built(build: impl FnOnce() -> Topology) -> TestMesh {
+        let turn = ONE_AT_A_TIME.lock().await;
+        let mesh =
+            LocalMesh::start(build(), Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e:#}"));
+        TestMesh(mesh, turn)
+    }
+
     /// Wait until `ready` holds for the controller; panic with its view after `timeout`.
     pub async fn wait_until(&self, what: &str, timeout: Duration, ready: impl FnMut(&Controller) -> bool) {
         self.0.wait_until(what, timeout, ready).await.unwrap_or_else(|e| panic!("{e:#}"));

@@ -801,26 +801,29 @@ async fn a_capability_the_platform_revokes_cuts_its_live_bindings_and_refuses_ne
     let aws = MotoAccount::start();
     let (port, key, file) = (aws.port, aws.key.as_str(), aws.file.clone());
     aws.admin(&["create-buckets", "vault", "1"]).await;
-    // The platform grants object stores for the next 12 s only (time enough to start the mesh
-    // and grant on a slow machine); its site decides grants again
-    // every second (the test kit's setting).
-    let until =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 12;
-    let authorizer = PluginFile {
-        path: plugin("allowlist-authorizer"),
-        config: [("allow.objects".to_owned(), format!("* * object-store/* until={until}"))].into(),
-        limits: Default::default(),
-    };
-    let api = std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).expect("port")));
-    let topology = Topology::new(policy(&[], 4, 10))
-        .relays(&["r1"])
-        .site("corp", &[("r1", LinkParams::default())])
-        .site("aws-east", &[("r1", LinkParams::default())])
-        .ingress_platform("corp")
-        .endpoint("aws-east", "api", api)
-        .cloud("aws-east", aws_cloud(port, key, &file))
-        .authorizer("aws-east", authorizer);
-    let mesh = TestMesh::start(topology).await;
+    // The platform grants object stores for the next 12 s only, from when this test's mesh
+    // starts (time enough to grant on a slow machine); its site decides grants again every
+    // second (the test kit's setting).
+    let mut until = 0;
+    let mesh = TestMesh::start_built(|| {
+        until =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 12;
+        let authorizer = PluginFile {
+            path: plugin("allowlist-authorizer"),
+            config: [("allow.objects".to_owned(), format!("* * object-store/* until={until}"))].into(),
+            limits: Default::default(),
+        };
+        let api = std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).expect("port")));
+        Topology::new(policy(&[], 4, 10))
+            .relays(&["r1"])
+            .site("corp", &[("r1", LinkParams::default())])
+            .site("aws-east", &[("r1", LinkParams::default())])
+            .ingress_platform("corp")
+            .endpoint("aws-east", "api", api)
+            .cloud("aws-east", aws_cloud(port, key, &file))
+            .authorizer("aws-east", authorizer)
+    })
+    .await;
     let client = mesh.client();
     decided(&client, &["aws-east"]).await;
 
@@ -887,26 +890,28 @@ async fn a_pending_decision_is_asked_again_with_the_same_request_id_until_grante
     let aws = MotoAccount::start();
     let (port, key, file) = (aws.port, aws.key.as_str(), aws.file.clone());
     aws.admin(&["create-buckets", "ledger", "1"]).await;
-    // Object stores need a person for the next 8 s (then the allow rule applies): the
-    // authorizer answers "not decided yet, ask again in 1 s".
-    let until =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 8;
-    let authorizer = PluginFile {
-        path: plugin("allowlist-authorizer"),
-        config: [
-            ("pending.review".to_owned(), format!("* * object-store/* until={until}")),
-            ("pending-retry-s".to_owned(), "1".to_owned()),
-            ("allow.objects".to_owned(), "* * object-store/*".to_owned()),
-        ]
-        .into(),
-        limits: Default::default(),
-    };
-    let topology = Topology::new(policy(&[], 4, 20))
-        .relays(&["r1"])
-        .site("aws-east", &[("r1", LinkParams::default())])
-        .cloud("aws-east", aws_cloud(port, key, &file))
-        .authorizer("aws-east", authorizer);
-    let mesh = TestMesh::start(topology).await;
+    // Object stores need a person for the first 8 s of this test's mesh (then the allow rule
+    // applies): the authorizer answers "not decided yet, ask again in 1 s".
+    let mesh = TestMesh::start_built(|| {
+        let until =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 8;
+        let authorizer = PluginFile {
+            path: plugin("allowlist-authorizer"),
+            config: [
+                ("pending.review".to_owned(), format!("* * object-store/* until={until}")),
+                ("pending-retry-s".to_owned(), "1".to_owned()),
+                ("allow.objects".to_owned(), "* * object-store/*".to_owned()),
+            ]
+            .into(),
+            limits: Default::default(),
+        };
+        Topology::new(policy(&[], 4, 20))
+            .relays(&["r1"])
+            .site("aws-east", &[("r1", LinkParams::default())])
+            .cloud("aws-east", aws_cloud(port, key, &file))
+            .authorizer("aws-east", authorizer)
+    })
+    .await;
     let client = mesh.client();
     let find = |all: Vec<Authorization>| all.into_iter().find(|a| a.match_key == "object-store/ledger-0");
     let deadline = Instant::now() + Duration::from_secs(20);
