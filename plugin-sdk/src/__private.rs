@@ -277,6 +277,7 @@ fn step_out(step: crate::DiscoveryStep) -> xw::DiscoveryStep {
             signing: pairs_out(r.signing, |key, value| dw::Pair { key, value }),
         }),
         cursor: step.cursor,
+        gone: step.gone,
     }
 }
 

@@ -51,22 +51,33 @@ pub fn rewrite_request<A: Adapter>(
     A::rewrite_request(head, credentials)
 }
 
+/// What a whole discovery conversation found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovery {
+    /// Every service found, in order.
+    pub services: Vec<DiscoveredService>,
+    /// The native ids said to be gone, in order.
+    pub gone: Vec<String>,
+}
+
 /// Run adapter `A`'s whole discovery conversation with `cloud` answering each request, as the
-/// site would (at most `max_steps` requests); returns every service found, in order.
+/// site would (at most `max_steps` requests).
 pub fn discover<A: Adapter>(
     context: &[(&str, &str)],
     max_steps: usize,
     mut cloud: impl FnMut(&CloudRequest) -> CloudResponse,
-) -> Result<Vec<DiscoveredService>, String> {
+) -> Result<Discovery, String> {
     let context: Vec<(String, String)> =
         context.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let mut step = A::start_discovery(&context)?;
-    let mut found = std::mem::take(&mut step.services);
+    let mut found =
+        Discovery { services: std::mem::take(&mut step.services), gone: std::mem::take(&mut step.gone) };
     for _ in 0..max_steps {
         let Some(request) = step.next.take() else { return Ok(found) };
         let answer = cloud(&request);
         step = A::continue_discovery(&context, &step.cursor, &answer)?;
-        found.append(&mut step.services);
+        found.services.append(&mut step.services);
+        found.gone.append(&mut step.gone);
     }
     Err(format!("discovery did not finish within {max_steps} requests"))
 }

@@ -475,12 +475,14 @@ pub struct DiscoveryStep {
     pub next: Option<CloudRequest>,
     /// The adapter's state, handed back with the answer to `next`.
     pub cursor: String,
+    /// Native ids the cloud says are gone (not merely unlisted): withdrawn at once.
+    pub gone: Vec<String>,
 }
 
 impl DiscoveryStep {
     /// Ask `request` next, remembering `cursor`.
     pub fn fetch(request: CloudRequest, cursor: impl Into<String>) -> Self {
-        DiscoveryStep { services: Vec::new(), next: Some(request), cursor: cursor.into() }
+        DiscoveryStep { services: Vec::new(), next: Some(request), cursor: cursor.into(), gone: Vec::new() }
     }
 
     /// Discovery is complete.
@@ -491,6 +493,12 @@ impl DiscoveryStep {
     /// The same step, carrying `services` found.
     pub fn with_services(mut self, services: Vec<DiscoveredService>) -> Self {
         self.services = services;
+        self
+    }
+
+    /// The same step, carrying the native ids of services the cloud says are gone.
+    pub fn with_gone(mut self, gone: Vec<String>) -> Self {
+        self.gone = gone;
         self
     }
 }

@@ -5,6 +5,7 @@ usage: aws_admin.py ENDPOINT KEY SECRET COMMAND [ARG...]
   create-buckets PREFIX N   create buckets PREFIX-0 … PREFIX-(N-1)
   delete-bucket NAME        delete one (empty) bucket
   run-instances N           launch N instances in us-east-1
+  terminate-instance ID     terminate one (EC2 keeps listing it, as `terminated`)
 
 Prints one JSON line: what it did.
 """
@@ -41,5 +42,8 @@ elif command == "run-instances":
     image = ec2.describe_images()["Images"][0]["ImageId"]
     got = ec2.run_instances(ImageId=image, MinCount=int(args[0]), MaxCount=int(args[0]), InstanceType="t2.micro")
     print(json.dumps({"instances": [i["InstanceId"] for i in got["Instances"]]}))
+elif command == "terminate-instance":
+    got = client("ec2").terminate_instances(InstanceIds=[args[0]])
+    print(json.dumps({"terminated": [i["InstanceId"] for i in got["TerminatingInstances"]]}))
 else:
     sys.exit(f"unknown command {command}")

@@ -8,12 +8,14 @@
 //! - a record absent from a full report becomes *missing*; after `grace_reports` further
 //!   reports without it, or `grace_ms` after it went missing, it is *withdrawn*; if it comes
 //!   back first, it is present again;
+//! - a record the report says is *gone* (the cloud itself says so: an EC2 instance in state
+//!   `terminated`) is withdrawn at once, with no grace;
 //! - a report that would make more than half of a platform's present records missing is
 //!   *held*: they are marked missing but their grace does not start until a second report
 //!   confirms the shrink (an emulator or a throttled page can silently truncate a list);
 //! - a site going away makes its platform's presence *unknown*; nothing is withdrawn for that.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -113,17 +115,19 @@ pub struct Plan {
     pub summary: ReportSummary,
 }
 
-/// Plan the integration of a full `report` (already validated) into the `stored` inventory.
+/// Plan the integration of a full `report` (already validated) into the `stored` inventory;
+/// `gone`: native ids the report says no longer exist (none of them in `report`).
 pub fn plan_full_report(
     platform: &PlatformReports,
     stored: &BTreeMap<String, InventoryRecord>,
     report: Vec<ServiceInfo>,
+    gone: &BTreeSet<String>,
     now_ms: u64,
     rules: &Withdrawal,
 ) -> Plan {
     let mut summary = ReportSummary { reported: report.len(), ..ReportSummary::default() };
     let mut put = Vec::new();
-    let mut reported = std::collections::BTreeSet::new();
+    let mut reported = BTreeSet::new();
     for service in report {
         let hash = service.content_hash();
         reported.insert(service.native_id.clone());
@@ -161,9 +165,14 @@ pub fn plan_full_report(
     }
 
     let present = stored.values().filter(|r| r.presence == Presence::Present).count();
+    // Explicit removals are not a suspiciously short list: they do not count toward a hold.
     let vanishing = stored
         .values()
-        .filter(|r| r.presence == Presence::Present && !reported.contains(&r.service.native_id))
+        .filter(|r| {
+            r.presence == Presence::Present
+                && !reported.contains(&r.service.native_id)
+                && !gone.contains(&r.service.native_id)
+        })
         .count();
     // More than half of what was there, not confirmed by the previous report: hold it.
     let hold = vanishing * 2 > present && platform.held_shrink.is_none();
@@ -179,6 +188,14 @@ pub fn plan_full_report(
             continue;
         }
         let mut record = old.clone();
+        if gone.contains(&old.service.native_id) {
+            record.presence = Presence::Withdrawn;
+            record.changed_ms = now_ms;
+            record.missing_since_ms.get_or_insert(now_ms);
+            summary.withdrawn += 1;
+            put.push(record);
+            continue;
+        }
         if hold {
             if old.presence == Presence::Present {
                 // Marked, but the grace does not start until a second report confirms it.
@@ -239,8 +256,13 @@ mod tests {
             Inventory { platform: PlatformReports::default(), stored: BTreeMap::new() }
         }
         fn report(&mut self, ids: &[&str], now_ms: u64) -> Plan {
+            self.report_gone(ids, &[], now_ms)
+        }
+        fn report_gone(&mut self, ids: &[&str], gone: &[&str], now_ms: u64) -> Plan {
             let report = ids.iter().map(|id| service(id, "e")).collect();
-            let plan = plan_full_report(&self.platform, &self.stored, report, now_ms, &Withdrawal::default());
+            let gone: BTreeSet<String> = gone.iter().map(|id| (*id).to_owned()).collect();
+            let plan =
+                plan_full_report(&self.platform, &self.stored, report, &gone, now_ms, &Withdrawal::default());
             for r in &plan.put {
                 self.stored.insert(r.service.native_id.clone(), r.clone());
             }
@@ -260,7 +282,8 @@ mod tests {
         let again = inv.report(&["a", "b", "c"], 2);
         assert_eq!((again.summary.unchanged, again.put.len()), (3, 0));
         let report = vec![service("a", "e"), service("b", "moved"), service("c", "e")];
-        let plan = plan_full_report(&inv.platform, &inv.stored, report, 3, &Withdrawal::default());
+        let plan =
+            plan_full_report(&inv.platform, &inv.stored, report, &BTreeSet::new(), 3, &Withdrawal::default());
         assert_eq!((plan.summary.changed, plan.put.len()), (1, 1));
         assert_eq!(plan.put[0].first_seen_ms, 1, "first seen is kept");
         assert_eq!(plan.platform.reports, 3);
@@ -286,6 +309,27 @@ mod tests {
         inv.report(&["a", "b", "c"], 60);
         inv.report(&["a", "b", "c", "d"], 70);
         assert_eq!(inv.stored["d"].misses, 0);
+    }
+
+    #[test]
+    fn what_the_cloud_says_is_gone_is_withdrawn_at_once_and_does_not_count_toward_a_hold() {
+        let mut inv = Inventory::new();
+        inv.report(&["a", "b", "c"], 1);
+        // Two of three gone: no hold (the cloud said so), both withdrawn now; an id the
+        // inventory never had is ignored.
+        let plan = inv.report_gone(&["a"], &["b", "c", "never-seen"], 2);
+        assert!(!plan.summary.held);
+        assert_eq!((plan.summary.withdrawn, plan.summary.missing, plan.put.len()), (2, 0, 2));
+        assert_eq!((inv.presence("b"), inv.presence("c")), (Presence::Withdrawn, Presence::Withdrawn));
+        assert!(!inv.stored.contains_key("never-seen"));
+        // A missing record said gone later is withdrawn then, without waiting out its grace.
+        inv.report(&["a", "d"], 3);
+        inv.report(&["a"], 4);
+        assert_eq!(inv.presence("d"), Presence::Missing);
+        let plan = inv.report_gone(&["a"], &["d"], 5);
+        assert_eq!((plan.summary.withdrawn, inv.presence("d")), (1, Presence::Withdrawn));
+        // Gone again: already withdrawn, nothing to write.
+        assert!(inv.report_gone(&["a"], &["d"], 6).put.is_empty());
     }
 
     #[test]

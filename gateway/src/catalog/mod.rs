@@ -6,8 +6,8 @@
 //! report with the same bounds before sending it.
 //!
 //! ```text
-//! site: adapter discovery ──▶ ServiceInfo[] ──validate_report──▶ pages ──▶ controller
-//! controller: pages ──validate_report──▶ plan_full_report(stored inventory, now)
+//! site: adapter discovery ──▶ ServiceInfo[], gone ids ──validate_report, validate_gone──▶ pages
+//! controller: pages ──validate_report, validate_gone──▶ plan_full_report(stored inventory, now)
 //!            ──▶ Plan { records to write, platform state, summary } ──▶ store (one transaction)
 //! ```
 //!
@@ -31,6 +31,7 @@ pub use inventory::{
     InventoryRecord, Plan, PlatformReports, Presence, ReportSummary, Withdrawal, plan_full_report,
 };
 pub use record::{
-    Bounds, CapabilityInfo, PUBLISHED_ENDPOINT, RecordError, ServiceInfo, match_key, validate_report,
+    Bounds, CapabilityInfo, PUBLISHED_ENDPOINT, RecordError, ServiceInfo, match_key, validate_gone,
+    validate_report,
 };
 pub use refresh::{KEEP_REFRESHES, Outcome, RefreshRecord, Trigger};

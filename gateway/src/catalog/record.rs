@@ -217,6 +217,33 @@ pub fn validate_report(services: &mut [ServiceInfo], bounds: &Bounds) -> Result<
     Ok(())
 }
 
+/// Check a report's `gone` ids (native ids the cloud says no longer exist) against its
+/// `services`: not too many, each a valid native id, none also reported as present. Returns
+/// them as a set (a repeated id counts once).
+pub fn validate_gone(
+    gone: Vec<String>,
+    services: &[ServiceInfo],
+    bounds: &Bounds,
+) -> Result<BTreeSet<String>, RecordError> {
+    if gone.len() > bounds.max_services {
+        return Err(RecordError::TooMany { limit: bounds.max_services });
+    }
+    let present: BTreeSet<&str> = services.iter().map(|s| s.native_id.as_str()).collect();
+    let mut out = BTreeSet::new();
+    for id in gone {
+        let invalid = |reason: String| RecordError::Invalid { native_id: shorten(&id), reason };
+        if id.is_empty() {
+            return Err(invalid("a gone native id is empty".into()));
+        }
+        check_text("the gone native id", &id, bounds.max_native_id).map_err(invalid)?;
+        if present.contains(id.as_str()) {
+            return Err(invalid("reported both present and gone".into()));
+        }
+        out.insert(id);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +262,20 @@ mod tests {
                 attributes: BTreeMap::new(),
             }],
         }
+    }
+
+    #[test]
+    fn gone_ids_are_bounded_valid_and_never_also_present() {
+        let b = Bounds::default();
+        let services = [service("a")];
+        let gone = validate_gone(vec!["b".into(), "b".into(), "c".into()], &services, &b).unwrap();
+        assert_eq!(gone.into_iter().collect::<Vec<_>>(), ["b", "c"]);
+        let both = validate_gone(vec!["a".into()], &services, &b).unwrap_err();
+        assert!(both.to_string().contains("both present and gone"), "{both}");
+        assert!(validate_gone(vec![String::new()], &services, &b).is_err());
+        assert!(validate_gone(vec!["x\u{0}y".into()], &services, &b).is_err());
+        let many = vec!["x".to_owned(); b.max_services + 1];
+        assert_eq!(validate_gone(many, &services, &b), Err(RecordError::TooMany { limit: b.max_services }));
     }
 
     #[test]

@@ -111,9 +111,7 @@ impl Controller {
                     refresh_record(&from, Some(trigger), 0, 0, started, Outcome::DiscoveryFailed { reason });
                 self.store.record_refresh(refresh).await.map(|_| ReportSummary::default()).map_err(Into::into)
             }
-            Ok(Ok(Gathered::Report { trigger, services, requests, discovery_ms })) => {
-                self.integrate(&from, trigger, services, requests, discovery_ms, started).await
-            }
+            Ok(Ok(Gathered::Report(report))) => self.integrate(&from, report, started).await,
         };
         match answer {
             Ok(summary) => {
@@ -151,6 +149,7 @@ impl Controller {
     ) -> Result<Gathered, CatalogError> {
         let bad = |reason: String| Err(CatalogError::BadReport(reason));
         let mut services: Vec<ServiceInfo> = Vec::new();
+        let mut gone: Vec<String> = Vec::new();
         let mut next = Some(first);
         let mut expected_page = 0u32;
         loop {
@@ -176,6 +175,7 @@ impl Controller {
                     page,
                     last,
                     services: mut page_services,
+                    gone: mut page_gone,
                     requests,
                     discovery_ms,
                 } => {
@@ -194,9 +194,22 @@ impl Controller {
                             self.catalog.bounds.max_services
                         ));
                     }
+                    if gone.len() + page_gone.len() > self.catalog.bounds.max_services {
+                        return bad(format!(
+                            "a report of more than {} gone services",
+                            self.catalog.bounds.max_services
+                        ));
+                    }
                     services.append(&mut page_services);
+                    gone.append(&mut page_gone);
                     if last {
-                        return Ok(Gathered::Report { trigger, services, requests, discovery_ms });
+                        return Ok(Gathered::Report(Report {
+                            trigger,
+                            services,
+                            gone,
+                            requests,
+                            discovery_ms,
+                        }));
                     }
                     expected_page += 1;
                 }
@@ -210,18 +223,19 @@ impl Controller {
     async fn integrate(
         &self,
         platform: &str,
-        trigger: Trigger,
-        mut services: Vec<ServiceInfo>,
-        requests: usize,
-        discovery_ms: u64,
+        report: Report,
         started: Instant,
     ) -> Result<ReportSummary, CatalogError> {
+        let Report { trigger, mut services, gone, requests, discovery_ms } = report;
         catalog::validate_report(&mut services, &self.catalog.bounds)
+            .map_err(|e| CatalogError::BadReport(e.to_string()))?;
+        let gone = catalog::validate_gone(gone, &services, &self.catalog.bounds)
             .map_err(|e| CatalogError::BadReport(e.to_string()))?;
         let _writer = self.catalog.integrating.lock().await;
         let stored = self.store.inventory(platform).await?;
         let (withdrawal, now) = (self.catalog.withdrawal, now_unix_ms());
-        let plan = catalog::plan_full_report(&stored.platform, &stored.records, services, now, &withdrawal);
+        let plan =
+            catalog::plan_full_report(&stored.platform, &stored.records, services, &gone, now, &withdrawal);
         let summary = plan.summary;
         let refresh = refresh_record(
             platform,
@@ -275,8 +289,17 @@ impl Controller {
     }
 }
 
+/// A whole report, as its pages brought it (not yet validated).
+struct Report {
+    trigger: Trigger,
+    services: Vec<ServiceInfo>,
+    gone: Vec<String>,
+    requests: usize,
+    discovery_ms: u64,
+}
+
 enum Gathered {
-    Report { trigger: Trigger, services: Vec<ServiceInfo>, requests: usize, discovery_ms: u64 },
+    Report(Report),
     Failed { trigger: Trigger, reason: String },
 }
 

@@ -128,6 +128,8 @@ pub enum DiscoveryError {
 pub struct Discovered {
     /// Every service, checked against the catalog's bounds.
     pub services: Vec<ServiceInfo>,
+    /// Native ids the cloud says are gone (checked: none of them among `services`).
+    pub gone: Vec<String>,
     /// Services left out because their kind is outside the taxonomy: how many of each kind.
     pub skipped: BTreeMap<String, usize>,
     /// Requests made to the cloud.
@@ -187,10 +189,15 @@ async fn discover_inner(
     let ctx = Arc::clone(&context);
     let mut step = on_pool(pool, move || plugin.start_discovery(&ctx)).await?;
     let mut found: Vec<ServiceInfo> = Vec::new();
+    let mut gone: Vec<String> = Vec::new();
     let (mut requests, mut answer_bytes) = (0usize, 0usize);
     let mut token: Option<String> = None;
     loop {
         take_services(&mut found, std::mem::take(&mut step.services), bounds)?;
+        if gone.len() + step.gone.len() > bounds.max_services {
+            return Err(DiscoveryError::Invalid(RecordError::TooMany { limit: bounds.max_services }));
+        }
+        gone.append(&mut step.gone);
         let Some(request) = step.next.take() else { break };
         requests += 1;
         if requests > limits.max_requests {
@@ -227,7 +234,8 @@ async fn discover_inner(
     }
     select_capabilities(&adapter, &mut found, pool).await?;
     validate_report(&mut found, bounds)?;
-    Ok(Discovered { services: found, skipped, requests, answer_bytes, took: started.elapsed() })
+    let gone = crate::catalog::validate_gone(gone, &found, bounds)?.into_iter().collect();
+    Ok(Discovered { services: found, gone, skipped, requests, answer_bytes, took: started.elapsed() })
 }
 
 fn take_services(

@@ -123,6 +123,9 @@ pub enum Control {
         last: bool,
         /// The services on this page.
         services: Vec<ServiceInfo>,
+        /// Native ids the cloud says are gone (withdrawn at once), on any page.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        gone: Vec<String>,
         /// Requests the site made to its cloud (on the last page).
         requests: usize,
         /// How long discovery took, ms (on the last page).

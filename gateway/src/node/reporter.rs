@@ -114,7 +114,7 @@ impl Reporter {
                     "discovered"
                 );
                 let ms = u64::try_from(found.took.as_millis()).unwrap_or(u64::MAX);
-                send_report(conn, &platform, trigger, found.services, found.requests, ms).await
+                send_report(conn, &platform, trigger, found.services, found.gone, found.requests, ms).await
             }
             Err(reason) => {
                 tracing::warn!(%platform, ?trigger, "discovery failed: {reason}");
@@ -141,38 +141,51 @@ fn jittered(every: Duration) -> Duration {
     every.mul_f64(0.75 + unit * 0.5)
 }
 
-/// Cut `services` into pages of about 256 KiB of JSON and send them on one stream.
+/// Cut `services`, then the `gone` ids, into pages of about 256 KiB of JSON and send them on
+/// one stream.
 pub async fn send_report(
     conn: &quinn::Connection,
     platform: &str,
     trigger: Trigger,
     services: Vec<ServiceInfo>,
+    gone: Vec<String>,
     requests: usize,
     discovery_ms: u64,
 ) -> anyhow::Result<crate::catalog::ReportSummary> {
-    let mut pages: Vec<Vec<ServiceInfo>> = vec![Vec::new()];
+    let mut pages: Vec<(Vec<ServiceInfo>, Vec<String>)> = vec![Default::default()];
     let mut bytes = 0;
-    for service in services {
-        let size = serde_json::to_vec(&service).map(|v| v.len()).unwrap_or(0);
-        if bytes + size > PAGE_BYTES && pages.last().is_some_and(|p| !p.is_empty()) {
-            pages.push(Vec::new());
+    // Starts a new page when `size` more bytes would overflow a page that has something.
+    let mut room = |pages: &mut Vec<(Vec<ServiceInfo>, Vec<String>)>, size: usize| {
+        let used = pages.last().is_some_and(|(s, g)| !s.is_empty() || !g.is_empty());
+        if bytes + size > PAGE_BYTES && used {
+            pages.push(Default::default());
             bytes = 0;
         }
         bytes += size;
-        if let Some(page) = pages.last_mut() {
+    };
+    for service in services {
+        room(&mut pages, serde_json::to_vec(&service).map(|v| v.len()).unwrap_or(0));
+        if let Some((page, _)) = pages.last_mut() {
             page.push(service);
+        }
+    }
+    for id in gone {
+        room(&mut pages, id.len() + 3);
+        if let Some((_, page)) = pages.last_mut() {
+            page.push(id);
         }
     }
     let count = pages.len();
     let messages = pages
         .into_iter()
         .enumerate()
-        .map(|(i, services)| Control::ReportPage {
+        .map(|(i, (services, gone))| Control::ReportPage {
             platform: platform.to_owned(),
             trigger,
             page: u32::try_from(i).unwrap_or(u32::MAX),
             last: i + 1 == count,
             services,
+            gone,
             requests,
             discovery_ms,
         })

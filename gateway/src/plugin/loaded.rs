@@ -254,6 +254,8 @@ pub struct DiscoveryStep {
     pub next: Option<CloudRequest>,
     /// The adapter's state for the next call.
     pub cursor: String,
+    /// Native ids the cloud says are gone.
+    pub gone: Vec<String>,
 }
 
 /// An adapter instance's `token-exchange` functions.

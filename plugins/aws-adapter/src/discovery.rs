@@ -8,6 +8,7 @@
 //! 3. EC2 `DescribeRegions` — one `compute` record per region (its EC2 endpoint);
 //! 4. EC2 `DescribeInstances` in each of the site's regions (`regions`, else `region`),
 //!    100 per page following `nextToken` — one `compute` record per instance not terminated;
+//!    terminated ones (still listed for a while) are reported gone, withdrawn at once;
 //! 5. only when the context sets `discover-instance-types = true`: EC2
 //!    `DescribeInstanceTypes` in the site's region, following `nextToken`.
 //!
@@ -128,7 +129,7 @@ pub fn next(
         Stage::InstanceTypes => "EC2 DescribeInstanceTypes",
     };
     let body = response.success(what)?.text(what)?;
-    let services = match cursor.stage {
+    let (services, gone) = match cursor.stage {
         Stage::Identity => {
             cursor.account = xml::text(body, "GetCallerIdentityResult/Account")?
                 .ok_or("STS GetCallerIdentity: the answer names no Account")?;
@@ -143,21 +144,23 @@ pub fn next(
                     return Ok(DiscoveryStep::fetch(list_buckets(&cursor.token), cursor.encode())
                         .with_services(found));
                 }
-                _ => found,
+                _ => (found, Vec::new()),
             }
         }
-        Stage::Regions => regions(&cursor.account, body)?,
+        Stage::Regions => (regions(&cursor.account, body)?, Vec::new()),
         Stage::Instances => {
             let region = context.regions().get(cursor.region).copied().unwrap_or(context.region());
-            let found = instances(region, &cursor.account, body)?;
+            let (found, gone) = instances(region, &cursor.account, body)?;
             if let Some(token) =
                 xml::text(body, "DescribeInstancesResponse/nextToken")?.filter(|t| !t.is_empty())
             {
                 cursor.token = token;
                 let request = describe_instances(region, &cursor.token);
-                return Ok(DiscoveryStep::fetch(request, cursor.encode()).with_services(found));
+                return Ok(DiscoveryStep::fetch(request, cursor.encode())
+                    .with_services(found)
+                    .with_gone(gone));
             }
-            found
+            (found, gone)
         }
         Stage::InstanceTypes => {
             let region = context.region();
@@ -169,12 +172,12 @@ pub fn next(
                 let request = describe_instance_types(region, &cursor.token);
                 return Ok(DiscoveryStep::fetch(request, cursor.encode()).with_services(found));
             }
-            found
+            (found, Vec::new())
         }
     };
     let stage = cursor.stage;
     cursor.token.clear();
-    Ok(after(&context, stage, cursor).with_services(services))
+    Ok(after(&context, stage, cursor).with_services(services).with_gone(gone))
 }
 
 /// The step that follows a finished `stage`.
@@ -290,17 +293,26 @@ fn regions(account: &str, body: &str) -> Result<Vec<DiscoveredService>, String> 
     Ok(out)
 }
 
-fn instances(region: &str, account: &str, body: &str) -> Result<Vec<DiscoveredService>, String> {
+/// The instances of a page, and the native ids of those terminated (EC2 lists them for a
+/// while after; the cloud itself says they are gone).
+fn instances(
+    region: &str,
+    account: &str,
+    body: &str,
+) -> Result<(Vec<DiscoveredService>, Vec<String>), String> {
     let mut out = Vec::new();
+    let mut gone = Vec::new();
     for instance in xml::records(body, "reservationSet/item/instancesSet/item")? {
         let id = required(&instance, "instanceId", "EC2 DescribeInstances")?;
+        let native_id = format!("arn:aws:ec2:{region}:{account}:instance/{id}");
         let state = instance.get("instanceState/name");
         if state == Some("terminated") {
+            gone.push(native_id);
             continue;
         }
         let address = instance.get("privateIpAddress").or(instance.get("privateDnsName")).unwrap_or_default();
         out.push(service(
-            format!("arn:aws:ec2:{region}:{account}:instance/{id}"),
+            native_id,
             "compute",
             id,
             address.to_owned(),
@@ -313,7 +325,7 @@ fn instances(region: &str, account: &str, body: &str) -> Result<Vec<DiscoveredSe
             ],
         ));
     }
-    Ok(out)
+    Ok((out, gone))
 }
 
 fn instance_types(region: &str, body: &str) -> Result<Vec<DiscoveredService>, String> {
@@ -390,12 +402,14 @@ mod tests {
 
     #[test]
     fn discovers_the_account_buckets_regions_and_instances_across_pages() {
-        let found = testing::discover::<AwsAdapter>(
+        let discovery = testing::discover::<AwsAdapter>(
             &[("region", "us-east-1"), ("endpoint", "http://127.0.0.1:5000/")],
             20,
             cloud,
         )
         .unwrap();
+        assert_eq!(discovery.gone, ["arn:aws:ec2:us-east-1:123456789012:instance/i-2"], "terminated: gone");
+        let found = discovery.services;
         let ids: Vec<&str> = found.iter().map(|s| s.native_id.as_str()).collect();
         assert_eq!(
             ids,

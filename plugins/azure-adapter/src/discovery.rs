@@ -129,7 +129,8 @@ mod tests {
                 other => panic!("unexpected marker {other:?}"),
             }
         })
-        .unwrap();
+        .unwrap()
+        .services;
         assert_eq!(asked[0], "GET /devstoreaccount1/?comp=list&maxresults=100");
         let ids: Vec<&str> = found.iter().map(|s| s.native_id.as_str()).collect();
         assert_eq!(

@@ -125,7 +125,8 @@ mod tests {
             };
             CloudResponse { status: 200, headers: vec![], body: body.as_bytes().to_vec() }
         })
-        .unwrap();
+        .unwrap()
+        .services;
         assert_eq!(
             found.iter().map(|s| s.native_id.as_str()).collect::<Vec<_>>(),
             ["projects/_/buckets/a", "projects/_/buckets/b"]

@@ -74,7 +74,8 @@ mod tests {
             assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/v3/auth/catalog"));
             CloudResponse { status: 200, headers: vec![], body: catalog.as_bytes().to_vec() }
         })
-        .unwrap();
+        .unwrap()
+        .services;
         assert_eq!(found.len(), 2);
         assert_eq!(found[0].native_id, "e1");
         let s = &found[0].service;
