@@ -6,23 +6,24 @@
 //! - `page_of_100_by_kind`: a page of 100 `compute` entries, from a random point (≤ 1 ms);
 //! - `integrate_10k_report_1pct_changed`: a platform's full report of 10,000 services of
 //!   which 100 changed: read its inventory, plan, write the changes with the refresh record
-//!   (≤ 200 ms; the plan must write exactly the 100 changed).
+//!   (≤ 200 ms; the plan must write exactly the 100 changed);
+//! - `decide_256_grants_one_commit` against `…_one_commit_each`: the handshake's group commit
+//!   (256 grants in one transaction) against one transaction per answer.
 //!
 //! Run with `cargo xtask bench -- catalog`.
 
 #![allow(missing_docs)]
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::Criterion;
+use criterion::{BatchSize, Criterion};
 use skybridge_gateway::catalog::{
-    Authorization, AuthorizationState, CapabilityInfo, CatalogEntry, Outcome, RefreshRecord, ServiceInfo,
-    Trigger, Withdrawal, plan_full_report,
+    Outcome, RefreshRecord, ServiceInfo, Trigger, Withdrawal, plan_full_report,
 };
-use skybridge_gateway::store::Backend;
 use skybridge_gateway::store::redb::RedbStore;
+use skybridge_gateway::store::{Backend, Decided};
+use skybridge_gateway::testkit::catalog;
 
 const PER_PLATFORM: usize = 100;
 
@@ -31,47 +32,13 @@ fn platforms() -> usize {
     if std::env::args().any(|a| a == "--bench") { 1_000 } else { 10 }
 }
 
-fn service(platform: usize, i: usize, version: u64) -> ServiceInfo {
-    let kind = if i.is_multiple_of(2) { "object-store" } else { "compute" };
-    let name = format!("p{platform:04}-svc-{i:05}");
-    ServiceInfo {
-        native_id: format!("native/{name}"),
-        kind: kind.into(),
-        name: name.clone(),
-        endpoint: format!("http://cloud-{platform}/{name}"),
-        region: Some("region-1".into()),
-        attributes: [("version".to_owned(), version.to_string()), ("tier".to_owned(), "standard".to_owned())]
-            .into(),
-        capabilities: vec![CapabilityInfo { kind: kind.into(), name, attributes: BTreeMap::new() }],
-    }
-}
-
 fn id(platform: usize, i: usize) -> String {
-    format!("{:032x}", (platform * PER_PLATFORM + i) as u128 * 0x9e37_79b9_7f4a_7c15)
+    catalog::entry_id(platform, i)
 }
 
 fn filled(dir: &std::path::Path) -> RedbStore {
     let store = RedbStore::open(&dir.join("catalog.redb")).expect("store");
-    for platform in 0..platforms() {
-        let grants = (0..PER_PLATFORM)
-            .map(|i| {
-                let s = service(platform, i, 0);
-                let capability = s.capabilities[0].clone();
-                let mut a = Authorization::new(
-                    id(platform, i),
-                    &format!("platform-{platform:04}"),
-                    capability,
-                    s,
-                    "op",
-                    1,
-                );
-                a.state = AuthorizationState::Granted;
-                let entry = CatalogEntry::new(id(platform, i), &a.capability, 1);
-                (a, entry)
-            })
-            .collect();
-        store.grant_all(grants, 1).expect("grants");
-    }
+    catalog::fill(&store, platforms(), PER_PLATFORM).expect("filled");
     store
 }
 
@@ -106,7 +73,7 @@ fn main() {
     // One platform with 10,000 services; each iteration changes 100 of them.
     let platform = "platform-big";
     let report = |version: u64| -> Vec<ServiceInfo> {
-        (0..10_000).map(|i| service(9_999, i, if i < 100 { version } else { 0 })).collect()
+        (0..10_000).map(|i| catalog::service(9_999, i, if i < 100 { version } else { 0 })).collect()
     };
     let integrate = |version: u64| {
         let stored = store.inventory(platform).expect("inventory");
@@ -114,6 +81,7 @@ fn main() {
             &stored.platform,
             &stored.records,
             report(version),
+            &Default::default(),
             version,
             &Withdrawal::default(),
         );
@@ -138,6 +106,32 @@ fn main() {
             version += 1;
             assert_eq!(integrate(version), 100, "only the changed records are written");
         })
+    });
+
+    // The handshake's group commit: 256 grants (new entries) in one transaction, against one
+    // transaction each — what an answer costs when decisions arrive one by one.
+    let mut fresh = 20_000usize;
+    let mut grants = |n: usize| -> Vec<Decided> {
+        fresh += 1;
+        (0..n).map(|i| catalog::grant(fresh, i)).collect()
+    };
+    c.bench_function("catalog/decide_256_grants_one_commit", |b| {
+        b.iter_batched(
+            || grants(256),
+            |batch| store.decide_all(batch).expect("stored"),
+            BatchSize::PerIteration,
+        )
+    });
+    c.bench_function("catalog/decide_256_grants_one_commit_each", |b| {
+        b.iter_batched(
+            || grants(256),
+            |batch| {
+                for d in batch {
+                    store.decide_all(vec![d]).expect("stored");
+                }
+            },
+            BatchSize::PerIteration,
+        )
     });
     c.final_summary();
 }

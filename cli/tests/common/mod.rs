@@ -1,6 +1,14 @@
-//! Helpers shared by the binary's integration tests.
+//! Helpers shared by the binary's integration tests and benchmarks: built plugins, node
+//! processes, a development PKI.
 
-use std::path::PathBuf;
+// Each test or bench target uses only some of these.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// A built plugin under `$SKYBRIDGE_PLUGIN_DIR` (default `target/plugins`), e.g.
 /// `plugin("weighted-scorer.wasm")`; fails with how to build it when missing.
@@ -11,4 +19,143 @@ pub fn plugin(rel: &str) -> PathBuf {
     let path = dir.join(rel);
     assert!(path.is_file(), "{} is missing: run `cargo xtask plugins`", path.display());
     path
+}
+
+pub fn skybridge(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_skybridge"))
+        .args(args)
+        .current_dir(dir)
+        .env("SKYBRIDGE_TOKEN_FILE", dir.join("admin.token"))
+        .env_remove("SKYBRIDGE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run skybridge")
+}
+
+/// A node process, killed when dropped; its stderr lines arrive on a channel.
+pub struct Node {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub name: String,
+}
+
+impl Node {
+    pub fn start(dir: &Path, role: &str, config: &str, options: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skybridge"))
+            .args([role, "--config", config])
+            .args(options)
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the node");
+        let (tx, lines) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Node { child, lines, name: config.to_owned() }
+    }
+
+    /// Wait for a stderr line starting with `prefix`; returns it.
+    pub fn line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("{}: no line starting with `{prefix}`; got:\n{}", self.name, seen.join("\n"));
+    }
+}
+
+impl Node {
+    /// Wait for a stderr line (colour codes removed) for which `wanted` holds; returns it.
+    pub fn line_where(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let plain = strip_colours(&line);
+                    if wanted(&plain) {
+                        return plain;
+                    }
+                    seen.push(plain);
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("{}: no line with {what}; got:\n{}", self.name, seen.join("\n"));
+    }
+}
+
+/// `line` without ANSI colour sequences (ESC [ … letter).
+pub fn strip_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub fn ok(out: Output) -> String {
+    assert!(out.status.success(), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+pub fn write(dir: &Path, file: &str, contents: &str) {
+    std::fs::write(dir.join(file), contents).expect("write config");
+}
+
+/// A development CA in `dir/pki`, a certificate for each (name, role), and the admin token
+/// file (private, as the controller wants it).
+pub fn pki_and_token(dir: &Path, nodes: &[(&str, &str)]) {
+    ok(skybridge(dir, &["certs", "init", "pki"]));
+    for (name, role) in nodes {
+        ok(skybridge(
+            dir,
+            &["certs", "issue", "--ca", "pki", "--name", name, "--role", role, "--out", "pki"],
+        ));
+    }
+    write(dir, "admin.token", "0123456789abcdef0123456789abcdef\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("admin.token"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+pub fn node_toml(name: &str, listen: &str, controller: &str) -> String {
+    format!(
+        "name = \"{name}\"\nlisten = \"{listen}\"\n\
+         tls = {{ ca = \"pki/ca.pem\", cert = \"pki/{name}.pem\", key = \"pki/{name}.key\" }}\n\
+         controller = {{ name = \"controller\", addr = \"{controller}\" }}\n\
+         probing = {{ interval_ms = 20, report_ms = 200 }}\n"
+    )
 }

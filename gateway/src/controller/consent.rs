@@ -6,8 +6,11 @@
 //! pending too long expires (and any grant the site recorded for it is released).
 //!
 //! The rules are sans-IO in [`crate::catalog::consent`]; this room keeps the pending ones in
-//! memory (loaded from the store at start, so a restart resumes them), asks those due once a
-//! second, at most one attempt in flight per (platform, capability).
+//! memory (loaded from the store at start, so a restart resumes them), asks those due at every
+//! tick, at most one attempt in flight per (platform, capability) and [`MAX_IN_FLIGHT`] in all.
+//! Answers are stored by group commit: whatever decisions arrive while one transaction is
+//! being written go together in the next, so a report of thousands of services is decided in
+//! a few transactions rather than one each.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -20,7 +23,7 @@ use crate::catalog::{
 use crate::mesh::messages::Control;
 use crate::mesh::stream as control;
 use crate::session::accounts::OPERATOR;
-use crate::store::StoreError;
+use crate::store::{Decided, StoreError};
 use crate::time::now_unix_ms;
 
 use super::Controller;
@@ -55,17 +58,52 @@ impl RevokeError {
 /// (platform, match key).
 type Key = (String, String);
 
+/// Attempts in flight at once, over all platforms.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// What one group commit's waiter hears: the entry of a grant, or why nothing was stored.
+type Committed = Result<Option<CatalogEntry>, Arc<StoreError>>;
+
+/// Decisions waiting for the next group commit.
+#[derive(Default)]
+struct Commits {
+    queue: Vec<(Decided, tokio::sync::oneshot::Sender<Committed>)>,
+    /// Whether an attempt is writing them (it writes every batch until the queue is empty).
+    writing: bool,
+}
+
+/// The attempt writing group commits; should it be dropped mid-way (at shutdown), the next
+/// decision leads instead of waiting for it.
+struct Leading<'a> {
+    commits: &'a Mutex<Commits>,
+    done: bool,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            super::lock(self.commits).writing = false;
+        }
+    }
+}
+
 /// The pending authorizations and the attempts in flight.
 pub struct Consents {
     handshake: Handshake,
     pending: Mutex<BTreeMap<Key, Authorization>>,
     in_flight: Mutex<BTreeSet<Key>>,
+    commits: Mutex<Commits>,
 }
 
 impl Consents {
     /// With these timings, none pending yet.
     pub fn new(handshake: Handshake) -> Consents {
-        Consents { handshake, pending: Mutex::default(), in_flight: Mutex::default() }
+        Consents {
+            handshake,
+            pending: Mutex::default(),
+            in_flight: Mutex::default(),
+            commits: Mutex::default(),
+        }
     }
 
     fn schedule(&self, a: Authorization) {
@@ -131,10 +169,11 @@ impl Controller {
         let due: Vec<Authorization> = {
             let pending = super::lock(&self.consents.pending);
             let mut in_flight = super::lock(&self.consents.in_flight);
+            let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
             let due: Vec<Authorization> = pending
                 .iter()
                 .filter(|(key, a)| a.due(now) && !in_flight.contains(*key))
-                .take(64)
+                .take(room)
                 .map(|(_, a)| a.clone())
                 .collect();
             for a in &due {
@@ -196,20 +235,20 @@ impl Controller {
         let audit = AuditRecord::of(&a, &by, now);
         let stored = match step {
             Step::Nothing => Ok(()),
-            Step::Record | Step::Release => self.store.record_authorization(a.clone(), audit).await,
-            Step::Grant => {
-                let entry = CatalogEntry::new(random_id(), &a.capability, now);
-                match self.store.grant(a.clone(), entry, audit).await {
-                    Ok(entry) => {
+            Step::Record | Step::Release | Step::Grant => {
+                let grant = (step == Step::Grant).then(|| CatalogEntry::new(random_id(), &a.capability, now));
+                let decided = Decided { authorization: a.clone(), audit, grant };
+                match self.commit(decided).await {
+                    Ok(Some(entry)) => {
                         tracing::info!(platform = %a.platform, capability = %a.match_key, entry = %entry.id, "capability granted");
                         self.events.publish(Event::CapabilityGranted {
                             platform: a.platform.clone(),
                             capability: a.match_key.clone(),
                             entry: entry.id,
                         });
-                        self.note_catalog_change().await;
                         Ok(())
                     }
+                    Ok(None) => Ok(()),
                     Err(e) => Err(e),
                 }
             }
@@ -234,6 +273,52 @@ impl Controller {
             }
         }
         super::lock(&self.consents.in_flight).remove(&key);
+    }
+
+    /// Store a decision in the next group commit. The first attempt to find no commit under
+    /// way writes batches until the queue is empty; the others wait for theirs.
+    async fn commit(&self, decided: Decided) -> Committed {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut commits = super::lock(&self.consents.commits);
+            commits.queue.push((decided, tx));
+            !std::mem::replace(&mut commits.writing, true)
+        };
+        if lead {
+            let mut leading = Leading { commits: &self.consents.commits, done: false };
+            loop {
+                let batch = {
+                    let mut commits = super::lock(&self.consents.commits);
+                    if commits.queue.is_empty() {
+                        commits.writing = false;
+                        leading.done = true;
+                        break;
+                    }
+                    std::mem::take(&mut commits.queue)
+                };
+                let (decisions, waiters): (Vec<Decided>, Vec<_>) = batch.into_iter().unzip();
+                let grants = decisions.iter().filter(|d| d.grant.is_some()).count();
+                match self.store.decide_all(decisions).await {
+                    Ok(entries) => {
+                        for (waiter, entry) in waiters.into_iter().zip(entries) {
+                            let _ = waiter.send(Ok(entry));
+                        }
+                    }
+                    Err(e) => {
+                        let e = Arc::new(e);
+                        for waiter in waiters {
+                            let _ = waiter.send(Err(Arc::clone(&e)));
+                        }
+                    }
+                }
+                if grants > 0 {
+                    self.note_catalog_change().await;
+                }
+            }
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(Arc::new(StoreError::backend("storing a decision", "the commit was dropped")))
+        })
     }
 
     /// Tell the site a grant it may have recorded is released (best effort: a site that is

@@ -76,6 +76,17 @@ impl StoreError {
     }
 }
 
+/// One decision of the authorization handshake to store.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    /// The authorization in its new state.
+    pub authorization: Authorization,
+    /// Its audit line (`seq` is assigned when it is stored).
+    pub audit: AuditRecord,
+    /// For a grant: the entry to create when the catalog has none with its match key.
+    pub grant: Option<CatalogEntry>,
+}
+
 /// What a storage engine implements. Calls may block on I/O; [`Store`] runs them on its pool.
 pub trait Backend: Send + Sync + 'static {
     /// Store a new decision record, giving it the next id (written into it).
@@ -123,17 +134,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Store new authorizations, skipping any whose (platform, match key) has one already;
     /// returns those stored.
     fn add_authorizations(&self, new: Vec<Authorization>) -> Result<Vec<Authorization>, StoreError>;
-    /// Store an authorization's new state with its audit line (`seq` assigned).
-    fn record_authorization(&self, a: &Authorization, audit: &mut AuditRecord) -> Result<(), StoreError>;
-    /// A grant, in one transaction: find the catalog entry with the authorization's match key
-    /// or create `new_entry`, associate the platform with it, store the authorization and the
-    /// audit line (naming the entry). Returns the entry.
-    fn grant(
-        &self,
-        a: &Authorization,
-        new_entry: CatalogEntry,
-        audit: &mut AuditRecord,
-    ) -> Result<CatalogEntry, StoreError>;
+    /// Store decisions of the handshake, all in one transaction (a group commit), each with
+    /// its audit line (`seq` assigned). A grant finds the catalog entry with the
+    /// authorization's match key or creates the one it carries, associates the platform with
+    /// it and names it in the audit line. Returns, in order, the entry of each grant.
+    fn decide_all(&self, batch: Vec<Decided>) -> Result<Vec<Option<CatalogEntry>>, StoreError>;
     /// A revocation, in one transaction: store the authorization, remove the platform's
     /// association (the entry stays, orphaned when it was the last), audit.
     fn revoke(&self, a: &Authorization, audit: &mut AuditRecord) -> Result<(), StoreError>;
@@ -329,23 +334,9 @@ impl Store {
         self.call(move |b| b.add_authorizations(new)).await
     }
 
-    /// Store an authorization's state with its audit line.
-    pub async fn record_authorization(
-        &self,
-        a: Authorization,
-        mut audit: AuditRecord,
-    ) -> Result<(), StoreError> {
-        self.call(move |b| b.record_authorization(&a, &mut audit)).await
-    }
-
-    /// Apply a grant (find or create the entry, associate, audit) in one transaction.
-    pub async fn grant(
-        &self,
-        a: Authorization,
-        new_entry: CatalogEntry,
-        mut audit: AuditRecord,
-    ) -> Result<CatalogEntry, StoreError> {
-        self.call(move |b| b.grant(&a, new_entry, &mut audit)).await
+    /// Store decisions of the handshake in one transaction; the entry of each grant.
+    pub async fn decide_all(&self, batch: Vec<Decided>) -> Result<Vec<Option<CatalogEntry>>, StoreError> {
+        self.call(move |b| b.decide_all(batch)).await
     }
 
     /// Apply a revocation in one transaction.

@@ -7,7 +7,7 @@ use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Backend, Inventory, StoreError};
+use super::{Backend, Decided, Inventory, StoreError};
 use crate::catalog::{
     Association, AuditRecord, Authorization, CatalogEntry, InventoryRecord, KEEP_REFRESHES, PlatformReports,
     RefreshRecord,
@@ -111,6 +111,11 @@ pub struct RedbStore {
     db: Database,
 }
 
+/// redb's page cache. Its default (1 GiB) let a controller that listed a catalog of 100,000
+/// entries hold ~250 MiB of pages it had read once; 64 MiB keeps the hot tables cached and
+/// the resident size flat (`cargo bench -p skybridge --bench controller_memory`).
+const CACHE_BYTES: usize = 64 << 20;
+
 impl RedbStore {
     /// Open (or create) the database file, and its folder.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
@@ -121,9 +126,8 @@ impl RedbStore {
                 reason: format!("cannot create {}: {e}", dir.display()),
             })?;
         }
-        let db = Database::create(path).map_err(|e| StoreError::Backend {
-            doing: opening,
-            reason: format!("{}: {e}", path.display()),
+        let db = ::redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|e| {
+            StoreError::Backend { doing: opening, reason: format!("{}: {e}", path.display()) }
         })?;
         let tx = db.begin_write().doing(opening)?;
         tx.open_table(DECISIONS).doing(opening)?;
@@ -157,23 +161,6 @@ impl RedbStore {
 
     fn read(&self, doing: &'static str) -> Result<::redb::ReadTransaction, StoreError> {
         self.db.begin_read().doing(doing)
-    }
-
-    /// Several grants in one transaction, each as [`Backend::grant`] applies it (with an audit
-    /// line): for imports and benchmarks, where one commit per grant would be the cost measured.
-    pub fn grant_all(
-        &self,
-        grants: Vec<(Authorization, CatalogEntry)>,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let doing = "granting capabilities";
-        self.write(doing, |tx| {
-            for (a, new_entry) in grants {
-                let mut audit = AuditRecord::of(&a, "import", now_ms);
-                Self::grant_in(tx, doing, &a, new_entry, &mut audit)?;
-            }
-            Ok(())
-        })
     }
 
     /// Append `audit` (assigning `seq`) and store `a`, in `tx`.
@@ -471,19 +458,21 @@ impl Backend for RedbStore {
         })
     }
 
-    fn record_authorization(&self, a: &Authorization, audit: &mut AuditRecord) -> Result<(), StoreError> {
-        let doing = "recording an authorization";
-        self.write(doing, |tx| Self::put_authorization(tx, doing, a, audit))
-    }
-
-    fn grant(
-        &self,
-        a: &Authorization,
-        new_entry: CatalogEntry,
-        audit: &mut AuditRecord,
-    ) -> Result<CatalogEntry, StoreError> {
-        let doing = "granting a capability";
-        self.write(doing, |tx| Self::grant_in(tx, doing, a, new_entry, audit))
+    fn decide_all(&self, batch: Vec<Decided>) -> Result<Vec<Option<CatalogEntry>>, StoreError> {
+        let doing = "storing authorization decisions";
+        self.write(doing, |tx| {
+            let mut entries = Vec::with_capacity(batch.len());
+            for Decided { authorization: a, mut audit, grant } in batch {
+                entries.push(match grant {
+                    Some(new_entry) => Some(Self::grant_in(tx, doing, &a, new_entry, &mut audit)?),
+                    None => {
+                        Self::put_authorization(tx, doing, &a, &mut audit)?;
+                        None
+                    }
+                });
+            }
+            Ok(entries)
+        })
     }
 
     fn revoke(&self, a: &Authorization, audit: &mut AuditRecord) -> Result<(), StoreError> {
@@ -752,26 +741,30 @@ mod catalog {
             store.add_authorizations(vec![east.clone()]).unwrap().is_empty(),
             "one per platform and capability"
         );
-        let mut audit = AuditRecord::of(&east, "platform:east", 2);
-        let first =
-            store.grant(&east, CatalogEntry::new("id-1".into(), &east.capability, 2), &mut audit).unwrap();
-        assert_eq!((first.id.as_str(), audit.entry.as_deref(), audit.seq), ("id-1", Some("id-1"), 1));
-        let mut audit = AuditRecord::of(&west, "platform:west", 3);
-        let second =
-            store.grant(&west, CatalogEntry::new("id-2".into(), &west.capability, 3), &mut audit).unwrap();
-        assert_eq!(second.id, "id-1", "the same match key finds the same entry");
+        // Two grants of one match key in one group commit: one entry, two associations.
+        let decided = |a: &Authorization, id: &str, at: u64| Decided {
+            authorization: a.clone(),
+            audit: AuditRecord::of(a, &format!("platform:{}", a.platform), at),
+            grant: Some(CatalogEntry::new(id.into(), &a.capability, at)),
+        };
+        let entries = store.decide_all(vec![decided(&east, "id-1", 2), decided(&west, "id-2", 3)]).unwrap();
+        let ids: Vec<&str> = entries.iter().flatten().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["id-1", "id-1"], "the same match key finds the same entry");
+        let audit = store.audit(10).unwrap();
+        let lines: Vec<(u64, Option<&str>)> = audit.iter().map(|a| (a.seq, a.entry.as_deref())).collect();
+        assert_eq!(lines, [(2, Some("id-1")), (1, Some("id-1"))]);
         let (_, associations) = store.entry("id-1").unwrap().unwrap();
         assert_eq!(associations.iter().map(|a| a.platform.as_str()).collect::<Vec<_>>(), ["east", "west"]);
         assert_eq!(store.entry_id("object-store/logs").unwrap().as_deref(), Some("id-1"));
 
+        // A refusal in the same batch as a grant changes only the audit.
         let compute = authorization("east", "vm", "compute");
-        store
-            .grant(
-                &compute,
-                CatalogEntry::new("id-0".into(), &compute.capability, 4),
-                &mut AuditRecord::of(&compute, "x", 4),
-            )
-            .unwrap();
+        let mut refused = authorization("west", "db", "database");
+        refused.state = AuthorizationState::Refused;
+        let refusal = Decided { grant: None, ..decided(&refused, "unused", 4) };
+        let entries = store.decide_all(vec![decided(&compute, "id-0", 4), refusal]).unwrap();
+        assert_eq!((entries[0].as_ref().map(|e| e.id.as_str()), entries[1].is_none()), (Some("id-0"), true));
+        assert_eq!(store.entry_id("database/db").unwrap(), None);
         let by_kind: Vec<String> =
             store.entries(Some("object-store"), None, 10).unwrap().into_iter().map(|(e, _)| e.id).collect();
         assert_eq!(by_kind, ["id-1"]);
@@ -787,8 +780,9 @@ mod catalog {
         let (entry, associations) = store.entry("id-1").unwrap().unwrap();
         assert!(associations.is_empty(), "orphaned, but kept: {entry:?}");
         let audit = store.audit(10).unwrap();
-        assert_eq!(audit.iter().map(|a| a.seq).collect::<Vec<_>>(), [5, 4, 3, 2, 1]);
+        assert_eq!(audit.iter().map(|a| a.seq).collect::<Vec<_>>(), [6, 5, 4, 3, 2, 1]);
         assert_eq!(audit[1].state, AuthorizationState::Revoked);
+        assert_eq!(audit[2].state, AuthorizationState::Refused);
     }
 
     #[test]
