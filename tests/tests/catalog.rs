@@ -196,6 +196,19 @@ async fn a_site_discovers_what_moto_has_and_a_deleted_bucket_goes_missing_then_w
     let inventory = client.inventory_all("aws-east").await.expect("inventory");
     assert_eq!(presence(&inventory), Presence::Withdrawn);
     assert_eq!(record(&inventory, "arn:aws:s3:::catalog-0").presence, Presence::Present);
+
+    // A terminated instance: EC2 still lists it, as terminated, so the cloud itself says it is
+    // gone — withdrawn by the next report, with no grace.
+    let ids: Vec<&str> =
+        launched["instances"].as_array().expect("instances").iter().flat_map(|i| i.as_str()).collect();
+    python_json("aws_admin.py", &[&endpoint, key, secret, "terminate-instance", ids[0]]).await;
+    let terminated = refresh(&client, "aws-east", 5).await;
+    let Outcome::Integrated { summary } = &terminated.outcome else { panic!("{terminated:?}") };
+    assert_eq!((summary.withdrawn, summary.missing), (1, 0), "{terminated:?}");
+    let inventory = client.inventory_all("aws-east").await.expect("inventory");
+    let arn = |id: &str| format!("arn:aws:ec2:us-east-1:123456789012:instance/{id}");
+    assert_eq!(record(&inventory, &arn(ids[0])).presence, Presence::Withdrawn);
+    assert_eq!(record(&inventory, &arn(ids[1])).presence, Presence::Present);
 }
 
 /// The allowlist authorizer granting object stores to anyone and nothing else.
@@ -289,159 +302,169 @@ async fn what_platforms_grant_enters_the_catalog_once_and_what_they_refuse_only_
     assert!(site_audit.contains(&refusal.request_id), "the site audited the refusal too");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_site_pages_through_azurite_s_containers_and_a_deleted_one_goes_missing() {
-    // A storage account whose key only Azurite and the site know.
-    let key = skybridge_plugin_sdk::crypto::base64(&std::array::from_fn::<u8, 32, _>(|i| {
-        (i as u8).wrapping_mul(37) ^ 0x5a
-    }));
-    let azurite = Azurite::start("westdata", &key);
-    let endpoint = format!("http://127.0.0.1:{}", azurite.port);
-    // More than one page of 100.
-    python_json("azure_admin.py", &[&endpoint, "westdata", &key, "create-containers", "logs", "130"]).await;
-
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let file = secrets.path().join("key");
-    std::fs::write(&file, format!("{key}\n")).expect("key file");
-    let cloud =
-        cloud(plugin("azure-adapter"), endpoint.clone(), "westdata", Some(file), &[("region", "westeurope")]);
-    let topology = Topology::new(policy(&[], 4, 20))
-        .relays(&["r1"])
-        .site("azure-west", &[("r1", LinkParams::default())])
-        .cloud("azure-west", cloud)
-        .authorizer("azure-west", object_stores_only());
-    let mesh = TestMesh::start(topology).await;
-    let client = mesh.client();
-
-    let first = refreshes(&client, "azure-west", 1).await.remove(0);
-    assert_eq!(first.requests, 2, "two pages of List Containers: {first:?}");
-    let inventory = client.inventory_all("azure-west").await.expect("inventory");
-    assert_eq!(inventory.len(), 130);
-    let logs_7 = record(&inventory, &format!("{endpoint}/westdata/logs-7"));
-    assert_eq!((logs_7.service.kind.as_str(), logs_7.service.name.as_str()), ("object-store", "logs-7"));
-    assert_eq!(logs_7.service.region.as_deref(), Some("westeurope"));
-    decided(&client, &["azure-west"]).await;
-    assert_eq!(client.catalog_all("platform=azure-west").await.expect("catalog").len(), 130);
-    assert_eq!(client.catalog_all("region=westeurope&state=offered").await.expect("catalog").len(), 130);
-    assert!(client.catalog_all("region=eastus").await.expect("catalog").is_empty());
-    assert!(client.catalog_all("state=orphaned").await.expect("catalog").is_empty());
-
-    python_json("azure_admin.py", &[&endpoint, "westdata", &key, "delete-container", "logs-7"]).await;
-    let missing = refresh(&client, "azure-west", 1).await;
-    let Outcome::Integrated { summary } = &missing.outcome else { panic!("{missing:?}") };
-    assert_eq!((summary.missing, summary.unchanged), (1, 129), "{missing:?}");
-    let entry = client
-        .catalog_all("kind=object-store")
-        .await
-        .expect("catalog")
-        .into_iter()
-        .find(|e| e.entry.name == "logs-7")
-        .expect("the entry stays while missing");
-    assert_eq!(entry.offered_by[0].presence, "missing");
+/// Keystone's services and endpoints as the keystone peer registered them.
+fn registered(answer: &str) -> serde_json::Value {
+    serde_json::from_str(answer).expect("a registration")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_site_reads_keystone_s_catalog_with_its_own_member_token() {
-    let mut keystone = keystone(600);
-    let port = keystone.ready["port"].as_u64().expect("port");
-    let (user, password) = (
-        keystone.ready["user"].as_str().expect("user").to_owned(),
-        keystone.ready["password"].as_str().expect("password").to_owned(),
-    );
-    let swift: serde_json::Value =
-        serde_json::from_str(&keystone.command("add-service object-store swift http://swift.lab:8080/v1"))
-            .expect("swift registered");
-    let aodh: serde_json::Value =
-        serde_json::from_str(&keystone.command("add-service alarming aodh http://aodh.lab:8042"))
-            .expect("aodh registered");
-
+async fn four_sites_fronting_moto_azurite_keystone_and_fake_gcs_server_fill_one_catalog() {
     let secrets = tempfile::tempdir().expect("tempdir");
-    let file = secrets.path().join("password");
-    std::fs::write(&file, format!("{password}\n")).expect("password file");
-    let url = format!("http://127.0.0.1:{port}");
-    let cloud = cloud(plugin("openstack-adapter"), url, &user, Some(file), &[("project", "lab")]);
-    let topology = Topology::new(policy(&[], 4, 20))
-        .relays(&["r1"])
-        .site("openstack-lab", &[("r1", LinkParams::default())])
-        .cloud("openstack-lab", cloud)
-        .authorizer("openstack-lab", object_stores_only());
+    let secret_file = |name: &str, secret: &str| {
+        let file = secrets.path().join(name);
+        std::fs::write(&file, format!("{secret}\n")).expect("secret file");
+        file
+    };
+
+    // moto: a bucket.
+    let aws = MotoAccount::start();
+    aws.admin(&["create-buckets", "four", "1"]).await;
+    // Azurite: a storage account whose key only Azurite and the site know, with more
+    // containers than one page of 100.
+    let azure_key = skybridge_plugin_sdk::crypto::base64(&std::array::from_fn::<u8, 32, _>(|i| {
+        (i as u8).wrapping_mul(37) ^ 0x5a
+    }));
+    let azurite = Azurite::start("westdata", &azure_key);
+    let azure = format!("http://127.0.0.1:{}", azurite.port);
+    python_json("azure_admin.py", &[&azure, "westdata", &azure_key, "create-containers", "logs", "130"])
+        .await;
+    // Keystone: an object store, and a service type outside the taxonomy.
+    let mut keystone = keystone(600);
+    let field = |k: &str| keystone.ready[k].as_str().expect(k).to_owned();
+    let (user, password) = (field("user"), field("password"));
+    let keystone_url = format!("http://127.0.0.1:{}", keystone.ready["port"].as_u64().expect("port"));
+    let swift = registered(&keystone.command("add-service object-store swift http://swift.lab:8080/v1"));
+    let aodh = registered(&keystone.command("add-service alarming aodh http://aodh.lab:8042"));
+    // fake-gcs-server: three buckets. It checks no token; the site sends its own all the same.
+    let mut gcs = gcs();
+    let gcs_port = gcs.ready["port"].as_u64().expect("port");
+    gcs.command("create-buckets media 3");
+
+    let clouds = [
+        ("aws-east", aws_cloud(aws.port, &aws.key, &aws.file)),
+        (
+            "azure-west",
+            cloud(
+                plugin("azure-adapter"),
+                azure.clone(),
+                "westdata",
+                Some(secret_file("azure", &azure_key)),
+                &[("region", "westeurope")],
+            ),
+        ),
+        (
+            "openstack-lab",
+            cloud(
+                plugin("openstack-adapter"),
+                keystone_url,
+                &user,
+                Some(secret_file("keystone", &password)),
+                &[("project", "lab")],
+            ),
+        ),
+        (
+            "gcp-lab",
+            cloud(
+                plugin("gcs-adapter"),
+                format!("http://127.0.0.1:{gcs_port}"),
+                "discovery@lab.iam.gserviceaccount.com",
+                Some(secret_file("gcs", "ya29.site-access-token")),
+                &[("project", "lab")],
+            ),
+        ),
+    ];
+    let mut topology = Topology::new(policy(&[], 4, 20)).relays(&["r1"]);
+    for (platform, config) in clouds {
+        topology = topology
+            .site(platform, &[("r1", LinkParams::default())])
+            .cloud(platform, config)
+            .authorizer(platform, object_stores_only());
+    }
     let mesh = TestMesh::start(topology).await;
     let client = mesh.client();
+    let platforms = ["aws-east", "azure-west", "openstack-lab", "gcp-lab"];
+    for platform in platforms {
+        let first = refreshes(&client, platform, 1).await.remove(0);
+        assert!(matches!(first.outcome, Outcome::Integrated { .. }), "{platform}: {first:?}");
+        if platform == "azure-west" {
+            assert_eq!(first.requests, 2, "two pages of List Containers: {first:?}");
+        }
+    }
 
-    let first = refreshes(&client, "openstack-lab", 1).await.remove(0);
-    assert!(matches!(first.outcome, Outcome::Integrated { .. }), "{first:?}");
-    let inventory = client.inventory_all("openstack-lab").await.expect("inventory");
-    let object_store = record(&inventory, swift["endpoint"].as_str().expect("endpoint id"));
+    // What each cloud really has.
+    let bucket =
+        record(&client.inventory_all("aws-east").await.expect("inventory"), "arn:aws:s3:::four-0").clone();
+    assert_eq!((bucket.service.kind.as_str(), bucket.presence), ("object-store", Presence::Present));
+
+    let containers = client.inventory_all("azure-west").await.expect("inventory");
+    assert_eq!(containers.len(), 130);
+    let logs_7 = record(&containers, &format!("{azure}/westdata/logs-7"));
+    assert_eq!((logs_7.service.kind.as_str(), logs_7.service.name.as_str()), ("object-store", "logs-7"));
+    assert_eq!(logs_7.service.region.as_deref(), Some("westeurope"));
+
+    let services = client.inventory_all("openstack-lab").await.expect("inventory");
+    let object_store = record(&services, swift["endpoint"].as_str().expect("endpoint id"));
     assert_eq!(
         (object_store.service.kind.as_str(), object_store.service.name.as_str()),
         ("object-store", "swift")
     );
     assert_eq!(object_store.service.endpoint, "http://swift.lab:8080/v1");
     assert_eq!(object_store.service.region.as_deref(), Some("RegionOne"));
-    let identity: Vec<&InventoryRecord> = inventory.iter().filter(|r| r.service.kind == "identity").collect();
-    assert!(!identity.is_empty(), "Keystone lists itself: {inventory:?}");
+    assert!(services.iter().any(|r| r.service.kind == "identity"), "Keystone lists itself: {services:?}");
     assert!(
-        inventory.iter().all(|r| r.service.native_id != aodh["endpoint"].as_str().expect("id")),
+        services.iter().all(|r| r.service.native_id != aodh["endpoint"].as_str().expect("id")),
         "a service type outside the taxonomy is left out"
     );
-    decided(&client, &["openstack-lab"]).await;
-    let catalog = client.catalog_all("platform=openstack-lab").await.expect("catalog");
-    assert_eq!(
-        catalog.iter().map(|e| e.entry.match_key.as_str()).collect::<Vec<_>>(),
-        ["object-store/swift"]
-    );
 
-    // A disabled service leaves Keystone's catalog, and goes missing here.
-    assert_eq!(
-        keystone.command(&format!("disable-service {}", swift["service"].as_str().expect("id"))),
-        "disabled"
-    );
-    let missing = refresh(&client, "openstack-lab", 1).await;
-    let Outcome::Integrated { summary } = &missing.outcome else { panic!("{missing:?}") };
-    assert_eq!(summary.missing, 1, "{missing:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_site_lists_fake_gcs_server_s_buckets() {
-    let mut gcs = gcs();
-    let port = gcs.ready["port"].as_u64().expect("port");
-    gcs.command("create-buckets media 3");
-    // fake-gcs-server checks no token; the site sends its own all the same, as GCS wants.
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let token = secrets.path().join("token");
-    std::fs::write(&token, "ya29.site-access-token\n").expect("token file");
-    let principal = "discovery@lab.iam.gserviceaccount.com";
-    let url = format!("http://127.0.0.1:{port}");
-    let cloud = cloud(plugin("gcs-adapter"), url, principal, Some(token), &[("project", "lab")]);
-    let topology = Topology::new(policy(&[], 4, 20))
-        .relays(&["r1"])
-        .site("gcp-lab", &[("r1", LinkParams::default())])
-        .cloud("gcp-lab", cloud)
-        .authorizer("gcp-lab", object_stores_only());
-    let mesh = TestMesh::start(topology).await;
-    let client = mesh.client();
-    let first = refreshes(&client, "gcp-lab", 1).await.remove(0);
-    assert!(matches!(first.outcome, Outcome::Integrated { .. }), "{first:?}");
-    let inventory = client.inventory_all("gcp-lab").await.expect("inventory");
-    let ids: Vec<&str> = inventory.iter().map(|r| r.service.native_id.as_str()).collect();
+    let buckets = client.inventory_all("gcp-lab").await.expect("inventory");
+    let ids: Vec<&str> = buckets.iter().map(|r| r.service.native_id.as_str()).collect();
     assert_eq!(
         ids,
         ["projects/_/buckets/media-0", "projects/_/buckets/media-1", "projects/_/buckets/media-2"]
     );
-    let bucket = record(&inventory, "projects/_/buckets/media-1");
-    assert_eq!(bucket.service.endpoint, format!("http://127.0.0.1:{port}/storage/v1/b/media-1"));
+    let media_1 = record(&buckets, "projects/_/buckets/media-1");
+    assert_eq!(media_1.service.endpoint, format!("http://127.0.0.1:{gcs_port}/storage/v1/b/media-1"));
     // fake-gcs-server puts every bucket in its default location; GCS spells locations in capitals.
     assert!(
-        bucket.service.region.as_deref().is_some_and(|r| !r.is_empty() && r == r.to_lowercase()),
-        "{bucket:?}"
+        media_1.service.region.as_deref().is_some_and(|r| !r.is_empty() && r == r.to_lowercase()),
+        "{media_1:?}"
     );
-    decided(&client, &["gcp-lab"]).await;
-    assert_eq!(client.catalog_all("platform=gcp-lab").await.expect("catalog").len(), 3);
 
+    // Each platform's authorizer grants its object stores: one catalog of all four clouds.
+    decided(&client, &platforms).await;
+    for (platform, offers) in [("aws-east", 1), ("azure-west", 130), ("openstack-lab", 1), ("gcp-lab", 3)] {
+        let listed = client.catalog_all(&format!("platform={platform}")).await.expect("catalog");
+        assert_eq!(listed.len(), offers, "{platform}");
+        assert!(listed.iter().all(|e| e.entry.kind == "object-store"), "{platform}: {listed:?}");
+    }
+    assert_eq!(client.catalog_all("kind=object-store").await.expect("catalog").len(), 135);
+    assert_eq!(client.catalog_all("region=westeurope&state=offered").await.expect("catalog").len(), 130);
+    assert!(client.catalog_all("region=eastus").await.expect("catalog").is_empty());
+    assert!(client.catalog_all("state=orphaned").await.expect("catalog").is_empty());
+
+    // A service deleted at each cloud goes missing at its platform, and nowhere else.
+    aws.admin(&["delete-bucket", "four-0"]).await;
+    python_json("azure_admin.py", &[&azure, "westdata", &azure_key, "delete-container", "logs-7"]).await;
+    let disabled = keystone.command(&format!("disable-service {}", swift["service"].as_str().expect("id")));
+    assert_eq!(disabled, "disabled");
     gcs.command("delete-bucket media-2");
-    let missing = refresh(&client, "gcp-lab", 1).await;
-    let Outcome::Integrated { summary } = &missing.outcome else { panic!("{missing:?}") };
-    assert_eq!(summary.missing, 1, "{missing:?}");
+    for platform in platforms {
+        let missing = refresh(&client, platform, 1).await;
+        let Outcome::Integrated { summary } = &missing.outcome else { panic!("{platform}: {missing:?}") };
+        assert_eq!(
+            (summary.missing, summary.withdrawn, summary.held),
+            (1, 0, false),
+            "{platform}: {missing:?}"
+        );
+    }
+    let entry = client
+        .catalog_all("platform=azure-west")
+        .await
+        .expect("catalog")
+        .into_iter()
+        .find(|e| e.entry.name == "logs-7")
+        .expect("the entry stays while missing");
+    assert_eq!(entry.offered_by[0].presence, "missing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -679,6 +702,7 @@ fn page(platform: &str, page: u32, last: bool, services: Vec<ServiceInfo>) -> Co
         page,
         last,
         services,
+        gone: Vec::new(),
         requests: 1,
         discovery_ms: 1,
     }
@@ -757,6 +781,12 @@ async fn a_site_may_report_only_for_itself_and_only_well_formed_reports() {
         .await,
         "appears twice",
     );
+    // A service reported present and gone at once.
+    let mut contradictory = page("rogue", 0, true, vec![service("e")]);
+    if let Control::ReportPage { gone, .. } = &mut contradictory {
+        gone.push("e".into());
+    }
+    refused(&report(&conn, &[contradictory]).await, "both present and gone");
     assert!(client.inventory_all("rogue").await.expect("inventory").is_empty(), "nothing written");
     let records = client.refreshes("rogue").await.expect("refreshes");
     assert!(records.iter().all(|r| matches!(r.outcome, Outcome::Refused { .. })), "{records:?}");
