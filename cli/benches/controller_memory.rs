@@ -18,7 +18,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use common::{Node, ok, pki_and_token, plugin, skybridge, write};
+use common::{Node, ok, pki_and_token, skybridge, write_controller_toml};
 use skybridge_gateway::store::redb::RedbStore;
 use skybridge_gateway::testkit::catalog;
 
@@ -44,17 +44,7 @@ fn mib(kib: u64) -> f64 {
 
 /// Start a controller on `store` in `dir`, list its catalog twice; print its memory.
 fn measure(dir: &Path, label: &str, expected: usize) {
-    write(
-        dir,
-        "controller.toml",
-        &format!(
-            "name = \"controller\"\nlisten = \"127.0.0.1:0\"\nstore = \"state/c.redb\"\nplugin_cache = \"cache\"\n\
-             [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/controller.pem\"\nkey = \"pki/controller.key\"\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\
-             [policy]\nscorer = \"{}\"\n",
-            plugin("weighted-scorer.wasm").display()
-        ),
-    );
+    write_controller_toml(dir, "127.0.0.1:0");
     let controller = Node::start(dir, "controller", "controller.toml", &[]);
     let line = controller.line("controller: mesh on ");
     let url = line.rsplit(' ').next().expect("admin URL").to_owned();

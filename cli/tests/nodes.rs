@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Node, node_toml, ok, pki_and_token, plugin, skybridge, text, write};
+use common::{Node, node_toml, ok, pki_and_token, plugin, skybridge, text, write, write_controller_toml};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -485,17 +485,7 @@ fn a_site_process_discovers_its_cloud_and_ctl_shows_the_inventory_catalog_and_de
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     pki_and_token(dir, &[("controller", "controller"), ("r1", "relay"), ("aws-east", "site")]);
-    write(
-        dir,
-        "controller.toml",
-        &format!(
-            "name = \"controller\"\nlisten = \"127.0.0.1:0\"\nstore = \"state/c.redb\"\nplugin_cache = \"cache\"\n\
-             [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/controller.pem\"\nkey = \"pki/controller.key\"\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\
-             [policy]\nscorer = \"{}\"\n",
-            plugin("weighted-scorer.wasm").display()
-        ),
-    );
+    write_controller_toml(dir, "127.0.0.1:0");
     let controller = Node::start(dir, "controller", "controller.toml", &[]);
     let line = controller.line("controller: mesh on ");
     let mesh = line.split_whitespace().nth(3).expect("mesh address").trim_end_matches(',').to_owned();
@@ -618,17 +608,7 @@ fn a_controller_killed_during_a_large_integration_keeps_a_whole_catalog_and_resu
         .local_addr()
         .expect("addr")
         .to_string();
-    write(
-        dir,
-        "controller.toml",
-        &format!(
-            "name = \"controller\"\nlisten = \"{mesh}\"\nstore = \"state/c.redb\"\nplugin_cache = \"cache\"\n\
-             [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/controller.pem\"\nkey = \"pki/controller.key\"\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\
-             [policy]\nscorer = \"{}\"\n",
-            plugin("weighted-scorer.wasm").display()
-        ),
-    );
+    write_controller_toml(dir, &mesh);
     let controller = Node::start(dir, "controller", "controller.toml", &[]);
     let url_of =
         |node: &Node| node.line("controller: mesh on ").rsplit(' ').next().expect("admin URL").to_owned();

@@ -150,7 +150,9 @@ pub trait Adapter {
     }
 
     /// Read the answer to the previous step's request (the step's `cursor` comes back) and say
-    /// what was found and what to ask next.
+    /// what was found and what to ask next — and, with [`DiscoveryStep::with_gone`], which
+    /// services the cloud itself says no longer exist (withdrawn at once; a service merely
+    /// absent from the listing is withdrawn only after a grace period).
     fn continue_discovery(
         _context: &[(String, String)],
         _cursor: &str,

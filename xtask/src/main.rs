@@ -86,6 +86,14 @@ fn run() -> Result<()> {
                         .env("SKYBRIDGE_PEERS_PYTHON", &python),
                 )?;
             }
+            // The controller's resident memory with a large catalog: a real controller process.
+            if extra.is_empty() || extra.iter().any(|a| a.contains("memory")) {
+                run_cmd(
+                    cargo()
+                        .args(["bench", "-p", "skybridge", "--bench", "controller_memory"])
+                        .env("SKYBRIDGE_PLUGIN_DIR", plugin_out_dir()),
+                )?;
+            }
         }
         "demo" => demo()?,
         "-h" | "--help" | "help" => print!("{USAGE}"),

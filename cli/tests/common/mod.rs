@@ -159,3 +159,20 @@ pub fn node_toml(name: &str, listen: &str, controller: &str) -> String {
          probing = {{ interval_ms = 20, report_ms = 200 }}\n"
     )
 }
+
+/// `controller.toml` in `dir`: a controller named `controller` with its mesh on `listen`, its
+/// store in `state/`, the development PKI, the admin API on a free port with `admin.token`,
+/// and the weighted scorer.
+pub fn write_controller_toml(dir: &Path, listen: &str) {
+    write(
+        dir,
+        "controller.toml",
+        &format!(
+            "name = \"controller\"\nlisten = \"{listen}\"\nstore = \"state/c.redb\"\nplugin_cache = \"cache\"\n\
+             [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/controller.pem\"\nkey = \"pki/controller.key\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\
+             [policy]\nscorer = \"{}\"\n",
+            plugin("weighted-scorer.wasm").display()
+        ),
+    );
+}
