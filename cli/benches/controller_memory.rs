@@ -4,8 +4,8 @@
 //! authorization with its audit line, a catalog entry and an association; see
 //! `skybridge_gateway::testkit::catalog`), then a real `skybridge controller` process starts
 //! on it and `skybridge ctl catalog ls --json` lists the whole catalog through its admin API,
-//! twice. The controller's VmRSS (now) and VmHWM (peak) are read from `/proc` after it starts
-//! and after the listings, beside the same controller on an empty store.
+//! four times. The controller's VmRSS (now) and VmHWM (peak) are read from `/proc` after it
+//! starts and after each listing, beside the same controller on an empty store.
 //!
 //! Run with `cargo xtask bench` (or `cargo bench -p skybridge --bench controller_memory`);
 //! under `cargo test` it runs at 1,000 entries as a smoke test.
@@ -42,33 +42,31 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// Start a controller on `store` in `dir`, list its catalog twice; print its memory.
+/// Listings of the whole catalog per controller: growth that goes on across them is a leak;
+/// growth that stops after the first is memory kept for reuse.
+const LISTINGS: usize = 4;
+
+/// Start a controller on the store in `dir`, list its catalog [`LISTINGS`] times; print its
+/// memory after each.
 fn measure(dir: &Path, label: &str, expected: usize) {
     write_controller_toml(dir, "127.0.0.1:0");
     let controller = Node::start(dir, "controller", "controller.toml", &[]);
     let line = controller.line("controller: mesh on ");
     let url = line.rsplit(' ').next().expect("admin URL").to_owned();
     let pid = controller.child.id();
-    let started = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
-    let mut took = Vec::new();
-    for _ in 0..2 {
+    println!("controller, {label}: started, {:.1} MiB resident", mib(status_kib(pid, "VmRSS:")));
+    for n in 1..=LISTINGS {
         let t = Instant::now();
         let listed = ok(skybridge(dir, &["ctl", "--url", &url, "catalog", "ls", "--json"]));
-        took.push(t.elapsed().as_secs_f64());
+        let took = t.elapsed().as_secs_f64();
         let entries = serde_json::from_str::<serde_json::Value>(&listed).expect("json");
         assert_eq!(entries.as_array().map(Vec::len), Some(expected), "the whole catalog is listed");
+        println!(
+            "controller, {label}: listing {n} took {took:.2} s; {:.1} MiB resident (peak {:.1})",
+            mib(status_kib(pid, "VmRSS:")),
+            mib(status_kib(pid, "VmHWM:"))
+        );
     }
-    let listed = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
-    println!(
-        "controller, {label}: started {:.1} MiB resident (peak {:.1}); after listing the catalog twice \
-         ({:.2} s, {:.2} s) {:.1} MiB resident (peak {:.1})",
-        mib(started.0),
-        mib(started.1),
-        took[0],
-        took[1],
-        mib(listed.0),
-        mib(listed.1)
-    );
 }
 
 fn main() {

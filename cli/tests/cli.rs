@@ -219,3 +219,16 @@ fn certs_init_and_issue() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("unknown role `router`"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_config_that_is_not_a_regular_file_is_refused_without_reading_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("relay.toml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success());
+    // /dev/zero would be read without end, a FIFO with no writer would block the open.
+    for config in [std::path::Path::new("/dev/zero"), fifo.as_path()] {
+        let out = skybridge(&["relay", "--config", config.to_str().expect("path")]);
+        assert_one_line_error(&out, "is not a regular file");
+    }
+}

@@ -194,6 +194,22 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
         serde_json::from_str(&ok(ctl(&["connect", "--from", "site-a", "--to", "site-b", "--json"])))
             .expect("json");
     assert_eq!(next["decision"]["candidates"].as_array().map(Vec::len), Some(1), "{next:#}");
+    // A scorer path that is not a regular file is refused at once — a device such as
+    // /dev/zero would otherwise be read until the controller ran out of memory — and a file
+    // over the plugin size cap is refused before it is read; the policy is unchanged.
+    let zero = ctl(&["policy", "set", "--scorer", "/dev/zero"]);
+    assert!(
+        !zero.status.success() && text(&zero.stderr).contains("not a regular file"),
+        "{}",
+        text(&zero.stderr)
+    );
+    let huge = dir.join("huge.wasm");
+    std::fs::File::create(&huge)
+        .and_then(|f| f.set_len(skybridge_gateway::file::MAX_PLUGIN_BYTES + 1))
+        .expect("a sparse file over the cap");
+    let over = ctl(&["policy", "set", "--scorer", huge.to_str().expect("path")]);
+    assert!(!over.status.success() && text(&over.stderr).contains("larger than"), "{}", text(&over.stderr));
+    assert!(ok(ctl(&["policy", "show"])).contains("k                  1"), "the policy in force is unchanged");
     let listed = ok(ctl(&["decisions"]));
     assert!(listed.starts_with("ID") && listed.lines().count() == 4, "three decisions:\n{listed}");
 

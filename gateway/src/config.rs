@@ -346,8 +346,7 @@ impl TlsFiles {
 
 /// Read a config file of type `T`, resolving relative paths against its directory.
 pub fn load<T: for<'de> Deserialize<'de> + Resolve>(path: &Path) -> anyhow::Result<T> {
-    use anyhow::Context;
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::file::read_to_string(path, crate::file::MAX_CONFIG_BYTES, "the config")?;
     let mut config: T =
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
     config.resolve(path.parent().unwrap_or(Path::new(".")));

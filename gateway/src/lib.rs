@@ -7,9 +7,10 @@
 //! Lower layers first; each imports only from the layers above it in this list (checked by
 //! `tests/layering.rs`).
 //!
-//! - [`time`], [`secret`], [`shutdown`], [`blocking`], [`runtime`] — one clock, constant-time
-//!   secrets, one shutdown signal with a drain, bounded pools for blocking work (plugin calls,
-//!   store access), the tokio runtime with its optional idle poll.
+//! - [`time`], [`secret`], [`file`], [`shutdown`], [`blocking`], [`runtime`] — one clock,
+//!   constant-time secrets, size-capped reads of regular files, one shutdown signal with a
+//!   drain, bounded pools for blocking work (plugin calls, store access), the tokio runtime
+//!   with its optional idle poll.
 //! - [`plugin`] — the WebAssembly plugin host: loads components that implement the worlds of
 //!   `wit/plugin.wit` (scorers, authorizers, cloud adapters) and runs them sandboxed, with CPU
 //!   deadlines, memory limits, a compile cache and a registry with hot reload.
@@ -87,6 +88,7 @@ pub mod catalog;
 pub mod config;
 pub mod controller;
 pub mod discovery;
+pub mod file;
 pub mod ingress;
 pub mod mesh;
 pub mod node;

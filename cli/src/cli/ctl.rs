@@ -247,7 +247,8 @@ fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
     let text = if path.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading the secret from standard input")?
     } else {
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+        use skybridge_gateway::file;
+        file::read_to_string(path, file::MAX_SECRET_BYTES, "the secret file")?
     };
     let secret = text.lines().next().unwrap_or("").trim().to_owned();
     if secret.is_empty() {

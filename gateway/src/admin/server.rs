@@ -40,7 +40,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::secret;
-use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -67,9 +66,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Read the bearer token: the first line of `path`, which must not be empty.
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the admin token file {}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    let token = crate::file::read_secret(path, "the admin token file")?;
     if token.len() < 16 {
         anyhow::bail!("the admin token in {} must be at least 16 characters", path.display());
     }

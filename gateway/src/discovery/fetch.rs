@@ -67,8 +67,10 @@ pub fn tls_config(
         let _ = roots.add(cert);
     }
     if let Some(path) = extra_roots {
-        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("reading the CA file {}: {e}", path.display()))?
+        let pem =
+            crate::file::read(path, crate::file::MAX_PEM_BYTES, "the CA file").map_err(|e| e.to_string())?;
+        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+            .map(|c| c.map(rustls_pki_types::CertificateDer::into_owned))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("reading the CA file {}: {e}", path.display()))?;
         if certs.is_empty() {

@@ -152,7 +152,10 @@ pub fn issue(
     let (ca_cert_path, ca_key_path) = ca_paths(ca_dir);
     // The certificate must be there (peers need it), though only the key is used to sign.
     fs::metadata(&ca_cert_path).map_err(io(&ca_cert_path))?;
-    let ca_key = fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?;
+    let ca_key =
+        crate::file::read_to_string(&ca_key_path, crate::file::MAX_PEM_BYTES, "the CA key").map_err(|e| {
+            IdentityError::Certificate { context: "reading the CA key".into(), reason: e.to_string() }
+        })?;
     let ca_key =
         KeyPair::from_pem(&ca_key).map_err(cert_err(format!("reading {}", ca_key_path.display())))?;
     let issuer = Issuer::new(ca_params()?, ca_key);
@@ -214,8 +217,16 @@ impl NodeIdentity {
                 reason: e.to_string(),
             }
         };
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .map_err(pem_err(cert))?
+        let pem = |path: &Path| {
+            crate::file::read(path, crate::file::MAX_PEM_BYTES, "the PEM file").map_err(|e| {
+                IdentityError::Certificate {
+                    context: format!("reading {}", path.display()),
+                    reason: e.to_string(),
+                }
+            })
+        };
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem(cert)?)
+            .map(|c| c.map(CertificateDer::into_owned))
             .collect::<Result<_, _>>()
             .map_err(pem_err(cert))?;
         if chain.is_empty() {
@@ -224,8 +235,8 @@ impl NodeIdentity {
                 reason: "no certificate in the file".into(),
             });
         }
-        let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
-        let ca = CertificateDer::from_pem_file(ca).map_err(pem_err(ca))?;
+        let key = PrivateKeyDer::from_pem_slice(&pem(key)?).map_err(pem_err(key))?;
+        let ca = CertificateDer::from_pem_slice(&pem(ca)?).map_err(pem_err(ca))?.into_owned();
         Ok(NodeIdentity { name: name.to_owned(), role, chain, key, ca })
     }
 }

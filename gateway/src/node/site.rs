@@ -210,13 +210,7 @@ fn reporter(platform: &str, cloud: &CloudConfig, plugins: Arc<PluginRegistry>) -
         endpoints.push((e.name.clone(), url));
     }
     let secret = match &cloud.secret_file {
-        Some(file) => std::fs::read_to_string(file)
-            .with_context(|| format!("reading the cloud secret {}", file.display()))?
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
+        Some(file) => crate::file::read_secret(file, "the [cloud] secret file")?,
         None => String::new(),
     };
     let tls = match endpoints.iter().any(|(_, url)| url.tls) {

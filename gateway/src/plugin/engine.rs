@@ -85,11 +85,9 @@ impl PluginEngine {
 
     /// Load a plugin from its file.
     pub fn load(&self, spec: &PluginSpec) -> Result<Plugin, LoadError> {
-        let bytes = fs::read(&spec.path).map_err(|source| LoadError::Read {
-            plugin: spec.name.clone(),
-            path: spec.path.clone(),
-            source,
-        })?;
+        let bytes = crate::file::read(&spec.path, crate::file::MAX_PLUGIN_BYTES, "the plugin file").map_err(
+            |source| LoadError::Read { plugin: spec.name.clone(), path: spec.path.clone(), source },
+        )?;
         Plugin::load(self, spec, &bytes)
     }
 

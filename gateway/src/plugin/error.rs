@@ -8,15 +8,16 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// The file could not be read.
-    #[error("plugin `{plugin}`: cannot read {path}: {source}")]
+    /// The file could not be read: missing, not a regular file, or over
+    /// [`crate::file::MAX_PLUGIN_BYTES`].
+    #[error("plugin `{plugin}`: {source}")]
     Read {
         /// Plugin name.
         plugin: String,
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why.
+        source: crate::file::FileError,
     },
     /// The bytes are not a valid plugin: not wasm, a broken component, or a core module that
     /// cannot be wrapped into one.
