@@ -209,7 +209,10 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
         .expect("a sparse file over the cap");
     let over = ctl(&["policy", "set", "--scorer", huge.to_str().expect("path")]);
     assert!(!over.status.success() && text(&over.stderr).contains("larger than"), "{}", text(&over.stderr));
-    assert!(ok(ctl(&["policy", "show"])).contains("k                  1"), "the policy in force is unchanged");
+    assert!(
+        ok(ctl(&["policy", "show"])).contains("k                  1"),
+        "the policy in force is unchanged"
+    );
     let listed = ok(ctl(&["decisions"]));
     assert!(listed.starts_with("ID") && listed.lines().count() == 4, "three decisions:\n{listed}");
 

@@ -350,13 +350,36 @@ pub fn load<T: for<'de> Deserialize<'de> + Resolve>(path: &Path) -> anyhow::Resu
     let mut config: T =
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
     config.resolve(path.parent().unwrap_or(Path::new(".")));
+    config.check().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
     Ok(config)
 }
 
-/// Resolving a config's relative paths.
+/// `Err` naming `key` unless `ok`.
+fn require(ok: bool, key: &str, rule: &str) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(format!("`{key}` {rule}")) }
+}
+
+impl Probing {
+    fn check(&self) -> Result<(), String> {
+        require(self.interval_ms >= 1, "probing.interval_ms", "must be at least 1")?;
+        require(self.window >= 1, "probing.window", "must be at least 1")?;
+        require(self.timeout_ms >= 1, "probing.timeout_ms", "must be at least 1")?;
+        require(
+            self.report_ms >= self.interval_ms,
+            "probing.report_ms",
+            "must be at least probing.interval_ms",
+        )
+    }
+}
+
+/// Resolving a config's relative paths, and refusing values that cannot work.
 pub trait Resolve {
     /// Make relative paths relative to `base`.
     fn resolve(&mut self, base: &Path);
+    /// Refuse zero or inverted limits and timings, naming the key (checked at load).
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl Resolve for ControllerConfig {
@@ -372,11 +395,41 @@ impl Resolve for ControllerConfig {
             adapter.path = base.join(&adapter.path);
         }
     }
+
+    fn check(&self) -> Result<(), String> {
+        let (m, i, h) = (&self.membership, &self.ingress, &self.catalog.handshake);
+        require(m.heartbeat_ms >= 10, "membership.heartbeat_ms", "must be at least 10")?;
+        // One late heartbeat must not mark a node down.
+        require(
+            m.down_after_ms >= 2 * m.heartbeat_ms,
+            "membership.down_after_ms",
+            "must be at least twice membership.heartbeat_ms",
+        )?;
+        require(i.max_connections >= 1, "ingress.max_connections", "must be at least 1")?;
+        require(i.idle_timeout_s >= 1, "ingress.idle_timeout_s", "must be at least 1")?;
+        require(i.max_http_body_mib >= 1, "ingress.max_http_body_mib", "must be at least 1")?;
+        require(h.timeout_ms >= 1, "catalog.handshake.timeout_ms", "must be at least 1")?;
+        require(h.backoff_ms >= 1, "catalog.handshake.backoff_ms", "must be at least 1")?;
+        require(
+            h.max_backoff_ms >= h.backoff_ms,
+            "catalog.handshake.max_backoff_ms",
+            "must be at least catalog.handshake.backoff_ms",
+        )?;
+        require(
+            h.max_pending_ms >= h.timeout_ms,
+            "catalog.handshake.max_pending_ms",
+            "must be at least catalog.handshake.timeout_ms",
+        )
+    }
 }
 
 impl Resolve for RelayConfig {
     fn resolve(&mut self, base: &Path) {
         self.tls.resolve(base);
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.probing.check()
     }
 }
 
@@ -402,6 +455,15 @@ impl Resolve for SiteConfig {
             *cache = base.join(&*cache);
         }
     }
+
+    fn check(&self) -> Result<(), String> {
+        self.probing.check()?;
+        require(self.reevaluate_every_s >= 1, "reevaluate_every_s", "must be at least 1")?;
+        if let Some(cloud) = &self.cloud {
+            require(cloud.report_every_s >= 1, "cloud.report_every_s", "must be at least 1")?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -410,6 +472,40 @@ mod tests {
 
     fn examples() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+    }
+
+    /// Load `examples/NAME` with `replace` applied to its text (from a copy beside it, so
+    /// that paths resolve the same).
+    fn example_with<T: for<'de> Deserialize<'de> + Resolve>(
+        name: &str,
+        replace: (&str, &str),
+    ) -> anyhow::Result<T> {
+        let text = std::fs::read_to_string(examples().join(name)).unwrap();
+        assert!(text.contains(replace.0), "{name} has no `{}`", replace.0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text.replacen(replace.0, replace.1, 1)).unwrap();
+        load(&path)
+    }
+
+    #[test]
+    fn zero_and_inverted_limits_and_timings_are_refused_naming_the_key() {
+        let refused = [
+            ("max_connections = 1024", "max_connections = 0", "ingress.max_connections"),
+            ("down_after_ms = 3000", "down_after_ms = 0", "membership.down_after_ms"),
+            ("down_after_ms = 3000", "down_after_ms = 500", "twice membership.heartbeat_ms"),
+            ("heartbeat_ms = 1000", "heartbeat_ms = 0", "membership.heartbeat_ms"),
+        ];
+        for (from, to, needle) in refused {
+            let e = example_with::<ControllerConfig>("controller.toml", (from, to)).unwrap_err();
+            assert!(e.to_string().contains(needle), "{to}: {e}");
+        }
+        let e = example_with::<RelayConfig>("relay.toml", ("report_ms = 500", "report_ms = 0")).unwrap_err();
+        assert!(e.to_string().contains("probing.report_ms"), "{e}");
+        let e = example_with::<SiteConfig>("site.toml", ("report_ms = 500", "report_ms = 0")).unwrap_err();
+        assert!(e.to_string().contains("probing.report_ms"), "{e}");
+        // The examples as they are pass.
+        example_with::<ControllerConfig>("controller.toml", ("max_connections", "max_connections")).unwrap();
     }
 
     #[test]
