@@ -432,6 +432,32 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
         "the connection still works"
     );
 
+    // A second site-a (its own certificate: a double start, or a copied key) is refused while
+    // the real one is connected, and the real one keeps carrying tunnels (checked below).
+    let identity = mesh
+        .pki
+        .tls("site-a", Role::Site)
+        .expect("certificate")
+        .load("site-a", Role::Site)
+        .expect("identity");
+    let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("address"), identity, &[]).expect("endpoint");
+    let conn = ep.connect(controller.addr, "controller", &[Role::Controller]).await.expect("handshake");
+    let mut stream = Framed::new(conn.open_bi().await.expect("stream"));
+    stream
+        .send(&Control::Register { name: "site-a".into(), role: Role::Site, listen: None })
+        .await
+        .expect("sent");
+    match stream.recv().await {
+        Ok(Some(Control::Refused { reason, .. })) => {
+            assert!(reason.contains("`site-a` is already connected"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.is_ok(),
+        "the second connection is closed"
+    );
+
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let names: Vec<String> = mesh.ctl().nodes().into_iter().map(|n| n.name).collect();
     assert!(!names.contains(&"r9".to_owned()) && !names.contains(&"site-x".to_owned()), "{names:?}");

@@ -109,6 +109,31 @@ impl Controller {
                         conn.close(2u32.into(), b"identity mismatch");
                         return;
                     }
+                    // One live connection per node name. A second one is a double start or a
+                    // copied key: taking it would send new tunnels to the impostor, and leave
+                    // the real node shown up but unreachable once the impostor left. A node
+                    // that restarted waits until its old connection times out (5 s).
+                    let taken = {
+                        let mut conns = super::lock(&self.nodes.conns);
+                        let live = conns
+                            .get(&name)
+                            .filter(|c| c.close_reason().is_none() && c.stable_id() != conn.stable_id())
+                            .map(quinn::Connection::remote_address);
+                        if live.is_none() {
+                            conns.insert(name.clone(), conn.clone());
+                        }
+                        live
+                    };
+                    if let Some(from) = taken {
+                        let reason = format!(
+                            "node `{name}` is already connected (from {from}); a second connection with its \
+                             name is refused until that one ends"
+                        );
+                        tracing::warn!(parent: &span, "registration refused: {reason}");
+                        stream.refuse(RefusalCode::Forbidden, &reason).await;
+                        conn.close(2u32.into(), b"already connected");
+                        return;
+                    }
                     let (registered_now, heartbeat_ms) = {
                         let mut view = self.nodes.view();
                         let m = view.membership_mut();
@@ -131,7 +156,6 @@ impl Controller {
                     if stream.send(&registered_msg).await.is_err() {
                         return;
                     }
-                    super::lock(&self.nodes.conns).insert(name.clone(), conn.clone());
                     registered = true;
                     let this = Arc::clone(&self);
                     self.spawner.spawn(this.control_stream(

@@ -126,6 +126,17 @@ impl RedbStore {
                 reason: format!("cannot create {}: {e}", dir.display()),
             })?;
         }
+        // redb would take an empty file for a new store: every account and binding gone, without
+        // a word. An empty file where a store was is a damaged or truncated copy.
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            return Err(StoreError::Backend {
+                doing: opening,
+                reason: format!(
+                    "{} is empty: not a store (a truncated copy?); move it away to start a new one",
+                    path.display()
+                ),
+            });
+        }
         let db = ::redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|e| {
             StoreError::Backend { doing: opening, reason: format!("{}: {e}", path.display()) }
         })?;
@@ -829,6 +840,18 @@ mod corrupt {
         let e = store.account("acme").unwrap_err();
         assert!(matches!(&e, StoreError::Corrupt { kind: "account", key, .. } if key == "acme"), "{e}");
         assert!(matches!(store.accounts(), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_not_taken_for_a_new_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        std::fs::write(&path, b"").unwrap();
+        let e = RedbStore::open(&path).err().expect("refused");
+        assert!(e.to_string().contains("is empty: not a store"), "{e}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+        // No file at all is a new store.
+        RedbStore::open(&dir.path().join("new.redb")).unwrap();
     }
 
     #[test]
