@@ -93,6 +93,10 @@ pub struct IngressConfig {
     pub connect_listen: Option<SocketAddr>,
     /// A tunnelled connection with no bytes either way for this long is ended, s (default 300).
     pub idle_timeout_s: u64,
+    /// An `http` binding's client that sends nothing for this long after connecting is
+    /// disconnected, s (default 30): an idle socket costs a descriptor, so it must not wait
+    /// out `idle_timeout_s`. (A `tcp` binding waits: some protocols let the server speak first.)
+    pub first_byte_timeout_s: u64,
     /// The most connections one binding carries at once (default 1024); more are refused.
     pub max_connections: usize,
     /// The largest request body an `http` binding accepts, MiB (default 16). Bodies are read
@@ -107,6 +111,7 @@ impl Default for IngressConfig {
             platform: None,
             connect_listen: None,
             idle_timeout_s: 300,
+            first_byte_timeout_s: 30,
             max_connections: 1024,
             max_http_body_mib: 16,
         }
@@ -407,6 +412,7 @@ impl Resolve for ControllerConfig {
         )?;
         require(i.max_connections >= 1, "ingress.max_connections", "must be at least 1")?;
         require(i.idle_timeout_s >= 1, "ingress.idle_timeout_s", "must be at least 1")?;
+        require(i.first_byte_timeout_s >= 1, "ingress.first_byte_timeout_s", "must be at least 1")?;
         require(i.max_http_body_mib >= 1, "ingress.max_http_body_mib", "must be at least 1")?;
         require(h.timeout_ms >= 1, "catalog.handshake.timeout_ms", "must be at least 1")?;
         require(h.backoff_ms >= 1, "catalog.handshake.backoff_ms", "must be at least 1")?;

@@ -773,6 +773,32 @@ async fn an_http_binding_speaks_http1_and_h2_and_forwards_only_the_target_creden
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
 }
 
+/// A client that connects to an `http` binding and sends nothing is let go after the first-byte
+/// deadline, not held until the (much longer) idle timeout; a client that speaks is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_binding_lets_go_of_a_client_that_sends_nothing() {
+    let echo = echo_head_service().await;
+    let topology = two_relays(echo, None)
+        .adapter("site-b", skybridge_tests::test_plugin("plain-adapter"))
+        .ingress_limits(300, 1024)
+        .first_byte_timeout(1);
+    let mesh = TestMesh::start(topology).await;
+    let (status, binding) = bind(&mesh, "web", json!({ "mode": "http" })).await;
+    assert_eq!(status, 201, "{binding}");
+    let listen = binding["listen"].as_str().expect("listen").to_owned();
+    let mut silent = tokio::net::TcpStream::connect(&listen).await.expect("connect");
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), silent.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "a silent client is still held (the idle timeout is 300 s)");
+    assert!(got.is_empty(), "nothing is said to it: {}", String::from_utf8_lossy(&got));
+    // One that speaks at once is answered (401: it brings no account).
+    let mut speaking = tokio::net::TcpStream::connect(&listen).await.expect("connect");
+    speaking.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("send");
+    let mut answer = String::new();
+    speaking.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
 /// A service that echoes every byte back.
 async fn echo_service() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

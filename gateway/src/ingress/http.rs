@@ -134,6 +134,17 @@ pub(super) async fn serve(
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HTTP_HEAD_TIMEOUT);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(HTTP_HEAD_TIMEOUT));
+    // Wait for the first byte before hyper reads: its header timeout starts only once it
+    // knows the protocol, so a client that sends nothing would otherwise be held until idle.
+    let first_byte = Duration::from_secs(controller.ingress_config().first_byte_timeout_s.max(1));
+    match tokio::time::timeout(first_byte, client.peek(&mut [0u8; 1])).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return,
+        Err(_) => {
+            tracing::info!(%remote, "http client sent nothing for {first_byte:?}: closed");
+            return;
+        }
+    }
     let client = Watched::new(client);
     let activity = Arc::clone(&client.last);
     let connection = builder.serve_connection(TokioIo::new(client), service);

@@ -76,6 +76,7 @@ pub struct Topology {
     endpoints: BTreeMap<String, Vec<Endpoint>>,
     ingress_platform: Option<String>,
     ingress_limits: Option<(u64, usize)>,
+    first_byte_timeout_s: Option<u64>,
     adapters: Vec<AdapterConfig>,
     clouds: BTreeMap<String, crate::config::CloudConfig>,
     authorizers: BTreeMap<String, crate::config::PluginFile>,
@@ -93,6 +94,7 @@ impl Topology {
             endpoints: BTreeMap::new(),
             ingress_platform: None,
             ingress_limits: None,
+            first_byte_timeout_s: None,
             adapters: vec![],
             clouds: BTreeMap::new(),
             authorizers: BTreeMap::new(),
@@ -151,6 +153,12 @@ impl Topology {
     /// Give `site` an authorizer plugin.
     pub fn authorizer(mut self, site: &str, authorizer: crate::config::PluginFile) -> Topology {
         self.authorizers.insert(site.into(), authorizer);
+        self
+    }
+
+    /// Set how long an `http` binding's client may send nothing after connecting (s).
+    pub fn first_byte_timeout(mut self, seconds: u64) -> Topology {
+        self.first_byte_timeout_s = Some(seconds);
         self
     }
 
@@ -219,6 +227,7 @@ impl LocalMesh {
                 connect_listen: topology.ingress_platform.as_ref().map(|_| any),
                 idle_timeout_s: topology.ingress_limits.map_or(300, |l| l.0),
                 max_connections: topology.ingress_limits.map_or(1024, |l| l.1),
+                first_byte_timeout_s: topology.first_byte_timeout_s.unwrap_or(30),
                 ..IngressConfig::default()
             },
             adapters: topology.adapters.clone(),
