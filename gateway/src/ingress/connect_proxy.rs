@@ -47,7 +47,7 @@ pub async fn serve(
 /// Read an HTTP request head (through the blank line) within [`CONNECT_HEAD_TIMEOUT`]: a
 /// client that dribbles or stalls is dropped rather than holding a task forever. Returns the
 /// head and any bytes the client sent after it.
-async fn read_head(client: &mut TcpStream) -> Result<(Vec<u8>, Vec<u8>), String> {
+async fn read_head(client: &mut (impl tokio::io::AsyncRead + Unpin)) -> Result<(Vec<u8>, Vec<u8>), String> {
     let read = async {
         let mut buf = Vec::with_capacity(1024);
         let mut chunk = [0u8; 1024];
@@ -58,8 +58,12 @@ async fn read_head(client: &mut TcpStream) -> Result<(Vec<u8>, Vec<u8>), String>
             }
             let scan_from = buf.len().saturating_sub(3);
             buf.extend_from_slice(&chunk[..n]);
-            if let Some(pos) = buf[scan_from..].windows(4).position(|w| w == b"\r\n\r\n") {
-                let end = scan_from + pos + 4;
+            let end = buf[scan_from..].windows(4).position(|w| w == b"\r\n\r\n").map(|p| scan_from + p + 4);
+            // The cap is on the head, wherever in a read its end falls.
+            if end.unwrap_or(buf.len()) > MAX_HEAD {
+                return Err(format!("request head larger than {MAX_HEAD} bytes"));
+            }
+            if let Some(end) = end {
                 let rest = buf.split_off(end);
                 return Ok((buf, rest));
             }
@@ -159,4 +163,35 @@ async fn handle(
     client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.map_err(|e| e.to_string())?;
     super::carry(controller, session, Side::Tcp(client), (send, recv, early_len), cancel, &stats).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A head of `len` bytes (ending in the blank line), then `after`.
+    fn head(len: usize, after: &[u8]) -> Vec<u8> {
+        let start = b"CONNECT site-b:80 HTTP/1.1\r\nX-Pad: ";
+        let mut bytes = start.to_vec();
+        bytes.resize(len - 4, b'a');
+        bytes.extend_from_slice(b"\r\n\r\n");
+        bytes.extend_from_slice(after);
+        bytes
+    }
+
+    #[tokio::test]
+    async fn a_head_is_read_up_to_its_cap_and_refused_beyond_it_wherever_a_read_ends() {
+        let mut at_cap = &head(MAX_HEAD, b"")[..];
+        assert_eq!(read_head(&mut at_cap).await.unwrap().0.len(), MAX_HEAD);
+        // Bytes after the head, in the same read, are handed back.
+        let mut early = &head(100, b"early")[..];
+        let (got, rest) = read_head(&mut early).await.unwrap();
+        assert_eq!((got.len(), rest.as_slice()), (100, &b"early"[..]));
+        // 9.1 KB: its end falls inside the read that crosses the cap.
+        for len in [MAX_HEAD + 1, 9_100] {
+            let mut over = &head(len, b"")[..];
+            let e = read_head(&mut over).await.unwrap_err();
+            assert!(e.contains("larger than 8192 bytes"), "{len}: {e}");
+        }
+    }
 }
