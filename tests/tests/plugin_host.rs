@@ -295,6 +295,16 @@ fn misbehaving_plugins_fail_with_typed_errors_and_the_host_recovers() {
     assert_eq!(kinds, want);
     assert!(stats.timed_calls >= 1 && stats.timed_calls <= stats.calls, "{stats:?}");
     assert!(stats.mean_call_us() > 0.0, "{stats:?}");
+
+    // An explanation of 1 MiB would land in every decision record: an invalid answer.
+    let e = bad.score(&misbehave(5.0), &[]).unwrap_err();
+    match &e.cause {
+        CallFailure::InvalidAnswer(why) => {
+            assert!(why.contains("explanation is 1048576 bytes long, more than 4096"), "{why}")
+        }
+        other => panic!("expected an invalid answer, got {other:?}"),
+    }
+    assert_eq!(bad.score(&misbehave(0.0), &[]).expect("recovered").explanation, "behaved");
 }
 
 #[test]

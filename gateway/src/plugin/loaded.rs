@@ -41,6 +41,9 @@ const DEFERRING: &str = "skybridge:plugin/deferring@0.1.0";
 /// Warm instances kept per plugin; more concurrent calls instantiate fresh ones.
 const MAX_WARM: usize = 16;
 
+/// The longest explanation or reason a plugin may answer, bytes (the WIT asks for one line).
+pub const MAX_ANSWER_TEXT: usize = 4 * 1024;
+
 /// What `describe()` said when the plugin was loaded.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "world", rename_all = "lowercase")]
@@ -547,7 +550,23 @@ impl Plugin {
                 CallFailure::InvalidAnswer(format!("preference value {} is not finite", preference.value)),
             ));
         }
+        self.short_text("score", "explanation", &preference.explanation)?;
         Ok(preference)
+    }
+
+    /// An explanation or reason a plugin answers goes into records (decisions, the audit) and
+    /// logs: more than [`MAX_ANSWER_TEXT`] bytes is an invalid answer, not a record's bloat.
+    fn short_text(&self, call: &'static str, what: &str, text: &str) -> Result<(), CallError> {
+        if text.len() > MAX_ANSWER_TEXT {
+            return Err(self.error(
+                call,
+                CallFailure::InvalidAnswer(format!(
+                    "the {what} is {} bytes long, more than {MAX_ANSWER_TEXT}",
+                    text.len()
+                )),
+            ));
+        }
+        Ok(())
     }
 
     // -----------------------------------------------------------------------------------------
@@ -558,18 +577,21 @@ impl Plugin {
         &self,
         request: &authorization::AuthorizationRequest,
     ) -> Result<authorization::Decision, CallError> {
-        self.call("authorize", |store, exports| match exports {
+        let decision = self.call("authorize", |store, exports| match exports {
             Exports::Authorizer(a, _) => {
                 Ok(Ok(a.skybridge_plugin_authorization().call_authorize(store, request)?))
             }
             _ => Ok(Err(self.wrong_world(World::Authorizer))),
-        })
+        })?;
+        let (authorization::Decision::Grant(why) | authorization::Decision::Refuse(why)) = &decision;
+        self.short_text("authorize", "reason", why)?;
+        Ok(decision)
     }
 
     /// Decide an authorization request, or learn that it is not decided yet: through
     /// `deferring.decide` when the authorizer exports it, else `authorize` (grant or refuse).
     pub fn decide(&self, request: &authorization::AuthorizationRequest) -> Result<Consent, CallError> {
-        self.call("decide", |store, exports| match exports {
+        let consent = self.call("decide", |store, exports| match exports {
             Exports::Authorizer(_, Some(decide)) => Ok(Ok(decide.call(&mut *store, (request.clone(),))?.0)),
             Exports::Authorizer(a, None) => {
                 Ok(Ok(match a.skybridge_plugin_authorization().call_authorize(store, request)? {
@@ -578,7 +600,13 @@ impl Plugin {
                 }))
             }
             _ => Ok(Err(self.wrong_world(World::Authorizer))),
-        })
+        })?;
+        let why = match &consent {
+            Consent::Grant(why) | Consent::Refuse(why) => why,
+            Consent::Pending(p) => &p.reason,
+        };
+        self.short_text("decide", "reason", why)?;
+        Ok(consent)
     }
 
     // -----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 //! | 2 | `hog` | allocates until stopped (must hit the memory limit) |
 //! | 3 | `trap` | panics, which aborts into a wasm trap |
 //! | 4 | `flood` | logs 10,000 messages, then scores (must be rate-limited) |
+//! | 5 | `verbose` | scores with a 1 MiB explanation (must be refused as too long) |
 //! | other | other | behaves: scores `-rtt_ms` |
 
 use skybridge_plugin_sdk::{PathMetrics, Score, Scorer, Weights, config, export_scorer, info};
@@ -27,6 +28,7 @@ impl Scorer for Misbehaving {
             Some(2.0) => Some("hog".to_owned()),
             Some(3.0) => Some("trap".to_owned()),
             Some(4.0) => Some("flood".to_owned()),
+            Some(5.0) => Some("verbose".to_owned()),
             _ => config::get("mode"),
         };
         match mode.as_deref() {
@@ -51,6 +53,7 @@ impl Scorer for Misbehaving {
                 }
                 Ok(Score::new(-m.rtt_ms, "flooded the log, then scored"))
             }
+            Some("verbose") => Ok(Score::new(-m.rtt_ms, "x".repeat(1 << 20))),
             _ => Ok(Score::new(-m.rtt_ms, "behaved")),
         }
     }
