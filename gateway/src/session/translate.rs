@@ -46,11 +46,26 @@ impl Refusal {
 
 /// The request head as adapters see it: path and query as on the wire, headers in order (a
 /// `host` from the HTTP/2 authority when there is no Host header), without hop-by-hop headers
-/// other than `proxy-authorization` (which the adapter may read as a client credential).
+/// other than `proxy-authorization` (which the adapter may read as a client credential), nor
+/// the headers the client's `Connection` names as its own. Two Host headers are refused (RFC
+/// 9112 §3.2): the target and the signature could each read a different one.
 pub fn request_head(
     parts: &http::request::Parts,
     body_sha256: Option<String>,
 ) -> Result<adapting::RequestHead, Refusal> {
+    if parts.headers.get_all(http::header::HOST).iter().count() > 1 {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "more than one Host header"));
+    }
+    // `Connection: close, x-foo` makes x-foo this connection's alone (RFC 9110 §7.6.1).
+    let connection_only: Vec<String> = parts
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
     let mut headers = Vec::with_capacity(parts.headers.len() + 1);
     if !parts.headers.contains_key(http::header::HOST)
         && let Some(authority) = parts.uri.authority()
@@ -58,7 +73,9 @@ pub fn request_head(
         headers.push(types::Pair { key: "host".into(), value: authority.to_string() });
     }
     for (name, value) in &parts.headers {
-        if hop_by_hop(name.as_str()) && name != "proxy-authorization" {
+        if (hop_by_hop(name.as_str()) && name != "proxy-authorization")
+            || connection_only.iter().any(|t| t == name.as_str())
+        {
             continue;
         }
         let value = value.to_str().map_err(|_| {
@@ -113,6 +130,26 @@ mod tests {
 
     fn header<'a>(head: &'a adapting::RequestHead, name: &str) -> Option<&'a str> {
         head.headers.iter().find(|p| p.key == name).map(|p| p.value.as_str())
+    }
+
+    #[test]
+    fn two_host_headers_are_refused_and_headers_named_in_connection_dropped() {
+        let twice = Request::builder().uri("/").header("host", "a").header("host", "b").body(()).unwrap();
+        let e = request_head(&parts(twice), None).unwrap_err();
+        assert_eq!((e.status, e.reason.as_str()), (StatusCode::BAD_REQUEST, "more than one Host header"));
+        let named = Request::builder()
+            .uri("/")
+            .header("host", "a")
+            .header("connection", "close, X-Internal-Token")
+            .header("connection", "x-trace")
+            .header("x-internal-token", "secret")
+            .header("x-trace", "1")
+            .header("x-kept", "yes")
+            .body(())
+            .unwrap();
+        let head = request_head(&parts(named), None).unwrap();
+        let names: Vec<&str> = head.headers.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(names, ["host", "x-kept"]);
     }
 
     #[test]
