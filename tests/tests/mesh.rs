@@ -394,6 +394,30 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
         other => panic!("expected a refusal, got {other:?}"),
     }
 
+    // Peers that start a handshake and go silent (each a real client's first flight, replayed
+    // from a socket that never answers) hold up nobody: the next node still gets in at once,
+    // not after their handshakes time out (5 s each, one after another, before).
+    let trap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("trap");
+    let trap_addr = trap.local_addr().expect("addr");
+    let mut silent = Vec::new();
+    for i in 0..4 {
+        let name = format!("site-s{i}");
+        let identity =
+            mesh.pki.tls(&name, Role::Site).expect("certificate").load(&name, Role::Site).expect("identity");
+        let ep =
+            MeshEndpoint::bind("127.0.0.1:0".parse().expect("address"), identity, &[]).expect("endpoint");
+        let dialing = tokio::spawn(async move {
+            ep.connect(trap_addr, "controller", &[Role::Controller]).await.map(|_| ())
+        });
+        let mut first_flight = vec![0u8; 65_536];
+        let (n, _) = trap.recv_from(&mut first_flight).await.expect("a client's first datagram");
+        dialing.abort();
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+        socket.send_to(&first_flight[..n], controller.addr).await.expect("replayed");
+        silent.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
     // Random bytes, and a frame announcing 4 GiB, on a fresh connection: each stream is
     // refused with the reason, the connection and the controller live on.
     let identity = mesh
@@ -403,7 +427,14 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
         .load("site-y", Role::Site)
         .expect("identity");
     let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("address"), identity, &[]).expect("endpoint");
-    let conn = ep.connect(controller.addr, "controller", &[Role::Controller]).await.expect("handshake");
+    let conn = tokio::time::timeout(
+        Duration::from_secs(4),
+        ep.connect(controller.addr, "controller", &[Role::Controller]),
+    )
+    .await
+    .expect("not queued behind the silent handshakes")
+    .expect("handshake");
+    drop(silent);
     let garbage: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let oversized = [0xFF, 0xFF, 0xFF, 0xF0, 0, 1];
     let unknown = encode(&json!({"type": "teleport"}), DEFAULT_MAX_FRAME).expect("frame");

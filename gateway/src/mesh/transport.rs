@@ -2,8 +2,10 @@
 //!
 //! One [`MeshEndpoint`] per node both listens (accepting peers of the roles it is given) and
 //! dials (expecting a named peer of given roles). A failed handshake — unknown CA, wrong
-//! role, wrong name — is logged with the peer's address and the reason, and never reaches
-//! the node's logic.
+//! role, wrong name — is logged with the peer's address and the reason (the first of each
+//! [`REFUSAL_LOG_WINDOW`] at warn, the rest counted into the next), and never reaches the
+//! node's logic. Handshakes complete concurrently, at most [`MAX_HANDSHAKES`] at once, so a
+//! peer that starts one and goes silent holds up nobody else.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +57,43 @@ pub struct MeshEndpoint {
     endpoint: quinn::Endpoint,
     identity: Arc<NodeIdentity>,
     accept_roles: Vec<Role>,
+    /// Incoming handshakes under way.
+    handshakes: tokio::sync::Mutex<tokio::task::JoinSet<Handshake>>,
+    refusals: std::sync::Mutex<RefusalLog>,
+}
+
+/// An incoming handshake's peer address and outcome.
+type Handshake = (SocketAddr, Result<quinn::Connection, quinn::ConnectionError>);
+
+/// Incoming handshakes under way at once; more are refused until some finish.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// At most one refused handshake per this long is logged at warn.
+pub const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// When a refused handshake is worth a warning: the first of each window, carrying how many
+/// were refused since the last warning. Sans-IO: the time is passed in.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    warned_at: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    /// Count a refusal at `now`; `Some(n)`: warn now, with the `n` refusals counted since the
+    /// last warning.
+    pub fn refused(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.warned_at {
+            Some(at) if now.duration_since(at) < REFUSAL_LOG_WINDOW => {
+                self.since += 1;
+                None
+            }
+            _ => {
+                self.warned_at = Some(now);
+                Some(std::mem::take(&mut self.since))
+            }
+        }
+    }
 }
 
 /// Concurrent streams a peer may open on one mesh connection: tunnelled connections across
@@ -117,7 +156,13 @@ impl MeshEndpoint {
                 )
             })
             .map_err(|source| TransportError::Bind { addr, source })?;
-        Ok(MeshEndpoint { endpoint, identity: Arc::new(identity), accept_roles: accept.to_vec() })
+        Ok(MeshEndpoint {
+            endpoint,
+            identity: Arc::new(identity),
+            accept_roles: accept.to_vec(),
+            handshakes: tokio::sync::Mutex::default(),
+            refusals: std::sync::Mutex::default(),
+        })
     }
 
     /// The bound address.
@@ -153,19 +198,48 @@ impl MeshEndpoint {
 
     /// The next incoming connection that completed the handshake, with the role its
     /// certificate grants. Refused handshakes are logged and skipped. `None` once closed.
+    /// Cancel-safe: handshakes under way carry on for the next call.
     pub async fn accept(&self) -> Option<(quinn::Connection, Role)> {
+        let mut handshakes = self.handshakes.lock().await;
         loop {
-            let incoming = self.endpoint.accept().await?;
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => match peer_role(&conn, &self.accept_roles) {
-                    Some(role) => return Some((conn, role)),
-                    None => conn.close(1u32.into(), b"no acceptable role"),
-                },
-                Err(error) => {
-                    tracing::warn!(%remote, %error, "mesh handshake refused");
+            tokio::select! {
+                incoming = self.endpoint.accept() => {
+                    let incoming = incoming?;
+                    let remote = incoming.remote_address();
+                    if handshakes.len() >= MAX_HANDSHAKES {
+                        incoming.refuse();
+                        self.refused(remote, &format!("{MAX_HANDSHAKES} handshakes already under way"));
+                        continue;
+                    }
+                    handshakes.spawn(async move { (remote, incoming.await) });
+                }
+                Some(done) = handshakes.join_next(), if !handshakes.is_empty() => {
+                    let Ok((remote, outcome)) = done else { continue };
+                    match outcome {
+                        Ok(conn) => match peer_role(&conn, &self.accept_roles) {
+                            Some(role) => return Some((conn, role)),
+                            None => conn.close(1u32.into(), b"no acceptable role"),
+                        },
+                        Err(error) => self.refused(remote, &error.to_string()),
+                    }
                 }
             }
+        }
+    }
+
+    /// Log a refused handshake: at warn for the first of a window, else at debug.
+    fn refused(&self, remote: SocketAddr, error: &str) {
+        let warn = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .refused(std::time::Instant::now());
+        match warn {
+            Some(0) => tracing::warn!(%remote, %error, "mesh handshake refused"),
+            Some(more) => {
+                tracing::warn!(%remote, %error, refused_since_last_warning = more, "mesh handshake refused")
+            }
+            None => tracing::debug!(%remote, %error, "mesh handshake refused"),
         }
     }
 
@@ -207,6 +281,18 @@ mod tests {
     use crate::mesh::frame::{DEFAULT_MAX_FRAME, FrameDecoder, encode};
     use crate::mesh::identity::{init_ca, issue};
     use std::path::Path;
+
+    #[test]
+    fn refused_handshakes_warn_once_a_window_with_the_count_since() {
+        let mut log = RefusalLog::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(log.refused(t0), Some(0), "the first warns");
+        for i in 1..=1_000u64 {
+            assert_eq!(log.refused(t0 + Duration::from_millis(i)), None, "then counted");
+        }
+        assert_eq!(log.refused(t0 + REFUSAL_LOG_WINDOW), Some(1_000), "the next window warns with the count");
+        assert_eq!(log.refused(t0 + REFUSAL_LOG_WINDOW * 3), Some(0));
+    }
 
     fn identity(ca: &Path, dir: &Path, name: &str, role: Role) -> NodeIdentity {
         let (cert, key) = issue(ca, name, role, dir).unwrap();
