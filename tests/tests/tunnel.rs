@@ -578,6 +578,18 @@ async fn accounts_keep_their_secrets_and_their_own_tunnels_and_every_use_is_reco
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // An account whose target fails learns that, not the mesh's inside (the platforms there
+    // are, which relay failed): the operator and the log get the detail.
+    let basic = "YWNtZTphY21lLXNlY3JldC0wMTIzNDU2Nzg5"; // acme:acme-secret-0123456789
+    let mut raw = tokio::net::TcpStream::connect(proxy).await.expect("connect");
+    let request = format!(
+        "CONNECT nowhere:80 HTTP/1.1\r\nHost: nowhere:80\r\nProxy-Authorization: Basic {basic}\r\n\r\n"
+    );
+    raw.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 404") && answer.ends_with("no target nowhere:80\n"), "{answer}");
+    assert!(!answer.contains("site-a") && !answer.contains("known platforms"), "{answer}");
     let (_, bindings) = mesh.api("GET", "/v1/bindings", None).await;
     let mut owners: Vec<(String, u64)> = bindings
         .as_array()

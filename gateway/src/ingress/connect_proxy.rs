@@ -93,6 +93,22 @@ async fn principal(value: Option<&[u8]>, admin_token: &[u8; 32], controller: &Co
     }
 }
 
+/// Answer a failed target: the operator reads `detail`; an account reads only `generic`, since
+/// the detail names the mesh's inside (relays, other platforms, endpoints). The log keeps the
+/// detail either way.
+async fn target_failed(
+    client: &mut TcpStream,
+    account: &str,
+    status: &str,
+    detail: &str,
+    generic: &str,
+) -> Result<(), String> {
+    if account == OPERATOR {
+        return answer(client, status, "", detail).await;
+    }
+    answer(client, status, "", generic).await.map_err(|_| format!("{status} for account {account}: {detail}"))
+}
+
 /// Answer `status` with `reason` and end the exchange.
 async fn answer(client: &mut TcpStream, status: &str, extra: &str, reason: &str) -> Result<(), String> {
     let body = format!("{reason}\n");
@@ -142,9 +158,13 @@ async fn handle(
     let id = match controller.connect_binding(&account, to, endpoint).await {
         Ok(id) => id,
         Err(e @ BindError::Connect(ConnectError::UnknownPlatform { .. })) => {
-            return answer(&mut client, "404 Not Found", "", &e.to_string()).await;
+            let generic = format!("no target {target}");
+            return target_failed(&mut client, &account, "404 Not Found", &e.to_string(), &generic).await;
         }
-        Err(e) => return answer(&mut client, "502 Bad Gateway", "", &e.to_string()).await,
+        Err(e) => {
+            let generic = format!("no path to {target} now");
+            return target_failed(&mut client, &account, "502 Bad Gateway", &e.to_string(), &generic).await;
+        }
     };
     let Some((cancel, stats)) = controller.bindings().carrier(id) else {
         return answer(&mut client, "502 Bad Gateway", "", "the tunnel closed").await;
@@ -157,7 +177,9 @@ async fn handle(
         Ok(opened) => opened,
         Err(e) => {
             controller.end_session(session, 0, 0, format!("{e:#}"));
-            return answer(&mut client, "502 Bad Gateway", "", &format!("{e:#}")).await;
+            let generic = format!("no path to {target} now");
+            return target_failed(&mut client, &account, "502 Bad Gateway", &format!("{e:#}"), &generic)
+                .await;
         }
     };
     client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.map_err(|e| e.to_string())?;
