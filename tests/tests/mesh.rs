@@ -340,6 +340,23 @@ async fn the_admin_api_refuses_strangers_and_bad_requests_clearly() {
     let big = format!(r#"{{"from": "{}", "to": "b"}}"#, "a".repeat(100_000));
     let (status, _) = mesh.api("POST", "/v1/connections", Some(&big)).await;
     assert_eq!(status, 413);
+    // A body that stops arriving is answered 408 (within the 10 s body timeout), not held.
+    let mut stalled = tokio::net::TcpStream::connect(mesh.controller.admin_addr()).await.expect("connect");
+    let head = format!(
+        "PUT /v1/policy HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\n{{\"k\": ",
+        mesh.token
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, head.as_bytes()).await.expect("sent");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::AsyncReadExt::read(&mut stalled, &mut answer),
+    )
+    .await
+    .expect("an answer, not a stall")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("did not arrive within 10 s"), "{answer}");
     // And the controller still works.
     mesh.connect("site-a", "site-b").await;
 }

@@ -64,6 +64,9 @@ use crate::store::StoreError;
 /// Request bodies larger than this are refused.
 const MAX_BODY: usize = 64 * 1024;
 
+/// A request body must arrive whole within this long.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Read the bearer token: the first line of `path`, which must not be empty.
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
     let token = crate::file::read_secret(path, "the admin token file")?;
@@ -161,7 +164,16 @@ fn authorized(req: &Request<Incoming>, token: &[u8; 32]) -> bool {
 }
 
 async fn body<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Answer> {
-    let bytes = Limited::new(req.into_body(), MAX_BODY).collect().await.map_err(|e| {
+    let collect = Limited::new(req.into_body(), MAX_BODY).collect();
+    // A client that stops sending its body would otherwise hold the request (and its task)
+    // for as long as it keeps the connection open.
+    let collected = tokio::time::timeout(BODY_TIMEOUT, collect).await.map_err(|_| {
+        error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+        )
+    })?;
+    let bytes = collected.map_err(|e| {
         if e.is::<http_body_util::LengthLimitError>() {
             error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {MAX_BODY} bytes"))
         } else {
