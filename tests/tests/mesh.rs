@@ -361,6 +361,23 @@ async fn the_admin_api_refuses_strangers_and_bad_requests_clearly() {
     mesh.connect("site-a", "site-b").await;
 }
 
+/// An endpoint with site `name`'s certificate from the mesh's CA, outside the mesh's nodes.
+fn site_endpoint(mesh: &TestMesh, name: &str) -> MeshEndpoint {
+    let identity =
+        mesh.pki.tls(name, Role::Site).expect("certificate").load(name, Role::Site).expect("identity");
+    MeshEndpoint::bind("127.0.0.1:0".parse().expect("address"), identity, &[]).expect("endpoint")
+}
+
+/// Register on `conn` as `name` in `role`; the controller's refusal.
+async fn refused_registration(conn: &quinn::Connection, name: &str, role: Role) -> String {
+    let mut stream = Framed::new(conn.open_bi().await.expect("stream"));
+    stream.send(&Control::Register { name: name.into(), role, listen: None }).await.expect("sent");
+    match stream.recv().await {
+        Ok(Some(Control::Refused { reason, .. })) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_carries_on() {
     let mesh = TestMesh::start(triangle()).await;
@@ -391,25 +408,10 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
     assert!(format!("{err:#}").contains("does not grant role `relay`"), "{err:#}");
 
     // A site that claims to be a relay at registration is refused, and cut off.
-    let identity = mesh
-        .pki
-        .tls("site-x", Role::Site)
-        .expect("certificate")
-        .load("site-x", Role::Site)
-        .expect("identity");
-    let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("address"), identity, &[]).expect("endpoint");
+    let ep = site_endpoint(&mesh, "site-x");
     let conn = ep.connect(controller.addr, "controller", &[Role::Controller]).await.expect("handshake");
-    let mut stream = Framed::new(conn.open_bi().await.expect("stream"));
-    stream
-        .send(&Control::Register { name: "site-x".into(), role: Role::Relay, listen: None })
-        .await
-        .expect("sent");
-    match stream.recv().await {
-        Ok(Some(Control::Refused { reason, .. })) => {
-            assert!(reason.contains("does not match the certificate"), "{reason}")
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let reason = refused_registration(&conn, "site-x", Role::Relay).await;
+    assert!(reason.contains("does not match the certificate"), "{reason}");
 
     // Peers that start a handshake and go silent (each a real client's first flight, replayed
     // from a socket that never answers) hold up nobody: the next node still gets in at once,
@@ -418,11 +420,7 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
     let trap_addr = trap.local_addr().expect("addr");
     let mut silent = Vec::new();
     for i in 0..4 {
-        let name = format!("site-s{i}");
-        let identity =
-            mesh.pki.tls(&name, Role::Site).expect("certificate").load(&name, Role::Site).expect("identity");
-        let ep =
-            MeshEndpoint::bind("127.0.0.1:0".parse().expect("address"), identity, &[]).expect("endpoint");
+        let ep = site_endpoint(&mesh, &format!("site-s{i}"));
         let dialing = tokio::spawn(async move {
             ep.connect(trap_addr, "controller", &[Role::Controller]).await.map(|_| ())
         });
@@ -437,13 +435,7 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
 
     // Random bytes, and a frame announcing 4 GiB, on a fresh connection: each stream is
     // refused with the reason, the connection and the controller live on.
-    let identity = mesh
-        .pki
-        .tls("site-y", Role::Site)
-        .expect("certificate")
-        .load("site-y", Role::Site)
-        .expect("identity");
-    let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("address"), identity, &[]).expect("endpoint");
+    let ep = site_endpoint(&mesh, "site-y");
     let conn = tokio::time::timeout(
         Duration::from_secs(4),
         ep.connect(controller.addr, "controller", &[Role::Controller]),
@@ -482,25 +474,10 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
 
     // A second site-a (its own certificate: a double start, or a copied key) is refused while
     // the real one is connected, and the real one keeps carrying tunnels (checked below).
-    let identity = mesh
-        .pki
-        .tls("site-a", Role::Site)
-        .expect("certificate")
-        .load("site-a", Role::Site)
-        .expect("identity");
-    let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("address"), identity, &[]).expect("endpoint");
+    let ep = site_endpoint(&mesh, "site-a");
     let conn = ep.connect(controller.addr, "controller", &[Role::Controller]).await.expect("handshake");
-    let mut stream = Framed::new(conn.open_bi().await.expect("stream"));
-    stream
-        .send(&Control::Register { name: "site-a".into(), role: Role::Site, listen: None })
-        .await
-        .expect("sent");
-    match stream.recv().await {
-        Ok(Some(Control::Refused { reason, .. })) => {
-            assert!(reason.contains("`site-a` is already connected"), "{reason}")
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let reason = refused_registration(&conn, "site-a", Role::Site).await;
+    assert!(reason.contains("`site-a` is already connected"), "{reason}");
     assert!(
         tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.is_ok(),
         "the second connection is closed"
