@@ -84,6 +84,28 @@ fn sha256_file(path: &Path) -> String {
     hex::encode(hash.finalize())
 }
 
+/// Send `CONNECT target` with `Proxy-Authorization: auth` to `proxy`; the whole answer.
+async fn raw_connect(proxy: SocketAddr, target: &str, auth: &str) -> String {
+    let mut raw = tokio::net::TcpStream::connect(proxy).await.expect("connect");
+    let request =
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: {auth}\r\n\r\n");
+    raw.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    // A granted CONNECT stays open: its status line is enough.
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), raw.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => answer.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Ok(Err(e)) => panic!("reading the CONNECT answer: {e}"),
+        }
+        if answer.starts_with("HTTP/1.1 200") && answer.contains("\r\n\r\n") {
+            break;
+        }
+    }
+    answer
+}
+
 /// site-a — r1 — r2 — site-b, where site-b publishes `web` (and `echo` when given).
 fn two_relays(web: SocketAddr, echo: Option<SocketAddr>) -> Topology {
     let mut t = Topology::new(policy(&[], 4, 20))
@@ -565,6 +587,21 @@ async fn accounts_keep_their_secrets_and_their_own_tunnels_and_every_use_is_reco
                 .expect("curl runs")
         })
     };
+    // An account reaches only platforms it has credentials at: beta has none at site-b yet,
+    // and no decision is stored for its refusal.
+    let decisions_before = mesh.ctl().recent_decisions(1000).await.expect("decisions").len();
+    let out = curl("beta:beta-secret-0123456789".to_owned()).await.expect("curl task");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer = raw_connect(proxy, "site-b:web", "Basic YmV0YTpiZXRhLXNlY3JldC0wMTIzNDU2Nzg5").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 403")
+            && answer.contains("account `beta` has no credentials at `site-b`"),
+        "{answer}"
+    );
+    assert_eq!(mesh.ctl().recent_decisions(1000).await.expect("decisions").len(), decisions_before);
+    let beta_mapping = r#"{"principal": "AKIABETA", "secret": "beta-target-secret"}"#;
+    let (status, body) = mesh.api("PUT", "/v1/accounts/beta/credentials/site-b", Some(beta_mapping)).await;
+    assert_eq!(status, 200, "{body}");
     for user in ["acme:acme-secret-0123456789", "beta:beta-secret-0123456789"] {
         let out = curl(user.to_owned()).await.expect("curl task");
         assert!(out.status.success(), "{user}: {}", String::from_utf8_lossy(&out.stderr));
@@ -578,17 +615,11 @@ async fn accounts_keep_their_secrets_and_their_own_tunnels_and_every_use_is_reco
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // An account whose target fails learns that, not the mesh's inside (the platforms there
-    // are, which relay failed): the operator and the log get the detail.
-    let basic = "YWNtZTphY21lLXNlY3JldC0wMTIzNDU2Nzg5"; // acme:acme-secret-0123456789
-    let mut raw = tokio::net::TcpStream::connect(proxy).await.expect("connect");
-    let request = format!(
-        "CONNECT nowhere:80 HTTP/1.1\r\nHost: nowhere:80\r\nProxy-Authorization: Basic {basic}\r\n\r\n"
-    );
-    raw.write_all(request.as_bytes()).await.expect("write");
-    let mut answer = String::new();
-    raw.read_to_string(&mut answer).await.expect("read");
-    assert!(answer.starts_with("HTTP/1.1 404") && answer.ends_with("no target nowhere:80\n"), "{answer}");
+    // An account asking for a platform it has no credentials at learns only that, not the
+    // mesh's inside (the platforms there are): the operator and the log get the detail.
+    let acme = "Basic YWNtZTphY21lLXNlY3JldC0wMTIzNDU2Nzg5"; // acme:acme-secret-0123456789
+    let answer = raw_connect(proxy, "nowhere:80", acme).await;
+    assert!(answer.starts_with("HTTP/1.1 403") && answer.contains("no credentials at `nowhere`"), "{answer}");
     assert!(!answer.contains("site-a") && !answer.contains("known platforms"), "{answer}");
     let (_, bindings) = mesh.api("GET", "/v1/bindings", None).await;
     let mut owners: Vec<(String, u64)> = bindings
@@ -626,13 +657,102 @@ async fn accounts_keep_their_secrets_and_their_own_tunnels_and_every_use_is_reco
     })
     .await;
     let beta = mesh.ctl().sessions().into_iter().find(|s| s.account == "beta").expect("beta's session");
-    assert_eq!((beta.third.principal, beta.outcome.as_deref()), (None, Some("closed")));
+    assert_eq!(
+        (beta.third.principal.as_deref(), beta.outcome.as_deref()),
+        (Some("AKIABETA"), Some("closed"))
+    );
     assert!(!serde_json::to_string(&mesh.ctl().sessions()).expect("json").contains("secret"));
 
     let (status, _) = mesh.api("DELETE", "/v1/accounts/beta", None).await;
     assert_eq!(status, 200);
     let out = curl("beta:beta-secret-0123456789".to_owned()).await.expect("curl task");
     assert!(String::from_utf8_lossy(&out.stderr).contains("407"), "a deleted account is refused");
+}
+
+/// The target site's authorizer decides every account's CONNECT and binding to an endpoint
+/// (finding 5); a refusal is a 403 with its reason, audited at the site, with no decision
+/// stored; and one account's failing CONNECTs never queue another account's (finding 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_target_sites_authorizer_decides_every_connect_and_one_accounts_failures_queue_no_other() {
+    let files = tempfile::tempdir().expect("tempdir");
+    std::fs::write(files.path().join("hello.txt"), "hello\n").expect("write");
+    let web = HttpServer::start(files.path());
+    let only_acme = skybridge_gateway::config::PluginFile {
+        path: skybridge_tests::plugin("allowlist-authorizer"),
+        config: [("allow.acme".to_owned(), "acme site-b endpoint/*".to_owned())].into(),
+        limits: Default::default(),
+    };
+    let topology = two_relays(web.addr, Some(echo_service().await))
+        .ingress_platform("site-a")
+        .authorizer("site-b", only_acme);
+    let mesh = TestMesh::start(topology).await;
+    let proxy = mesh.controller.connect_addr().expect("the CONNECT proxy runs");
+    let mapping = r#"{"principal": "P", "secret": "target-secret-xyz"}"#;
+    for id in ["acme", "beta"] {
+        let account = json!({"id": id, "secret": format!("{id}-secret-0123456789")}).to_string();
+        assert_eq!(mesh.api("POST", "/v1/accounts", Some(&account)).await.0, 201);
+        let path = format!("/v1/accounts/{id}/credentials/site-b");
+        assert_eq!(mesh.api("PUT", &path, Some(mapping)).await.0, 200);
+    }
+    let basic = |id: &str| match id {
+        "acme" => "Basic YWNtZTphY21lLXNlY3JldC0wMTIzNDU2Nzg5".to_owned(),
+        _ => "Basic YmV0YTpiZXRhLXNlY3JldC0wMTIzNDU2Nzg5".to_owned(),
+    };
+    let decisions = || async { mesh.ctl().recent_decisions(10_000).await.expect("decisions").len() };
+
+    // acme is granted; beta — mapped at site-b, but not in the site's rules — is refused with
+    // the authorizer's reason, and nothing of the attempt is kept.
+    let answer = raw_connect(proxy, "site-b:web", &basic("acme")).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let before = decisions().await;
+    let answer = raw_connect(proxy, "site-b:web", &basic("beta")).await;
+    assert!(answer.starts_with("HTTP/1.1 403") && answer.contains("site-b refused site-b:web"), "{answer}");
+    assert!(!answer.contains("r1") && !answer.contains("r2"), "no relay named to an account: {answer}");
+    assert_eq!(decisions().await, before, "a refused attempt stores no decision");
+    // The operator's own bindings are asked about too.
+    let request = json!({"to": "site-b", "endpoint": "web"}).to_string();
+    let (status, body) = mesh.api("POST", "/v1/bindings", Some(&request)).await;
+    assert_eq!(status, 403, "{body}");
+    // The site audited each decision, naming the account and the endpoint.
+    let audit = std::fs::read_to_string(mesh.state.path().join("site-b-audit.jsonl")).expect("audit");
+    let lines: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let tunnel_lines: Vec<(&str, &str, bool)> = lines
+        .iter()
+        .filter(|l| l["tunnel"].is_u64())
+        .map(|l| {
+            let granted = l["consent"]["decision"] == json!("grant");
+            (l["account"].as_str().expect("account"), l["capability"].as_str().expect("capability"), granted)
+        })
+        .collect();
+    assert_eq!(
+        tunnel_lines,
+        [
+            ("acme", "endpoint/web", true),
+            ("beta", "endpoint/web", false),
+            ("operator", "endpoint/web", false)
+        ],
+        "{audit}"
+    );
+
+    // beta loops failing CONNECTs (an endpoint site-b does not publish), 24 at once: each is a
+    // round of work (a decision, a refused setup), and they wait for each other. acme's
+    // CONNECT to a new target, asked after them, waits for none of them.
+    let failing: Vec<_> = (0..24)
+        .map(|_| {
+            let auth = basic("beta");
+            tokio::spawn(async move { raw_connect(proxy, "site-b:nothing", &auth).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let acme = raw_connect(proxy, "site-b:echo", &basic("acme")).await;
+    assert!(acme.starts_with("HTTP/1.1 200"), "{acme}");
+    let still_failing = failing.iter().filter(|t| !t.is_finished()).count();
+    assert!(still_failing > 0, "acme's CONNECT waited for all of beta's failures");
+    for task in failing {
+        let answer = task.await.expect("task");
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    }
+    assert_eq!(decisions().await, before + 1, "failed attempts store no decisions; acme's binding one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

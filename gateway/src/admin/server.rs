@@ -152,6 +152,8 @@ fn connect_status(e: &ConnectError) -> StatusCode {
 fn bind_error(e: BindError) -> Answer {
     let status = match &e {
         BindError::Invalid(_) => StatusCode::BAD_REQUEST,
+        BindError::Forbidden(_) => StatusCode::FORBIDDEN,
+        BindError::Setup(s) if s.denied => StatusCode::FORBIDDEN,
         BindError::Connect(c) => connect_status(c),
         BindError::Setup(_) => StatusCode::BAD_GATEWAY,
     };
@@ -527,7 +529,15 @@ mod tests {
         assert_eq!(connect_status(&ConnectError::Unavailable("no path".into())), StatusCode::CONFLICT);
         assert_eq!(connect_status(&ConnectError::Failed("scorer".into())), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(bind_error(BindError::Invalid("ttl".into())).status(), StatusCode::BAD_REQUEST);
-        let setup = crate::tunnel::setup::SetupFailed { failed: vec![], rolled_back: vec![], retry: false };
-        assert_eq!(bind_error(BindError::Setup(setup)).status(), StatusCode::BAD_GATEWAY);
+        let setup = crate::tunnel::setup::SetupFailed {
+            failed: vec![],
+            rolled_back: vec![],
+            retry: false,
+            denied: false,
+        };
+        assert_eq!(bind_error(BindError::Setup(setup.clone())).status(), StatusCode::BAD_GATEWAY);
+        let denied = crate::tunnel::setup::SetupFailed { denied: true, ..setup };
+        assert_eq!(bind_error(BindError::Setup(denied)).status(), StatusCode::FORBIDDEN);
+        assert_eq!(bind_error(BindError::Forbidden("no".into())).status(), StatusCode::FORBIDDEN);
     }
 }

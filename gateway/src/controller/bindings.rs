@@ -24,7 +24,7 @@ use super::view::PathProblem;
 use super::{Controller, lock};
 use crate::session::records::{FirstSession, SecondSession, SessionRecord, ThirdSession};
 use crate::time::now_unix_ms;
-use crate::tunnel::setup::SetupFailed;
+use crate::tunnel::setup::{SetupFailed, Target};
 
 /// Default and longest binding lifetime.
 const DEFAULT_TTL_S: u64 = 3_600;
@@ -137,6 +137,10 @@ pub enum BindError {
     /// The request is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The account may not use the target: it has no credentials there, or the target
+    /// platform's authorizer refused it.
+    #[error("{0}")]
+    Forbidden(String),
     /// No path (see [`ConnectError`]).
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -203,8 +207,30 @@ impl Binding {
 pub struct Bindings {
     next_id: AtomicU64,
     by_id: std::sync::Mutex<BTreeMap<u64, Binding>>,
-    /// CONNECT makes one binding per target at a time.
-    connect_lock: tokio::sync::Mutex<()>,
+    /// CONNECT makes one binding per (account, platform, endpoint) at a time: a gate per key
+    /// being made, dropped once nobody waits on it. Other keys never wait.
+    making: std::sync::Mutex<std::collections::HashMap<ConnectKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Whose CONNECT binding to what: (account, platform, endpoint).
+type ConnectKey = (String, String, String);
+
+/// A CONNECT key's gate, taken out of the map again when its last user is done (or dropped
+/// mid-way).
+struct Gate<'a> {
+    making: &'a std::sync::Mutex<std::collections::HashMap<ConnectKey, Arc<tokio::sync::Mutex<()>>>>,
+    key: ConnectKey,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let mut making = lock(self.making);
+        // Under the map's lock nobody else can take the gate: the map's and ours are the last.
+        if Arc::strong_count(&self.gate) == 2 {
+            making.remove(&self.key);
+        }
+    }
 }
 
 impl Default for Bindings {
@@ -212,7 +238,7 @@ impl Default for Bindings {
         Bindings {
             next_id: AtomicU64::new(1),
             by_id: std::sync::Mutex::new(BTreeMap::new()),
-            connect_lock: tokio::sync::Mutex::new(()),
+            making: std::sync::Mutex::default(),
         }
     }
 }
@@ -231,6 +257,20 @@ impl Bindings {
     /// What a connection of binding `id` needs: its cancel signal and counters.
     pub fn carrier(&self, id: u64) -> Option<(watch::Receiver<bool>, Arc<Stats>)> {
         lock(&self.by_id).get(&id).map(|b| (b.cancel.subscribe(), Arc::clone(&b.stats)))
+    }
+
+    /// The CONNECT binding of `key`, if there is one.
+    fn connect_binding(&self, (account, to, endpoint): &ConnectKey) -> Option<u64> {
+        lock(&self.by_id)
+            .values()
+            .find(|b| {
+                let v = &b.view;
+                v.mode == Mode::Connect
+                    && &v.tunnel.account == account
+                    && &v.to == to
+                    && &v.endpoint == endpoint
+            })
+            .map(|b| b.view.id)
     }
 
     /// Close every binding's listener and connections (at shutdown; tunnels expire on the hops).
@@ -264,13 +304,15 @@ pub fn wants_reroute(problem: Option<&PathProblem>, hold_until: Instant, now: In
 
 impl Controller {
     /// Decide the path, set the tunnel up, and record the binding, listening (or to be
-    /// listened for) at `listen`. Returns the view, the listener's cancel signal, and the
-    /// binding's counters.
+    /// listened for) at `listen`; `capability` is the match key of the capability it is made
+    /// for (which the target site authorizes). Returns the view, the listener's cancel
+    /// signal, and the binding's counters. The decision is stored only once the tunnel is up.
     pub async fn create_binding(
         &self,
         req: BindRequest,
         account: &str,
         listen: SocketAddr,
+        capability: Option<&str>,
     ) -> Result<(BindingView, watch::Receiver<bool>, Arc<Stats>), BindError> {
         let ttl = req.ttl_s.unwrap_or(DEFAULT_TTL_S);
         if ttl == 0 || ttl > MAX_TTL_S {
@@ -282,10 +324,12 @@ impl Controller {
         let from = req.from.or_else(|| self.ingress.platform.clone()).ok_or_else(|| {
             BindError::Invalid("no requesting platform: give `from`, or set `[ingress] platform`".into())
         })?;
-        let decision = self.decide(&from, &req.to).await?;
+        let decision = self.choose_path(&from, &req.to).await?;
         let expires = now_unix_ms() + ttl * 1000;
         let account = req.account.as_deref().unwrap_or(account);
-        let tunnel = self.setup_tunnel(&decision, &req.endpoint, account, expires).await?;
+        let target = Target { endpoint: &req.endpoint, account, capability };
+        let tunnel = self.setup_tunnel(&decision, target, expires).await?;
+        let tunnel = self.record_tunnel_decision(decision, tunnel).await?;
 
         let id = self.bindings.next_id.fetch_add(1, Ordering::Relaxed);
         let (cancel, cancelled) = watch::channel(false);
@@ -397,7 +441,7 @@ impl Controller {
     async fn reroute(&self, id: u64, problem: &PathProblem) -> Result<(), BindError> {
         let Some(view) = lock(&self.bindings.by_id).get(&id).map(|b| b.view.clone()) else { return Ok(()) };
         let old = view.tunnel;
-        let decision = self.decide(&view.from, &view.to).await?;
+        let decision = self.choose_path(&view.from, &view.to).await?;
         let mut new_hops = decision.decision.chosen().path.clone();
         new_hops.push(view.to.clone());
         if new_hops == old.hops && !problem.dead {
@@ -407,7 +451,10 @@ impl Controller {
             }
             return Ok(());
         }
-        let new = self.setup_tunnel(&decision, &old.endpoint, &old.account, old.expires_unix_ms).await?;
+        let target =
+            Target { endpoint: &old.endpoint, account: &old.account, capability: old.capability.as_deref() };
+        let new = self.setup_tunnel(&decision, target, old.expires_unix_ms).await?;
+        let new = self.record_tunnel_decision(decision, new).await?;
         let reroute = Reroute {
             at_unix_ms: now_unix_ms(),
             reason: problem.reason.clone(),
@@ -440,20 +487,52 @@ impl Controller {
         Ok(())
     }
 
+    /// Store the decision that `tunnel` was set up along, now that it is used; a tunnel whose
+    /// decision cannot be stored is torn down again.
+    async fn record_tunnel_decision(
+        &self,
+        decision: crate::path::DecisionRecord,
+        mut tunnel: TunnelRecord,
+    ) -> Result<TunnelRecord, BindError> {
+        match self.record_decision(decision).await {
+            Ok(stored) => {
+                tunnel.decision = stored.id;
+                Ok(tunnel)
+            }
+            Err(e) => {
+                self.teardown_tunnel(&tunnel).await;
+                Err(e.into())
+            }
+        }
+    }
+
     /// The CONNECT binding to `to`'s `endpoint` for `account`, made on first use and kept until
     /// it expires. One per account and target: an account's traffic never rides another
-    /// account's tunnel.
+    /// account's tunnel. An account (the operator aside) reaches only platforms it has
+    /// credentials at, and the target site's authorizer decides on the endpoint. Only requests
+    /// for the same binding wait for each other.
     pub async fn connect_binding(&self, account: &str, to: &str, endpoint: &str) -> Result<u64, BindError> {
-        let _one_at_a_time = self.bindings.connect_lock.lock().await;
-        let existing = lock(&self.bindings.by_id)
-            .values()
-            .find(|b| {
-                let v = &b.view;
-                v.mode == Mode::Connect && v.tunnel.account == account && v.to == to && v.endpoint == endpoint
-            })
-            .map(|b| b.view.id);
-        if let Some(id) = existing {
+        let key: ConnectKey = (account.to_owned(), to.to_owned(), endpoint.to_owned());
+        if let Some(id) = self.bindings.connect_binding(&key) {
             return Ok(id);
+        }
+        let gate = Arc::clone(lock(&self.bindings.making).entry(key.clone()).or_default());
+        let gate = Gate { making: &self.bindings.making, key, gate };
+        let _one_at_a_time = gate.gate.lock().await;
+        if let Some(id) = self.bindings.connect_binding(&gate.key) {
+            return Ok(id);
+        }
+        self.make_connect_binding(account, to, endpoint).await
+    }
+
+    async fn make_connect_binding(&self, account: &str, to: &str, endpoint: &str) -> Result<u64, BindError> {
+        if account != crate::session::accounts::OPERATOR {
+            let mapped = self.credentials(account, to).await.map_err(ConnectError::from)?;
+            if mapped.is_none() {
+                return Err(BindError::Forbidden(format!(
+                    "account `{account}` has no credentials at `{to}`"
+                )));
+            }
         }
         let listen = self.ingress.connect_listen.unwrap_or(SocketAddr::new(self.ingress.address, 0));
         let req = BindRequest {
@@ -466,7 +545,7 @@ impl Controller {
             account: None,
             capability: None,
         };
-        let (view, _, _) = self.create_binding(req, account, listen).await?;
+        let (view, _, _) = self.create_binding(req, account, listen, None).await?;
         Ok(view.id)
     }
 
@@ -583,6 +662,7 @@ mod tests {
                 hops: vec!["r1".into(), "site-b".into()],
                 endpoint: "web".into(),
                 account: "operator".into(),
+                capability: None,
                 expires_unix_ms,
                 first_token: String::new(),
             },

@@ -488,8 +488,8 @@ impl Controller {
 }
 
 impl Controller {
-    /// Where a binding to `capability` goes: (platform, endpoint, entry id). The capability is an entry
-    /// id or a `kind/name`; `platform` picks one offering platform, else each offering
+    /// Where a binding to `capability` goes: (platform, endpoint, entry id, match key). The
+    /// capability is an entry id or a `kind/name`; `platform` picks one offering platform, else each offering
     /// platform's path from `from` is decided (probed and scored) and the best one wins. Only
     /// offers whose service is still present (or missing, within its grace) and reached
     /// through an endpoint their site publishes qualify.
@@ -498,7 +498,7 @@ impl Controller {
         capability: &str,
         platform: Option<&str>,
         from: &str,
-    ) -> Result<(String, String, String), crate::controller::BindError> {
+    ) -> Result<(String, String, String, String), crate::controller::BindError> {
         use crate::controller::BindError;
         let invalid = |why: String| BindError::Invalid(why);
         let id = match capability.split_once('/') {
@@ -551,7 +551,8 @@ impl Controller {
         let mut best: Option<(f64, &OfferView)> = None;
         let mut failures = Vec::new();
         for offer in usable {
-            match self.decide(from, &offer.platform).await {
+            // Compared here, stored by the binding that uses one.
+            match self.choose_path(from, &offer.platform).await {
                 Ok(record) => {
                     let score = record
                         .decision
@@ -570,7 +571,7 @@ impl Controller {
             Some((_, offer)) => {
                 let endpoint = offer.published_endpoint.clone().unwrap_or_default();
                 tracing::info!(capability = %view.entry.match_key, platform = %offer.platform, %endpoint, "capability bound");
-                Ok((offer.platform.clone(), endpoint, view.entry.id.clone()))
+                Ok((offer.platform.clone(), endpoint, view.entry.id.clone(), view.entry.match_key.clone()))
             }
             None => Err(BindError::Connect(crate::controller::ConnectError::Unavailable(format!(
                 "no path to any platform offering {}: {}",

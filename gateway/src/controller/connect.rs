@@ -2,7 +2,8 @@
 //! relays are looked up in the mesh view; up to k loop-free paths between them are enumerated
 //! over the current link latencies; the first relay probes each candidate end to end through
 //! its relays; the scorer plugin scores the measured metrics with the policy's weights (on the
-//! plugin pool); the decision is stored and returned.
+//! plugin pool). A decision is stored once it is used — at once for a site's connection
+//! request, after its tunnel is up for a binding — so failed attempts leave no record.
 
 use std::time::Instant;
 
@@ -38,6 +39,12 @@ pub enum ConnectError {
 impl Controller {
     /// Decide a path for a connection from platform `from` to platform `to`, and store it.
     pub async fn decide(&self, from: &str, to: &str) -> Result<DecisionRecord, ConnectError> {
+        let record = self.choose_path(from, to).await?;
+        self.record_decision(record).await
+    }
+
+    /// Decide a path from `from` to `to` without storing it (its id is 0).
+    pub(crate) async fn choose_path(&self, from: &str, to: &str) -> Result<DecisionRecord, ConnectError> {
         let (policy, scorer) = self.policy.current();
         let scorer = scorer.ok_or_else(|| ConnectError::Failed("no scorer is loaded".into()))?;
         if from == to {
@@ -107,9 +114,17 @@ impl Controller {
             policy,
             decision,
         };
+        Ok(record)
+    }
+
+    /// Store a decision that is being used; it comes back with its id.
+    pub(crate) async fn record_decision(
+        &self,
+        record: DecisionRecord,
+    ) -> Result<DecisionRecord, ConnectError> {
         let record = self.store.insert_decision(record).await?;
         tracing::info!(
-            decision = record.id, from, to, path = ?record.decision.chosen().path,
+            decision = record.id, from = %record.from, to = %record.to, path = ?record.decision.chosen().path,
             score = ?record.decision.chosen().score, "connection decided"
         );
         self.events.publish(super::events::Event::Decided {

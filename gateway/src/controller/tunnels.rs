@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Controller, join_all};
-use crate::mesh::messages::{Control, Refusal};
+use crate::mesh::messages::{Control, Refusal, RefusalCode};
 use crate::mesh::stream;
 use crate::path::DecisionRecord;
 use crate::tunnel::HopKey;
-use crate::tunnel::setup::{self, HopAnswer, SetupFailed};
+use crate::tunnel::setup::{self, HopAnswer, SetupFailed, Target};
 
 /// How long each hop has to acknowledge a tunnel setup.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,6 +34,10 @@ pub struct TunnelRecord {
     pub endpoint: String,
     /// The account it carries traffic for.
     pub account: String,
+    /// Made for a capability of the catalog: its match key, which the target site's
+    /// authorizer decided on (else it decided on the endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
     /// When it expires (Unix ms).
     pub expires_unix_ms: u64,
     /// The first hop's token, presented when the ingress opens a stream.
@@ -63,19 +67,18 @@ impl Tunnels {
 }
 
 impl Controller {
-    /// Set up a tunnel along `decision`'s chosen path to `endpoint` at its target site.
+    /// Set up a tunnel along `decision`'s chosen path to `target` at its target site.
     pub(crate) async fn setup_tunnel(
         &self,
         decision: &DecisionRecord,
-        endpoint: &str,
-        account: &str,
+        target: Target<'_>,
         expires_unix_ms: u64,
     ) -> Result<TunnelRecord, SetupFailed> {
-        match self.try_setup_tunnel(decision, endpoint, account, expires_unix_ms).await {
+        match self.try_setup_tunnel(decision, target, expires_unix_ms).await {
             Err(e) if e.retry => {
                 tracing::info!("tunnel setup failed transiently, once more: {e}");
                 tokio::time::sleep(SETUP_RETRY_AFTER).await;
-                self.try_setup_tunnel(decision, endpoint, account, expires_unix_ms).await
+                self.try_setup_tunnel(decision, target, expires_unix_ms).await
             }
             done => done,
         }
@@ -84,16 +87,14 @@ impl Controller {
     async fn try_setup_tunnel(
         &self,
         decision: &DecisionRecord,
-        endpoint: &str,
-        account: &str,
+        target: Target<'_>,
         expires_unix_ms: u64,
     ) -> Result<TunnelRecord, SetupFailed> {
         let id = self.tunnels.next_id.fetch_add(1, Ordering::Relaxed);
         let mut path = decision.decision.chosen().path.clone();
         path.push(decision.to.clone());
-        let plan = setup::plan(id, &self.name, &path, endpoint, account, expires_unix_ms, |hop| {
-            self.tunnels.hop_key(hop)
-        });
+        let plan =
+            setup::plan(id, &self.name, &path, target, expires_unix_ms, |hop| self.tunnels.hop_key(hop));
         let span = tracing::info_span!("tunnel", tunnel = id, hops = ?path);
         let requests = plan.hops.iter().map(|hop| {
             let request = Control::TunnelSetup {
@@ -119,6 +120,9 @@ impl Controller {
                         HopAnswer::Failed { reason: format!("unexpected answer {other:?}"), retry: false }
                     }
                     Ok(Err(e)) => match e.downcast_ref::<Refusal>() {
+                        Some(r) if r.code == RefusalCode::Denied => {
+                            HopAnswer::Denied { reason: r.reason.clone() }
+                        }
                         Some(r) => HopAnswer::Failed { reason: r.reason.clone(), retry: r.retry },
                         None => HopAnswer::Failed { reason: format!("{e:#}"), retry: false },
                     },
@@ -130,8 +134,9 @@ impl Controller {
             id,
             decision: decision.id,
             hops: plan.hop_names(),
-            endpoint: endpoint.to_owned(),
-            account: account.to_owned(),
+            endpoint: target.endpoint.to_owned(),
+            account: target.account.to_owned(),
+            capability: target.capability.map(str::to_owned),
             expires_unix_ms,
             first_token: plan.first_token().unwrap_or_default().to_owned(),
         };

@@ -2,6 +2,8 @@
 //! with `Proxy-Authorization`: the operator's admin token (Bearer, or the Basic password with
 //! any user) or an account (Basic `account:secret`). Each account and target gets its own
 //! binding, made on first use; the connection is then carried over it like a `tcp` client.
+//! An account reaches only platforms it has credentials at, and only endpoints the target
+//! site's authorizer grants it (403 otherwise, with the authorizer's reason).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,6 +159,15 @@ async fn handle(
     };
     let id = match controller.connect_binding(&account, to, endpoint).await {
         Ok(id) => id,
+        Err(BindError::Forbidden(reason)) => {
+            return answer(&mut client, "403 Forbidden", "", &reason).await;
+        }
+        Err(BindError::Setup(e)) if e.denied => {
+            // The authorizer's reasons are written for the requester; the relays are not.
+            let reasons: Vec<&str> = e.failed.iter().map(|(_, why)| why.as_str()).collect();
+            let reason = format!("{to} refused {target}: {}", reasons.join("; "));
+            return answer(&mut client, "403 Forbidden", "", &reason).await;
+        }
         Err(e @ BindError::Connect(ConnectError::UnknownPlatform { .. })) => {
             let generic = format!("no target {target}");
             return target_failed(&mut client, &account, "404 Not Found", &e.to_string(), &generic).await;

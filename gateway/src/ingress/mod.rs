@@ -32,6 +32,7 @@ pub async fn bind(
     mut req: BindRequest,
     account: &str,
 ) -> Result<BindingView, BindError> {
+    let mut match_key = None;
     if let Some(capability) = req.capability.clone() {
         if !req.endpoint.is_empty() {
             return Err(BindError::Invalid("give `capability` or `endpoint`, not both".into()));
@@ -41,9 +42,10 @@ pub async fn bind(
                 BindError::Invalid("no requesting platform: give `from`, or set `[ingress] platform`".into())
             })?;
         let platform = (!req.to.is_empty()).then(|| req.to.clone());
-        let (to, endpoint, entry) =
+        let (to, endpoint, entry, key) =
             controller.resolve_capability(&capability, platform.as_deref(), &from).await?;
         (req.to, req.endpoint, req.from, req.capability) = (to, endpoint, Some(from), Some(entry));
+        match_key = Some(key);
     } else if req.to.is_empty() {
         return Err(BindError::Invalid("give `to` and `endpoint`, or a `capability`".into()));
     }
@@ -74,7 +76,8 @@ pub async fn bind(
         .await
         .map_err(|e| BindError::Invalid(format!("cannot listen on {listen}: {e}")))?;
     let listen = listener.local_addr().map_err(|e| BindError::Invalid(e.to_string()))?;
-    let (view, cancelled, stats) = controller.create_binding(req, account, listen).await?;
+    let (view, cancelled, stats) =
+        controller.create_binding(req, account, listen, match_key.as_deref()).await?;
     let span =
         tracing::info_span!("binding", binding = view.id, %listen, to = %view.to, endpoint = %view.endpoint);
     let task = tcp::serve_binding(Arc::clone(controller), listener, view.id, view.mode, cancelled, stats);

@@ -230,6 +230,8 @@ pub enum RefusalCode {
     BadRequest,
     /// The asker may not do this: identity, token or grant do not check out.
     Forbidden,
+    /// The platform's authorizer refused the account what it asked for.
+    Denied,
     /// What was asked for does not exist here: an unknown tunnel, an unpublished endpoint, an
     /// unknown platform.
     NotFound,
@@ -297,6 +299,10 @@ pub struct HopGrant {
     pub account: String,
     /// When the grant expires (Unix time, ms).
     pub expires_unix_ms: u64,
+    /// On the target site's grant of a binding made by capability: that capability's match
+    /// key (`kind/name`), which the site's authorizer decides on instead of the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
 }
 
 /// One link as a relay measures it.

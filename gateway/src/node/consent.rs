@@ -7,6 +7,12 @@
 //! when asked again. A grant the controller gave up on is marked released. With no
 //! authorizer configured, nothing is granted (fail closed).
 //!
+//! Tunnels are authorized too ([`SiteConsent::authorize_tunnel`]): when the controller sets
+//! up the last hop of a tunnel, the authorizer decides whether the tunnel's account may use
+//! the capability it was made for, or else the endpoint (`endpoint/NAME`). Those decisions are
+//! audited on lines of their own (with `tunnel`). A site with no authorizer lets every account
+//! the controller admits use its published endpoints.
+//!
 //! Grants are decided again from time to time ([`SiteConsent::reevaluate`]; the site runs it
 //! every `reevaluate_every_s`): one the authorizer now refuses — its policy changed, a rule
 //! expired — is revoked, audited, and the controller told at once, which cuts the bindings
@@ -22,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::reporter::AUTHORIZER;
 use crate::blocking::Pool;
 use crate::catalog::{CapabilityInfo, Consent, ServiceInfo};
+use crate::mesh::messages::{HopGrant, Next, Refusal, RefusalCode};
 use crate::plugin::{self, PluginRegistry, authorization, types};
 use crate::time::now_unix_ms;
 
@@ -52,6 +59,9 @@ pub struct SiteAuditLine {
     /// What was asked, on decision lines: so that a grant can be decided again later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Asked>,
+    /// Set on the line of a tunnel's authorization: the tunnel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<u64>,
 }
 
 /// A request as the site keeps it, to decide it again.
@@ -163,6 +173,7 @@ impl SiteConsent {
             released: false,
             revoked: false,
             request: Some(Asked { capability: capability.clone(), service: service.clone() }),
+            tunnel: None,
         };
         self.append(&line).map_err(|e| format!("cannot write the audit: {e}"))?;
         apply(&mut lock(&self.decided), &line);
@@ -203,6 +214,7 @@ impl SiteConsent {
                 released: false,
                 revoked: true,
                 request: None,
+                tunnel: None,
             };
             if let Err(e) = self.append(&line) {
                 tracing::warn!(platform = %self.platform, "cannot write the audit; the revocation waits: {e}");
@@ -252,21 +264,79 @@ impl SiteConsent {
                     .map(|(k, v)| types::Pair { key: k.into(), value: v.into() })
                     .collect(),
                 };
-                let decision = self
-                    .pool
-                    .run(move || authorizer.decide(&request))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("the authorizer failed: {e}"))?;
-                match decision {
-                    plugin::Consent::Grant(reason) => Consent::Grant { reason },
-                    plugin::Consent::Refuse(reason) => Consent::Refuse { reason },
-                    plugin::Consent::Pending(p) => {
-                        Consent::Pending { reason: p.reason, retry_after_s: u64::from(p.retry_after_s) }
-                    }
-                }
+                self.consult(authorizer, request).await?
             }
         })
+    }
+
+    /// Put `request` to `authorizer` on the plugin pool.
+    async fn consult(
+        &self,
+        authorizer: Arc<plugin::Plugin>,
+        request: authorization::AuthorizationRequest,
+    ) -> Result<Consent, String> {
+        let decision = self
+            .pool
+            .run(move || authorizer.decide(&request))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("the authorizer failed: {e}"))?;
+        Ok(match decision {
+            plugin::Consent::Grant(reason) => Consent::Grant { reason },
+            plugin::Consent::Refuse(reason) => Consent::Refuse { reason },
+            plugin::Consent::Pending(p) => {
+                Consent::Pending { reason: p.reason, retry_after_s: u64::from(p.retry_after_s) }
+            }
+        })
+    }
+
+    /// Whether the account of `grant` — the target site's grant of a tunnel — may use what
+    /// the tunnel leads to: the capability it was made for, else its endpoint
+    /// (`endpoint/NAME`). Decided by the authorizer and audited before the answer; a pending
+    /// answer refuses for now. With no authorizer, every account the controller admits may.
+    pub async fn authorize_tunnel(&self, grant: &HopGrant) -> Result<(), Refusal> {
+        let Next::Endpoint(endpoint) = &grant.next else { return Ok(()) };
+        let Some(authorizer) = self.plugins.as_ref().and_then(|p| p.get(AUTHORIZER)) else { return Ok(()) };
+        let (kind, name) = match grant.capability.as_deref().and_then(|key| key.split_once('/')) {
+            Some((kind, name)) => (kind, name),
+            None => ("endpoint", endpoint.as_str()),
+        };
+        let tunnel = grant.tunnel.to_string();
+        let request = authorization::AuthorizationRequest {
+            account: grant.account.clone(),
+            platform: self.platform.clone(),
+            capability: types::Capability { kind: kind.into(), name: name.into(), attributes: vec![] },
+            context: [("tunnel", tunnel.as_str()), ("endpoint", endpoint.as_str())]
+                .into_iter()
+                .map(|(k, v)| types::Pair { key: k.into(), value: v.into() })
+                .collect(),
+        };
+        let consent =
+            self.consult(authorizer, request).await.map_err(|e| Refusal::new(RefusalCode::Unavailable, e))?;
+        let line = SiteAuditLine {
+            at_ms: now_unix_ms(),
+            request_id: format!("tunnel-{tunnel}"),
+            account: grant.account.clone(),
+            capability: format!("{kind}/{name}"),
+            native_id: String::new(),
+            consent: Some(consent.clone()),
+            released: false,
+            revoked: false,
+            request: None,
+            tunnel: Some(grant.tunnel),
+        };
+        self.append(&line)
+            .map_err(|e| Refusal::new(RefusalCode::Internal, format!("cannot write the audit: {e}")))?;
+        match consent {
+            Consent::Grant { .. } => Ok(()),
+            Consent::Refuse { reason } => {
+                tracing::info!(platform = %self.platform, tunnel = grant.tunnel, account = %grant.account, capability = %line.capability, %reason, "tunnel refused");
+                Err(Refusal::new(RefusalCode::Denied, reason))
+            }
+            Consent::Pending { reason, .. } => {
+                Err(Refusal::new(RefusalCode::Denied, format!("not decided yet: {reason}")))
+            }
+        }
     }
 
     /// Release the grant recorded for `request_id`; whether there was one.
@@ -285,6 +355,7 @@ impl SiteConsent {
                 released: true,
                 revoked: false,
                 request: None,
+                tunnel: None,
             };
             self.append(&line).map_err(|e| format!("cannot write the audit: {e}"))?;
             apply(&mut lock(&self.decided), &line);
@@ -304,6 +375,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Apply one audit line to the decisions: final ones are kept (with what was asked); a
 /// revocation replaces the grant with its refusal; a release marks a grant.
 fn apply(decided: &mut HashMap<String, Decided>, line: &SiteAuditLine) {
+    if line.tunnel.is_some() {
+        // A tunnel's authorization: audited, nothing to keep.
+        return;
+    }
     match &line.consent {
         Some(c) if line.revoked => {
             if let Some(d) = decided.get_mut(&line.request_id) {
@@ -359,7 +434,39 @@ mod tests {
             released: false,
             revoked: false,
             request: Some(Asked { capability: cap.clone(), service: service() }),
+            tunnel: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_tunnels_authorization_is_audited_but_never_kept_as_a_grant() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("audit.jsonl");
+        let cap =
+            CapabilityInfo { kind: "object-store".into(), name: "b".into(), attributes: Default::default() };
+        let site = SiteConsent::open("p", None, Pool::new("t", 1), Some(file.clone())).unwrap();
+        // No authorizer: the site's published endpoints are open to whom the controller admits.
+        let grant = HopGrant {
+            tunnel: 5,
+            hop: "p".into(),
+            prev: "r1".into(),
+            next: Next::Endpoint("web".into()),
+            account: "acme".into(),
+            expires_unix_ms: u64::MAX,
+            capability: None,
+        };
+        assert_eq!(site.authorize_tunnel(&grant).await, Ok(()));
+        // A tunnel's line read back is not a grant to decide again or to answer with.
+        let line =
+            SiteAuditLine { tunnel: Some(5), request_id: "tunnel-5".into(), ..grant_line("tunnel-5", &cap) };
+        site.append(&line).unwrap();
+        let again = SiteConsent::open("p", None, Pool::new("t", 1), Some(file)).unwrap();
+        assert!(again.reevaluate().await.is_empty());
+        let answer = again.decide("tunnel-5", "op", &cap, &service()).await.unwrap();
+        assert!(
+            matches!(&answer, Consent::Refuse { reason } if reason.contains("no authorizer")),
+            "{answer:?}"
+        );
     }
 
     #[tokio::test]

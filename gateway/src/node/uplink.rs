@@ -151,7 +151,14 @@ async fn serve_requests(
                 }
                 Ok(Control::TunnelSetup { grant, token, next_token }) => {
                     let tunnel = grant.tunnel;
-                    match tunnels.setup(grant, &token, next_token, crate::time::now_unix_ms()) {
+                    let now = crate::time::now_unix_ms();
+                    // A grant that checks out is put to the site's authorizer, then set up.
+                    let checked = tunnels.check(&grant, &token, next_token.as_deref(), now);
+                    let authorized = match (checked, &consent) {
+                        (Ok(()), Some(c)) => c.authorize_tunnel(&grant).await,
+                        (checked, _) => checked,
+                    };
+                    match authorized.and_then(|()| tunnels.setup(grant, &token, next_token, now)) {
                         Ok(()) => Control::TunnelReady { tunnel },
                         Err(refusal) => refusal.to_control(),
                     }

@@ -81,6 +81,7 @@ mod tests {
             next: Next::Node("r3".into()),
             account: "acme-ops".into(),
             expires_unix_ms: 1_000,
+            capability: None,
         }
     }
 
@@ -100,6 +101,7 @@ mod tests {
             HopGrant { next: Next::Endpoint("db".into()), ..grant() },
             HopGrant { account: "intruder".into(), ..grant() },
             HopGrant { expires_unix_ms: u64::MAX, ..grant() },
+            HopGrant { capability: Some("object-store/logs".into()), ..grant() },
         ] {
             assert!(!r2.verifies(&tampered, &token), "{tampered:?}");
         }

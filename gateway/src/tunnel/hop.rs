@@ -75,34 +75,7 @@ impl HopTable {
         next_token: Option<String>,
         now_unix_ms: u64,
     ) -> Result<(), Refusal> {
-        let key = lock(&self.key)
-            .clone()
-            .ok_or_else(|| Refusal::new(RefusalCode::NotReady, "no hop key yet (not registered)"))?;
-        if grant.hop != self.me {
-            let reason = format!("the grant is for {}, this is {}", grant.hop, self.me);
-            return Err(Refusal::new(RefusalCode::Forbidden, reason));
-        }
-        if !key.verifies(&grant, token) {
-            return Err(Refusal::new(RefusalCode::Forbidden, "the grant's token does not verify"));
-        }
-        if grant.expires_unix_ms <= now_unix_ms {
-            return Err(Refusal::new(RefusalCode::Forbidden, "the grant has expired"));
-        }
-        match (&grant.next, &next_token) {
-            (Next::Endpoint(e), _) if self.endpoint(e).is_none() => {
-                let published: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
-                let reason = format!(
-                    "{} does not publish endpoint `{e}` (published: {})",
-                    self.me,
-                    if published.is_empty() { "none".into() } else { published.join(", ") }
-                );
-                return Err(Refusal::new(RefusalCode::NotFound, reason));
-            }
-            (Next::Node(n), None) => {
-                return Err(Refusal::new(RefusalCode::BadRequest, format!("no token for the next hop {n}")));
-            }
-            _ => {}
-        }
+        self.check(&grant, token, next_token.as_deref(), now_unix_ms)?;
         let (cancel, _) = watch::channel(false);
         let tunnel = grant.tunnel;
         let old = lock(&self.tunnels).insert(tunnel, Entry { grant, next_token, cancel });
@@ -111,6 +84,45 @@ impl HopTable {
         }
         tracing::info!(node = %self.me, tunnel, "tunnel hop set up");
         Ok(())
+    }
+
+    /// Whether a setup request may be served at `now_unix_ms`: the grant is this hop's, signed
+    /// with its key, unexpired, and leads somewhere this hop can send it.
+    pub fn check(
+        &self,
+        grant: &HopGrant,
+        token: &str,
+        next_token: Option<&str>,
+        now_unix_ms: u64,
+    ) -> Result<(), Refusal> {
+        let key = lock(&self.key)
+            .clone()
+            .ok_or_else(|| Refusal::new(RefusalCode::NotReady, "no hop key yet (not registered)"))?;
+        if grant.hop != self.me {
+            let reason = format!("the grant is for {}, this is {}", grant.hop, self.me);
+            return Err(Refusal::new(RefusalCode::Forbidden, reason));
+        }
+        if !key.verifies(grant, token) {
+            return Err(Refusal::new(RefusalCode::Forbidden, "the grant's token does not verify"));
+        }
+        if grant.expires_unix_ms <= now_unix_ms {
+            return Err(Refusal::new(RefusalCode::Forbidden, "the grant has expired"));
+        }
+        match (&grant.next, next_token) {
+            (Next::Endpoint(e), _) if self.endpoint(e).is_none() => {
+                let published: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
+                let reason = format!(
+                    "{} does not publish endpoint `{e}` (published: {})",
+                    self.me,
+                    if published.is_empty() { "none".into() } else { published.join(", ") }
+                );
+                Err(Refusal::new(RefusalCode::NotFound, reason))
+            }
+            (Next::Node(n), None) => {
+                Err(Refusal::new(RefusalCode::BadRequest, format!("no token for the next hop {n}")))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A published endpoint by name — or by port number, when exactly one published endpoint
@@ -330,7 +342,14 @@ mod tests {
         let table = HopTable::new("r2", BTreeMap::new(), Peers::new());
         table.set_key(HopKey::derive(&SECRET, "r2"));
         let path: Vec<String> = ["r1", "r2", "site-b"].map(String::from).into();
-        let plan = setup::plan(7, "controller", &path, "web", "acme", 10_000, |n| HopKey::derive(&SECRET, n));
+        let plan = setup::plan(
+            7,
+            "controller",
+            &path,
+            setup::Target { endpoint: "web", account: "acme", capability: None },
+            10_000,
+            |n| HopKey::derive(&SECRET, n),
+        );
         (table, plan)
     }
 
@@ -397,7 +416,14 @@ mod tests {
         let site = HopTable::new("site-b", endpoints, Peers::new());
         site.set_key(HopKey::derive(&SECRET, "site-b"));
         let path: Vec<String> = ["r1", "site-b"].map(String::from).into();
-        let plan = setup::plan(1, "controller", &path, "db", "acme", 10, |n| HopKey::derive(&SECRET, n));
+        let plan = setup::plan(
+            1,
+            "controller",
+            &path,
+            setup::Target { endpoint: "db", account: "acme", capability: None },
+            10,
+            |n| HopKey::derive(&SECRET, n),
+        );
         let hop = &plan.hops[1];
         let e = site.setup(hop.grant.clone(), &hop.token, None, 0).unwrap_err();
         assert_eq!(e.code, RefusalCode::NotFound);

@@ -38,6 +38,22 @@ pub enum HopAnswer {
         /// Whether trying again may succeed.
         retry: bool,
     },
+    /// The target site's authorizer refused the account, with why.
+    Denied {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where a tunnel leads, and for whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The endpoint the target site publishes.
+    pub endpoint: &'a str,
+    /// The account the tunnel carries traffic for.
+    pub account: &'a str,
+    /// A binding by capability: the capability's match key, which the site authorizes.
+    pub capability: Option<&'a str>,
 }
 
 /// Why a tunnel could not be set up.
@@ -50,6 +66,8 @@ pub struct SetupFailed {
     pub rolled_back: Vec<String>,
     /// Whether every failure said a retry can help.
     pub retry: bool,
+    /// Whether the target site's authorizer refused the account.
+    pub denied: bool,
 }
 
 fn failures_text(failed: &[(String, String)]) -> String {
@@ -61,14 +79,12 @@ fn rolled_back_text(hops: &[String]) -> String {
 }
 
 /// Plan tunnel `tunnel` from `ingress` (the controller) through `path` (relays, then the
-/// target site) to `endpoint` at the site, for `account`, until `expires_unix_ms`; `key`
-/// gives each hop's key.
+/// target site) to `target`, until `expires_unix_ms`; `key` gives each hop's key.
 pub fn plan(
     tunnel: u64,
     ingress: &str,
     path: &[String],
-    endpoint: &str,
-    account: &str,
+    target: Target<'_>,
     expires_unix_ms: u64,
     key: impl Fn(&str) -> HopKey,
 ) -> SetupPlan {
@@ -81,10 +97,12 @@ pub fn plan(
             prev: if i == 0 { ingress.to_owned() } else { path[i - 1].clone() },
             next: match path.get(i + 1) {
                 Some(next) => Next::Node(next.clone()),
-                None => Next::Endpoint(endpoint.to_owned()),
+                None => Next::Endpoint(target.endpoint.to_owned()),
             },
-            account: account.to_owned(),
+            account: target.account.to_owned(),
             expires_unix_ms,
+            // Only the site decides on it.
+            capability: (i + 1 == path.len()).then(|| target.capability.map(str::to_owned)).flatten(),
         })
         .collect();
     let tokens: Vec<String> = grants.iter().map(|g| key(&g.hop).sign(g)).collect();
@@ -116,10 +134,14 @@ impl SetupPlan {
     pub fn outcome(&self, answers: &[HopAnswer]) -> Result<(), SetupFailed> {
         let mut failed = Vec::new();
         let mut accepted = Vec::new();
-        let mut retry = true;
+        let (mut retry, mut denied) = (true, false);
         for (i, hop) in self.hops.iter().enumerate() {
             match answers.get(i) {
                 Some(HopAnswer::Ready) => accepted.push(hop.grant.hop.clone()),
+                Some(HopAnswer::Denied { reason }) => {
+                    (retry, denied) = (false, true);
+                    failed.push((hop.grant.hop.clone(), reason.clone()));
+                }
                 Some(HopAnswer::Failed { reason, retry: r }) => {
                     retry &= *r;
                     failed.push((hop.grant.hop.clone(), reason.clone()));
@@ -130,7 +152,10 @@ impl SetupPlan {
                 }
             }
         }
-        if failed.is_empty() { Ok(()) } else { Err(SetupFailed { failed, rolled_back: accepted, retry }) }
+        match failed.is_empty() {
+            true => Ok(()),
+            false => Err(SetupFailed { failed, rolled_back: accepted, retry, denied }),
+        }
     }
 }
 
@@ -146,9 +171,13 @@ mod tests {
         HopKey::derive(&[7u8; 32], name)
     }
 
+    fn to(endpoint: &str) -> Target<'_> {
+        Target { endpoint, account: "acme", capability: None }
+    }
+
     #[test]
     fn each_hop_gets_its_grant_its_token_and_the_next_hops_token() {
-        let p = plan(9, "controller", &path(&["r1", "r2", "site-b"]), "web", "acme", 5_000, key);
+        let p = plan(9, "controller", &path(&["r1", "r2", "site-b"]), to("web"), 5_000, key);
         assert_eq!(p.hop_names(), ["r1", "r2", "site-b"]);
         let [r1, r2, site] = &p.hops[..] else { panic!("three hops") };
         assert_eq!((r1.grant.prev.as_str(), &r1.grant.next), ("controller", &Next::Node("r2".into())));
@@ -165,11 +194,25 @@ mod tests {
         assert_eq!(r2.next_token.as_deref(), Some(site.token.as_str()));
         assert_eq!(site.next_token, None);
         assert_eq!(p.first_token(), Some(r1.token.as_str()));
+        assert!(p.hops.iter().all(|h| h.grant.capability.is_none()));
+    }
+
+    #[test]
+    fn a_capability_goes_to_the_site_alone_and_its_refusal_is_a_denial() {
+        let target = Target { endpoint: "s3", account: "acme", capability: Some("object-store/logs") };
+        let p = plan(2, "c", &path(&["r1", "site-b"]), target, 1, key);
+        let caps: Vec<_> = p.hops.iter().map(|h| h.grant.capability.as_deref()).collect();
+        assert_eq!(caps, [None, Some("object-store/logs")]);
+        let denied = HopAnswer::Denied { reason: "no rule grants acme".into() };
+        let e = p.outcome(&[HopAnswer::Ready, denied]).unwrap_err();
+        assert!(e.denied && !e.retry && e.rolled_back == ["r1"], "{e:?}");
+        let refused = HopAnswer::Failed { reason: "bad token".into(), retry: false };
+        assert!(!p.outcome(&[HopAnswer::Ready, refused]).unwrap_err().denied);
     }
 
     #[test]
     fn a_refusal_names_the_hop_and_rolls_back_the_others() {
-        let p = plan(1, "c", &path(&["r1", "r2", "site-b"]), "db", "acme", 1, key);
+        let p = plan(1, "c", &path(&["r1", "r2", "site-b"]), to("db"), 1, key);
         assert_eq!(p.outcome(&[HopAnswer::Ready, HopAnswer::Ready, HopAnswer::Ready]), Ok(()));
         let refused =
             HopAnswer::Failed { reason: "site-b does not publish endpoint `db`".into(), retry: false };
@@ -184,7 +227,7 @@ mod tests {
 
     #[test]
     fn only_transient_failures_everywhere_are_worth_a_retry() {
-        let p = plan(1, "c", &path(&["r1", "site-b"]), "db", "acme", 1, key);
+        let p = plan(1, "c", &path(&["r1", "site-b"]), to("db"), 1, key);
         let transient = HopAnswer::Failed { reason: "no hop key yet".into(), retry: true };
         let permanent = HopAnswer::Failed { reason: "bad token".into(), retry: false };
         let e = p.outcome(&[transient.clone(), HopAnswer::Ready]).unwrap_err();

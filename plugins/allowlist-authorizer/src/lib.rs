@@ -11,6 +11,9 @@
 //!              account platform capability (KIND/NAME)
 //! ```
 //!
+//! Sites also ask about tunnels to their endpoints, as capability `endpoint/NAME`
+//! (`allow.web = "acme-* site-b endpoint/web"`).
+//!
 //! A pattern is `*` (anything), `prefix*`, `*suffix`, or an exact value. A request is granted
 //! by the first rule whose three patterns all match; with no matching rule it is refused. A
 //! malformed rule refuses every request and says which rule is wrong, so a typo in the policy
