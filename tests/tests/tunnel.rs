@@ -86,9 +86,17 @@ fn sha256_file(path: &Path) -> String {
 
 /// Send `CONNECT target` with `Proxy-Authorization: auth` to `proxy`; the whole answer.
 async fn raw_connect(proxy: SocketAddr, target: &str, auth: &str) -> String {
-    let mut raw = tokio::net::TcpStream::connect(proxy).await.expect("connect");
     let request =
         format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: {auth}\r\n\r\n");
+    exchange_from([127, 0, 0, 1], proxy, &request).await
+}
+
+/// Send `request` to `to` from the address `source` (any of 127/8); the answer, up to a
+/// CONNECT's `200` head or the end.
+async fn exchange_from(source: [u8; 4], to: SocketAddr, request: &str) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::from((source, 0))).expect("bind the source address");
+    let mut raw = socket.connect(to).await.expect("connect");
     raw.write_all(request.as_bytes()).await.expect("write");
     let mut answer = String::new();
     // A granted CONNECT stays open: its status line is enough.
@@ -753,6 +761,68 @@ async fn the_target_sites_authorizer_decides_every_connect_and_one_accounts_fail
         assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
     }
     assert_eq!(decisions().await, before + 1, "failed attempts store no decisions; acme's binding one");
+}
+
+/// Guessing passwords is throttled per source address and per account, on CONNECT and the
+/// admin API alike (finding 8): past the allowance the answer is 429 with Retry-After, even
+/// to the right secret, while other sources and accounts go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_is_throttled_per_source_and_per_account() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let web = HttpServer::start(files.path());
+    let mesh = TestMesh::start(two_relays(web.addr, None).ingress_platform("site-a")).await;
+    let proxy = mesh.controller.connect_addr().expect("the CONNECT proxy runs");
+    let account = r#"{"id": "acme", "secret": "acme-secret-0123456789"}"#;
+    assert_eq!(mesh.api("POST", "/v1/accounts", Some(account)).await.0, 201);
+    let mapping = r#"{"principal": "P", "secret": "target-secret-xyz"}"#;
+    assert_eq!(mesh.api("PUT", "/v1/accounts/acme/credentials/site-b", Some(mapping)).await.0, 200);
+    let right = "Basic YWNtZTphY21lLXNlY3JldC0wMTIzNDU2Nzg5"; // acme:acme-secret-0123456789
+    let wrong = "Basic YWNtZTp3cm9uZw=="; // acme:wrong
+    let connect = |source: [u8; 4], auth: &str| {
+        let request =
+            format!("CONNECT site-b:web HTTP/1.1\r\nHost: site-b:web\r\nProxy-Authorization: {auth}\r\n\r\n");
+        async move { exchange_from(source, proxy, &request).await }
+    };
+    let status = |answer: &str| answer.get(9..12).unwrap_or_default().to_owned();
+
+    // One source: its allowance of wrong guesses is answered 407; past it, even the right
+    // secret gets 429 and is not looked at.
+    for n in 0..=10 {
+        assert_eq!(status(&connect([127, 0, 0, 2], wrong).await), "407", "guess {n}");
+    }
+    let blocked = connect([127, 0, 0, 2], right).await;
+    assert_eq!(status(&blocked), "429", "{blocked}");
+    assert!(blocked.contains("Retry-After: "), "{blocked}");
+    // Another source is not blocked.
+    assert_eq!(status(&connect([127, 0, 0, 3], right).await), "200");
+
+    // The account, guessed from many sources (never more than the source allowance from one),
+    // is blocked wherever the next try comes from; another account is not.
+    for n in 0..10u8 {
+        assert_eq!(status(&connect([127, 0, 1, n], wrong).await), "407");
+    }
+    assert_eq!(status(&connect([127, 0, 0, 3], right).await), "429", "the account is blocked");
+    let beta = "Basic YmV0YTpiZXRhLXNlY3JldC0wMTIzNDU2Nzg5";
+    assert_eq!(status(&connect([127, 0, 0, 3], beta).await), "407", "another account is checked");
+
+    // The admin API: wrong tokens from one source, then even the right one is throttled
+    // there, and only there.
+    let admin = mesh.controller.admin_addr();
+    let get = |token: &str| {
+        format!(
+            "GET /v1/nodes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    for _ in 0..=10 {
+        assert_eq!(status(&exchange_from([127, 0, 0, 9], admin, &get("wrong")).await), "401");
+    }
+    let blocked = exchange_from([127, 0, 0, 9], admin, &get(&mesh.token)).await;
+    assert_eq!(status(&blocked), "429", "{blocked}");
+    assert!(blocked.to_lowercase().contains("retry-after: "), "{blocked}");
+    let (code, counted) = mesh.api("GET", "/v1/auth-failures", None).await;
+    assert_eq!(code, 200, "the operator's own address is not blocked");
+    assert!(counted["failures"].as_u64().expect("failures") >= 33, "{counted}");
+    assert!(counted["throttled"].as_u64().expect("throttled") >= 3, "{counted}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

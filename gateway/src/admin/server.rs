@@ -27,14 +27,18 @@
 //! | GET | `/v1/sessions` | recent uses of bindings, each as its three sessions, with byte counts |
 //! | GET | `/v1/policy` | the path policy in force |
 //! | PUT | `/v1/policy` | change it: any of `scorer`, `weights`, `k`, `probes`, `probe_interval_ms` |
+//! | GET | `/v1/auth-failures` | failed proofs of identity counted, requests throttled, sources and accounts on record |
 //!
 //! Errors are `{"error": "…"}` with a fitting status: 400 bad request, 401 no or wrong token,
-//! 404 unknown path, record or platform, 405 wrong method, 409 the mesh cannot serve it now,
-//! 413 body too large, 500 the controller failed, 502 a hop refused or did not answer.
+//! 403 the account may not use the target, 404 unknown path, record or platform, 405 wrong
+//! method, 409 the mesh cannot serve it now, 413 body too large, 429 too many failed
+//! authentications from this address (with `Retry-After`), 500 the controller failed, 502 a
+//! hop refused or did not answer.
 //!
 //! `/v1/connections` is an alias of `/v1/decisions`, kept for earlier clients.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +47,7 @@ use crate::secret;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
@@ -98,7 +102,7 @@ pub async fn serve(
         signal.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let (controller, token) = (Arc::clone(&controller), Arc::clone(&token));
-                async move { Ok::<_, Infallible>(handle(req, &controller, &token).await) }
+                async move { Ok::<_, Infallible>(handle(req, &controller, &token, remote.ip()).await) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -306,13 +310,21 @@ fn id_of(what: &str, id: &str) -> Result<u64, String> {
     id.parse::<u64>().map_err(|_| format!("{what} id `{id}` is not a number"))
 }
 
-async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -> Answer {
+async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32], source: IpAddr) -> Answer {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let method = req.method().clone();
     if path == "/healthz" {
         return json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
     }
+    if let Err(wait) = c.auth_allowed(source, None) {
+        let refusal = crate::session::translate::Refusal::throttled(wait);
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, refusal.reason);
+        r.headers_mut()
+            .insert(RETRY_AFTER, hyper::header::HeaderValue::from(refusal.retry_after_s.unwrap_or(1)));
+        return r;
+    }
     if !authorized(&req, token) {
+        c.auth_failed(source, None, "admin API");
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         r.headers_mut().insert(WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
         return r;
@@ -323,6 +335,7 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32]) -
         (["v1", "links"], &Method::GET) => Ok(json(StatusCode::OK, &c.links())),
         (["v1", "platforms"], &Method::GET) => Ok(json(StatusCode::OK, &c.platforms())),
         (["v1", "plugins"], &Method::GET) => Ok(json(StatusCode::OK, &plugins(c))),
+        (["v1", "auth-failures"], &Method::GET) => Ok(json(StatusCode::OK, &c.auth_failures())),
         (["v1", "policy"], &Method::GET) => Ok(json(StatusCode::OK, &c.policy())),
         (["v1", "policy"], &Method::PUT) => match body::<PolicyUpdate>(req).await {
             Ok(update) => Ok(match c.set_policy(update).await {

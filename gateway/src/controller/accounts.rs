@@ -2,6 +2,9 @@
 //! client's secret, look up what an account maps to at a target. Changing or deleting an
 //! account drops the target tokens obtained with its old credentials.
 
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
 use super::Controller;
 use crate::session::accounts::{self, Account, AccountView, Credentials, NewAccount};
 use crate::store::StoreError;
@@ -34,7 +37,53 @@ impl From<StoreError> for AccountError {
     }
 }
 
+/// What the brute-force back-off has counted (`GET /v1/auth-failures`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuthFailures {
+    /// Failed proofs of identity since the controller started.
+    pub failures: u64,
+    /// Requests answered 429 without a look at their credentials.
+    pub throttled: u64,
+    /// Source addresses with failures on record.
+    pub sources: usize,
+    /// Accounts with failures on record.
+    pub accounts: usize,
+}
+
 impl Controller {
+    /// Whether a proof of identity from `source` (claiming `account`) may be checked now; else
+    /// how long the source or account is blocked for (answer 429 without checking it).
+    pub fn auth_allowed(&self, source: IpAddr, account: Option<&str>) -> Result<(), Duration> {
+        let wait = super::lock(&self.throttle).check(source, account, Instant::now());
+        if let Err(wait) = wait {
+            tracing::debug!(%source, account, "throttled for {wait:?}");
+        }
+        wait
+    }
+
+    /// Count a failed proof of identity from `source` (claiming `account`) at `place` (the
+    /// admin API, CONNECT, a binding). Logged at warn on a source's first failure and when a
+    /// block starts, so that a flood of guesses cannot flood the log.
+    pub fn auth_failed(&self, source: IpAddr, account: Option<&str>, place: &str) {
+        let failure = super::lock(&self.throttle).failed(source, account, Instant::now());
+        match failure.blocked_for {
+            Some(block) => {
+                tracing::warn!(%source, account, place, "authentication failed again: blocked for {block:?}")
+            }
+            None if failure.first_from_source => {
+                tracing::warn!(%source, account, place, "authentication failed")
+            }
+            None => tracing::debug!(%source, account, place, "authentication failed"),
+        }
+    }
+
+    /// What the brute-force back-off has counted.
+    pub fn auth_failures(&self) -> AuthFailures {
+        let throttle = super::lock(&self.throttle);
+        let (sources, accounts) = throttle.tracked();
+        AuthFailures { failures: throttle.failures, throttled: throttle.throttled, sources, accounts }
+    }
+
     /// Whether `secret` is account `id`'s secret. A store failure counts as no (and is logged).
     pub async fn authenticate(&self, id: &str, secret: &str) -> bool {
         match self.store.account(id).await {

@@ -82,6 +82,8 @@ pub struct Controller {
     bindings: bindings::Bindings,
     sessions: Mutex<SessionLog>,
     tokens: Mutex<TokenCache>,
+    /// Failed proofs of identity, for brute-force back-off.
+    throttle: Mutex<crate::session::throttle::AuthThrottle>,
     ingress: IngressConfig,
     spawner: Spawner,
     events: events::Events,
@@ -124,6 +126,7 @@ impl Controller {
             bindings: bindings::Bindings::default(),
             sessions: Mutex::new(SessionLog::default()),
             tokens: Mutex::new(TokenCache::default()),
+            throttle: Mutex::default(),
             ingress: config.ingress.clone(),
             spawner: shutdown.spawner(),
             events: events::Events::default(),

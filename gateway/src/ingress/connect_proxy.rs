@@ -148,7 +148,20 @@ async fn handle(
     }
     let auth =
         request.headers.iter().find(|h| h.name.eq_ignore_ascii_case("proxy-authorization")).map(|h| h.value);
+    let source = client.peer_addr().map_err(|e| e.to_string())?.ip();
+    let claimed = match auth.and_then(ClientCredentials::parse) {
+        Some(ClientCredentials::Basic { user, .. }) => Some(user),
+        _ => None,
+    };
+    if let Err(wait) = controller.auth_allowed(source, claimed.as_deref()) {
+        let refusal = crate::session::translate::Refusal::throttled(wait);
+        let retry = format!("Retry-After: {}\r\n", refusal.retry_after_s.unwrap_or(1));
+        return answer(&mut client, "429 Too Many Requests", &retry, &refusal.reason).await;
+    }
     let Some(account) = principal(auth, admin_token, controller).await else {
+        if auth.is_some() {
+            controller.auth_failed(source, claimed.as_deref(), "CONNECT");
+        }
         let challenge = "Proxy-Authenticate: Basic realm=\"skybridge\"\r\n";
         return answer(&mut client, "407 Proxy Authentication Required", challenge, "missing or wrong token")
             .await;

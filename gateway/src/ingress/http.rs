@@ -72,6 +72,9 @@ fn refusal_response(refusal: Refusal) -> Response<ProxyBody> {
         headers
             .insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"skybridge\""));
     }
+    if let Some(seconds) = refusal.retry_after_s {
+        headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     response
 }
 
@@ -185,6 +188,8 @@ async fn proxy(
     stats: &Arc<Stats>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let target = http_target(controller, id)?;
+    // A blocked source costs nothing more: not its body, not a look at its credentials.
+    controller.auth_allowed(remote.ip(), None).map_err(Refusal::throttled)?;
     let (parts, body) = req.into_parts();
     let max_mib = controller.ingress_config().max_http_body_mib;
     let body = match Limited::new(body, max_mib.saturating_mul(1 << 20)).collect().await {
@@ -199,7 +204,7 @@ async fn proxy(
     };
 
     let head = request_head(&parts, target.needs_body_sha256.then(|| hex::encode(Sha256::digest(&body))))?;
-    let (stored, head) = authenticate_request(controller, &target.adapter, head).await?;
+    let (stored, head) = authenticate_request(controller, &target.adapter, head, remote.ip()).await?;
     let account = stored.id.clone();
     tracing::Span::current().record("account", tracing::field::display(&account));
     if let Some(only) = &target.account
@@ -380,7 +385,26 @@ async fn target_token(
 async fn authenticate_request(
     controller: &Controller,
     adapter: &Arc<Plugin>,
+    head: adapting::RequestHead,
+    source: std::net::IpAddr,
+) -> Result<(Account, adapting::RequestHead), Refusal> {
+    let mut claimed = None;
+    let proved = prove_account(controller, adapter, head, source, &mut claimed).await;
+    if let Err(refusal) = &proved
+        && matches!(refusal.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+    {
+        controller.auth_failed(source, claimed.as_deref(), "http binding");
+    }
+    proved
+}
+
+/// [`authenticate_request`]'s proof; `claimed` is set to the account the request names.
+async fn prove_account(
+    controller: &Controller,
+    adapter: &Arc<Plugin>,
     mut head: adapting::RequestHead,
+    source: std::net::IpAddr,
+    claimed_account: &mut Option<String>,
 ) -> Result<(Account, adapting::RequestHead), Refusal> {
     let adapter_failed = |e: CallError| Refusal::new(StatusCode::BAD_GATEWAY, format!("adapter failed: {e}"));
     let store_failed = |e: crate::store::StoreError| {
@@ -391,6 +415,8 @@ async fn authenticate_request(
         .await?
         .map_err(adapter_failed)?;
     if let Some(account) = claimed {
+        controller.auth_allowed(source, Some(&account)).map_err(Refusal::throttled)?;
+        *claimed_account = Some(account.clone());
         let stored = controller.stored_account(&account).await.map_err(store_failed)?.ok_or_else(|| {
             Refusal::new(
                 StatusCode::FORBIDDEN,
@@ -425,6 +451,8 @@ async fn authenticate_request(
              account as the key id, or send HTTP Basic account:secret",
         ));
     };
+    controller.auth_allowed(source, Some(&account)).map_err(Refusal::throttled)?;
+    *claimed_account = Some(account.clone());
     let stored = controller.stored_account(&account).await.map_err(store_failed)?;
     let Some(stored) = stored.filter(|a| a.secret_matches(&secret)) else {
         return Err(Refusal::new(StatusCode::UNAUTHORIZED, "wrong account or secret"));

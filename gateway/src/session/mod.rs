@@ -11,10 +11,13 @@
 //!   headers, and the refusals a client gets;
 //! - [`tokens`] — target tokens (Keystone, …) cached per platform and account, and when one
 //!   is too close to expiry to use;
-//! - [`records`] — the record of each use of a binding, as its three sessions.
+//! - [`records`] — the record of each use of a binding, as its three sessions;
+//! - [`throttle`] — sans-IO: failed proofs per source and account, and the back-off that
+//!   blocks brute force.
 
 pub mod accounts;
 pub mod client_auth;
 pub mod records;
+pub mod throttle;
 pub mod tokens;
 pub mod translate;

@@ -35,12 +35,21 @@ pub struct Refusal {
     pub status: StatusCode,
     /// Why, in one line.
     pub reason: String,
+    /// When to try again (`Retry-After`, seconds), if the client should.
+    pub retry_after_s: Option<u64>,
 }
 
 impl Refusal {
     /// A refusal with `status` because of `reason`.
     pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
-        Refusal { status, reason: reason.into() }
+        Refusal { status, reason: reason.into(), retry_after_s: None }
+    }
+
+    /// 429: the client's source or account is blocked for `wait` after failed proofs.
+    pub fn throttled(wait: std::time::Duration) -> Self {
+        let seconds = crate::session::throttle::retry_after_s(wait);
+        let reason = format!("too many failed authentications: try again in {seconds} s");
+        Refusal { status: StatusCode::TOO_MANY_REQUESTS, reason, retry_after_s: Some(seconds) }
     }
 }
 
