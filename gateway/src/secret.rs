@@ -17,6 +17,16 @@ pub fn matches_digest(given: &str, expected: &[u8; 32]) -> bool {
     constant_time_eq(&digest(given), expected)
 }
 
+/// A fresh random secret that no account has: an unknown account's signature is checked
+/// against it, so that it fails exactly as a wrong signature does.
+pub fn decoy() -> String {
+    let mut bytes = [0u8; 24];
+    // Without system randomness the decoy is all zeros: still no account's secret (secrets
+    // are at least 16 characters and stored as given, not as zero bytes).
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    hex::encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

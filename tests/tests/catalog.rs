@@ -220,7 +220,8 @@ fn object_stores_only() -> PluginFile {
     }
 }
 
-/// Wait until no authorization of `platforms` is pending; return them all.
+/// Wait until every one of `platforms` has reported and none of their authorizations is
+/// pending; return them all.
 async fn decided(client: &AdminClient, platforms: &[&str]) -> Vec<Authorization> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -228,7 +229,9 @@ async fn decided(client: &AdminClient, platforms: &[&str]) -> Vec<Authorization>
         let ours: Vec<Authorization> =
             all.into_iter().filter(|a| platforms.contains(&a.platform.as_str())).collect();
         let pending = ours.iter().filter(|a| a.state == AuthorizationState::Pending).count();
-        if !ours.is_empty() && pending == 0 {
+        // Every platform must have reported: one that has not yet has nothing pending either.
+        let all_reported = platforms.iter().all(|p| ours.iter().any(|a| a.platform == *p));
+        if all_reported && pending == 0 {
             return ours;
         }
         assert!(

@@ -77,6 +77,17 @@ impl Controller {
         }
     }
 
+    /// Whether the signature `authorization` carries may be used from `source`: not a replay
+    /// of a natively signed request first sent from elsewhere (see [`crate::session::replay`]).
+    pub fn signature_may_be_used<'a>(
+        &self,
+        authorization: impl Iterator<Item = &'a str>,
+        source: IpAddr,
+    ) -> bool {
+        let digest = crate::session::replay::digest(authorization);
+        super::lock(&self.replay).may_use(digest, source, Instant::now())
+    }
+
     /// What the brute-force back-off has counted.
     pub fn auth_failures(&self) -> AuthFailures {
         let throttle = super::lock(&self.throttle);

@@ -84,6 +84,8 @@ pub struct Controller {
     tokens: Mutex<TokenCache>,
     /// Failed proofs of identity, for brute-force back-off.
     throttle: Mutex<crate::session::throttle::AuthThrottle>,
+    /// Natively signed requests seen lately (replays are refused).
+    replay: Mutex<crate::session::replay::ReplayGuard>,
     ingress: IngressConfig,
     spawner: Spawner,
     events: events::Events,
@@ -127,6 +129,7 @@ impl Controller {
             sessions: Mutex::new(SessionLog::default()),
             tokens: Mutex::new(TokenCache::default()),
             throttle: Mutex::default(),
+            replay: Mutex::default(),
             ingress: config.ingress.clone(),
             spawner: shutdown.spawner(),
             events: events::Events::default(),

@@ -417,23 +417,31 @@ async fn prove_account(
     if let Some(account) = claimed {
         controller.auth_allowed(source, Some(&account)).map_err(Refusal::throttled)?;
         *claimed_account = Some(account.clone());
-        let stored = controller.stored_account(&account).await.map_err(store_failed)?.ok_or_else(|| {
-            Refusal::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "no account `{account}`: sign with your Skybridge account as the identity \
-                     (not the target cloud's own credentials)"
-                ),
-            )
-        })?;
-        let (plugin, call_head, secret) = (Arc::clone(adapter), head.clone(), stored.secret.clone());
-        return match adapter_call(controller, move || plugin.verify_client(&call_head, &secret)).await? {
-            Ok(()) => Ok((stored, head)),
-            Err(e) => match e.cause {
-                CallFailure::Rejected(reason) => Err(Refusal::new(StatusCode::FORBIDDEN, reason)),
-                _ => Err(adapter_failed(e)),
-            },
+        let stored = controller.stored_account(&account).await.map_err(store_failed)?;
+        // An unknown account is checked against a secret nobody has: it fails as a wrong
+        // signature does, with the same answer (no telling which account ids exist).
+        let secret = stored.as_ref().map_or_else(crate::secret::decoy, |a| a.secret.clone());
+        let (plugin, call_head) = (Arc::clone(adapter), head.clone());
+        match adapter_call(controller, move || plugin.verify_client(&call_head, &secret)).await? {
+            Ok(()) => {}
+            Err(e) => {
+                return match e.cause {
+                    CallFailure::Rejected(reason) => Err(Refusal::new(StatusCode::FORBIDDEN, reason)),
+                    _ => Err(adapter_failed(e)),
+                };
+            }
+        }
+        let Some(stored) = stored else {
+            return Err(Refusal::new(StatusCode::FORBIDDEN, "the request signature does not match"));
         };
+        let authorization = head.headers.iter().filter(|p| p.key.eq_ignore_ascii_case("authorization"));
+        if !controller.signature_may_be_used(authorization.map(|p| p.value.as_str()), source) {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "this signature was used before from another address: a replayed request is refused",
+            ));
+        }
+        return Ok((stored, head));
     }
     let basic = head.headers.iter().find_map(|p| {
         if !p.key.eq_ignore_ascii_case("authorization") {

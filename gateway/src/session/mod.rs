@@ -13,11 +13,13 @@
 //!   is too close to expiry to use;
 //! - [`records`] — the record of each use of a binding, as its three sessions;
 //! - [`throttle`] — sans-IO: failed proofs per source and account, and the back-off that
-//!   blocks brute force.
+//!   blocks brute force;
+//! - [`replay`] — sans-IO: natively signed requests seen lately, so that none is used twice.
 
 pub mod accounts;
 pub mod client_auth;
 pub mod records;
+pub mod replay;
 pub mod throttle;
 pub mod tokens;
 pub mod translate;

@@ -118,11 +118,6 @@ fn client_auth(authorization: &str) -> Option<ClientAuth> {
     Some(ClientAuth { access_key, scope, signed_headers, signature: field("Signature")?.to_owned() })
 }
 
-/// The credential scope of a SigV4 `Authorization` header: (region, service).
-fn client_scope(authorization: &str) -> Option<(String, String)> {
-    client_auth(authorization).map(|a| (a.scope.region, a.scope.service))
-}
-
 /// The SigV4 signature of `head` over the headers `names` (lower-case, sorted), as AWS
 /// documents it: canonical request → string to sign → signing key (HMAC chain over day,
 /// region, service) → hex HMAC of the string to sign.
@@ -169,7 +164,12 @@ fn signature(
 const MAX_SKEW_S: u64 = 15 * 60;
 
 /// Check a client's SigV4 signature, made with its Skybridge account as the access key id and
-/// the account's secret as the secret key, at Unix time `now`.
+/// the account's secret as the secret key, at Unix time `now` — as strictly as AWS, since what
+/// passes is re-signed with the account's real cloud key: every `x-amz-*` header must be
+/// signed (AWS refuses unsigned ones too), and a payload hash must be the body's
+/// (`UNSIGNED-PAYLOAD` and unsigned aws-chunked trailers pass as AWS lets them; chunk-signed
+/// streaming payloads cannot be re-signed and are refused). `Content-Type` and `Content-MD5`
+/// may go unsigned, as at AWS; the re-signing then leaves them unsigned too.
 pub fn verify(head: &RequestHead, account_secret: &str, now: u64) -> Result<(), String> {
     let auth = head
         .header("authorization")
@@ -186,9 +186,24 @@ pub fn verify(head: &RequestHead, account_secret: &str, now: u64) -> Result<(), 
     if !auth.signed_headers.iter().any(|h| h == "host") {
         return Err("the signature does not cover the Host header".into());
     }
+    if let Some((name, _)) = head.headers.iter().find(|(name, _)| {
+        let name = name.to_ascii_lowercase();
+        name.starts_with("x-amz-") && !auth.signed_headers.contains(&name)
+    }) {
+        return Err(format!("the header `{name}` is not signed: sign every x-amz-* header"));
+    }
+    let body = head.body_sha256.as_deref().ok_or("the host did not supply the body's SHA-256")?;
     let payload = match head.header("x-amz-content-sha256") {
-        Some(h) => h.to_owned(),
-        None => head.body_sha256.clone().ok_or("the host did not supply the body's SHA-256")?,
+        Some(claimed @ ("UNSIGNED-PAYLOAD" | "STREAMING-UNSIGNED-PAYLOAD-TRAILER")) => claimed.to_owned(),
+        Some(claimed) if claimed.starts_with("STREAMING-") => {
+            return Err(format!(
+                "x-amz-content-sha256 `{claimed}`: chunk-signed payloads cannot be re-signed; send the \
+                 body's SHA-256 or UNSIGNED-PAYLOAD"
+            ));
+        }
+        Some(claimed) if claimed.eq_ignore_ascii_case(body) => claimed.to_owned(),
+        Some(_) => return Err("the body's SHA-256 is not the x-amz-content-sha256 the request signed".into()),
+        None => body.to_owned(),
     };
     let expected = signature(head, &auth.signed_headers, date, &auth.scope, &payload, account_secret);
     if crypto::constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
@@ -200,6 +215,12 @@ pub fn verify(head: &RequestHead, account_secret: &str, now: u64) -> Result<(), 
             auth.access_key
         ))
     }
+}
+
+/// Whether the re-signing signs header `name` (lower-case): host, x-amz-*, and
+/// content-type/content-md5 when present.
+fn resigned(name: &str) -> bool {
+    name == "host" || name == "content-type" || name == "content-md5" || name.starts_with("x-amz-")
 }
 
 /// Unix time of `YYYYMMDD'T'HHMMSS'Z'`.
@@ -243,7 +264,10 @@ fn canonical_query(query: &str) -> String {
 
 /// Re-sign `head` for `creds` at Unix time `seconds`.
 pub fn sign(mut head: RequestHead, creds: &TargetCredentials, seconds: u64) -> Result<RequestHead, String> {
-    let scope = head.header("authorization").and_then(client_scope);
+    let client = head.header("authorization").and_then(client_auth);
+    // What the client left unsigned stays unsigned: never vouched for with the real key.
+    let client_signed = client.as_ref().map(|c| c.signed_headers.clone());
+    let scope = client.map(|c| (c.scope.region, c.scope.service));
     let region = creds
         .attribute("region")
         .map(str::to_owned)
@@ -277,12 +301,14 @@ pub fn sign(mut head: RequestHead, creds: &TargetCredentials, seconds: u64) -> R
         head.set_header("x-amz-security-token", token);
     }
 
-    // Signed: host, x-amz-*, and content-type/content-md5 when present.
     let mut names: Vec<String> = head
         .headers
         .iter()
         .map(|(n, _)| n.to_ascii_lowercase())
-        .filter(|n| n == "host" || n == "content-type" || n == "content-md5" || n.starts_with("x-amz-"))
+        .filter(|n| resigned(n))
+        .filter(|n| {
+            n == "host" || n.starts_with("x-amz-") || client_signed.as_ref().is_none_or(|s| s.contains(n))
+        })
         .collect();
     names.sort();
     names.dedup();
@@ -374,7 +400,7 @@ mod tests {
 
         let body = b"hello world";
         let payload = crypto::hex(&crypto::sha256(body));
-        let s3_auth = "AWS4-HMAC-SHA256 Credential=acme/20261126/eu-west-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+        let s3_auth = "AWS4-HMAC-SHA256 Credential=acme/20261126/eu-west-1/s3/aws4_request, SignedHeaders=content-type;host;x-amz-content-sha256, Signature=00";
         let h = head(
             "PUT",
             "/bucket/key%20name.txt",
@@ -423,13 +449,17 @@ mod tests {
             ],
             body,
         );
-        let account = TargetCredentials {
+        sign(h, &client_credentials(), at).unwrap()
+    }
+
+    /// The Skybridge account `acme-ops` as a client signs with it.
+    fn client_credentials() -> TargetCredentials {
+        TargetCredentials {
             platform: "skybridge".into(),
             principal: "acme-ops".into(),
             secret: "account-secret".into(),
             attributes: vec![("region".into(), "us-east-1".into()), ("service".into(), "s3".into())],
-        };
-        sign(h, &account, at).unwrap()
+        }
     }
 
     #[test]
@@ -465,6 +495,48 @@ mod tests {
         assert!(verify(&unsigned, "account-secret", at).unwrap_err().contains("no AWS Signature V4"));
         unsigned.set_header("authorization", "Basic YWNtZTpzZWNyZXQ=");
         assert_eq!(AwsAdapter::claimed_account(&unsigned), None);
+    }
+
+    /// What would be re-signed with the account's real key must have been signed by the
+    /// client, and the signed payload hash must be the body's.
+    #[test]
+    fn unsigned_headers_and_a_swapped_body_are_refused() {
+        let _host = TestHost::new().install();
+        let at = 1_795_728_283;
+        let req = client_request(at);
+        for (name, value) in [("x-amz-acl", "public-read"), ("X-Amz-Copy-Source", "/other/key")] {
+            let mut added = req.clone();
+            added.headers.push((name.into(), value.into()));
+            let err = verify(&added, "account-secret", at).unwrap_err();
+            assert!(err.contains("is not signed") && err.contains(name), "{name}: {err}");
+        }
+        // Other headers may be added unsigned, as AWS allows; the re-signing leaves an
+        // unsigned Content-Type unsigned, and signs a signed one.
+        let mut added = req.clone();
+        added.headers.push(("User-Agent".into(), "curl".into()));
+        added.headers.push(("Content-Type".into(), "text/html".into()));
+        verify(&added, "account-secret", at).unwrap();
+        let target = creds(&[("region", "us-east-1")]);
+        let resigned = sign(added, &target, at).unwrap();
+        let signed_headers =
+            |h: &RequestHead| client_auth(h.header("authorization").unwrap()).unwrap().signed_headers;
+        assert!(!signed_headers(&resigned).contains(&"content-type".to_owned()), "{resigned:?}");
+        assert!(signed_headers(&resigned).contains(&"x-amz-content-sha256".to_owned()));
+        let typed = head("PUT", "/b", "", &[("Host", "h"), ("Content-Type", "text/plain")], b"");
+        let by_client = sign(typed, &client_credentials(), at).unwrap();
+        let resigned = sign(by_client, &target, at).unwrap();
+        assert!(signed_headers(&resigned).contains(&"content-type".to_owned()));
+        // The body swapped after signing: its hash is not the one signed.
+        let mut swapped = req.clone();
+        swapped.body_sha256 = Some(crypto::hex(&crypto::sha256(b"<Evil/>")));
+        let err = verify(&swapped, "account-secret", at).unwrap_err();
+        assert!(err.contains("not the x-amz-content-sha256"), "{err}");
+        // Chunk-signed streaming cannot be re-signed; an unsigned payload passes as at AWS.
+        for (payload, ok) in [("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", false), ("UNSIGNED-PAYLOAD", true)] {
+            let h = head("PUT", "/b/k", "", &[("Host", "h"), ("X-Amz-Content-SHA256", payload)], b"data");
+            let signed = sign(h, &client_credentials(), at).unwrap();
+            assert_eq!(verify(&signed, "account-secret", at).is_ok(), ok, "{payload}");
+        }
     }
 
     #[test]
