@@ -102,6 +102,18 @@ pub struct IngressConfig {
     /// The largest request body an `http` binding accepts, MiB (default 16). Bodies are read
     /// whole before forwarding, because signing schemes hash them; larger ones get 413.
     pub max_http_body_mib: usize,
+    /// Request bodies all `http` bindings together may hold in memory at once, MiB (default
+    /// 256). A request reserves its `Content-Length` (or `max_http_body_mib` when it sends
+    /// none) before its body is read; one that cannot within 10 s gets 503.
+    pub max_buffered_mib: usize,
+    /// The same budget for each `http` binding, MiB (default 64): one busy binding cannot
+    /// take all of it.
+    pub max_buffered_per_binding_mib: usize,
+    /// Client connections all bindings and the CONNECT proxy together hold open at once
+    /// (default 16,384, and at most three quarters of the process's descriptor limit, so
+    /// that the admin API and the mesh always have descriptors). Beyond it new connections
+    /// are closed at once.
+    pub max_client_connections: usize,
 }
 
 impl Default for IngressConfig {
@@ -114,6 +126,9 @@ impl Default for IngressConfig {
             first_byte_timeout_s: 30,
             max_connections: 1024,
             max_http_body_mib: 16,
+            max_buffered_mib: 256,
+            max_buffered_per_binding_mib: 64,
+            max_client_connections: 16_384,
         }
     }
 }
@@ -414,6 +429,17 @@ impl Resolve for ControllerConfig {
         require(i.idle_timeout_s >= 1, "ingress.idle_timeout_s", "must be at least 1")?;
         require(i.first_byte_timeout_s >= 1, "ingress.first_byte_timeout_s", "must be at least 1")?;
         require(i.max_http_body_mib >= 1, "ingress.max_http_body_mib", "must be at least 1")?;
+        require(
+            i.max_buffered_per_binding_mib >= i.max_http_body_mib,
+            "ingress.max_buffered_per_binding_mib",
+            "must be at least ingress.max_http_body_mib (else the largest body could never be read)",
+        )?;
+        require(
+            i.max_buffered_mib >= i.max_buffered_per_binding_mib,
+            "ingress.max_buffered_mib",
+            "must be at least ingress.max_buffered_per_binding_mib",
+        )?;
+        require(i.max_client_connections >= 1, "ingress.max_client_connections", "must be at least 1")?;
         require(h.timeout_ms >= 1, "catalog.handshake.timeout_ms", "must be at least 1")?;
         require(h.backoff_ms >= 1, "catalog.handshake.backoff_ms", "must be at least 1")?;
         require(
@@ -498,6 +524,8 @@ mod tests {
     fn zero_and_inverted_limits_and_timings_are_refused_naming_the_key() {
         let refused = [
             ("max_connections = 1024", "max_connections = 0", "ingress.max_connections"),
+            ("max_buffered_mib = 256", "max_buffered_mib = 32", "ingress.max_buffered_mib"),
+            ("max_http_body_mib = 16", "max_http_body_mib = 100", "ingress.max_buffered_per_binding_mib"),
             ("down_after_ms = 3000", "down_after_ms = 0", "membership.down_after_ms"),
             ("down_after_ms = 3000", "down_after_ms = 500", "twice membership.heartbeat_ms"),
             ("heartbeat_ms = 1000", "heartbeat_ms = 0", "membership.heartbeat_ms"),

@@ -29,7 +29,9 @@ const SANS_IO: &[&str] = &[
     "session/translate.rs",
     "session/tokens.rs",
     "session/records.rs",
-    "session/client_auth.rs",
+        "session/client_auth.rs",
+    "session/throttle.rs",
+    "session/replay.rs",
 ];
 
 /// Crates an IO-free module may not name.

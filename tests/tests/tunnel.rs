@@ -825,6 +825,110 @@ async fn password_guessing_is_throttled_per_source_and_per_account() {
     assert!(counted["throttled"].as_u64().expect("throttled") >= 3, "{counted}");
 }
 
+/// Send `request` on a new connection to `to`; the answer's head as far as it came within
+/// `wait` (empty if nothing did), and the connection.
+async fn answer_within(to: SocketAddr, request: &[u8], wait: Duration) -> (String, tokio::net::TcpStream) {
+    let mut client = tokio::net::TcpStream::connect(to).await.expect("connect");
+    client.write_all(request).await.expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, client.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), client)
+}
+
+/// An `http` binding never reads a stranger's body (HTTP Basic is checked from the head), and
+/// bodies it does read are reserved in a budget first: past it a request waits, then gets 503;
+/// a declared body over the limit gets 413 before a byte of it is read (finding 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_binding_reads_no_strangers_body_and_buffers_bodies_within_its_budget() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let web = HttpServer::start(files.path());
+    let ingress = skybridge_gateway::config::IngressConfig {
+        max_http_body_mib: 1,
+        max_buffered_per_binding_mib: 1,
+        max_buffered_mib: 1,
+        ..Default::default()
+    };
+    let topology =
+        two_relays(web.addr, None).adapter("site-b", skybridge_tests::plugin("aws-adapter")).ingress(ingress);
+    let mesh = TestMesh::start(topology).await;
+    let (status, binding) = bind(&mesh, "web", json!({ "mode": "http" })).await;
+    assert_eq!(status, 201, "{binding}");
+    let listen: SocketAddr = binding["listen"].as_str().expect("listen").parse().expect("addr");
+    let wait = Duration::from_secs(5);
+
+    // A stranger declaring a 1,000,000-byte body and sending none of it: refused at once.
+    let stranger = b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n";
+    let (answer, _) = answer_within(listen, stranger, wait).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "answered before its body: {answer:?}");
+    let wrong = b"PUT /x HTTP/1.1\r\nHost: h\r\nAuthorization: Basic YWNtZTp3cm9uZw==\r\nContent-Length: 1000000\r\n\r\n";
+    let (answer, _) = answer_within(listen, wrong, wait).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "a wrong password, before its body: {answer:?}");
+    // Over the limit by its declared length: 413 before any body byte.
+    let huge = b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\nAuthorization: AWS4-HMAC-SHA256 Credential=acme/20261204/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\r\n";
+    let (answer, _) = answer_within(listen, huge, wait).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+
+    // A signed request's body is needed for its proof: it is reserved first. One that holds
+    // the whole budget (sending its body slowly) makes the next wait, then get 503.
+    let signed = b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\nAuthorization: AWS4-HMAC-SHA256 Credential=acme/20261204/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\r\n";
+    let (nothing, _holding) = answer_within(listen, signed, Duration::from_millis(500)).await;
+    assert_eq!(nothing, "", "the first waits for its body");
+    let (answer, _) = answer_within(listen, signed, Duration::from_secs(20)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer:?}");
+    assert!(answer.contains("busy"), "{answer:?}");
+}
+
+/// Past `max_client_connections` new clients are closed at once, while the admin API keeps
+/// answering and a freed place is taken again (finding 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_client_connection_cap_new_clients_are_closed_and_the_admin_api_answers() {
+    let files = tempfile::tempdir().expect("tempdir");
+    std::fs::write(files.path().join("hello.txt"), "hello\n").expect("write");
+    let web = HttpServer::start(files.path());
+    let ingress =
+        skybridge_gateway::config::IngressConfig { max_client_connections: 4, ..Default::default() };
+    let mesh = TestMesh::start(two_relays(web.addr, None).ingress(ingress)).await;
+    let (status, binding) = bind(&mesh, "web", json!({})).await;
+    assert_eq!(status, 201, "{binding}");
+    let listen: SocketAddr = binding["listen"].as_str().expect("listen").parse().expect("addr");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(listen).await.expect("connect"));
+    }
+        let id = binding["id"].as_u64().expect("id");
+    mesh.wait_until("four clients carried", Duration::from_secs(10), |c| {
+        c.bindings().get(id).is_some_and(|b| b.connections == 4)
+    })
+    .await;
+    let mut fifth = tokio::net::TcpStream::connect(listen).await.expect("the kernel accepts");
+    let mut buf = [0u8; 16];
+    let ended = tokio::time::timeout(Duration::from_secs(5), fifth.read(&mut buf)).await;
+    assert!(matches!(ended, Ok(Ok(0)) | Ok(Err(_))), "the fifth client is closed at once: {ended:?}");
+    let (status, _) = mesh.api("GET", "/v1/nodes", None).await;
+    assert_eq!(status, 200, "the admin API answers");
+
+    drop(held.pop());
+    let get = b"GET /hello.txt HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    for _ in 0..50 {
+        let (got, _) = answer_within(listen, get, Duration::from_secs(5)).await;
+        answer = got;
+        if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answer.contains(" 200 "), "a freed place is taken again: {answer:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_degrading_past_the_policy_threshold_reroutes_the_binding() {
     let stream_service = endless_service().await;

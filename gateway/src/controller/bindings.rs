@@ -149,11 +149,14 @@ pub enum BindError {
     Setup(#[from] SetupFailed),
 }
 
-/// A binding's counters, shared with the connections it carries.
-#[derive(Default)]
+/// A binding's counters and limits, shared with the connections it carries.
 pub struct Stats {
     /// Connections being carried now.
     active: AtomicUsize,
+    /// Client connections open now (see [`super::budget::ClientSlot`]).
+    pub clients: Arc<AtomicUsize>,
+    /// This binding's budget for request bodies being buffered, KiB.
+    pub buffered: Arc<tokio::sync::Semaphore>,
     connections: AtomicU64,
     /// Bytes towards the endpoint.
     pub up: AtomicU64,
@@ -173,6 +176,20 @@ impl ActiveSlot {
             stats.connections.fetch_add(1, Ordering::Relaxed);
             ActiveSlot(Arc::clone(stats))
         })
+    }
+}
+
+impl Stats {
+    /// Counters at zero; a body budget of `buffered_mib`.
+    pub fn new(buffered_mib: usize) -> Stats {
+        Stats {
+            active: AtomicUsize::new(0),
+            clients: Arc::new(AtomicUsize::new(0)),
+            buffered: Arc::new(tokio::sync::Semaphore::new(super::budget::kib(buffered_mib << 20))),
+            connections: AtomicU64::new(0),
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+        }
     }
 }
 
@@ -333,7 +350,7 @@ impl Controller {
 
         let id = self.bindings.next_id.fetch_add(1, Ordering::Relaxed);
         let (cancel, cancelled) = watch::channel(false);
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(Stats::new(self.ingress.max_buffered_per_binding_mib));
         let view = BindingView {
             id,
             from,
@@ -697,7 +714,7 @@ mod tests {
 
     #[test]
     fn a_binding_takes_at_most_max_slots_and_frees_them_on_drop() {
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(Stats::new(1));
         let a = ActiveSlot::take(&stats, 2).unwrap();
         let _b = ActiveSlot::take(&stats, 2).unwrap();
         assert!(ActiveSlot::take(&stats, 2).is_none());

@@ -8,9 +8,10 @@
 //! | [`nodes`] | node connections: registration, heartbeats, link reports, sites' requests |
 //! | [`connect`] | connection requests, steps 1–4: routing relays, k paths, probes, scoring, the decision |
 //! | [`policy`] | the path policy in force and its scorer plugin |
-//! | [`accounts`] | accounts and their credential mappings |
+//! | [`accounts`] | accounts and their credential mappings; failed proofs and replays seen |
 //! | [`tunnels`] | tunnel setup and teardown on the hops (step 5) |
 //! | [`bindings`] | bindings, their expiry and re-routes, and the sessions recorded on them |
+//! | [`budget`] | what the ingress may hold at once: client connections, bodies being buffered |
 //! | [`catalog`] | platforms' reports gathered, checked and integrated into their inventories; the catalog's entries |
 //! | [`consent`] | the authorization handshake: asking platforms, grants into the catalog, retries, expiry |
 //! | [`events`] | a broadcast of what happened: membership, nearest relays, decisions, bindings |
@@ -29,6 +30,8 @@
 
 pub mod accounts;
 pub mod bindings;
+pub mod budget;
+
 pub mod catalog;
 pub mod connect;
 pub mod consent;
@@ -86,6 +89,9 @@ pub struct Controller {
     throttle: Mutex<crate::session::throttle::AuthThrottle>,
     /// Natively signed requests seen lately (replays are refused).
     replay: Mutex<crate::session::replay::ReplayGuard>,
+    /// What the ingress may hold at once.
+    budget: budget::Budget,
+
     ingress: IngressConfig,
     spawner: Spawner,
     events: events::Events,
@@ -130,6 +136,8 @@ impl Controller {
             tokens: Mutex::new(TokenCache::default()),
             throttle: Mutex::default(),
             replay: Mutex::default(),
+            budget: budget::Budget::new(&config.ingress, budget::raise_descriptor_limit()),
+
             ingress: config.ingress.clone(),
             spawner: shutdown.spawner(),
             events: events::Events::default(),
@@ -170,6 +178,11 @@ impl Controller {
     /// The ingress's configuration.
     pub fn ingress_config(&self) -> &IngressConfig {
         &self.ingress
+    }
+
+    /// What the ingress may hold at once: client connections, bodies being buffered.
+    pub fn budget(&self) -> &budget::Budget {
+        &self.budget
     }
 
     /// The bindings.

@@ -32,11 +32,13 @@ pub async fn serve(
     mut signal: Signal,
 ) {
     while let Some((client, remote)) = crate::shutdown::accept(&listener, signal.recv()).await {
+        let Some(place) = controller.budget().admit("CONNECT") else { continue };
         let (controller, token) = (Arc::clone(&controller), Arc::clone(&admin_token));
         // Debug level, as a binding's client spans: it lives as long as the connection.
         let span = tracing::debug_span!("connect", %remote, session = tracing::field::Empty);
         signal.spawn(tracing::Instrument::instrument(
             async move {
+                let _place = place;
                 if let Err(e) = handle(&controller, client, &token).await {
                     tracing::info!(%remote, "CONNECT failed: {e}");
                 }

@@ -4,9 +4,11 @@
 //! For each request:
 //!
 //! ```text
-//! client ──request──▶ read body (≤ max_http_body_mib; hashed if the adapter wants it)
-//!   ──▶ authenticate the account: the adapter's native scheme (`claimed-account` +
-//!       `verify-client`, e.g. SigV4 signed with the Skybridge secret), else HTTP Basic
+//! client ──request head──▶ who it is (`http_auth`): HTTP Basic checked now, or the account
+//!       a native signature claims (SigV4, Shared Key) — a stranger's body is never read
+//!   ──▶ read the body (≤ max_http_body_mib; its length reserved in the binding's and the
+//!       ingress's buffering budgets first; hashed if the adapter wants it)
+//!   ──▶ a native signature verified over head and body (`verify-client`), not a replay
 //!   ──▶ the account's credentials at the target platform (`ctl account map`)
 //!   ──▶ adapter `rewrite-request` (re-sign, inject a token, fix Host)
 //!   ──▶ a new tunnel stream, HTTP/1.1 to the endpoint ──▶ response streamed back
@@ -18,8 +20,10 @@
 //!
 //! Every request is one session record (three sessions, bytes both ways). Refusals are plain
 //! text with a status the client can act on: 401 no or unknown credentials, 403 a signature
-//! that does not verify, an account without a mapping, or a binding reserved for another
-//! account, 413 a body over the limit, 502 the tunnel or the adapter failed; the reason is
+//! that does not verify (or replayed from another address), an account without a mapping, or
+//! a binding reserved for another account, 408 a body that does not arrive in time, 413 a
+//! body over the limit, 429 too many failed proofs (`Retry-After`), 503 no room in the
+//! buffering budget within 10 s (`Retry-After`), 502 the tunnel or the adapter failed; the reason is
 //! also in an `x-skybridge-error` header, for SDKs that parse error bodies. Errors from the
 //! target itself (moto's 403, say) are passed through unchanged.
 
@@ -41,11 +45,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::http_auth::{self, Identified};
 use crate::controller::bindings::{ActiveSlot, Stats};
+use crate::controller::budget;
 use crate::controller::{Controller, Mode};
 use crate::plugin::{CallError, CallFailure, Description, Plugin, adapting, types};
-use crate::session::accounts::Account;
-use crate::session::client_auth::ClientCredentials;
 use crate::session::tokens::CachedToken;
 use crate::session::translate::{Refusal, hop_by_hop, request_head, upstream_request};
 use crate::time::now_unix_ms;
@@ -56,6 +62,11 @@ type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 /// How long an `http` binding's client has to send a request head (also bounds idle
 /// keep-alive connections).
 const HTTP_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request waits for room in the buffering budgets before it is answered 503.
+const BUDGET_WAIT: Duration = Duration::from_secs(10);
+/// HTTP/2 streams one client connection may have open: each may buffer a body, and all of
+/// them share the binding's budget.
+const H2_MAX_STREAMS: u32 = 32;
 
 /// A refusal as the client sees it.
 fn refusal_response(refusal: Refusal) -> Response<ProxyBody> {
@@ -91,7 +102,7 @@ struct Target {
 }
 
 /// Run an adapter call on the plugin pool.
-async fn adapter_call<R: Send + 'static>(
+pub(super) async fn adapter_call<R: Send + 'static>(
     controller: &Controller,
     call: impl FnOnce() -> Result<R, CallError> + Send + 'static,
 ) -> Result<Result<R, CallError>, Refusal> {
@@ -136,7 +147,11 @@ pub(super) async fn serve(
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HTTP_HEAD_TIMEOUT);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(HTTP_HEAD_TIMEOUT));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(HTTP_HEAD_TIMEOUT))
+        .max_concurrent_streams(H2_MAX_STREAMS);
     // Wait for the first byte before hyper reads: its header timeout starts only once it
     // knows the protocol, so a client that sends nothing would otherwise be held until idle.
     let first_byte = Duration::from_secs(controller.ingress_config().first_byte_timeout_s.max(1));
@@ -191,20 +206,19 @@ async fn proxy(
     // A blocked source costs nothing more: not its body, not a look at its credentials.
     controller.auth_allowed(remote.ip(), None).map_err(Refusal::throttled)?;
     let (parts, body) = req.into_parts();
-    let max_mib = controller.ingress_config().max_http_body_mib;
-    let body = match Limited::new(body, max_mib.saturating_mul(1 << 20)).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            let reason = format!("the request body is larger than {max_mib} MiB");
-            return Err(Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, reason));
-        }
-        Err(e) => {
-            return Err(Refusal::new(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")));
+    let mut head = request_head(&parts, None)?;
+    let identified = http_auth::identify(controller, &target.adapter, &mut head, remote.ip()).await?;
+    let body = read_body(controller, stats, body).await?;
+    if target.needs_body_sha256 {
+        head.body_sha256 = Some(hex::encode(Sha256::digest(&body.bytes)));
+    }
+    let stored = match identified {
+        Identified::Basic(account) => account,
+        Identified::Signed { claimed, stored } => {
+            http_auth::verify_signed(controller, &target.adapter, &head, (claimed, stored), remote.ip())
+                .await?
         }
     };
-
-    let head = request_head(&parts, target.needs_body_sha256.then(|| hex::encode(Sha256::digest(&body))))?;
-    let (stored, head) = authenticate_request(controller, &target.adapter, head, remote.ip()).await?;
     let account = stored.id.clone();
     tracing::Span::current().record("account", tracing::field::display(&account));
     if let Some(only) = &target.account
@@ -258,7 +272,7 @@ async fn proxy(
                     format!("the {} adapter failed: {cause}", target.to),
                 ),
             })?;
-        let upstream = upstream_request(&rewritten, body.clone())?.map(Full::new);
+        let upstream = upstream_request(&rewritten, body.bytes.clone())?.map(Full::new);
 
         let session = controller.start_session(id, remote, ingress, Some((&account, &principal))).await;
         tracing::Span::current().record("session", session);
@@ -289,6 +303,60 @@ async fn proxy(
         }
         return Ok(response);
     }
+}
+
+/// A request body read whole, with its places in the buffering budgets (freed on drop).
+struct ReadBody {
+    bytes: Bytes,
+    _budget: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// Read a request's body whole: its declared length (else the largest allowed) is reserved
+/// in the binding's and the ingress's budgets first — waiting at most [`BUDGET_WAIT`], then
+/// 503 — and it must arrive within [`body_deadline`] (408).
+async fn read_body(controller: &Controller, stats: &Stats, body: Incoming) -> Result<ReadBody, Refusal> {
+    let max_mib = controller.ingress_config().max_http_body_mib;
+    let max = max_mib.saturating_mul(1 << 20);
+    let too_large = || {
+        Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {max_mib} MiB"))
+    };
+    let declared = body.size_hint().exact().map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let reserve = declared.unwrap_or(max);
+    let permits = u32::try_from(budget::kib(reserve)).unwrap_or(u32::MAX);
+    let reserved = async {
+        let binding = Arc::clone(&stats.buffered).acquire_many_owned(permits).await;
+        let all = Arc::clone(controller.budget().buffered()).acquire_many_owned(permits).await;
+        binding.ok().zip(all.ok())
+    };
+    let busy = || {
+        let mut r =
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "busy: too many request bodies being read now");
+        r.retry_after_s = Some(1);
+        r
+    };
+    let budget = tokio::time::timeout(BUDGET_WAIT, reserved).await.map_err(|_| busy())?.ok_or_else(busy)?;
+    let deadline = body_deadline(reserve);
+    let bytes = match tokio::time::timeout(deadline, Limited::new(body, max).collect()).await {
+        Err(_) => {
+            let reason = format!("the request body did not arrive within {} s", deadline.as_secs());
+            return Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, reason));
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Ok(Err(e)) => {
+            return Err(Refusal::new(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")));
+        }
+    };
+    Ok(ReadBody { bytes, _budget: budget })
+}
+
+/// How long a body of `len` bytes may take to arrive: 30 s, plus 1 s per 256 KiB (a client
+/// slower than that holds its budget for no one).
+fn body_deadline(len: usize) -> Duration {
+    Duration::from_secs(30 + (len >> 18) as u64)
 }
 
 /// The token one request carries.
@@ -377,96 +445,6 @@ async fn target_token(
     let value = cached.value.clone();
     controller.tokens().insert(&target.to, account, cached);
     Ok(Some(TokenUse { value, expires_unix_s: token.expires_unix_s, cached: false }))
-}
-
-/// Who the request comes from: the adapter's native scheme when the request uses it, else
-/// HTTP Basic `account:secret` (removed before the request goes on). Returns the account as
-/// stored (one store read serves the proof and the mappings) and the head to rewrite.
-async fn authenticate_request(
-    controller: &Controller,
-    adapter: &Arc<Plugin>,
-    head: adapting::RequestHead,
-    source: std::net::IpAddr,
-) -> Result<(Account, adapting::RequestHead), Refusal> {
-    let mut claimed = None;
-    let proved = prove_account(controller, adapter, head, source, &mut claimed).await;
-    if let Err(refusal) = &proved
-        && matches!(refusal.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
-    {
-        controller.auth_failed(source, claimed.as_deref(), "http binding");
-    }
-    proved
-}
-
-/// [`authenticate_request`]'s proof; `claimed` is set to the account the request names.
-async fn prove_account(
-    controller: &Controller,
-    adapter: &Arc<Plugin>,
-    mut head: adapting::RequestHead,
-    source: std::net::IpAddr,
-    claimed_account: &mut Option<String>,
-) -> Result<(Account, adapting::RequestHead), Refusal> {
-    let adapter_failed = |e: CallError| Refusal::new(StatusCode::BAD_GATEWAY, format!("adapter failed: {e}"));
-    let store_failed = |e: crate::store::StoreError| {
-        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("the controller's store: {e}"))
-    };
-    let (plugin, call_head) = (Arc::clone(adapter), head.clone());
-    let claimed = adapter_call(controller, move || plugin.claimed_account(&call_head))
-        .await?
-        .map_err(adapter_failed)?;
-    if let Some(account) = claimed {
-        controller.auth_allowed(source, Some(&account)).map_err(Refusal::throttled)?;
-        *claimed_account = Some(account.clone());
-        let stored = controller.stored_account(&account).await.map_err(store_failed)?;
-        // An unknown account is checked against a secret nobody has: it fails as a wrong
-        // signature does, with the same answer (no telling which account ids exist).
-        let secret = stored.as_ref().map_or_else(crate::secret::decoy, |a| a.secret.clone());
-        let (plugin, call_head) = (Arc::clone(adapter), head.clone());
-        match adapter_call(controller, move || plugin.verify_client(&call_head, &secret)).await? {
-            Ok(()) => {}
-            Err(e) => {
-                return match e.cause {
-                    CallFailure::Rejected(reason) => Err(Refusal::new(StatusCode::FORBIDDEN, reason)),
-                    _ => Err(adapter_failed(e)),
-                };
-            }
-        }
-        let Some(stored) = stored else {
-            return Err(Refusal::new(StatusCode::FORBIDDEN, "the request signature does not match"));
-        };
-        let authorization = head.headers.iter().filter(|p| p.key.eq_ignore_ascii_case("authorization"));
-        if !controller.signature_may_be_used(authorization.map(|p| p.value.as_str()), source) {
-            return Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                "this signature was used before from another address: a replayed request is refused",
-            ));
-        }
-        return Ok((stored, head));
-    }
-    let basic = head.headers.iter().find_map(|p| {
-        if !p.key.eq_ignore_ascii_case("authorization") {
-            return None;
-        }
-        match ClientCredentials::parse(p.value.as_bytes())? {
-            ClientCredentials::Basic { user, secret } => Some((user, secret)),
-            ClientCredentials::Bearer(_) => None,
-        }
-    });
-    let Some((account, secret)) = basic else {
-        return Err(Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "authenticate with your Skybridge account: sign as the target cloud's SDK does with the \
-             account as the key id, or send HTTP Basic account:secret",
-        ));
-    };
-    controller.auth_allowed(source, Some(&account)).map_err(Refusal::throttled)?;
-    *claimed_account = Some(account.clone());
-    let stored = controller.stored_account(&account).await.map_err(store_failed)?;
-    let Some(stored) = stored.filter(|a| a.secret_matches(&secret)) else {
-        return Err(Refusal::new(StatusCode::UNAUTHORIZED, "wrong account or secret"));
-    };
-    head.headers.retain(|p| !p.key.eq_ignore_ascii_case("authorization"));
-    Ok((stored, head))
 }
 
 /// Send `request` over a new stream of binding `id`'s tunnel; stream the answer back.

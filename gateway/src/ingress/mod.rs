@@ -7,14 +7,16 @@
 //! - [`connect_proxy`] — `CONNECT platform:endpoint` on one shared listener, making a binding
 //!   per account and target on first use;
 //! - [`http`] — the HTTP reverse proxy of `http` bindings: authenticates each request's
-//!   account, has the target's adapter rewrite it (on the plugin pool), and carries it over a
-//!   tunnel stream.
+//!   account (from its head wherever the scheme allows: `http_auth`), reads its body within
+//!   the buffering budgets, has the target's adapter rewrite it (on the plugin pool), and
+//!   carries it over a tunnel stream.
 //!
 //! Every listener and connection task is spawned with the controller's spawner, so it ends at
 //! the controller's shutdown.
 
 pub mod connect_proxy;
 pub mod http;
+mod http_auth;
 pub mod tcp;
 
 use std::net::SocketAddr;

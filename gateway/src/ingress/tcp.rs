@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::controller::bindings::Stats;
+use crate::controller::budget::ClientSlot;
 use crate::controller::{Controller, Mode};
 use crate::tunnel::hop;
 use crate::tunnel::splice::Side;
@@ -27,18 +28,27 @@ pub(super) async fn serve_binding(
         let _ = watch.wait_for(|c| *c).await;
     };
     let mut closed = std::pin::pin!(closed);
+    let max = controller.ingress_config().max_connections;
     while let Some((client, remote)) = crate::shutdown::accept(&listener, closed.as_mut()).await {
+        // Over either cap the client is closed at once: it costs no task and no descriptor.
+        let Some(place) = controller.budget().admit("binding") else { continue };
+        let Some(slot) = ClientSlot::take(&stats.clients, max) else {
+            controller.budget().closed("binding", &format!("binding {id} holds max_connections ({max})"));
+            continue;
+        };
         let _ = client.set_nodelay(true);
         let (cancel, stats) = (cancelled.clone(), Arc::clone(&stats));
         // Debug level: a span lives as long as its connection, and an enabled one costs a few
         // KiB of the log's state per idle connection. Events name the session instead.
         let span = tracing::debug_span!("client", %remote, session = tracing::field::Empty);
-        if mode == Mode::Http {
-            let task = super::http::serve(Arc::clone(&controller), id, client, remote, cancel, stats);
-            controller.spawner().spawn(in_spans(task, span));
-            continue;
-        }
-        let task = carry_tcp(Arc::clone(&controller), id, client, remote, cancel, stats);
+        let controller_ = Arc::clone(&controller);
+        let task = async move {
+            let _held = (place, slot);
+            match mode {
+                Mode::Http => super::http::serve(controller_, id, client, remote, cancel, stats).await,
+                _ => carry_tcp(controller_, id, client, remote, cancel, stats).await,
+            }
+        };
         controller.spawner().spawn(in_spans(task, span));
     }
 }

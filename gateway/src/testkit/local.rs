@@ -77,6 +77,7 @@ pub struct Topology {
     ingress_platform: Option<String>,
     ingress_limits: Option<(u64, usize)>,
     first_byte_timeout_s: Option<u64>,
+    ingress: IngressConfig,
     adapters: Vec<AdapterConfig>,
     clouds: BTreeMap<String, crate::config::CloudConfig>,
     authorizers: BTreeMap<String, crate::config::PluginFile>,
@@ -95,6 +96,7 @@ impl Topology {
             ingress_platform: None,
             ingress_limits: None,
             first_byte_timeout_s: None,
+            ingress: IngressConfig::default(),
             adapters: vec![],
             clouds: BTreeMap::new(),
             authorizers: BTreeMap::new(),
@@ -162,6 +164,13 @@ impl Topology {
         self
     }
 
+    /// Start from `ingress` for the controller's ingress (its platform and CONNECT listener
+    /// still come from [`Topology::ingress_platform`], and the other setters apply on top).
+    pub fn ingress(mut self, ingress: IngressConfig) -> Topology {
+        self.ingress = ingress;
+        self
+    }
+
     /// Set the ingress's idle timeout (s) and per-binding connection limit.
     pub fn ingress_limits(mut self, idle_timeout_s: u64, max_connections: usize) -> Topology {
         self.ingress_limits = Some((idle_timeout_s, max_connections));
@@ -225,10 +234,12 @@ impl LocalMesh {
             ingress: IngressConfig {
                 platform: topology.ingress_platform.clone(),
                 connect_listen: topology.ingress_platform.as_ref().map(|_| any),
-                idle_timeout_s: topology.ingress_limits.map_or(300, |l| l.0),
-                max_connections: topology.ingress_limits.map_or(1024, |l| l.1),
-                first_byte_timeout_s: topology.first_byte_timeout_s.unwrap_or(30),
-                ..IngressConfig::default()
+                idle_timeout_s: topology.ingress_limits.map_or(topology.ingress.idle_timeout_s, |l| l.0),
+                max_connections: topology.ingress_limits.map_or(topology.ingress.max_connections, |l| l.1),
+                first_byte_timeout_s: topology
+                    .first_byte_timeout_s
+                    .unwrap_or(topology.ingress.first_byte_timeout_s),
+                ..topology.ingress.clone()
             },
             adapters: topology.adapters.clone(),
             catalog: topology.catalog,
