@@ -232,3 +232,24 @@ fn a_config_that_is_not_a_regular_file_is_refused_without_reading_it() {
         assert_one_line_error(&out, "is not a regular file");
     }
 }
+
+/// A reader that goes away (`skybridge … | head`) ends the tool quietly, with no panic.
+#[test]
+fn output_into_a_closed_pipe_ends_the_tool_quietly() {
+    let path = plugin("weighted-scorer.wasm");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skybridge"))
+        .args(["plugin", "inspect", path.to_str().expect("utf-8 path")])
+        .env("SKYBRIDGE_PLUGIN_CACHE", cache.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run skybridge");
+    // Close the reading end before the tool writes a byte.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -29,7 +29,7 @@ const SANS_IO: &[&str] = &[
     "session/translate.rs",
     "session/tokens.rs",
     "session/records.rs",
-        "session/client_auth.rs",
+    "session/client_auth.rs",
     "session/throttle.rs",
     "session/replay.rs",
 ];

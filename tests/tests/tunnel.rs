@@ -236,6 +236,19 @@ async fn half_close_crosses_the_tunnel_and_strangers_cannot_use_it() {
     let echo = counting_service().await;
     let mesh = TestMesh::start(two_relays(web.addr, Some(echo))).await;
 
+    // A tcp binding authenticates no one: listening beyond loopback must be asked for.
+    let (status, body) = bind(&mesh, "echo", json!({ "listen": "0.0.0.0:0" })).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("\"open\": true")), "{body}");
+    let (status, open) = bind(&mesh, "echo", json!({ "listen": "0.0.0.0:0", "open": true })).await;
+    assert_eq!(
+        (status, open["listen"].as_str().map(|l| l.starts_with("0.0.0.0:"))),
+        (201, Some(true)),
+        "{open}"
+    );
+    let path = format!("/v1/bindings/{}", open["id"]);
+    assert_eq!(mesh.api("DELETE", &path, None).await.0, 200);
+
     let (status, binding) = bind(&mesh, "echo", json!({})).await;
     assert_eq!(status, 201, "{binding:#}");
     let listen = binding["listen"].as_str().expect("listen").to_owned();
@@ -903,7 +916,7 @@ async fn past_the_client_connection_cap_new_clients_are_closed_and_the_admin_api
     for _ in 0..4 {
         held.push(tokio::net::TcpStream::connect(listen).await.expect("connect"));
     }
-        let id = binding["id"].as_u64().expect("id");
+    let id = binding["id"].as_u64().expect("id");
     mesh.wait_until("four clients carried", Duration::from_secs(10), |c| {
         c.bindings().get(id).is_some_and(|b| b.connections == 4)
     })

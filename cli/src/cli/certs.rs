@@ -38,12 +38,12 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CertsCommand::Init { dir } => {
             let cert = identity::init_ca(&dir)?;
-            println!("CA created: {} (key: {})", cert.display(), dir.join("ca.key").display());
+            out!("CA created: {} (key: {})", cert.display(), dir.join("ca.key").display());
         }
         CertsCommand::Issue { ca, name, role, out } => {
             let out = out.unwrap_or_else(|| ca.clone());
             let (cert, key) = identity::issue(&ca, &name, role, &out)?;
-            println!("{role} `{name}`: {} (key: {})", cert.display(), key.display());
+            out!("{role} `{name}`: {} (key: {})", cert.display(), key.display());
         }
     }
     Ok(ExitCode::SUCCESS)

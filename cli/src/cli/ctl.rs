@@ -98,6 +98,10 @@ enum CtlCommand {
         /// credentials at the target).
         #[arg(long)]
         account: Option<String>,
+        /// `tcp` only: allow a listener other hosts can reach (`--listen 0.0.0.0:PORT`). A
+        /// `tcp` binding authenticates no one: whoever reaches it uses the tunnel.
+        #[arg(long)]
+        open: bool,
     },
     /// List bindings, with their paths, re-routes and byte counts; or show one.
     Bindings {
@@ -311,7 +315,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
 /// Print `value` as JSON or with `print`.
 fn show<T: Serialize + ?Sized>(json: bool, value: &T, print: fn(&T)) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        out!("{}", serde_json::to_string_pretty(value)?);
     } else {
         print(value);
     }
@@ -329,7 +333,7 @@ async fn execute(client: &AdminClient, command: &CtlCommand, json: bool) -> anyh
         CtlCommand::Decisions { id: None } => {
             show(json, client.decisions().await?.as_slice(), print_decisions)
         }
-        CtlCommand::Bind { from, to, endpoint, capability, listen, ttl_s, mode, account } => {
+        CtlCommand::Bind { from, to, endpoint, capability, listen, ttl_s, mode, account, open } => {
             let listen = listen
                 .as_deref()
                 .map(|l| l.parse().with_context(|| format!("--listen `{l}` is not an IP:PORT address")))
@@ -343,6 +347,7 @@ async fn execute(client: &AdminClient, command: &CtlCommand, json: bool) -> anyh
                 ttl_s: *ttl_s,
                 account: account.clone(),
                 capability: capability.clone(),
+                open: *open,
             };
             show(json, &client.bind(&request).await?, print_binding)
         }
@@ -410,7 +415,7 @@ async fn execute(client: &AdminClient, command: &CtlCommand, json: bool) -> anyh
             loop {
                 let revision = page.revision.unwrap_or_default();
                 if !json {
-                    println!("revision {revision}:");
+                    out!("revision {revision}:");
                 }
                 show(json, page.items.as_slice(), print_catalog)?;
                 loop {
@@ -496,11 +501,11 @@ fn print_catalog(entries: &[EntryView]) {
 }
 
 fn print_entry(e: &EntryView) {
-    println!("entry      {}", e.entry.id);
-    println!("capability {} {}", e.entry.kind, e.entry.name);
-    println!("match key  {}", e.entry.match_key);
-    println!("created    {}", when(e.entry.created_ms));
-    println!("state      {}", e.state);
+    out!("entry      {}", e.entry.id);
+    out!("capability {} {}", e.entry.kind, e.entry.name);
+    out!("match key  {}", e.entry.match_key);
+    out!("created    {}", when(e.entry.created_ms));
+    out!("state      {}", e.state);
     let rows = e
         .offered_by
         .iter()
@@ -515,7 +520,7 @@ fn print_entry(e: &EntryView) {
             ]
         })
         .collect();
-    println!();
+    out!();
     table(&["PLATFORM", "PRESENCE", "NATIVE ID", "ENDPOINT", "FIRST SEEN", "GRANTED"], rows);
 }
 
@@ -538,11 +543,12 @@ fn print_inventory(records: &[InventoryRecord]) {
 
 fn print_refresh_started(r: &RefreshStarted) {
     if r.already_running {
-        println!("{}: a refresh was already running; this request joined it", r.platform);
+        out!("{}: a refresh was already running; this request joined it", r.platform);
     } else {
-        println!(
+        out!(
             "{}: refresh started; `skybridge ctl platform refreshes {}` shows its outcome",
-            r.platform, r.platform
+            r.platform,
+            r.platform
         );
     }
 }
@@ -622,7 +628,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
     }
     let line = |cells: Vec<String>| {
         let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
+        out!("{}", padded.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
@@ -736,15 +742,8 @@ fn print_plugins(plugins: &[PluginView]) {
 pub(super) fn print_decision(c: &DecisionRecord) {
     let d = &c.decision;
     let weights = d.weights.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
-    println!(
-        "decision {}: {} → {}  (routing relays {} → {})",
-        c.id, c.from, c.to, c.first_relay, c.second_relay
-    );
-    println!(
-        "scorer {}  weights {}",
-        d.scorer,
-        if weights.is_empty() { "(defaults)".into() } else { weights }
-    );
+    out!("decision {}: {} → {}  (routing relays {} → {})", c.id, c.from, c.to, c.first_relay, c.second_relay);
+    out!("scorer {}  weights {}", d.scorer, if weights.is_empty() { "(defaults)".into() } else { weights });
     let rows = d
         .candidates
         .iter()
@@ -786,15 +785,8 @@ fn print_decisions(records: &[DecisionRecord]) {
 pub(super) fn print_binding(b: &BindingView) {
     let mode =
         serde_json::to_value(b.mode).ok().and_then(|m| m.as_str().map(str::to_owned)).unwrap_or_default();
-    println!(
-        "binding {}: {} → {}/{} ({mode})  via {}",
-        b.id,
-        b.listen,
-        b.to,
-        b.endpoint,
-        path(&b.tunnel.hops)
-    );
-    println!(
+    out!("binding {}: {} → {}/{} ({mode})  via {}", b.id, b.listen, b.to, b.endpoint, path(&b.tunnel.hops));
+    out!(
         "tunnel {} for {}, path from decision {}; {} connections, {} up, {} down",
         b.tunnel.id,
         b.tunnel.account,
@@ -805,12 +797,12 @@ pub(super) fn print_binding(b: &BindingView) {
     );
     if b.mode == Mode::Http {
         match &b.account {
-            Some(account) => println!("http: only account {account} may use it"),
-            None => println!("http: any account with credentials at {} may use it", b.to),
+            Some(account) => out!("http: only account {account} may use it"),
+            None => out!("http: any account with credentials at {} may use it", b.to),
         }
     }
     for r in &b.reroutes {
-        println!("re-routed from {} to {} ({})", path(&r.from_hops), path(&r.to_hops), r.reason);
+        out!("re-routed from {} to {} ({})", path(&r.from_hops), path(&r.to_hops), r.reason);
     }
 }
 
@@ -833,7 +825,7 @@ fn print_bindings(bindings: &[BindingView]) {
 }
 
 fn print_unbound(b: &BindingView) {
-    println!("binding {} closed; tunnel {} torn down", b.id, b.tunnel.id);
+    out!("binding {} closed; tunnel {} torn down", b.id, b.tunnel.id);
 }
 
 pub(super) fn print_sessions(sessions: &[SessionRecord]) {
@@ -867,19 +859,19 @@ fn print_accounts(accounts: &[AccountView]) {
 
 pub(super) fn print_account(a: &AccountView) {
     let m = mappings(a);
-    println!("account {}: {}", a.id, if m.is_empty() { "no mappings".into() } else { m });
+    out!("account {}: {}", a.id, if m.is_empty() { "no mappings".into() } else { m });
 }
 
 fn print_deleted(d: &Deleted) {
-    println!("account {} deleted", d.deleted);
+    out!("account {} deleted", d.deleted);
 }
 
 pub(super) fn print_policy(p: &Policy) {
-    println!("scorer             {}", p.scorer.display());
+    out!("scorer             {}", p.scorer.display());
     let weights = p.weights.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
-    println!("weights            {}", if weights.is_empty() { "(scorer defaults)".into() } else { weights });
-    println!("k                  {}", p.k);
-    println!("probes             {}", p.probes);
-    println!("probe_interval_ms  {}", p.probe_interval_ms);
-    println!("reroute_loss       {}", p.reroute_loss);
+    out!("weights            {}", if weights.is_empty() { "(scorer defaults)".into() } else { weights });
+    out!("k                  {}", p.k);
+    out!("probes             {}", p.probes);
+    out!("probe_interval_ms  {}", p.probe_interval_ms);
+    out!("reroute_loss       {}", p.reroute_loss);
 }

@@ -59,7 +59,7 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn section(title: &str) {
-    println!("\n== {title} ==");
+    out!("\n== {title} ==");
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -91,10 +91,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .adapter("site-b", adapter);
 
     section("A diamond mesh on loopback: real QUIC + mutual TLS, the WAN emulated in user space");
-    println!("{PICTURE}");
+    out!("{PICTURE}");
     let started = Instant::now();
     let mut mesh = LocalMesh::start(topology, Duration::from_secs(30)).await?;
-    println!("controller, 4 relays and 2 sites up and measured in {:.1} s", started.elapsed().as_secs_f64());
+    out!("controller, 4 relays and 2 sites up and measured in {:.1} s", started.elapsed().as_secs_f64());
     let url = format!("http://{}", mesh.controller.admin_addr());
     let client = AdminClient::new(&url, mesh.token.clone())?;
 
@@ -133,12 +133,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ttl_s: None,
         account: account.map(str::to_owned),
         capability: None,
+        open: false,
     };
     let bound = client.bind(&bind("files", Mode::Tcp, None)).await?;
     ctl::print_binding(&bound);
     let listen = bound.listen;
     let (bytes, took) = download(listen).await.context("downloading through the binding")?;
-    println!(
+    out!(
         "downloaded {} MiB through the tunnel in {:.2} s ({:.0} Mbit/s over the emulated links)",
         bytes >> 20,
         took.as_secs_f64(),
@@ -161,27 +162,22 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             Err(e) => break format!("an error ({e})"),
         }
     };
-    println!(
-        "the download in flight ended {:.2} s after r3 died, with {ended}",
-        killed.elapsed().as_secs_f64()
-    );
+    out!("the download in flight ended {:.2} s after r3 died, with {ended}", killed.elapsed().as_secs_f64());
     mesh.wait_until("the binding re-routed", Duration::from_secs(10), |c| {
         c.bindings().list().iter().any(|b| !b.reroutes.is_empty())
     })
     .await?;
-    println!("re-routed {:.2} s after r3 died:", killed.elapsed().as_secs_f64());
+    out!("re-routed {:.2} s after r3 died:", killed.elapsed().as_secs_f64());
     ctl::print_binding(&client.binding(bound.id).await?);
     let (bytes, took) = download(listen).await.context("downloading after the re-route")?;
-    println!("downloaded {} MiB again in {:.2} s, over r2", bytes >> 20, took.as_secs_f64());
+    out!("downloaded {} MiB again in {:.2} s, over r2", bytes >> 20, took.as_secs_f64());
 
     section("6. New decisions leave the dead relay out: skybridge ctl connect --from site-a --to site-b");
     ctl::print_decision(&connect().await?);
 
     section("7. Session translation: an http binding with the AWS adapter");
-    println!(
-        "skybridge ctl account create acme-ops …; skybridge ctl account map acme-ops --platform site-b \\"
-    );
-    println!("    --principal AKIAIOSFODNN7EXAMPLE … --attribute region=us-east-1 --attribute service=s3");
+    out!("skybridge ctl account create acme-ops …; skybridge ctl account map acme-ops --platform site-b \\");
+    out!("    --principal AKIAIOSFODNN7EXAMPLE … --attribute region=us-east-1 --attribute service=s3");
     let account = NewAccount { id: "acme-ops".into(), secret: "acme-ops-demo-secret".into() };
     client.create_account(&account).await?;
     let mapping = Credentials {
@@ -191,7 +187,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .into(),
     };
     client.map_credentials("acme-ops", "site-b", &mapping).await?;
-    println!("skybridge ctl bind --from site-a --to site-b --endpoint api --mode http --account acme-ops");
+    out!("skybridge ctl bind --from site-a --to site-b --endpoint api --mode http --account acme-ops");
     let bound = client.bind(&bind("api", Mode::Http, Some("acme-ops"))).await?;
     ctl::print_binding(&bound);
     let listen = bound.listen.to_string();
@@ -199,20 +195,20 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // The client proves it is acme-ops (HTTP Basic here; AWS SDKs sign with SigV4 instead).
     let answer =
         http_get(listen, "/demo-bucket/report.csv", "YWNtZS1vcHM6YWNtZS1vcHMtZGVtby1zZWNyZXQ=").await?;
-    println!("the client sent:   Authorization: Basic …  (account acme-ops and its Skybridge secret)");
-    println!("the target got:    {}", answer.lines().last().unwrap_or_default());
+    out!("the client sent:   Authorization: Basic …  (account acme-ops and its Skybridge secret)");
+    out!("the target got:    {}", answer.lines().last().unwrap_or_default());
     section("skybridge ctl sessions");
     ctl::print_sessions(&client.sessions().await?);
 
     section("Every decision is stored in the controller's redb: skybridge ctl decisions");
-    println!("{} decision records", client.decisions().await?.len());
+    out!("{} decision records", client.decisions().await?.len());
 
     if args.keep_running {
         let token_file = mesh.state.path().join("admin.token");
-        println!("\nThe mesh keeps running. In another shell:");
-        println!("  export SKYBRIDGE_URL={url} SKYBRIDGE_TOKEN_FILE={}", token_file.display());
-        println!("  skybridge ctl nodes; skybridge ctl connect --from site-a --to site-b");
-        println!("Ctrl-C stops it.");
+        out!("\nThe mesh keeps running. In another shell:");
+        out!("  export SKYBRIDGE_URL={url} SKYBRIDGE_TOKEN_FILE={}", token_file.display());
+        out!("  skybridge ctl nodes; skybridge ctl connect --from site-a --to site-b");
+        out!("Ctrl-C stops it.");
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     }
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,16 @@
 //! Command-line interface: argument types and dispatch. Each command group has its own module.
 
+/// `println!` for what a tool prints: when its reader has gone (`skybridge ctl … | head`), the
+/// tool ends quietly, as Unix tools do, instead of panicking on the closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            crate::cli::output_failed(e);
+        }
+    }};
+}
+
 mod certs;
 mod ctl;
 mod demo;
@@ -78,4 +89,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ctl(args) => ctl::run(args),
         Command::Demo(args) => demo::run(args),
     }
+}
+
+/// Stdout could not be written: a reader that went away ends the tool quietly (status 0);
+/// anything else is an error.
+pub fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        eprintln!("error: cannot write the output: {e}");
+        std::process::exit(2);
+    }
+    std::process::exit(0)
 }

@@ -111,7 +111,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::Inspect { file, json, sandbox } => {
             let plugin = load(&file, &[], &sandbox)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(plugin.info())?);
+                out!("{}", serde_json::to_string_pretty(plugin.info())?);
             } else {
                 print_inspect(&file, &plugin);
             }
@@ -129,10 +129,10 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             };
             let preference = plugin.score(&metrics, &named_values(weights))?;
             if common.json {
-                println!("{}", serde_json::to_string_pretty(&preference)?);
+                out!("{}", serde_json::to_string_pretty(&preference)?);
             } else {
-                println!("preference  {}", preference.value);
-                println!("explanation {}", preference.explanation);
+                out!("preference  {}", preference.value);
+                out!("explanation {}", preference.explanation);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -154,11 +154,11 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             };
             let decision = plugin.authorize(&request)?;
             if common.json {
-                println!("{}", serde_json::to_string_pretty(&decision)?);
+                out!("{}", serde_json::to_string_pretty(&decision)?);
             } else {
                 match &decision {
-                    authorization::Decision::Grant(why) => println!("granted: {why}"),
-                    authorization::Decision::Refuse(why) => println!("refused: {why}"),
+                    authorization::Decision::Grant(why) => out!("granted: {why}"),
+                    authorization::Decision::Refuse(why) => out!("refused: {why}"),
                 }
             }
             Ok(match decision {
@@ -207,35 +207,35 @@ fn expect_world(plugin: &Plugin, world: World) -> anyhow::Result<()> {
 fn print_inspect(file: &Path, plugin: &Plugin) {
     let info = plugin.info();
     let (name, version) = info.description.name_version();
-    println!("file     {}", file.display());
-    println!("world    {}", info.world);
-    println!("plugin   {name} {version}");
-    println!("size     {} bytes", info.size);
-    println!(
+    out!("file     {}", file.display());
+    out!("world    {}", info.world);
+    out!("plugin   {name} {version}");
+    out!("size     {} bytes", info.size);
+    out!(
         "format   {}",
         match info.format {
             Format::Component => "component",
             Format::CoreModule => "core module with WIT metadata (wrapped into a component on load)",
         }
     );
-    println!("sha256   {}", info.sha256);
+    out!("sha256   {}", info.sha256);
     for (i, export) in info.exports.iter().enumerate() {
-        println!("{:<8} {export}", if i == 0 { "exports" } else { "" });
+        out!("{:<8} {export}", if i == 0 { "exports" } else { "" });
     }
     if info.imports.is_empty() {
-        println!("imports  none");
+        out!("imports  none");
     }
     for (i, (import, status)) in info.imports.iter().enumerate() {
         let status = match status {
             ImportStatus::Provided => "provided",
             ImportStatus::WithheldTraps => "withheld: traps if called",
         };
-        println!("{:<8} {import:<40} {status}", if i == 0 { "imports" } else { "" });
+        out!("{:<8} {import:<40} {status}", if i == 0 { "imports" } else { "" });
     }
     match &info.description {
         Description::Scorer(s) => {
             for (i, w) in s.weights.iter().enumerate() {
-                println!(
+                out!(
                     "{:<8} {:<12} default {:<6} {}",
                     if i == 0 { "weights" } else { "" },
                     w.name,
@@ -245,8 +245,8 @@ fn print_inspect(file: &Path, plugin: &Plugin) {
             }
         }
         Description::Adapter(a) => {
-            println!("cloud    {}", a.cloud_kind);
-            println!("body     {}", if a.needs_body_sha256 { "needs SHA-256" } else { "streamed unhashed" });
+            out!("cloud    {}", a.cloud_kind);
+            out!("body     {}", if a.needs_body_sha256 { "needs SHA-256" } else { "streamed unhashed" });
         }
         Description::Authorizer(_) => {}
     }

@@ -17,7 +17,7 @@
 //! | GET | `/v1/decisions` | the 50 latest decision records |
 //! | GET | `/v1/decisions/{id}` | one decision record |
 //! | GET | `/v1/plugins` | plugins in service: world, version, SHA-256, calls, faults |
-//! | POST | `/v1/bindings` | `{"from", "to", "endpoint", "mode": "tcp", "listen"?, "ttl_s"?}` → the binding (201) |
+//! | POST | `/v1/bindings` | `{"from", "to", "endpoint", "mode": "tcp", "listen"?, "ttl_s"?, "open"?}` → the binding (201) |
 //! | GET | `/v1/bindings`, `/v1/bindings/{id}` | bindings with their tunnels and byte counts |
 //! | DELETE | `/v1/bindings/{id}` | close a binding and tear its tunnel down |
 //! | POST | `/v1/accounts` | `{"id", "secret"}` → the account (201); secrets are never returned |

@@ -78,6 +78,11 @@ pub struct BindRequest {
     /// credential mapping at the target.
     #[serde(default)]
     pub account: Option<String>,
+    /// `tcp` only: listen on an address other hosts can reach. A `tcp` binding authenticates
+    /// no one — whoever reaches its listener uses the tunnel — so anything but a loopback
+    /// address must be asked for explicitly.
+    #[serde(default)]
+    pub open: bool,
 }
 
 /// A binding as the API shows it.
@@ -561,6 +566,7 @@ impl Controller {
             ttl_s: None,
             account: None,
             capability: None,
+            open: false,
         };
         let (view, _, _) = self.create_binding(req, account, listen, None).await?;
         Ok(view.id)

@@ -73,6 +73,20 @@ pub async fn bind(
         }
     }
     let listen = req.listen.unwrap_or(SocketAddr::new(controller.ingress_config().address, 0));
+    match req.mode {
+        Mode::Tcp if !listen.ip().is_loopback() && !req.open => {
+            return Err(BindError::Invalid(format!(
+                "a `tcp` binding authenticates no one: listening on {} lets every host that \
+                 reaches it use the tunnel; say `\"open\": true` (`ctl bind --open`) if that \
+                 is meant, or use mode `http`",
+                listen.ip()
+            )));
+        }
+        Mode::Http if req.open => {
+            return Err(BindError::Invalid("`open` applies to `tcp` bindings only".into()));
+        }
+        _ => {}
+    }
     // Bind first: a busy port should fail before any hop does work.
     let listener = tokio::net::TcpListener::bind(listen)
         .await

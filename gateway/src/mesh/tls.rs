@@ -69,10 +69,20 @@ pub fn node_name(cert: &CertificateDer<'_>) -> Option<String> {
     ee.valid_dns_names().find(|n| !n.ends_with(".role.skybridge.invalid")).map(str::to_owned)
 }
 
-/// Check that a node's own certificate grants the name and role it is configured with, so a
-/// misconfigured node fails at start with a clear message instead of at every handshake.
+/// Check that a node's own certificate is issued by the configured CA, valid now, and grants
+/// the name and role it is configured with, so a misconfigured node fails at start with a
+/// clear message instead of at every handshake (where its peers would refuse it).
 pub fn check_own_identity(identity: &NodeIdentity) -> Result<(), TlsError> {
     let leaf = &identity.chain[0];
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider())
+        .build()
+        .map_err(|e| TlsError(format!("client verifier: {e}")))?;
+    verifier.verify_client_cert(leaf, &identity.chain[1..], UnixTime::now()).map_err(|e| {
+        TlsError(format!(
+            "the node's certificate does not verify against the configured CA ({e}): it was \
+             issued by another CA, or has expired"
+        ))
+    })?;
     if !names_node(leaf, &identity.name) {
         return Err(TlsError(format!("the certificate does not name node `{}`", identity.name)));
     }

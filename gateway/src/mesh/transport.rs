@@ -377,6 +377,19 @@ mod tests {
         assert!(matches!(e, TransportError::Connection { .. }), "{e}");
     }
 
+    #[test]
+    fn a_node_whose_own_certificate_is_not_from_its_ca_fails_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, other) = (dir.path().join("ca"), dir.path().join("other"));
+        init_ca(&ca).unwrap();
+        init_ca(&other).unwrap();
+        // Issued by `other`, configured with `ca`: every peer would refuse it.
+        let (cert, key) = issue(&other, "r1", Role::Relay, dir.path()).unwrap();
+        let identity = NodeIdentity::load("r1", Role::Relay, &cert, &key, &ca.join("ca.pem")).unwrap();
+        let e = MeshEndpoint::bind(loopback(), identity, &[Role::Relay]).map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("does not verify against the configured CA"), "{e}");
+    }
+
     #[tokio::test]
     async fn a_site_presenting_as_a_relay_is_refused() {
         let dir = tempfile::tempdir().unwrap();
