@@ -1165,7 +1165,8 @@ async fn hundreds_of_concurrent_connections_share_one_quic_connection_per_hop() 
 
 /// A controller shuts down completely: its admin API, its bindings' listeners (and a client
 /// connection still open on one) and its store all go, and it starts again in the same process
-/// on the same store file and addresses, with its accounts still there.
+/// on the same store file and addresses, with its accounts, its runtime policy and its
+/// bindings (same id, same port, a new tunnel) back (finding 9).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_shuts_down_completely_and_starts_again_on_its_store() {
     let echo = counting_service().await;
@@ -1177,6 +1178,13 @@ async fn a_controller_shuts_down_completely_and_starts_again_on_its_store() {
     assert_eq!(status, 201, "{binding:#}");
     let listen = binding["listen"].as_str().expect("listen").to_owned();
     assert_eq!(send_and_half_close(&listen, b"hello").await, "got 5 bytes");
+    // A second binding, closed before the restart: it must not come back.
+    let (_, closed) = bind(&mesh, "echo", json!({})).await;
+    assert_eq!(mesh.api("DELETE", &format!("/v1/bindings/{}", closed["id"]), None).await.0, 200);
+    // A policy changed at runtime.
+    let (status, policy) =
+        mesh.api("PUT", "/v1/policy", Some(r#"{"k": 2, "weights": {"latency": 3.0}}"#)).await;
+    assert_eq!(status, 200, "{policy}");
     // A client still connected when the controller stops.
     let mut open = tokio::net::TcpStream::connect(&listen).await.expect("connect");
     open.write_all(b"pending").await.expect("write");
@@ -1187,16 +1195,37 @@ async fn a_controller_shuts_down_completely_and_starts_again_on_its_store() {
         .expect("the shutdown drains within 10 s")
         .expect("the controller starts again on its store");
 
-    // The old binding's listener is gone with the old controller; the open client was ended.
-    assert!(tokio::net::TcpStream::connect(&listen).await.is_err(), "binding port {listen} still open");
+    // The open client was ended with the old controller.
     let mut rest = Vec::new();
     let ended = tokio::time::timeout(Duration::from_secs(5), open.read_to_end(&mut rest)).await;
     assert!(ended.is_ok(), "the open client was not let go");
-    // The same addresses, the same store: the account survived the restart.
+    // The same addresses, the same store: the account and the runtime policy survived.
     assert_eq!(mesh.controller.admin_addr(), admin);
     let (status, again) = mesh.api("GET", "/v1/accounts/acme-ops", None).await;
-    assert_eq!(status, 200, "{again}");
-    assert_eq!(again["id"], "acme-ops");
+    assert_eq!((status, again["id"].clone()), (200, json!("acme-ops")), "{again}");
+    let (_, policy) = mesh.api("GET", "/v1/policy", None).await;
+    assert_eq!(
+        (policy["k"].clone(), policy["weights"]["latency"].clone()),
+        (json!(2), json!(3.0)),
+        "{policy}"
+    );
+    // The binding is back on the same port with the same id, its tunnel set up again once
+    // the nodes re-registered; the closed one stays closed.
+    let id = binding["id"].as_u64().expect("id");
+    mesh.wait_until("the binding restored", Duration::from_secs(20), |c| c.bindings().get(id).is_some())
+        .await;
     let (status, bindings) = mesh.api("GET", "/v1/bindings", None).await;
-    assert_eq!((status, bindings), (200, json!([])), "bindings do not outlive their controller");
+    assert_eq!(status, 200);
+    let listed: Vec<(u64, String)> = bindings
+        .as_array()
+        .expect("bindings")
+        .iter()
+        .map(|b| (b["id"].as_u64().expect("id"), b["listen"].as_str().expect("listen").to_owned()))
+        .collect();
+    assert_eq!(listed, [(id, listen.clone())], "{bindings:#}");
+    assert_eq!(send_and_half_close(&listen, b"hello again").await, "got 11 bytes");
+    // New bindings get ids above the kept ones.
+    let (status, newer) = bind(&mesh, "echo", json!({})).await;
+    assert_eq!(status, 201, "{newer}");
+    assert!(newer["id"].as_u64().expect("id") > id, "{newer}");
 }

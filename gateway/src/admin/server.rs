@@ -377,6 +377,14 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32], s
                 let found = if method == Method::DELETE { c.unbind(id).await } else { c.bindings().get(id) };
                 Ok(match found {
                     Some(binding) => json(StatusCode::OK, &binding),
+                    None if method == Method::DELETE && c.abandon_restore(id).await => json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "id": id, "closed": "given up while being restored" }),
+                    ),
+                    None if c.is_restoring(id) => error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("binding {id} is being restored: its tunnel is not up yet"),
+                    ),
                     None => error(StatusCode::NOT_FOUND, format!("no binding {id}")),
                 })
             }

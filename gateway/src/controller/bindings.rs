@@ -154,6 +154,33 @@ pub enum BindError {
     Setup(#[from] SetupFailed),
 }
 
+/// A binding before its tunnel is up: what its listener needs (see
+/// [`Controller::prepare_binding`]).
+#[derive(Clone)]
+pub struct Prepared {
+    /// Its id.
+    pub id: u64,
+    cancel: Arc<watch::Sender<bool>>,
+    stats: Arc<Stats>,
+}
+
+impl Prepared {
+    /// The signal that closes its listener and connections.
+    pub fn cancelled(&self) -> watch::Receiver<bool> {
+        self.cancel.subscribe()
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Close its listener (a binding given up before its tunnel came up).
+    pub fn close(&self) {
+        self.cancel.send_replace(true);
+    }
+}
+
 /// A binding's counters and limits, shared with the connections it carries.
 pub struct Stats {
     /// Connections being carried now.
@@ -207,7 +234,7 @@ impl Drop for ActiveSlot {
 struct Binding {
     view: BindingView,
     /// Stops the listener and aborts its connections' streams.
-    cancel: watch::Sender<bool>,
+    cancel: Arc<watch::Sender<bool>>,
     stats: Arc<Stats>,
     /// A re-route is running.
     rerouting: bool,
@@ -232,6 +259,8 @@ pub struct Bindings {
     /// CONNECT makes one binding per (account, platform, endpoint) at a time: a gate per key
     /// being made, dropped once nobody waits on it. Other keys never wait.
     making: std::sync::Mutex<std::collections::HashMap<ConnectKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bindings kept by the previous run whose tunnels are not up yet ([`super::restore`]).
+    pub(super) restoring: std::sync::Mutex<BTreeMap<u64, Prepared>>,
 }
 
 /// Whose CONNECT binding to what: (account, platform, endpoint).
@@ -261,6 +290,7 @@ impl Default for Bindings {
             next_id: AtomicU64::new(1),
             by_id: std::sync::Mutex::new(BTreeMap::new()),
             making: std::sync::Mutex::default(),
+            restoring: std::sync::Mutex::default(),
         }
     }
 }
@@ -279,6 +309,11 @@ impl Bindings {
     /// What a connection of binding `id` needs: its cancel signal and counters.
     pub fn carrier(&self, id: u64) -> Option<(watch::Receiver<bool>, Arc<Stats>)> {
         lock(&self.by_id).get(&id).map(|b| (b.cancel.subscribe(), Arc::clone(&b.stats)))
+    }
+
+    /// New bindings get ids above `id`.
+    pub(super) fn ids_above(&self, id: u64) {
+        self.next_id.fetch_max(id.saturating_add(1), Ordering::Relaxed);
     }
 
     /// The CONNECT binding of `key`, if there is one.
@@ -340,22 +375,59 @@ impl Controller {
         if ttl == 0 || ttl > MAX_TTL_S {
             return Err(BindError::Invalid(format!("ttl_s must be between 1 and {MAX_TTL_S}, not {ttl}")));
         }
+        let prepared = self.prepare_binding(None);
+        let expires = now_unix_ms() + ttl * 1000;
+        let view = self.open_binding(&prepared, req, account, listen, capability, expires).await?;
+        Ok((view, prepared.cancelled(), prepared.stats()))
+    }
+
+    /// A binding's id, cancel signal and counters, before it has a tunnel: `id` when restoring
+    /// one, else the next free id.
+    pub fn prepare_binding(&self, id: Option<u64>) -> Prepared {
+        let id = id.unwrap_or_else(|| self.bindings.next_id.fetch_add(1, Ordering::Relaxed));
+        let (cancel, _) = watch::channel(false);
+        let stats = Arc::new(Stats::new(self.ingress.max_buffered_per_binding_mib));
+        Prepared { id, cancel: Arc::new(cancel), stats }
+    }
+
+    /// Decide the path and set the tunnel up for `prepared`, until `expires`; record the
+    /// binding (and keep it in the store, to be restored after a restart).
+    pub async fn open_binding(
+        &self,
+        prepared: &Prepared,
+        req: BindRequest,
+        account: &str,
+        listen: SocketAddr,
+        capability: Option<&str>,
+        expires: u64,
+    ) -> Result<BindingView, BindError> {
         if req.endpoint.is_empty() {
             return Err(BindError::Invalid("endpoint must not be empty".into()));
         }
-        let from = req.from.or_else(|| self.ingress.platform.clone()).ok_or_else(|| {
+        let from = req.from.clone().or_else(|| self.ingress.platform.clone()).ok_or_else(|| {
             BindError::Invalid("no requesting platform: give `from`, or set `[ingress] platform`".into())
         })?;
         let decision = self.choose_path(&from, &req.to).await?;
-        let expires = now_unix_ms() + ttl * 1000;
-        let account = req.account.as_deref().unwrap_or(account);
-        let target = Target { endpoint: &req.endpoint, account, capability };
+        let tunnel_account = req.account.as_deref().unwrap_or(account).to_owned();
+        let target = Target { endpoint: &req.endpoint, account: &tunnel_account, capability };
         let tunnel = self.setup_tunnel(&decision, target, expires).await?;
         let tunnel = self.record_tunnel_decision(decision, tunnel).await?;
+        if req.mode != Mode::Connect {
+            let stored = super::restore::StoredBinding {
+                request: BindRequest {
+                    from: Some(from.clone()),
+                    listen: Some(listen),
+                    ttl_s: None,
+                    ..req.clone()
+                },
+                account: tunnel_account,
+                capability_key: capability.map(str::to_owned),
+                expires_unix_ms: expires,
+            };
+            self.keep_binding(prepared.id, &stored).await;
+        }
 
-        let id = self.bindings.next_id.fetch_add(1, Ordering::Relaxed);
-        let (cancel, cancelled) = watch::channel(false);
-        let stats = Arc::new(Stats::new(self.ingress.max_buffered_per_binding_mib));
+        let (id, cancel, stats) = (prepared.id, Arc::clone(&prepared.cancel), Arc::clone(&prepared.stats));
         let view = BindingView {
             id,
             from,
@@ -381,7 +453,7 @@ impl Controller {
         };
         lock(&self.bindings.by_id).insert(id, binding);
         self.events.publish(Event::BindingOpened { binding: id, hops: view.tunnel.hops.clone() });
-        Ok((view, cancelled, stats))
+        Ok(view)
     }
 
     /// End a binding on request: close its listener, abort its connections, tear its tunnel
@@ -409,6 +481,9 @@ impl Controller {
     async fn close_binding(&self, id: u64, reason: &str) -> Option<BindingView> {
         let binding = lock(&self.bindings.by_id).remove(&id)?;
         binding.cancel.send_replace(true);
+        if binding.view.mode != Mode::Connect {
+            self.forget_binding(id).await;
+        }
         let view = binding.view();
         self.teardown_tunnel(&view.tunnel).await;
         tracing::info!(binding = id, reason, "binding closed");

@@ -12,6 +12,7 @@
 //! | [`tunnels`] | tunnel setup and teardown on the hops (step 5) |
 //! | [`bindings`] | bindings, their expiry and re-routes, and the sessions recorded on them |
 //! | [`budget`] | what the ingress may hold at once: client connections, bodies being buffered |
+//! | [`restore`] | what a restart keeps: bindings and the runtime policy in the store |
 //! | [`catalog`] | platforms' reports gathered, checked and integrated into their inventories; the catalog's entries |
 //! | [`consent`] | the authorization handshake: asking platforms, grants into the catalog, retries, expiry |
 //! | [`events`] | a broadcast of what happened: membership, nearest relays, decisions, bindings |
@@ -38,6 +39,8 @@ pub mod consent;
 pub mod events;
 pub mod nodes;
 pub mod policy;
+pub mod restore;
+
 pub mod tunnels;
 pub mod view;
 
@@ -241,6 +244,7 @@ impl Controller {
         let this = Arc::clone(self);
         let policy =
             self.plugin_calls.run(move || this.policy.update(&update)).await.map_err(|e| e.to_string())??;
+        self.keep_policy(&policy).await;
         self.events.publish(events::Event::PolicyChanged);
         Ok(policy)
     }

@@ -40,6 +40,8 @@ pub const SCORER: &str = "scorer";
 /// The policy in force; the scorer lives in the registry under [`SCORER`].
 pub struct ActivePolicy {
     policy: Mutex<Policy>,
+    /// The policy the configuration gives, which runtime changes start from.
+    base: Policy,
     registry: Arc<PluginRegistry>,
 }
 
@@ -47,7 +49,12 @@ impl ActivePolicy {
     /// Load `policy`'s scorer into `registry` and keep the policy.
     pub fn new(policy: Policy, registry: Arc<PluginRegistry>) -> anyhow::Result<ActivePolicy> {
         load_scorer(&registry, &policy)?;
-        Ok(ActivePolicy { policy: Mutex::new(policy), registry })
+        Ok(ActivePolicy { policy: Mutex::new(policy.clone()), base: policy, registry })
+    }
+
+    /// The policy the configuration gives.
+    pub fn base(&self) -> &Policy {
+        &self.base
     }
 
     fn lock(&self) -> MutexGuard<'_, Policy> {

@@ -101,6 +101,105 @@ pub async fn bind(
     Ok(view)
 }
 
+/// Bring back the bindings the previous run kept ([`crate::controller::restore`]): each
+/// listens again on its address at once, and its tunnel is set up as soon as the path's
+/// nodes are back — tried every second, then up to every 5 s, until it is up, expires, or is
+/// given up (`DELETE`). Returns how many are being restored.
+pub async fn restore(controller: &Arc<Controller>) -> Result<usize, crate::store::StoreError> {
+    let kept = controller.bindings_to_restore().await?;
+    let count = kept.len();
+    for (id, stored) in kept {
+        let prepared = controller.prepare_binding(Some(id));
+        controller.restoring(&prepared);
+        let span = tracing::info_span!("binding", binding = id, to = %stored.request.to, endpoint = %stored.request.endpoint);
+        let task = restore_one(Arc::clone(controller), prepared, stored);
+        controller.spawner().spawn(tracing::Instrument::instrument(task, span));
+    }
+    Ok(count)
+}
+
+/// How often a kept binding's tunnel is tried again, at most.
+const RESTORE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+async fn restore_one(
+    controller: Arc<Controller>,
+    prepared: crate::controller::bindings::Prepared,
+    stored: crate::controller::restore::StoredBinding,
+) {
+    let id = prepared.id;
+    let Some(listen) = stored.request.listen else {
+        tracing::warn!("a kept binding without a listener address is given up");
+        controller.abandon_restore(id).await;
+        return;
+    };
+    let expired = || crate::time::now_unix_ms() >= stored.expires_unix_ms;
+    let mut wait = Duration::from_secs(1);
+    // Its address is the applications': the same port, as soon as it is free.
+    let listener = loop {
+        match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => break listener,
+            Err(e) if !expired() && controller.is_restoring(id) => {
+                tracing::warn!(%listen, "cannot listen again on the binding's address, retrying: {e}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RESTORE_RETRY_MAX);
+            }
+            Err(_) => {
+                controller.abandon_restore(id).await;
+                return;
+            }
+        }
+    };
+    let mode = stored.request.mode;
+    let serve = tcp::serve_binding(
+        Arc::clone(&controller),
+        listener,
+        id,
+        mode,
+        prepared.cancelled(),
+        prepared.stats(),
+    );
+    controller.spawner().spawn(tracing::Instrument::in_current_span(serve));
+    let mut wait = Duration::from_secs(1);
+    loop {
+        if !controller.is_restoring(id) {
+            return; // given up
+        }
+        if expired() {
+            tracing::info!("a kept binding expired before its tunnel came back");
+            controller.abandon_restore(id).await;
+            return;
+        }
+        let (req, account) = (stored.request.clone(), stored.account.as_str());
+        let opened = controller
+            .open_binding(
+                &prepared,
+                req,
+                account,
+                listen,
+                stored.capability_key.as_deref(),
+                stored.expires_unix_ms,
+            )
+            .await;
+        match opened {
+            Ok(view) if controller.is_restoring(id) => {
+                controller.restore_ended(id);
+                tracing::info!(%listen, tunnel = view.tunnel.id, hops = ?view.tunnel.hops, "binding restored");
+                return;
+            }
+            Ok(_) => {
+                // Given up while its tunnel was being set up.
+                controller.unbind(id).await;
+                return;
+            }
+            Err(e) => {
+                tracing::info!("the kept binding's tunnel is not up yet, retrying in {wait:?}: {e}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RESTORE_RETRY_MAX);
+            }
+        }
+    }
+}
+
 /// Splice a client with its opened tunnel stream (which already carried `early` bytes of the
 /// client's) until either ends or the binding closes; count the bytes; end the session.
 pub(crate) async fn carry(

@@ -38,6 +38,14 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<ControllerHandle>
     };
     let shutdown = Shutdown::new();
     let (controller, mesh_addr) = Controller::start(&config, &shutdown)?;
+    // What the previous run kept: the policy set at runtime, then the bindings.
+    if let Err(e) = controller.restore_policy().await {
+        tracing::error!("cannot put the policy set at runtime back in force; the configuration's is: {e}");
+    }
+    let restoring = crate::ingress::restore(&controller).await.context("restoring the kept bindings")?;
+    if restoring > 0 {
+        tracing::info!(bindings = restoring, "restoring the bindings the previous run kept");
+    }
     let mut connect_addr = None;
     if let Some(listener) = connect_listener {
         connect_addr = Some(listener.local_addr()?);

@@ -167,6 +167,12 @@ pub trait Backend: Send + Sync + 'static {
         platform: &str,
         native_id: &str,
     ) -> Result<Option<InventoryRecord>, StoreError>;
+
+    /// Write (`Some`) or delete (`None`) the runtime state document `key` (JSON): what a
+    /// restarted controller restores — its bindings, the policy set at runtime.
+    fn put_state(&self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError>;
+    /// Every runtime state document whose key starts with `prefix`, in key order.
+    fn states(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
 /// A platform's stored inventory.
@@ -217,6 +223,33 @@ impl Store {
     ) -> Result<R, StoreError> {
         let backend = self.backend()?;
         self.inner.pool.run(move || f(backend.as_ref())).await?
+    }
+
+    /// Write runtime state document `key` (see [`Backend::put_state`]).
+    pub async fn put_state<T: serde::Serialize>(&self, key: String, value: &T) -> Result<(), StoreError> {
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| StoreError::backend("encoding runtime state", e))?;
+        self.call(move |b| b.put_state(&key, Some(&bytes))).await
+    }
+
+    /// Delete runtime state document `key`.
+    pub async fn remove_state(&self, key: String) -> Result<(), StoreError> {
+        self.call(move |b| b.put_state(&key, None)).await
+    }
+
+    /// The runtime state documents under `prefix`, decoded; one that does not decode is an
+    /// error naming its key.
+    pub async fn states<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        prefix: &'static str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let raw = self.call(move |b| b.states(prefix)).await?;
+        raw.into_iter()
+            .map(|(key, bytes)| match serde_json::from_slice(&bytes) {
+                Ok(value) => Ok((key, value)),
+                Err(e) => Err(StoreError::Corrupt { kind: "runtime state", key, reason: e.to_string() }),
+            })
+            .collect()
     }
 
     /// Store a new decision record; it comes back with its id.

@@ -50,6 +50,10 @@ const ASSOCIATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new(
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CATALOG_REVISION: &str = "catalog_revision";
 
+/// Runtime state a restarted controller restores (its bindings, the policy set at runtime):
+/// key → JSON.
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("runtime_state");
+
 /// The audit of authorizations: seq → JSON [`AuditRecord`].
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("authorization_audit");
 
@@ -353,6 +357,37 @@ impl Backend for RedbStore {
         for entry in table.iter().doing(doing)? {
             let (id, bytes) = entry.doing(doing)?;
             out.push(decode("account", id.value(), bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    fn put_state(&self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+        let doing = "writing runtime state";
+        self.write(doing, |tx| {
+            let mut table = tx.open_table(STATE).doing(doing)?;
+            match value {
+                Some(bytes) => drop(table.insert(key, bytes).doing(doing)?),
+                None => drop(table.remove(key).doing(doing)?),
+            }
+            Ok(())
+        })
+    }
+
+    fn states(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let doing = "reading runtime state";
+        let tx = self.read(doing)?;
+        let table = match tx.open_table(STATE) {
+            Ok(table) => table,
+            Err(::redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::backend(doing, e)),
+        };
+        let mut out = Vec::new();
+        for item in table.range(prefix..).doing(doing)? {
+            let (key, bytes) = item.doing(doing)?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            out.push((key.value().to_owned(), bytes.value().to_vec()));
         }
         Ok(out)
     }
@@ -676,6 +711,21 @@ mod tests {
         assert_eq!(store.recent_decisions(1).unwrap(), vec![b]);
         let mut c = record("d");
         assert_eq!(store.insert_decision(&mut c).unwrap(), 3);
+    }
+
+    #[test]
+    fn runtime_state_is_written_listed_by_prefix_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("c.redb")).unwrap();
+        assert_eq!(store.states("binding/").unwrap(), vec![], "no table yet: nothing");
+        store.put_state("binding/02", Some(b"two")).unwrap();
+        store.put_state("binding/01", Some(b"one")).unwrap();
+        store.put_state("policy", Some(b"p")).unwrap();
+        let keys = |prefix| store.states(prefix).unwrap().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys("binding/"), ["binding/01", "binding/02"]);
+        assert_eq!(store.states("policy").unwrap(), vec![("policy".to_owned(), b"p".to_vec())]);
+        store.put_state("binding/01", None).unwrap();
+        assert_eq!(keys("binding/"), ["binding/02"]);
     }
 
     #[test]
