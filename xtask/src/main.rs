@@ -8,6 +8,7 @@
 //! - `test` — everything a fresh machine needs, then formatting, lints and every test.
 //! - `bench` — the criterion benchmarks (release build).
 //! - `demo` — the main job on the embedded defaults.
+//! - `fuzz` — the fuzz targets of `fuzz/` ([`fuzz`]).
 //!
 //! Every step prints the command it runs, so a failure can be reproduced by hand.
 
@@ -20,21 +21,26 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+mod fuzz;
+
 const USAGE: &str = "\
 usage: cargo xtask <task> [options]
 
 tasks:
   plugins [--toolchain auto|rustup|debian]
                  build every plugin to wasm in target/plugins/
-  test [--toolchain …] [--skip-lint]
+    test [--toolchain …] [--skip-lint]
                  install what is missing, build plugins, check formatting and lints,
-                 run every test (what CI runs)
+                 run every test and a 3-second smoke run of each fuzz target (what CI runs)
   bench [--toolchain …] [-- <criterion args>]
                  run the benchmarks (release build); figures go in BENCHMARKS.md
   bench-tunnel [SECONDS]
                  install iperf3, socat, openssh, nginx, wrk; build release; run bench/tunnel.sh
                  (Skybridge vs ssh -J vs socat throughput, HTTP latency through a binding)
-  demo           run a whole mesh over an emulated WAN (`skybridge demo`), then the default authorizer
+    demo           run a whole mesh over an emulated WAN (`skybridge demo`), then the default authorizer
+  fuzz [--seconds N] [--no-save] [TARGET…]
+                 build the fuzz targets (installs cargo-fuzz) and run each for N seconds
+                 (default 60), adding new coverage to fuzz/corpus/ unless --no-save
 ";
 
 /// Plugins are built as core modules for this target: its std imports nothing.
@@ -96,6 +102,7 @@ fn run() -> Result<()> {
             }
         }
         "demo" => demo()?,
+        "fuzz" => fuzz::fuzz(rest)?,
         "-h" | "--help" | "help" => print!("{USAGE}"),
         other => {
             eprint!("{USAGE}");
@@ -499,6 +506,8 @@ fn test(toolchain: Toolchain, skip_lint: bool) -> Result<()> {
     )?;
     // Doc tests (the SDK's examples) are not part of --all-targets.
     run_cmd(cargo().args(["test", "--workspace", "--doc"]))?;
+    // A smoke run of every fuzz target on its committed corpus (long runs: `cargo xtask fuzz`).
+    fuzz::fuzz(&["--seconds".to_owned(), "3".to_owned(), "--no-save".to_owned()])?;
     eprintln!("xtask: all tests passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -124,6 +124,54 @@ async fn answer(client: &mut TcpStream, status: &str, extra: &str, reason: &str)
     Err(format!("{status}: {reason}"))
 }
 
+/// A CONNECT request, as its head says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRequest {
+    /// The request target: `PLATFORM:ENDPOINT` when well formed (see [`split_target`]).
+    pub target: String,
+    /// The `Proxy-Authorization` value, when the client sent one.
+    pub credentials: Option<Vec<u8>>,
+}
+
+/// Why a request head is refused: the status line, an extra header, the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadRefused {
+    /// `400 Bad Request`, `405 Method Not Allowed`.
+    pub status: &'static str,
+    /// A header line to add (`Allow: CONNECT`), or empty.
+    pub extra: &'static str,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// Parse a request head (through its blank line), sans-IO: a CONNECT with its target and
+/// credentials, or why not.
+pub fn parse_request(head: &[u8]) -> Result<ConnectRequest, HeadRefused> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+        return Err(HeadRefused { status: "400 Bad Request", extra: "", reason: "malformed request" });
+    }
+    if request.method != Some("CONNECT") {
+        return Err(HeadRefused {
+            status: "405 Method Not Allowed",
+            extra: "Allow: CONNECT\r\n",
+            reason: "only CONNECT is served here",
+        });
+    }
+    let credentials = request
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
+        .map(|h| h.value.to_vec());
+    Ok(ConnectRequest { target: request.path.unwrap_or_default().to_owned(), credentials })
+}
+
+/// `PLATFORM:ENDPOINT` taken apart (the endpoint after the last colon), both non-empty.
+pub fn split_target(target: &str) -> Option<(&str, &str)> {
+    target.rsplit_once(':').filter(|(to, endpoint)| !to.is_empty() && !endpoint.is_empty())
+}
+
 async fn handle(
     controller: &Controller,
     mut client: TcpStream,
@@ -134,22 +182,11 @@ async fn handle(
         Ok(h) => h,
         Err(reason) => return answer(&mut client, "400 Bad Request", "", &reason).await,
     };
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut request = httparse::Request::new(&mut headers);
-    if !matches!(request.parse(&head), Ok(httparse::Status::Complete(_))) {
-        return answer(&mut client, "400 Bad Request", "", "malformed request").await;
-    }
-    if request.method != Some("CONNECT") {
-        return answer(
-            &mut client,
-            "405 Method Not Allowed",
-            "Allow: CONNECT\r\n",
-            "only CONNECT is served here",
-        )
-        .await;
-    }
-    let auth =
-        request.headers.iter().find(|h| h.name.eq_ignore_ascii_case("proxy-authorization")).map(|h| h.value);
+    let request = match parse_request(&head) {
+        Ok(request) => request,
+        Err(refused) => return answer(&mut client, refused.status, refused.extra, refused.reason).await,
+    };
+    let auth = request.credentials.as_deref();
     let source = client.peer_addr().map_err(|e| e.to_string())?.ip();
     let claimed = match auth.and_then(ClientCredentials::parse) {
         Some(ClientCredentials::Basic { user, .. }) => Some(user),
@@ -168,8 +205,8 @@ async fn handle(
         return answer(&mut client, "407 Proxy Authentication Required", challenge, "missing or wrong token")
             .await;
     };
-    let target = request.path.unwrap_or_default().to_owned();
-    let Some((to, endpoint)) = target.rsplit_once(':') else {
+    let target = request.target;
+    let Some((to, endpoint)) = split_target(&target) else {
         return answer(&mut client, "400 Bad Request", "", "the target must be PLATFORM:ENDPOINT").await;
     };
     let id = match controller.connect_binding(&account, to, endpoint).await {
@@ -225,6 +262,22 @@ mod tests {
         bytes.extend_from_slice(b"\r\n\r\n");
         bytes.extend_from_slice(after);
         bytes
+    }
+
+    #[test]
+    fn a_head_parses_into_its_target_and_credentials_or_a_refusal() {
+        let head = b"CONNECT site-b:web HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic abc\r\n\r\n";
+        let request = parse_request(head).unwrap();
+        assert_eq!(request.target, "site-b:web");
+        assert_eq!(request.credentials.as_deref(), Some(&b"Basic abc"[..]));
+        assert_eq!(split_target(&request.target), Some(("site-b", "web")));
+        assert_eq!(split_target("[::1]:80"), Some(("[::1]", "80")), "the endpoint after the last colon");
+        for bad in ["site-b", ":80", "site-b:", ""] {
+            assert_eq!(split_target(bad), None, "{bad}");
+        }
+        assert_eq!(parse_request(b"GET / HTTP/1.1\r\n\r\n").unwrap_err().status, "405 Method Not Allowed");
+        assert_eq!(parse_request(b"CONNECT \x01\r\n\r\n").unwrap_err().status, "400 Bad Request");
+        assert_eq!(parse_request(b"CONNECT a:b HTTP/1.1\r\n").unwrap_err().reason, "malformed request");
     }
 
     #[tokio::test]
