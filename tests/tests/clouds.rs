@@ -61,15 +61,22 @@ async fn http_binding_to(mesh: &TestMesh, to: &str, account: Option<&str>) -> St
     format!("http://{}", binding["listen"].as_str().expect("listen address"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn boto3_reaches_moto_through_an_http_binding_resigned_with_the_mapped_aws_key() {
+/// moto, and a mesh fronting it where the account `acme-ops` maps to moto's key.
+async fn moto_fronted_for_acme() -> (skybridge_tests::peers::Peer, TestMesh) {
     let moto = moto();
     let (key, secret) =
         (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
     let mesh = TestMesh::start(aws_topology(moto.ready["port"].as_u64().expect("port"))).await;
-
     create_account(&mesh, "acme-ops", "acme-ops-secret-0123456789").await;
     map_account(&mesh, "acme-ops", "aws-east", key, secret).await;
+    (moto, mesh)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_reaches_moto_through_an_http_binding_resigned_with_the_mapped_aws_key() {
+    let (moto, mesh) = moto_fronted_for_acme().await;
+    let (key, secret) =
+        (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
     let endpoint = http_binding(&mesh, Some("acme-ops")).await;
 
     // The application signs with its Skybridge account; moto accepts only the mapped key.
@@ -157,12 +164,7 @@ async fn wrong_mappings_get_moto_s_403_and_wrong_accounts_are_refused_at_the_ing
 /// twice within a second signs it identically).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_and_altered_sigv4_requests_are_refused_before_they_are_resigned() {
-    let moto = moto();
-    let (key, secret) =
-        (moto.ready["access_key"].as_str().expect("key"), moto.ready["secret_key"].as_str().expect("secret"));
-    let mesh = TestMesh::start(aws_topology(moto.ready["port"].as_u64().expect("port"))).await;
-    create_account(&mesh, "acme-ops", "acme-ops-secret-0123456789").await;
-    map_account(&mesh, "acme-ops", "aws-east", key, secret).await;
+    let (_moto, mesh) = moto_fronted_for_acme().await;
     let (one, other) = (http_binding(&mesh, None).await, http_binding(&mesh, None).await);
     let got = python_json("aws_tamper.py", &[&one, &other, "acme-ops", "acme-ops-secret-0123456789"]).await;
     assert_eq!(

@@ -759,6 +759,13 @@ fn adapters_without_client_authentication_still_load() {
         vec![types::Pair { key: "authorization".into(), value: "Bearer token-123".into() }]
     );
 
+    // The host bounds what an adapter answers: a 1 MiB header, a 30,000-byte refusal.
+    for (path, needle) in [("/huge", "rewritten request head"), ("/verbose", "rejection is 30000 bytes")] {
+        let asked = adapting::RequestHead { path: path.into(), ..head.clone() };
+        let e = plain.rewrite_request(&asked, &creds).unwrap_err();
+        assert!(matches!(&e.cause, CallFailure::InvalidAnswer(m) if m.contains(needle)), "{path}: {e}");
+    }
+
     let sdk_default = load_steady(&t, PluginSpec::new("toy", test_plugin("signing-adapter")));
     assert!(sdk_default.authenticates_clients());
     assert_eq!(sdk_default.claimed_account(&head).expect("claimed"), None);

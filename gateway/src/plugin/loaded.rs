@@ -44,6 +44,16 @@ const MAX_WARM: usize = 16;
 
 /// The longest explanation or reason a plugin may answer, bytes (the WIT asks for one line).
 pub const MAX_ANSWER_TEXT: usize = 4 * 1024;
+/// The largest request head an adapter's rewrite may answer (path, query and headers), and
+/// the most headers in it: it is sent on to the target as is.
+pub const MAX_REWRITTEN_HEAD: usize = 64 * 1024;
+/// See [`MAX_REWRITTEN_HEAD`].
+pub const MAX_REWRITTEN_HEADERS: usize = 256;
+/// The longest account id an adapter may read from a client's request.
+pub const MAX_CLAIMED_ACCOUNT: usize = 256;
+/// The longest token an adapter may read from an identity service's answer: it is cached and
+/// put in every request.
+pub const MAX_TOKEN: usize = 16 * 1024;
 
 /// What `describe()` said when the plugin was loaded.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -513,13 +523,34 @@ impl Plugin {
         head: &adapting::RequestHead,
         credentials: &adapting::TargetCredentials,
     ) -> Result<adapting::RequestHead, CallError> {
-        self.call("rewrite-request", |store, exports| match exports {
+        let rewritten = self.call("rewrite-request", |store, exports| match exports {
             Exports::Adapter(a, _) => Ok(a
                 .skybridge_plugin_adapting()
                 .call_rewrite_request(store, head, credentials)?
                 .map_err(CallFailure::Rejected)),
             _ => Ok(Err(self.wrong_world(World::Adapter))),
-        })
+        });
+        let rewritten = self.short_rejection("rewrite-request", rewritten)?;
+        let size = rewritten.path.len()
+            + rewritten.query.len()
+            + rewritten.headers.iter().map(|p| p.key.len() + p.value.len() + 4).sum::<usize>();
+        if size > MAX_REWRITTEN_HEAD || rewritten.headers.len() > MAX_REWRITTEN_HEADERS {
+            let why = format!(
+                "the rewritten request head is {size} bytes in {} headers, more than {MAX_REWRITTEN_HEAD} bytes or {MAX_REWRITTEN_HEADERS} headers",
+                rewritten.headers.len()
+            );
+            return Err(self.error("rewrite-request", CallFailure::InvalidAnswer(why)));
+        }
+        Ok(rewritten)
+    }
+
+    /// A rejection's reason goes to the client: one longer than [`MAX_ANSWER_TEXT`] is an
+    /// invalid answer instead.
+    fn short_rejection<T>(&self, call: &'static str, answer: Result<T, CallError>) -> Result<T, CallError> {
+        if let Err(CallError { cause: CallFailure::Rejected(reason), .. }) = &answer {
+            self.short_text(call, "rejection", reason)?;
+        }
+        answer
     }
 
     /// Whether this adapter authenticates clients in its cloud's native scheme.
@@ -531,19 +562,29 @@ impl Plugin {
     /// `None` when the request carries none the adapter understands, or the adapter does not
     /// authenticate clients at all.
     pub fn claimed_account(&self, head: &adapting::RequestHead) -> Result<Option<String>, CallError> {
-        self.call("claimed-account", |store, exports| match exports {
+        let claimed = self.call("claimed-account", |store, exports| match exports {
             Exports::Adapter(_, funcs) => match &funcs.authenticating {
                 Some(auth) => Ok(Ok(auth.claimed_account.call(&mut *store, (head.clone(),))?.0)),
                 None => Ok(Ok(None)),
             },
             _ => Ok(Err(self.wrong_world(World::Adapter))),
-        })
+        })?;
+        if let Some(account) = &claimed
+            && account.len() > MAX_CLAIMED_ACCOUNT
+        {
+            let why = format!(
+                "the claimed account is {} bytes long, more than {MAX_CLAIMED_ACCOUNT}",
+                account.len()
+            );
+            return Err(self.error("claimed-account", CallFailure::InvalidAnswer(why)));
+        }
+        Ok(claimed)
     }
 
     /// Check a client's native authentication with its account's secret. A failed check is
     /// [`CallFailure::Rejected`] with the adapter's reason.
     pub fn verify_client(&self, head: &adapting::RequestHead, account_secret: &str) -> Result<(), CallError> {
-        self.call("verify-client", |store, exports| match exports {
+        let verified = self.call("verify-client", |store, exports| match exports {
             Exports::Adapter(_, funcs) => match &funcs.authenticating {
                 Some(auth) => Ok(auth
                     .verify_client
@@ -553,7 +594,8 @@ impl Plugin {
                 None => Ok(Err(CallFailure::Rejected("this adapter does not authenticate clients".into()))),
             },
             _ => Ok(Err(self.wrong_world(World::Adapter))),
-        })
+        });
+        self.short_rejection("verify-client", verified)
     }
 
     /// The token request for `credentials`, if this adapter exchanges tokens and these
@@ -574,7 +616,7 @@ impl Plugin {
     /// Read a token from the identity service's answer. The plugin refusing the answer is
     /// [`CallFailure::Rejected`].
     pub fn read_token(&self, status: u16, headers: &[types::Pair], body: &[u8]) -> Result<Token, CallError> {
-        self.call("read-token", |store, exports| match exports {
+        let token = self.call("read-token", |store, exports| match exports {
             Exports::Adapter(_, funcs) => match &funcs.token_exchange {
                 Some(t) => Ok(t
                     .read_token
@@ -584,7 +626,13 @@ impl Plugin {
                 None => Ok(Err(CallFailure::Rejected("this adapter does not exchange tokens".into()))),
             },
             _ => Ok(Err(self.wrong_world(World::Adapter))),
-        })
+        });
+        let token = self.short_rejection("read-token", token)?;
+        if token.value.len() > MAX_TOKEN {
+            let why = format!("the token is {} bytes long, more than {MAX_TOKEN}", token.value.len());
+            return Err(self.error("read-token", CallFailure::InvalidAnswer(why)));
+        }
+        Ok(token)
     }
 
     /// Whether this adapter discovers its cloud's services.

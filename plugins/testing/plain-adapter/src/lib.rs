@@ -1,7 +1,8 @@
 //! `plain-adapter` — test-only, never shipped. An adapter built straight from the `adapter`
 //! world with wit-bindgen, without the SDK: it exports `adapting` but not `authenticating`,
 //! like adapters built before that interface was added. The host must still load and call it.
-//! A request for `/spin` spins until the CPU deadline stops the call.
+//! A request for `/spin` spins until the CPU deadline stops the call; `/huge` answers a 1 MiB
+//! header, `/verbose` a 30,000-byte refusal (the host's answer bounds).
 
 #![allow(unsafe_code, missing_docs, dead_code)] // generated export glue
 
@@ -40,6 +41,13 @@ impl Guest for Plain {
             loop {
                 n = core::hint::black_box(n.wrapping_add(1));
             }
+        }
+        if head.path == "/huge" {
+            head.headers.push(Pair { key: "x-huge".into(), value: "x".repeat(1 << 20) });
+            return Ok(head);
+        }
+        if head.path == "/verbose" {
+            return Err("no ".repeat(10_000));
         }
         head.headers.retain(|p| !p.key.eq_ignore_ascii_case("authorization"));
         head.headers
