@@ -4,7 +4,8 @@
 //! runaway allocations, which libFuzzer reports at 2 GiB).
 //!
 //! Each target starts from its committed corpus (`fuzz/corpus/TARGET/`) and, unless
-//! `--no-save`, adds the inputs that reach new code to it, to be committed after long runs. A
+//! `--no-save`, adds the inputs that reach new code to it and then minimizes it (libFuzzer's
+//! merge), to be committed after long runs. A
 //! crash stops the run with the input saved under `target/fuzz/artifacts/TARGET/`.
 
 use std::path::{Path, PathBuf};
@@ -112,6 +113,31 @@ pub fn fuzz(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Keep in the committed corpus only the inputs that together reach all its coverage
+/// (libFuzzer's merge), so that long runs leave a small corpus to commit.
+fn minimize(binary: &Path, seeds: &Path, out: &Path, target: &str) -> Result<()> {
+    let merged = out.join("merged").join(target);
+    if merged.exists() {
+        std::fs::remove_dir_all(&merged)?;
+    }
+    std::fs::create_dir_all(&merged)?;
+    let output = Command::new(binary).arg("-merge=1").arg(&merged).arg(seeds).output()?;
+    if !output.status.success() {
+        bail!("minimizing the {target} corpus failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    std::fs::remove_dir_all(seeds)?;
+    std::fs::rename(&merged, seeds).or_else(|_| {
+        // Across file systems: copy.
+        std::fs::create_dir_all(seeds)?;
+        for entry in std::fs::read_dir(&merged)? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), seeds.join(entry.file_name()))?;
+        }
+        std::fs::remove_dir_all(&merged)
+    })?;
+    Ok(())
+}
+
 fn run_target(fuzz: &Path, out: &Path, target: &str, options: &Options) -> Result<Report> {
     let binary = out.join("x86_64-unknown-linux-gnu/release").join(target);
     let seeds = fuzz.join("corpus").join(target);
@@ -154,6 +180,9 @@ fn run_target(fuzz: &Path, out: &Path, target: &str, options: &Options) -> Resul
             .unwrap_or(0)
     };
     let executions = stat("number_of_executed_units");
+        if options.save {
+        minimize(&binary, &seeds, out, target)?;
+    }
     let corpus = std::fs::read_dir(&first).map(|d| d.count()).unwrap_or(0);
     Ok(Report { target: target.to_owned(), executions, per_second: stat("average_exec_per_sec"), corpus })
 }

@@ -37,7 +37,10 @@ tasks:
   bench-tunnel [SECONDS]
                  install iperf3, socat, openssh, nginx, wrk; build release; run bench/tunnel.sh
                  (Skybridge vs ssh -J vs socat throughput, HTTP latency through a binding)
-    demo           run a whole mesh over an emulated WAN (`skybridge demo`), then the default authorizer
+      bench-soak [MINUTES]
+                 install nginx; build release; run bench/soak.sh (a process mesh under mixed
+                 load, a relay SIGKILLed every minute; memory, descriptors, errors over time)
+  demo           run a whole mesh over an emulated WAN (`skybridge demo`), then the default authorizer
   fuzz [--seconds N] [--no-save] [TARGET…]
                  build the fuzz targets (installs cargo-fuzz) and run each for N seconds
                  (default 60), adding new coverage to fuzz/corpus/ unless --no-save
@@ -74,7 +77,8 @@ fn run() -> Result<()> {
             build_plugins(toolchain_arg(rest)?)?;
         }
         "test" => test(toolchain_arg(rest)?, rest.iter().any(|a| a == "--skip-lint"))?,
-        "bench-tunnel" => bench_tunnel(rest)?,
+                "bench-tunnel" => bench_tunnel(rest)?,
+        "bench-soak" => bench_soak(rest)?,
         "bench" => {
             build_plugins(toolchain_arg(rest)?)?;
             let extra: Vec<&str> =
@@ -385,6 +389,15 @@ fn bench_tunnel(args: &[String]) -> Result<()> {
     build_plugins(Toolchain::Auto)?;
     run_cmd(cargo().args(["build", "--release", "-p", "skybridge", "--bin", "skybridge"]))?;
     let script = workspace_root().join("bench/tunnel.sh");
+    run_cmd(Command::new("bash").arg(script).args(args.iter().take(1)))
+}
+
+/// Install nginx, build the release binary and the plugins, run `bench/soak.sh [MINUTES]`.
+fn bench_soak(args: &[String]) -> Result<()> {
+    ensure_programs(&[("nginx", "nginx-light"), ("python3", "python3"), ("ss", "iproute2")])?;
+    build_plugins(Toolchain::Auto)?;
+    run_cmd(cargo().args(["build", "--release", "-p", "skybridge", "--bin", "skybridge"]))?;
+    let script = workspace_root().join("bench/soak.sh");
     run_cmd(Command::new("bash").arg(script).args(args.iter().take(1)))
 }
 

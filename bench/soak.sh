@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# A soak of a process mesh under mixed load, reporting resident memory, open descriptors and
+# errors over time (issue 14). For MINUTES (default 30):
+#
+#   site-a — r1 ─┬─ r2 ─┬─ r4 — site-b (nginx behind it)
+#                └─ r3 ─┘
+#
+# - load (bench/soak_load.py): connection churn through a `tcp` binding, HTTP requests through
+#   an `http` binding with session translation (an account over Basic, the plain adapter),
+#   one path decision a second;
+# - every minute one of the middle relays (r2, r3 in turn) is killed with SIGKILL and
+#   started again 5 s later, so bindings re-route and come back;
+# - every 10 s: each Skybridge process's resident memory (KiB) and open descriptors, and the
+#   load's counters.
+#
+# The report: the samples, the growth of memory and descriptors from the end of the warm-up
+# (the third minute) to the end (target: under 5 %), and the errors — those within 10 s of a
+# kill (expected: connections through the killed relay) and those at any other time (target:
+# none).
+#
+# Usage: cargo xtask bench-soak [MINUTES]   (installs nginx, builds the release binary and the
+#        plugins, runs this), or bench/soak.sh [MINUTES] once they are there.
+set -euo pipefail
+ulimit -n "$(ulimit -Hn)"
+
+MINUTES=${1:-30}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SKY=${SKYBRIDGE_BIN:-$ROOT/target/release/skybridge}
+PLUGINS=${SKYBRIDGE_PLUGIN_DIR:-$ROOT/target/plugins}
+WORK=$(mktemp -d)
+PIDS=()
+declare -A NODE_PID
+cleanup() {
+    for pid in "${PIDS[@]}" "${NODE_PID[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+for tool in "$SKY" nginx python3 ss; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
+done
+for p in weighted-scorer.wasm testing/plain-adapter.wasm; do
+    [ -f "$PLUGINS/$p" ] || { echo "missing: $PLUGINS/$p (run cargo xtask plugins)" >&2; exit 2; }
+done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 1 200); do
+        [ -n "$(ss -ltnH "sport = :$1")" ] && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on port $1" >&2; return 1
+}
+
+HTTP=$(free_port)
+mkdir -p "$WORK/nginx"
+cat > "$WORK/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
+    uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+    server { listen 127.0.0.1:$HTTP; location / { return 200 "ok\n"; } }
+}
+CONF
+nginx -c "$WORK/nginx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+wait_port "$HTTP"
+
+cd "$WORK"
+"$SKY" certs init pki >/dev/null
+NODES=(controller:controller r1:relay r2:relay r3:relay r4:relay site-a:site site-b:site)
+for n in "${NODES[@]}"; do
+    "$SKY" certs issue --ca pki --name "${n%%:*}" --role "${n##*:}" --out pki >/dev/null
+done
+head -c 24 /dev/urandom | base64 > admin.token; chmod 600 admin.token
+MESH=$(free_port); ADMIN=$(free_port)
+declare -A PORT
+for r in r1 r2 r3 r4; do PORT[$r]=$(free_port); done
+node() { # name listen
+    printf 'name = "%s"\nlisten = "127.0.0.1:%s"\ntls = { ca = "pki/ca.pem", cert = "pki/%s.pem", key = "pki/%s.key" }\ncontroller = { name = "controller", addr = "127.0.0.1:%s" }\n' "$1" "$2" "$1" "$1" "$MESH"
+}
+peers() { # relay… → a TOML array of peers
+    local out=() r
+    for r in "$@"; do out+=("{ name = \"$r\", addr = \"127.0.0.1:${PORT[$r]}\" }"); done
+    (IFS=,; echo "[${out[*]}]")
+}
+cat > controller.toml <<CONF
+name = "controller"
+listen = "127.0.0.1:$MESH"
+store = "state/c.redb"
+plugin_cache = "cache"
+tls = { ca = "pki/ca.pem", cert = "pki/controller.pem", key = "pki/controller.key" }
+admin = { listen = "127.0.0.1:$ADMIN", token_file = "admin.token" }
+policy = { scorer = "$PLUGINS/weighted-scorer.wasm", probes = 5, probe_interval_ms = 5 }
+ingress = { platform = "site-a" }
+adapter = [{ platform = "site-b", path = "$PLUGINS/testing/plain-adapter.wasm" }]
+CONF
+{ node r1 "${PORT[r1]}"; echo "neighbours = $(peers r2 r3)"; } > r1.toml
+{ node r2 "${PORT[r2]}"; echo "neighbours = $(peers r4)"; } > r2.toml
+{ node r3 "${PORT[r3]}"; echo "neighbours = $(peers r4)"; } > r3.toml
+node r4 "${PORT[r4]}" > r4.toml
+{ node site-a 0; echo "relays = $(peers r1)"; } > site-a.toml
+{ node site-b 0; echo "relays = $(peers r4)"; echo "endpoints = [{ name = \"web\", addr = \"127.0.0.1:$HTTP\" }]"; } > site-b.toml
+
+run_node() { # name: start it, remember its pid
+    local name=$1 role=relay
+    case $name in controller) role=controller ;; site-*) role=site ;; esac
+    "$SKY" "$role" -c "$name.toml" 2>>"$name.log" &
+    NODE_PID[$name]=$!
+}
+run_node controller
+wait_port "$ADMIN"
+for n in r4 r2 r3 r1 site-a site-b; do run_node "$n"; done
+export SKYBRIDGE_URL="http://127.0.0.1:$ADMIN" SKYBRIDGE_TOKEN_FILE="$WORK/admin.token"
+bind_port() { # ctl bind args… → the listener's port
+    local out
+    for _ in $(seq 1 100); do
+        if out=$("$SKY" ctl bind "$@" 2>/dev/null); then
+            echo "$out" | head -1 | sed -E 's/^binding [0-9]+: 127\.0\.0\.1:([0-9]+) .*/\1/'; return 0
+        fi
+        sleep 0.2
+    done
+    echo "cannot bind $*" >&2; return 1
+}
+TCP=$(bind_port --to site-b --endpoint web --ttl-s 86400)
+SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+printf '%s' "$SECRET" > acme.secret
+"$SKY" ctl account create acme --secret-file acme.secret >/dev/null
+printf 'target-secret' > target.secret
+"$SKY" ctl account map acme --platform site-b --principal soak-token --secret-file target.secret >/dev/null
+HTTPB=$(bind_port --to site-b --endpoint web --mode http --ttl-s 86400)
+python3 "$ROOT/bench/soak_load.py" "$WORK/load.json" "$TCP" "$HTTPB" "$ADMIN" admin.token "acme:$SECRET" & PIDS+=($!)
+
+echo "soak: $MINUTES min; tcp binding :$TCP, http binding :$HTTPB; a middle relay killed every minute"
+SAMPLES=$WORK/samples.txt
+KILLS=$WORK/kills.txt
+: > "$KILLS"
+sample() { # minute second
+    local line="$1" name pid rss fds
+    for name in controller r1 r2 r3 r4 site-a site-b; do
+        pid=${NODE_PID[$name]}
+        rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        fds=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)
+        line="$line $name=$rss/$fds"
+    done
+    echo "$line $(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["counts"]; print(" ".join("%s=%d/%d" % (k, v["ok"], v["errors"]) for k, v in c.items()))' "$WORK/load.json" 2>/dev/null || echo load=?)" | tee -a "$SAMPLES"
+}
+START=$(date +%s)
+victims=(r2 r3)
+for minute in $(seq 1 "$MINUTES"); do
+    for tick in 0 1 2 3 4 5; do
+        sleep 10
+        sample "t=$(( $(date +%s) - START ))s"
+        if [ "$tick" = 2 ] && [ "$minute" -lt "$MINUTES" ]; then
+            victim=${victims[$(( minute % 2 ))]}
+            kill -9 "${NODE_PID[$victim]}"; wait "${NODE_PID[$victim]}" 2>/dev/null || true
+            echo "$(date +%s.%N) $victim" >> "$KILLS"
+            echo "  killed $victim (SIGKILL); back in 5 s"
+            sleep 5; run_node "$victim"
+        fi
+    done
+done
+
+python3 - "$SAMPLES" "$KILLS" "$WORK/load.json" <<'PY'
+import json, sys
+samples = [l.split() for l in open(sys.argv[1])]
+kills = [float(l.split()[0]) for l in open(sys.argv[2])]
+load = json.load(open(sys.argv[3]))
+def values(row):
+    out = {}
+    for field in row[1:]:
+        name, _, v = field.partition("=")
+        if "/" in v and name in ("controller", "r1", "r2", "r3", "r4", "site-a", "site-b"):
+            rss, fds = v.split("/")
+            out[name] = (int(rss), int(fds))
+    return out
+warm = min(len(samples) - 1, 17)   # the end of the third minute
+first, last = values(samples[warm]), values(samples[-1])
+print(f"\nsoak: growth from {samples[warm][0]} to {samples[-1][0]} (target under 5 %):")
+for name in ("controller", "r1", "r4", "site-a", "site-b"):
+    (r0, f0), (r1, f1) = first[name], last[name]
+    print(f"  {name:10} memory {r0/1024:7.1f} → {r1/1024:7.1f} MiB ({(r1-r0)*100/r0:+5.1f} %), "
+          f"descriptors {f0} → {f1} ({(f1-f0)*100/max(f0,1):+5.1f} %)")
+errors = [json.loads(l) for l in open(sys.argv[3] + ".errors")] if __import__("os").path.exists(sys.argv[3] + ".errors") else []
+near = [e for e in errors if any(0 <= e["at"] - k <= 10 for k in kills)]
+print(f"  load: " + ", ".join(f"{k} {v['ok']} ok / {v['errors']} errors" for k, v in load["counts"].items()))
+print(f"  errors: {len(near)} within 10 s of a kill, {len(errors) - len(near)} at other times")
+for e in [e for e in errors if e not in near][-10:]:
+    print(f"    {e['load']}: {e['why']}")
+PY
