@@ -180,7 +180,7 @@ fn run_target(fuzz: &Path, out: &Path, target: &str, options: &Options) -> Resul
             .unwrap_or(0)
     };
     let executions = stat("number_of_executed_units");
-        if options.save {
+    if options.save {
         minimize(&binary, &seeds, out, target)?;
     }
     let corpus = std::fs::read_dir(&first).map(|d| d.count()).unwrap_or(0);

@@ -77,7 +77,7 @@ fn run() -> Result<()> {
             build_plugins(toolchain_arg(rest)?)?;
         }
         "test" => test(toolchain_arg(rest)?, rest.iter().any(|a| a == "--skip-lint"))?,
-                "bench-tunnel" => bench_tunnel(rest)?,
+        "bench-tunnel" => bench_tunnel(rest)?,
         "bench-soak" => bench_soak(rest)?,
         "bench" => {
             build_plugins(toolchain_arg(rest)?)?;
