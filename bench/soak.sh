@@ -43,14 +43,7 @@ for p in weighted-scorer.wasm testing/plain-adapter.wasm; do
     [ -f "$PLUGINS/$p" ] || { echo "missing: $PLUGINS/$p (run cargo xtask plugins)" >&2; exit 2; }
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        [ -n "$(ss -ltnH "sport = :$1")" ] && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2; return 1
-}
+. "$ROOT/bench/lib.sh"
 
 HTTP=$(free_port)
 mkdir -p "$WORK/nginx"
@@ -70,18 +63,10 @@ nginx -c "$WORK/nginx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 wait_port "$HTTP"
 
 cd "$WORK"
-"$SKY" certs init pki >/dev/null
-NODES=(controller:controller r1:relay r2:relay r3:relay r4:relay site-a:site site-b:site)
-for n in "${NODES[@]}"; do
-    "$SKY" certs issue --ca pki --name "${n%%:*}" --role "${n##*:}" --out pki >/dev/null
-done
-head -c 24 /dev/urandom | base64 > admin.token; chmod 600 admin.token
+mesh_pki controller:controller r1:relay r2:relay r3:relay r4:relay site-a:site site-b:site
 MESH=$(free_port); ADMIN=$(free_port)
 declare -A PORT
 for r in r1 r2 r3 r4; do PORT[$r]=$(free_port); done
-node() { # name listen
-    printf 'name = "%s"\nlisten = "127.0.0.1:%s"\ntls = { ca = "pki/ca.pem", cert = "pki/%s.pem", key = "pki/%s.key" }\ncontroller = { name = "controller", addr = "127.0.0.1:%s" }\n' "$1" "$2" "$1" "$1" "$MESH"
-}
 peers() { # relay… → a TOML array of peers
     local out=() r
     for r in "$@"; do out+=("{ name = \"$r\", addr = \"127.0.0.1:${PORT[$r]}\" }"); done

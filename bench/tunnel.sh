@@ -50,14 +50,7 @@ for tool in "$SKY" iperf3 socat ssh /usr/sbin/sshd nginx wrk python3; do
 done
 [ -f "$SCORER" ] || { echo "missing: $SCORER (run cargo xtask plugins)" >&2; exit 2; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { # without connecting (iperf3 and sshd would count a probe as a failed client)
-    for _ in $(seq 1 200); do
-        [ -n "$(ss -ltnH "sport = :$1")" ] && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2; return 1
-}
+. "$ROOT/bench/lib.sh"
 start() { "$@" & PIDS+=($!); }
 
 # iperf3 -J: received bits per second → Gbit/s.
@@ -184,15 +177,8 @@ wait_port "$SSH_FWD"
 
 # --- Skybridge: controller, relays r1 → r2, sites; a tcp binding per server ----------------
 cd "$WORK"
-"$SKY" certs init pki >/dev/null
-for n in controller:controller r1:relay r2:relay site-a:site site-b:site; do
-    "$SKY" certs issue --ca pki --name "${n%%:*}" --role "${n##*:}" --out pki >/dev/null
-done
-head -c 24 /dev/urandom | base64 > admin.token; chmod 600 admin.token
+mesh_pki controller:controller r1:relay r2:relay site-a:site site-b:site
 MESH=$(free_port); ADMIN=$(free_port); R1=$(free_port); R2=$(free_port); SINK=$(free_port)
-node() { # name listen
-    printf 'name = "%s"\nlisten = "127.0.0.1:%s"\ntls = { ca = "pki/ca.pem", cert = "pki/%s.pem", key = "pki/%s.key" }\ncontroller = { name = "controller", addr = "127.0.0.1:%s" }\n' "$1" "$2" "$1" "$1" "$MESH"
-}
 cat > controller.toml <<CONF
 name = "controller"
 listen = "127.0.0.1:$MESH"

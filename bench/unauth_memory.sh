@@ -23,21 +23,10 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 200); do [ -n "$(ss -ltnH "sport = :$1")" ] && return 0; sleep 0.05; done
-    echo "nothing listens on port $1" >&2; return 1
-}
+. "$ROOT/bench/lib.sh"
 cd "$WORK"
-"$SKY" certs init pki >/dev/null
-for n in controller:controller r1:relay site-a:site site-b:site; do
-    "$SKY" certs issue --ca pki --name "${n%%:*}" --role "${n##*:}" --out pki >/dev/null
-done
-head -c 24 /dev/urandom | base64 > admin.token; chmod 600 admin.token
+mesh_pki controller:controller r1:relay site-a:site site-b:site
 MESH=$(free_port); ADMIN=$(free_port); R1=$(free_port); SINK=$(free_port)
-node() {
-    printf 'name = "%s"\nlisten = "127.0.0.1:%s"\ntls = { ca = "pki/ca.pem", cert = "pki/%s.pem", key = "pki/%s.key" }\ncontroller = { name = "controller", addr = "127.0.0.1:%s" }\n' "$1" "$2" "$1" "$1" "$MESH"
-}
 cat > controller.toml <<CONF
 name = "controller"
 listen = "127.0.0.1:$MESH"
