@@ -258,30 +258,9 @@ pub struct Bindings {
     by_id: std::sync::Mutex<BTreeMap<u64, Binding>>,
     /// CONNECT makes one binding per (account, platform, endpoint) at a time: a gate per key
     /// being made, dropped once nobody waits on it. Other keys never wait.
-    making: std::sync::Mutex<std::collections::HashMap<ConnectKey, Arc<tokio::sync::Mutex<()>>>>,
+    pub(super) making: super::connect_bindings::Making,
     /// Bindings kept by the previous run whose tunnels are not up yet ([`super::restore`]).
     pub(super) restoring: std::sync::Mutex<BTreeMap<u64, Prepared>>,
-}
-
-/// Whose CONNECT binding to what: (account, platform, endpoint).
-type ConnectKey = (String, String, String);
-
-/// A CONNECT key's gate, taken out of the map again when its last user is done (or dropped
-/// mid-way).
-struct Gate<'a> {
-    making: &'a std::sync::Mutex<std::collections::HashMap<ConnectKey, Arc<tokio::sync::Mutex<()>>>>,
-    key: ConnectKey,
-    gate: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl Drop for Gate<'_> {
-    fn drop(&mut self) {
-        let mut making = lock(self.making);
-        // Under the map's lock nobody else can take the gate: the map's and ours are the last.
-        if Arc::strong_count(&self.gate) == 2 {
-            making.remove(&self.key);
-        }
-    }
 }
 
 impl Default for Bindings {
@@ -317,7 +296,10 @@ impl Bindings {
     }
 
     /// The CONNECT binding of `key`, if there is one.
-    fn connect_binding(&self, (account, to, endpoint): &ConnectKey) -> Option<u64> {
+    pub(super) fn connect_binding(
+        &self,
+        (account, to, endpoint): &super::connect_bindings::ConnectKey,
+    ) -> Option<u64> {
         lock(&self.by_id)
             .values()
             .find(|b| {
@@ -601,50 +583,6 @@ impl Controller {
                 Err(e.into())
             }
         }
-    }
-
-    /// The CONNECT binding to `to`'s `endpoint` for `account`, made on first use and kept until
-    /// it expires. One per account and target: an account's traffic never rides another
-    /// account's tunnel. An account (the operator aside) reaches only platforms it has
-    /// credentials at, and the target site's authorizer decides on the endpoint. Only requests
-    /// for the same binding wait for each other.
-    pub async fn connect_binding(&self, account: &str, to: &str, endpoint: &str) -> Result<u64, BindError> {
-        let key: ConnectKey = (account.to_owned(), to.to_owned(), endpoint.to_owned());
-        if let Some(id) = self.bindings.connect_binding(&key) {
-            return Ok(id);
-        }
-        let gate = Arc::clone(lock(&self.bindings.making).entry(key.clone()).or_default());
-        let gate = Gate { making: &self.bindings.making, key, gate };
-        let _one_at_a_time = gate.gate.lock().await;
-        if let Some(id) = self.bindings.connect_binding(&gate.key) {
-            return Ok(id);
-        }
-        self.make_connect_binding(account, to, endpoint).await
-    }
-
-    async fn make_connect_binding(&self, account: &str, to: &str, endpoint: &str) -> Result<u64, BindError> {
-        if account != crate::session::accounts::OPERATOR {
-            let mapped = self.credentials(account, to).await.map_err(ConnectError::from)?;
-            if mapped.is_none() {
-                return Err(BindError::Forbidden(format!(
-                    "account `{account}` has no credentials at `{to}`"
-                )));
-            }
-        }
-        let listen = self.ingress.connect_listen.unwrap_or(SocketAddr::new(self.ingress.address, 0));
-        let req = BindRequest {
-            from: None,
-            to: to.to_owned(),
-            endpoint: endpoint.to_owned(),
-            mode: Mode::Connect,
-            listen: None,
-            ttl_s: None,
-            account: None,
-            capability: None,
-            open: false,
-        };
-        let (view, _, _) = self.create_binding(req, account, listen, None).await?;
-        Ok(view.id)
     }
 
     /// Open a stream of binding `id`'s tunnel at its first hop, sending the client's `early`

@@ -7,6 +7,7 @@
 //! | [`view`] | sans-IO mesh view: membership, links, sites' nearest relays, the graph, path health |
 //! | [`nodes`] | node connections: registration, heartbeats, link reports, sites' requests |
 //! | [`connect`] | connection requests, steps 1–4: routing relays, k paths, probes, scoring, the decision |
+//! | `connect_bindings` | CONNECT's bindings: one per account and target, made on first use |
 //! | [`policy`] | the path policy in force and its scorer plugin |
 //! | [`accounts`] | accounts and their credential mappings; failed proofs and replays seen |
 //! | [`tunnels`] | tunnel setup and teardown on the hops (step 5) |
@@ -35,6 +36,7 @@ pub mod budget;
 
 pub mod catalog;
 pub mod connect;
+mod connect_bindings;
 pub mod consent;
 pub mod events;
 pub mod nodes;
