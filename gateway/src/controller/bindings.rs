@@ -463,11 +463,12 @@ impl Controller {
     async fn close_binding(&self, id: u64, reason: &str) -> Option<BindingView> {
         let binding = lock(&self.bindings.by_id).remove(&id)?;
         binding.cancel.send_replace(true);
+        let view = binding.view();
+        self.teardown_tunnel(&view.tunnel).await;
+        // The store after the hops: a binding's tunnel goes first.
         if binding.view.mode != Mode::Connect {
             self.forget_binding(id).await;
         }
-        let view = binding.view();
-        self.teardown_tunnel(&view.tunnel).await;
         tracing::info!(binding = id, reason, "binding closed");
         self.events.publish(Event::BindingClosed { binding: id, reason: reason.to_owned() });
         Some(view)
