@@ -28,3 +28,21 @@ mesh_pki() {
 node() {
     printf 'name = "%s"\nlisten = "127.0.0.1:%s"\ntls = { ca = "pki/ca.pem", cert = "pki/%s.pem", key = "pki/%s.key" }\ncontroller = { name = "controller", addr = "127.0.0.1:%s" }\n' "$1" "$2" "$1" "$1" "$MESH"
 }
+
+# The nginx config of a server answering `200 ok` on 127.0.0.1:$2, with its files in $1
+# (worker connections $3): start it with `nginx -c $1/nginx.conf -g 'daemon off;'`.
+nginx_ok_conf() {
+    mkdir -p "$1"
+    cat > "$1/nginx.conf" <<CONF
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log;
+events { worker_connections $3; }
+http {
+    access_log off;
+    client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1;
+    uwsgi_temp_path $1; scgi_temp_path $1;
+    server { listen 127.0.0.1:$2; location / { return 200 "ok\n"; } }
+}
+CONF
+}

@@ -111,19 +111,7 @@ PY
 
 IPERF=$(free_port); start iperf3 -s -p "$IPERF" >/dev/null
 HTTP=$(free_port)
-mkdir -p "$WORK/nginx"
-cat > "$WORK/nginx/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
-    uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-    server { listen 127.0.0.1:$HTTP; location / { return 200 "ok\n"; } }
-}
-CONF
+nginx_ok_conf "$WORK/nginx" "$HTTP" 1024
 start nginx -c "$WORK/nginx/nginx.conf" -g 'daemon off;'
 wait_port "$IPERF"; wait_port "$HTTP"
 
