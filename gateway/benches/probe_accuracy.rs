@@ -29,13 +29,13 @@ async fn main() {
     let r1 = MeshEndpoint::bind(any, identity(&ca, dir.path(), "r1"), &[Role::Relay]).expect("bind");
     let r2 = MeshEndpoint::bind(any, identity(&ca, dir.path(), "r2"), &[Role::Relay]).expect("bind");
     let target = r1.local_addr().expect("addr");
-    let p1 = Prober::new("r1", true);
+    let p1 = Prober::new("r1", true, std::time::Duration::from_millis(500));
     tokio::spawn(async move {
         while let Some((conn, _)) = r1.accept().await {
             p1.attach("r2", conn, true);
         }
     });
-    let p2 = Prober::new("r2", true);
+    let p2 = Prober::new("r2", true, std::time::Duration::from_millis(500));
 
     let settings: &[(f64, f64, f64)] = if full {
         // one-way delay ms, jitter ms, loss per direction

@@ -320,11 +320,21 @@ pub struct Probing {
     pub timeout_ms: u64,
     /// How often measurements are reported to the controller, ms (default 500).
     pub report_ms: u64,
+    /// A neighbour that sends nothing for this long (killed, or its link blackholed) has its
+    /// connection closed, ending every stream through it, and is reported at once; ms (default
+    /// 500, from 450 to 5,000).
+    pub silent_after_ms: u64,
 }
 
 impl Default for Probing {
     fn default() -> Self {
-        Probing { interval_ms: 100, window: 50, timeout_ms: 1_000, report_ms: 500 }
+        Probing {
+            interval_ms: 100,
+            window: 50,
+            timeout_ms: 1_000,
+            report_ms: 500,
+            silent_after_ms: crate::mesh::liveness::DEFAULT_SILENT_AFTER_MS,
+        }
     }
 }
 
@@ -336,6 +346,10 @@ impl Probing {
     /// Report interval.
     pub fn report(&self) -> Duration {
         Duration::from_millis(self.report_ms.max(10))
+    }
+    /// Silence after which a neighbour is taken for gone.
+    pub fn silent_after(&self) -> Duration {
+        Duration::from_millis(self.silent_after_ms)
     }
 }
 
@@ -388,8 +402,20 @@ impl Probing {
             self.report_ms >= self.interval_ms,
             "probing.report_ms",
             "must be at least probing.interval_ms",
-        )
+        )?;
+        check_silent_after(self.silent_after_ms, "probing.silent_after_ms")
     }
+}
+
+/// A silence window must span three keep-alives (else a healthy peer looks dead), and be
+/// shorter than QUIC's idle timeout (which would end the connection first).
+fn check_silent_after(ms: u64, key: &str) -> Result<(), String> {
+    use crate::mesh::liveness::MIN_SILENT_AFTER_MS;
+    require(
+        (MIN_SILENT_AFTER_MS..=5_000).contains(&ms),
+        key,
+        &format!("must be between {MIN_SILENT_AFTER_MS} (three keep-alive intervals) and 5000 ms"),
+    )
 }
 
 /// Resolving a config's relative paths, and refusing values that cannot work.
@@ -419,6 +445,7 @@ impl Resolve for ControllerConfig {
     fn check(&self) -> Result<(), String> {
         let (m, i, h) = (&self.membership, &self.ingress, &self.catalog.handshake);
         require(m.heartbeat_ms >= 10, "membership.heartbeat_ms", "must be at least 10")?;
+        check_silent_after(m.silent_after_ms, "membership.silent_after_ms")?;
         // One late heartbeat must not mark a node down.
         require(
             m.down_after_ms >= 2 * m.heartbeat_ms,
@@ -529,6 +556,7 @@ mod tests {
             ("down_after_ms = 3000", "down_after_ms = 0", "membership.down_after_ms"),
             ("down_after_ms = 3000", "down_after_ms = 500", "twice membership.heartbeat_ms"),
             ("heartbeat_ms = 1000", "heartbeat_ms = 0", "membership.heartbeat_ms"),
+            ("silent_after_ms = 500", "silent_after_ms = 100", "membership.silent_after_ms"),
         ];
         for (from, to, needle) in refused {
             let e = example_with::<ControllerConfig>("controller.toml", (from, to)).unwrap_err();
@@ -538,6 +566,10 @@ mod tests {
         assert!(e.to_string().contains("probing.report_ms"), "{e}");
         let e = example_with::<SiteConfig>("site.toml", ("report_ms = 500", "report_ms = 0")).unwrap_err();
         assert!(e.to_string().contains("probing.report_ms"), "{e}");
+        let e =
+            example_with::<RelayConfig>("relay.toml", ("silent_after_ms = 500", "silent_after_ms = 9000"))
+                .unwrap_err();
+        assert!(e.to_string().contains("probing.silent_after_ms` must be between 450"), "{e}");
         // The examples as they are pass.
         example_with::<ControllerConfig>("controller.toml", ("max_connections", "max_connections")).unwrap();
     }

@@ -688,7 +688,12 @@ pub(super) fn print_links(links: &[LinkView]) {
         .iter()
         .map(|l| {
             let [rtt, jitter, loss] = stats_cells(&l.stats);
-            vec![l.from.clone(), l.to.clone(), rtt, jitter, loss, if l.usable { "yes" } else { "no" }.into()]
+            let used = match (l.usable, l.silent) {
+                (true, _) => "yes",
+                (false, true) => "no (silent)",
+                (false, false) => "no",
+            };
+            vec![l.from.clone(), l.to.clone(), rtt, jitter, loss, used.into()]
         })
         .collect();
     table(&["FROM", "TO", "RTT", "JITTER", "LOSS", "USED"], rows);

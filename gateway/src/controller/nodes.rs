@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Controller;
 use super::events::{Event, Events};
 use super::view::MeshView;
 use crate::mesh::identity::Role;
+use crate::mesh::liveness;
 use crate::mesh::membership::MembershipEvent;
 use crate::mesh::messages::{Control, RefusalCode};
 use crate::mesh::stream::Framed;
@@ -86,6 +87,18 @@ impl Controller {
             return;
         };
         let span = tracing::info_span!("node", node = %name, %role, %remote);
+        // A node that falls silent (killed, cut off) is closed, hence down, at once rather than
+        // after `down_after_ms` without heartbeats: its tunnels re-route, their streams end.
+        let silent_after = Duration::from_millis(self.nodes.view().membership().config().silent_after_ms);
+        tokio::spawn({
+            let (conn, span) = (conn.clone(), span.clone());
+            async move {
+                if let Some(silent) = liveness::watch(&conn, silent_after).await {
+                    let silent_ms = silent.as_millis() as u64;
+                    tracing::warn!(parent: &span, silent_ms, "node fell silent: connection closed, node down");
+                }
+            }
+        });
         let mut registered = false;
         while let Ok(stream) = conn.accept_bi().await {
             let mut stream = Framed::new(stream);

@@ -27,8 +27,12 @@ pub struct LinkView {
     pub stats: LinkStats,
     /// Milliseconds since the report.
     pub age_ms: u64,
-    /// Whether the path engine uses it (both ends up, measured, not dead, fresh).
+    /// Whether the path engine uses it (both ends up, measured, not dead, fresh, not silent).
     pub usable: bool,
+    /// One end reported the other silent (its connection closed) within the last
+    /// [`SILENT_HOLD`].
+    #[serde(default)]
+    pub silent: bool,
 }
 
 /// A registered node.
@@ -87,6 +91,16 @@ struct LinkRecord {
     at: Instant,
 }
 
+/// A link one end reported silent stays out of the graph for this long after the last such
+/// report — whatever the other end (perhaps killed, its last report still fresh) said — so
+/// that a relay coming and going does not flip paths back and forth.
+pub const SILENT_HOLD: Duration = Duration::from_secs(3);
+
+/// A link's key regardless of direction.
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a <= b { (a.to_owned(), b.to_owned()) } else { (b.to_owned(), a.to_owned()) }
+}
+
 struct SiteRecord {
     relays: BTreeMap<String, LinkStats>,
     nearest: NearestRelay,
@@ -97,6 +111,8 @@ pub struct MeshView {
     membership: Membership,
     /// Links by (prober, neighbour).
     links: BTreeMap<(String, String), LinkRecord>,
+    /// When either end last reported a link silent, by [`pair`].
+    silent: BTreeMap<(String, String), Instant>,
     sites: BTreeMap<String, SiteRecord>,
     hysteresis: Hysteresis,
     /// Link reports older than this are not used.
@@ -114,6 +130,7 @@ impl MeshView {
             stale_after: Duration::from_millis(membership.down_after_ms),
             membership: Membership::new(membership),
             links: BTreeMap::new(),
+            silent: BTreeMap::new(),
             sites: BTreeMap::new(),
             hysteresis,
         }
@@ -150,6 +167,12 @@ impl MeshView {
         match role {
             Role::Relay => {
                 for l in links {
+                    if l.silent {
+                        if !self.is_silent(node, &l.neighbour, now) {
+                            tracing::warn!(relay = node, neighbour = %l.neighbour, "link silent: out of the graph");
+                        }
+                        self.silent.insert(pair(node, &l.neighbour), now);
+                    }
                     self.links.insert((node.to_owned(), l.neighbour), LinkRecord { stats: l.stats, at: now });
                 }
                 None
@@ -181,12 +204,18 @@ impl MeshView {
         }
     }
 
+    /// Whether either end reported the link between `a` and `b` silent within [`SILENT_HOLD`].
+    fn is_silent(&self, a: &str, b: &str, now: Instant) -> bool {
+        self.silent.get(&pair(a, b)).is_some_and(|at| now.saturating_duration_since(*at) < SILENT_HOLD)
+    }
+
     fn usable(&self, from: &str, to: &str, r: &LinkRecord, now: Instant) -> bool {
         self.relay_up(from)
             && self.relay_up(to)
             && r.stats.rtt_ms.is_some()
             && r.stats.loss < 1.0
             && now.saturating_duration_since(r.at) <= self.stale_after
+            && !self.is_silent(from, to, now)
     }
 
     /// The link-state graph at `now`: relays that are up, and the usable links between them
@@ -236,6 +265,9 @@ impl MeshView {
         }
         for pair in relays.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
+            if self.is_silent(a, b, now) {
+                return Some(PathProblem { dead: true, reason: format!("link {a}–{b} fell silent") });
+            }
             let link =
                 self.links.get(&(a.clone(), b.clone())).or_else(|| self.links.get(&(b.clone(), a.clone())));
             match link {
@@ -302,6 +334,7 @@ impl MeshView {
                 stats: r.stats,
                 age_ms: ms_between(r.at, now),
                 usable: self.usable(from, to, r, now),
+                silent: self.is_silent(from, to, now),
             })
             .collect()
     }
@@ -333,13 +366,13 @@ mod tests {
     }
 
     fn report(neighbour: &str, rtt: f64, loss: f64) -> LinkReport {
-        LinkReport { neighbour: neighbour.into(), stats: stats(rtt, loss) }
+        LinkReport { neighbour: neighbour.into(), stats: stats(rtt, loss), silent: false }
     }
 
     /// r1 — r2 — r3 in a line plus r1 — r3 direct but slow; site-a near r1, site-b near r3.
     fn view(now: Instant) -> MeshView {
         let mut v = MeshView::new(
-            MembershipConfig { heartbeat_ms: 100, down_after_ms: 1_000 },
+            MembershipConfig { heartbeat_ms: 100, down_after_ms: 1_000, ..Default::default() },
             Hysteresis::default(),
         );
         for (name, role) in [
@@ -375,6 +408,42 @@ mod tests {
         assert_eq!(platforms.len(), 2);
         assert_eq!(platforms[0].nearest_relay.as_deref(), Some("r1"));
         assert_eq!(v.links(now).iter().filter(|l| l.usable).count(), 3);
+    }
+
+    #[test]
+    fn a_link_reported_silent_by_either_end_leaves_the_graph_at_once_and_for_the_hold() {
+        let now = Instant::now();
+        let mut v = view(now);
+        let path = hops(&["r1", "r2", "r3", "site-b"]);
+        let best =
+            |v: &MeshView, at| v.graph(at).unwrap().k_shortest_paths("r1", "r3", 1).unwrap()[0].nodes.clone();
+        assert_eq!(v.path_problem(&path, 0.2, now), None);
+        assert_eq!(best(&v, now), ["r1", "r2", "r3"]);
+        // r2 is killed. r3 accepted r2's connection and watched it fall silent: it says so. r2's
+        // own report of the link is 100 ms old, still fresh — the silent end wins.
+        let t = now + Duration::from_millis(100);
+        let silent = LinkReport {
+            neighbour: "r2".into(),
+            stats: LinkStats { rtt_ms: None, jitter_ms: 0.0, loss: 1.0, samples: 0 },
+            silent: true,
+        };
+        v.on_link_report("r3", Role::Relay, vec![silent], t);
+        let problem = v.path_problem(&path, 0.2, t).expect("a problem");
+        assert!(problem.dead && problem.reason == "link r2–r3 fell silent", "{problem:?}");
+        assert_eq!(best(&v, t), ["r1", "r3"]);
+        let link = v.links(t).into_iter().find(|l| l.from == "r2" && l.to == "r3").unwrap();
+        assert!(link.silent && !link.usable, "{link:?}");
+        // r2 is back and measures the link again; r3 no longer reports it silent. The link
+        // stays out until SILENT_HOLD after the last silent report, then comes back.
+        let back = t + Duration::from_millis(500);
+        v.on_link_report("r2", Role::Relay, vec![report("r3", 5.0, 0.0)], back);
+        v.on_link_report("r3", Role::Relay, vec![], back);
+        assert_eq!(best(&v, back), ["r1", "r3"]);
+        let after = t + SILENT_HOLD + Duration::from_millis(1);
+        v.on_link_report("r1", Role::Relay, vec![report("r2", 5.0, 0.0), report("r3", 50.0, 0.0)], after);
+        v.on_link_report("r2", Role::Relay, vec![report("r3", 5.0, 0.0)], after);
+        assert_eq!(best(&v, after), ["r1", "r2", "r3"]);
+        assert_eq!(v.path_problem(&path, 0.2, after), None);
     }
 
     #[test]

@@ -15,13 +15,20 @@ use super::identity::Role;
 pub struct MembershipConfig {
     /// How often nodes are asked to heartbeat, ms (default 1,000).
     pub heartbeat_ms: u64,
-    /// Silence after which a node is marked down, ms (default 3,000).
+    /// Heartbeat silence after which a node is marked down, ms (default 3,000).
     pub down_after_ms: u64,
+    /// A node's control connection on which nothing at all arrives for this long is closed,
+    /// and the node marked down at once (see `mesh::liveness`); ms (default 500).
+    pub silent_after_ms: u64,
 }
 
 impl Default for MembershipConfig {
     fn default() -> Self {
-        MembershipConfig { heartbeat_ms: 1_000, down_after_ms: 3_000 }
+        MembershipConfig {
+            heartbeat_ms: 1_000,
+            down_after_ms: 3_000,
+            silent_after_ms: super::liveness::DEFAULT_SILENT_AFTER_MS,
+        }
     }
 }
 

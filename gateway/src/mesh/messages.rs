@@ -313,6 +313,10 @@ pub struct LinkReport {
     pub neighbour: String,
     /// Smoothed RTT, jitter, loss.
     pub stats: LinkStats,
+    /// The neighbour fell silent and its connection was closed (see `mesh::liveness`): the
+    /// link is down whatever the other end last reported.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub silent: bool,
 }
 
 #[cfg(test)]
@@ -336,6 +340,7 @@ mod tests {
                 links: vec![LinkReport {
                     neighbour: "r2".into(),
                     stats: LinkStats { rtt_ms: Some(12.5), jitter_ms: 0.4, loss: 0.01, samples: 50 },
+                    silent: false,
                 }],
             },
             Control::refused(RefusalCode::NotFound, "no"),

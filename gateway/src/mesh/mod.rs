@@ -9,6 +9,8 @@
 //! - [`transport`] — QUIC endpoints (quinn) with that TLS;
 //! - [`frame`] — versioned, length-prefixed control frames on QUIC streams;
 //! - [`messages`] — the control messages themselves;
+//! - [`liveness`] — a connection whose peer fell silent (killed, blackholed) is closed within
+//!   half a second, so its streams fail and its paths are avoided at once;
 //! - [`membership`] — the controller's table of registered nodes, up or down (sans-IO);
 //! - [`peers`] — a node's mesh connections by peer name, shared by probes and tunnel hops;
 //! - [`stream`] — control frames on QUIC streams: framed request/answer, single frames;
@@ -19,6 +21,7 @@
 
 pub mod frame;
 pub mod identity;
+pub mod liveness;
 pub mod membership;
 pub mod messages;
 pub mod peers;

@@ -15,6 +15,10 @@
 //! routed probe         ┌ kind ┬ series: u64 ┬ seq: u32 ┬ pos: u8 ┬ n: u8 ┬ n × (len: u8, name) ┐
 //! ```
 //!
+//! Each attached connection is also watched for silence ([`super::liveness`]): a peer that
+//! sends nothing for `silent_after` has its connection closed, and is reported as silent in
+//! the node's link reports for a while ([`Prober::link_reports`], [`Prober::changed`]).
+//!
 //! Datagrams are unreliable, so a lost probe stays lost — exactly what a loss measurement
 //! needs. Anything that does not parse, names another node at its position, or asks to be
 //! forwarded to a node this one has no connection with, is dropped.
@@ -25,13 +29,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
+use super::messages::LinkReport;
 use super::peers::Peers;
 use crate::path::{LinkEstimator, LinkStats, ProbeSeries};
 
 /// The longest route a routed probe may carry.
 pub const MAX_ROUTE: usize = 16;
+
+/// A relay that fell silent is reported as such for this long after its connection closed
+/// (or until it connects again): long enough for the controller to see it, and for the
+/// controller's membership to take over once the relay's heartbeats stop.
+pub const SILENT_REPORTED_FOR: Duration = Duration::from_secs(30);
 
 /// A probe datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +212,10 @@ pub struct Prober {
     peers: Arc<Peers>,
     waiting: Mutex<HashMap<u64, mpsc::UnboundedSender<(u32, Instant)>>>,
     links: Mutex<HashMap<String, LinkStats>>,
+    /// Relays whose connection was closed for silence, and when.
+    silent: Mutex<HashMap<String, Instant>>,
+    silent_after: Duration,
+    changed: Notify,
     next_series: AtomicU64,
 }
 
@@ -223,14 +237,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Prober {
-    /// A hub for node `me`; `routes` makes it forward routed probes between relays.
-    pub fn new(me: &str, routes: bool) -> Arc<Prober> {
+    /// A hub for node `me`; `routes` makes it forward routed probes between relays; a peer
+    /// silent for `silent_after` has its connection closed.
+    pub fn new(me: &str, routes: bool, silent_after: Duration) -> Arc<Prober> {
         Arc::new(Prober {
             me: me.to_owned(),
             routes,
             peers: Peers::new(),
             waiting: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            silent: Mutex::new(HashMap::new()),
+            silent_after,
+            changed: Notify::new(),
             next_series: AtomicU64::new(1),
         })
     }
@@ -238,7 +256,8 @@ impl Prober {
     /// Attach a connection with `peer` and serve its datagrams until it closes. `relay` says
     /// whether the peer is a relay (only relays route). A peer may have several connections at
     /// once (both sides dialled, or a reconnect before the old one timed out): the newest open
-    /// one is used, and closing one leaves the others in place.
+    /// one is used, and closing one leaves the others in place. A peer that connects again is
+    /// no longer reported silent; one that falls silent has the connection closed.
     pub fn attach(
         self: &Arc<Self>,
         peer: &str,
@@ -246,14 +265,35 @@ impl Prober {
         relay: bool,
     ) -> tokio::task::JoinHandle<()> {
         self.peers.add(peer, conn.clone(), relay);
+        lock(&self.silent).remove(peer);
         let this = Arc::clone(self);
         let peer = peer.to_owned();
         tokio::spawn(async move {
-            while let Ok(datagram) = conn.read_datagram().await {
-                this.dispatch(&conn, relay, &datagram);
+            let serve = async {
+                while let Ok(datagram) = conn.read_datagram().await {
+                    this.dispatch(&conn, relay, &datagram);
+                }
+            };
+            tokio::select! {
+                () = serve => {}
+                silent = super::liveness::watch(&conn, this.silent_after) => if let Some(silent) = silent {
+                    tracing::warn!(
+                        node = %this.me, %peer, silent_ms = silent.as_millis() as u64,
+                        "peer fell silent: connection closed, its streams ended"
+                    );
+                    if relay {
+                        lock(&this.silent).insert(peer.clone(), Instant::now());
+                        this.changed.notify_one();
+                    }
+                }
             }
             this.peers.remove(&peer, &conn);
         })
+    }
+
+    /// Resolves when a relay fell silent since the last call: time for a link report.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// The node's connections, which tunnel hops use too.
@@ -402,11 +442,29 @@ impl Prober {
         }
     }
 
-    /// The latest statistics of every watched link, by peer.
-    pub fn link_stats(&self) -> Vec<(String, LinkStats)> {
-        let mut links: Vec<_> = lock(&self.links).iter().map(|(k, v)| (k.clone(), *v)).collect();
-        links.sort_by(|a, b| a.0.cmp(&b.0));
-        links
+    /// What to report to the controller: the latest statistics of every watched link, and
+    /// every relay that fell silent in the last [`SILENT_REPORTED_FOR`] (watched or not: the
+    /// end that accepted a connection watches it for silence too), by peer.
+    pub fn link_reports(&self) -> Vec<LinkReport> {
+        let now = Instant::now();
+        let mut silent = lock(&self.silent);
+        silent.retain(|_, at| now.saturating_duration_since(*at) < SILENT_REPORTED_FOR);
+        let mut reports: std::collections::BTreeMap<String, LinkReport> = lock(&self.links)
+            .iter()
+            .map(|(peer, stats)| {
+                let report =
+                    LinkReport { neighbour: peer.clone(), stats: *stats, silent: silent.contains_key(peer) };
+                (peer.clone(), report)
+            })
+            .collect();
+        for peer in silent.keys() {
+            reports.entry(peer.clone()).or_insert_with(|| LinkReport {
+                neighbour: peer.clone(),
+                stats: LinkStats { rtt_ms: None, jitter_ms: 0.0, loss: 1.0, samples: 0 },
+                silent: true,
+            });
+        }
+        reports.into_values().collect()
     }
 }
 
@@ -483,7 +541,7 @@ mod tests {
     async fn relay(ca: &Path, dir: &Path, name: &str) -> (Arc<MeshEndpoint>, Arc<Prober>) {
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
         let ep = Arc::new(MeshEndpoint::bind(any, identity(ca, dir, name), &[Role::Relay]).unwrap());
-        let prober = Prober::new(name, true);
+        let prober = Prober::new(name, true, Duration::from_millis(500));
         let (e, p) = (Arc::clone(&ep), Arc::clone(&prober));
         tokio::spawn(async move {
             while let Some((conn, _)) = e.accept().await {

@@ -103,8 +103,10 @@ pub const MAX_STREAMS: u32 = 1 << 16;
 /// QUIC transport settings shared by both directions.
 fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    // Idle peers are noticed within seconds; keep-alives keep healthy idle links open.
-    t.keep_alive_interval(Some(Duration::from_secs(1)));
+    // Keep-alives keep healthy idle links open, and make sure each end hears from the other
+    // often enough that silence means the peer is gone (see `liveness`, which acts on it in
+    // well under a second; the idle timeout is the backstop).
+    t.keep_alive_interval(Some(super::liveness::KEEP_ALIVE));
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000)))); // ms
     // Every tunnelled connection is one stream on the neighbour connection: allow as many at
     // once as a busy gateway carries (quinn's default is 100, which would stall the 101st).

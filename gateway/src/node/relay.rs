@@ -32,7 +32,7 @@ impl Relay {
         let identity = config.tls.load(&config.name, Role::Relay)?;
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay, Role::Site])?);
         let listen = endpoint.local_addr()?;
-        let prober = Prober::new(&config.name, true);
+        let prober = Prober::new(&config.name, true, config.probing.silent_after());
         let tunnels = HopTable::new(&config.name, Default::default(), Arc::clone(prober.peers()));
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_peers(Arc::clone(&endpoint), Arc::clone(&prober), Arc::clone(&tunnels)));

@@ -63,7 +63,7 @@ impl Site {
         let consent_handle = consent.clone();
         let identity = config.tls.load(&config.name, Role::Site)?;
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay])?);
-        let prober = Prober::new(&config.name, false);
+        let prober = Prober::new(&config.name, false, config.probing.silent_after());
         let endpoints = config.endpoints.iter().map(|e| (e.name.clone(), e.addr)).collect();
         let tunnels = HopTable::new(&config.name, endpoints, Arc::clone(prober.peers()));
         let mut tasks = JoinSet::new();

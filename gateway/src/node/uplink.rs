@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::config::Peer;
 use crate::mesh::identity::Role;
-use crate::mesh::messages::{Control, LinkReport, RefusalCode};
+use crate::mesh::messages::{Control, RefusalCode};
 use crate::mesh::probe::{ProbePlan, Prober};
 use crate::mesh::stream::{Framed, read_frame, write_frame};
 use crate::mesh::transport::MeshEndpoint;
@@ -107,9 +107,11 @@ impl Uplink {
                     seq += 1;
                     if let Err(e) = control.send(&Control::Heartbeat { seq }).await { break Err(e) }
                 }
-                _ = report.tick() => {
-                    let links = self.prober.link_stats().into_iter()
-                        .map(|(neighbour, stats)| LinkReport { neighbour, stats }).collect();
+                // Periodically, and at once when a neighbour fell silent.
+                () = async {
+                    tokio::select! { _ = report.tick() => {}, () = self.prober.changed() => {} }
+                } => {
+                    let links = self.prober.link_reports();
                     if let Err(e) = control.send(&Control::LinkReport { links }).await { break Err(e) }
                 }
                 reason = conn.closed() => break Err(anyhow::anyhow!("connection lost: {reason}")),

@@ -59,12 +59,12 @@ impl Pki {
 
 /// Link probing tightened for local meshes.
 pub fn fast_probing() -> Probing {
-    Probing { interval_ms: 20, window: 50, timeout_ms: 500, report_ms: 200 }
+    Probing { interval_ms: 20, window: 50, timeout_ms: 500, report_ms: 200, ..Default::default() }
 }
 
 /// Membership tightened for local meshes.
 pub fn fast_membership() -> MembershipConfig {
-    MembershipConfig { heartbeat_ms: 200, down_after_ms: 1_000 }
+    MembershipConfig { heartbeat_ms: 200, down_after_ms: 1_000, ..Default::default() }
 }
 
 /// What to start, built up with [`Topology::relays`], [`Topology::link`], [`Topology::site`].

@@ -1,0 +1,220 @@
+//! A relay process killed with SIGKILL: no `CONNECTION_CLOSE`, no reset — its peers only stop
+//! hearing from it. The mesh must notice the silence itself (issue 14, finding 10).
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The common part of node `name`'s config: default probing and timings, as shipped.
+fn node(name: &str, mesh: &str) -> String {
+    format!(
+        "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\n\
+         tls = {{ ca = \"pki/ca.pem\", cert = \"pki/{name}.pem\", key = \"pki/{name}.key\" }}\n\
+         controller = {{ name = \"controller\", addr = \"{mesh}\" }}\n"
+    )
+}
+
+fn listening(node: &Node) -> String {
+    node.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned()
+}
+
+/// site-a — r1 ─┬─ r2 ─┬─ r4 — site-b: the middle relay carrying a binding is SIGKILLed. With
+/// heartbeats allowed 30 s of silence and QUIC's idle timeout at 5 s, only the silence watch
+/// can explain what follows: the stream through it ends with an error, the controller and the
+/// neighbours say the relay fell silent, the binding re-routes through the other middle relay
+/// and new connections work; restarted, the relay is up and its links are used again.
+#[test]
+fn a_relay_killed_with_sigkill_is_noticed_by_its_silence() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let names = [
+        ("controller", "controller"),
+        ("r1", "relay"),
+        ("r2", "relay"),
+        ("r3", "relay"),
+        ("r4", "relay"),
+        ("site-a", "site"),
+        ("site-b", "site"),
+    ];
+    pki_and_token(dir, &names);
+    write_controller_toml(dir, "127.0.0.1:0");
+    let config = std::fs::read_to_string(dir.join("controller.toml")).expect("read");
+    write(
+        dir,
+        "controller.toml",
+        &format!("{config}[membership]\nheartbeat_ms = 1000\ndown_after_ms = 30000\n"),
+    );
+    let controller = Node::start(dir, "controller", "controller.toml", &[]);
+    let line = controller.line("controller: mesh on ");
+    let mesh = line.split_whitespace().nth(3).expect("mesh address").trim_end_matches(',').to_owned();
+    let url = line.rsplit(' ').next().expect("admin URL").to_owned();
+
+    write(dir, "r4.toml", &node("r4", &mesh));
+    let r4 = Node::start(dir, "relay", "r4.toml", &[]);
+    let r4_addr = listening(&r4);
+    let middle = |name: &str| {
+        write(
+            dir,
+            &format!("{name}.toml"),
+            &format!("{}neighbours = [{{ name = \"r4\", addr = \"{r4_addr}\" }}]\n", node(name, &mesh)),
+        );
+        Node::start(dir, "relay", &format!("{name}.toml"), &[])
+    };
+    let mut relays = std::collections::BTreeMap::new();
+    for name in ["r2", "r3"] {
+        relays.insert(name, middle(name));
+    }
+    let (r2_addr, r3_addr) = (listening(&relays["r2"]), listening(&relays["r3"]));
+    write(
+        dir,
+        "r1.toml",
+        &format!(
+            "{}neighbours = [{{ name = \"r2\", addr = \"{r2_addr}\" }}, {{ name = \"r3\", addr = \"{r3_addr}\" }}]\n",
+            node("r1", &mesh)
+        ),
+    );
+    let r1 = Node::start(dir, "relay", "r1.toml", &[]);
+    let r1_addr = listening(&r1);
+    // site-b publishes a service that streams bytes until the client goes.
+    let service = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let service_addr = service.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in service.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let chunk = [0x5au8; 16 * 1024];
+                while std::io::Write::write_all(&mut s, &chunk).is_ok() {}
+            });
+        }
+    });
+    write(
+        dir,
+        "site-a.toml",
+        &format!("{}relays = [{{ name = \"r1\", addr = \"{r1_addr}\" }}]\n", node("site-a", &mesh)),
+    );
+    write(
+        dir,
+        "site-b.toml",
+        &format!(
+            "{}relays = [{{ name = \"r4\", addr = \"{r4_addr}\" }}]\nendpoints = [{{ name = \"stream\", addr = \"{service_addr}\" }}]\n",
+            node("site-b", &mesh)
+        ),
+    );
+    let _a = Node::start(dir, "site", "site-a.toml", &[]);
+    let _b = Node::start(dir, "site", "site-b.toml", &[]);
+
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["ctl", "--url", url.as_str()];
+        all.extend_from_slice(args);
+        skybridge(dir, &all)
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&ok(ctl(&all))).expect("json")
+    };
+    let usable_links =
+        || json(&["links"]).as_array().map_or(0, |l| l.iter().filter(|l| l["usable"] == true).count());
+    let wait = |what: &str, limit: Duration, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let placed = || {
+        json(&["platforms"])
+            .as_array()
+            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["nearest_relay"].is_string()))
+    };
+    wait("the mesh settles", Duration::from_secs(30), &|| placed() && usable_links() == 4);
+
+    let bound: serde_json::Value = serde_json::from_str(&ok(ctl(&[
+        "bind",
+        "--from",
+        "site-a",
+        "--to",
+        "site-b",
+        "--endpoint",
+        "stream",
+        "--json",
+    ])))
+    .expect("json");
+    let hops: Vec<String> = serde_json::from_value(bound["tunnel"]["hops"].clone()).expect("hops");
+    assert_eq!((hops.len(), hops[0].as_str(), hops[2].as_str()), (4, "r1", "r4"), "{bound:#}");
+    let victim = hops[1].clone();
+    let other = if victim == "r2" { "r3" } else { "r2" };
+    let listen = bound["listen"].as_str().expect("listen").to_owned();
+    let mut client = TcpStream::connect(&listen).expect("connect");
+    client.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut received = 0;
+    while received < 1 << 20 {
+        received += client.read(&mut buf).expect("data flows");
+    }
+
+    let mut killed = relays.remove(victim.as_str()).expect("the victim runs");
+    killed.child.kill().expect("SIGKILL");
+    killed.child.wait().expect("reaped");
+    let cut = Instant::now();
+    let ended = loop {
+        match client.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(_) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let ended_after = cut.elapsed();
+    assert!(ended.is_err(), "the stream through the dead relay must end with an error: {ended:?}");
+    assert!(
+        !matches!(&ended, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "the stream hung: {ended:?}"
+    );
+    // Within the idle timeout, so not by it.
+    assert!(ended_after < Duration::from_secs(4), "the stream ended {ended_after:?} after the kill");
+    controller.line_where("the controller noticing the silence", |l| {
+        l.contains("node fell silent") && l.contains(&format!("node={victim}"))
+    });
+    r1.line_where("r1 noticing the silence", |l| {
+        l.contains("peer fell silent") && l.contains(&format!("peer={victim}"))
+    });
+    r4.line_where("r4 noticing the silence", |l| {
+        l.contains("peer fell silent") && l.contains(&format!("peer={victim}"))
+    });
+
+    let node_state = |name: &str| {
+        json(&["nodes"])
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == name).map(|n| n["state"].clone()))
+    };
+    assert_eq!(node_state(&victim), Some(serde_json::json!("down")), "down long before 30 s of heartbeats");
+    wait("the binding re-routes", Duration::from_secs(10), &|| {
+        json(&["bindings"])
+            .as_array()
+            .is_some_and(|b| b.iter().any(|b| b["reroutes"].as_array().is_some_and(|r| !r.is_empty())))
+    });
+    let binding = json(&["bindings"]).as_array().and_then(|b| b.first().cloned()).expect("the binding");
+    assert_eq!(binding["tunnel"]["hops"], serde_json::json!(["r1", other, "r4", "site-b"]), "{binding:#}");
+    let reason = binding["reroutes"][0]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains(&victim), "{reason}");
+    let mut again = TcpStream::connect(&listen).expect("connect");
+    again.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    again.read_exact(&mut buf).expect("a new connection is carried by the other path");
+    assert!(buf.iter().all(|&b| b == 0x5a));
+    drop((again, client));
+
+    // Back on its old address: up again, and its links are used once the hold is over.
+    let config = format!("{victim}.toml");
+    let text = std::fs::read_to_string(dir.join(&config)).expect("read");
+    let port = if victim == "r2" { &r2_addr } else { &r3_addr };
+    write(dir, &config, &text.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{port}\"")));
+    let _back = Node::start(dir, "relay", &config, &[]);
+    wait("the relay comes back", Duration::from_secs(20), &|| {
+        node_state(&victim) == Some(serde_json::json!("up"))
+    });
+    wait("its links are used again", Duration::from_secs(20), &|| usable_links() == 4);
+}
