@@ -458,6 +458,53 @@ async fn a_relay_killed_mid_stream_ends_the_stream_with_an_error_and_the_binding
     assert!(decided < opened && opened < down && down < redecided && redecided < rerouted, "{seen:#?}");
 }
 
+/// A link that goes silent — blackholed, no close, no reset, as when a relay is SIGKILLed or
+/// a router drops everything — ends the streams across it with an error and re-routes the
+/// binding well before QUIC's 5 s idle timeout would, and a client connecting while the
+/// re-route runs waits for the new path instead of being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_link_ends_its_streams_and_a_client_arriving_meanwhile_takes_the_new_path() {
+    let stream_service = endless_service().await;
+    let mesh = TestMesh::start(stream_diamond(stream_service)).await;
+    let (status, binding) = bind(&mesh, "stream", json!({})).await;
+    assert_eq!(status, 201, "{binding:#}");
+    assert_eq!(binding["tunnel"]["hops"], json!(["r1", "r3", "r4", "site-b"]));
+    let id = binding["id"].as_u64().expect("id");
+    let listen = binding["listen"].as_str().expect("listen").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&listen).await.expect("connect");
+    let mut first = vec![0u8; 100_000];
+    client.read_exact(&mut first).await.expect("data flows");
+
+    mesh.set_link("r1", "r3", LinkParams { loss: 1.0, ..LinkParams::default() });
+    let cut = std::time::Instant::now();
+    // The idle timeout (5 s) is not what ends it: r1 and r3 notice the silence themselves.
+    let ended = tokio::time::timeout(Duration::from_secs(4), read_until_failure(&mut client))
+        .await
+        .expect("the stream across the silent link ends well before the idle timeout");
+    assert!(ended.is_err(), "the stream must end with an error, not a clean end: {ended:?}");
+    let ended_after = cut.elapsed();
+
+    // At once, while the controller may still be re-routing: this client waits for the new
+    // path rather than being sent into the dead one.
+    let mut again = tokio::net::TcpStream::connect(&listen).await.expect("connect");
+    let mut data = vec![0u8; 100_000];
+    tokio::time::timeout(Duration::from_secs(10), again.read_exact(&mut data))
+        .await
+        .expect("the new connection is carried")
+        .unwrap_or_else(|e| panic!("a connection made {ended_after:?} after the cut fails: {e}"));
+    assert!(data.iter().all(|&b| b == 0x5a));
+
+    let (_, view) = mesh.api("GET", &format!("/v1/bindings/{id}"), None).await;
+    assert_eq!(view["tunnel"]["hops"], json!(["r1", "r2", "r4", "site-b"]), "{view:#}");
+    assert_eq!(view["reroutes"][0]["reason"], json!("link r1–r3 fell silent"), "{view:#}");
+    // Both relays are up (their control connections are fine): only the link is out.
+    let (_, links) = mesh.api("GET", "/v1/links", None).await;
+    let r1_r3 = links.as_array().expect("links").iter().find(|l| l["from"] == "r1" && l["to"] == "r3");
+    assert_eq!(r1_r3.map(|l| (&l["silent"], &l["usable"])), Some((&json!(true), &json!(false))), "{links:#}");
+    let (_, nodes) = mesh.api("GET", "/v1/nodes", None).await;
+    assert!(nodes.as_array().expect("nodes").iter().all(|n| n["state"] == "up"), "{nodes:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_through_the_connect_proxy_and_a_slow_client_is_let_go() {
     let files = tempfile::tempdir().expect("tempdir");

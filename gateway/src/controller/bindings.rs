@@ -33,6 +33,11 @@ const MAX_TTL_S: u64 = 86_400;
 /// After a re-route, a merely degraded path does not cause another for this long.
 pub const REROUTE_HOLD_DOWN: Duration = Duration::from_secs(10);
 
+/// A client arriving while its binding's path is dead waits at most this long for the
+/// re-route (which takes a path test and a tunnel setup, well under a second when another
+/// path exists), then is refused.
+pub const REROUTE_WAIT: Duration = Duration::from_secs(5);
+
 /// How a binding carries traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -261,6 +266,8 @@ pub struct Bindings {
     pub(super) making: super::connect_bindings::Making,
     /// Bindings kept by the previous run whose tunnels are not up yet ([`super::restore`]).
     pub(super) restoring: std::sync::Mutex<BTreeMap<u64, Prepared>>,
+    /// Woken whenever a re-route ends, well or not: clients waiting for one look again.
+    rerouted: tokio::sync::Notify,
 }
 
 impl Default for Bindings {
@@ -270,6 +277,7 @@ impl Default for Bindings {
             by_id: std::sync::Mutex::new(BTreeMap::new()),
             making: std::sync::Mutex::default(),
             restoring: std::sync::Mutex::default(),
+            rerouted: tokio::sync::Notify::new(),
         }
     }
 }
@@ -512,6 +520,7 @@ impl Controller {
                 if let Some(b) = lock(&this.bindings.by_id).get_mut(&id) {
                     b.rerouting = false;
                 }
+                this.bindings.rerouted.notify_waiters();
             });
         }
     }
@@ -598,8 +607,7 @@ impl Controller {
         let max = self.ingress.max_connections;
         let slot = ActiveSlot::take(stats, max)
             .ok_or_else(|| anyhow::anyhow!("binding {id} already carries {max} connections"))?;
-        let tunnel = lock(&self.bindings.by_id).get(&id).map(|b| b.view.tunnel.clone());
-        let tunnel = tunnel.ok_or_else(|| anyhow::anyhow!("binding {id} closed"))?;
+        let tunnel = self.live_tunnel(id).await?;
         let first = &tunnel.hops[0];
         let conn = self.nodes.connection(first).ok_or_else(|| {
             anyhow::anyhow!("tunnel {}: {first} is not connected to the controller", tunnel.id)
@@ -609,6 +617,31 @@ impl Controller {
             .await
             .map_err(|e| e.context(format!("tunnel {} via {first}", tunnel.id)))?;
         Ok((send, recv, slot))
+    }
+
+    /// Binding `id`'s tunnel — once re-routed, if its path is dead or a re-route is running
+    /// (waiting at most [`REROUTE_WAIT`]), so that a client arriving just after a relay died
+    /// is carried by the new path instead of refused.
+    async fn live_tunnel(&self, id: u64) -> anyhow::Result<TunnelRecord> {
+        let deadline = Instant::now() + REROUTE_WAIT;
+        loop {
+            // Registered before looking, so that a re-route ending in between still wakes us.
+            let rerouted = self.bindings.rerouted.notified();
+            let (tunnel, rerouting) = lock(&self.bindings.by_id)
+                .get(&id)
+                .map(|b| (b.view.tunnel.clone(), b.rerouting))
+                .ok_or_else(|| anyhow::anyhow!("binding {id} closed"))?;
+            let now = Instant::now();
+            let dead = || self.nodes.view().path_problem(&tunnel.hops, 1.0, now).is_some_and(|p| p.dead);
+            if now >= deadline || !(rerouting || dead()) {
+                return Ok(tunnel);
+            }
+            // The tick starts a re-route within 100 ms of the path dying; look again then.
+            tokio::select! {
+                () = rerouted => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
     }
 
     /// Record the start of a use of binding `id` by the client at `client`, for `who`: an
