@@ -46,3 +46,65 @@ http {
 }
 CONF
 }
+
+# In the current folder, the configs of the bench's process mesh (and `run_node NAME` to start
+# a node, its pid in $NODE_PID[NAME] and in pids/NAME, its log in NAME.log):
+#
+#   site-a — r1 ─┬─ r2 ─┬─ r4 — site-b
+#                └─ r3 ─┘
+#
+# Certificates and admin.token included; every node on a fixed port, so a killed relay comes
+# back on its address. $1: site-b's `endpoints = [...]`; $2: lines added to controller.toml.
+# Sets MESH, ADMIN and PORT[r1..r4].
+diamond_mesh() {
+    mesh_pki controller:controller r1:relay r2:relay r3:relay r4:relay site-a:site site-b:site
+    MESH=$(free_port); ADMIN=$(free_port)
+    declare -gA PORT NODE_PID
+    local r
+    for r in r1 r2 r3 r4; do PORT[$r]=$(free_port); done
+    cat > controller.toml <<CONF
+name = "controller"
+listen = "127.0.0.1:$MESH"
+store = "state/c.redb"
+plugin_cache = "cache"
+tls = { ca = "pki/ca.pem", cert = "pki/controller.pem", key = "pki/controller.key" }
+admin = { listen = "127.0.0.1:$ADMIN", token_file = "admin.token" }
+ingress = { platform = "site-a" }
+$2
+CONF
+    { node r1 "${PORT[r1]}"; echo "neighbours = $(diamond_peers r2 r3)"; } > r1.toml
+    { node r2 "${PORT[r2]}"; echo "neighbours = $(diamond_peers r4)"; } > r2.toml
+    { node r3 "${PORT[r3]}"; echo "neighbours = $(diamond_peers r4)"; } > r3.toml
+    node r4 "${PORT[r4]}" > r4.toml
+    { node site-a 0; echo "relays = $(diamond_peers r1)"; } > site-a.toml
+    { node site-b 0; echo "relays = $(diamond_peers r4)"; echo "endpoints = $1"; } > site-b.toml
+    mkdir -p pids
+}
+
+# Relays (names) → a TOML array of peers on their $PORT.
+diamond_peers() {
+    local out=() r
+    for r in "$@"; do out+=("{ name = \"$r\", addr = \"127.0.0.1:${PORT[$r]}\" }"); done
+    (IFS=,; echo "[${out[*]}]")
+}
+
+# Start node $1 of the mesh in the background.
+run_node() {
+    local name=$1 role=relay
+    case $name in controller) role=controller ;; site-*) role=site ;; esac
+    "$SKY" "$role" -c "$name.toml" 2>>"$name.log" &
+    NODE_PID[$name]=$!
+    echo $! > "pids/$name"
+}
+
+# Open a binding with `ctl bind ARGS…` once the mesh can carry it; prints its port.
+bind_port() {
+    local out
+    for _ in $(seq 1 100); do
+        if out=$("$SKY" ctl bind "$@" 2>/dev/null); then
+            echo "$out" | head -1 | sed -E 's/^binding [0-9]+: 127\.0\.0\.1:([0-9]+) .*/\1/'; return 0
+        fi
+        sleep 0.2
+    done
+    echo "cannot bind $*" >&2; return 1
+}

@@ -31,6 +31,7 @@ WORK=$(mktemp -d)
 PIDS=()
 declare -A NODE_PID
 cleanup() {
+    for f in "$WORK"/pids/*; do [ -f "$f" ] && NODE_PID[$(basename "$f")]=$(cat "$f"); done
     for pid in "${PIDS[@]}" "${NODE_PID[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$WORK"
@@ -51,53 +52,13 @@ nginx -c "$WORK/nginx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 wait_port "$HTTP"
 
 cd "$WORK"
-mesh_pki controller:controller r1:relay r2:relay r3:relay r4:relay site-a:site site-b:site
-MESH=$(free_port); ADMIN=$(free_port)
-declare -A PORT
-for r in r1 r2 r3 r4; do PORT[$r]=$(free_port); done
-peers() { # relay… → a TOML array of peers
-    local out=() r
-    for r in "$@"; do out+=("{ name = \"$r\", addr = \"127.0.0.1:${PORT[$r]}\" }"); done
-    (IFS=,; echo "[${out[*]}]")
-}
-cat > controller.toml <<CONF
-name = "controller"
-listen = "127.0.0.1:$MESH"
-store = "state/c.redb"
-plugin_cache = "cache"
-tls = { ca = "pki/ca.pem", cert = "pki/controller.pem", key = "pki/controller.key" }
-admin = { listen = "127.0.0.1:$ADMIN", token_file = "admin.token" }
-policy = { scorer = "$PLUGINS/weighted-scorer.wasm", probes = 5, probe_interval_ms = 5 }
-ingress = { platform = "site-a" }
-adapter = [{ platform = "site-b", path = "$PLUGINS/testing/plain-adapter.wasm" }]
-CONF
-{ node r1 "${PORT[r1]}"; echo "neighbours = $(peers r2 r3)"; } > r1.toml
-{ node r2 "${PORT[r2]}"; echo "neighbours = $(peers r4)"; } > r2.toml
-{ node r3 "${PORT[r3]}"; echo "neighbours = $(peers r4)"; } > r3.toml
-node r4 "${PORT[r4]}" > r4.toml
-{ node site-a 0; echo "relays = $(peers r1)"; } > site-a.toml
-{ node site-b 0; echo "relays = $(peers r4)"; echo "endpoints = [{ name = \"web\", addr = \"127.0.0.1:$HTTP\" }]"; } > site-b.toml
-
-run_node() { # name: start it, remember its pid
-    local name=$1 role=relay
-    case $name in controller) role=controller ;; site-*) role=site ;; esac
-    "$SKY" "$role" -c "$name.toml" 2>>"$name.log" &
-    NODE_PID[$name]=$!
-}
+diamond_mesh "[{ name = \"web\", addr = \"127.0.0.1:$HTTP\" }]" \
+    "policy = { scorer = \"$PLUGINS/weighted-scorer.wasm\", probes = 5, probe_interval_ms = 5 }
+adapter = [{ platform = \"site-b\", path = \"$PLUGINS/testing/plain-adapter.wasm\" }]"
 run_node controller
 wait_port "$ADMIN"
 for n in r4 r2 r3 r1 site-a site-b; do run_node "$n"; done
 export SKYBRIDGE_URL="http://127.0.0.1:$ADMIN" SKYBRIDGE_TOKEN_FILE="$WORK/admin.token"
-bind_port() { # ctl bind args… → the listener's port
-    local out
-    for _ in $(seq 1 100); do
-        if out=$("$SKY" ctl bind "$@" 2>/dev/null); then
-            echo "$out" | head -1 | sed -E 's/^binding [0-9]+: 127\.0\.0\.1:([0-9]+) .*/\1/'; return 0
-        fi
-        sleep 0.2
-    done
-    echo "cannot bind $*" >&2; return 1
-}
 TCP=$(bind_port --to site-b --endpoint web --ttl-s 86400)
 SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 printf '%s' "$SECRET" > acme.secret

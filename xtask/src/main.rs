@@ -37,9 +37,12 @@ tasks:
   bench-tunnel [SECONDS]
                  install iperf3, socat, openssh, nginx, wrk; build release; run bench/tunnel.sh
                  (Skybridge vs ssh -J vs socat throughput, HTTP latency through a binding)
-      bench-soak [MINUTES]
+    bench-soak [MINUTES]
                  install nginx; build release; run bench/soak.sh (a process mesh under mixed
                  load, a relay SIGKILLed every minute; memory, descriptors, errors over time)
+  bench-failover [RUNS]
+                 build release; run bench/failover.sh (the relay carrying a binding SIGKILLed
+                 RUNS times, default 10: when streams end, re-routes, what new clients see)
   demo           run a whole mesh over an emulated WAN (`skybridge demo`), then the default authorizer
   fuzz [--seconds N] [--no-save] [TARGET…]
                  build the fuzz targets (installs cargo-fuzz) and run each for N seconds
@@ -77,8 +80,9 @@ fn run() -> Result<()> {
             build_plugins(toolchain_arg(rest)?)?;
         }
         "test" => test(toolchain_arg(rest)?, rest.iter().any(|a| a == "--skip-lint"))?,
-        "bench-tunnel" => bench_tunnel(rest)?,
-        "bench-soak" => bench_soak(rest)?,
+        "bench-tunnel" => bench_script("tunnel.sh", BENCH_PEERS, rest)?,
+        "bench-soak" => bench_script("soak.sh", &[NGINX, PYTHON, SS], rest)?,
+        "bench-failover" => bench_script("failover.sh", &[PYTHON, SS], rest)?,
         "bench" => {
             build_plugins(toolchain_arg(rest)?)?;
             let extra: Vec<&str> =
@@ -383,21 +387,16 @@ const BENCH_PEERS: &[(&str, &str)] = &[
     ("python3", "python3"),
 ];
 
-/// Install the peers, build the release binary and the plugins, run `bench/tunnel.sh`.
-fn bench_tunnel(args: &[String]) -> Result<()> {
-    ensure_programs(BENCH_PEERS)?;
-    build_plugins(Toolchain::Auto)?;
-    run_cmd(cargo().args(["build", "--release", "-p", "skybridge", "--bin", "skybridge"]))?;
-    let script = workspace_root().join("bench/tunnel.sh");
-    run_cmd(Command::new("bash").arg(script).args(args.iter().take(1)))
-}
+const NGINX: (&str, &str) = ("nginx", "nginx-light");
+const PYTHON: (&str, &str) = ("python3", "python3");
+const SS: (&str, &str) = ("ss", "iproute2");
 
-/// Install nginx, build the release binary and the plugins, run `bench/soak.sh [MINUTES]`.
-fn bench_soak(args: &[String]) -> Result<()> {
-    ensure_programs(&[("nginx", "nginx-light"), ("python3", "python3"), ("ss", "iproute2")])?;
+/// Install `programs`, build the release binary and the plugins, run `bench/SCRIPT [ARG]`.
+fn bench_script(script: &str, programs: &[(&str, &str)], args: &[String]) -> Result<()> {
+    ensure_programs(programs)?;
     build_plugins(Toolchain::Auto)?;
     run_cmd(cargo().args(["build", "--release", "-p", "skybridge", "--bin", "skybridge"]))?;
-    let script = workspace_root().join("bench/soak.sh");
+    let script = workspace_root().join("bench").join(script);
     run_cmd(Command::new("bash").arg(script).args(args.iter().take(1)))
 }
 

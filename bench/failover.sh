@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Failover after a silent relay death (issue 14, finding 10): a process mesh
+#
+#   site-a — r1 ─┬─ r2 ─┬─ r4 — site-b (a service streaming bytes behind it)
+#                └─ r3 ─┘
+#
+# with shipped timings, a `tcp` binding to the stream, and RUNS (default 10) times: a client
+# reading from the binding, new clients connecting every 25 ms, and the middle relay carrying
+# the binding killed with SIGKILL (no close, no reset: its peers only stop hearing from it).
+# Per run (bench/failover_runs.py): when the in-flight stream ended and how (error or clean
+# end), when the binding was re-routed, and what new clients saw — which failed, and how long
+# the others waited for their first bytes. Then the relay starts again and the mesh settles.
+# Targets: the stream ends with an error within 1 s; clients connecting 1 s or more after the
+# kill are all carried, promptly.
+#
+# Usage: cargo xtask bench-failover [RUNS]   (builds the release binary and the plugins, runs
+#        this), or bench/failover.sh [RUNS] once they are there.
+set -euo pipefail
+
+RUNS=${1:-10}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SKY=${SKYBRIDGE_BIN:-$ROOT/target/release/skybridge}
+PLUGINS=${SKYBRIDGE_PLUGIN_DIR:-$ROOT/target/plugins}
+WORK=$(mktemp -d)
+PIDS=()
+declare -A NODE_PID
+cleanup() {
+    for f in "$WORK"/pids/*; do [ -f "$f" ] && NODE_PID[$(basename "$f")]=$(cat "$f"); done
+    for pid in "${PIDS[@]}" "${NODE_PID[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+for tool in "$SKY" python3 ss; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
+done
+[ -f "$PLUGINS/weighted-scorer.wasm" ] || { echo "missing: $PLUGINS/weighted-scorer.wasm (run cargo xtask plugins)" >&2; exit 2; }
+
+. "$ROOT/bench/lib.sh"
+
+STREAM=$(free_port)
+python3 "$ROOT/bench/failover_runs.py" serve "$STREAM" & PIDS+=($!)
+wait_port "$STREAM"
+
+cd "$WORK"
+diamond_mesh "[{ name = \"stream\", addr = \"127.0.0.1:$STREAM\" }]" \
+    "policy = { scorer = \"$PLUGINS/weighted-scorer.wasm\" }"
+run_node controller
+wait_port "$ADMIN"
+for n in r4 r2 r3 r1 site-a site-b; do run_node "$n"; done
+export SKYBRIDGE_URL="http://127.0.0.1:$ADMIN" SKYBRIDGE_TOKEN_FILE="$WORK/admin.token"
+BOUND=$(bind_port --to site-b --endpoint stream --ttl-s 86400)
+python3 "$ROOT/bench/failover_runs.py" run "$RUNS" "$BOUND" "$ADMIN" "$SKY"
