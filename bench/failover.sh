@@ -50,4 +50,13 @@ wait_port "$ADMIN"
 for n in r4 r2 r3 r1 site-a site-b; do run_node "$n"; done
 export SKYBRIDGE_URL="http://127.0.0.1:$ADMIN" SKYBRIDGE_TOKEN_FILE="$WORK/admin.token"
 BOUND=$(bind_port --to site-b --endpoint stream --ttl-s 86400)
+# SKYBRIDGE_BENCH_HOGS=N: N busy loops run meanwhile, to see whether a loaded machine makes
+# healthy nodes look silent.
+for _ in $(seq 1 "${SKYBRIDGE_BENCH_HOGS:-0}"); do
+    sh -c 'while :; do :; done' & PIDS+=($!)
+done
 python3 "$ROOT/bench/failover_runs.py" run "$RUNS" "$BOUND" "$ADMIN" "$SKY"
+# Each kill should be noticed exactly three times: by the controller, r1 and r4. Any other
+# verdict named a healthy node.
+VERDICTS=$(cat ./*.log | grep -c "fell silent" || true)
+echo "  silence verdicts: $VERDICTS (3 per kill expected: $((3 * RUNS))); busy loops: ${SKYBRIDGE_BENCH_HOGS:-0}"
