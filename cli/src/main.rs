@@ -16,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     // Nodes log what they do (info) unless told otherwise; tools stay quiet.
-    cli::init_logging(if args.runs_node() { args.verbose.max(1) } else { args.verbose });
+    args.init_logging();
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
+use serde_json::json;
 
 /// The common part of node `name`'s config: default probing and timings, as shipped.
 fn node(name: &str, mesh: &str) -> String {
@@ -48,7 +49,8 @@ fn a_relay_killed_with_sigkill_is_noticed_by_its_silence() {
         "controller.toml",
         &format!("{config}[membership]\nheartbeat_ms = 1000\ndown_after_ms = 30000\n"),
     );
-    let controller = Node::start(dir, "controller", "controller.toml", &[]);
+    // The controller logs JSON, as a log collector would take it.
+    let controller = Node::start(dir, "controller", "controller.toml", &["--log-format", "json"]);
     let line = controller.line("controller: mesh on ");
     let mesh = line.split_whitespace().nth(3).expect("mesh address").trim_end_matches(',').to_owned();
     let url = line.rsplit(' ').next().expect("admin URL").to_owned();
@@ -176,9 +178,23 @@ fn a_relay_killed_with_sigkill_is_noticed_by_its_silence() {
     );
     // Within the idle timeout, so not by it.
     assert!(ended_after < Duration::from_secs(4), "the stream ended {ended_after:?} after the kill");
-    controller.line_where("the controller noticing the silence", |l| {
-        l.contains("node fell silent") && l.contains(&format!("node={victim}"))
-    });
+    let noticed =
+        controller.line_where("the controller noticing the silence", |l| l.contains("node fell silent"));
+    // One JSON object, the node's span (name, role, address) listed with it.
+    let noticed: serde_json::Value = serde_json::from_str(&noticed).expect("a JSON log line");
+    assert_eq!(
+        (&noticed["level"], &noticed["message"]),
+        (&json!("WARN"), &json!("node fell silent: connection closed, node down")),
+        "{noticed:#}"
+    );
+    assert!(noticed["silent_ms"].as_u64().is_some_and(|ms| ms >= 500), "{noticed:#}");
+    assert_eq!(noticed["spans"].as_array().map(Vec::len), Some(1), "{noticed:#}");
+    let span = &noticed["span"];
+    assert_eq!(
+        (&span["name"], &span["node"], &span["role"]),
+        (&json!("node"), &json!(victim), &json!("relay")),
+        "{noticed:#}"
+    );
     r1.line_where("r1 noticing the silence", |l| {
         l.contains("peer fell silent") && l.contains(&format!("peer={victim}"))
     });
@@ -191,14 +207,14 @@ fn a_relay_killed_with_sigkill_is_noticed_by_its_silence() {
             .as_array()
             .and_then(|n| n.iter().find(|n| n["name"] == name).map(|n| n["state"].clone()))
     };
-    assert_eq!(node_state(&victim), Some(serde_json::json!("down")), "down long before 30 s of heartbeats");
+    assert_eq!(node_state(&victim), Some(json!("down")), "down long before 30 s of heartbeats");
     wait("the binding re-routes", Duration::from_secs(10), &|| {
         json(&["bindings"])
             .as_array()
             .is_some_and(|b| b.iter().any(|b| b["reroutes"].as_array().is_some_and(|r| !r.is_empty())))
     });
     let binding = json(&["bindings"]).as_array().and_then(|b| b.first().cloned()).expect("the binding");
-    assert_eq!(binding["tunnel"]["hops"], serde_json::json!(["r1", other, "r4", "site-b"]), "{binding:#}");
+    assert_eq!(binding["tunnel"]["hops"], json!(["r1", other, "r4", "site-b"]), "{binding:#}");
     let reason = binding["reroutes"][0]["reason"].as_str().unwrap_or_default().to_owned();
     assert!(reason.contains(&victim), "{reason}");
     let mut again = TcpStream::connect(&listen).expect("connect");
@@ -213,8 +229,6 @@ fn a_relay_killed_with_sigkill_is_noticed_by_its_silence() {
     let port = if victim == "r2" { &r2_addr } else { &r3_addr };
     write(dir, &config, &text.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{port}\"")));
     let _back = Node::start(dir, "relay", &config, &[]);
-    wait("the relay comes back", Duration::from_secs(20), &|| {
-        node_state(&victim) == Some(serde_json::json!("up"))
-    });
+    wait("the relay comes back", Duration::from_secs(20), &|| node_state(&victim) == Some(json!("up")));
     wait("its links are used again", Duration::from_secs(20), &|| usable_links() == 4);
 }

@@ -27,9 +27,19 @@ use clap::{ArgAction, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "skybridge", version, about, long_about, propagate_version = true)]
 pub struct Cli {
-    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
+    /// More log output (-v info, -vv debug, -vvv trace). `--log-level` and RUST_LOG override it.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// Log level: error, warn, info, debug or trace (default: info for nodes, warn for tools).
+    /// RUST_LOG, when set, overrides it with its own per-module filter.
+    #[arg(long, value_name = "LEVEL", env = "SKYBRIDGE_LOG_LEVEL", global = true)]
+    pub log_level: Option<tracing::Level>,
+
+    /// Log format on stderr: `text` for people, `json` (one object per line, with the spans an
+    /// event happened in) for log collectors.
+    #[arg(long, value_name = "FORMAT", env = "SKYBRIDGE_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     command: Command,
@@ -58,24 +68,43 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields, the
+    /// `span` it belongs to (node, binding, session, … with their fields) and the `spans` it
+    /// happened in, outermost first.
+    Json,
+}
+
 impl Cli {
     /// Whether the command runs a long-lived node (whose log should say more by default).
     pub fn runs_node(&self) -> bool {
         matches!(self.command, Command::Controller(_) | Command::Relay(_) | Command::Site(_))
     }
-}
 
-/// Log to stderr; warnings only unless asked for more.
-pub fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    /// Log to stderr at the level asked for: `RUST_LOG`, else `--log-level`, else `-v`'s, else
+    /// info for nodes and warnings only for tools.
+    pub fn init_logging(&self) {
+        let verbose = if self.runs_node() { self.verbose.max(1) } else { self.verbose };
+        let level = self.log_level.unwrap_or(match verbose {
+            0 => tracing::Level::WARN,
+            1 => tracing::Level::INFO,
+            2 => tracing::Level::DEBUG,
+            _ => tracing::Level::TRACE,
+        });
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_str()));
+        let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Text => fmt.init(),
+            LogFormat::Json => {
+                fmt.json().flatten_event(true).with_current_span(true).with_span_list(true).init()
+            }
+        }
+    }
 }
 
 /// Run the parsed command.

@@ -90,15 +90,16 @@ impl Controller {
         // A node that falls silent (killed, cut off) is closed, hence down, at once rather than
         // after `down_after_ms` without heartbeats: its tunnels re-route, their streams end.
         let silent_after = Duration::from_millis(self.nodes.view().membership().config().silent_after_ms);
-        tokio::spawn({
-            let (conn, span) = (conn.clone(), span.clone());
+        let watch = {
+            let conn = conn.clone();
             async move {
                 if let Some(silent) = liveness::watch(&conn, silent_after).await {
                     let silent_ms = silent.as_millis() as u64;
-                    tracing::warn!(parent: &span, silent_ms, "node fell silent: connection closed, node down");
+                    tracing::warn!(silent_ms, "node fell silent: connection closed, node down");
                 }
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(watch, span.clone()));
         let mut registered = false;
         while let Ok(stream) = conn.accept_bi().await {
             let mut stream = Framed::new(stream);
