@@ -118,6 +118,18 @@ for name in ("controller", "r1", "r4", "site-a", "site-b"):
     (r0, f0), (r1, f1) = first[name], last[name]
     print(f"  {name:10} memory {r0/1024:7.1f} → {r1/1024:7.1f} MiB ({(r1-r0)*100/r0:+5.1f} %), "
           f"descriptors {f0} → {f1} ({(f1-f0)*100/max(f0,1):+5.1f} %)")
+# Single samples land anywhere in the swing a kill causes (peer connections and their buffers
+# rebuilt): also compare whole windows, each holding as many kills — the five minutes after
+# warm-up against the last five.
+width = max(1, min(30, (len(samples) - warm) // 2))
+early, late = samples[warm:warm + width], samples[-width:]
+print(f"soak: windows of {width} samples, {early[0][0]}–{early[-1][0]} against {late[0][0]}–{late[-1][0]}:")
+for name in ("controller", "r1", "r4", "site-a", "site-b"):
+    a = [values(r)[name][0] / 1024 for r in early]
+    b = [values(r)[name][0] / 1024 for r in late]
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    print(f"  {name:10} mean {ma:7.1f} → {mb:7.1f} MiB ({(mb-ma)*100/ma:+5.1f} %), "
+          f"range {min(a):.1f}–{max(a):.1f} → {min(b):.1f}–{max(b):.1f} MiB")
 errors = [json.loads(l) for l in open(sys.argv[3] + ".errors")] if __import__("os").path.exists(sys.argv[3] + ".errors") else []
 near = [e for e in errors if any(0 <= e["at"] - k <= 10 for k in kills)]
 print(f"  load: " + ", ".join(f"{k} {v['ok']} ok / {v['errors']} errors" for k, v in load["counts"].items()))
