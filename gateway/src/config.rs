@@ -167,6 +167,10 @@ pub struct RelayConfig {
     /// the link is one connection, probed by the side that dialled.
     #[serde(default)]
     pub neighbours: Vec<Peer>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (unauthenticated: bind it where only
+    /// monitoring reaches). Default: not served.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A site's configuration. A site is its platform's agent; the platform is named after it.
@@ -209,6 +213,10 @@ pub struct SiteConfig {
     /// Where compiled plugins are cached (default `$XDG_CACHE_HOME/skybridge/plugins`).
     #[serde(default)]
     pub plugin_cache: Option<PathBuf>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (unauthenticated: bind it where only
+    /// monitoring reaches). Default: not served.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A site's cloud (`[cloud]`): where its API is, who the site is there, and the adapter that

@@ -91,6 +91,7 @@ pub mod discovery;
 pub mod file;
 pub mod ingress;
 pub mod mesh;
+pub mod metrics;
 pub mod node;
 pub mod path;
 pub mod plugin;

@@ -32,6 +32,7 @@ const SANS_IO: &[&str] = &[
     "session/client_auth.rs",
     "session/throttle.rs",
     "session/replay.rs",
+    "metrics/",
 ];
 
 /// Crates an IO-free module may not name.

@@ -392,6 +392,7 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
         controller: controller.clone(),
         probing: fast_probing(),
         neighbours: vec![],
+        metrics_listen: None,
     })
     .expect("the intruder starts (its own files are consistent)");
     // A site's certificate cannot start a relay.
@@ -402,6 +403,7 @@ async fn strangers_false_roles_and_bad_frames_are_refused_and_the_controller_car
         controller: controller.clone(),
         probing: fast_probing(),
         neighbours: vec![],
+        metrics_listen: None,
     })
     .err()
     .expect("refused");

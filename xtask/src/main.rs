@@ -401,7 +401,8 @@ fn bench_script(script: &str, programs: &[(&str, &str)], args: &[String]) -> Res
 }
 
 /// Third-party programs the tests run, and the Debian packages that provide them.
-const TEST_PEERS: &[(&str, &str)] = &[("curl", "curl"), ("python3", "python3")];
+const TEST_PEERS: &[(&str, &str)] =
+    &[("curl", "curl"), ("python3", "python3"), ("prometheus", "prometheus"), ("promtool", "prometheus")];
 
 /// Install the test peers that are missing.
 fn ensure_test_peers() -> Result<()> {

@@ -60,12 +60,18 @@ pub fn run(role: RoleToRun, args: NodeArgs) -> anyhow::Result<ExitCode> {
             RoleToRun::Relay => {
                 let r = Relay::start(config::load::<RelayConfig>(&args.config)?)?;
                 eprintln!("relay: listening on {}", r.local_addr());
+                if let Some(addr) = r.metrics_addr() {
+                    eprintln!("relay: metrics on http://{addr}/metrics");
+                }
                 shutdown_signal().await;
                 r.shutdown();
             }
             RoleToRun::Site => {
                 let s = Site::start(config::load::<SiteConfig>(&args.config)?)?;
                 eprintln!("site {}: started", s.name());
+                if let Some(addr) = s.metrics_addr() {
+                    eprintln!("site {}: metrics on http://{addr}/metrics", s.name());
+                }
                 shutdown_signal().await;
                 s.shutdown();
             }

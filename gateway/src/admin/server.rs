@@ -3,6 +3,7 @@
 //! | method | path | |
 //! | --- | --- | --- |
 //! | GET | `/healthz` | liveness; the only path served without a token, and it reveals nothing |
+//! | GET | `/metrics` | Prometheus metrics (text format 0.0.4): nodes, links, decisions, re-routes, bindings, sessions, plugins, the catalog |
 //! | GET | `/v1/nodes` | registered relays and sites, up or down |
 //! | GET | `/v1/links` | link statistics as relays report them |
 //! | GET | `/v1/platforms` | platforms, their nearest relay and measured RTTs |
@@ -331,6 +332,12 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32], s
     }
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let answer = match (segments.as_slice(), &method) {
+        (["metrics"], &Method::GET) => {
+            let mut r = Response::new(Full::new(Bytes::from(c.metrics().await)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+            Ok(r)
+        }
         (["v1", "nodes"], &Method::GET) => Ok(json(StatusCode::OK, &c.nodes())),
         (["v1", "links"], &Method::GET) => Ok(json(StatusCode::OK, &c.links())),
         (["v1", "platforms"], &Method::GET) => Ok(json(StatusCode::OK, &c.platforms())),
@@ -484,7 +491,8 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32], s
             Ok(lines) => json(StatusCode::OK, &lines),
             Err(e) => store_error(&e),
         }),
-        (["v1", "catalog" | "authorizations"], _)
+        (["metrics"], _)
+        | (["v1", "catalog" | "authorizations"], _)
         | (["v1", "catalog", _], _)
         | (["v1", "authorizations", "audit"], _) => Ok(not_allowed(&method, &path, "GET")),
         (["v1", "platforms", _, "inventory" | "refreshes"], _) => Ok(not_allowed(&method, &path, "GET")),

@@ -51,6 +51,17 @@ pub enum Mode {
     Connect,
 }
 
+impl Mode {
+    /// As the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Tcp => "tcp",
+            Mode::Http => "http",
+            Mode::Connect => "connect",
+        }
+    }
+}
+
 /// The body of `POST /v1/bindings`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +122,9 @@ pub struct BindingView {
     pub tunnel: TunnelRecord,
     /// Connections accepted so far.
     pub connections: u64,
+    /// Connections being carried now.
+    #[serde(default)]
+    pub active: u64,
     /// Bytes carried towards the endpoint.
     pub bytes_up: u64,
     /// Bytes carried back.
@@ -251,6 +265,7 @@ impl Binding {
     fn view(&self) -> BindingView {
         let mut v = self.view.clone();
         v.connections = self.stats.connections.load(Ordering::Relaxed);
+        v.active = self.stats.active.load(Ordering::Relaxed) as u64;
         v.bytes_up = self.stats.up.load(Ordering::Relaxed);
         v.bytes_down = self.stats.down.load(Ordering::Relaxed);
         v
@@ -428,6 +443,7 @@ impl Controller {
             listen,
             tunnel,
             connections: 0,
+            active: 0,
             bytes_up: 0,
             bytes_down: 0,
             reroutes: vec![],
@@ -553,6 +569,7 @@ impl Controller {
             to_hops: new.hops.clone(),
         };
         tracing::warn!(binding = id, reason = %problem.reason, from = ?old.hops, to = ?new.hops, "binding re-routed");
+        self.recorded.reroutes.inc(&[if problem.dead { "dead" } else { "degraded" }]);
         self.events.publish(Event::Rerouted {
             binding: id,
             reason: reroute.reason.clone(),
@@ -657,6 +674,7 @@ impl Controller {
         let view = lock(&self.bindings.by_id).get(&id).map(|b| b.view.clone());
         let session = lock(&self.sessions).next_id();
         let Some(view) = view else { return session };
+        self.recorded.sessions.inc(&[view.mode.as_str()]);
         let (account, principal) = match who {
             Some((account, principal)) => (account.to_owned(), Some(principal.to_owned())),
             // The operator (the admin token) is no account and maps to nothing: no look-up.
@@ -737,6 +755,7 @@ mod tests {
                 first_token: String::new(),
             },
             connections: 0,
+            active: 0,
             bytes_up: 0,
             bytes_down: 0,
             reroutes: vec![],

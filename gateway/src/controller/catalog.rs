@@ -99,6 +99,7 @@ impl Controller {
     /// Read a report that starts with `first` from site `from`, integrate it, and answer.
     pub(super) async fn receive_report(self: Arc<Self>, from: String, first: Control, mut stream: Framed) {
         let started = Instant::now();
+        let mut discovery_failed = false;
         let answer = match tokio::time::timeout(REPORT_TIME, self.gather(&from, first, &mut stream)).await {
             Err(_) => Err(CatalogError::BadReport(format!(
                 "the report did not arrive within {} s",
@@ -107,12 +108,20 @@ impl Controller {
             Ok(Err(e)) => Err(e),
             Ok(Ok(Gathered::Failed { trigger, reason })) => {
                 tracing::warn!(platform = %from, ?trigger, "discovery failed at the site: {reason}");
+                discovery_failed = true;
                 let refresh =
                     refresh_record(&from, Some(trigger), 0, 0, started, Outcome::DiscoveryFailed { reason });
                 self.store.record_refresh(refresh).await.map(|_| ReportSummary::default()).map_err(Into::into)
             }
             Ok(Ok(Gathered::Report(report))) => self.integrate(&from, report, started).await,
         };
+        let outcome = match &answer {
+            Ok(_) if discovery_failed => "discovery-failed",
+            Ok(_) => "integrated",
+            Err(CatalogError::BadReport(_)) => "refused",
+            Err(_) => "failed",
+        };
+        self.recorded.refresh(&from, outcome, started.elapsed());
         match answer {
             Ok(summary) => {
                 let _ = stream.send(&Control::ReportIntegrated { summary }).await;

@@ -45,6 +45,15 @@ impl Controller {
 
     /// Decide a path from `from` to `to` without storing it (its id is 0).
     pub(crate) async fn choose_path(&self, from: &str, to: &str) -> Result<DecisionRecord, ConnectError> {
+        let started = Instant::now();
+        let decided = self.choose_path_untimed(from, to).await;
+        let recorded = &self.recorded;
+        recorded.decisions.inc(&[if decided.is_ok() { "ok" } else { "failed" }]);
+        recorded.decision_time.observe(started.elapsed());
+        decided
+    }
+
+    async fn choose_path_untimed(&self, from: &str, to: &str) -> Result<DecisionRecord, ConnectError> {
         let (policy, scorer) = self.policy.current();
         let scorer = scorer.ok_or_else(|| ConnectError::Failed("no scorer is loaded".into()))?;
         if from == to {

@@ -39,6 +39,7 @@ pub mod connect;
 mod connect_bindings;
 pub mod consent;
 pub mod events;
+pub mod metrics;
 pub mod nodes;
 pub mod policy;
 pub mod restore;
@@ -102,6 +103,7 @@ pub struct Controller {
     events: events::Events,
     catalog: catalog::Catalog,
     consents: consent::Consents,
+    recorded: metrics::Recorded,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -148,6 +150,7 @@ impl Controller {
             events: events::Events::default(),
             catalog: catalog::Catalog::new(config.catalog.bounds, config.catalog.withdrawal),
             consents: consent::Consents::new(config.catalog.handshake),
+            recorded: metrics::Recorded::default(),
         });
         tokio::spawn(nodes::accept(Arc::clone(&controller), Arc::clone(&endpoint), shutdown.signal()));
         tokio::spawn(tick(Arc::clone(&controller), endpoint, shutdown.signal()));

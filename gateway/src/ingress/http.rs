@@ -141,6 +141,7 @@ pub(super) async fn serve(
                     refusal_response(refusal)
                 }
             };
+            this.recorded().http_answers.inc(&[response.status().as_str()]);
             Ok::<_, Infallible>(response)
         };
         tracing::Instrument::instrument(served, span)

@@ -53,6 +53,11 @@ impl Peers {
         self.lock().get(name)?.iter().rev().find(|p| p.conn.close_reason().is_none()).cloned()
     }
 
+    /// Open connections, over all peers.
+    pub fn open(&self) -> usize {
+        self.lock().values().flatten().filter(|p| p.conn.close_reason().is_none()).count()
+    }
+
     /// The newest open connection with `name`, as a connection.
     pub fn connection(&self, name: &str) -> Option<quinn::Connection> {
         self.get(name).map(|p| p.conn)

@@ -215,6 +215,7 @@ pub struct Prober {
     /// Relays whose connection was closed for silence, and when.
     silent: Mutex<HashMap<String, Instant>>,
     silent_after: Duration,
+    silences: AtomicU64,
     changed: Notify,
     next_series: AtomicU64,
 }
@@ -248,6 +249,7 @@ impl Prober {
             links: Mutex::new(HashMap::new()),
             silent: Mutex::new(HashMap::new()),
             silent_after,
+            silences: AtomicU64::new(0),
             changed: Notify::new(),
             next_series: AtomicU64::new(1),
         })
@@ -277,6 +279,7 @@ impl Prober {
             tokio::select! {
                 () = serve => {}
                 silent = super::liveness::watch(&conn, this.silent_after) => if let Some(silent) = silent {
+                    this.silences.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         node = %this.me, %peer, silent_ms = silent.as_millis() as u64,
                         "peer fell silent: connection closed, its streams ended"
@@ -289,6 +292,11 @@ impl Prober {
             }
             this.peers.remove(&peer, &conn);
         })
+    }
+
+    /// Connections closed because their peer fell silent, since start.
+    pub fn silences(&self) -> u64 {
+        self.silences.load(Ordering::Relaxed)
     }
 
     /// Resolves when a relay fell silent since the last call: time for a link report.

@@ -31,6 +31,7 @@
 pub use crate::config;
 pub mod consent;
 pub mod controller;
+pub mod metrics;
 pub mod relay;
 pub mod reporter;
 pub mod site;

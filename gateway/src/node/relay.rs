@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::metrics;
 use super::uplink::Uplink;
 use crate::config::{Peer, Probing, RelayConfig};
 use crate::mesh::identity::Role;
@@ -22,6 +23,7 @@ pub struct Relay {
     endpoint: Arc<MeshEndpoint>,
     prober: Arc<Prober>,
     tunnels: Arc<HopTable>,
+    metrics_addr: Option<SocketAddr>,
     tasks: JoinSet<()>,
 }
 
@@ -39,6 +41,24 @@ impl Relay {
         tasks.spawn(expire_tunnels(Arc::clone(&tunnels)));
         dial_and_watch(&mut tasks, &endpoint, &prober, &tunnels, config.neighbours, config.probing);
         let (connection, _) = watch::channel(None);
+        let metrics_addr = match config.metrics_listen {
+            Some(addr) => {
+                let listener = metrics::bind(addr)?;
+                let bound = listener.local_addr()?;
+                let node = metrics::NodeMetrics {
+                    name: config.name.clone(),
+                    role: Role::Relay,
+                    prober: Arc::clone(&prober),
+                    tunnels: Arc::clone(&tunnels),
+                    controller: connection.subscribe(),
+                    plugins: None,
+                    reporter: None,
+                };
+                tasks.spawn(metrics::serve(listener, Arc::new(node)));
+                Some(bound)
+            }
+            None => None,
+        };
         let uplink = Uplink {
             endpoint: Arc::clone(&endpoint),
             role: Role::Relay,
@@ -53,12 +73,17 @@ impl Relay {
         };
         tasks.spawn(uplink.run());
         tracing::info!(relay = %config.name, %listen, "relay started");
-        Ok(Relay { endpoint, prober, tunnels, tasks })
+        Ok(Relay { endpoint, prober, tunnels, metrics_addr, tasks })
     }
 
     /// The bound QUIC address.
     pub fn local_addr(&self) -> SocketAddr {
         self.endpoint.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Where its metrics are served, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The relay's probe hub (its links' statistics).

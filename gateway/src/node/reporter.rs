@@ -47,6 +47,28 @@ pub struct Reporter {
     /// The endpoints the site publishes to tunnels: a service reached through one is marked
     /// with its name (`published-endpoint`), so that bindings by capability can reach it.
     pub published: Vec<crate::config::Endpoint>,
+    /// Discovery runs by outcome (`ok`, `failed`), for `/metrics`.
+    pub runs: crate::metrics::Counters,
+    /// How long the runs took.
+    pub run_time: crate::metrics::Histogram,
+}
+
+impl Reporter {
+    /// Its discovery runs and their times, for `/metrics`.
+    pub fn write_metrics(&self, e: &mut crate::metrics::Exposition) {
+        use crate::metrics::Kind;
+        let platform = self.cloud.platform.as_str();
+        let mut f = e.family(
+            "skybridge_discovery_runs_total",
+            Kind::Counter,
+            "Discovery runs against the site's cloud, by outcome.",
+        );
+        for (labels, n) in self.runs.snapshot() {
+            f.sample(&[("platform", platform), ("outcome", &labels[0])], n as f64);
+        }
+        e.family("skybridge_discovery_duration_seconds", Kind::Histogram, "Time of a successful discovery run: every request to the cloud and the adapter's reading of the answers.")
+            .histogram(&[("platform", platform)], &self.run_time.snapshot());
+    }
 }
 
 /// Mark each service whose endpoint's `host:port` is a published endpoint's address.
@@ -105,6 +127,10 @@ impl Reporter {
             }
         };
         self.running.store(false, Ordering::SeqCst);
+        self.runs.inc(&[if outcome.is_ok() { "ok" } else { "failed" }]);
+        if let Ok(found) = &outcome {
+            self.run_time.observe(found.took);
+        }
         let sent = match outcome {
             Ok(mut found) => {
                 mark_published(&mut found.services, &self.published);

@@ -37,6 +37,7 @@ pub struct Site {
     controller: watch::Receiver<Option<quinn::Connection>>,
     plugins: Option<Arc<PluginRegistry>>,
     reporter: Option<Arc<Reporter>>,
+    metrics_addr: Option<std::net::SocketAddr>,
     tasks: JoinSet<()>,
 }
 
@@ -70,6 +71,24 @@ impl Site {
         tasks.spawn(expire_tunnels(Arc::clone(&tunnels)));
         dial_and_watch(&mut tasks, &endpoint, &prober, &tunnels, config.relays, config.probing);
         let (connection, controller) = watch::channel(None);
+        let metrics_addr = match config.metrics_listen {
+            Some(addr) => {
+                let listener = super::metrics::bind(addr)?;
+                let bound = listener.local_addr()?;
+                let node = super::metrics::NodeMetrics {
+                    name: config.name.clone(),
+                    role: Role::Site,
+                    prober: Arc::clone(&prober),
+                    tunnels: Arc::clone(&tunnels),
+                    controller: controller.clone(),
+                    plugins: plugins.clone(),
+                    reporter: reporter.clone(),
+                };
+                tasks.spawn(super::metrics::serve(listener, Arc::new(node)));
+                Some(bound)
+            }
+            None => None,
+        };
         let uplink = Uplink {
             endpoint: Arc::clone(&endpoint),
             role: Role::Site,
@@ -91,7 +110,12 @@ impl Site {
             tasks.spawn(reevaluate(Arc::clone(consent), controller.clone(), every));
         }
         tracing::info!(site = %config.name, discovers = reporter.is_some(), "site started");
-        Ok(Site { name: config.name, endpoint, controller, plugins, reporter, tasks })
+        Ok(Site { name: config.name, endpoint, controller, plugins, reporter, metrics_addr, tasks })
+    }
+
+    /// Where its metrics are served, if they are.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// The site's plugins (adapter and authorizer), when it runs any.
@@ -240,5 +264,7 @@ fn reporter(platform: &str, cloud: &CloudConfig, plugins: Arc<PluginRegistry>) -
         running: Default::default(),
         wake: Default::default(),
         published: Vec::new(),
+        runs: Default::default(),
+        run_time: crate::metrics::Histogram::new(crate::metrics::SECONDS_BUCKETS),
     })
 }

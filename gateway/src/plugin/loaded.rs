@@ -385,6 +385,11 @@ impl Plugin {
         self.stats.snapshot()
     }
 
+    /// The times of its timed calls (one in 16, the first always), seconds.
+    pub fn call_times(&self) -> crate::metrics::HistogramSnapshot {
+        self.stats.call_times.0.snapshot()
+    }
+
     /// The limits it runs under.
     pub fn limits(&self) -> &PluginLimits {
         &self.limits
@@ -728,7 +733,9 @@ impl Plugin {
         let started = n.is_multiple_of(TIME_ONE_IN).then(std::time::Instant::now);
         let result = self.call_timed(call, f);
         if let Some(started) = started {
-            let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let elapsed = started.elapsed();
+            self.stats.call_times.0.observe(elapsed);
+            let took = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
             self.stats.timed_ns.fetch_add(took, Ordering::Relaxed);
             self.stats.timed_calls.fetch_add(1, Ordering::Relaxed);
         }

@@ -52,6 +52,8 @@ pub struct RegistryEntry {
     pub info: PluginInfo,
     /// Its counters.
     pub stats: StatsSnapshot,
+    /// The times of its timed calls.
+    pub call_times: crate::metrics::HistogramSnapshot,
     /// The file it was loaded from.
     pub file: std::path::PathBuf,
 }
@@ -60,6 +62,51 @@ pub struct RegistryEntry {
 pub struct PluginRegistry {
     engine: Arc<PluginEngine>,
     slots: RwLock<BTreeMap<String, Slot>>,
+}
+
+impl PluginRegistry {
+    /// Its plugins' calls, failures by kind, rejections and call times, for `/metrics`.
+    pub fn write_metrics(&self, e: &mut crate::metrics::Exposition) {
+        use crate::metrics::Kind;
+        let plugins = self.entries();
+        let mut f = e.family("skybridge_plugin_calls_total", Kind::Counter, "Calls into a plugin.");
+        for p in &plugins {
+            f.sample(&[("plugin", &p.info.name), ("world", p.info.world.name())], p.stats.calls as f64);
+        }
+        let mut f = e.family(
+            "skybridge_plugin_failures_total",
+            Kind::Counter,
+            "Plugin calls that failed, by kind (deadline, memory, table, trap, invalid-answer).",
+        );
+        for p in &plugins {
+            let s = &p.stats;
+            for (kind, n) in [
+                ("deadline", s.deadline_exceeded),
+                ("memory", s.memory_limit),
+                ("table", s.table_limit),
+                ("trap", s.traps),
+                ("invalid-answer", s.invalid_answers),
+            ] {
+                f.sample(&[("plugin", &p.info.name), ("kind", kind)], n as f64);
+            }
+        }
+        let mut f = e.family(
+            "skybridge_plugin_rejections_total",
+            Kind::Counter,
+            "Plugin calls the plugin answered with an error of its own.",
+        );
+        for p in &plugins {
+            f.sample(&[("plugin", &p.info.name)], p.stats.rejections as f64);
+        }
+        let mut f = e.family(
+            "skybridge_plugin_call_duration_seconds",
+            Kind::Histogram,
+            "Time of plugin calls, sampled (one call in 16, the first always).",
+        );
+        for p in &plugins {
+            f.histogram(&[("plugin", &p.info.name)], &p.call_times);
+        }
+    }
 }
 
 impl PluginRegistry {
@@ -130,6 +177,7 @@ impl PluginRegistry {
             .map(|s| RegistryEntry {
                 info: s.plugin.info().clone(),
                 stats: s.plugin.stats(),
+                call_times: s.plugin.call_times(),
                 file: s.spec.path.clone(),
             })
             .collect()

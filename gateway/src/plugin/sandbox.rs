@@ -37,6 +37,18 @@ pub struct PluginStats {
     pub(crate) timed_ns: AtomicU64,
     /// The largest linear memory any instance grew to, bytes.
     pub(crate) peak_memory: AtomicU64,
+    /// The timed calls' times.
+    pub(crate) call_times: CallTimes,
+}
+
+/// The times of the timed calls, in buckets from 10 µs to 1 s (for `/metrics`).
+#[derive(Debug)]
+pub(crate) struct CallTimes(pub(crate) crate::metrics::Histogram);
+
+impl Default for CallTimes {
+    fn default() -> Self {
+        CallTimes(crate::metrics::Histogram::new(crate::metrics::MICROS_BUCKETS))
+    }
 }
 
 /// One call in this many is timed: reading the clock twice costs about a tenth of a warm

@@ -87,6 +87,17 @@ pub struct Decided {
     pub grant: Option<CatalogEntry>,
 }
 
+/// The catalog's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CatalogCounts {
+    /// Catalog entries.
+    pub entries: u64,
+    /// Platforms offering an entry, over all entries.
+    pub associations: u64,
+    /// Discovered services on record, over all platforms.
+    pub inventory: u64,
+}
+
 /// What a storage engine implements. Calls may block on I/O; [`Store`] runs them on its pool.
 pub trait Backend: Send + Sync + 'static {
     /// Store a new decision record, giving it the next id (written into it).
@@ -157,6 +168,9 @@ pub trait Backend: Send + Sync + 'static {
     /// How many changes the catalog has seen (grants, revocations, inventory writes): its
     /// revision, which watchers wait on. It only grows, across restarts too.
     fn catalog_revision(&self) -> Result<u64, StoreError>;
+    /// How many catalog entries, associations (a platform offering an entry) and inventory
+    /// records there are (each count read in constant time).
+    fn catalog_counts(&self) -> Result<CatalogCounts, StoreError>;
     /// The associations of every entry (for listings that show who offers what).
     fn associations(&self) -> Result<Vec<Association>, StoreError>;
     /// The latest `limit` audit lines, newest first.
@@ -396,6 +410,11 @@ impl Store {
     /// The catalog's revision.
     pub async fn catalog_revision(&self) -> Result<u64, StoreError> {
         self.call(|b| b.catalog_revision()).await
+    }
+
+    /// How many entries, associations and inventory records the catalog holds.
+    pub async fn catalog_counts(&self) -> Result<CatalogCounts, StoreError> {
+        self.call(|b| b.catalog_counts()).await
     }
 
     /// The id of the entry with this match key.

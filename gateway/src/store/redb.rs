@@ -601,6 +601,17 @@ impl Backend for RedbStore {
         Ok(meta.get(CATALOG_REVISION).doing(doing)?.map_or(0, |v| v.value()))
     }
 
+    fn catalog_counts(&self) -> Result<super::CatalogCounts, StoreError> {
+        use ::redb::ReadableTableMetadata;
+        let doing = "counting the catalog";
+        let tx = self.read(doing)?;
+        Ok(super::CatalogCounts {
+            entries: tx.open_table(ENTRIES).doing(doing)?.len().doing(doing)?,
+            associations: tx.open_table(ASSOCIATIONS).doing(doing)?.len().doing(doing)?,
+            inventory: tx.open_table(INVENTORY).doing(doing)?.len().doing(doing)?,
+        })
+    }
+
     fn entry_id(&self, match_key: &str) -> Result<Option<String>, StoreError> {
         let doing = "looking a capability up";
         let tx = self.read(doing)?;

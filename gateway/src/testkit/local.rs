@@ -274,6 +274,7 @@ impl LocalMesh {
                 controller: controller_peer.clone(),
                 probing: fast_probing(),
                 neighbours,
+                metrics_listen: Some(any_port()),
             };
             let relay = Relay::start(config.clone())?;
             // A restart binds the same address, which the emulated links lead to.
@@ -305,6 +306,7 @@ impl LocalMesh {
                 audit: Some(state.path().join(format!("{name}-audit.jsonl"))),
                 reevaluate_every_s: 1,
                 plugin_cache: Some(state.path().join("plugin-cache")),
+                metrics_listen: Some(any_port()),
             })?;
             sites.insert(name.clone(), site);
         }
@@ -425,6 +427,11 @@ impl LocalMesh {
         self.relays.insert(name.to_owned(), relay);
         Ok(())
     }
+}
+
+/// 127.0.0.1, any port.
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 /// Enough randomness for a throwaway token, without a dependency: the std hasher's random keys.
