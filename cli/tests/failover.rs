@@ -159,6 +159,26 @@ fn a_relay_killed_with_sigkill_is_noticed_by_its_silence() {
         received += client.read(&mut buf).expect("data flows");
     }
 
+    // An operator follows the events meanwhile.
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_skybridge"))
+        .args(["ctl", "--url", url.as_str(), "watch"])
+        .current_dir(dir)
+        .env("SKYBRIDGE_TOKEN_FILE", dir.join("admin.token"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ctl watch runs");
+    let (lines_tx, watched) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300)); // its stream is open
+
     let mut killed = relays.remove(victim.as_str()).expect("the victim runs");
     killed.child.kill().expect("SIGKILL");
     killed.child.wait().expect("reaped");
@@ -217,6 +237,25 @@ fn a_relay_killed_with_sigkill_is_noticed_by_its_silence() {
     assert_eq!(binding["tunnel"]["hops"], json!(["r1", other, "r4", "site-b"]), "{binding:#}");
     let reason = binding["reroutes"][0]["reason"].as_str().unwrap_or_default().to_owned();
     assert!(reason.contains(&victim), "{reason}");
+    // ctl watch showed it: the node going down, then the re-route away from it.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("rerouted") && l.contains(&format!("to_hops=[\"r1\",\"{other}\"")))
+    {
+        let left = deadline.checked_duration_since(Instant::now()).unwrap_or_default();
+        match watched.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("ctl watch did not show the re-route:\n{}", seen.join("\n")),
+        }
+    }
+    let down = seen.iter().position(|l| l.contains(" node-down ") && l.contains(&format!("node={victim} ")));
+    let rerouted = seen.iter().position(|l| l.contains(" rerouted "));
+    assert!(down.is_some() && down < rerouted, "{}", seen.join("\n"));
+    let _ = watch.kill();
+    let _ = watch.wait();
+
     let mut again = TcpStream::connect(&listen).expect("connect");
     again.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     again.read_exact(&mut buf).expect("a new connection is carried by the other path");

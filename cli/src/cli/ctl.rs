@@ -12,6 +12,7 @@ use skybridge_gateway::admin::api::{
     EntryView, InventoryRecord, LinkView, Mode, NewAccount, NodeView, PlatformView, PluginView, Policy,
     PolicyUpdate, RefreshRecord, RefreshStarted, SessionRecord,
 };
+use skybridge_gateway::admin::client::Watched;
 use skybridge_gateway::catalog::Outcome;
 use skybridge_gateway::path::LinkStats;
 
@@ -115,6 +116,13 @@ enum CtlCommand {
     },
     /// Recent uses of bindings, each as its three sessions (client, tunnel, target).
     Sessions,
+    /// Follow the controller's events as they happen (nodes up and down, decisions, bindings,
+    /// re-routes, authorizations), one line each, until interrupted; `--json` prints each as
+    /// the API's JSON.
+    #[command(
+        after_help = "Example:\n  skybridge ctl watch\n  23:57:53.765  node-down         node=r2 silent_ms=505"
+    )]
+    Watch,
     /// Manage accounts and what they map to at each target platform.
     #[command(subcommand)]
     Account(AccountCommand),
@@ -313,6 +321,26 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Print `value` as JSON or with `print`.
+/// One event as a line: its time (UTC), its type, then its fields as `key=value`.
+fn event_line(stamped: &skybridge_gateway::admin::api::Stamped) -> String {
+    let ms = stamped.at_unix_ms % 86_400_000;
+    let time =
+        format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let value = serde_json::to_value(&stamped.event).unwrap_or_default();
+    let kind = value["type"].as_str().unwrap_or("event").to_owned();
+    let fields: Vec<String> = value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| *k != "type")
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    format!("{time}  {kind:<18} {}", fields.join(" "))
+}
+
 fn show<T: Serialize + ?Sized>(json: bool, value: &T, print: fn(&T)) -> anyhow::Result<()> {
     if json {
         out!("{}", serde_json::to_string_pretty(value)?);
@@ -355,6 +383,18 @@ async fn execute(client: &AdminClient, command: &CtlCommand, json: bool) -> anyh
         CtlCommand::Bindings { id: None } => show(json, client.bindings().await?.as_slice(), print_bindings),
         CtlCommand::Unbind { id } => show(json, &client.unbind(*id).await?, print_unbound),
         CtlCommand::Sessions => show(json, client.sessions().await?.as_slice(), print_sessions),
+        CtlCommand::Watch => {
+            let mut events = client.events().await?;
+            while let Some(watched) = events.next().await? {
+                match watched {
+                    Watched::Event(stamped) if json => out!("{}", serde_json::to_string(&stamped)?),
+                    Watched::Event(stamped) => out!("{}", event_line(&stamped)),
+                    Watched::Lagged(missed) => eprintln!("warning: fell behind, {missed} events missed"),
+                }
+            }
+            eprintln!("the controller ended the event stream");
+            Ok(())
+        }
         CtlCommand::Account(AccountCommand::List) => {
             show(json, client.accounts().await?.as_slice(), print_accounts)
         }

@@ -73,6 +73,72 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// What an event stream brings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Watched {
+    /// An event.
+    Event(super::api::Stamped),
+    /// The client fell behind: this many events were lost.
+    Lagged(u64),
+}
+
+/// The controller's events, as [`AdminClient::events`] streams them.
+#[derive(Debug)]
+pub struct EventStream {
+    url: String,
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+/// The longest message an event stream may carry before the client gives up on it.
+const MAX_EVENT: usize = 1 << 20;
+
+impl EventStream {
+    /// The next event; `None` when the controller ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Watched>, ClientError> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let message: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&message);
+                let mut kind = "message";
+                let mut data = String::new();
+                for line in text.lines() {
+                    if let Some(k) = line.strip_prefix("event: ") {
+                        kind = k;
+                    } else if let Some(d) = line.strip_prefix("data: ") {
+                        data.push_str(d);
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a comment (keep-alive)
+                }
+                let decode =
+                    |e: serde_json::Error| ClientError::Decode { status: 200, reason: e.to_string() };
+                return Ok(Some(if kind == "lagged" {
+                    let v: serde_json::Value = serde_json::from_str(&data).map_err(decode)?;
+                    Watched::Lagged(v["missed"].as_u64().unwrap_or(0))
+                } else {
+                    Watched::Event(serde_json::from_str(&data).map_err(decode)?)
+                }));
+            }
+            if self.buf.len() > MAX_EVENT {
+                return Err(ClientError::Decode { status: 200, reason: "an event larger than 1 MiB".into() });
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => {
+                    return Err(ClientError::Unreachable { url: self.url.clone(), reason: e.to_string() });
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A client of one controller's admin API.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
@@ -174,6 +240,38 @@ impl AdminClient {
 
     async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
         self.call::<(), R>(Method::GET, path, None).await
+    }
+
+    /// The controller's events from now on (`GET /v1/events`).
+    pub async fn events(&self) -> Result<EventStream, ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable { url: self.url.clone(), reason };
+        let stream =
+            tokio::net::TcpStream::connect(&self.authority).await.map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(conn);
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri("/v1/events")
+            .header(HOST, &self.authority)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Url { url: self.url.clone(), reason: e.to_string() })?;
+        let response = sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_owned());
+            return Err(ClientError::Api { status, message });
+        }
+        Ok(EventStream { url: self.url.clone(), body: response.into_body(), buf: Vec::new() })
     }
 
     /// Registered relays and sites.

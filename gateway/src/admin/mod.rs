@@ -6,10 +6,12 @@
 //! - [`api`] — the request and response types, `Serialize + Deserialize`, shared by the
 //!   server and its clients;
 //! - [`server`] — the hyper server, its routes and the status each error maps to;
+//! - [`events`] — the live event stream (server-sent events);
 //! - [`client`] — the one client: `skybridge ctl`, the demo and the tests use it.
 
 pub mod api;
 pub mod client;
+pub mod events;
 pub mod server;
 
 pub use client::{AdminClient, ClientError};

@@ -4,6 +4,7 @@
 //! | --- | --- | --- |
 //! | GET | `/healthz` | liveness; the only path served without a token, and it reveals nothing |
 //! | GET | `/metrics` | Prometheus metrics (text format 0.0.4): nodes, links, decisions, re-routes, bindings, sessions, plugins, the catalog |
+//! | GET | `/v1/events` | the controller's events as they happen (server-sent events: `event:` the type, `data:` its JSON) |
 //! | GET | `/v1/nodes` | registered relays and sites, up or down |
 //! | GET | `/v1/links` | link statistics as relays report them |
 //! | GET | `/v1/platforms` | platforms, their nearest relay and measured RTTs |
@@ -98,12 +99,14 @@ pub async fn serve(
     mut signal: Signal,
 ) {
     let token: Arc<[u8; 32]> = Arc::new(secret::digest(&token));
+    let streams = Arc::new(tokio::sync::Semaphore::new(super::events::MAX_STREAMS));
     while let Some((stream, remote)) = crate::shutdown::accept(&listener, signal.recv()).await {
-        let (controller, token) = (Arc::clone(&controller), Arc::clone(&token));
+        let (controller, token, streams) =
+            (Arc::clone(&controller), Arc::clone(&token), Arc::clone(&streams));
         signal.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (controller, token) = (Arc::clone(&controller), Arc::clone(&token));
-                async move { Ok::<_, Infallible>(handle(req, &controller, &token, remote.ip()).await) }
+                let (controller, token, streams) = (Arc::clone(&controller), Arc::clone(&token), Arc::clone(&streams));
+                async move { Ok::<_, Infallible>(handle(req, &controller, &token, remote.ip(), &streams).await) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -117,12 +120,18 @@ pub async fn serve(
     }
 }
 
-type Answer = Response<Full<Bytes>>;
+/// A response body: whole (JSON, metrics) or streamed (events).
+type AdminBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+type Answer = Response<AdminBody>;
+
+fn full(bytes: Bytes) -> AdminBody {
+    Full::new(bytes).boxed_unsync()
+}
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
     let body =
         serde_json::to_vec_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
     response
@@ -292,11 +301,11 @@ fn json_tagged<T: Serialize>(req: &Request<Incoming>, value: &T) -> Answer {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
     let mut answer = if unchanged {
-        let mut r = Response::new(Full::new(Bytes::new()));
+        let mut r = Response::new(full(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
+        let mut r = Response::new(full(Bytes::from(body)));
         r.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
         r
     };
@@ -311,7 +320,13 @@ fn id_of(what: &str, id: &str) -> Result<u64, String> {
     id.parse::<u64>().map_err(|_| format!("{what} id `{id}` is not a number"))
 }
 
-async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32], source: IpAddr) -> Answer {
+async fn handle(
+    req: Request<Incoming>,
+    c: &Arc<Controller>,
+    token: &[u8; 32],
+    source: IpAddr,
+    streams: &Arc<tokio::sync::Semaphore>,
+) -> Answer {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let method = req.method().clone();
     if path == "/healthz" {
@@ -333,11 +348,30 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32], s
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let answer = match (segments.as_slice(), &method) {
         (["metrics"], &Method::GET) => {
-            let mut r = Response::new(Full::new(Bytes::from(c.metrics().await)));
+            let mut r = Response::new(full(Bytes::from(c.metrics().await)));
             r.headers_mut()
                 .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
             Ok(r)
         }
+        (["v1", "events"], &Method::GET) => Ok(match super::events::stream(c, streams) {
+            Some(body) => {
+                let mut r = Response::new(body.boxed_unsync());
+                let headers = r.headers_mut();
+                headers.insert(
+                    CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static(super::events::CONTENT_TYPE),
+                );
+                headers.insert(
+                    hyper::header::CACHE_CONTROL,
+                    hyper::header::HeaderValue::from_static("no-store"),
+                );
+                r
+            }
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{} event streams are open already", super::events::MAX_STREAMS),
+            ),
+        }),
         (["v1", "nodes"], &Method::GET) => Ok(json(StatusCode::OK, &c.nodes())),
         (["v1", "links"], &Method::GET) => Ok(json(StatusCode::OK, &c.links())),
         (["v1", "platforms"], &Method::GET) => Ok(json(StatusCode::OK, &c.platforms())),
@@ -492,6 +526,7 @@ async fn handle(req: Request<Incoming>, c: &Arc<Controller>, token: &[u8; 32], s
             Err(e) => store_error(&e),
         }),
         (["metrics"], _)
+        | (["v1", "events"], _)
         | (["v1", "catalog" | "authorizations"], _)
         | (["v1", "catalog", _], _)
         | (["v1", "authorizations", "audit"], _) => Ok(not_allowed(&method, &path, "GET")),
