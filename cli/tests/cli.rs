@@ -253,3 +253,29 @@ fn output_into_a_closed_pipe_ends_the_tool_quietly() {
     assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// Completion scripts: bash's parses and offers the subcommands, nested ones included; fish and
+/// zsh get their own; an unknown shell is refused naming the ones there are.
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    let bash = skybridge(&["completions", "bash"]);
+    assert!(bash.status.success(), "{}", text(&bash.stderr));
+    let script = text(&bash.stdout);
+    let mut check =
+        Command::new("bash").arg("-n").stdin(std::process::Stdio::piped()).spawn().expect("bash runs");
+    std::io::Write::write_all(&mut check.stdin.take().expect("stdin"), script.as_bytes()).expect("write");
+    assert!(check.wait().expect("bash").success(), "bash cannot parse the script");
+    for word in ["controller", "relay", "ctl", "watch", "bindings", "--log-format"] {
+        assert!(script.contains(word), "no `{word}` in the bash completions");
+    }
+    let fish = text(&skybridge(&["completions", "fish"]).stdout);
+    assert!(fish.contains("complete -c skybridge") && fish.contains("watch"), "{fish}");
+    assert!(text(&skybridge(&["completions", "zsh"]).stdout).starts_with("#compdef skybridge"));
+    let out = skybridge(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("possible values: bash, elvish, fish, powershell, zsh"),
+        "{}",
+        text(&out.stderr)
+    );
+}

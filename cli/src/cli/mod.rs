@@ -66,6 +66,14 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Run a whole mesh in this process over an emulated WAN and show its path decisions.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  skybridge completions bash > /etc/bash_completion.d/skybridge\n  \
+                            skybridge completions zsh > \"${fpath[1]}/_skybridge\"\n  \
+                            skybridge completions fish > ~/.config/fish/completions/skybridge.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// How log lines are written.
@@ -117,6 +125,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Site(args) => node::run(node::RoleToRun::Site, args),
         Command::Ctl(args) => ctl::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "skybridge", &mut script);
+            out!("{}", String::from_utf8_lossy(&script).trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
