@@ -522,7 +522,7 @@ fn lower<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-fn print_catalog(entries: &[EntryView]) {
+pub(super) fn print_catalog(entries: &[EntryView]) {
     let rows = entries
         .iter()
         .map(|e| {
@@ -564,7 +564,7 @@ fn print_entry(e: &EntryView) {
     table(&["PLATFORM", "PRESENCE", "NATIVE ID", "ENDPOINT", "FIRST SEEN", "GRANTED"], rows);
 }
 
-fn print_inventory(records: &[InventoryRecord]) {
+pub(super) fn print_inventory(records: &[InventoryRecord]) {
     let rows = records
         .iter()
         .map(|r| {
@@ -624,7 +624,7 @@ fn print_refreshes(records: &[RefreshRecord]) {
     table(&["SEQ", "AT", "TRIGGER", "REQUESTS", "DISCOVERY", "OUTCOME"], rows);
 }
 
-fn print_authorizations(all: &[Authorization]) {
+pub(super) fn print_authorizations(all: &[Authorization]) {
     let rows = all
         .iter()
         .map(|a| {

@@ -1,21 +1,31 @@
-//! `skybridge demo`: the relay mesh's whole decision flow in one process — a controller, four
-//! relays and two sites on loopback, the WAN emulated in user space — driven through the real
-//! admin API and printed as `skybridge ctl` prints it.
+//! `skybridge demo`: the whole flow in one process — a controller, five relays and four sites
+//! on loopback, the WAN emulated in user space, each site fronting a cloud ([`clouds`]: small
+//! built-in fixtures) — driven through the real admin API and printed as `skybridge ctl`
+//! prints it: the mesh, path decisions, a binding and its tunnel, a relay going dark and the
+//! re-route, session translation, then discovery, each platform's consent and the catalog.
+//! Then it keeps running for `skybridge ctl` (and Prometheus) until Ctrl-C.
 
-use std::path::PathBuf;
+mod clouds;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use skybridge_gateway::admin::AdminClient;
-use skybridge_gateway::admin::api::{BindRequest, Credentials, Mode, NewAccount, PolicyUpdate};
+use skybridge_gateway::admin::api::{
+    Authorization, BindRequest, Credentials, Mode, NewAccount, PolicyUpdate,
+};
+use skybridge_gateway::catalog::AuthorizationState;
+use skybridge_gateway::config::PluginFile;
 use skybridge_gateway::path::Policy;
 use skybridge_gateway::testkit::local::{LocalMesh, Topology};
 use skybridge_gateway::testkit::netem::LinkParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ctl;
+use clouds::Cloud;
 
 /// Options of `skybridge demo`.
 #[derive(Debug, Args)]
@@ -27,14 +37,16 @@ pub struct DemoArgs {
     /// beside the scorer).
     #[arg(long, value_name = "FILE")]
     aws_adapter: Option<PathBuf>,
-    /// Keep the mesh running afterwards, to explore it with `skybridge ctl`, until Ctrl-C.
+    /// Stop once the steps are shown, instead of keeping the mesh running until Ctrl-C.
     #[arg(long)]
-    keep_running: bool,
+    exit: bool,
 }
 
 const PICTURE: &str = concat!(
     "  site-a ── r1 ──── 15 ms ──── r2 ──── 15 ms ──── r4 ── site-b\n",
     "             └── 3 ms, 5 % loss ── r3 ── 3 ms, 5 % loss ──┘\n",
+    "                                 r2 ── 20 ms ── r5 ── 20 ms ── r4\n",
+    "                                          site-c ──┘└── site-d\n",
     "  (one-way delays and per-direction loss on each emulated link)"
 );
 
@@ -78,23 +90,58 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let files = serve_files().await?;
     let api = serve_echo_auth().await?;
     let adapter = args.aws_adapter.clone().context("the AWS adapter's path")?;
-    let topology = Topology::new(policy)
-        .relays(&["r1", "r2", "r3", "r4"])
+    let plugins = adapter.parent().map(Path::to_path_buf).unwrap_or_default();
+    let secrets = tempfile::tempdir()?;
+    let mut topology = Topology::new(policy)
+        .relays(&["r1", "r2", "r3", "r4", "r5"])
         .link("r1", "r2", LinkParams::delay(15.0))
         .link("r2", "r4", LinkParams::delay(15.0))
         .link("r1", "r3", lossy)
         .link("r3", "r4", lossy)
+        .link("r2", "r5", LinkParams::delay(20.0))
+        .link("r5", "r4", LinkParams::delay(20.0))
         .site("site-a", &[("r1", LinkParams::delay(1.0))])
         .site("site-b", &[("r4", LinkParams::delay(1.0))])
+        .site("site-c", &[("r5", LinkParams::delay(1.0))])
+        .site("site-d", &[("r5", LinkParams::delay(1.0))])
         .endpoint("site-b", "files", files)
         .endpoint("site-b", "api", api)
         .adapter("site-b", adapter);
+    let authorizer = plugins.join("allowlist-authorizer.wasm");
+    anyhow::ensure!(
+        authorizer.is_file(),
+        "no authorizer plugin at {}: build the plugins with `cargo xtask plugins`",
+        authorizer.display()
+    );
+    for (cloud, site) in Cloud::ALL {
+        let addr = cloud.serve().await?;
+        topology = topology.cloud(site, cloud.config(addr, &plugins, secrets.path())?).authorizer(
+            site,
+            PluginFile {
+                path: authorizer.clone(),
+                // Each platform lets object stores into the catalog, and nothing else; tunnels
+                // may reach the endpoints it publishes.
+                config: [
+                    ("allow.objects".to_owned(), "* * object-store/*".to_owned()),
+                    ("allow.endpoints".to_owned(), "* * endpoint/*".to_owned()),
+                ]
+                .into(),
+                limits: Default::default(),
+            },
+        );
+    }
 
-    section("A diamond mesh on loopback: real QUIC + mutual TLS, the WAN emulated in user space");
+    section("A mesh on loopback: real QUIC + mutual TLS, the WAN emulated in user space");
     out!("{PICTURE}");
+    out!(
+        "Each site fronts a cloud — here small built-in fixtures answering like the real APIs, not the clouds:"
+    );
+    for (cloud, site) in Cloud::ALL {
+        out!("  {site}: {} (fixture)", cloud.label());
+    }
     let started = Instant::now();
-    let mut mesh = LocalMesh::start(topology, Duration::from_secs(30)).await?;
-    out!("controller, 4 relays and 2 sites up and measured in {:.1} s", started.elapsed().as_secs_f64());
+    let mesh = LocalMesh::start(topology, Duration::from_secs(30)).await?;
+    out!("controller, 5 relays and 4 sites up and measured in {:.1} s", started.elapsed().as_secs_f64());
     let url = format!("http://{}", mesh.controller.admin_addr());
     let client = AdminClient::new(&url, mesh.token.clone())?;
 
@@ -146,14 +193,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         bytes as f64 * 8.0 / took.as_secs_f64() / 1e6
     );
 
-    section("5. Relay r3 dies mid-download: the stream fails at once, the binding re-routes");
+    section(
+        "5. Relay r3 goes dark mid-download (its links blackholed: no close, no reset, as after kill -9)",
+    );
     let mut stream = tokio::net::TcpStream::connect(listen).await?;
     let mut buf = vec![0u8; 1 << 16];
     let mut before = 0usize;
     while before < 4 << 20 {
         before += stream.read(&mut buf).await?;
     }
-    mesh.kill_relay("r3")?;
+    for (a, b) in [("r1", "r3"), ("r3", "r4")] {
+        mesh.set_link(a, b, LinkParams { loss: 1.0, ..LinkParams::default() })?;
+    }
     let killed = Instant::now();
     let ended = loop {
         match stream.read(&mut buf).await {
@@ -162,12 +213,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             Err(e) => break format!("an error ({e})"),
         }
     };
-    out!("the download in flight ended {:.2} s after r3 died, with {ended}", killed.elapsed().as_secs_f64());
+    out!(
+        "the download in flight ended {:.2} s after r3 went dark, with {ended} (its neighbours heard nothing for 0.5 s)",
+        killed.elapsed().as_secs_f64()
+    );
     mesh.wait_until("the binding re-routed", Duration::from_secs(10), |c| {
         c.bindings().list().iter().any(|b| !b.reroutes.is_empty())
     })
     .await?;
-    out!("re-routed {:.2} s after r3 died:", killed.elapsed().as_secs_f64());
+    out!("re-routed {:.2} s after r3 went dark:", killed.elapsed().as_secs_f64());
     ctl::print_binding(&client.binding(bound.id).await?);
     let (bytes, took) = download(listen).await.context("downloading after the re-route")?;
     out!("downloaded {} MiB again in {:.2} s, over r2", bytes >> 20, took.as_secs_f64());
@@ -203,15 +257,61 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     section("Every decision is stored in the controller's redb: skybridge ctl decisions");
     out!("{} decision records", client.decisions().await?.len());
 
-    if args.keep_running {
-        let token_file = mesh.state.path().join("admin.token");
-        out!("\nThe mesh keeps running. In another shell:");
-        out!("  export SKYBRIDGE_URL={url} SKYBRIDGE_TOKEN_FILE={}", token_file.display());
-        out!("  skybridge ctl nodes; skybridge ctl connect --from site-a --to site-b");
-        out!("Ctrl-C stops it.");
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    section("8. Discovery, consent and the catalog");
+    out!("Each site discovered its cloud's services through its adapter, with its own credentials");
+    out!("(the controller holds none); the controller asked each platform's authorizer about every");
+    out!("capability; what a platform granted is in the catalog.");
+    let platforms: Vec<&str> = Cloud::ALL.iter().map(|(_, site)| *site).collect();
+    let decided = wait_for_consent(&client, &platforms).await?;
+    for (cloud, site) in Cloud::ALL {
+        let found = client.inventory_all(site).await?;
+        let kinds: Vec<String> =
+            found.iter().map(|r| format!("{} {}", r.service.kind, r.service.name)).collect();
+        out!("  {site} ({}): {} services — {}", cloud.label(), found.len(), kinds.join(", "));
     }
+    section("skybridge ctl authorizations   (each platform's allowlist grants `* * object-store/*`)");
+    ctl::print_authorizations(&decided);
+    section("skybridge ctl catalog ls");
+    ctl::print_catalog(&client.catalog_all("").await?);
+
+    if args.exit {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let token_file = mesh.state.path().join("admin.token");
+    section("The mesh keeps running");
+    out!("admin API:  {url}   (token in {})", token_file.display());
+    out!(
+        "metrics:    {url}/metrics (same token); relay r1: http://{}/metrics",
+        mesh.relays["r1"].metrics_addr().map(|a| a.to_string()).unwrap_or_default()
+    );
+    out!("In another shell:");
+    out!("  export SKYBRIDGE_URL={url} SKYBRIDGE_TOKEN_FILE={}", token_file.display());
+    out!("  skybridge ctl watch          # events as they happen");
+    out!("  skybridge ctl nodes; skybridge ctl catalog ls; skybridge ctl connect --from site-a --to site-c");
+    out!("Ctrl-C stops it.");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    out!("stopping…");
+    drop(mesh);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The authorizations of `platforms` once each has reported and none is pending (at most 60 s).
+async fn wait_for_consent(client: &AdminClient, platforms: &[&str]) -> anyhow::Result<Vec<Authorization>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ours: Vec<Authorization> = client
+            .authorizations()
+            .await?
+            .into_iter()
+            .filter(|a| platforms.contains(&a.platform.as_str()))
+            .collect();
+        let reported = platforms.iter().all(|p| ours.iter().any(|a| a.platform == *p));
+        if reported && ours.iter().all(|a| a.state != AuthorizationState::Pending) {
+            return Ok(ours);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the platforms had not all decided after 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// What the demo's file service sends each client.
