@@ -40,6 +40,17 @@ pub struct DemoArgs {
     /// Stop once the steps are shown, instead of keeping the mesh running until Ctrl-C.
     #[arg(long)]
     exit: bool,
+    /// While it keeps running: `degrade` makes link r2–r4 lose 30 % of its packets each way
+    /// 10 s in, so that the binding on it re-routes live (watch it with `skybridge ctl watch`).
+    #[arg(long, value_name = "SCENARIO")]
+    scenario: Option<Scenario>,
+}
+
+/// What happens while the demo keeps running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// A link on the binding's path degrades.
+    Degrade,
 }
 
 const PICTURE: &str = concat!(
@@ -289,6 +300,20 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     out!("  skybridge ctl watch          # events as they happen");
     out!("  skybridge ctl nodes; skybridge ctl catalog ls; skybridge ctl connect --from site-a --to site-c");
     out!("Ctrl-C stops it.");
+    if args.scenario == Some(Scenario::Degrade) {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(10)) => {
+                mesh.set_link("r2", "r4", LinkParams { loss: 0.3, ..LinkParams::delay(15.0) })?;
+                out!("\n[degrade] link r2–r4 now loses 30 % of its packets each way: binding 1 re-routes once its");
+                out!("          probes see it (skybridge ctl watch; skybridge ctl bindings 1)");
+            }
+            signal = tokio::signal::ctrl_c() => {
+                signal.context("waiting for Ctrl-C")?;
+                out!("stopping…");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     out!("stopping…");
     drop(mesh);
