@@ -401,8 +401,14 @@ fn bench_script(script: &str, programs: &[(&str, &str)], args: &[String]) -> Res
 }
 
 /// Third-party programs the tests run, and the Debian packages that provide them.
-const TEST_PEERS: &[(&str, &str)] =
-    &[("curl", "curl"), ("python3", "python3"), ("prometheus", "prometheus"), ("promtool", "prometheus")];
+const TEST_PEERS: &[(&str, &str)] = &[
+    ("curl", "curl"),
+    ("python3", "python3"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+    // The dashboard test's browser: Debian's, never a downloaded one.
+    ("chromium", "chromium"),
+];
 
 /// Install the test peers that are missing.
 fn ensure_test_peers() -> Result<()> {
@@ -421,7 +427,7 @@ const PYTHON_PEERS: &[&str] = &[
 
 /// npm packages the cloud tests run, pinned (Azurite 3.35 is the newest that supports the
 /// Node.js 20 these machines have).
-const NODE_PEERS: &[&str] = &["azurite@3.35.0"];
+const NODE_PEERS: &[&str] = &["azurite@3.35.0", "playwright-core@1.57.0"];
 
 /// [`NODE_PEERS`] installed under `target/peers/node`, made or updated as needed; returns the
 /// folder holding their programs.

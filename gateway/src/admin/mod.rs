@@ -7,12 +7,14 @@
 //!   server and its clients;
 //! - [`server`] — the hyper server, its routes and the status each error maps to;
 //! - [`events`] — the live event stream (server-sent events);
+//! - [`ui`] — the dashboard's page, script and style, embedded;
 //! - [`client`] — the one client: `skybridge ctl`, the demo and the tests use it.
 
 pub mod api;
 pub mod client;
 pub mod events;
 pub mod server;
+pub mod ui;
 
 pub use client::{AdminClient, ClientError};
 pub use server::{read_token, serve};

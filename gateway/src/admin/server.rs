@@ -2,7 +2,8 @@
 //!
 //! | method | path | |
 //! | --- | --- | --- |
-//! | GET | `/healthz` | liveness; the only path served without a token, and it reveals nothing |
+//! | GET | `/healthz` | liveness; served without a token, and it reveals nothing |
+//! | GET | `/ui` | the dashboard (page, script, style; served without a token: they hold no data) |
 //! | GET | `/metrics` | Prometheus metrics (text format 0.0.4): nodes, links, decisions, re-routes, bindings, sessions, plugins, the catalog |
 //! | GET | `/v1/events` | the controller's events as they happen (server-sent events: `event:` the type, `data:` its JSON) |
 //! | GET | `/v1/nodes` | registered relays and sites, up or down |
@@ -331,6 +332,18 @@ async fn handle(
     let method = req.method().clone();
     if path == "/healthz" {
         return json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
+    }
+    if let Some(asset) = super::ui::asset(req.uri().path()) {
+        if method != Method::GET {
+            return not_allowed(&method, &path, "GET");
+        }
+        let mut r = Response::new(full(asset.bytes()));
+        let headers = r.headers_mut();
+        headers.insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(asset.content_type));
+        for (name, value) in super::ui::HEADERS {
+            headers.insert(*name, hyper::header::HeaderValue::from_static(value));
+        }
+        return r;
     }
     if let Err(wait) = c.auth_allowed(source, None) {
         let refusal = crate::session::translate::Refusal::throttled(wait);

@@ -48,6 +48,9 @@ pub struct NodeView {
     pub listen: Option<SocketAddr>,
     /// Milliseconds since it was last heard from.
     pub last_seen_ms: u64,
+    /// Milliseconds since its state (up or down) last changed.
+    #[serde(default)]
+    pub since_ms: u64,
 }
 
 /// A platform (a site) and its relays.
@@ -320,6 +323,7 @@ impl MeshView {
                 state: n.state,
                 listen: n.listen,
                 last_seen_ms: ms_between(n.last_seen, now),
+                since_ms: ms_between(n.since, now),
             })
             .collect()
     }

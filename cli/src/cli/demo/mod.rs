@@ -41,9 +41,13 @@ pub struct DemoArgs {
     #[arg(long)]
     exit: bool,
     /// While it keeps running: `degrade` makes link r2–r4 lose 30 % of its packets each way
-    /// 10 s in, so that the binding on it re-routes live (watch it with `skybridge ctl watch`).
+    /// (after `--degrade-after-s`), so that the binding on it re-routes live (watch it with
+    /// `skybridge ctl watch` or the dashboard).
     #[arg(long, value_name = "SCENARIO")]
     scenario: Option<Scenario>,
+    /// Seconds after the steps before `--scenario degrade` degrades the link.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    degrade_after_s: u64,
 }
 
 /// What happens while the demo keeps running.
@@ -290,6 +294,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let token_file = mesh.state.path().join("admin.token");
     section("The mesh keeps running");
+    out!("dashboard:  {url}/ui   (log in with the admin token: cat {})", token_file.display());
     out!("admin API:  {url}   (token in {})", token_file.display());
     out!(
         "metrics:    {url}/metrics (same token); relay r1: http://{}/metrics",
@@ -302,7 +307,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     out!("Ctrl-C stops it.");
     if args.scenario == Some(Scenario::Degrade) {
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(10)) => {
+            () = tokio::time::sleep(Duration::from_secs(args.degrade_after_s)) => {
                 mesh.set_link("r2", "r4", LinkParams { loss: 0.3, ..LinkParams::delay(15.0) })?;
                 out!("\n[degrade] link r2–r4 now loses 30 % of its packets each way: binding 1 re-routes once its");
                 out!("          probes see it (skybridge ctl watch; skybridge ctl bindings 1)");

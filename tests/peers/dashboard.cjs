@@ -1,0 +1,64 @@
+// The dashboard as a user sees it, in Debian's Chromium driven by playwright-core:
+//   node dashboard.cjs URL TOKEN_FILE SCREENSHOT_DIR
+// Prints one JSON object with what it found; exits non-zero (with the reason) when a check fails.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const { chromium } = require('playwright-core');
+
+const [url, tokenFile, shots] = process.argv.slice(2);
+const token = fs.readFileSync(tokenFile, 'utf8').split('\n')[0].trim();
+
+function check(ok, what) {
+  if (!ok) throw new Error(what);
+}
+
+(async () => {
+  fs.mkdirSync(shots, { recursive: true });
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--headless=new'] });
+  const found = {};
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 950 } });
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`${url}/ui`);
+    // A wrong token is refused and kept nowhere.
+    await page.fill('#token', 'not-the-token-0123456789');
+    await page.click('#login-form button[type=submit]');
+    await page.waitForFunction(() => document.getElementById('login-error').textContent.includes('refused'));
+    check(await page.evaluate(() => sessionStorage.length === 0), 'a refused token was stored');
+    await page.fill('#token', token);
+    await page.click('#login-form button[type=submit]');
+    await page.waitForSelector('#graph [data-node="site-d"]');
+    await page.waitForFunction(() => document.querySelectorAll('#graph [data-link]').length >= 6);
+    check(!page.url().includes(token), 'the token is in the URL');
+    found.nodes = await page.$$eval('#graph [data-node]', (els) => els.map((e) => e.getAttribute('data-node')).sort());
+    found.links = await page.$$eval('#graph [data-link]', (els) => els.map((e) => e.getAttribute('data-link')).sort());
+    found.highlighted = await page.$$eval('#graph .path-highlight', (els) => els.map((e) => e.getAttribute('data-path')));
+    await page.screenshot({ path: path.join(shots, 'topology.png'), fullPage: true });
+
+    await page.click('#tabs button[data-view="decisions"]');
+    found.winners = await page.$$eval('#decision-list tr.winner td:nth-child(2)', (els) => els.map((e) => e.textContent));
+    await page.screenshot({ path: path.join(shots, 'decisions.png'), fullPage: true });
+    await page.click('#tabs button[data-view="catalog"]');
+    await page.waitForSelector('#catalog-table [data-entry]');
+    found.entries = await page.$$eval('#catalog-table [data-entry]', (els) => els.map((e) => e.getAttribute('data-entry')).sort());
+    found.refused = await page.$$eval('#authorization-table span.refused', (els) => els.length);
+    await page.screenshot({ path: path.join(shots, 'catalog.png'), fullPage: true });
+    await page.click('#tabs button[data-view="bindings"]');
+    await page.screenshot({ path: path.join(shots, 'bindings.png'), fullPage: true });
+
+    // The demo degrades a link on the binding's path: the re-route shows in the live feed.
+    await page.waitForSelector('#feed li[data-type="rerouted"]', { timeout: 90000 });
+    found.rerouted = await page.$eval('#feed li[data-type="rerouted"]', (e) => e.textContent);
+    await page.click('#tabs button[data-view="topology"]');
+    await page.screenshot({ path: path.join(shots, 'rerouted.png'), fullPage: true });
+    found.page_errors = errors;
+  } finally {
+    await browser.close();
+  }
+  process.stdout.write(JSON.stringify(found) + '\n');
+})().catch((e) => {
+  process.stderr.write(`dashboard check failed: ${e.stack || e}\n`);
+  process.exit(1);
+});
