@@ -21,22 +21,12 @@ RUNS=${1:-10}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SKY=${SKYBRIDGE_BIN:-$ROOT/target/release/skybridge}
 PLUGINS=${SKYBRIDGE_PLUGIN_DIR:-$ROOT/target/plugins}
-WORK=$(mktemp -d)
-PIDS=()
-declare -A NODE_PID
-cleanup() {
-    for f in "$WORK"/pids/*; do [ -f "$f" ] && NODE_PID[$(basename "$f")]=$(cat "$f"); done
-    for pid in "${PIDS[@]}" "${NODE_PID[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. "$ROOT/bench/lib.sh"
+bench_workdir
 for tool in "$SKY" python3 ss; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
 done
 [ -f "$PLUGINS/weighted-scorer.wasm" ] || { echo "missing: $PLUGINS/weighted-scorer.wasm (run cargo xtask plugins)" >&2; exit 2; }
-
-. "$ROOT/bench/lib.sh"
 
 STREAM=$(free_port)
 python3 "$ROOT/bench/failover_runs.py" serve "$STREAM" & PIDS+=($!)

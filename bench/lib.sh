@@ -1,6 +1,37 @@
 # Shared by the bench scripts (sourced): ports, a mesh's certificates and admin token, node
 # configs. Expects $SKY (the skybridge binary) and, for `node`, $MESH (the controller's port).
 
+# A scratch folder $WORK, removed at exit, and the processes to stop then: $PIDS (helpers)
+# and $NODE_PID (nodes; restarted ones are found in $WORK/pids/).
+bench_workdir() {
+    WORK=$(mktemp -d)
+    PIDS=()
+    declare -gA NODE_PID
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    local f pid
+    for f in "$WORK"/pids/*; do [ -f "$f" ] && NODE_PID[$(basename "$f")]=$(cat "$f"); done
+    for pid in "${PIDS[@]}" "${NODE_PID[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+
+# controller.toml in the current folder: mesh on $MESH, admin API on $ADMIN with admin.token,
+# the development PKI; $1: more lines (policy, ingress, adapters).
+controller_conf() {
+    cat > controller.toml <<CONF
+name = "controller"
+listen = "127.0.0.1:$MESH"
+store = "state/c.redb"
+plugin_cache = "cache"
+tls = { ca = "pki/ca.pem", cert = "pki/controller.pem", key = "pki/controller.key" }
+admin = { listen = "127.0.0.1:$ADMIN", token_file = "admin.token" }
+$1
+CONF
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -62,16 +93,8 @@ diamond_mesh() {
     declare -gA PORT NODE_PID
     local r
     for r in r1 r2 r3 r4; do PORT[$r]=$(free_port); done
-    cat > controller.toml <<CONF
-name = "controller"
-listen = "127.0.0.1:$MESH"
-store = "state/c.redb"
-plugin_cache = "cache"
-tls = { ca = "pki/ca.pem", cert = "pki/controller.pem", key = "pki/controller.key" }
-admin = { listen = "127.0.0.1:$ADMIN", token_file = "admin.token" }
-ingress = { platform = "site-a" }
-$2
-CONF
+    controller_conf "ingress = { platform = \"site-a\" }
+$2"
     { node r1 "${PORT[r1]}"; echo "neighbours = $(diamond_peers r2 r3)"; } > r1.toml
     { node r2 "${PORT[r2]}"; echo "neighbours = $(diamond_peers r4)"; } > r2.toml
     { node r3 "${PORT[r3]}"; echo "neighbours = $(diamond_peers r4)"; } > r3.toml

@@ -27,24 +27,14 @@ MINUTES=${1:-30}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SKY=${SKYBRIDGE_BIN:-$ROOT/target/release/skybridge}
 PLUGINS=${SKYBRIDGE_PLUGIN_DIR:-$ROOT/target/plugins}
-WORK=$(mktemp -d)
-PIDS=()
-declare -A NODE_PID
-cleanup() {
-    for f in "$WORK"/pids/*; do [ -f "$f" ] && NODE_PID[$(basename "$f")]=$(cat "$f"); done
-    for pid in "${PIDS[@]}" "${NODE_PID[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. "$ROOT/bench/lib.sh"
+bench_workdir
 for tool in "$SKY" nginx python3 ss; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
 done
 for p in weighted-scorer.wasm testing/plain-adapter.wasm; do
     [ -f "$PLUGINS/$p" ] || { echo "missing: $PLUGINS/$p (run cargo xtask plugins)" >&2; exit 2; }
 done
-
-. "$ROOT/bench/lib.sh"
 
 HTTP=$(free_port)
 nginx_ok_conf "$WORK/nginx" "$HTTP" 4096

@@ -167,16 +167,8 @@ wait_port "$SSH_FWD"
 cd "$WORK"
 mesh_pki controller:controller r1:relay r2:relay site-a:site site-b:site
 MESH=$(free_port); ADMIN=$(free_port); R1=$(free_port); R2=$(free_port); SINK=$(free_port)
-cat > controller.toml <<CONF
-name = "controller"
-listen = "127.0.0.1:$MESH"
-store = "state/c.redb"
-plugin_cache = "cache"
-tls = { ca = "pki/ca.pem", cert = "pki/controller.pem", key = "pki/controller.key" }
-admin = { listen = "127.0.0.1:$ADMIN", token_file = "admin.token" }
-policy = { scorer = "$SCORER" }
-ingress = { max_connections = 15000 }
-CONF
+controller_conf "policy = { scorer = \"$SCORER\" }
+ingress = { max_connections = 15000 }"
 { node r1 "$R1"; echo "neighbours = [{ name = \"r2\", addr = \"127.0.0.1:$R2\" }]"; } > r1.toml
 node r2 "$R2" > r2.toml
 { node site-a 0; echo "relays = [{ name = \"r1\", addr = \"127.0.0.1:$R1\" }]"; } > site-a.toml

@@ -27,17 +27,9 @@ trap cleanup EXIT
 cd "$WORK"
 mesh_pki controller:controller r1:relay site-a:site site-b:site
 MESH=$(free_port); ADMIN=$(free_port); R1=$(free_port); SINK=$(free_port)
-cat > controller.toml <<CONF
-name = "controller"
-listen = "127.0.0.1:$MESH"
-store = "state/c.redb"
-plugin_cache = "cache"
-tls = { ca = "pki/ca.pem", cert = "pki/controller.pem", key = "pki/controller.key" }
-admin = { listen = "127.0.0.1:$ADMIN", token_file = "admin.token" }
-policy = { scorer = "$PLUGINS/weighted-scorer.wasm", probes = 5, probe_interval_ms = 5 }
-ingress = { platform = "site-a" }
-adapter = [{ platform = "site-b", path = "$PLUGINS/aws-adapter.wasm" }]
-CONF
+controller_conf "policy = { scorer = \"$PLUGINS/weighted-scorer.wasm\", probes = 5, probe_interval_ms = 5 }
+ingress = { platform = \"site-a\" }
+adapter = [{ platform = \"site-b\", path = \"$PLUGINS/aws-adapter.wasm\" }]"
 node r1 "$R1" > r1.toml
 { node site-a 0; echo "relays = [{ name = \"r1\", addr = \"127.0.0.1:$R1\" }]"; } > site-a.toml
 { node site-b 0; echo "relays = [{ name = \"r1\", addr = \"127.0.0.1:$R1\" }]"
