@@ -159,6 +159,18 @@ impl AdminClient {
         Ok(AdminClient { url: url.trim_end_matches('/').to_owned(), authority, token: token.into() })
     }
 
+    /// A new HTTP/1.1 connection to the API, its driver spawned.
+    async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable { url: self.url.clone(), reason };
+        let stream =
+            tokio::net::TcpStream::connect(&self.authority).await.map_err(|e| unreachable(e.to_string()))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
     /// A client for the API listening at `addr`.
     pub fn for_addr(addr: SocketAddr, token: impl Into<String>) -> AdminClient {
         AdminClient { url: format!("http://{addr}"), authority: addr.to_string(), token: token.into() }
@@ -186,12 +198,7 @@ impl AdminClient {
         headers: &[(&str, &str)],
     ) -> Result<Answer, ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable { url: self.url.clone(), reason };
-        let stream =
-            tokio::net::TcpStream::connect(&self.authority).await.map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(conn);
+        let mut sender = self.connect().await?;
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -245,12 +252,7 @@ impl AdminClient {
     /// The controller's events from now on (`GET /v1/events`).
     pub async fn events(&self) -> Result<EventStream, ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable { url: self.url.clone(), reason };
-        let stream =
-            tokio::net::TcpStream::connect(&self.authority).await.map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(conn);
+        let mut sender = self.connect().await?;
         let request = Request::builder()
             .method(Method::GET)
             .uri("/v1/events")
