@@ -31,7 +31,8 @@ pub struct Cli {
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
 
-    /// Log level: error, warn, info, debug or trace (default: info for nodes, warn for tools).
+    /// Log level: error, warn, info, debug or trace (default: info for nodes, warn for tools,
+    /// error for the demo).
     /// RUST_LOG, when set, overrides it with its own per-module filter.
     #[arg(long, value_name = "LEVEL", env = "SKYBRIDGE_LOG_LEVEL", global = true)]
     pub log_level: Option<tracing::Level>,
@@ -97,8 +98,15 @@ impl Cli {
     /// info for nodes and warnings only for tools.
     pub fn init_logging(&self) {
         let verbose = if self.runs_node() { self.verbose.max(1) } else { self.verbose };
+        // The demo's nodes run in its process: their warnings (a relay going dark is one of its
+        // steps) would break up the steps it prints, so it shows errors only unless asked.
+        let quiet = if matches!(self.command, Command::Demo(_)) {
+            tracing::Level::ERROR
+        } else {
+            tracing::Level::WARN
+        };
         let level = self.log_level.unwrap_or(match verbose {
-            0 => tracing::Level::WARN,
+            0 => quiet,
             1 => tracing::Level::INFO,
             2 => tracing::Level::DEBUG,
             _ => tracing::Level::TRACE,
