@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::plugin;
+use common::Demo;
 
 /// The npm test peers' `node_modules` (`cargo xtask test` installs playwright-core there).
 fn node_modules() -> PathBuf {
@@ -27,46 +25,9 @@ fn node_modules() -> PathBuf {
 
 #[test]
 fn the_dashboard_shows_the_mesh_the_decisions_the_catalog_and_a_live_reroute() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let scorer = plugin("weighted-scorer.wasm");
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_skybridge"))
-        .args([
-            "demo",
-            "--scorer",
-            scorer.to_str().expect("utf-8"),
-            "--scenario",
-            "degrade",
-            "--degrade-after-s",
-            "20",
-        ])
-        .current_dir(tmp.path())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the demo starts");
-    let stdout = BufReader::new(demo.stdout.take().expect("stdout"));
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut seen: Vec<String> = Vec::new();
-    while seen.last().is_none_or(|l| l != "Ctrl-C stops it.") {
-        let left = deadline.checked_duration_since(Instant::now()).unwrap_or_default();
-        seen.push(
-            lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("the demo did not finish its steps:\n{}", seen.join("\n"))),
-        );
-    }
-    let api = seen.iter().find_map(|l| l.strip_prefix("admin API:  ")).expect("the admin API line");
-    let (url, token_file) = api.split_once("   (token in ").expect("the token file");
-    let token_file = token_file.trim_end_matches(')');
+    let mut demo = Demo::start(&["--scenario", "degrade", "--degrade-after-s", "20"]);
+    let (url, token_file) = (demo.url.as_str(), demo.token_file.as_str());
+    let seen = &demo.steps;
     assert!(seen.iter().any(|l| l.starts_with(&format!("dashboard:  {url}/ui"))), "{}", seen.join("\n"));
 
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
@@ -78,8 +39,7 @@ fn the_dashboard_shows_the_mesh_the_decisions_the_catalog_and_a_live_reroute() {
         .env("NODE_PATH", node_modules())
         .output()
         .expect("node runs");
-    let _ = Command::new("kill").args(["-INT", &demo.id().to_string()]).status();
-    let _ = demo.wait();
+    demo.interrupt();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let found: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
 

@@ -168,15 +168,7 @@ fn a_relay_killed_with_sigkill_is_noticed_by_its_silence() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("ctl watch runs");
-    let (lines_tx, watched) = std::sync::mpsc::channel();
-    let stdout = watch.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let watched = lines_of(watch.stdout.take().expect("stdout"));
     std::thread::sleep(Duration::from_millis(300)); // its stream is open
 
     let mut killed = relays.remove(victim.as_str()).expect("the victim runs");

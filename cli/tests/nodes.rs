@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Node, node_toml, ok, pki_and_token, plugin, skybridge, text, write, write_controller_toml};
+use common::{
+    Demo, Node, node_toml, ok, pki_and_token, plugin, skybridge, text, write, write_controller_toml,
+};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -449,35 +451,8 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
 /// `skybridge demo` (what `cargo xtask demo` runs) makes the decisions its narrative claims.
 #[test]
 fn the_demo_runs_the_whole_flow_then_keeps_running_until_interrupted() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let scorer = plugin("weighted-scorer.wasm");
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_skybridge"))
-        .args(["demo", "--scorer", scorer.to_str().expect("utf-8")])
-        .current_dir(tmp.path())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the demo starts");
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stdout = demo.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while seen.last().is_none_or(|l: &String| l != "Ctrl-C stops it.") {
-        let left = deadline.checked_duration_since(Instant::now()).unwrap_or_default();
-        match lines.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("the demo did not get to the end of its steps:\n{}", seen.join("\n")),
-        }
-    }
-    let stdout = seen.join("\n");
+    let mut demo = Demo::start(&[]);
+    let stdout = demo.steps.join("\n");
     // The winner of each of the four decisions, in order.
     let winners: Vec<&str> = stdout.lines().filter(|l| l.starts_with("*  ")).collect();
     assert_eq!(winners.len(), 4, "{stdout}");
@@ -520,28 +495,16 @@ fn the_demo_runs_the_whole_flow_then_keeps_running_until_interrupted() {
     assert_eq!(catalog.len(), 7, "seven object stores granted by four platforms:\n{stdout}");
 
     // It keeps running: the admin API it names answers.
-    let url = stdout.lines().find_map(|l| l.strip_prefix("admin API:  ")).expect("the admin API line");
-    let (url, token) = url.split_once("   (token in ").expect("the token file");
-    let token = token.trim_end_matches(')');
     let listed = Command::new(env!("CARGO_BIN_EXE_skybridge"))
-        .args(["ctl", "--url", url, "--json", "catalog", "ls"])
-        .env("SKYBRIDGE_TOKEN_FILE", token)
+        .args(["ctl", "--url", &demo.url, "--json", "catalog", "ls"])
+        .env("SKYBRIDGE_TOKEN_FILE", &demo.token_file)
         .output()
         .expect("ctl runs");
     let entries: serde_json::Value = serde_json::from_str(&ok(listed)).expect("json");
     assert_eq!(entries.as_array().map(Vec::len), Some(7), "{entries:#}");
 
     // Ctrl-C: a clean exit.
-    let interrupted = Command::new("kill").args(["-INT", &demo.id().to_string()]).status().expect("kill");
-    assert!(interrupted.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = demo.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the demo did not stop within 20 s of Ctrl-C");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = demo.interrupt();
     assert!(status.success(), "{status}");
 }
 

@@ -176,3 +176,82 @@ pub fn write_controller_toml(dir: &Path, listen: &str) {
         ),
     );
 }
+
+/// `skybridge demo` run as a user runs it, through its steps to the point where it keeps
+/// running; SIGINT on [`Demo::interrupt`], killed when dropped.
+pub struct Demo {
+    pub child: Child,
+    /// Every line it printed up to "Ctrl-C stops it.".
+    pub steps: Vec<String>,
+    /// The admin API it names.
+    pub url: String,
+    /// The admin token's file it names.
+    pub token_file: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    /// Start the demo with the built scorer and `extra` arguments; wait (at most 240 s) until
+    /// it has shown every step.
+    pub fn start(extra: &[&str]) -> Demo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scorer = plugin("weighted-scorer.wasm");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skybridge"))
+            .args(["demo", "--scorer", scorer.to_str().expect("utf-8")])
+            .args(extra)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the demo starts");
+        let lines = lines_of(child.stdout.take().expect("stdout"));
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let mut steps: Vec<String> = Vec::new();
+        while steps.last().is_none_or(|l| l != "Ctrl-C stops it.") {
+            let left = deadline.checked_duration_since(Instant::now()).unwrap_or_default();
+            match lines.recv_timeout(left) {
+                Ok(line) => steps.push(line),
+                Err(_) => panic!("the demo did not get to the end of its steps:\n{}", steps.join("\n")),
+            }
+        }
+        let api = steps.iter().find_map(|l| l.strip_prefix("admin API:  ")).expect("the admin API line");
+        let (url, token_file) = api.split_once("   (token in ").expect("the token file");
+        let (url, token_file) = (url.to_owned(), token_file.trim_end_matches(')').to_owned());
+        Demo { child, steps, url, token_file, _dir: dir }
+    }
+
+    /// Ctrl-C, and how it exited (within 20 s).
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().expect("kill");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the demo did not stop within 20 s of Ctrl-C");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lines a child writes on `out`, as they come.
+pub fn lines_of(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
