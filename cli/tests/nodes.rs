@@ -503,6 +503,22 @@ fn the_demo_runs_the_whole_flow_then_keeps_running_until_interrupted() {
     let entries: serde_json::Value = serde_json::from_str(&ok(listed)).expect("json");
     assert_eq!(entries.as_array().map(Vec::len), Some(7), "{entries:#}");
 
+    // Its OpenAPI document passes a real validator, and every GET answer of the running demo —
+    // with its decisions, bindings, catalog and accounts — is the shape the document says.
+    let python = std::env::var_os("SKYBRIDGE_PEERS_PYTHON").unwrap_or_else(|| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/openapi_check.py");
+    let checked =
+        Command::new(python).arg(script).args([&demo.url, &demo.token_file]).output().expect("python runs");
+    let checked: serde_json::Value = serde_json::from_str(&ok(checked)).expect("the check's JSON");
+    assert_eq!(checked["unfilled"], serde_json::json!([]), "{checked:#}");
+    let validated = checked["validated"].as_array().expect("validated");
+    for call in
+        ["GET /v1/catalog 200", "GET /v1/decisions/not-a-number 400", "GET /v1/decisions/999999999 404"]
+    {
+        assert!(validated.contains(&serde_json::json!(call)), "{call} not validated: {checked:#}");
+    }
+    assert!(validated.len() >= 20, "{checked:#}");
+
     // Ctrl-C: a clean exit.
     let status = demo.interrupt();
     assert!(status.success(), "{status}");

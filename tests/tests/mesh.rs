@@ -312,6 +312,25 @@ async fn the_admin_api_refuses_strangers_and_bad_requests_clearly() {
     let answer = mesh.client().exchange(method, "/v1/bindings/1", None, true).await.expect("answer");
     let allow = answer.headers.get("allow").and_then(|v| v.to_str().ok());
     assert_eq!((answer.status, allow), (405, Some("GET, DELETE")));
+    // Every route the table (and so the OpenAPI document) lists is served: asked about a
+    // record that does not exist, each answers — never "no such endpoint", never "listed but
+    // not served". (Only JSON answers: the event stream never ends, and the dashboard and
+    // the metrics have tests of their own.)
+    use skybridge_gateway::admin::routes::{Answer, routes};
+    for route in routes() {
+        if matches!(route.answer, Answer::Other(media) if media != "application/json") {
+            continue;
+        }
+        let path = route.path.replace("{id}", "999999").replace("{platform}", "nowhere");
+        let body = route.request.map(|_| "{}");
+        let (status, answer) = mesh.api(route.method.as_str(), &path, body).await;
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            status != 405 && !error.contains("no such endpoint") && !error.contains("not served"),
+            "{} {path}: {status} {answer}",
+            route.method
+        );
+    }
 
     // Reading an account is a read: the target tokens cached for it stay. Changing its
     // credentials drops them (they were obtained with the old ones).

@@ -1,6 +1,7 @@
 //! The admin API's request and response types. The server answers with them and clients read
 //! them back, so a renamed field is a compile error rather than a silently empty column.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::controller::bindings::{BindRequest, BindingView, Mode, Reroute};
@@ -12,7 +13,7 @@ pub use crate::session::accounts::{AccountView, Credentials, CredentialsView, Ne
 pub use crate::session::records::SessionRecord;
 
 /// The body of `POST /v1/decisions` (and its alias `POST /v1/connections`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectRequest {
     /// The requesting platform.
@@ -22,21 +23,21 @@ pub struct ConnectRequest {
 }
 
 /// An error answer: `{"error": "…"}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     /// What went wrong, in one line.
     pub error: String,
 }
 
 /// The answer to `DELETE /v1/accounts/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Deleted {
     /// The id deleted.
     pub deleted: String,
 }
 
 /// One plugin in service, as `GET /v1/plugins` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PluginView {
     /// Its name in the controller (`scorer`, `adapter-PLATFORM`).
     pub name: String,
@@ -67,7 +68,8 @@ pub use crate::controller::{EntryView, OfferView};
 
 /// A page of a list: its items, and the token of the next page when there is one (pass it as
 /// `?page=`; it is opaque).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "{T}Page")]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
@@ -80,8 +82,17 @@ pub struct Page<T> {
     pub revision: Option<u64>,
 }
 
+/// The answer to `DELETE /v1/bindings/{id}` for a binding given up while being restored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Abandoned {
+    /// The binding's id.
+    pub id: u64,
+    /// Why there is no binding to show: `given up while being restored`.
+    pub closed: String,
+}
+
 /// The answer to `POST /v1/platforms/{p}/refresh`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RefreshStarted {
     /// The platform.
     pub platform: String,

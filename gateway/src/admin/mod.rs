@@ -5,7 +5,9 @@
 //!
 //! - [`api`] — the request and response types, `Serialize + Deserialize`, shared by the
 //!   server and its clients;
-//! - [`server`] — the hyper server, its routes and the status each error maps to;
+//! - [`routes`] — the table of routes the server dispatches by, and [`openapi`] — the OpenAPI
+//!   document generated from it and the types' schemas;
+//! - [`server`] — the hyper server and the status each error maps to;
 //! - [`events`] — the live event stream (server-sent events);
 //! - [`ui`] — the dashboard's page, script and style, embedded;
 //! - [`client`] — the one client: `skybridge ctl`, the demo and the tests use it.
@@ -13,6 +15,8 @@
 pub mod api;
 pub mod client;
 pub mod events;
+pub mod openapi;
+pub mod routes;
 pub mod server;
 pub mod ui;
 

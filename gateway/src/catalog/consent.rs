@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::record::{CapabilityInfo, ServiceInfo};
 
 /// Where an authorization stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthorizationState {
     /// Asked, or to be asked; no decision yet.
@@ -83,7 +83,7 @@ impl Default for Handshake {
 }
 
 /// One (platform, capability) authorization.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Authorization {
     /// The request id: the idempotency key of every attempt.
@@ -233,7 +233,7 @@ pub enum Step {
 }
 
 /// One line of the audit: who decided what about which capability, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {
     /// Increasing (set by the store).

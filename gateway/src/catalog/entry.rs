@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::record::CapabilityInfo;
 
 /// A capability in the catalog.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogEntry {
     /// Never changes.

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::record::ServiceInfo;
 
 /// Whether a platform still has a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Presence {
     /// In the latest full report.
@@ -34,7 +34,7 @@ pub enum Presence {
 }
 
 /// One service in a platform's inventory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InventoryRecord {
     /// The service as last reported.
@@ -83,7 +83,7 @@ impl Default for Withdrawal {
 }
 
 /// What a report did, counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportSummary {
     /// Services reported.

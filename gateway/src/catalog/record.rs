@@ -13,7 +13,7 @@ use super::taxonomy;
 pub const PUBLISHED_ENDPOINT: &str = "published-endpoint";
 
 /// One service of a platform's cloud, keyed by the cloud's own id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceInfo {
     /// The cloud's own stable key (bucket, container, Keystone endpoint id, instance ARN).
@@ -36,7 +36,7 @@ pub struct ServiceInfo {
 }
 
 /// A capability a service offers, in the catalog's terms.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilityInfo {
     /// A kind of the taxonomy.

@@ -9,7 +9,7 @@ use super::inventory::ReportSummary;
 pub const KEEP_REFRESHES: usize = 100;
 
 /// Why a site discovered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Trigger {
     /// Its control channel came up.
@@ -21,7 +21,7 @@ pub enum Trigger {
 }
 
 /// How a refresh ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
     /// Integrated into the inventory.
@@ -43,7 +43,7 @@ pub enum Outcome {
 
 /// One refresh of one platform. (No `deny_unknown_fields`: serde cannot combine it with the
 /// flattened outcome.)
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RefreshRecord {
     /// Increasing per platform (set by the store).
     pub seq: u64,

@@ -38,7 +38,7 @@ impl From<StoreError> for AccountError {
 }
 
 /// What the brute-force back-off has counted (`GET /v1/auth-failures`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct AuthFailures {
     /// Failed proofs of identity since the controller started.
     pub failures: u64,

@@ -39,7 +39,7 @@ pub const REROUTE_HOLD_DOWN: Duration = Duration::from_secs(10);
 pub const REROUTE_WAIT: Duration = Duration::from_secs(5);
 
 /// How a binding carries traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Any TCP protocol, byte for byte.
@@ -63,7 +63,7 @@ impl Mode {
 }
 
 /// The body of `POST /v1/bindings`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindRequest {
     /// The requesting platform (its nearest relay starts the path); default: the ingress's
@@ -102,7 +102,7 @@ pub struct BindRequest {
 }
 
 /// A binding as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BindingView {
     /// Its id.
     pub id: u64,
@@ -138,7 +138,7 @@ pub struct BindingView {
 }
 
 /// A tunnel moved to a new path.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Reroute {
     /// When (Unix ms).
     pub at_unix_ms: u64,

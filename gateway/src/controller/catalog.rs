@@ -341,7 +341,7 @@ fn message_name(m: &Control) -> String {
 }
 
 /// A catalog entry as the API shows it: the capability and the platforms that offer it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct EntryView {
     /// The entry.
     #[serde(flatten)]
@@ -353,7 +353,7 @@ pub struct EntryView {
 }
 
 /// One platform offering a catalog entry.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct OfferView {
     /// The platform.
     pub platform: String,

@@ -21,7 +21,7 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
 const SETUP_RETRY_AFTER: Duration = Duration::from_millis(200);
 
 /// A tunnel as the controller keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TunnelRecord {
     /// Its id.
     pub id: u64,

@@ -17,7 +17,7 @@ use crate::mesh::messages::LinkReport;
 use crate::path::{Graph, GraphError, Hysteresis, LinkStats, NearestRelay};
 
 /// What the controller knows about a link, as last reported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LinkView {
     /// One end (the relay that probes it).
     pub from: String,
@@ -36,7 +36,7 @@ pub struct LinkView {
 }
 
 /// A registered node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeView {
     /// Name.
     pub name: String,
@@ -54,7 +54,7 @@ pub struct NodeView {
 }
 
 /// A platform (a site) and its relays.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlatformView {
     /// Platform name (the site's name).
     pub name: String,
@@ -68,7 +68,7 @@ pub struct PlatformView {
 
 /// The quality of the best path between two platforms as the link reports have it, without
 /// probing it end to end: what a catalog entry shows for each platform offering it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PathEstimate {
     /// Sum of the RTTs: site → first relay, relay links, last relay → site.
     pub rtt_ms: f64,

@@ -9,7 +9,7 @@ use super::graph::NodeId;
 use super::policy::Policy;
 
 /// One candidate as the decision records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Candidate {
     /// The relays in order.
     pub path: Vec<NodeId>,
@@ -26,7 +26,7 @@ pub struct Candidate {
 }
 
 /// A path selection: every candidate and the winner.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decision {
     /// The scorer that decided.
     pub scorer: String,
@@ -47,7 +47,7 @@ impl Decision {
 
 /// A connection request's outcome, as stored and returned (`/v1/decisions`): who asked for
 /// what, the routing relays, the policy in force, and the path decision with every candidate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRecord {
     /// Its id in the store.

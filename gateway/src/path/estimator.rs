@@ -19,7 +19,9 @@ enum Fate {
 }
 
 /// Statistics of a link or path at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct LinkStats {
     /// Smoothed (or mean) round-trip time, ms. `None` before the first answer.
     pub rtt_ms: Option<f64>,

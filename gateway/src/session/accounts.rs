@@ -40,7 +40,7 @@ impl std::fmt::Debug for Account {
 }
 
 /// What an account maps to at one target platform.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// The identity there: an access key id, a storage account, a user name.
@@ -63,7 +63,7 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// An account as the API shows it: no secrets anywhere.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccountView {
     /// Id.
     pub id: String,
@@ -74,7 +74,7 @@ pub struct AccountView {
 }
 
 /// A credential mapping as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CredentialsView {
     /// The identity at the target.
     pub principal: String,
@@ -109,7 +109,7 @@ impl Account {
 }
 
 /// The body of `POST /v1/accounts`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
     /// Id.

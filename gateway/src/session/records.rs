@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_SESSIONS: usize = 1000;
 
 /// One use of a binding — a client connection — as its three sessions (DESIGN.md step 6).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SessionRecord {
     /// Its id.
     pub id: u64,
@@ -39,7 +39,7 @@ pub struct SessionRecord {
 }
 
 /// The first session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FirstSession {
     /// The client's address.
     pub client: SocketAddr,
@@ -48,7 +48,7 @@ pub struct FirstSession {
 }
 
 /// The second session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SecondSession {
     /// The tunnel.
     pub tunnel: u64,
@@ -57,7 +57,7 @@ pub struct SecondSession {
 }
 
 /// The third session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ThirdSession {
     /// The target platform.
     pub platform: String,
