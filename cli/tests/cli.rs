@@ -279,3 +279,90 @@ fn completions_for_bash_zsh_and_fish() {
         text(&out.stderr)
     );
 }
+
+/// `skybridge plugin new` for each kind writes a crate that passes its own tests, builds to
+/// wasm (with the toolchain `cargo xtask plugins` used: rustup's target or Debian's) and loads
+/// with `plugin inspect` / `score` / `authorize` as written.
+#[test]
+fn plugin_new_writes_crates_that_test_green_build_to_wasm_and_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or(root.join("target"));
+    let xtask = target.join("debug/xtask");
+    assert!(xtask.is_file(), "no {}: run cargo xtask test", xtask.display());
+    let toolchain = std::env::var("SKYBRIDGE_WASM_TOOLCHAIN").unwrap_or_else(|_| "auto".into());
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // One native target folder for the three crates: the SDK is compiled once.
+    let native = tmp.path().join("native-target");
+
+    // A bad name, and a folder in the way, are one-line errors that write nothing.
+    assert_one_line_error(&skybridge(&["plugin", "new", "scorer", "Fewest_Hops"]), "cannot name a plugin");
+    std::fs::write(tmp.path().join("taken"), "").expect("write");
+    let taken = tmp.path().join("taken");
+    assert_one_line_error(
+        &skybridge(&["plugin", "new", "scorer", "x", "--path", taken.to_str().expect("utf-8")]),
+        "is not an empty folder",
+    );
+
+    for (kind, name, world) in [
+        ("scorer", "fewest-loss", "scorer"),
+        ("authorizer", "kind-gate", "authorizer"),
+        ("adapter", "tiny-cloud", "adapter"),
+    ] {
+        let dir = tmp.path().join(name);
+        let out = skybridge(&["plugin", "new", kind, name, "--path", dir.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(dir.join("README.md").is_file() && dir.join("src/lib.rs").is_file());
+        // Our lock file: the same dependency versions as the workspace, none fetched anew.
+        std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).expect("copy the lock file");
+
+        let tested = Command::new(&cargo)
+            .args(["test", "--offline", "--manifest-path"])
+            .arg(dir.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &native)
+            .output()
+            .expect("cargo runs");
+        let report = text(&tested.stdout);
+        assert!(tested.status.success(), "{kind}: cargo test failed:\n{report}\n{}", text(&tested.stderr));
+        // The crate's own tests ran (the doc tests, which it has none of, report 0 after them).
+        let passed = report
+            .lines()
+            .find_map(|l| l.strip_prefix("test result: ok. ")?.split(' ').next()?.parse::<u32>().ok());
+        assert!(passed.is_some_and(|n| n >= 2), "{report}");
+
+        let built = Command::new(&xtask)
+            .args(["plugin-build", dir.to_str().expect("utf-8"), "--toolchain", &toolchain])
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .expect("xtask runs");
+        assert!(built.status.success(), "{kind}: the wasm build failed:\n{}", text(&built.stderr));
+        let wasm = text(&built.stdout).trim().to_owned();
+        assert!(wasm.ends_with(&format!("{}.wasm", name.replace('-', "_"))), "{wasm}");
+
+        let inspected = skybridge(&["plugin", "inspect", &wasm, "--json"]);
+        assert!(inspected.status.success(), "{}", text(&inspected.stderr));
+        let info: serde_json::Value = serde_json::from_slice(&inspected.stdout).expect("inspect's JSON");
+        assert_eq!(info["world"], serde_json::json!(world), "{info:#}");
+        match kind {
+            "scorer" => {
+                let fast = skybridge(&["plugin", "score", "--plugin", &wasm, "--latency-ms", "10", "--json"]);
+                let slow = skybridge(&["plugin", "score", "--plugin", &wasm, "--latency-ms", "90", "--json"]);
+                let value = |o: &Output| {
+                    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("score's JSON");
+                    v["value"].as_f64().unwrap_or_else(|| panic!("no value: {v}"))
+                };
+                assert!(value(&fast) > value(&slow));
+            }
+            "authorizer" => {
+                let ask = |capability: &str| {
+                    let args =
+                        ["plugin", "authorize", "--plugin", &wasm, "--account", "acme", "--platform", "p"];
+                    skybridge(&[&args[..], &["--capability", capability]].concat()).status.code()
+                };
+                assert_eq!((ask("object-store/logs"), ask("compute/vm")), (Some(0), Some(1)));
+            }
+            _ => {}
+        }
+    }
+}

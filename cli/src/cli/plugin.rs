@@ -12,6 +12,26 @@ use skybridge_gateway::plugin::{
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Write a new plugin crate: the SDK dependency, the plugin build profile, an
+    /// implementation of the kind's trait with native tests, and a README with the commands
+    /// that test, build and load it.
+    #[command(
+        after_help = "Example:\n  skybridge plugin new scorer fewest-hops\n  cd fewest-hops && cargo test\n  cargo build --profile plugin --target wasm32-unknown-unknown\n  skybridge plugin inspect target/wasm32-unknown-unknown/plugin/fewest_hops.wasm"
+    )]
+    New {
+        /// What the plugin is.
+        #[arg(value_enum)]
+        kind: super::plugin_new::Kind,
+        /// The crate's name: lower-case letters, digits and dashes (`fewest-hops`).
+        name: String,
+        /// The folder to write it to (must not exist or be empty) [default: ./NAME].
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// The `plugin-sdk` folder of a Skybridge checkout [default: the one this binary was
+        /// built from].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Show a plugin's world, self-description, exports, imports, size and SHA-256.
     Inspect {
         /// The component (.wasm).
@@ -108,6 +128,11 @@ pub struct CallArgs {
 
 pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        PluginCommand::New { kind, name, path, sdk } => {
+            let dir = super::plugin_new::run(kind, &name, path, sdk)?;
+            out!("wrote {} (see its README.md): cd {} && cargo test", dir.display(), dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         PluginCommand::Inspect { file, json, sandbox } => {
             let plugin = load(&file, &[], &sandbox)?;
             if json {
