@@ -628,3 +628,56 @@ fn run_cmd(cmd: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Each package's features as `cargo tree` resolves them when building `package` alone.
+    fn features(package: &str) -> BTreeMap<String, String> {
+        let out = cargo()
+            .args([
+                "tree",
+                "--offline",
+                "-e",
+                "normal,build",
+                "--prefix",
+                "none",
+                "-f",
+                "{p} [{f}]",
+                "-p",
+                package,
+            ])
+            .output()
+            .expect("cargo tree runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.split_once(" [")?;
+                let mut words = name.split_whitespace();
+                let key = format!("{} {}", words.next()?, words.next()?);
+                Some((key, rest.split(']').next().unwrap_or_default().to_owned()))
+            })
+            .collect()
+    }
+
+    /// `cargo build --release -p skybridge-gateway` and the binary's build (`bench-tunnel`,
+    /// `bench-soak`) must resolve every shared dependency with the same features, or each
+    /// rebuilds the tree the other built (issue 15: ten minutes each way).
+    #[test]
+    fn the_library_and_the_binary_resolve_the_same_features() {
+        let (library, binary) = (features("skybridge-gateway"), features("skybridge"));
+        let differ: Vec<String> = library
+            .iter()
+            .filter_map(|(p, f)| binary.get(p).filter(|g| *g != f).map(|g| format!("{p}: [{f}] vs [{g}]")))
+            .collect();
+        assert!(library.len() > 100, "cargo tree listed {} packages", library.len());
+        assert!(
+            differ.is_empty(),
+            "features differ between the library and the binary:\n{}",
+            differ.join("\n")
+        );
+    }
+}
