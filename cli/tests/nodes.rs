@@ -502,6 +502,26 @@ fn the_demo_runs_the_whole_flow_then_keeps_running_until_interrupted() {
         .expect("ctl runs");
     let entries: serde_json::Value = serde_json::from_str(&ok(listed)).expect("json");
     assert_eq!(entries.as_array().map(Vec::len), Some(7), "{entries:#}");
+    // Its tunnels, one per binding, each ending at the target site.
+    let listed = Command::new(env!("CARGO_BIN_EXE_skybridge"))
+        .args(["ctl", "--url", &demo.url, "--json", "tunnels"])
+        .env("SKYBRIDGE_TOKEN_FILE", &demo.token_file)
+        .output()
+        .expect("ctl runs");
+    let tunnels: serde_json::Value = serde_json::from_str(&ok(listed)).expect("json");
+    let tunnels = tunnels.as_array().expect("a list");
+    assert!(!tunnels.is_empty(), "no tunnels");
+    for t in tunnels {
+        assert!(t["binding"].is_u64() && t["decision"].is_u64(), "{t:#}");
+        assert!(
+            t["hops"][0] == "r1"
+                && t["hops"]
+                    .as_array()
+                    .and_then(|h| h.last())
+                    .is_some_and(|s| s.as_str().is_some_and(|s| s.starts_with("site-"))),
+            "{t:#}"
+        );
+    }
 
     // Its OpenAPI document passes a real validator, and every GET answer of the running demo —
     // with its decisions, bindings, catalog and accounts — is the shape the document says.

@@ -10,7 +10,7 @@ use skybridge_gateway::admin::AdminClient;
 use skybridge_gateway::admin::api::{
     AccountView, AuditRecord, Authorization, BindRequest, BindingView, Credentials, DecisionRecord, Deleted,
     EntryView, InventoryRecord, LinkView, Mode, NewAccount, NodeView, PlatformView, PluginView, Policy,
-    PolicyUpdate, RefreshRecord, RefreshStarted, SessionRecord,
+    PolicyUpdate, RefreshRecord, RefreshStarted, SessionRecord, TunnelRecord,
 };
 use skybridge_gateway::admin::client::Watched;
 use skybridge_gateway::catalog::Outcome;
@@ -109,6 +109,9 @@ enum CtlCommand {
         /// A binding id.
         id: Option<u64>,
     },
+    /// Live tunnels (one per binding): their hops, the decision that chose the path, the
+    /// account they carry, what the target authorized and when they expire.
+    Tunnels,
     /// Close a binding and tear its tunnel down.
     Unbind {
         /// The binding id.
@@ -381,6 +384,15 @@ async fn execute(client: &AdminClient, command: &CtlCommand, json: bool) -> anyh
         }
         CtlCommand::Bindings { id: Some(id) } => show(json, &client.binding(*id).await?, print_binding),
         CtlCommand::Bindings { id: None } => show(json, client.bindings().await?.as_slice(), print_bindings),
+        CtlCommand::Tunnels => {
+            let tunnels: Vec<BoundTunnel> = client
+                .bindings()
+                .await?
+                .into_iter()
+                .map(|b| BoundTunnel { binding: b.id, tunnel: b.tunnel })
+                .collect();
+            show(json, tunnels.as_slice(), print_tunnels)
+        }
         CtlCommand::Unbind { id } => show(json, &client.unbind(*id).await?, print_unbound),
         CtlCommand::Sessions => show(json, client.sessions().await?.as_slice(), print_sessions),
         CtlCommand::Watch => {
@@ -867,6 +879,33 @@ fn print_bindings(bindings: &[BindingView]) {
         })
         .collect();
     table(&["ID", "LISTEN", "TARGET", "PATH", "CONNS", "BYTES DOWN", "RE-ROUTES"], rows);
+}
+
+/// A tunnel and the binding it carries (`ctl tunnels --json` prints these).
+#[derive(Serialize)]
+struct BoundTunnel {
+    binding: u64,
+    #[serde(flatten)]
+    tunnel: TunnelRecord,
+}
+
+fn print_tunnels(tunnels: &[BoundTunnel]) {
+    let rows = tunnels
+        .iter()
+        .map(|BoundTunnel { binding, tunnel: t }| {
+            vec![
+                t.id.to_string(),
+                binding.to_string(),
+                t.decision.to_string(),
+                path(&t.hops),
+                t.endpoint.clone(),
+                t.account.clone(),
+                or_dash(t.capability.as_ref()),
+                when(t.expires_unix_ms),
+            ]
+        })
+        .collect();
+    table(&["ID", "BINDING", "DECISION", "HOPS", "ENDPOINT", "ACCOUNT", "CAPABILITY", "EXPIRES"], rows);
 }
 
 fn print_unbound(b: &BindingView) {
