@@ -303,6 +303,15 @@ async fn what_platforms_grant_enters_the_catalog_once_and_what_they_refuse_only_
     let site_audit =
         std::fs::read_to_string(mesh.state.path().join("aws-east-audit.jsonl")).expect("site audit");
     assert!(site_audit.contains(&refusal.request_id), "the site audited the refusal too");
+    // The controller's metrics count them by state, as the listing does.
+    let metrics = mesh.ctl().metrics().await;
+    let now = client.authorizations().await.expect("authorizations");
+    for state in AuthorizationState::ALL {
+        let n = now.iter().filter(|a| a.state == state).count();
+        let line = format!("skybridge_authorizations{{state=\"{}\"}} {n}\n", state.as_str());
+        assert!(metrics.contains(&line), "no `{}` in:\n{metrics}", line.trim());
+    }
+    assert!(now.iter().any(|a| a.state == AuthorizationState::Granted) && !refused.is_empty());
 }
 
 /// Keystone's services and endpoints as the keystone peer registered them.

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use super::record::{CapabilityInfo, ServiceInfo};
 
 /// Where an authorization stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthorizationState {
     /// Asked, or to be asked; no decision yet.
@@ -31,6 +33,23 @@ pub enum AuthorizationState {
     Revoked,
     /// No decision within the maximum time; given up.
     Expired,
+}
+
+impl AuthorizationState {
+    /// Every state, in order.
+    pub const ALL: [AuthorizationState; 5] =
+        [Self::Pending, Self::Granted, Self::Refused, Self::Revoked, Self::Expired];
+
+    /// Its name, as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Granted => "granted",
+            Self::Refused => "refused",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
 }
 
 /// The platform's answer.
@@ -280,6 +299,13 @@ impl AuditRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_states_name_is_its_json() {
+        for state in AuthorizationState::ALL {
+            assert_eq!(serde_json::to_value(state).unwrap(), serde_json::json!(state.as_str()));
+        }
+    }
 
     fn auth(now: u64) -> Authorization {
         let service = ServiceInfo {

@@ -202,27 +202,14 @@ impl Controller {
                     "Services the platforms' sites discovered, on record.",
                 )
                 .sample(&[], counts.inventory as f64);
-            }
-            Err(e) => tracing::warn!("metrics: cannot count the catalog: {e}"),
-        }
-        match self.store.authorizations().await {
-            Ok(all) => {
-                let mut by: BTreeMap<String, u64> = ["pending", "granted", "refused", "revoked", "expired"]
-                    .into_iter()
-                    .map(|s| (s.to_owned(), 0))
-                    .collect();
-                for a in all {
-                    let state =
-                        serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(str::to_owned));
-                    *by.entry(state.unwrap_or_default()).or_default() += 1;
-                }
                 let mut f =
                     e.family("skybridge_authorizations", Kind::Gauge, "Capability authorizations, by state.");
-                for (state, n) in &by {
-                    f.sample(&[("state", state)], *n as f64);
+                for state in crate::catalog::AuthorizationState::ALL {
+                    let n = counts.authorizations.get(&state).copied().unwrap_or(0);
+                    f.sample(&[("state", state.as_str())], n as f64);
                 }
             }
-            Err(e) => tracing::warn!("metrics: cannot list the authorizations: {e}"),
+            Err(e) => tracing::warn!("metrics: cannot count the catalog: {e}"),
         }
         let mut f = e.family(
             "skybridge_refreshes_total",

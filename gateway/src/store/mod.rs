@@ -88,7 +88,7 @@ pub struct Decided {
 }
 
 /// The catalog's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CatalogCounts {
     /// Catalog entries.
     pub entries: u64,
@@ -96,6 +96,8 @@ pub struct CatalogCounts {
     pub associations: u64,
     /// Discovered services on record, over all platforms.
     pub inventory: u64,
+    /// Capability authorizations by state (states with none are absent).
+    pub authorizations: BTreeMap<crate::catalog::AuthorizationState, u64>,
 }
 
 /// What a storage engine implements. Calls may block on I/O; [`Store`] runs them on its pool.

@@ -605,10 +605,22 @@ impl Backend for RedbStore {
         use ::redb::ReadableTableMetadata;
         let doing = "counting the catalog";
         let tx = self.read(doing)?;
+        // Only each authorization's state is read: a scrape builds no list of them.
+        #[derive(serde::Deserialize)]
+        struct State {
+            state: crate::catalog::AuthorizationState,
+        }
+        let mut authorizations = std::collections::BTreeMap::new();
+        for entry in tx.open_table(AUTHORIZATIONS).doing(doing)?.iter().doing(doing)? {
+            let (key, bytes) = entry.doing(doing)?;
+            let State { state } = decode("authorization", key.value().1, bytes.value())?;
+            *authorizations.entry(state).or_insert(0) += 1;
+        }
         Ok(super::CatalogCounts {
             entries: tx.open_table(ENTRIES).doing(doing)?.len().doing(doing)?,
             associations: tx.open_table(ASSOCIATIONS).doing(doing)?.len().doing(doing)?,
             inventory: tx.open_table(INVENTORY).doing(doing)?.len().doing(doing)?,
+            authorizations,
         })
     }
 
@@ -844,6 +856,18 @@ mod catalog {
             store.entries(None, None, 10).unwrap().into_iter().map(|(e, _)| e.id).collect();
         assert_eq!(all, ["id-0", "id-1"]);
         assert_eq!(store.entries(None, Some("id-0"), 10).unwrap().len(), 1, "paging after an id");
+        // The counts by state (what /metrics shows) agree with the full listing.
+        let mut tally = std::collections::BTreeMap::new();
+        for a in store.authorizations().unwrap() {
+            *tally.entry(a.state).or_insert(0u64) += 1;
+        }
+        let counts = store.catalog_counts().unwrap();
+        assert_eq!(counts.authorizations, tally);
+        assert_eq!(counts.authorizations.get(&AuthorizationState::Refused), Some(&1), "{tally:?}");
+        assert!(
+            counts.authorizations.get(&AuthorizationState::Granted).is_some_and(|n| *n >= 2),
+            "{tally:?}"
+        );
 
         let mut revoked = east.clone();
         assert!(revoked.revoked("policy changed", 5));
