@@ -62,6 +62,8 @@ fn the_dashboard_shows_the_mesh_the_decisions_the_catalog_and_a_live_reroute() {
     assert_eq!(found["entries"].as_array().map(Vec::len), Some(7), "{found:#}");
     assert!(found["entries"].as_array().expect("entries").contains(&serde_json::json!("object-store/logs")));
     assert_eq!(found["refused"], serde_json::json!(3), "{found:#}");
+    // The feed opens with the recent events: step 5's re-route, from before the page was open.
+    assert_eq!(found["earlier"], serde_json::json!(true), "{found:#}");
     // The degraded link's re-route in the live feed.
     let rerouted = found["rerouted"].as_str().expect("a re-route in the feed");
     assert!(rerouted.contains("link r2–r4 loses") && rerouted.contains("\"r5\""), "{rerouted}");

@@ -49,8 +49,17 @@ function check(ok, what) {
     await page.screenshot({ path: path.join(shots, 'bindings.png'), fullPage: true });
 
     // The demo degrades a link on the binding's path: the re-route shows in the live feed.
-    await page.waitForSelector('#feed li[data-type="rerouted"]', { timeout: 90000 });
-    found.rerouted = await page.$eval('#feed li[data-type="rerouted"]', (e) => e.textContent);
+    // (The feed starts with the recent events, the demo's own earlier re-route among them:
+    // wait for the one the degraded link causes.)
+    const degraded = (els) => els.map((e) => e.textContent).find((t) => t.includes('link r2–r4 loses'));
+    await page.waitForFunction(
+      () => [...document.querySelectorAll('#feed li[data-type="rerouted"]')].some((e) => e.textContent.includes('link r2–r4 loses')),
+      null,
+      { timeout: 90000 },
+    );
+    found.rerouted = await page.$$eval('#feed li[data-type="rerouted"]', degraded);
+    // The re-route of step 5 (before the page was open) is in the feed too.
+    found.earlier = await page.$$eval('#feed li[data-type="rerouted"]', (els) => els.some((e) => e.textContent.includes('fell silent')));
     await page.click('#tabs button[data-view="topology"]');
     await page.screenshot({ path: path.join(shots, 'rerouted.png'), fullPage: true });
     found.page_errors = errors;

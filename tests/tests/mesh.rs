@@ -298,6 +298,7 @@ async fn the_admin_api_refuses_strangers_and_bad_requests_clearly() {
         ("GET", "/v1/accounts/acme/credentials/aws", None, 405, "GET is not allowed"),
         ("DELETE", "/v1/plugins", None, 405, "DELETE is not allowed"),
         ("GET", "/v1/teleport", None, 404, "no such endpoint"),
+        ("GET", "/v1/events?recent=101", None, 400, "recent must be 0 to 100"),
         ("PUT", "/v1/policy", Some(r#"{"k": 0}"#), 400, "k must be between 1 and 32"),
         ("PUT", "/v1/policy", Some(r#"{"weights": {"latency": 1e999}}"#), 400, "invalid JSON body"),
         ("PUT", "/v1/policy", Some(r#"{"scorer": "/nonexistent.wasm"}"#), 400, "cannot load the scorer"),

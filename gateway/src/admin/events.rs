@@ -53,16 +53,19 @@ pub fn message(stamped: &Stamped) -> Bytes {
     Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
 }
 
-/// Start a stream of `controller`'s events from now on, if there is room: its body.
-pub fn stream(controller: &Controller, room: &Arc<Semaphore>) -> Option<ChannelBody> {
+/// Start a stream of `controller`'s events — the latest `recent` first (`?recent=N`, at most
+/// [`crate::controller::events::RECENT`]; none by default), then each as it happens — if there
+/// is room: its body.
+pub fn stream(controller: &Controller, room: &Arc<Semaphore>, recent: usize) -> Option<ChannelBody> {
     let permit = Arc::clone(room).try_acquire_owned().ok()?;
-    let events = controller.subscribe();
+    let (recent, events) = controller.subscribe_with_recent(recent);
     let (tx, rx) = mpsc::channel(64);
-    controller.spawner().spawn(forward(events, tx, permit));
+    controller.spawner().spawn(forward(recent, events, tx, permit));
     Some(ChannelBody(rx))
 }
 
 async fn forward(
+    recent: Vec<Stamped>,
     mut events: broadcast::Receiver<Stamped>,
     tx: mpsc::Sender<Bytes>,
     _permit: OwnedSemaphorePermit,
@@ -70,6 +73,11 @@ async fn forward(
     // A first comment, so that the client sees the stream is open before any event.
     if tx.send(Bytes::from_static(b": events from now on\n\n")).await.is_err() {
         return;
+    }
+    for stamped in &recent {
+        if tx.send(message(stamped)).await.is_err() {
+            return;
+        }
     }
     loop {
         let chunk = tokio::select! {

@@ -140,6 +140,11 @@ pub fn routes() -> Vec<Route> {
         Route {
             answer: Answer::Other(super::events::CONTENT_TYPE),
             errors: &[503],
+            query: &[Query {
+                name: "recent",
+                kind: "integer",
+                description: "Send the latest N events first (0 to 100, default 0), then each as it happens.",
+            }],
             ..get(
                 "/v1/events",
                 "service",

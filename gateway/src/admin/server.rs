@@ -300,6 +300,15 @@ fn json_tagged<T: Serialize>(req: &Request<Incoming>, value: &T) -> Answer {
     answer
 }
 
+/// `?recent=N` of `/v1/events`: how many past events to send first (0 unless given).
+fn recent_events(req: &Request<Incoming>) -> Result<usize, String> {
+    let max = crate::controller::events::RECENT;
+    match query_param(req, "recent") {
+        None => Ok(0),
+        Some(n) => n.parse::<usize>().ok().filter(|n| *n <= max).ok_or(format!("recent must be 0 to {max}")),
+    }
+}
+
 /// A record id from the path, or why it is not one (a 400).
 fn id_of(what: &str, id: &str) -> Result<u64, String> {
     id.parse::<u64>().map_err(|_| format!("{what} id `{id}` is not a number"))
@@ -360,25 +369,28 @@ async fn handle(
                 .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
             Ok(r)
         }
-        (["v1", "events"], &Method::GET) => Ok(match super::events::stream(c, streams) {
-            Some(body) => {
-                let mut r = Response::new(body.boxed_unsync());
-                let headers = r.headers_mut();
-                headers.insert(
-                    CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static(super::events::CONTENT_TYPE),
-                );
-                headers.insert(
-                    hyper::header::CACHE_CONTROL,
-                    hyper::header::HeaderValue::from_static("no-store"),
-                );
-                r
-            }
-            None => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{} event streams are open already", super::events::MAX_STREAMS),
-            ),
-        }),
+        (["v1", "events"], &Method::GET) => {
+            Ok(match recent_events(&req).map(|n| super::events::stream(c, streams, n)) {
+                Err(why) => error(StatusCode::BAD_REQUEST, why),
+                Ok(Some(body)) => {
+                    let mut r = Response::new(body.boxed_unsync());
+                    let headers = r.headers_mut();
+                    headers.insert(
+                        CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(super::events::CONTENT_TYPE),
+                    );
+                    headers.insert(
+                        hyper::header::CACHE_CONTROL,
+                        hyper::header::HeaderValue::from_static("no-store"),
+                    );
+                    r
+                }
+                Ok(None) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{} event streams are open already", super::events::MAX_STREAMS),
+                ),
+            })
+        }
         (["v1", "nodes"], &Method::GET) => Ok(json(StatusCode::OK, &c.nodes())),
         (["v1", "links"], &Method::GET) => Ok(json(StatusCode::OK, &c.links())),
         (["v1", "platforms"], &Method::GET) => Ok(json(StatusCode::OK, &c.platforms())),

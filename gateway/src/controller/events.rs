@@ -137,24 +137,49 @@ pub struct Stamped {
 /// The controller's event channel.
 pub struct Events {
     tx: broadcast::Sender<Stamped>,
+    /// The latest [`RECENT`] events, for a subscriber that wants what happened just before it
+    /// came (a dashboard opened after a re-route still shows it).
+    recent: std::sync::Mutex<std::collections::VecDeque<Stamped>>,
 }
+
+/// Events kept for [`Events::subscribe_with_recent`].
+pub const RECENT: usize = 100;
 
 impl Default for Events {
     fn default() -> Self {
-        Events { tx: broadcast::channel(CAPACITY).0 }
+        Events { tx: broadcast::channel(CAPACITY).0, recent: Default::default() }
     }
 }
 
 impl Events {
+    fn recent(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Stamped>> {
+        self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Publish `event` (nobody listening is fine).
     pub fn publish(&self, event: Event) {
         tracing::debug!(?event, "event");
-        let _ = self.tx.send(Stamped { at_unix_ms: crate::time::now_unix_ms(), event });
+        let stamped = Stamped { at_unix_ms: crate::time::now_unix_ms(), event };
+        // Kept and sent under one lock: a subscriber taking the recent ones and subscribing
+        // under the same lock sees each event exactly once.
+        let mut recent = self.recent();
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(stamped.clone());
+        let _ = self.tx.send(stamped);
     }
 
     /// Every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Stamped> {
         self.tx.subscribe()
+    }
+
+    /// The latest `n` events (at most [`RECENT`]), oldest first, and every event after them.
+    pub fn subscribe_with_recent(&self, n: usize) -> (Vec<Stamped>, broadcast::Receiver<Stamped>) {
+        let recent = self.recent();
+        let skip = recent.len().saturating_sub(n);
+        (recent.iter().skip(skip).cloned().collect(), self.tx.subscribe())
     }
 }
 
@@ -162,6 +187,25 @@ impl Events {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_late_subscriber_gets_the_recent_events_then_the_new_ones_each_once() {
+        let events = Events::default();
+        let policy = |k: usize| Event::NodeUp { node: format!("r{k}") };
+        for k in 0..RECENT + 5 {
+            events.publish(policy(k));
+        }
+        let (recent, mut rx) = events.subscribe_with_recent(3);
+        let ks: Vec<String> = recent.iter().map(|s| format!("{:?}", s.event)).collect();
+        assert_eq!(
+            ks,
+            [policy(RECENT + 2), policy(RECENT + 3), policy(RECENT + 4)].map(|e| format!("{e:?}"))
+        );
+        events.publish(policy(999));
+        assert_eq!(format!("{:?}", rx.try_recv().unwrap().event), format!("{:?}", policy(999)));
+        assert!(rx.try_recv().is_err(), "nothing twice");
+        assert_eq!(events.subscribe_with_recent(usize::MAX).0.len(), RECENT, "bounded");
+    }
 
     #[test]
     fn subscribers_get_what_is_published_after_they_subscribe() {

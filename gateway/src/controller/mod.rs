@@ -183,6 +183,14 @@ impl Controller {
         self.events.subscribe()
     }
 
+    /// The latest `n` events (at most [`events::RECENT`]) and every event after them.
+    pub fn subscribe_with_recent(
+        &self,
+        n: usize,
+    ) -> (Vec<events::Stamped>, tokio::sync::broadcast::Receiver<events::Stamped>) {
+        self.events.subscribe_with_recent(n)
+    }
+
     /// The ingress's configuration.
     pub fn ingress_config(&self) -> &IngressConfig {
         &self.ingress

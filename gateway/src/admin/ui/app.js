@@ -221,27 +221,36 @@ async function refresh() {
 
 // ---- the live feed (server-sent events over fetch: EventSource cannot send the token) ----
 
+// The views are refreshed once for a burst of events (the recent ones arrive together).
+let refreshSoon = null;
+
 function addEvent(kind, data) {
   let detail = '';
+  let at = new Date();
   try {
     const e = JSON.parse(data);
+    if (e.at_unix_ms) at = new Date(e.at_unix_ms);
     detail = Object.entries(e).filter(([k]) => k !== 'type' && k !== 'at_unix_ms')
       .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' ');
   } catch { detail = data; }
   const li = el('li', null, { 'data-type': kind });
-  li.append(el('span', new Date().toLocaleTimeString() + ' '), el('span', kind, { class: 'type' }), el('div', detail));
+  li.append(el('span', at.toLocaleTimeString() + ' '), el('span', kind, { class: 'type' }), el('div', detail));
   const feed = $('feed');
   feed.prepend(li);
   while (feed.children.length > FEED_MAX) feed.lastChild.remove();
-  if (['rerouted', 'node-down', 'node-up', 'decided', 'binding-opened', 'capability-granted'].includes(kind)) refresh();
+  if (['rerouted', 'node-down', 'node-up', 'decided', 'binding-opened', 'capability-granted'].includes(kind) && !refreshSoon) {
+    refreshSoon = setTimeout(() => { refreshSoon = null; refresh(); }, 200);
+  }
 }
 
 async function follow() {
   events = new AbortController();
   while (token()) {
     try {
-      const answer = await fetch('/v1/events', { headers: { Authorization: `Bearer ${token()}` }, signal: events.signal });
+      const answer = await fetch('/v1/events?recent=100', { headers: { Authorization: `Bearer ${token()}` }, signal: events.signal });
       if (!answer.ok) throw new Error(`HTTP ${answer.status}`);
+      // Each connection starts with the recent events: the feed is rebuilt, not doubled.
+      $('feed').replaceChildren();
       const reader = answer.body.getReader();
       const decoder = new TextDecoder();
       let buf = '';
