@@ -240,6 +240,22 @@ mod tests {
             .map(|o| o["operationId"].as_str().unwrap_or_default().to_owned())
             .collect();
         assert_eq!(ids.len(), routes.len(), "operation ids are unique");
+        // Success statuses other than 200, and the answers that are not JSON.
+        for (path, method, status) in [
+            ("/v1/decisions", "post", "201"),
+            ("/v1/bindings", "post", "201"),
+            ("/v1/accounts", "post", "201"),
+            ("/v1/platforms/{platform}/refresh", "post", "202"),
+        ] {
+            assert!(
+                doc["paths"][path][method]["responses"][status]["content"]["application/json"].is_object(),
+                "{method} {path}"
+            );
+        }
+        assert!(doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]["text/plain"].is_object());
+        assert!(
+            doc["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object()
+        );
     }
 
     /// A type read with a default and written whole: its two shapes differ.

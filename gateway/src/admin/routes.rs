@@ -89,7 +89,8 @@ const CATALOG_QUERY: [Query; 8] = [
     },
 ];
 
-const fn get(path: &'static str, tag: &'static str, summary: &'static str, answer: SchemaFn) -> Route {
+/// A route answering JSON: `GET`, 200, behind the token, unless the caller's fields say otherwise.
+const fn route(path: &'static str, tag: &'static str, summary: &'static str, answer: SchemaFn) -> Route {
     Route {
         method: Method::GET,
         path,
@@ -101,6 +102,32 @@ const fn get(path: &'static str, tag: &'static str, summary: &'static str, answe
         answer: Answer::Json(200, answer),
         errors: &[],
         deprecated: false,
+    }
+}
+
+/// A `GET` route answering something other than JSON.
+const fn other(path: &'static str, summary: &'static str, media: &'static str) -> Route {
+    Route {
+        method: Method::GET,
+        path,
+        tag: "service",
+        summary,
+        token: true,
+        query: &[],
+        request: None,
+        answer: Answer::Other(media),
+        errors: &[],
+        deprecated: false,
+    }
+}
+
+impl Route {
+    /// The same route answering `status` on success.
+    fn answering(mut self, status: u16) -> Route {
+        if let Answer::Json(_, schema) = self.answer {
+            self.answer = Answer::Json(status, schema);
+        }
+        self
     }
 }
 
@@ -116,7 +143,7 @@ pub fn routes() -> Vec<Route> {
     let mut routes = vec![
         Route {
             token: false,
-            ..get(
+            ..route(
                 "/healthz",
                 "service",
                 "Liveness; answers without a token and reveals nothing.",
@@ -125,41 +152,26 @@ pub fn routes() -> Vec<Route> {
         },
         Route {
             token: false,
-            answer: Answer::Other("text/html"),
-            ..get(
-                "/ui",
-                "service",
-                "The dashboard (its page, script and style hold no data).",
-                schema::<Health>,
-            )
+            ..other("/ui", "The dashboard (its page, script and style hold no data).", "text/html")
         },
+        other("/metrics", "Prometheus metrics (text format 0.0.4).", crate::metrics::CONTENT_TYPE),
         Route {
-            answer: Answer::Other(crate::metrics::CONTENT_TYPE),
-            ..get("/metrics", "service", "Prometheus metrics (text format 0.0.4).", schema::<Health>)
-        },
-        Route {
-            answer: Answer::Other(super::events::CONTENT_TYPE),
             errors: &[503],
             query: &[Query {
                 name: "recent",
                 kind: "integer",
                 description: "Send the latest N events first (0 to 100, default 0), then each as it happens.",
             }],
-            ..get(
+            ..other(
                 "/v1/events",
-                "service",
                 "The controller's events as they happen (server-sent events: `event:` the type, `data:` a `Stamped` event).",
-                schema::<Health>,
+                super::events::CONTENT_TYPE,
             )
         },
-        Route {
-            token: false,
-            answer: Answer::Other("application/json"),
-            ..get("/v1/openapi.json", "service", "This document.", schema::<Health>)
-        },
-        get("/v1/nodes", "mesh", "Registered relays and sites, up or down.", schema::<Vec<NodeView>>),
-        get("/v1/links", "mesh", "Link statistics as the nodes report them.", schema::<Vec<LinkView>>),
-        get(
+        Route { token: false, ..other("/v1/openapi.json", "This document.", "application/json") },
+        route("/v1/nodes", "mesh", "Registered relays and sites, up or down.", schema::<Vec<NodeView>>),
+        route("/v1/links", "mesh", "Link statistics as the nodes report them.", schema::<Vec<LinkView>>),
+        route(
             "/v1/platforms",
             "mesh",
             "Platforms, their nearest relay and measured RTTs.",
@@ -168,7 +180,7 @@ pub fn routes() -> Vec<Route> {
         Route {
             query: &PAGING,
             errors: &[404, 409],
-            ..get(
+            ..route(
                 "/v1/platforms/{platform}/inventory",
                 "catalog",
                 "The services the platform's site discovered, by native id, paged.",
@@ -177,7 +189,7 @@ pub fn routes() -> Vec<Route> {
         },
         Route {
             errors: &[404],
-            ..get(
+            ..route(
                 "/v1/platforms/{platform}/refreshes",
                 "catalog",
                 "The platform's latest discovery runs: when, why, what changed or why it failed.",
@@ -186,18 +198,18 @@ pub fn routes() -> Vec<Route> {
         },
         Route {
             method: Method::POST,
-            answer: Answer::Json(202, schema::<RefreshStarted>),
             errors: &[404, 409, 502],
-            ..get(
+            ..route(
                 "/v1/platforms/{platform}/refresh",
                 "catalog",
                 "Ask the platform's site to discover now (one run at a time).",
                 schema::<RefreshStarted>,
             )
+            .answering(202)
         },
         Route {
             query: &CATALOG_QUERY,
-            ..get(
+            ..route(
                 "/v1/catalog",
                 "catalog",
                 "Catalog entries with the platforms offering each, paged; an ETag, and 304 on `If-None-Match`.",
@@ -206,20 +218,20 @@ pub fn routes() -> Vec<Route> {
         },
         Route {
             errors: &[404],
-            ..get(
+            ..route(
                 "/v1/catalog/{id}",
                 "catalog",
                 "One entry: who offers it, their service info, presence, first seen.",
                 schema::<EntryView>,
             )
         },
-        get(
+        route(
             "/v1/authorizations",
             "catalog",
             "Every capability authorization: pending, granted, refused, revoked, expired.",
             schema::<Vec<Authorization>>,
         ),
-        get(
+        route(
             "/v1/authorizations/audit",
             "catalog",
             "The latest 200 authorization decisions: who decided what, and why.",
@@ -228,27 +240,27 @@ pub fn routes() -> Vec<Route> {
         Route {
             method: Method::POST,
             request: Some(schema::<ConnectRequest>),
-            answer: Answer::Json(201, schema::<DecisionRecord>),
             errors: &[404, 409],
-            ..get(
+            ..route(
                 "/v1/decisions",
                 "paths",
                 "Decide a path from one platform to another.",
                 schema::<DecisionRecord>,
             )
+            .answering(201)
         },
-        get("/v1/decisions", "paths", "The 50 latest decision records.", schema::<Vec<DecisionRecord>>),
+        route("/v1/decisions", "paths", "The 50 latest decision records.", schema::<Vec<DecisionRecord>>),
         Route {
             errors: &[404],
-            ..get("/v1/decisions/{id}", "paths", "One decision record.", schema::<DecisionRecord>)
+            ..route("/v1/decisions/{id}", "paths", "One decision record.", schema::<DecisionRecord>)
         },
-        get("/v1/policy", "paths", "The path policy in force.", schema::<Policy>),
+        route("/v1/policy", "paths", "The path policy in force.", schema::<Policy>),
         Route {
             method: Method::PUT,
             request: Some(schema::<PolicyUpdate>),
-            ..get("/v1/policy", "paths", "Change any of the policy's fields.", schema::<Policy>)
+            ..route("/v1/policy", "paths", "Change any of the policy's fields.", schema::<Policy>)
         },
-        get(
+        route(
             "/v1/plugins",
             "paths",
             "Plugins in service: world, version, SHA-256, calls, failures.",
@@ -257,16 +269,16 @@ pub fn routes() -> Vec<Route> {
         Route {
             method: Method::POST,
             request: Some(schema::<BindRequest>),
-            answer: Answer::Json(201, schema::<BindingView>),
             errors: &[403, 404, 409, 502],
-            ..get(
+            ..route(
                 "/v1/bindings",
                 "bindings",
                 "Bind a local port to an endpoint of a platform; the tunnel is built before the answer.",
                 schema::<BindingView>,
             )
+            .answering(201)
         },
-        get(
+        route(
             "/v1/bindings",
             "bindings",
             "Bindings with their tunnels and byte counts.",
@@ -274,19 +286,19 @@ pub fn routes() -> Vec<Route> {
         ),
         Route {
             errors: &[404, 503],
-            ..get("/v1/bindings/{id}", "bindings", "One binding.", schema::<BindingView>)
+            ..route("/v1/bindings/{id}", "bindings", "One binding.", schema::<BindingView>)
         },
         Route {
             method: Method::DELETE,
             errors: &[404],
-            ..get(
+            ..route(
                 "/v1/bindings/{id}",
                 "bindings",
                 "Close a binding and tear its tunnel down.",
                 closed_binding,
             )
         },
-        get(
+        route(
             "/v1/sessions",
             "bindings",
             "Recent uses of bindings, each as its three sessions, with byte counts.",
@@ -295,16 +307,16 @@ pub fn routes() -> Vec<Route> {
         Route {
             method: Method::POST,
             request: Some(schema::<NewAccount>),
-            answer: Answer::Json(201, schema::<AccountView>),
             errors: &[409],
-            ..get(
+            ..route(
                 "/v1/accounts",
                 "accounts",
                 "Create an account; secrets are never returned.",
                 schema::<AccountView>,
             )
+            .answering(201)
         },
-        get(
+        route(
             "/v1/accounts",
             "accounts",
             "Accounts and their credential mappings (no secrets).",
@@ -312,18 +324,18 @@ pub fn routes() -> Vec<Route> {
         ),
         Route {
             errors: &[404],
-            ..get("/v1/accounts/{id}", "accounts", "One account.", schema::<AccountView>)
+            ..route("/v1/accounts/{id}", "accounts", "One account.", schema::<AccountView>)
         },
         Route {
             method: Method::DELETE,
             errors: &[404],
-            ..get("/v1/accounts/{id}", "accounts", "Delete an account.", schema::<Deleted>)
+            ..route("/v1/accounts/{id}", "accounts", "Delete an account.", schema::<Deleted>)
         },
         Route {
             method: Method::PUT,
             request: Some(schema::<Credentials>),
             errors: &[404],
-            ..get(
+            ..route(
                 "/v1/accounts/{id}/credentials/{platform}",
                 "accounts",
                 "What the account maps to on a platform.",
@@ -333,14 +345,14 @@ pub fn routes() -> Vec<Route> {
         Route {
             method: Method::DELETE,
             errors: &[404],
-            ..get(
+            ..route(
                 "/v1/accounts/{id}/credentials/{platform}",
                 "accounts",
                 "Remove the account's mapping on a platform.",
                 schema::<AccountView>,
             )
         },
-        get(
+        route(
             "/v1/auth-failures",
             "accounts",
             "Failed proofs of identity counted, requests throttled, sources and accounts on record.",
