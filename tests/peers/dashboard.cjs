@@ -52,11 +52,17 @@ function check(ok, what) {
     // (The feed starts with the recent events, the demo's own earlier re-route among them:
     // wait for the one the degraded link causes.)
     const degraded = (els) => els.map((e) => e.textContent).find((t) => t.includes('link r2–r4 loses'));
-    await page.waitForFunction(
-      () => [...document.querySelectorAll('#feed li[data-type="rerouted"]')].some((e) => e.textContent.includes('link r2–r4 loses')),
-      null,
-      { timeout: 90000 },
-    );
+    try {
+      await page.waitForFunction(
+        () => [...document.querySelectorAll('#feed li[data-type="rerouted"]')].some((e) => e.textContent.includes('link r2–r4 loses')),
+        null,
+        { timeout: 90000 },
+      );
+    } catch (e) {
+      // Say what the feed did show: which re-routes, with their reasons.
+      const feed = await page.$$eval('#feed li', (els) => els.map((l) => l.textContent));
+      throw new Error(`${e.message}\nthe feed:\n${feed.join('\n')}`);
+    }
     found.rerouted = await page.$$eval('#feed li[data-type="rerouted"]', degraded);
     // The re-route of step 5 (before the page was open) is in the feed too.
     found.earlier = await page.$$eval('#feed li[data-type="rerouted"]', (els) => els.some((e) => e.textContent.includes('fell silent')));
