@@ -25,9 +25,16 @@ fn node_modules() -> PathBuf {
 
 #[test]
 fn the_dashboard_shows_the_mesh_the_decisions_the_catalog_and_a_live_reroute() {
-    let mut demo = Demo::start(&["--scenario", "degrade", "--degrade-after-s", "20"]);
+    // The built-in fixture clouds (the demo's end-to-end test runs the real emulators): the
+    // catalog's contents below are theirs.
+    let mut demo = Demo::start(&["--scenario", "degrade", "--degrade-after-s", "20", "--clouds", "fixtures"]);
     let (url, token_file) = (demo.url.as_str(), demo.token_file.as_str());
     let seen = &demo.steps;
+    assert!(
+        seen.iter().any(|l| l == "  site-b: Azure Blob storage — a built-in fixture, not the cloud"),
+        "{}",
+        seen.join("\n")
+    );
     assert!(seen.iter().any(|l| l.starts_with(&format!("dashboard:  {url}/ui"))), "{}", seen.join("\n"));
 
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
@@ -39,8 +46,9 @@ fn the_dashboard_shows_the_mesh_the_decisions_the_catalog_and_a_live_reroute() {
         .env("NODE_PATH", node_modules())
         .output()
         .expect("node runs");
+    let log = demo.log();
     demo.interrupt();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}\nthe demo's warnings:\n{log}", String::from_utf8_lossy(&out.stderr));
     let found: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
 
     // Every node, every relay link, the chosen path drawn over them.

@@ -451,8 +451,16 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
 /// `skybridge demo` (what `cargo xtask demo` runs) makes the decisions its narrative claims.
 #[test]
 fn the_demo_runs_the_whole_flow_then_keeps_running_until_interrupted() {
-    let mut demo = Demo::start(&[]);
+    let mut demo = Demo::start(&["--clouds", "emulators"]);
     let stdout = demo.steps.join("\n");
+    for line in [
+        "  site-a: AWS (STS, S3, EC2) — moto, a real emulator (SigV4 enforced)",
+        "  site-b: Azure Blob storage — Azurite, a real emulator (Shared Key enforced)",
+        "  site-c: OpenStack Keystone — Keystone, a real emulator (real Fernet tokens)",
+        "  site-d: Google Cloud Storage — fake-gcs-server, a real emulator",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "no `{line}`:\n{stdout}");
+    }
     // The winner of each of the four decisions, in order.
     let winners: Vec<&str> = stdout.lines().filter(|l| l.starts_with("*  ")).collect();
     assert_eq!(winners.len(), 4, "{stdout}");
@@ -477,15 +485,23 @@ fn the_demo_runs_the_whole_flow_then_keeps_running_until_interrupted() {
         "{stdout}"
     );
     assert!(stdout.contains("downloaded 32 MiB again"), "{stdout}");
-    // Discovery through each fixture cloud's adapter, each platform's consent, the catalog.
-    for line in [
-        "site-a (AWS (STS, S3, EC2)): 4 services",
-        "site-b (Azure Blob storage): 2 services",
-        "site-c (OpenStack Keystone): 2 services",
-        "site-d (Google Cloud Storage): 2 services",
+    // Discovery through each real emulator, with the services its owner made (and, at moto,
+    // every region as a compute service), each platform's consent, the catalog.
+    for (site, found) in [
+        ("site-a (AWS (STS, S3, EC2)): ", "; 2 object-store (reports-0, reports-1)"),
+        ("site-b (Azure Blob storage): ", "2 services — 2 object-store (backups-0, backups-1)"),
+        (
+            "site-c (OpenStack Keystone): ",
+            "3 services — 1 compute (nova); 1 identity (keystone); 1 object-store (swift)",
+        ),
+        ("site-d (Google Cloud Storage): ", "2 services — 2 object-store (datasets-0, datasets-1)"),
     ] {
-        assert!(stdout.contains(line), "no `{line}`:\n{stdout}");
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(site) && l.ends_with(found)),
+            "no `{site}…{found}`:\n{stdout}"
+        );
     }
+    assert!(stdout.contains(" compute (af-south-1, "), "moto's regions:\n{stdout}");
     assert!(
         stdout.lines().any(|l| l.starts_with("site-c    compute/nova") && l.contains("refused")),
         "{stdout}"

@@ -59,9 +59,12 @@ function check(ok, what) {
         { timeout: 90000 },
       );
     } catch (e) {
-      // Say what the feed did show: which re-routes, with their reasons.
+      // Say what the feed did show, and what the API says of the bindings and links.
       const feed = await page.$$eval('#feed li', (els) => els.map((l) => l.textContent));
-      throw new Error(`${e.message}\nthe feed:\n${feed.join('\n')}`);
+      const api = async (p) => (await fetch(`${url}${p}`, { headers: { authorization: `Bearer ${token}` } })).text();
+      throw new Error(
+        `${e.message}\nthe feed:\n${feed.join('\n')}\nbindings: ${await api('/v1/bindings')}\nlinks: ${await api('/v1/links')}`,
+      );
     }
     found.rerouted = await page.$$eval('#feed li[data-type="rerouted"]', degraded);
     // The re-route of step 5 (before the page was open) is in the feed too.

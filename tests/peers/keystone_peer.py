@@ -3,7 +3,7 @@
 usage: keystone_peer.py TOKEN_EXPIRATION_S
 
 Sets up a SQLite-backed Keystone in a temporary folder, serves it with gunicorn on 127.0.0.1
-(a free port), creates project `lab` and user `lab-user` (role `member` there), and prints one
+(a free port, or $KEYSTONE_PORT), creates project `lab` and user `lab-user` (role `member` there), and prints one
 JSON line {"port", "admin_password", "user", "password", "project", "user_id"}. Tokens live
 TOKEN_EXPIRATION_S seconds. Serves until stdin closes; a `revoke` line on stdin revokes every
 token of `lab-user` (by disabling and re-enabling the user) and answers `revoked`; an
@@ -43,8 +43,8 @@ key_repository = {work}/fernet-keys
 key_repository = {work}/credential-keys
 """)
 
-with socket.socket() as s:  # a free port for gunicorn and the catalog
-    s.bind(("127.0.0.1", 0))
+with socket.socket() as s:  # a free port for gunicorn and the catalog (or the one asked for)
+    s.bind(("127.0.0.1", int(os.environ.get("KEYSTONE_PORT", "0"))))
     port = s.getsockname()[1]
 url = f"http://127.0.0.1:{port}"
 admin_password = "admin-password-0123"

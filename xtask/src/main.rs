@@ -45,8 +45,9 @@ tasks:
   plugin-build DIR [--toolchain auto|rustup|debian]
                  build the plugin crate in DIR (one `skybridge plugin new` wrote) to a core
                  module as `plugins` does; prints the .wasm's path
-  demo           build (with progress), then run `skybridge demo`: every step over an emulated
-                 WAN, then the mesh keeps running until Ctrl-C
+  demo           install the cloud emulators (moto, Azurite, Keystone, fake-gcs-server), build
+                 (with progress), then run `skybridge demo`: every step over an emulated WAN,
+                 then the mesh keeps running until Ctrl-C
   fuzz [--seconds N] [--no-save] [TARGET…]
                  build the fuzz targets (installs cargo-fuzz) and run each for N seconds
                  (default 60), adding new coverage to fuzz/corpus/ unless --no-save
@@ -605,6 +606,20 @@ fn demo() -> Result<()> {
     // while); then the demo runs every step and keeps the mesh up until Ctrl-C.
     let mut cmd = cargo();
     cmd.args(["run", "-p", "skybridge", "--bin", "skybridge", "--", "demo", "--scorer"]).arg(&scorer);
+    // The sites front the real cloud emulators (moto, Azurite, Keystone, fake-gcs-server) the
+    // tests use; where they cannot be installed the demo says so and runs its fixtures.
+    match ensure_python_peers() {
+        Ok(python) => {
+            cmd.env("SKYBRIDGE_PEERS_PYTHON", python);
+        }
+        Err(e) => eprintln!("xtask: the Python cloud emulators could not be installed ({e:#})"),
+    }
+    match ensure_node_peers() {
+        Ok(bin) => {
+            cmd.env("SKYBRIDGE_PEERS_BIN", bin);
+        }
+        Err(e) => eprintln!("xtask: Azurite could not be installed ({e:#})"),
+    }
     eprintln!("xtask: $ skybridge demo --scorer {}", scorer.display());
     let status = cmd.status().context("running skybridge")?;
     // Ctrl-C ends the demo, and is its normal end.

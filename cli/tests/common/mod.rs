@@ -187,6 +187,8 @@ pub struct Demo {
     pub url: String,
     /// The admin token's file it names.
     pub token_file: String,
+    /// Where its warnings go (`--log-level warn`): read by [`Demo::log`] when a test fails.
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -196,13 +198,17 @@ impl Demo {
     pub fn start(extra: &[&str]) -> Demo {
         let dir = tempfile::tempdir().expect("tempdir");
         let scorer = plugin("weighted-scorer.wasm");
+        let log = dir.path().join("demo.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_skybridge"))
-            .args(["demo", "--scorer", scorer.to_str().expect("utf-8")])
+            .args(["--log-level", "warn", "demo", "--scorer", scorer.to_str().expect("utf-8")])
             .args(extra)
             .current_dir(dir.path())
             .env_remove("RUST_LOG")
+            // The real cloud emulators, where `cargo xtask test` installs them.
+            .env("SKYBRIDGE_PEERS_PYTHON", peers("SKYBRIDGE_PEERS_PYTHON", "venv/bin/python"))
+            .env("SKYBRIDGE_PEERS_BIN", peers("SKYBRIDGE_PEERS_BIN", "node/node_modules/.bin"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("the demo's log file"))
             .spawn()
             .expect("the demo starts");
         let lines = lines_of(child.stdout.take().expect("stdout"));
@@ -218,7 +224,12 @@ impl Demo {
         let api = steps.iter().find_map(|l| l.strip_prefix("admin API:  ")).expect("the admin API line");
         let (url, token_file) = api.split_once("   (token in ").expect("the token file");
         let (url, token_file) = (url.to_owned(), token_file.trim_end_matches(')').to_owned());
-        Demo { child, steps, url, token_file, _dir: dir }
+        Demo { child, steps, url, token_file, log, _dir: dir }
+    }
+
+    /// The demo's warnings so far (colour codes removed).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).map(|s| strip_colours(&s)).unwrap_or_default()
     }
 
     /// Ctrl-C, and how it exited (within 20 s).
@@ -241,6 +252,13 @@ impl Drop for Demo {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `$VAR`, else `target/peers/REL` (where `cargo xtask test` installs the test peers).
+pub fn peers(var: &str, rel: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/peers").join(rel))
 }
 
 /// The lines a child writes on `out`, as they come.

@@ -2,8 +2,8 @@
 //! requests its adapter makes to discover services, with documents shaped as the real APIs
 //! shape them (S3 and EC2 XML, Azure Blob's container listing, Keystone's token and catalog,
 //! the GCS JSON API). They are not the clouds: they check no signature and hold a handful of
-//! made-up services. `cargo xtask test` runs the same adapters against moto, Azurite, Keystone
-//! and fake-gcs-server.
+//! made-up services. Where the real emulators are installed the demo runs those instead
+//! ([`super::emulators`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,16 @@ impl Cloud {
             Cloud::Azure => "Azure Blob storage",
             Cloud::OpenStack => "OpenStack Keystone",
             Cloud::Gcs => "Google Cloud Storage",
+        }
+    }
+
+    /// What its real emulator checks of the site's requests, for people.
+    pub fn enforces(self) -> &'static str {
+        match self {
+            Cloud::Aws => " (SigV4 enforced)",
+            Cloud::Azure => " (Shared Key enforced)",
+            Cloud::OpenStack => " (real Fernet tokens)",
+            Cloud::Gcs => "",
         }
     }
 
@@ -174,7 +184,7 @@ impl Cloud {
     }
 
     /// The `[cloud]` of the site fronting this fixture at `addr`; secrets go into `dir`.
-    pub fn config(self, addr: SocketAddr, plugins: &Path, dir: &Path) -> anyhow::Result<CloudConfig> {
+    pub fn fixture_config(self, addr: SocketAddr, plugins: &Path, dir: &Path) -> anyhow::Result<CloudConfig> {
         let (principal, secret, attributes): (&str, &str, &[(&str, &str)]) = match self {
             Cloud::Aws => ("AKIAFIXTUREDISCOVERY", "fixture-secret-key", &[("region", "us-east-1")]),
             // Azurite's published development key: the adapter signs with it.
@@ -188,10 +198,24 @@ impl Cloud {
                 ("discovery@lab.iam.gserviceaccount.com", "fixture-access-token", &[("project", "lab")])
             }
         };
+        self.config(&format!("http://{addr}"), principal, secret, attributes, plugins, dir)
+    }
+
+    /// The `[cloud]` of a site reaching this cloud at `url` as `principal` with `secret`
+    /// (written to a file in `dir`, as a site reads it).
+    pub fn config(
+        self,
+        url: &str,
+        principal: &str,
+        secret: &str,
+        attributes: &[(&str, &str)],
+        plugins: &Path,
+        dir: &Path,
+    ) -> anyhow::Result<CloudConfig> {
         let secret_file: PathBuf = dir.join(format!("{}.secret", self.adapter().trim_end_matches(".wasm")));
         std::fs::write(&secret_file, secret)?;
         Ok(CloudConfig {
-            endpoints: vec![CloudEndpoint { name: "api".into(), url: format!("http://{addr}") }],
+            endpoints: vec![CloudEndpoint { name: "api".into(), url: url.to_owned() }],
             ca_file: None,
             principal: principal.into(),
             secret_file: Some(secret_file),

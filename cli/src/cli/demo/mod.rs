@@ -1,11 +1,12 @@
 //! `skybridge demo`: the whole flow in one process — a controller, five relays and four sites
-//! on loopback, the WAN emulated in user space, each site fronting a cloud ([`clouds`]: small
-//! built-in fixtures) — driven through the real admin API and printed as `skybridge ctl`
+//! on loopback, the WAN emulated in user space, each site fronting a cloud (the real emulators
+//! where installed, [`emulators`]; else small built-in fixtures, [`clouds`]) — driven through the real admin API and printed as `skybridge ctl`
 //! prints it: the mesh, path decisions, a binding and its tunnel, a relay going dark and the
 //! re-route, session translation, then discovery, each platform's consent and the catalog.
 //! Then it keeps running for `skybridge ctl` (and Prometheus) until Ctrl-C.
 
 mod clouds;
+mod emulators;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ use skybridge_gateway::admin::AdminClient;
 use skybridge_gateway::admin::api::{
     Authorization, BindRequest, Credentials, Mode, NewAccount, PolicyUpdate,
 };
-use skybridge_gateway::catalog::AuthorizationState;
+use skybridge_gateway::catalog::{AuthorizationState, Outcome};
 use skybridge_gateway::config::PluginFile;
 use skybridge_gateway::path::Policy;
 use skybridge_gateway::testkit::local::{LocalMesh, Topology};
@@ -26,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ctl;
 use clouds::Cloud;
+use emulators::{Emulator, Installed};
 
 /// Options of `skybridge demo`.
 #[derive(Debug, Args)]
@@ -48,6 +50,86 @@ pub struct DemoArgs {
     /// Seconds after the steps before `--scenario degrade` degrades the link.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     degrade_after_s: u64,
+    /// What the sites front: `auto` — each cloud's real emulator (moto, Azurite, Keystone,
+    /// fake-gcs-server) where it is installed (`cargo xtask demo` installs them under
+    /// `target/peers/`; `$SKYBRIDGE_PEERS_PYTHON` and `$SKYBRIDGE_PEERS_BIN` point elsewhere),
+    /// else a built-in fixture; `emulators` — the four emulators or fail; `fixtures` — only
+    /// the built-in fixtures.
+    #[arg(long, value_name = "WHICH", default_value = "auto")]
+    clouds: Clouds,
+}
+
+/// What the demo's sites front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Clouds {
+    /// The real emulators that are installed, fixtures for the others.
+    Auto,
+    /// The four real emulators, or fail.
+    Emulators,
+    /// The built-in fixtures only.
+    Fixtures,
+}
+
+/// The cloud behind one demo site.
+struct SiteCloud {
+    cloud: Cloud,
+    site: &'static str,
+    /// What the site fronts, for people.
+    label: String,
+    config: skybridge_gateway::config::CloudConfig,
+    /// The real emulator, when it is one.
+    emulator: Option<Emulator>,
+}
+
+/// Start each site's cloud as `which` says: the real emulators (moto, Azurite and
+/// fake-gcs-server waited for, side by side; Keystone left starting) or the fixtures.
+async fn start_clouds(which: Clouds, plugins: &Path, secrets: &Path) -> anyhow::Result<Vec<SiteCloud>> {
+    let installed = match which {
+        Clouds::Fixtures => None,
+        _ => Some(std::sync::Arc::new(tokio::task::spawn_blocking(Installed::find).await??)),
+    };
+    let mut starting = Vec::new();
+    for (cloud, site) in Cloud::ALL {
+        let installed = installed.clone();
+        starting.push((
+            cloud,
+            site,
+            tokio::task::spawn_blocking(move || {
+                let installed = installed.as_deref().ok_or_else(|| "fixtures asked for".to_owned())?;
+                if let Some(missing) = installed.missing(cloud) {
+                    return Err(missing);
+                }
+                Emulator::start(installed, cloud).map_err(|e| format!("{e:#}"))
+            }),
+        ));
+    }
+    let mut clouds = Vec::new();
+    for (cloud, site, started) in starting {
+        let what = emulators::name(cloud);
+        let (label, config, emulator) = match started.await? {
+            Ok(e) => {
+                let config =
+                    cloud.config(&e.url, &e.principal, &e.secret, &attributes(&e), plugins, secrets)?;
+                (format!("{what}, a real emulator{}", cloud.enforces()), config, Some(e))
+            }
+            Err(why) if which == Clouds::Emulators => anyhow::bail!("{what} cannot run: {why}"),
+            Err(why) => {
+                let config = cloud.fixture_config(cloud.serve().await?, plugins, secrets)?;
+                let why = if which == Clouds::Fixtures {
+                    String::new()
+                } else {
+                    format!(" — {what}: {why}; `cargo xtask demo` installs it")
+                };
+                (format!("a built-in fixture, not the cloud{why}"), config, None)
+            }
+        };
+        clouds.push(SiteCloud { cloud, site, label, config, emulator });
+    }
+    Ok(clouds)
+}
+
+fn attributes(e: &Emulator) -> Vec<(&str, &str)> {
+    e.attributes.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// What happens while the demo keeps running.
@@ -128,10 +210,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "no authorizer plugin at {}: build the plugins with `cargo xtask plugins`",
         authorizer.display()
     );
-    for (cloud, site) in Cloud::ALL {
-        let addr = cloud.serve().await?;
-        topology = topology.cloud(site, cloud.config(addr, &plugins, secrets.path())?).authorizer(
-            site,
+    let mut clouds = start_clouds(args.clouds, &plugins, secrets.path()).await?;
+    for c in &clouds {
+        topology = topology.cloud(c.site, c.config.clone()).authorizer(
+            c.site,
             PluginFile {
                 path: authorizer.clone(),
                 // Each platform lets object stores into the catalog, and nothing else; tunnels
@@ -148,11 +230,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     section("A mesh on loopback: real QUIC + mutual TLS, the WAN emulated in user space");
     out!("{PICTURE}");
-    out!(
-        "Each site fronts a cloud — here small built-in fixtures answering like the real APIs, not the clouds:"
-    );
-    for (cloud, site) in Cloud::ALL {
-        out!("  {site}: {} (fixture)", cloud.label());
+    out!("Each site fronts a cloud:");
+    for c in &clouds {
+        out!("  {}: {} — {}", c.site, c.cloud.label(), c.label);
     }
     let started = Instant::now();
     let mesh = LocalMesh::start(topology, Duration::from_secs(30)).await?;
@@ -276,16 +356,45 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     out!("Each site discovered its cloud's services through its adapter, with its own credentials");
     out!("(the controller holds none); the controller asked each platform's authorizer about every");
     out!("capability; what a platform granted is in the catalog.");
+    seed_and_refresh(&client, &mut clouds).await?;
     let platforms: Vec<&str> = Cloud::ALL.iter().map(|(_, site)| *site).collect();
     let decided = wait_for_consent(&client, &platforms).await?;
     for (cloud, site) in Cloud::ALL {
         let found = client.inventory_all(site).await?;
-        let kinds: Vec<String> =
-            found.iter().map(|r| format!("{} {}", r.service.kind, r.service.name)).collect();
-        out!("  {site} ({}): {} services — {}", cloud.label(), found.len(), kinds.join(", "));
+        let mut kinds: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for r in &found {
+            kinds.entry(r.service.kind.as_str()).or_default().push(r.service.name.as_str());
+        }
+        let kinds: Vec<String> = kinds
+            .into_iter()
+            .map(|(kind, names)| match names.len() {
+                n @ 0..=4 => format!("{n} {kind} ({})", names.join(", ")),
+                n => format!("{n} {kind} ({}, …)", names[..3].join(", ")),
+            })
+            .collect();
+        out!("  {site} ({}): {} services — {}", cloud.label(), found.len(), kinds.join("; "));
     }
     section("skybridge ctl authorizations   (each platform's allowlist grants `* * object-store/*`)");
-    ctl::print_authorizations(&decided);
+    // moto lists every AWS region as a compute service: show a few refusals per platform.
+    let mut shown_refused: std::collections::BTreeMap<&str, usize> = Default::default();
+    let shown: Vec<Authorization> = decided
+        .iter()
+        .filter(|a| {
+            a.state != AuthorizationState::Refused || {
+                let n = shown_refused.entry(a.platform.as_str()).or_default();
+                *n += 1;
+                *n <= 3
+            }
+        })
+        .cloned()
+        .collect();
+    ctl::print_authorizations(&shown);
+    if shown.len() < decided.len() {
+        out!(
+            "… and {} more refused (skybridge ctl authorizations lists every one)",
+            decided.len() - shown.len()
+        );
+    }
     section("skybridge ctl catalog ls");
     ctl::print_catalog(&client.catalog_all("").await?);
 
@@ -322,7 +431,57 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     out!("stopping…");
     drop(mesh);
+    drop(clouds);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Give each real emulator a few services, as its owner would, then have its site report again
+/// (the report the site made when it connected came before them, or before Keystone was up).
+async fn seed_and_refresh(client: &AdminClient, clouds: &mut [SiteCloud]) -> anyhow::Result<()> {
+    let installed = std::sync::Arc::new(tokio::task::spawn_blocking(Installed::find).await??);
+    for c in clouds.iter_mut() {
+        let Some(mut emulator) = c.emulator.take() else { continue };
+        let installed = std::sync::Arc::clone(&installed);
+        let (emulator, made) = tokio::task::spawn_blocking(move || {
+            let made = emulator.seed(&installed);
+            (emulator, made)
+        })
+        .await?;
+        let what = emulators::name(c.cloud);
+        c.emulator = Some(emulator);
+        let made = made.with_context(|| format!("giving {what} its services"))?;
+        out!("  {what} at {}: its owner made {}", c.site, made.join(", "));
+        refresh(client, c.site).await?;
+    }
+    Ok(())
+}
+
+/// Ask `platform` to discover and report now; its refresh record once integrated (at most
+/// 60 s). A request that joined a run already under way (begun before the services were made)
+/// asks again once that run ends.
+async fn refresh(client: &AdminClient, platform: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let before = client.refreshes(platform).await?.iter().map(|r| r.seq).max().unwrap_or(0);
+        let joined = client.refresh(platform).await?.already_running;
+        let record = loop {
+            if let Some(r) = client.refreshes(platform).await?.into_iter().find(|r| r.seq > before) {
+                break r;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{platform} did not report within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if joined {
+            continue;
+        }
+        return match record.outcome {
+            Outcome::Integrated { .. } => Ok(()),
+            Outcome::DiscoveryFailed { reason } => {
+                Err(anyhow::anyhow!("{platform}'s discovery failed: {reason}"))
+            }
+            Outcome::Refused { reason } => Err(anyhow::anyhow!("{platform}'s report was refused: {reason}")),
+        };
+    }
 }
 
 /// The authorizations of `platforms` once each has reported and none is pending (at most 60 s).
