@@ -47,8 +47,17 @@ fn the_dashboard_shows_the_mesh_the_decisions_the_catalog_and_a_live_reroute() {
         .output()
         .expect("node runs");
     let log = demo.log();
+    let later = demo.later.try_iter().collect::<Vec<String>>().join("\n");
     demo.interrupt();
-    assert!(out.status.success(), "{}\nthe demo's warnings:\n{log}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}\nthe demo's warnings:\n{log}\nwhat it printed after its steps:\n{later}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        later.contains("[degrade] link r2–r4 now loses 30 %"),
+        "after its steps the demo printed:\n{later}"
+    );
     let found: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
 
     // Every node, every relay link, the chosen path drawn over them.

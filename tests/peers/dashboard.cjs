@@ -61,7 +61,13 @@ function check(ok, what) {
     } catch (e) {
       // Say what the feed did show, and what the API says of the bindings and links.
       const feed = await page.$$eval('#feed li', (els) => els.map((l) => l.textContent));
-      const api = async (p) => (await fetch(`${url}${p}`, { headers: { authorization: `Bearer ${token}` } })).text();
+      const api = async (p) => {
+        try {
+          return await (await fetch(`${url}${p}`, { headers: { authorization: `Bearer ${token}` } })).text();
+        } catch (err) {
+          return `(no answer: ${err.cause ?? err})`;
+        }
+      };
       throw new Error(
         `${e.message}\nthe feed:\n${feed.join('\n')}\nbindings: ${await api('/v1/bindings')}\nlinks: ${await api('/v1/links')}`,
       );

@@ -189,6 +189,10 @@ pub struct Demo {
     pub token_file: String,
     /// Where its warnings go (`--log-level warn`): read by [`Demo::log`] when a test fails.
     log: PathBuf,
+    /// What it prints after the steps. Kept so that its stdout stays open: a demo whose reader
+    /// went away ends at its next line, as on any closed pipe (this made the dashboard test
+    /// flaky: the demo quit when it printed the degrade step).
+    pub later: mpsc::Receiver<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -224,7 +228,7 @@ impl Demo {
         let api = steps.iter().find_map(|l| l.strip_prefix("admin API:  ")).expect("the admin API line");
         let (url, token_file) = api.split_once("   (token in ").expect("the token file");
         let (url, token_file) = (url.to_owned(), token_file.trim_end_matches(')').to_owned());
-        Demo { child, steps, url, token_file, log, _dir: dir }
+        Demo { child, steps, url, token_file, log, later: lines, _dir: dir }
     }
 
     /// The demo's warnings so far (colour codes removed).
