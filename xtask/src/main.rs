@@ -171,6 +171,17 @@ fn plugin_out_dir() -> PathBuf {
 fn cargo() -> Command {
     let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace_root());
+    // `cargo xtask` runs us with the variables cargo sets for a program it runs; passed on,
+    // they reach build scripts that watch them (ring's watches CARGO_MANIFEST_DIR), and every
+    // crate above ring would be rebuilt between `cargo xtask …` and a plain `cargo build`.
+    for (name, _) in env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_us =
+            ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"];
+        if set_for_us.iter().any(|p| name.starts_with(p)) {
+            cmd.env_remove(name.as_ref());
+        }
+    }
     cmd
 }
 
