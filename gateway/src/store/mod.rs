@@ -10,6 +10,7 @@
 //! The store holds secrets (account secrets and their mapped credentials): the redb file is
 //! made private to the controller's user.
 
+pub mod kv;
 pub mod redb;
 
 use std::path::Path;

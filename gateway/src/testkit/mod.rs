@@ -6,9 +6,11 @@
 //! - [`netem`] — the user-space link emulator (delay, jitter, loss, rate per direction), since
 //!   kernel traffic shaping is not available on the test machines;
 //! - [`catalog`] — a synthetic catalog at scale, written straight into a store;
+//! - [`kv`] — the conformance suite every [`crate::store::kv::Kv`] engine passes;
 //! - [`local`] — a whole mesh in one process: a development CA, a controller, relays and sites
 //!   on loopback with an emulated link under every mesh link.
 
 pub mod catalog;
+pub mod kv;
 pub mod local;
 pub mod netem;
