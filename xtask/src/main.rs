@@ -468,11 +468,19 @@ const TEST_PEERS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     // The dashboard test's browser: Debian's, never a downloaded one.
     ("chromium", "chromium"),
+    // The etcd engine's tests run real etcd members; etcd-client's build runs protoc.
+    ("etcd", "etcd-server"),
+    ("protoc", "protobuf-compiler"),
 ];
 
 /// Install the test peers that are missing.
 fn ensure_test_peers() -> Result<()> {
-    ensure_programs(TEST_PEERS)
+    ensure_programs(TEST_PEERS)?;
+    // protoc also needs the well-known types' .proto files, which come separately.
+    if !Path::new("/usr/include/google/protobuf/timestamp.proto").is_file() {
+        apt_install(&["libprotobuf-dev"])?;
+    }
+    Ok(())
 }
 
 /// Python packages the cloud tests run (real wire protocols, real auth), pinned.

@@ -1,0 +1,88 @@
+//! The key-value conformance suite on a real etcd (Debian's `etcd-server`, which
+//! `cargo xtask test` installs), as separate processes: one member, then a three-member
+//! cluster with one member killed.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use skybridge_gateway::store::kv::Kv;
+use skybridge_store_etcd::EtcdKv;
+
+/// An etcd member, killed when dropped.
+struct Member {
+    child: Child,
+    client_url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Start a cluster of `n` members on loopback.
+fn cluster(n: usize) -> Vec<Member> {
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let initial: Vec<String> =
+        ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}")).collect();
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, (client, peer))| {
+            let data = tempfile::tempdir().expect("tempdir");
+            let client_url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let child = Command::new("etcd")
+                .args(["--name", &format!("m{i}")])
+                .arg("--data-dir")
+                .arg(data.path().join("etcd"))
+                .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
+                .args(["--logger", "zap", "--log-level", "error"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("etcd starts (cargo xtask test installs Debian's etcd-server)");
+            Member { child, client_url, _data: data }
+        })
+        .collect()
+}
+
+/// A client of `members`, once the cluster answers.
+async fn connect(members: &[Member]) -> EtcdKv {
+    let endpoints: Vec<String> = members.iter().map(|m| m.client_url.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(kv) = EtcdKv::connect(&endpoints).await
+            && kv.get("ready").await.is_ok()
+        {
+            return kv;
+        }
+        assert!(Instant::now() < deadline, "etcd at {endpoints:?} did not answer within 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_passes_the_conformance_suite() {
+    let members = cluster(1);
+    let kv = connect(&members).await;
+    skybridge_gateway::testkit::kv::conformance(&kv).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_passes_the_conformance_suite_with_one_of_three_members_killed() {
+    let mut members = cluster(3);
+    let kv = connect(&members).await;
+    // The client keeps all three endpoints; one of them is now dead.
+    let killed = members.remove(0);
+    drop(killed);
+    skybridge_gateway::testkit::kv::conformance(&kv).await;
+}
