@@ -86,3 +86,23 @@ async fn etcd_passes_the_conformance_suite_with_one_of_three_members_killed() {
     drop(killed);
     skybridge_gateway::testkit::kv::conformance(&kv).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_on_etcd_stays_while_renewed_and_its_keys_go_when_it_is_let_go() {
+    use skybridge_gateway::store::kv::{Commit, Op, lease};
+    let members = cluster(1);
+    let kv: std::sync::Arc<dyn Kv> = std::sync::Arc::new(connect(&members).await);
+    let ttl = Duration::from_secs(2);
+    let held = lease::hold(std::sync::Arc::clone(&kv), ttl).await.expect("hold");
+    let owned = Op::Put { key: "owner/bindings/7".into(), value: b"c1".to_vec(), lease: Some(held.id) };
+    assert!(matches!(kv.commit(&[], &[owned]).await, Ok(Commit::Applied(_))));
+    tokio::time::sleep(ttl * 3).await;
+    assert!(held.held(), "renewed on etcd for three TTLs");
+    assert!(kv.get("owner/bindings/7").await.expect("get").is_some());
+    drop(held);
+    let deadline = Instant::now() + ttl * 4;
+    while kv.get("owner/bindings/7").await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "the key outlived its lease by 4 TTLs");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
