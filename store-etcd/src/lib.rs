@@ -21,10 +21,13 @@
 use std::future::Future;
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
+use skybridge_gateway::file;
 use skybridge_gateway::store::kv::{
     Commit, Condition, Item, Kv, KvError, LeaseId, Listing, MAX_LIST, Op, Revision, Watch, WatchEvent,
     check_commit, check_key, ttl_seconds,
@@ -45,14 +48,50 @@ pub struct EtcdKv {
     client: Client,
 }
 
+/// TLS to etcd: the CA that signed the members' certificates, and — for etcd's
+/// `--client-cert-auth`, mutual TLS — the client's own certificate and key (PEM files).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The client certificate and its key.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// The name the members' certificates are checked for (default: the endpoint's host).
+    pub server_name: Option<String>,
+}
+
+impl EtcdTls {
+    fn options(&self) -> Result<TlsOptions, KvError> {
+        let read = |path: &Path, what: &'static str| {
+            file::read_to_string(path, file::MAX_PEM_BYTES, what).map_err(|e| KvError::Backend(e.to_string()))
+        };
+        let mut tls = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(read(&self.ca, "the etcd CA certificate")?));
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(Identity::from_pem(
+                read(cert, "the etcd client certificate")?,
+                read(key, "the etcd client key")?,
+            ));
+        }
+        if let Some(name) = &self.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        Ok(tls)
+    }
+}
+
 impl EtcdKv {
-    /// Connect to the etcd members at `endpoints` (`http://host:port`).
-    pub async fn connect(endpoints: &[String]) -> Result<EtcdKv, KvError> {
-        let options = ConnectOptions::new()
+    /// Connect to the etcd members at `endpoints` (`http://host:port`, or `https://` with
+    /// `tls`).
+    pub async fn connect(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<EtcdKv, KvError> {
+        let mut options = ConnectOptions::new()
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true)
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(REQUEST_TIMEOUT);
+        if let Some(tls) = tls {
+            options = options.with_tls(tls.options()?);
+        }
         let client = retry("connecting", || {
             let options = options.clone();
             async move { Client::connect(endpoints, Some(options)).await }

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use skybridge_gateway::store::kv::Kv;
-use skybridge_store_etcd::EtcdKv;
+use skybridge_store_etcd::{EtcdKv, EtcdTls};
 
 /// An etcd member, killed when dropped.
 struct Member {
@@ -28,6 +28,61 @@ fn free_port() -> u16 {
 
 /// Start a cluster of `n` members on loopback.
 fn cluster(n: usize) -> Vec<Member> {
+    cluster_with(n, None)
+}
+
+/// A CA and certificates made for the test: the members', a client's, and a client's from
+/// another CA.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).expect("write");
+        let ca = |name: &str| {
+            let params = || {
+                let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+                p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+                p
+            };
+            let key = KeyPair::generate().expect("key");
+            write(&format!("{name}.pem"), params().self_signed(&key).expect("CA").pem());
+            Issuer::new(params(), key)
+        };
+        let (ours, theirs) = (ca("ca"), ca("other-ca"));
+        let leaf = |name: &str, issuer: &Issuer<'_, KeyPair>, names: &[&str]| {
+            let key = KeyPair::generate().expect("key");
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let cert = CertificateParams::new(names).expect("params").signed_by(&key, issuer).expect("sign");
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        };
+        leaf("member", &ours, &["localhost", "127.0.0.1"]);
+        leaf("controller", &ours, &["controller-1"]);
+        leaf("stranger", &theirs, &["controller-1"]);
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// TLS as `who` (`None`: no client certificate).
+    fn client(&self, who: Option<&str>) -> EtcdTls {
+        EtcdTls {
+            ca: self.path("ca.pem"),
+            identity: who.map(|w| (self.path(&format!("{w}.pem")), self.path(&format!("{w}.key")))),
+            server_name: Some("localhost".into()),
+        }
+    }
+}
+
+/// Start a cluster of `n` members on loopback; with `pki`, clients must present a certificate
+/// from its CA (etcd's `--client-cert-auth`).
+fn cluster_with(n: usize, pki: Option<&Pki>) -> Vec<Member> {
     let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
     let initial: Vec<String> =
         ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}")).collect();
@@ -36,9 +91,20 @@ fn cluster(n: usize) -> Vec<Member> {
         .enumerate()
         .map(|(i, (client, peer))| {
             let data = tempfile::tempdir().expect("tempdir");
-            let client_url = format!("http://127.0.0.1:{client}");
+            let scheme = if pki.is_some() { "https" } else { "http" };
+            let client_url = format!("{scheme}://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
-            let child = Command::new("etcd")
+            let mut etcd = Command::new("etcd");
+            if let Some(pki) = pki {
+                etcd.arg("--cert-file")
+                    .arg(pki.path("member.pem"))
+                    .arg("--key-file")
+                    .arg(pki.path("member.key"))
+                    .arg("--trusted-ca-file")
+                    .arg(pki.path("ca.pem"))
+                    .arg("--client-cert-auth");
+            }
+            let child = etcd
                 .args(["--name", &format!("m{i}")])
                 .arg("--data-dir")
                 .arg(data.path().join("etcd"))
@@ -57,10 +123,14 @@ fn cluster(n: usize) -> Vec<Member> {
 
 /// A client of `members`, once the cluster answers.
 async fn connect(members: &[Member]) -> EtcdKv {
+    connect_with(members, None).await
+}
+
+async fn connect_with(members: &[Member], tls: Option<&EtcdTls>) -> EtcdKv {
     let endpoints: Vec<String> = members.iter().map(|m| m.client_url.clone()).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(kv) = EtcdKv::connect(&endpoints).await
+        if let Ok(kv) = EtcdKv::connect(&endpoints, tls).await
             && kv.get("ready").await.is_ok()
         {
             return kv;
@@ -105,4 +175,33 @@ async fn a_lease_held_on_etcd_stays_while_renewed_and_its_keys_go_when_it_is_let
         assert!(Instant::now() < deadline, "the key outlived its lease by 4 TTLs");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_with_mutual_tls_passes_the_suite_and_refuses_clients_without_its_cas_certificate() {
+    let pki = Pki::new();
+    let members = cluster_with(1, Some(&pki));
+    let kv = connect_with(&members, Some(&pki.client(Some("controller")))).await;
+    skybridge_gateway::testkit::kv::conformance(&kv).await;
+
+    let endpoints = vec![members[0].client_url.clone()];
+    let refused = |answer: Result<Option<skybridge_gateway::store::kv::Item>, _>| answer.is_err();
+    // A certificate from another CA: the member refuses the handshake.
+    let stranger = EtcdKv::connect(&endpoints, Some(&pki.client(Some("stranger")))).await;
+    assert!(
+        match &stranger {
+            Err(_) => true,
+            Ok(kv) => refused(kv.get("anything").await),
+        },
+        "a client certificate from another CA was accepted"
+    );
+    // TLS, but no client certificate.
+    let anonymous = EtcdKv::connect(&endpoints, Some(&pki.client(None))).await;
+    assert!(
+        match &anonymous {
+            Err(_) => true,
+            Ok(kv) => refused(kv.get("anything").await),
+        },
+        "a client without a certificate was served"
+    );
 }
