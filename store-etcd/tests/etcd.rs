@@ -205,3 +205,10 @@ async fn etcd_with_mutual_tls_passes_the_suite_and_refuses_clients_without_its_c
         "a client without a certificate was served"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_from_etcd_are_unique_across_allocators() {
+    let members = cluster(1);
+    let kv = connect(&members).await;
+    skybridge_gateway::testkit::kv::ids_are_unique_across_allocators(std::sync::Arc::new(kv)).await;
+}

@@ -234,3 +234,39 @@ async fn compaction<K: Kv + ?Sized>(kv: &K, p: &str) {
         "a watch from the compacted revision itself follows on"
     );
 }
+
+/// Several allocators (as several controllers would) taking ids from one counter at once:
+/// every id is given once, and each allocator's ids grow.
+pub async fn ids_are_unique_across_allocators(kv: std::sync::Arc<dyn Kv>) {
+    use crate::store::kv::ids::IdBlocks;
+    let key = format!("conformance/{}/ids/bindings", crate::time::now_unix_ms());
+    let allocators: Vec<std::sync::Arc<IdBlocks>> = (0..4)
+        .map(|_| std::sync::Arc::new(IdBlocks::new(std::sync::Arc::clone(&kv), key.clone(), 16)))
+        .collect();
+    let tasks: Vec<_> = allocators
+        .iter()
+        .map(|a| {
+            let a = std::sync::Arc::clone(a);
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..250 {
+                    ids.push(a.next().await.expect("an id"));
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        let ids = task.await.expect("allocator");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "an allocator's ids grow: {ids:?}");
+        all.extend(ids);
+    }
+    all.sort_unstable();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(all.len(), n, "an id was given twice");
+    assert!(all[0] >= 1);
+    // The blocks were taken in turn: no more than one block per allocator left unused.
+    assert!(*all.last().expect("ids") <= 1000 + 4 * 16, "ids up to {}", all.last().expect("ids"));
+}
