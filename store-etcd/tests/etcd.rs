@@ -212,3 +212,29 @@ async fn ids_from_etcd_are_unique_across_allocators() {
     let kv = connect(&members).await;
     skybridge_gateway::testkit::kv::ids_are_unique_across_allocators(std::sync::Arc::new(kv)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_secret_reads_as_sealed_bytes_through_etcdctl_and_opens_with_the_cluster_key() {
+    use skybridge_gateway::store::kv::Op;
+    use skybridge_gateway::store::kv::seal::SealKey;
+    let members = cluster(1);
+    let kv = connect(&members).await;
+    let seal = SealKey::new(&[42; 32]);
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let key = "accounts/acme-ops/credentials/site-b";
+    kv.commit(&[], &[Op::put(key, seal.seal(key, secret.as_bytes()).expect("seal"))]).await.expect("commit");
+
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &members[0].client_url, "get", key, "--print-value-only"])
+        .output()
+        .expect("etcdctl runs (cargo xtask test installs Debian's etcd-client)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.starts_with(b"sb1"), "etcdctl shows the sealed format");
+    assert!(
+        !out.stdout.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is in etcd in clear"
+    );
+    let stored = kv.get(key).await.expect("get").expect("the key");
+    assert_eq!(seal.open(key, &stored.value).expect("opens"), secret.as_bytes());
+}

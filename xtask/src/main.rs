@@ -470,6 +470,7 @@ const TEST_PEERS: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     // The etcd engine's tests run real etcd members; etcd-client's build runs protoc.
     ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
     ("protoc", "protobuf-compiler"),
 ];
 

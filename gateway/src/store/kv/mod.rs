@@ -20,6 +20,7 @@
 pub mod ids;
 pub mod lease;
 pub mod redb;
+pub mod seal;
 
 use std::time::Duration;
 
