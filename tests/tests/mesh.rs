@@ -237,6 +237,42 @@ async fn a_custom_scorer_swapped_in_at_run_time_changes_the_decision() {
     assert_eq!(candidate(&record, &["r1", "r3"])["explanation"], json!("1 hop"));
 }
 
+/// Without a token, the route table's `token` flag decides: every route that needs one refuses
+/// (401, or 429 once the source has failed too often), and the few that hold no data answer —
+/// even to a source that is being throttled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_only_the_routes_the_table_marks_public_answer() {
+    use skybridge_gateway::admin::client::Method;
+    use skybridge_gateway::admin::routes::routes;
+    let mesh = TestMesh::start(triangle()).await;
+    let (mut public, mut refused) = (0, 0);
+    // The routes that need a token first, so that the public ones are asked while throttled.
+    let mut all = routes();
+    all.sort_by_key(|r| !r.token);
+    for route in all {
+        let path = route.path.replace("{id}", "999999").replace("{platform}", "nowhere");
+        let method = Method::from_bytes(route.method.as_str().as_bytes()).expect("a method");
+        let body = route.request.map(|_| b"{}".to_vec());
+        let answer = mesh.client().exchange(method, &path, body, false).await.expect("answer");
+        if route.token {
+            assert!(
+                matches!(answer.status, 401 | 429),
+                "{} {path} without a token: {}",
+                route.method,
+                answer.status
+            );
+            refused += 1;
+        } else {
+            assert_eq!(answer.status, 200, "{} {path} without a token", route.method);
+            public += 1;
+        }
+    }
+    assert_eq!(public, 3, "/healthz, /ui and /v1/openapi.json");
+    assert!(refused > 30, "{refused} routes need the token");
+    let throttled = mesh.client().exchange(Method::GET, "/v1/nodes", None, false).await.expect("answer");
+    assert_eq!(throttled.status, 429, "the source was throttled along the way");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_refuses_strangers_and_bad_requests_clearly() {
     let mesh = TestMesh::start(triangle()).await;

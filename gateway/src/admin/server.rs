@@ -323,14 +323,6 @@ async fn handle(
 ) -> Answer {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let method = req.method().clone();
-    if path == "/healthz" && method == Method::GET {
-        return json(StatusCode::OK, &super::routes::Health { status: "ok" });
-    }
-    if path == "/v1/openapi.json" && method == Method::GET {
-        let mut r = Response::new(full(OPENAPI.clone()));
-        r.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
-        return r;
-    }
     if let Some(asset) = super::ui::asset(req.uri().path()) {
         if method != Method::GET {
             return not_allowed(&method, &path, "GET");
@@ -343,26 +335,36 @@ async fn handle(
         }
         return r;
     }
-    if let Err(wait) = c.auth_allowed(source, None) {
-        let refusal = crate::session::translate::Refusal::throttled(wait);
-        let mut r = error(StatusCode::TOO_MANY_REQUESTS, refusal.reason);
-        r.headers_mut()
-            .insert(RETRY_AFTER, hyper::header::HeaderValue::from(refusal.retry_after_s.unwrap_or(1)));
-        return r;
-    }
-    if !authorized(&req, token) {
-        c.auth_failed(source, None, "admin API");
-        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        r.headers_mut().insert(WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
-        return r;
-    }
-    match super::routes::lookup(&ROUTES, &method, &path) {
-        Lookup::Found(_) => {}
+    // The route table says what exists and which routes need the token (all but the few
+    // that hold no data); the table is public anyway, in the OpenAPI document.
+    let route = match super::routes::lookup(&ROUTES, &method, &path) {
+        Lookup::Found(route) => route,
         Lookup::WrongMethod(allow) => return not_allowed(&method, &path, &allow),
         Lookup::Unknown => return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    };
+    if route.token {
+        if let Err(wait) = c.auth_allowed(source, None) {
+            let refusal = crate::session::translate::Refusal::throttled(wait);
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, refusal.reason);
+            r.headers_mut()
+                .insert(RETRY_AFTER, hyper::header::HeaderValue::from(refusal.retry_after_s.unwrap_or(1)));
+            return r;
+        }
+        if !authorized(&req, token) {
+            c.auth_failed(source, None, "admin API");
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut().insert(WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+            return r;
+        }
     }
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let answer = match (segments.as_slice(), &method) {
+        (["healthz"], &Method::GET) => Ok(json(StatusCode::OK, &super::routes::Health { status: "ok" })),
+        (["v1", "openapi.json"], &Method::GET) => {
+            let mut r = Response::new(full(OPENAPI.clone()));
+            r.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+            Ok(r)
+        }
         (["metrics"], &Method::GET) => {
             let mut r = Response::new(full(Bytes::from(c.metrics().await)));
             r.headers_mut()
