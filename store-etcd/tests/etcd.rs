@@ -238,3 +238,10 @@ async fn a_sealed_secret_reads_as_sealed_bytes_through_etcdctl_and_opens_with_th
     let stored = kv.get(key).await.expect("get").expect("the key");
     assert_eq!(seal.open(key, &stored.value).expect("opens"), secret.as_bytes());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_follows_etcd() {
+    let members = cluster(1);
+    let kv = connect(&members).await;
+    skybridge_gateway::testkit::kv::a_mirror_follows_the_store(std::sync::Arc::new(kv)).await;
+}

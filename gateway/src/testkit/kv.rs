@@ -270,3 +270,50 @@ pub async fn ids_are_unique_across_allocators(kv: std::sync::Arc<dyn Kv>) {
     // The blocks were taken in turn: no more than one block per allocator left unused.
     assert!(*all.last().expect("ids") <= 1000 + 4 * 16, "ids up to {}", all.last().expect("ids"));
 }
+
+/// A mirror of a prefix follows the store: it starts from a listing, applies later changes,
+/// and — after a burst of changes and a compaction — still ends equal to the store.
+pub async fn a_mirror_follows_the_store(kv: std::sync::Arc<dyn Kv>) {
+    use crate::store::kv::mirror::mirror;
+    let p = format!("conformance/{}/mirror/", crate::time::now_unix_ms());
+    let ops: Vec<Op> = (0..20).map(|i| Op::put(format!("{p}k{i:02}"), "0")).collect();
+    applied(kv.as_ref(), &[], &ops).await;
+    let m = mirror(std::sync::Arc::clone(&kv), &p).await.expect("mirror");
+    assert_eq!(m.items().len(), 20, "listed at start");
+
+    applied(kv.as_ref(), &[], &[Op::put(format!("{p}k00"), "changed")]).await;
+    applied(kv.as_ref(), &[], &[Op::Delete(format!("{p}k01"))]).await;
+    applied(kv.as_ref(), &[], &[Op::put(format!("{}elsewhere", p.trim_end_matches('/')), "not mirrored")])
+        .await;
+    let last = applied(kv.as_ref(), &[], &[Op::put(format!("{p}new"), "1")]).await;
+    assert!(m.wait_for(last, Duration::from_secs(10)).await, "the mirror saw revision {last}");
+    assert_eq!(m.get(&format!("{p}k00")).map(|i| i.value), Some(b"changed".to_vec()));
+    assert_eq!(m.get(&format!("{p}k01")), None);
+    assert_eq!(m.items().len(), 20);
+
+    // A burst bigger than a watch may buffer, then a compaction: whether the watch kept up,
+    // resumed, or had to list again, the mirror ends as the store is.
+    let mut last = 0;
+    for round in 0..40 {
+        let ops: Vec<Op> = (0..50).map(|i| Op::put(format!("{p}burst/{i:02}"), format!("{round}"))).collect();
+        last = applied(kv.as_ref(), &[], &ops).await;
+    }
+    kv.compact(last).await.expect("compact");
+    let deleted = applied(kv.as_ref(), &[], &[Op::Delete(format!("{p}burst/07"))]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let store = kv.list(&p, None, 1000).await.expect("list").items;
+    loop {
+        if m.revision() >= deleted && m.items() == store {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mirror (at {}, {} items) did not catch up with the store ({} items)",
+            m.revision(),
+            m.items().len(),
+            store.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(m.get(&format!("{p}burst/03")).map(|i| i.value), Some(b"39".to_vec()));
+}

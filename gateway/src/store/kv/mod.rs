@@ -19,6 +19,7 @@
 
 pub mod ids;
 pub mod lease;
+pub mod mirror;
 pub mod redb;
 pub mod seal;
 

@@ -425,6 +425,13 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mirror_follows_redb() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = RedbKv::open(&dir.path().join("kv.redb")).expect("open");
+        crate::testkit::kv::a_mirror_follows_the_store(Arc::new(kv)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keys_on_a_lease_go_with_the_process_and_the_rest_stay() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kv.redb");
