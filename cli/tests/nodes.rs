@@ -453,6 +453,10 @@ fn a_controller_three_relays_and_two_sites_run_as_processes_and_ctl_drives_them(
 fn the_demo_runs_the_whole_flow_then_keeps_running_until_interrupted() {
     let mut demo = Demo::start(&["--clouds", "emulators"]);
     let stdout = demo.steps.join("\n");
+    // The dashboard's address with the token to log in with: the one in the token file.
+    let token = std::fs::read_to_string(&demo.token_file).expect("the token file");
+    let dashboard = format!("dashboard:  {}/ui   (log in with the admin token: {})", demo.url, token.trim());
+    assert!(stdout.lines().any(|l| l == dashboard), "no `{dashboard}`:\n{stdout}");
     for line in [
         "  site-a: AWS (STS, S3, EC2) — moto, a real emulator (SigV4 enforced)",
         "  site-b: Azure Blob storage — Azurite, a real emulator (Shared Key enforced)",

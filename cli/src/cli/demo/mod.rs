@@ -403,7 +403,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let token_file = mesh.state.path().join("admin.token");
     section("The mesh keeps running");
-    out!("dashboard:  {url}/ui   (log in with the admin token: cat {})", token_file.display());
+    // The token itself, for pasting into the login form: this is a local demo on loopback.
+    out!("dashboard:  {url}/ui   (log in with the admin token: {})", mesh.token);
     out!("admin API:  {url}   (token in {})", token_file.display());
     out!(
         "metrics:    {url}/metrics (same token); relay r1: http://{}/metrics",
