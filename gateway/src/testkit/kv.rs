@@ -317,3 +317,85 @@ pub async fn a_mirror_follows_the_store(kv: std::sync::Arc<dyn Kv>) {
     }
     assert_eq!(m.get(&format!("{p}burst/03")).map(|i| i.value), Some(b"39".to_vec()));
 }
+
+/// A store that hands everything to `inner`, with faults a test switches on: keep-alives that
+/// hang (a holder cut off from the store), watches that break after a few events (a dropped
+/// connection), new watches held back (a reconnection that takes a while).
+pub struct Faulty {
+    /// The real store.
+    pub inner: std::sync::Arc<dyn Kv>,
+    /// Keep-alives hang while set.
+    pub stall_keep_alives: std::sync::atomic::AtomicBool,
+    /// Each watch ends after this many events.
+    pub break_watches_after: Option<usize>,
+    /// New watches wait while set.
+    pub hold_watches: std::sync::atomic::AtomicBool,
+    /// Watches opened so far.
+    pub watches: std::sync::atomic::AtomicUsize,
+}
+
+impl Faulty {
+    /// No fault switched on; watches break after `break_watches_after` events, if given.
+    pub fn new(inner: std::sync::Arc<dyn Kv>, break_watches_after: Option<usize>) -> Faulty {
+        Faulty {
+            inner,
+            stall_keep_alives: false.into(),
+            break_watches_after,
+            hold_watches: false.into(),
+            watches: 0.into(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Kv for Faulty {
+    async fn get(&self, key: &str) -> Result<Option<Item>, KvError> {
+        self.inner.get(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::store::kv::Listing, KvError> {
+        self.inner.list(prefix, after, limit).await
+    }
+    async fn commit(&self, conditions: &[Condition], ops: &[Op]) -> Result<Commit, KvError> {
+        self.inner.commit(conditions, ops).await
+    }
+    async fn grant(&self, ttl: Duration) -> Result<crate::store::kv::LeaseId, KvError> {
+        self.inner.grant(ttl).await
+    }
+    async fn keep_alive(&self, lease: crate::store::kv::LeaseId) -> Result<(), KvError> {
+        use std::sync::atomic::Ordering;
+        if self.stall_keep_alives.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke(&self, lease: crate::store::kv::LeaseId) -> Result<(), KvError> {
+        self.inner.revoke(lease).await
+    }
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch, KvError> {
+        use std::sync::atomic::Ordering;
+        self.watches.fetch_add(1, Ordering::SeqCst);
+        while self.hold_watches.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut inner = self.inner.watch(prefix, after).await?;
+        let Some(limit) = self.break_watches_after else { return Ok(inner) };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            for _ in 0..limit {
+                let Some(e) = inner.recv().await else { return };
+                if tx.send(e).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+    async fn compact(&self, revision: Revision) -> Result<(), KvError> {
+        self.inner.compact(revision).await
+    }
+}

@@ -137,8 +137,9 @@ pub async fn hold(kv: Arc<dyn Kv>, ttl: Duration) -> Result<HeldLease, KvError> 
 mod tests {
     use super::*;
     use crate::store::kv::redb::RedbKv;
-    use crate::store::kv::{Commit, Condition, Item, Listing, Op, Revision, Watch};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use crate::store::kv::{Commit, Op};
+    use crate::testkit::kv::Faulty;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn a_lease_is_renewed_every_third_of_its_ttl_and_held_until_a_margin_before_it_can_expire() {
@@ -162,50 +163,11 @@ mod tests {
         assert_eq!(short.held_until(), t0 + Duration::from_millis(150));
     }
 
-    /// A store whose keep-alives can be made to hang, as when etcd is cut off.
-    struct Stalling {
-        kv: Arc<RedbKv>,
-        stalled: AtomicBool,
-    }
-
-    #[async_trait::async_trait]
-    impl Kv for Stalling {
-        async fn get(&self, key: &str) -> Result<Option<Item>, KvError> {
-            self.kv.get(key).await
-        }
-        async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Listing, KvError> {
-            self.kv.list(prefix, after, limit).await
-        }
-        async fn commit(&self, conditions: &[Condition], ops: &[Op]) -> Result<Commit, KvError> {
-            self.kv.commit(conditions, ops).await
-        }
-        async fn grant(&self, ttl: Duration) -> Result<LeaseId, KvError> {
-            self.kv.grant(ttl).await
-        }
-        async fn keep_alive(&self, lease: LeaseId) -> Result<(), KvError> {
-            if self.stalled.load(Ordering::SeqCst) {
-                std::future::pending::<()>().await;
-            }
-            self.kv.keep_alive(lease).await
-        }
-        async fn revoke(&self, lease: LeaseId) -> Result<(), KvError> {
-            self.kv.revoke(lease).await
-        }
-        async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch, KvError> {
-            self.kv.watch(prefix, after).await
-        }
-        async fn compact(&self, revision: Revision) -> Result<(), KvError> {
-            self.kv.compact(revision).await
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_holder_cut_off_from_the_store_fences_before_its_key_expires() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Stalling {
-            kv: RedbKv::open(&dir.path().join("kv.redb")).expect("open"),
-            stalled: false.into(),
-        });
+        let redb: Arc<dyn Kv> = Arc::new(RedbKv::open(&dir.path().join("kv.redb")).expect("open"));
+        let store = Arc::new(Faulty::new(redb, None));
         let ttl = Duration::from_secs(2);
         let mut lease = hold(store.clone(), ttl).await.expect("hold");
         let owned = Op::Put { key: "owner/bindings/1".into(), value: b"c1".to_vec(), lease: Some(lease.id) };
@@ -216,7 +178,7 @@ mod tests {
         assert!(store.get("owner/bindings/1").await.expect("get").is_some());
 
         // Cut off: the holder gives up before the store can drop the key, never after.
-        store.stalled.store(true, Ordering::SeqCst);
+        store.stall_keep_alives.store(true, Ordering::SeqCst);
         lease.lost().await;
         assert!(!lease.held());
         assert!(

@@ -169,8 +169,9 @@ impl Drop for Mirror {
 mod tests {
     use super::*;
     use crate::store::kv::redb::RedbKv;
-    use crate::store::kv::{Commit, Condition, LeaseId, Listing, Op, Watch};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::store::kv::{Commit, Op};
+    use crate::testkit::kv::Faulty;
+    use std::sync::atomic::Ordering;
 
     fn item(key: &str, value: &str, rev: Revision) -> Item {
         Item { key: key.into(), value: value.into(), create_revision: 1, mod_revision: rev, lease: None }
@@ -193,65 +194,11 @@ mod tests {
         assert_eq!(st.revision, 14);
     }
 
-    /// A store whose watches break after a few events, as a dropped connection would, and
-    /// whose new watches can be held back (a reconnection that takes a while).
-    struct Breaking {
-        kv: Arc<RedbKv>,
-        watches: AtomicUsize,
-        hold: std::sync::atomic::AtomicBool,
-    }
-
-    #[async_trait::async_trait]
-    impl Kv for Breaking {
-        async fn get(&self, key: &str) -> Result<Option<Item>, KvError> {
-            self.kv.get(key).await
-        }
-        async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Listing, KvError> {
-            self.kv.list(prefix, after, limit).await
-        }
-        async fn commit(&self, conditions: &[Condition], ops: &[Op]) -> Result<Commit, KvError> {
-            self.kv.commit(conditions, ops).await
-        }
-        async fn grant(&self, ttl: Duration) -> Result<LeaseId, KvError> {
-            self.kv.grant(ttl).await
-        }
-        async fn keep_alive(&self, lease: LeaseId) -> Result<(), KvError> {
-            self.kv.keep_alive(lease).await
-        }
-        async fn revoke(&self, lease: LeaseId) -> Result<(), KvError> {
-            self.kv.revoke(lease).await
-        }
-        async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch, KvError> {
-            self.watches.fetch_add(1, Ordering::SeqCst);
-            while self.hold.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let mut inner = self.kv.watch(prefix, after).await?;
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            tokio::spawn(async move {
-                // Three events, then the stream breaks.
-                for _ in 0..3 {
-                    let Some(e) = inner.recv().await else { return };
-                    if tx.send(e).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            Ok(rx)
-        }
-        async fn compact(&self, revision: Revision) -> Result<(), KvError> {
-            self.kv.compact(revision).await
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mirror_resumes_a_broken_watch_and_lists_again_after_a_compaction() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Breaking {
-            kv: RedbKv::open(&dir.path().join("kv.redb")).expect("open"),
-            watches: 0.into(),
-            hold: false.into(),
-        });
+        let redb: Arc<dyn Kv> = Arc::new(RedbKv::open(&dir.path().join("kv.redb")).expect("open"));
+        let store = Arc::new(Faulty::new(redb, Some(3)));
         let kv: Arc<dyn Kv> = store.clone();
         let m = mirror(Arc::clone(&kv), "p/").await.expect("mirror");
         // Ten changes one by one: the watch breaks every three, and is resumed each time.
@@ -268,14 +215,14 @@ mod tests {
         // Changes the mirror has not seen yet, compacted away while it reconnects: it lists
         // again. (Its watch breaks within three of the six changes; the next one waits.)
         let at = m.revision();
-        store.hold.store(true, Ordering::SeqCst);
+        store.hold_watches.store(true, Ordering::SeqCst);
         for i in 0..6 {
             if let Ok(Commit::Applied(r)) = kv.commit(&[], &[Op::put(format!("p/late/{i}"), "v")]).await {
                 last = r;
             }
         }
         kv.compact(last).await.expect("compact");
-        store.hold.store(false, Ordering::SeqCst);
+        store.hold_watches.store(false, Ordering::SeqCst);
         assert!(m.wait_for(last, Duration::from_secs(5)).await, "caught up from {at} to {last}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while m.items().len() < 16 {
