@@ -97,18 +97,7 @@ impl Azurite {
             Some(dir) => std::path::PathBuf::from(dir).join("azurite-blob"),
             None => "azurite-blob".into(),
         };
-        let mut child = std::process::Command::new(&program)
-            .args([
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                "0",
-                "--disableTelemetry",
-                "--skipApiVersionCheck",
-            ])
-            .arg("--location")
-            .arg(data.path())
-            .env("AZURITE_ACCOUNTS", format!("{account}:{key}"))
+        let mut child = skybridge_gateway::testkit::clouds::azurite(&program, data.path(), account, key)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -122,8 +111,8 @@ impl Azurite {
                 .next()
                 .and_then(Result::ok)
                 .unwrap_or_else(|| panic!("Azurite exited before listening"));
-            if let Some(url) = line.split("listens on http://127.0.0.1:").nth(1) {
-                break url.trim().parse().unwrap_or_else(|_| panic!("Azurite said {line:?}"));
+            if let Some(port) = skybridge_gateway::testkit::clouds::azurite_port(&line) {
+                break u64::from(port);
             }
         };
         // Keep draining its output so that it never blocks on a full pipe.

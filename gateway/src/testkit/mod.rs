@@ -6,11 +6,13 @@
 //! - [`netem`] — the user-space link emulator (delay, jitter, loss, rate per direction), since
 //!   kernel traffic shaping is not available on the test machines;
 //! - [`catalog`] — a synthetic catalog at scale, written straight into a store;
+//! - [`clouds`] — how the cloud emulators are started (tests and demo alike);
 //! - [`kv`] — the conformance suite every [`crate::store::kv::Kv`] engine passes;
 //! - [`local`] — a whole mesh in one process: a development CA, a controller, relays and sites
 //!   on loopback with an emulated link under every mesh link.
 
 pub mod catalog;
+pub mod clouds;
 pub mod kv;
 pub mod local;
 pub mod netem;

@@ -17,6 +17,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+use skybridge_gateway::testkit::clouds;
+
 use super::clouds::Cloud;
 
 /// The helper scripts, exactly as the tests run them.
@@ -164,18 +166,7 @@ impl Emulator {
             Cloud::Gcs => (installed.script("gcs_peer.py"), None),
             Cloud::Azure => {
                 let dir = tempfile::tempdir()?;
-                let mut c = Command::new(&installed.azurite);
-                c.args([
-                    "--blobHost",
-                    "127.0.0.1",
-                    "--blobPort",
-                    "0",
-                    "--disableTelemetry",
-                    "--skipApiVersionCheck",
-                ])
-                .arg("--location")
-                .arg(dir.path())
-                .env("AZURITE_ACCOUNTS", format!("{AZURE_ACCOUNT}:{AZURE_KEY}"));
+                let c = clouds::azurite(&installed.azurite, dir.path(), AZURE_ACCOUNT, AZURE_KEY);
                 data = Some(dir);
                 (c, None)
             }
@@ -233,8 +224,8 @@ impl Emulator {
                 Err(mpsc::RecvTimeoutError::Disconnected) => bail!("{what} exited before it was ready"),
             };
             if self.cloud == Cloud::Azure {
-                if let Some(port) = line.split("listens on http://127.0.0.1:").nth(1) {
-                    break serde_json::json!({ "port": port.trim().parse::<u16>().context("Azurite's port")? });
+                if let Some(port) = clouds::azurite_port(&line) {
+                    break serde_json::json!({ "port": port });
                 }
             } else if let Ok(value) = serde_json::from_str::<Value>(&line) {
                 break value;
