@@ -37,6 +37,9 @@ pub const REROUTE_HOLD_DOWN: Duration = Duration::from_secs(10);
 /// re-route (which takes a path test and a tunnel setup, well under a second when another
 /// path exists), then is refused.
 pub const REROUTE_WAIT: Duration = Duration::from_secs(5);
+/// How long after a stream failed to open the controller may take to learn that the path is
+/// dead (a relay closes a silent link after 0.5 s, then reports it).
+pub const PATH_NOTICE: Duration = Duration::from_millis(1500);
 
 /// How a binding carries traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -625,15 +628,59 @@ impl Controller {
         let slot = ActiveSlot::take(stats, max)
             .ok_or_else(|| anyhow::anyhow!("binding {id} already carries {max} connections"))?;
         let tunnel = self.live_tunnel(id).await?;
+        let (send, recv) = match self.open_on(&tunnel, early.clone()).await {
+            Ok(opened) => opened,
+            // A relay on the path may have found a link dead an instant before its report
+            // reached us: if the path turns out dead, take the new one (once).
+            Err(e) => match self.replacement(id, tunnel.id).await {
+                Some(new) => self.open_on(&new, early).await?,
+                None => return Err(e),
+            },
+        };
+        Ok((send, recv, slot))
+    }
+
+    /// Open a stream on `tunnel` at its first hop.
+    async fn open_on(
+        &self,
+        tunnel: &TunnelRecord,
+        early: bytes::Bytes,
+    ) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream)> {
         let first = &tunnel.hops[0];
         let conn = self.nodes.connection(first).ok_or_else(|| {
             anyhow::anyhow!("tunnel {}: {first} is not connected to the controller", tunnel.id)
         })?;
         let early = if early.is_empty() { Vec::new() } else { vec![early] };
-        let (send, recv) = crate::tunnel::hop::open(&conn, tunnel.id, tunnel.first_token.clone(), early)
+        crate::tunnel::hop::open(&conn, tunnel.id, tunnel.first_token.clone(), early)
             .await
-            .map_err(|e| e.context(format!("tunnel {} via {first}", tunnel.id)))?;
-        Ok((send, recv, slot))
+            .map_err(|e| e.context(format!("tunnel {} via {first}", tunnel.id)))
+    }
+
+    /// After a stream failed to open on tunnel `old` of binding `id`: the binding's new tunnel
+    /// if, within [`PATH_NOTICE`], its path is found dead or a re-route starts, and the re-route
+    /// then completes within [`REROUTE_WAIT`]; `None` when the path still looks fine (the
+    /// failure was something else: the caller reports it) or no new tunnel came.
+    async fn replacement(&self, id: u64, old: u64) -> Option<TunnelRecord> {
+        let started = Instant::now();
+        loop {
+            // Registered before looking, so that a re-route ending in between still wakes us.
+            let rerouted = self.bindings.rerouted.notified();
+            let (tunnel, rerouting) =
+                lock(&self.bindings.by_id).get(&id).map(|b| (b.view.tunnel.clone(), b.rerouting))?;
+            if tunnel.id != old {
+                return Some(tunnel);
+            }
+            let now = Instant::now();
+            let dead = self.nodes.view().path_problem(&tunnel.hops, 1.0, now).is_some_and(|p| p.dead);
+            let waited = now.duration_since(started);
+            if (!(rerouting || dead) && waited >= PATH_NOTICE) || waited >= PATH_NOTICE + REROUTE_WAIT {
+                return None;
+            }
+            tokio::select! {
+                () = rerouted => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
     }
 
     /// Binding `id`'s tunnel — once re-routed, if its path is dead or a re-route is running
