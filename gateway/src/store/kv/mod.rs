@@ -17,6 +17,7 @@
 //! the `skybridge-store-etcd` crate is the shared one. One conformance suite
 //! (`testkit::kv`) runs against both.
 
+pub mod cluster_secret;
 pub mod ids;
 pub mod lease;
 pub mod mirror;
