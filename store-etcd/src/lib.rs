@@ -101,9 +101,15 @@ impl EtcdKv {
     }
 }
 
-/// Whether an etcd error is worth retrying: the member was unreachable or did not answer.
+/// Whether an etcd error is worth retrying: the member was unreachable or did not answer. A
+/// TLS handshake that failed on a certificate (either side refusing the other's) is not: it
+/// fails the same way every time, and is reported at once.
 fn transient(e: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
+    let text = e.to_string();
+    if ["fatal alert", "invalid peer certificate"].iter().any(|m| text.contains(m)) {
+        return false;
+    }
     match e {
         E::TransportError(_) | E::IoError(_) => true,
         E::GRpcStatus(s) => {
