@@ -11,7 +11,8 @@
 //! | [`policy`] | the path policy in force and its scorer plugin |
 //! | [`accounts`] | accounts and their credential mappings; failed proofs and replays seen |
 //! | [`tunnels`] | tunnel setup and teardown on the hops (step 5) |
-//! | [`bindings`] | bindings, their expiry and re-routes, and the sessions recorded on them |
+//! | [`bindings`] | bindings, their expiry and re-routes |
+//! | [`streams`] | a client's stream onto its binding's current tunnel, and the session of each use |
 //! | [`budget`] | what the ingress may hold at once: client connections, bodies being buffered |
 //! | [`restore`] | what a restart keeps: bindings and the runtime policy in the store |
 //! | [`catalog`] | platforms' reports gathered, checked and integrated into their inventories; the catalog's entries |
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod policy;
 pub mod restore;
+pub mod streams;
 
 pub mod tunnels;
 pub mod view;
