@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -132,6 +132,8 @@ fn runs(program: &Path) -> bool {
 /// An emulator process, killed (with what it started) when dropped.
 pub struct Emulator {
     cloud: Cloud,
+    /// Where it came from (its owner's tools run from there too).
+    installed: Arc<Installed>,
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
@@ -149,7 +151,7 @@ pub struct Emulator {
 impl Emulator {
     /// Start `cloud`'s emulator. moto, Azurite and fake-gcs-server are waited for; Keystone is
     /// only started, on a port chosen here ([`Emulator::wait_ready`] waits for it).
-    pub fn start(installed: &Installed, cloud: Cloud) -> anyhow::Result<Emulator> {
+    pub fn start(installed: Arc<Installed>, cloud: Cloud) -> anyhow::Result<Emulator> {
         let mut data = None;
         let (mut command, port) = match cloud {
             Cloud::Aws => {
@@ -189,6 +191,7 @@ impl Emulator {
         });
         let mut emulator = Emulator {
             cloud,
+            installed,
             child,
             stdin,
             lines,
@@ -265,7 +268,8 @@ impl Emulator {
 
     /// Give the cloud a few services, as its owner would with the cloud's own tools (boto3,
     /// azure-storage-blob, Keystone's API, the GCS API). Returns what it made.
-    pub fn seed(&mut self, installed: &Installed) -> anyhow::Result<Vec<String>> {
+    pub fn seed(&mut self) -> anyhow::Result<Vec<String>> {
+        let installed = Arc::clone(&self.installed);
         self.wait_ready()?;
         let url = self.url.clone();
         let made = match self.cloud {

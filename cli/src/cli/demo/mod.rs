@@ -1,7 +1,7 @@
 //! `skybridge demo`: the whole flow in one process — a controller, five relays and four sites
 //! on loopback, the WAN emulated in user space, each site fronting a cloud (the real emulators
-//! where installed, [`emulators`]; else small built-in fixtures, [`clouds`]) — driven through the real admin API and printed as `skybridge ctl`
-//! prints it: the mesh, path decisions, a binding and its tunnel, a relay going dark and the
+//! where installed, [`emulators`]; else small built-in fixtures, [`clouds`]) — driven through
+//! the real admin API and printed as `skybridge ctl` prints it: the mesh, path decisions, a binding and its tunnel, a relay going dark and the
 //! re-route, session translation, then discovery, each platform's consent and the catalog.
 //! Then it keeps running for `skybridge ctl` (and Prometheus) until Ctrl-C.
 
@@ -95,7 +95,7 @@ async fn start_clouds(which: Clouds, plugins: &Path, secrets: &Path) -> anyhow::
             cloud,
             site,
             tokio::task::spawn_blocking(move || {
-                let installed = installed.as_deref().ok_or_else(|| "fixtures asked for".to_owned())?;
+                let installed = installed.ok_or_else(|| "fixtures asked for".to_owned())?;
                 if let Some(missing) = installed.missing(cloud) {
                     return Err(missing);
                 }
@@ -439,12 +439,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 /// Give each real emulator a few services, as its owner would, then have its site report again
 /// (the report the site made when it connected came before them, or before Keystone was up).
 async fn seed_and_refresh(client: &AdminClient, clouds: &mut [SiteCloud]) -> anyhow::Result<()> {
-    let installed = std::sync::Arc::new(tokio::task::spawn_blocking(Installed::find).await??);
     for c in clouds.iter_mut() {
         let Some(mut emulator) = c.emulator.take() else { continue };
-        let installed = std::sync::Arc::clone(&installed);
         let (emulator, made) = tokio::task::spawn_blocking(move || {
-            let made = emulator.seed(&installed);
+            let made = emulator.seed();
             (emulator, made)
         })
         .await?;
