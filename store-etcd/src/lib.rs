@@ -369,5 +369,8 @@ async fn follow(client: Client, prefix: String, mut after: Revision, tx: mpsc::S
                 }
             }
         }
+        // The stream ended: re-open it, not in a tight loop if it keeps ending at once.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
