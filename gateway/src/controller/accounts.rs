@@ -142,7 +142,7 @@ impl Controller {
     ) -> Result<AccountView, AccountError> {
         let platform = platform.to_owned();
         self.change_account(id, move |a| {
-            a.credentials.insert(platform, credentials);
+            a.credentials.insert(platform.clone(), credentials.clone());
             Ok(())
         })
         .await
@@ -161,7 +161,7 @@ impl Controller {
     async fn change_account(
         &self,
         id: &str,
-        change: impl FnOnce(&mut Account) -> Result<(), AccountError> + Send + 'static,
+        change: impl FnMut(&mut Account) -> Result<(), AccountError> + Send + 'static,
     ) -> Result<AccountView, AccountError> {
         let account = self.store.change_account(id, change).await?;
         // Tokens obtained with the old credentials must not outlive them.

@@ -12,6 +12,7 @@
 
 pub mod kv;
 pub mod redb;
+pub mod shared;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -113,6 +114,15 @@ pub trait Backend: Send + Sync + 'static {
     fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
     /// Replace an account; [`StoreError::NotFound`] if there is none with its id.
     fn update_account(&self, account: &Account) -> Result<(), StoreError>;
+    /// Read account `id`, let `change` change it, and store it — atomically: when the account
+    /// changed in between (another controller), it is read and changed again. `change` returns
+    /// false to refuse: nothing is stored and the answer is `None`.
+    /// [`StoreError::NotFound`] if there is no such account.
+    fn change_account(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&mut Account) -> bool,
+    ) -> Result<Option<Account>, StoreError>;
     /// An account by id.
     fn account(&self, id: &str) -> Result<Option<Account>, StoreError>;
     /// Every account, by id.
@@ -294,21 +304,30 @@ impl Store {
         self.call(move |b| b.update_account(&account)).await
     }
 
-    /// Read account `id`, change it with `change`, and store it — in one blocking call, so
-    /// nothing else runs on the pool in between. `change` may refuse with its own error.
+    /// Read account `id`, change it with `change`, and store it, atomically (see
+    /// [`Backend::change_account`]: `change` may run again when the account changed in
+    /// between). `change` may refuse with its own error.
     pub async fn change_account<E: From<StoreError> + Send + 'static>(
         &self,
         id: &str,
-        change: impl FnOnce(&mut Account) -> Result<(), E> + Send + 'static,
+        mut change: impl FnMut(&mut Account) -> Result<(), E> + Send + 'static,
     ) -> Result<Account, E> {
         let backend = self.backend()?;
         let id = id.to_owned();
         let run = move || -> Result<Account, E> {
-            let mut account =
-                backend.account(&id)?.ok_or(StoreError::NotFound { kind: "account", key: id.clone() })?;
-            change(&mut account)?;
-            backend.update_account(&account)?;
-            Ok(account)
+            let mut refused = None;
+            let changed = backend.change_account(&id, &mut |account| match change(account) {
+                Ok(()) => true,
+                Err(e) => {
+                    refused = Some(e);
+                    false
+                }
+            })?;
+            match (changed, refused) {
+                (Some(account), _) => Ok(account),
+                (None, Some(e)) => Err(e),
+                (None, None) => Err(E::from(StoreError::NotFound { kind: "account", key: id.clone() })),
+            }
         };
         self.inner.pool.run(run).await.map_err(|e| E::from(StoreError::from(e)))?
     }

@@ -189,11 +189,30 @@ impl RedbStore {
         table
             .insert((a.platform.as_str(), a.match_key.as_str()), encode(doing, a)?.as_slice())
             .doing(doing)?;
+        Self::append_audit_in(tx, doing, std::slice::from_mut(audit))
+    }
+
+    /// Append audit lines in `tx`, assigning their `seq`.
+    fn append_audit_in(
+        tx: &::redb::WriteTransaction,
+        doing: &'static str,
+        lines: &mut [AuditRecord],
+    ) -> Result<(), StoreError> {
         let mut log = tx.open_table(AUDIT).doing(doing)?;
-        let last = log.last().doing(doing)?.map(|(k, _)| k.value());
-        audit.seq = last.map_or(1, |s| s + 1);
-        log.insert(audit.seq, encode(doing, &*audit)?.as_slice()).doing(doing)?;
+        let mut last = log.last().doing(doing)?.map_or(0, |(k, _)| k.value());
+        for audit in lines {
+            last += 1;
+            audit.seq = last;
+            log.insert(audit.seq, encode(doing, &*audit)?.as_slice()).doing(doing)?;
+        }
         Ok(())
+    }
+
+    /// Append audit lines (assigning their `seq`) in one transaction: for a store whose
+    /// authorizations live elsewhere ([`super::shared`]).
+    pub fn append_audit(&self, lines: &mut [AuditRecord]) -> Result<(), StoreError> {
+        let doing = "appending to the audit";
+        self.write(doing, |tx| Self::append_audit_in(tx, doing, lines))
     }
 
     /// Count one more change of the catalog, in `tx`.
@@ -339,6 +358,33 @@ impl Backend for RedbStore {
             table.insert(account.id.as_str(), encode(doing, account)?.as_slice()).doing(doing)?;
             Ok(())
         })
+    }
+
+    fn change_account(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&mut Account) -> bool,
+    ) -> Result<Option<Account>, StoreError> {
+        let doing = "changing an account";
+        // One write transaction: nothing else changes the account in between.
+        let tx = self.db.begin_write().doing(doing)?;
+        let account = {
+            let mut table = tx.open_table(ACCOUNTS).doing(doing)?;
+            let bytes = table
+                .get(id)
+                .doing(doing)?
+                .ok_or_else(|| StoreError::NotFound { kind: "account", key: id.to_owned() })?
+                .value()
+                .to_vec();
+            let mut account: Account = decode("account", id, &bytes)?;
+            if !change(&mut account) {
+                return Ok(None);
+            }
+            table.insert(id, encode(doing, &account)?.as_slice()).doing(doing)?;
+            account
+        };
+        tx.commit().doing(doing)?;
+        Ok(Some(account))
     }
 
     fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
@@ -737,149 +783,20 @@ mod tests {
     }
 
     #[test]
-    fn runtime_state_is_written_listed_by_prefix_and_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(&dir.path().join("c.redb")).unwrap();
-        assert_eq!(store.states("binding/").unwrap(), vec![], "no table yet: nothing");
-        store.put_state("binding/02", Some(b"two")).unwrap();
-        store.put_state("binding/01", Some(b"one")).unwrap();
-        store.put_state("policy", Some(b"p")).unwrap();
-        let keys = |prefix| store.states(prefix).unwrap().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-        assert_eq!(keys("binding/"), ["binding/01", "binding/02"]);
-        assert_eq!(store.states("policy").unwrap(), vec![("policy".to_owned(), b"p".to_vec())]);
-        store.put_state("binding/01", None).unwrap();
-        assert_eq!(keys("binding/"), ["binding/02"]);
-    }
-
-    #[test]
-    fn accounts_are_stored_privately_and_ids_are_unique() {
+    fn passes_the_store_conformance_suite_in_a_private_file() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.redb");
         let store = RedbStore::open(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        let mut a = Account {
-            id: "acme".into(),
-            secret: "0123456789abcdef".into(),
-            created_unix_ms: 5,
-            credentials: Default::default(),
-        };
-        assert!(matches!(store.update_account(&a), Err(StoreError::NotFound { .. })), "no such account yet");
-        store.insert_account(&a).unwrap();
-        assert!(
-            matches!(store.insert_account(&a), Err(StoreError::Exists { kind: "account", .. })),
-            "ids are unique"
-        );
-        a.credentials.insert(
-            "aws".into(),
-            crate::session::accounts::Credentials {
-                principal: "AK".into(),
-                secret: "SK".into(),
-                attributes: Default::default(),
-            },
-        );
-        store.update_account(&a).unwrap();
-        let got = store.account("acme").unwrap().unwrap();
-        assert_eq!(got.credentials["aws"].secret, "SK");
-        assert_eq!(store.accounts().unwrap().len(), 1);
-        assert!(store.remove_account("acme").unwrap());
-        assert!(!store.remove_account("acme").unwrap());
-        assert!(store.account("acme").unwrap().is_none());
+        crate::testkit::store::conformance(&store);
     }
 }
 
 #[cfg(test)]
 mod catalog {
     use super::*;
-    use crate::catalog::{
-        AuditRecord, Authorization, AuthorizationState, CapabilityInfo, CatalogEntry, Outcome, ServiceInfo,
-        Trigger,
-    };
-
-    fn authorization(platform: &str, name: &str, kind: &str) -> Authorization {
-        let capability =
-            CapabilityInfo { kind: kind.into(), name: name.into(), attributes: Default::default() };
-        let service = ServiceInfo {
-            native_id: format!("{platform}:{name}"),
-            kind: kind.into(),
-            name: name.into(),
-            endpoint: "e".into(),
-            region: None,
-            attributes: Default::default(),
-            capabilities: vec![capability.clone()],
-        };
-        let mut a =
-            Authorization::new(format!("req-{platform}-{name}"), platform, capability, service, "op", 1);
-        a.state = AuthorizationState::Granted;
-        a
-    }
-
-    #[test]
-    fn grants_share_an_entry_by_match_key_and_revocations_leave_it_orphaned() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(&dir.path().join("c.redb")).unwrap();
-        let (east, west) =
-            (authorization("east", "Logs", "object-store"), authorization("west", "logs", "object-store"));
-        assert_eq!(store.add_authorizations(vec![east.clone(), west.clone()]).unwrap().len(), 2);
-        assert!(
-            store.add_authorizations(vec![east.clone()]).unwrap().is_empty(),
-            "one per platform and capability"
-        );
-        // Two grants of one match key in one group commit: one entry, two associations.
-        let decided = |a: &Authorization, id: &str, at: u64| Decided {
-            authorization: a.clone(),
-            audit: AuditRecord::of(a, &format!("platform:{}", a.platform), at),
-            grant: Some(CatalogEntry::new(id.into(), &a.capability, at)),
-        };
-        let entries = store.decide_all(vec![decided(&east, "id-1", 2), decided(&west, "id-2", 3)]).unwrap();
-        let ids: Vec<&str> = entries.iter().flatten().map(|e| e.id.as_str()).collect();
-        assert_eq!(ids, ["id-1", "id-1"], "the same match key finds the same entry");
-        let audit = store.audit(10).unwrap();
-        let lines: Vec<(u64, Option<&str>)> = audit.iter().map(|a| (a.seq, a.entry.as_deref())).collect();
-        assert_eq!(lines, [(2, Some("id-1")), (1, Some("id-1"))]);
-        let (_, associations) = store.entry("id-1").unwrap().unwrap();
-        assert_eq!(associations.iter().map(|a| a.platform.as_str()).collect::<Vec<_>>(), ["east", "west"]);
-        assert_eq!(store.entry_id("object-store/logs").unwrap().as_deref(), Some("id-1"));
-
-        // A refusal in the same batch as a grant changes only the audit.
-        let compute = authorization("east", "vm", "compute");
-        let mut refused = authorization("west", "db", "database");
-        refused.state = AuthorizationState::Refused;
-        let refusal = Decided { grant: None, ..decided(&refused, "unused", 4) };
-        let entries = store.decide_all(vec![decided(&compute, "id-0", 4), refusal]).unwrap();
-        assert_eq!((entries[0].as_ref().map(|e| e.id.as_str()), entries[1].is_none()), (Some("id-0"), true));
-        assert_eq!(store.entry_id("database/db").unwrap(), None);
-        let by_kind: Vec<String> =
-            store.entries(Some("object-store"), None, 10).unwrap().into_iter().map(|(e, _)| e.id).collect();
-        assert_eq!(by_kind, ["id-1"]);
-        let all: Vec<String> =
-            store.entries(None, None, 10).unwrap().into_iter().map(|(e, _)| e.id).collect();
-        assert_eq!(all, ["id-0", "id-1"]);
-        assert_eq!(store.entries(None, Some("id-0"), 10).unwrap().len(), 1, "paging after an id");
-        // The counts by state (what /metrics shows) agree with the full listing.
-        let mut tally = std::collections::BTreeMap::new();
-        for a in store.authorizations().unwrap() {
-            *tally.entry(a.state).or_insert(0u64) += 1;
-        }
-        let counts = store.catalog_counts().unwrap();
-        assert_eq!(counts.authorizations, tally);
-        assert_eq!(counts.authorizations.get(&AuthorizationState::Refused), Some(&1), "{tally:?}");
-        assert!(
-            counts.authorizations.get(&AuthorizationState::Granted).is_some_and(|n| *n >= 2),
-            "{tally:?}"
-        );
-
-        let mut revoked = east.clone();
-        assert!(revoked.revoked("policy changed", 5));
-        store.revoke(&revoked, &mut AuditRecord::of(&revoked, "platform:east", 5)).unwrap();
-        store.revoke(&west, &mut AuditRecord::of(&west, "platform:west", 6)).unwrap();
-        let (entry, associations) = store.entry("id-1").unwrap().unwrap();
-        assert!(associations.is_empty(), "orphaned, but kept: {entry:?}");
-        let audit = store.audit(10).unwrap();
-        assert_eq!(audit.iter().map(|a| a.seq).collect::<Vec<_>>(), [6, 5, 4, 3, 2, 1]);
-        assert_eq!(audit[1].state, AuthorizationState::Revoked);
-        assert_eq!(audit[2].state, AuthorizationState::Refused);
-    }
+    use crate::catalog::{Outcome, Trigger};
 
     #[test]
     fn refresh_records_are_numbered_per_platform_and_the_oldest_dropped() {

@@ -7,7 +7,8 @@
 //!   kernel traffic shaping is not available on the test machines;
 //! - [`catalog`] — a synthetic catalog at scale, written straight into a store;
 //! - [`clouds`] — how the cloud emulators are started (tests and demo alike);
-//! - [`kv`] — the conformance suite every [`crate::store::kv::Kv`] engine passes;
+//! - [`kv`] — the conformance suite every [`crate::store::kv::Kv`] engine passes, [`store`]
+//!   the one every [`crate::store::Backend`] passes;
 //! - [`local`] — a whole mesh in one process: a development CA, a controller, relays and sites
 //!   on loopback with an emulated link under every mesh link.
 
@@ -16,3 +17,4 @@ pub mod clouds;
 pub mod kv;
 pub mod local;
 pub mod netem;
+pub mod store;

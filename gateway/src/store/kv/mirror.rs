@@ -141,6 +141,37 @@ impl Mirror {
         read(&self.state).items.values().cloned().collect()
     }
 
+    /// Up to `limit` items under `prefix` with keys after `after` (when given), in key order.
+    pub fn range(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<Item> {
+        use std::ops::Bound;
+        let st = read(&self.state);
+        let start = match after {
+            Some(key) => Bound::Excluded(key.to_owned()),
+            None => Bound::Included(prefix.to_owned()),
+        };
+        st.items
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(_, item)| item.clone())
+            .collect()
+    }
+
+    /// How many items are under `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        let st = read(&self.state);
+        st.items.range(prefix.to_owned()..).take_while(|(k, _)| k.starts_with(prefix)).count()
+    }
+
+    /// Run `f` over every item under `prefix`, in key order, without copying them.
+    pub fn for_each(&self, prefix: &str, mut f: impl FnMut(&Item)) {
+        let st = read(&self.state);
+        st.items
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .for_each(|(_, i)| f(i));
+    }
+
     /// How often it listed again because the changes it missed were compacted away.
     pub fn relists(&self) -> u64 {
         self.relists.load(std::sync::atomic::Ordering::Relaxed)
