@@ -246,3 +246,67 @@ async fn a_mirror_follows_etcd() {
     let kv = connect(&members).await;
     skybridge_gateway::testkit::kv::a_mirror_follows_the_store(std::sync::Arc::new(kv)).await;
 }
+
+/// The controller's store on etcd: what a controller of a group runs on.
+async fn shared_store(
+    kv: EtcdKv,
+    local: &std::path::Path,
+) -> std::sync::Arc<skybridge_gateway::store::shared::SharedStore> {
+    use skybridge_gateway::store::kv::seal::SealKey;
+    use skybridge_gateway::store::shared::SharedStore;
+    let kv: std::sync::Arc<dyn Kv> = std::sync::Arc::new(kv);
+    let store = SharedStore::open(kv, "skybridge/", SealKey::new(&[9; 32]), local).await.expect("open");
+    std::sync::Arc::new(store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_store_on_etcd_passes_the_store_suite_and_account_secrets_are_sealed_in_etcd() {
+    use skybridge_gateway::session::accounts::{Account, Credentials};
+    use skybridge_gateway::store::Backend;
+    let members = cluster(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = shared_store(connect(&members).await, &dir.path().join("local.redb")).await;
+    let s = std::sync::Arc::clone(&store);
+    tokio::task::spawn_blocking(move || skybridge_gateway::testkit::store::conformance(s.as_ref()))
+        .await
+        .expect("the store suite passes on etcd");
+
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let mut account = Account {
+        id: "acme-ops".into(),
+        secret: "account-secret-0123456789".into(),
+        created_unix_ms: 1,
+        credentials: Default::default(),
+    };
+    let aws = Credentials {
+        principal: "AKIDEXAMPLE".into(),
+        secret: secret.into(),
+        attributes: Default::default(),
+    };
+    account.credentials.insert("site-b".into(), aws);
+    let s = std::sync::Arc::clone(&store);
+    tokio::task::spawn_blocking(move || s.insert_account(&account)).await.expect("join").expect("stored");
+
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &members[0].client_url, "get", "skybridge/accounts/", "--prefix"])
+        .output()
+        .expect("etcdctl runs (cargo xtask test installs Debian's etcd-client)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("skybridge/accounts/acme-ops"), "etcdctl lists the account: {shown}");
+    for clear in [secret, "account-secret-0123456789", "AKIDEXAMPLE"] {
+        assert!(!shown.contains(clear), "`{clear}` is in etcd in clear: {shown}");
+    }
+    let s = std::sync::Arc::clone(&store);
+    let read = tokio::task::spawn_blocking(move || s.account("acme-ops")).await.expect("join").expect("read");
+    assert_eq!(read.expect("the account").credentials["site-b"].secret, secret, "it opens with the seal key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_granting_one_capability_at_once_on_etcd_make_one_entry() {
+    let members = cluster(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kv = connect(&members).await;
+    skybridge_gateway::testkit::store::concurrent_grants(std::sync::Arc::new(kv), dir.path()).await;
+}

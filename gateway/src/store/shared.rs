@@ -589,7 +589,6 @@ impl Backend for SharedStore {
 mod tests {
     use super::*;
     use crate::store::kv::redb::RedbKv;
-    use crate::testkit::store::{grant, granted};
 
     async fn shared(kv: &Arc<dyn Kv>, dir: &Path, name: &str) -> Arc<SharedStore> {
         let seal = SealKey::new(&[7; 32]);
@@ -631,83 +630,9 @@ mod tests {
         assert!(matches!(e, StoreError::Corrupt { kind: "account", .. }), "{e}");
     }
 
-    /// A store whose first `n` commits wait for each other: `n` writers that read first all
-    /// read before any of them writes — the race, every time.
-    struct Together {
-        kv: Arc<dyn Kv>,
-        first: tokio::sync::Barrier,
-        commits: std::sync::atomic::AtomicUsize,
-        n: usize,
-    }
-
-    #[async_trait::async_trait]
-    impl Kv for Together {
-        async fn get(&self, key: &str) -> Result<Option<Item>, KvError> {
-            self.kv.get(key).await
-        }
-        async fn list(
-            &self,
-            prefix: &str,
-            after: Option<&str>,
-            limit: usize,
-        ) -> Result<super::super::kv::Listing, KvError> {
-            self.kv.list(prefix, after, limit).await
-        }
-        async fn commit(&self, conditions: &[Condition], ops: &[Op]) -> Result<Commit, KvError> {
-            if self.commits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < self.n {
-                self.first.wait().await;
-            }
-            self.kv.commit(conditions, ops).await
-        }
-        async fn grant(&self, ttl: Duration) -> Result<super::super::kv::LeaseId, KvError> {
-            self.kv.grant(ttl).await
-        }
-        async fn keep_alive(&self, lease: super::super::kv::LeaseId) -> Result<(), KvError> {
-            self.kv.keep_alive(lease).await
-        }
-        async fn revoke(&self, lease: super::super::kv::LeaseId) -> Result<(), KvError> {
-            self.kv.revoke(lease).await
-        }
-        async fn watch(&self, prefix: &str, after: Revision) -> Result<super::super::kv::Watch, KvError> {
-            self.kv.watch(prefix, after).await
-        }
-        async fn compact(&self, revision: Revision) -> Result<(), KvError> {
-            self.kv.compact(revision).await
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn controllers_granting_one_capability_at_once_make_one_entry() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let n = 6;
-        let kv: Arc<dyn Kv> = Arc::new(Together {
-            kv: redb_kv(dir.path()),
-            first: tokio::sync::Barrier::new(n),
-            commits: Default::default(),
-            n,
-        });
-        let mut granting = Vec::new();
-        for i in 0..n {
-            let store = shared(&kv, dir.path(), &format!("c{i}.redb")).await;
-            let a = granted(&format!("p{i}"), "logs", "object-store");
-            let decided = grant(&a, &format!("entry-of-c{i}"), 1);
-            granting.push(tokio::task::spawn_blocking(move || store.decide_all(vec![decided])));
-        }
-        let mut ids = Vec::new();
-        for g in granting {
-            let entries = g.await.expect("join").expect("granted");
-            ids.push(entries[0].as_ref().map(|e| e.id.clone()).expect("an entry"));
-        }
-        ids.dedup();
-        assert_eq!(ids.len(), 1, "every controller names the same entry: {ids:?}");
-        let reader = shared(&kv, dir.path(), "reader.redb").await;
-        let (entries, associations) = tokio::task::spawn_blocking(move || {
-            (reader.entries(None, None, 100).expect("entries"), reader.associations().expect("associations"))
-        })
-        .await
-        .expect("join");
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].1.len(), 6, "one association per platform");
-        assert_eq!(associations.len(), 6);
+        crate::testkit::store::concurrent_grants(redb_kv(dir.path()), dir.path()).await;
     }
 }

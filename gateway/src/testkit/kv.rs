@@ -320,7 +320,8 @@ pub async fn a_mirror_follows_the_store(kv: std::sync::Arc<dyn Kv>) {
 
 /// A store that hands everything to `inner`, with faults a test switches on: keep-alives that
 /// hang (a holder cut off from the store), watches that break after a few events (a dropped
-/// connection), new watches held back (a reconnection that takes a while).
+/// connection), new watches held back (a reconnection that takes a while), the first commits
+/// held until they can all go at once (writers that all read before any of them writes).
 pub struct Faulty {
     /// The real store.
     pub inner: std::sync::Arc<dyn Kv>,
@@ -332,6 +333,9 @@ pub struct Faulty {
     pub hold_watches: std::sync::atomic::AtomicBool,
     /// Watches opened so far.
     pub watches: std::sync::atomic::AtomicUsize,
+    /// The first commits, as many as the barrier's size, wait for each other.
+    together: Option<(usize, tokio::sync::Barrier)>,
+    commits: std::sync::atomic::AtomicUsize,
 }
 
 impl Faulty {
@@ -343,7 +347,14 @@ impl Faulty {
             break_watches_after,
             hold_watches: false.into(),
             watches: 0.into(),
+            together: None,
+            commits: 0.into(),
         }
+    }
+
+    /// No fault but this: the first `n` commits wait until all `n` have come.
+    pub fn commits_together(inner: std::sync::Arc<dyn Kv>, n: usize) -> Faulty {
+        Faulty { together: Some((n, tokio::sync::Barrier::new(n))), ..Faulty::new(inner, None) }
     }
 }
 
@@ -361,6 +372,11 @@ impl Kv for Faulty {
         self.inner.list(prefix, after, limit).await
     }
     async fn commit(&self, conditions: &[Condition], ops: &[Op]) -> Result<Commit, KvError> {
+        if let Some((n, together)) = &self.together
+            && self.commits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < *n
+        {
+            together.wait().await;
+        }
         self.inner.commit(conditions, ops).await
     }
     async fn grant(&self, ttl: Duration) -> Result<crate::store::kv::LeaseId, KvError> {

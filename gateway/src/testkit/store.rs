@@ -185,3 +185,44 @@ pub fn catalog(store: &dyn Backend) {
     assert_eq!(audit[1].entry.as_deref(), Some("id-1"));
     assert_eq!(audit[2].state, AuthorizationState::Refused);
 }
+
+/// Six controllers' shared stores on `kv` grant one capability (each for its own platform)
+/// with every first commit held until all six read: one entry, six associations. Local files
+/// go in `dir`.
+pub async fn concurrent_grants(kv: std::sync::Arc<dyn crate::store::kv::Kv>, dir: &std::path::Path) {
+    use crate::store::kv::seal::SealKey;
+    use crate::store::shared::SharedStore;
+    use std::sync::Arc;
+    let n = 6;
+    let prefix = format!("grants-{}/", crate::time::now_unix_ms());
+    let kv: Arc<dyn crate::store::kv::Kv> = Arc::new(super::kv::Faulty::commits_together(kv, n));
+    let open = |name: String| {
+        let (kv, prefix) = (Arc::clone(&kv), prefix.clone());
+        async move {
+            let local = dir.join(name);
+            Arc::new(SharedStore::open(kv, &prefix, SealKey::new(&[7; 32]), &local).await.expect("open"))
+        }
+    };
+    let mut granting = Vec::new();
+    for i in 0..n {
+        let store = open(format!("grants-c{i}.redb")).await;
+        let decided = grant(&granted(&format!("p{i}"), "logs", "object-store"), &format!("entry-of-c{i}"), 1);
+        granting.push(tokio::task::spawn_blocking(move || store.decide_all(vec![decided])));
+    }
+    let mut ids = Vec::new();
+    for g in granting {
+        let entries = g.await.expect("join").expect("granted");
+        ids.push(entries[0].as_ref().map(|e| e.id.clone()).expect("an entry"));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every controller names the same entry: {ids:?}");
+    let reader = open("grants-reader.redb".into()).await;
+    let (entries, associations) = tokio::task::spawn_blocking(move || {
+        (reader.entries(None, None, 100).expect("entries"), reader.associations().expect("associations"))
+    })
+    .await
+    .expect("join");
+    assert_eq!(entries.len(), 1, "one entry");
+    assert_eq!(entries[0].1.len(), n, "one association per platform");
+    assert_eq!(associations.len(), n);
+}
