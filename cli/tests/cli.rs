@@ -366,3 +366,24 @@ fn plugin_new_writes_crates_that_test_green_build_to_wasm_and_load() {
         }
     }
 }
+
+/// A build without etcd refuses an etcd store in one line that says how to build one with it.
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn a_build_without_etcd_refuses_an_etcd_store_saying_how_to_get_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::pki_and_token(dir.path(), &[("controller", "controller")]);
+    common::write_controller_toml(dir.path(), "127.0.0.1:0");
+    let config = std::fs::read_to_string(dir.path().join("controller.toml")).expect("read");
+    let etcd = "store = { kind = \"etcd\", endpoints = [\"http://127.0.0.1:9\"], local = \"own.redb\", \
+                seal_key = \"seal.key\" }";
+    common::write(dir.path(), "controller.toml", &config.replace("store = \"state/c.redb\"", etcd));
+    let out = Command::new(env!("CARGO_BIN_EXE_skybridge"))
+        .args(["controller", "--config", "controller.toml"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run skybridge");
+    assert_one_line_error(&out, "built without etcd support");
+    assert!(text(&out.stderr).contains("--features etcd"), "{}", text(&out.stderr));
+}

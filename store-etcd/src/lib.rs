@@ -374,3 +374,22 @@ async fn follow(client: Client, prefix: String, mut after: Revision, tx: mpsc::S
         pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
+
+/// Connects a controller to etcd as its configuration's `[store]` says: what the `skybridge`
+/// binary built with its `etcd` feature hands the controller.
+pub struct Connector;
+
+#[async_trait::async_trait]
+impl skybridge_gateway::store::open::Connect for Connector {
+    async fn connect(
+        &self,
+        config: &skybridge_gateway::config::EtcdStoreConfig,
+    ) -> Result<std::sync::Arc<dyn Kv>, KvError> {
+        let tls = config.tls.as_ref().map(|t| EtcdTls {
+            ca: t.ca.clone(),
+            identity: t.cert.clone().zip(t.key.clone()),
+            server_name: t.server_name.clone(),
+        });
+        Ok(std::sync::Arc::new(EtcdKv::connect(&config.endpoints, tls.as_ref()).await?))
+    }
+}

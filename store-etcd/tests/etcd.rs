@@ -2,29 +2,12 @@
 //! `cargo xtask test` installs), as separate processes: one member, then a three-member
 //! cluster with one member killed.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use skybridge_gateway::store::kv::{Kv, KvError};
+use skybridge_gateway::testkit::etcd::{Member, MemberTls};
 use skybridge_store_etcd::{EtcdKv, EtcdTls};
-
-/// An etcd member, killed when dropped.
-struct Member {
-    child: Child,
-    client_url: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 /// Start a cluster of `n` members on loopback.
 fn cluster(n: usize) -> Vec<Member> {
@@ -83,42 +66,12 @@ impl Pki {
 /// Start a cluster of `n` members on loopback; with `pki`, clients must present a certificate
 /// from its CA (etcd's `--client-cert-auth`).
 fn cluster_with(n: usize, pki: Option<&Pki>) -> Vec<Member> {
-    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-    let initial: Vec<String> =
-        ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}")).collect();
-    ports
-        .iter()
-        .enumerate()
-        .map(|(i, (client, peer))| {
-            let data = tempfile::tempdir().expect("tempdir");
-            let scheme = if pki.is_some() { "https" } else { "http" };
-            let client_url = format!("{scheme}://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let mut etcd = Command::new("etcd");
-            if let Some(pki) = pki {
-                etcd.arg("--cert-file")
-                    .arg(pki.path("member.pem"))
-                    .arg("--key-file")
-                    .arg(pki.path("member.key"))
-                    .arg("--trusted-ca-file")
-                    .arg(pki.path("ca.pem"))
-                    .arg("--client-cert-auth");
-            }
-            let child = etcd
-                .args(["--name", &format!("m{i}")])
-                .arg("--data-dir")
-                .arg(data.path().join("etcd"))
-                .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-                .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
-                .args(["--logger", "zap", "--log-level", "error"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("etcd starts (cargo xtask test installs Debian's etcd-server)");
-            Member { child, client_url, _data: data }
-        })
-        .collect()
+    let tls = pki.map(|p| MemberTls {
+        cert: p.path("member.pem"),
+        key: p.path("member.key"),
+        ca: p.path("ca.pem"),
+    });
+    skybridge_gateway::testkit::etcd::cluster(n, tls.as_ref())
 }
 
 /// A client of `members`, once the cluster answers.
@@ -255,7 +208,9 @@ async fn shared_store(
     use skybridge_gateway::store::kv::seal::SealKey;
     use skybridge_gateway::store::shared::SharedStore;
     let kv: std::sync::Arc<dyn Kv> = std::sync::Arc::new(kv);
-    let store = SharedStore::open(kv, "skybridge/", SealKey::new(&[9; 32]), local).await.expect("open");
+    let store = SharedStore::open(kv, "skybridge/", std::sync::Arc::new(SealKey::new(&[9; 32])), local)
+        .await
+        .expect("open");
     std::sync::Arc::new(store)
 }
 

@@ -49,10 +49,8 @@ pub fn run(role: RoleToRun, args: NodeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         match role {
             RoleToRun::Controller => {
-                let c = skybridge_gateway::node::controller::start(config::load::<ControllerConfig>(
-                    &args.config,
-                )?)
-                .await?;
+                let config = config::load::<ControllerConfig>(&args.config)?;
+                let c = skybridge_gateway::node::controller::start_with(config, etcd()).await?;
                 eprintln!("controller: mesh on {}, admin API on http://{}", c.mesh_addr(), c.admin_addr());
                 shutdown_signal().await;
                 c.shutdown().await;
@@ -94,4 +92,17 @@ async fn shutdown_signal() {
         }
     }
     tracing::info!("shutting down");
+}
+
+/// How this build reaches etcd (`[store] kind = "etcd"`), if it can.
+#[cfg(feature = "etcd")]
+fn etcd() -> Option<&'static dyn skybridge_gateway::store::open::Connect> {
+    Some(&skybridge_store_etcd::Connector)
+}
+
+/// This build cannot reach etcd: a configuration that asks for it is refused, saying how to
+/// build one that can.
+#[cfg(not(feature = "etcd"))]
+fn etcd() -> Option<&'static dyn skybridge_gateway::store::open::Connect> {
+    None
 }

@@ -273,7 +273,7 @@ impl Binding {
 
 /// The controller's bindings.
 pub struct Bindings {
-    next_id: AtomicU64,
+    ids: super::ids::Ids,
     by_id: std::sync::Mutex<BTreeMap<u64, Binding>>,
     /// CONNECT makes one binding per (account, platform, endpoint) at a time: a gate per key
     /// being made, dropped once nobody waits on it. Other keys never wait.
@@ -284,10 +284,11 @@ pub struct Bindings {
     rerouted: tokio::sync::Notify,
 }
 
-impl Default for Bindings {
-    fn default() -> Self {
+impl Bindings {
+    /// No bindings yet; new ones numbered from `ids`.
+    pub(super) fn new(ids: super::ids::Ids) -> Self {
         Bindings {
-            next_id: AtomicU64::new(1),
+            ids,
             by_id: std::sync::Mutex::new(BTreeMap::new()),
             making: std::sync::Mutex::default(),
             restoring: std::sync::Mutex::default(),
@@ -322,9 +323,9 @@ impl Bindings {
         self.rerouted.notified()
     }
 
-    /// New bindings get ids above `id`.
-    pub(super) fn ids_above(&self, id: u64) {
-        self.next_id.fetch_max(id.saturating_add(1), Ordering::Relaxed);
+    /// Id `id` is in use (kept by the previous run): new bindings get others.
+    pub(super) fn id_in_use(&self, id: u64) {
+        self.ids.in_use(id);
     }
 
     /// The CONNECT binding of `key`, if there is one.
@@ -389,16 +390,23 @@ impl Controller {
         if ttl == 0 || ttl > MAX_TTL_S {
             return Err(BindError::Invalid(format!("ttl_s must be between 1 and {MAX_TTL_S}, not {ttl}")));
         }
-        let prepared = self.prepare_binding(None);
+        let id = self.bindings.ids.next().await.map_err(|e| {
+            BindError::Setup(SetupFailed {
+                failed: vec![("store".into(), format!("no id for the binding: {e}"))],
+                rolled_back: Vec::new(),
+                retry: true,
+                denied: false,
+            })
+        })?;
+        let prepared = self.prepare_binding(id);
         let expires = now_unix_ms() + ttl * 1000;
         let view = self.open_binding(&prepared, req, account, listen, capability, expires).await?;
         Ok((view, prepared.cancelled(), prepared.stats()))
     }
 
-    /// A binding's id, cancel signal and counters, before it has a tunnel: `id` when restoring
-    /// one, else the next free id.
-    pub fn prepare_binding(&self, id: Option<u64>) -> Prepared {
-        let id = id.unwrap_or_else(|| self.bindings.next_id.fetch_add(1, Ordering::Relaxed));
+    /// A binding's cancel signal and counters, before it has a tunnel: binding `id` (a new
+    /// one's, or one being restored).
+    pub fn prepare_binding(&self, id: u64) -> Prepared {
         let (cancel, _) = watch::channel(false);
         let stats = Arc::new(Stats::new(self.ingress.max_buffered_per_binding_mib));
         Prepared { id, cancel: Arc::new(cancel), stats }

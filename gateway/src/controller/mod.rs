@@ -40,6 +40,7 @@ pub mod connect;
 mod connect_bindings;
 pub mod consent;
 pub mod events;
+mod ids;
 pub mod metrics;
 pub mod nodes;
 pub mod policy;
@@ -72,6 +73,9 @@ use crate::session::records::SessionLog;
 use crate::session::tokens::TokenCache;
 use crate::shutdown::{Shutdown, Signal, Spawner};
 use crate::store::Store;
+use crate::store::kv::cluster_secret::cluster_secret;
+use crate::store::kv::ids::IdBlocks;
+use crate::store::open::Opened;
 
 /// Plugin calls that may run at once on the controller (each on a blocking thread).
 const PLUGIN_CALLS: usize = 8;
@@ -113,14 +117,33 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Controller {
-    /// Start a controller: open the store, load the plugins, bind QUIC for nodes, and run its
-    /// tasks until `shutdown` is raised. Returns the controller and its mesh address.
-    pub fn start(
+    /// Start a controller on its opened store: load the plugins, bind QUIC for nodes, and run
+    /// its tasks until `shutdown` is raised. Returns the controller and its mesh address.
+    pub async fn start(
         config: &ControllerConfig,
+        opened: Opened,
         shutdown: &Shutdown,
     ) -> anyhow::Result<(Arc<Controller>, SocketAddr)> {
         config.policy.validate().map_err(|e| anyhow::anyhow!("policy: {e}"))?;
-        let store = Store::open_redb(&config.store).context("opening the store")?;
+        let Opened { store, group } = opened;
+        // In a group: one hop-key secret for all (a relay accepts grants from any controller)
+        // and ids no other controller hands out.
+        let (secret, binding_ids, tunnel_ids) = match &group {
+            None => (None, ids::Ids::own(), ids::Ids::own()),
+            Some(g) => {
+                let secret = cluster_secret(g.kv.as_ref(), &g.key("cluster/hop-secret"), &g.seal)
+                    .await
+                    .context("reading the group's hop-key secret")?;
+                let blocks = |name: &str| {
+                    ids::Ids::Shared(IdBlocks::new(
+                        Arc::clone(&g.kv),
+                        g.key(&format!("ids/{name}")),
+                        ids::BLOCK,
+                    ))
+                };
+                (Some(secret), blocks("bindings"), blocks("tunnels"))
+            }
+        };
         let mut options = EngineOptions::default();
         if let Some(cache) = &config.plugin_cache {
             options.cache_dir = Some(cache.clone());
@@ -139,8 +162,8 @@ impl Controller {
             plugins,
             plugin_calls: Pool::new("plugin", PLUGIN_CALLS),
             store,
-            tunnels: tunnels::Tunnels::new()?,
-            bindings: bindings::Bindings::default(),
+            tunnels: tunnels::Tunnels::new(secret, tunnel_ids)?,
+            bindings: bindings::Bindings::new(binding_ids),
             sessions: Mutex::new(SessionLog::default()),
             tokens: Mutex::new(TokenCache::default()),
             throttle: Mutex::default(),

@@ -80,7 +80,7 @@ impl Controller {
                 tracing::warn!(%key, "a kept binding with an unreadable id is skipped");
                 continue;
             };
-            self.bindings.ids_above(id);
+            self.bindings.id_in_use(id);
             if stored.expires_unix_ms <= now_unix_ms() {
                 tracing::info!(binding = id, "a kept binding expired while the controller was down");
                 self.forget_binding(id).await;

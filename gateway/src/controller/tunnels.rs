@@ -3,7 +3,6 @@
 //! at once, and collects the answers. A hop that says a retry may help (it had no key yet)
 //! gets the whole setup tried once more.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -48,16 +47,23 @@ pub struct TunnelRecord {
 /// The tunnel secret (every hop key derives from it) and tunnel ids.
 pub struct Tunnels {
     secret: [u8; 32],
-    next_id: AtomicU64,
+    ids: super::ids::Ids,
 }
 
 impl Tunnels {
-    /// Tunnels signed with a fresh random secret.
-    pub fn new() -> anyhow::Result<Tunnels> {
-        let mut secret = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-            .map_err(|_| anyhow::anyhow!("no system randomness for the tunnel secret"))?;
-        Ok(Tunnels { secret, next_id: AtomicU64::new(1) })
+    /// Tunnels whose hop keys derive from `secret` (the group's, or a fresh random one when
+    /// `None`), numbered from `ids`.
+    pub(super) fn new(secret: Option<[u8; 32]>, ids: super::ids::Ids) -> anyhow::Result<Tunnels> {
+        let secret = match secret {
+            Some(secret) => secret,
+            None => {
+                let mut fresh = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
+                    .map_err(|_| anyhow::anyhow!("no system randomness for the tunnel secret"))?;
+                fresh
+            }
+        };
+        Ok(Tunnels { secret, ids })
     }
 
     /// Node `name`'s hop key.
@@ -90,7 +96,12 @@ impl Controller {
         target: Target<'_>,
         expires_unix_ms: u64,
     ) -> Result<TunnelRecord, SetupFailed> {
-        let id = self.tunnels.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.tunnels.ids.next().await.map_err(|e| SetupFailed {
+            failed: vec![("store".into(), format!("no id for the tunnel: {e}"))],
+            rolled_back: Vec::new(),
+            retry: true,
+            denied: false,
+        })?;
         let mut path = decision.decision.chosen().path.clone();
         path.push(decision.to.clone());
         let plan =

@@ -109,7 +109,7 @@ pub async fn restore(controller: &Arc<Controller>) -> Result<usize, crate::store
     let kept = controller.bindings_to_restore().await?;
     let count = kept.len();
     for (id, stored) in kept {
-        let prepared = controller.prepare_binding(Some(id));
+        let prepared = controller.prepare_binding(id);
         controller.restoring(&prepared);
         let span = tracing::info_span!("binding", binding = id, to = %stored.request.to, endpoint = %stored.request.endpoint);
         let task = restore_one(Arc::clone(controller), prepared, stored);

@@ -20,8 +20,17 @@ pub struct ControllerHandle {
     shutdown: Option<Shutdown>,
 }
 
-/// Start a controller from its configuration.
+/// Start a controller from its configuration (its store on redb: see [`start_with`]).
 pub async fn start(config: ControllerConfig) -> anyhow::Result<ControllerHandle> {
+    start_with(config, None).await
+}
+
+/// Start a controller from its configuration; `etcd` connects to etcd when the binary has it
+/// (`[store] kind = "etcd"`).
+pub async fn start_with(
+    config: ControllerConfig,
+    etcd: Option<&dyn crate::store::open::Connect>,
+) -> anyhow::Result<ControllerHandle> {
     let token = crate::admin::read_token(&config.admin.token_file)?;
     // Bind the listeners before anything starts, so a busy port fails fast and cleanly.
     let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
@@ -36,8 +45,9 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<ControllerHandle>
         ),
         None => None,
     };
+    let opened = crate::store::open::open(&config.store, etcd).await?;
     let shutdown = Shutdown::new();
-    let (controller, mesh_addr) = Controller::start(&config, &shutdown)?;
+    let (controller, mesh_addr) = Controller::start(&config, opened, &shutdown).await?;
     // What the previous run kept: the policy set at runtime, then the bindings.
     if let Err(e) = controller.restore_policy().await {
         tracing::error!("cannot put the policy set at runtime back in force; the configuration's is: {e}");

@@ -11,6 +11,7 @@
 //! made private to the controller's user.
 
 pub mod kv;
+pub mod open;
 pub mod redb;
 pub mod shared;
 

@@ -138,7 +138,7 @@ fn text(kind: &'static str, item: &Item) -> Result<String, StoreError> {
 pub struct SharedStore {
     kv: Arc<dyn Kv>,
     keys: Keys,
-    seal: SealKey,
+    seal: Arc<SealKey>,
     catalog: Mirror,
     local: RedbStore,
     runtime: tokio::runtime::Handle,
@@ -150,7 +150,7 @@ impl SharedStore {
     pub async fn open(
         kv: Arc<dyn Kv>,
         prefix: &str,
-        seal: SealKey,
+        seal: Arc<SealKey>,
         local: &Path,
     ) -> Result<SharedStore, StoreError> {
         let keys = Keys { prefix: prefix.to_owned() };
@@ -591,7 +591,7 @@ mod tests {
     use crate::store::kv::redb::RedbKv;
 
     async fn shared(kv: &Arc<dyn Kv>, dir: &Path, name: &str) -> Arc<SharedStore> {
-        let seal = SealKey::new(&[7; 32]);
+        let seal = Arc::new(SealKey::new(&[7; 32]));
         Arc::new(SharedStore::open(Arc::clone(kv), "sb/", seal, &dir.join(name)).await.expect("open"))
     }
 
@@ -622,9 +622,14 @@ mod tests {
         assert!(!text.contains("a-secret-nobody-may-read") && !text.contains("acme"), "sealed: {text}");
         // Another key cannot open it: a controller with the wrong seal key reads a typed error.
         let other = Arc::new(
-            SharedStore::open(Arc::clone(&kv), "sb/", SealKey::new(&[8; 32]), &dir.path().join("o.redb"))
-                .await
-                .expect("open"),
+            SharedStore::open(
+                Arc::clone(&kv),
+                "sb/",
+                Arc::new(SealKey::new(&[8; 32])),
+                &dir.path().join("o.redb"),
+            )
+            .await
+            .expect("open"),
         );
         let e = tokio::task::spawn_blocking(move || other.account("acme")).await.expect("join").unwrap_err();
         assert!(matches!(e, StoreError::Corrupt { kind: "account", .. }), "{e}");

@@ -226,7 +226,7 @@ impl LocalMesh {
             listen: any,
             tls: pki.tls("controller", Role::Controller)?,
             admin: AdminConfig { listen: any, token_file },
-            store: state.path().join("controller.redb"),
+            store: crate::config::StoreConfig::Redb { path: state.path().join("controller.redb") },
             membership: fast_membership(),
             nearest: Hysteresis::default(),
             policy: topology.policy.clone(),

@@ -200,7 +200,9 @@ pub async fn concurrent_grants(kv: std::sync::Arc<dyn crate::store::kv::Kv>, dir
         let (kv, prefix) = (Arc::clone(&kv), prefix.clone());
         async move {
             let local = dir.join(name);
-            Arc::new(SharedStore::open(kv, &prefix, SealKey::new(&[7; 32]), &local).await.expect("open"))
+            Arc::new(
+                SharedStore::open(kv, &prefix, Arc::new(SealKey::new(&[7; 32])), &local).await.expect("open"),
+            )
         }
     };
     let mut granting = Vec::new();
