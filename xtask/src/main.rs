@@ -587,6 +587,18 @@ fn test(toolchain: Toolchain, skip_lint: bool) -> Result<()> {
         run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))
             .context("formatting differs: run `cargo fmt --all`")?;
         run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        // The binary with etcd built in (not a default feature: its build needs protoc).
+        run_cmd(cargo().args([
+            "clippy",
+            "-p",
+            "skybridge",
+            "--features",
+            "etcd",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     run_cmd(
         cargo()
@@ -596,6 +608,12 @@ fn test(toolchain: Toolchain, skip_lint: bool) -> Result<()> {
             .env("SKYBRIDGE_PEERS_BIN", &peers_bin)
             // `plugin new`'s test builds its crates to wasm with the toolchain the plugins used.
             .env("SKYBRIDGE_WASM_TOOLCHAIN", if used == Toolchain::Debian { "debian" } else { "rustup" }),
+    )?;
+    // A group of controllers on etcd: the binary built with its `etcd` feature.
+    run_cmd(
+        cargo()
+            .args(["test", "-p", "skybridge", "--features", "etcd", "--test", "ha"])
+            .env("SKYBRIDGE_PLUGIN_DIR", plugin_out_dir()),
     )?;
     // Doc tests (the SDK's examples) are not part of --all-targets.
     run_cmd(cargo().args(["test", "--workspace", "--doc"]))?;
