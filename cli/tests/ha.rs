@@ -5,9 +5,13 @@
 mod common;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::{Node, ok, skybridge, write};
 use skybridge_gateway::testkit::etcd::{Member, cluster};
+
+/// The controllers' lease TTL in these tests (the default is 10 s).
+const TTL_S: u64 = 3;
 
 /// `NAME.toml`: controller `name` with its mesh on `ip`, its shared state in the etcd
 /// `members`, its own in `state/NAME.redb`.
@@ -18,7 +22,7 @@ fn write_group_controller(dir: &Path, name: &str, ip: &str, members: &[Member]) 
         &format!("{name}.toml"),
         &format!(
             "name = \"{name}\"\nlisten = \"{ip}:0\"\nplugin_cache = \"cache\"\n\
-             [store]\nkind = \"etcd\"\nendpoints = [{}]\nlocal = \"state/{name}.redb\"\nseal_key = \"seal.key\"\n\
+             [store]\nkind = \"etcd\"\nendpoints = [{}]\nlocal = \"state/{name}.redb\"\nseal_key = \"seal.key\"\nlease_ttl_s = {TTL_S}\n\
              [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/{name}.pem\"\nkey = \"pki/{name}.key\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\
              [policy]\nscorer = \"{}\"\n",
@@ -34,6 +38,28 @@ fn start(dir: &Path, name: &str) -> (Node, String) {
     let line = node.line("controller: mesh on");
     let url = line.rsplit(' ').next().expect("the admin URL").to_owned();
     (node, url)
+}
+
+/// The names of the group's controllers as controller `url` lists them.
+fn controllers(dir: &Path, url: &str) -> Vec<String> {
+    let listed: serde_json::Value =
+        serde_json::from_str(&ctl(dir, url, &["controllers", "--json"])).expect("JSON");
+    let names =
+        listed.as_array().expect("a list").iter().map(|m| m["name"].as_str().expect("name").to_owned());
+    names.collect()
+}
+
+/// Wait (at most `limit`) until `url` lists exactly `names`.
+fn wait_for_controllers(dir: &Path, url: &str, names: &[&str], limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let now = controllers(dir, url);
+        if now == names {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{url} lists {now:?}, not {names:?}, after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn ctl(dir: &Path, url: &str, args: &[&str]) -> String {
@@ -88,4 +114,40 @@ fn controllers_of_a_group_share_accounts_through_etcd_and_outlive_an_etcd_member
     let (_c1, url1) = start(dir, "c1");
     let listed = ctl(dir, &url1, &["account", "list", "--json"]);
     assert!(listed.contains("\"acme\"") && listed.contains("\"globex\""), "{listed}");
+}
+
+#[test]
+fn controllers_join_under_leases_drop_out_when_killed_and_leave_at_once_when_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let members = cluster(1, None);
+    common::pki_and_token(dir, &[("c1", "controller"), ("c2", "controller"), ("c3", "controller")]);
+    write(dir, "seal.key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n");
+    for (name, ip) in [("c1", "127.0.0.11"), ("c2", "127.0.0.12"), ("c3", "127.0.0.13")] {
+        write_group_controller(dir, name, ip, &members);
+    }
+    let (c1, url1) = start(dir, "c1");
+    let (c2, _url2) = start(dir, "c2");
+    let (_c3, url3) = start(dir, "c3");
+    wait_for_controllers(dir, &url3, &["c1", "c2", "c3"], Duration::from_secs(5));
+    let shown = ctl(dir, &url1, &["controllers"]);
+    assert!(shown.contains("c1 *") && shown.contains("127.0.0.12"), "{shown}");
+
+    // Killed without a word: gone from the others' list once its lease expires.
+    drop(c1);
+    let gone = wait_for_controllers(dir, &url3, &["c2", "c3"], Duration::from_secs(TTL_S + 5));
+    assert!(gone >= Duration::from_secs(1), "it stayed until its lease expired: {gone:?}");
+
+    // Stopped gracefully: it revokes its lease, gone at once.
+    let mut c2 = c2;
+    let term = std::process::Command::new("kill").args(["-TERM", &c2.child.id().to_string()]).status();
+    assert!(term.expect("kill runs").success());
+    let status = c2.child.wait().expect("c2 ends");
+    assert!(status.success(), "a stopped controller exits cleanly: {status}");
+    let gone = wait_for_controllers(dir, &url3, &["c3"], Duration::from_secs(TTL_S));
+    assert!(gone < Duration::from_secs(2), "a graceful stop is seen at once, not after the TTL: {gone:?}");
+
+    // Started again, c1 joins again under its name.
+    let (_c1, url1) = start(dir, "c1");
+    wait_for_controllers(dir, &url1, &["c1", "c3"], Duration::from_secs(5));
 }

@@ -36,6 +36,9 @@ pub struct CtlArgs {
 enum CtlCommand {
     /// Registered relays and sites, up or down.
     Nodes,
+    /// The controllers of this one's group with their addresses (itself alone when it is in
+    /// none); `*` marks the one asked.
+    Controllers,
     /// Links between relays with their measured RTT, jitter and loss.
     Links,
     /// Platforms with their nearest relay.
@@ -356,6 +359,7 @@ fn show<T: Serialize + ?Sized>(json: bool, value: &T, print: fn(&T)) -> anyhow::
 async fn execute(client: &AdminClient, command: &CtlCommand, json: bool) -> anyhow::Result<()> {
     match command {
         CtlCommand::Nodes => show(json, client.nodes().await?.as_slice(), print_nodes),
+        CtlCommand::Controllers => show(json, client.controllers().await?.as_slice(), print_controllers),
         CtlCommand::Links => show(json, client.links().await?.as_slice(), print_links),
         CtlCommand::Platforms => show(json, client.platforms().await?.as_slice(), print_platforms),
         CtlCommand::Plugins => show(json, client.plugins().await?.as_slice(), print_plugins),
@@ -729,6 +733,19 @@ pub(super) fn print_nodes(nodes: &[NodeView]) {
         })
         .collect();
     table(&["NAME", "ROLE", "STATE", "LISTEN", "LAST SEEN"], rows);
+}
+
+fn print_controllers(members: &[skybridge_gateway::admin::api::MemberView]) {
+    let now = skybridge_gateway::time::now_unix_ms();
+    let rows = members
+        .iter()
+        .map(|m| {
+            let name = if m.this { format!("{} *", m.name) } else { m.name.clone() };
+            let up = format!("{:.0} s", now.saturating_sub(m.since_ms) as f64 / 1000.0);
+            vec![name, m.mesh.to_string(), format!("http://{}", m.admin), up]
+        })
+        .collect();
+    table(&["NAME", "MESH", "ADMIN API", "MEMBER FOR"], rows);
 }
 
 fn stats_cells(st: &LinkStats) -> [String; 3] {

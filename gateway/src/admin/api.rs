@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::controller::bindings::{BindRequest, BindingView, Mode, Reroute};
 pub use crate::controller::events::{Event, Stamped};
+pub use crate::controller::group::MemberView;
 pub use crate::controller::tunnels::TunnelRecord;
 pub use crate::controller::view::{LinkView, NodeView, PlatformView};
 pub use crate::path::{DecisionRecord, Policy, PolicyUpdate};

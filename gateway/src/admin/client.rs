@@ -281,6 +281,11 @@ impl AdminClient {
         self.get("/v1/nodes").await
     }
 
+    /// The controllers of the group (the one asked alone when it is in none).
+    pub async fn controllers(&self) -> Result<Vec<super::api::MemberView>, ClientError> {
+        self.get("/v1/controllers").await
+    }
+
     /// Links as relays report them.
     pub async fn links(&self) -> Result<Vec<LinkView>, ClientError> {
         self.get("/v1/links").await

@@ -8,8 +8,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 use super::api::{
     AccountView, AuditRecord, Authorization, BindRequest, BindingView, ConnectRequest, Credentials,
-    DecisionRecord, Deleted, EntryView, InventoryRecord, LinkView, NewAccount, NodeView, Page, PlatformView,
-    PluginView, Policy, PolicyUpdate, RefreshRecord, RefreshStarted, SessionRecord,
+    DecisionRecord, Deleted, EntryView, InventoryRecord, LinkView, MemberView, NewAccount, NodeView, Page,
+    PlatformView, PluginView, Policy, PolicyUpdate, RefreshRecord, RefreshStarted, SessionRecord,
 };
 use crate::controller::accounts::AuthFailures;
 
@@ -170,6 +170,15 @@ pub fn routes() -> Vec<Route> {
         },
         Route { token: false, ..other("/v1/openapi.json", "This document.", "application/json") },
         route("/v1/nodes", "mesh", "Registered relays and sites, up or down.", schema::<Vec<NodeView>>),
+        Route {
+            errors: &[503],
+            ..route(
+                "/v1/controllers",
+                "mesh",
+                "The controllers of this one's group, with their addresses (itself alone when it is in none).",
+                schema::<Vec<MemberView>>,
+            )
+        },
         route("/v1/links", "mesh", "Link statistics as the nodes report them.", schema::<Vec<LinkView>>),
         route(
             "/v1/platforms",

@@ -394,6 +394,10 @@ async fn handle(
             })
         }
         (["v1", "nodes"], &Method::GET) => Ok(json(StatusCode::OK, &c.nodes())),
+        (["v1", "controllers"], &Method::GET) => Ok(match c.controllers().await {
+            Ok(members) => json(StatusCode::OK, &members),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+        }),
         (["v1", "links"], &Method::GET) => Ok(json(StatusCode::OK, &c.links())),
         (["v1", "platforms"], &Method::GET) => Ok(json(StatusCode::OK, &c.platforms())),
         (["v1", "plugins"], &Method::GET) => Ok(json(StatusCode::OK, &plugins(c))),

@@ -40,6 +40,7 @@ pub mod connect;
 mod connect_bindings;
 pub mod consent;
 pub mod events;
+pub mod group;
 mod ids;
 pub mod metrics;
 pub mod nodes;
@@ -110,6 +111,8 @@ pub struct Controller {
     catalog: catalog::Catalog,
     consents: consent::Consents,
     recorded: metrics::Recorded,
+    /// Alone, or in a group ([`group`]): set once the addresses are known.
+    place: std::sync::OnceLock<group::Place>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,6 +179,7 @@ impl Controller {
             catalog: catalog::Catalog::new(config.catalog.bounds, config.catalog.withdrawal),
             consents: consent::Consents::new(config.catalog.handshake),
             recorded: metrics::Recorded::default(),
+            place: std::sync::OnceLock::new(),
         });
         tokio::spawn(nodes::accept(Arc::clone(&controller), Arc::clone(&endpoint), shutdown.signal()));
         tokio::spawn(tick(Arc::clone(&controller), endpoint, shutdown.signal()));

@@ -46,8 +46,10 @@ pub async fn start_with(
         None => None,
     };
     let opened = crate::store::open::open(&config.store, etcd).await?;
+    let group = opened.group.clone();
     let shutdown = Shutdown::new();
     let (controller, mesh_addr) = Controller::start(&config, opened, &shutdown).await?;
+    controller.take_place(group, mesh_addr, admin_addr).await?;
     // What the previous run kept: the policy set at runtime, then the bindings.
     if let Err(e) = controller.restore_policy().await {
         tracing::error!("cannot put the policy set at runtime back in force; the configuration's is: {e}");
@@ -103,6 +105,8 @@ impl ControllerHandle {
         // Bindings' listeners and connections first: they watch their binding's signal too.
         self.controller.bindings().cancel_all();
         shutdown.run().await;
+        // Its listeners are closed: the others may take over at once.
+        self.controller.leave_group().await;
         self.controller.close().await;
         tracing::info!(controller = %self.controller.name(), "controller stopped");
     }
