@@ -34,10 +34,52 @@ fn write_group_controller(dir: &Path, name: &str, ip: &str, members: &[Member]) 
 
 /// Start controller `name` and wait until it serves; its admin API's URL.
 fn start(dir: &Path, name: &str) -> (Node, String) {
-    let node = Node::start(dir, "controller", &format!("{name}.toml"), &[]);
-    let line = node.line("controller: mesh on");
-    let url = line.rsplit(' ').next().expect("the admin URL").to_owned();
+    let (node, _, url) = start_with_mesh(dir, name);
     (node, url)
+}
+
+/// Start controller `name`; its mesh address and admin API's URL.
+fn start_with_mesh(dir: &Path, name: &str) -> (Node, String, String) {
+    let node = Node::start(dir, "controller", &format!("{name}.toml"), &[]);
+    // "controller: mesh on 127.0.0.11:P, admin API on http://127.0.0.1:Q"
+    let line = node.line("controller: mesh on");
+    let mesh = line.split_whitespace().nth(3).expect("mesh address").trim_end_matches(',').to_owned();
+    let url = line.rsplit(' ').next().expect("the admin URL").to_owned();
+    (node, mesh, url)
+}
+
+/// A relay's or site's config naming every controller of the group.
+fn group_node_toml(name: &str, controllers: &[(&str, &str)]) -> String {
+    let peers: Vec<String> =
+        controllers.iter().map(|(n, addr)| format!("{{ name = \"{n}\", addr = \"{addr}\" }}")).collect();
+    format!(
+        "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\n\
+         tls = {{ ca = \"pki/ca.pem\", cert = \"pki/{name}.pem\", key = \"pki/{name}.key\" }}\n\
+         controllers = [{}]\n\
+         probing = {{ interval_ms = 20, report_ms = 200 }}\n",
+        peers.join(", ")
+    )
+}
+
+/// Wait (at most 20 s) until controller `url` has every node in `names` up.
+fn wait_for_nodes(dir: &Path, url: &str, names: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes: serde_json::Value =
+            serde_json::from_str(&ctl(dir, url, &["nodes", "--json"])).expect("JSON");
+        let up: Vec<&str> = nodes
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter(|n| n["state"] == "up")
+            .filter_map(|n| n["name"].as_str())
+            .collect();
+        if names.iter().all(|n| up.contains(n)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} has only {up:?} up, not all of {names:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The names of the group's controllers as controller `url` lists them.
@@ -150,4 +192,68 @@ fn controllers_join_under_leases_drop_out_when_killed_and_leave_at_once_when_sto
     // Started again, c1 joins again under its name.
     let (_c1, url1) = start(dir, "c1");
     wait_for_controllers(dir, &url1, &["c1", "c3"], Duration::from_secs(5));
+}
+
+#[test]
+fn relays_and_sites_keep_a_session_with_every_controller_and_carry_tunnels_of_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let members = cluster(1, None);
+    let nodes = [("r1", "relay"), ("r2", "relay"), ("site-a", "site"), ("site-b", "site")];
+    common::pki_and_token(dir, &[&[("c1", "controller"), ("c2", "controller")][..], &nodes[..]].concat());
+    write(dir, "seal.key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n");
+    write_group_controller(dir, "c1", "127.0.0.11", &members);
+    write_group_controller(dir, "c2", "127.0.0.12", &members);
+    let (_c1, mesh1, url1) = start_with_mesh(dir, "c1");
+    let (_c2, mesh2, url2) = start_with_mesh(dir, "c2");
+    let controllers = [("c1", mesh1.as_str()), ("c2", mesh2.as_str())];
+
+    write(dir, "r2.toml", &group_node_toml("r2", &controllers));
+    let r2 = Node::start(dir, "relay", "r2.toml", &[]);
+    let r2_addr = r2.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
+    let r1_toml = format!(
+        "{}neighbours = [{{ name = \"r2\", addr = \"{r2_addr}\" }}]\n",
+        group_node_toml("r1", &controllers)
+    );
+    write(dir, "r1.toml", &r1_toml);
+    let r1 = Node::start(dir, "relay", "r1.toml", &[]);
+    let r1_addr = r1.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
+    let greeter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let greeter_addr = greeter.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut s in greeter.incoming().map_while(Result::ok) {
+            let _ = std::io::Write::write_all(&mut s, b"hello from site-b\n");
+        }
+    });
+    let site_a = format!(
+        "{}relays = [{{ name = \"r1\", addr = \"{r1_addr}\" }}]\n",
+        group_node_toml("site-a", &controllers)
+    );
+    write(dir, "site-a.toml", &site_a);
+    let site_b = format!(
+        "{}relays = [{{ name = \"r2\", addr = \"{r2_addr}\" }}]\nendpoints = [{{ name = \"greeter\", addr = \"{greeter_addr}\" }}]\n",
+        group_node_toml("site-b", &controllers)
+    );
+    write(dir, "site-b.toml", &site_b);
+    let _sites = [Node::start(dir, "site", "site-a.toml", &[]), Node::start(dir, "site", "site-b.toml", &[])];
+
+    // Both controllers see every node: each node keeps a session with each.
+    for url in [&url1, &url2] {
+        wait_for_nodes(dir, url, &["r1", "r2", "site-a", "site-b"]);
+    }
+    // A tunnel set up by either controller is accepted by the relays and the site (one hop-key
+    // secret for the group), and the two controllers' binding ids do not collide.
+    let mut ids = Vec::new();
+    for url in [&url1, &url2] {
+        let bound =
+            ctl(dir, url, &["bind", "--from", "site-a", "--to", "site-b", "--endpoint", "greeter", "--json"]);
+        let bound: serde_json::Value = serde_json::from_str(&bound).expect("JSON");
+        ids.push(bound["id"].as_u64().expect("an id"));
+        let listen = bound["listen"].as_str().expect("its address").to_owned();
+        let mut greeting = String::new();
+        let mut conn = std::net::TcpStream::connect(&listen).expect("connect to the binding");
+        std::io::Read::read_to_string(&mut conn, &mut greeting).expect("read");
+        assert_eq!(greeting, "hello from site-b\n", "through {url}");
+    }
+    assert_ne!(ids[0], ids[1], "binding ids are unique across the group");
 }

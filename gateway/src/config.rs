@@ -316,8 +316,13 @@ pub struct RelayConfig {
     pub listen: SocketAddr,
     /// Certificate, key and CA.
     pub tls: TlsFiles,
-    /// The controller to register with.
-    pub controller: Peer,
+    /// The controller to register with (`controller = { … }`), or every controller of a
+    /// group (`controllers = [{ … }, …]`): the node keeps a session with each.
+    #[serde(default)]
+    pub controller: Option<Peer>,
+    /// A group's controllers (instead of `controller`).
+    #[serde(default)]
+    pub controllers: Vec<Peer>,
     /// Link probing.
     #[serde(default)]
     pub probing: Probing,
@@ -342,8 +347,13 @@ pub struct SiteConfig {
     pub listen: SocketAddr,
     /// Certificate, key and CA.
     pub tls: TlsFiles,
-    /// The controller to register with.
-    pub controller: Peer,
+    /// The controller to register with (`controller = { … }`), or every controller of a
+    /// group (`controllers = [{ … }, …]`): the site keeps a session with each.
+    #[serde(default)]
+    pub controller: Option<Peer>,
+    /// A group's controllers (instead of `controller`).
+    #[serde(default)]
+    pub controllers: Vec<Peer>,
     /// Probing of the relays below.
     #[serde(default)]
     pub probing: Probing,
@@ -655,7 +665,42 @@ impl Resolve for RelayConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        check_controllers(self.controller.as_ref(), &self.controllers)?;
         self.probing.check()
+    }
+}
+
+/// The controllers a node registers with: `controller`, or the list `controllers`.
+pub fn controllers_of(one: Option<&Peer>, group: &[Peer]) -> Vec<Peer> {
+    one.into_iter().chain(group).cloned().collect()
+}
+
+fn check_controllers(one: Option<&Peer>, group: &[Peer]) -> Result<(), String> {
+    match (one, group.is_empty()) {
+        (None, true) => Err("`controller` (or a group's `controllers`) is required".into()),
+        (Some(_), false) => Err("`controller` and `controllers` are alternatives: give one".into()),
+        _ => {
+            let mut names: Vec<&str> = group.iter().map(|p| p.name.as_str()).collect();
+            names.sort_unstable();
+            match names.windows(2).find(|w| w[0] == w[1]) {
+                Some(twice) => Err(format!("`controllers` names `{}` twice", twice[0])),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+impl RelayConfig {
+    /// The controllers it registers with.
+    pub fn controllers(&self) -> Vec<Peer> {
+        controllers_of(self.controller.as_ref(), &self.controllers)
+    }
+}
+
+impl SiteConfig {
+    /// The controllers it registers with.
+    pub fn controllers(&self) -> Vec<Peer> {
+        controllers_of(self.controller.as_ref(), &self.controllers)
     }
 }
 
@@ -683,6 +728,7 @@ impl Resolve for SiteConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        check_controllers(self.controller.as_ref(), &self.controllers)?;
         self.probing.check()?;
         require(self.reevaluate_every_s >= 1, "reevaluate_every_s", "must be at least 1")?;
         if let Some(cloud) = &self.cloud {
@@ -781,7 +827,7 @@ mod tests {
         c.policy.validate().unwrap();
         for relay in ["relay.toml", "r2.toml", "r3.toml"] {
             let r: RelayConfig = load(&examples().join(relay)).unwrap();
-            assert_eq!(r.controller.name, "controller");
+            assert_eq!(r.controllers().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["controller"]);
         }
         let r1: RelayConfig = load(&examples().join("relay.toml")).unwrap();
         assert_eq!(r1.neighbours.len(), 2);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
 use super::reporter::Reporter;
 use crate::mesh::identity::Role;
@@ -36,8 +36,8 @@ pub struct NodeMetrics {
     pub prober: Arc<Prober>,
     /// The tunnels through it.
     pub tunnels: Arc<HopTable>,
-    /// Its controller connection, when it has one.
-    pub controller: watch::Receiver<Option<quinn::Connection>>,
+    /// Its live controller sessions.
+    pub uplinks: super::uplinks::Uplinks,
     /// A site's plugins.
     pub plugins: Option<Arc<PluginRegistry>>,
     /// A site's discovery.
@@ -92,13 +92,19 @@ impl NodeMetrics {
         .sample(&[("node", me)], self.prober.silences() as f64);
         e.family("skybridge_hop_tunnels", Kind::Gauge, "Tunnels set up through this node.")
             .sample(&[("node", me)], self.tunnels.tunnels().len() as f64);
-        let connected = self.controller.borrow().as_ref().is_some_and(|c| c.close_reason().is_none());
+        let sessions = self.uplinks.all().len();
         e.family(
             "skybridge_controller_connected",
             Kind::Gauge,
-            "Whether the node is registered with its controller (1) or not (0).",
+            "Whether the node is registered with a controller (1) or with none (0).",
         )
-        .sample(&[("node", me)], if connected { 1.0 } else { 0.0 });
+        .sample(&[("node", me)], if sessions > 0 { 1.0 } else { 0.0 });
+        e.family(
+            "skybridge_controller_sessions",
+            Kind::Gauge,
+            "Controllers the node is registered with (each of a group's, when it is configured with several).",
+        )
+        .sample(&[("node", me)], sessions as f64);
         if let Some(plugins) = &self.plugins {
             plugins.write_metrics(&mut e);
         }

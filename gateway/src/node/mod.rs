@@ -36,3 +36,4 @@ pub mod relay;
 pub mod reporter;
 pub mod site;
 pub mod uplink;
+pub mod uplinks;

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::metrics;
@@ -39,8 +38,9 @@ impl Relay {
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_peers(Arc::clone(&endpoint), Arc::clone(&prober), Arc::clone(&tunnels)));
         tasks.spawn(expire_tunnels(Arc::clone(&tunnels)));
+        let controllers = config.controllers();
         dial_and_watch(&mut tasks, &endpoint, &prober, &tunnels, config.neighbours, config.probing);
-        let (connection, _) = watch::channel(None);
+        let uplinks = super::uplinks::Uplinks::default();
         let metrics_addr = match config.metrics_listen {
             Some(addr) => {
                 let listener = metrics::bind(addr)?;
@@ -50,7 +50,7 @@ impl Relay {
                     role: Role::Relay,
                     prober: Arc::clone(&prober),
                     tunnels: Arc::clone(&tunnels),
-                    controller: connection.subscribe(),
+                    uplinks: uplinks.clone(),
                     plugins: None,
                     reporter: None,
                 };
@@ -59,19 +59,21 @@ impl Relay {
             }
             None => None,
         };
-        let uplink = Uplink {
-            endpoint: Arc::clone(&endpoint),
-            role: Role::Relay,
-            listen: Some(listen),
-            controller: config.controller,
-            prober: Arc::clone(&prober),
-            tunnels: Arc::clone(&tunnels),
-            report_every: config.probing.report(),
-            connection,
-            reporter: None,
-            consent: None,
-        };
-        tasks.spawn(uplink.run());
+        for controller in controllers {
+            let uplink = Uplink {
+                endpoint: Arc::clone(&endpoint),
+                role: Role::Relay,
+                listen: Some(listen),
+                controller,
+                prober: Arc::clone(&prober),
+                tunnels: Arc::clone(&tunnels),
+                report_every: config.probing.report(),
+                uplinks: uplinks.clone(),
+                reporter: None,
+                consent: None,
+            };
+            tasks.spawn(uplink.run());
+        }
         tracing::info!(relay = %config.name, %listen, "relay started");
         Ok(Relay { endpoint, prober, tunnels, metrics_addr, tasks })
     }

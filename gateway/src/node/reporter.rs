@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::blocking::Pool;
 use crate::catalog::{Bounds, ServiceInfo, Trigger};
@@ -93,29 +93,42 @@ impl Reporter {
     }
 
     /// Report on every new controller connection, periodically, and on request, forever.
-    pub async fn run(self: Arc<Self>, mut controller: watch::Receiver<Option<quinn::Connection>>) {
+    pub async fn run(self: Arc<Self>, uplinks: super::uplinks::Uplinks) {
+        let mut changes = uplinks.subscribe();
+        // The connections reported to so far: a new one (a controller came up) gets a report
+        // at once — every controller keeps the inventories its sites report to it.
+        let mut known: Vec<usize> = Vec::new();
+        let mut trigger = None;
+        let mut next = tokio::time::Instant::now();
         loop {
-            // Wait for a (new) control channel, then report at once.
-            let Ok(conn) = controller.wait_for(Option::is_some).await.map(|c| c.clone()) else { return };
-            let Some(conn) = conn else { continue };
-            let mut trigger = Trigger::Connect;
-            loop {
-                self.report(&conn, trigger).await;
-                let wait = jittered(self.every);
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => trigger = Trigger::Periodic,
-                    () = self.wake.notified() => trigger = Trigger::OnDemand,
-                    () = closed(&conn) => break,
+            changes.borrow_and_update();
+            let live = uplinks.all();
+            if live.is_empty() {
+                known.clear();
+                if changes.changed().await.is_err() {
+                    return;
                 }
+                continue;
             }
-            // The connection went; the uplink replaces it.
-            let _ =
-                controller.wait_for(|c| c.as_ref().is_none_or(|c| c.stable_id() != conn.stable_id())).await;
+            let ids: Vec<usize> = live.iter().map(|l| l.conn.stable_id()).collect();
+            if ids.iter().any(|id| !known.contains(id)) {
+                trigger = Some(Trigger::Connect);
+            }
+            known = ids;
+            if let Some(t) = trigger.take() {
+                self.report(&live, t).await;
+                next = tokio::time::Instant::now() + jittered(self.every);
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => trigger = Some(Trigger::Periodic),
+                () = self.wake.notified() => trigger = Some(Trigger::OnDemand),
+                changed = changes.changed() => if changed.is_err() { return },
+            }
         }
     }
 
-    /// One run: discover, then send the report (or the failure).
-    async fn report(&self, conn: &quinn::Connection, trigger: Trigger) {
+    /// Discover once, and report what was found to every live controller.
+    async fn report(&self, live: &[super::uplinks::Live], trigger: Trigger) {
         self.running.store(true, Ordering::SeqCst);
         let platform = self.cloud.platform.clone();
         let outcome = match self.plugins.get(ADAPTER) {
@@ -140,23 +153,36 @@ impl Reporter {
                     "discovered"
                 );
                 let ms = u64::try_from(found.took.as_millis()).unwrap_or(u64::MAX);
-                send_report(conn, &platform, trigger, found.services, found.gone, found.requests, ms).await
+                let sends = live.iter().map(|l| {
+                    let (services, gone) = (found.services.clone(), found.gone.clone());
+                    send_report(&l.conn, &platform, trigger, services, gone, found.requests, ms)
+                });
+                crate::controller::join_all(sends).await
             }
             Err(reason) => {
                 tracing::warn!(%platform, ?trigger, "discovery failed: {reason}");
-                send(conn, vec![Control::DiscoveryFailed { platform: platform.clone(), trigger, reason }])
-                    .await
+                let sends = live.iter().map(|l| {
+                    let failed = Control::DiscoveryFailed {
+                        platform: platform.clone(),
+                        trigger,
+                        reason: reason.clone(),
+                    };
+                    send(&l.conn, vec![failed])
+                });
+                crate::controller::join_all(sends).await
             }
         };
-        match sent {
-            Ok(summary) => tracing::info!(%platform, ?summary, "report integrated by the controller"),
-            Err(e) => tracing::warn!(%platform, "report not integrated: {e:#}"),
+        for (l, sent) in live.iter().zip(sent) {
+            match sent {
+                Ok(summary) => {
+                    tracing::info!(%platform, controller = %l.controller, ?summary, "report integrated by the controller")
+                }
+                Err(e) => {
+                    tracing::warn!(%platform, controller = %l.controller, "report not integrated: {e:#}")
+                }
+            }
         }
     }
-}
-
-async fn closed(conn: &quinn::Connection) {
-    conn.closed().await;
 }
 
 /// `every` ± 25 %, at random.

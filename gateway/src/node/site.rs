@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::consent::SiteConsent;
@@ -34,7 +33,7 @@ const PLUGIN_WATCH: Duration = Duration::from_millis(500);
 pub struct Site {
     name: String,
     endpoint: Arc<MeshEndpoint>,
-    controller: watch::Receiver<Option<quinn::Connection>>,
+    uplinks: super::uplinks::Uplinks,
     plugins: Option<Arc<PluginRegistry>>,
     reporter: Option<Arc<Reporter>>,
     metrics_addr: Option<std::net::SocketAddr>,
@@ -69,8 +68,9 @@ impl Site {
         let tunnels = HopTable::new(&config.name, endpoints, Arc::clone(prober.peers()));
         let mut tasks = JoinSet::new();
         tasks.spawn(expire_tunnels(Arc::clone(&tunnels)));
+        let controllers = config.controllers();
         dial_and_watch(&mut tasks, &endpoint, &prober, &tunnels, config.relays, config.probing);
-        let (connection, controller) = watch::channel(None);
+        let uplinks = super::uplinks::Uplinks::default();
         let metrics_addr = match config.metrics_listen {
             Some(addr) => {
                 let listener = super::metrics::bind(addr)?;
@@ -80,7 +80,7 @@ impl Site {
                     role: Role::Site,
                     prober: Arc::clone(&prober),
                     tunnels: Arc::clone(&tunnels),
-                    controller: controller.clone(),
+                    uplinks: uplinks.clone(),
                     plugins: plugins.clone(),
                     reporter: reporter.clone(),
                 };
@@ -89,28 +89,30 @@ impl Site {
             }
             None => None,
         };
-        let uplink = Uplink {
-            endpoint: Arc::clone(&endpoint),
-            role: Role::Site,
-            listen: None,
-            controller: config.controller,
-            prober,
-            tunnels,
-            report_every: config.probing.report(),
-            connection,
-            reporter: reporter.clone(),
-            consent,
-        };
-        tasks.spawn(uplink.run());
+        for controller in controllers {
+            let uplink = Uplink {
+                endpoint: Arc::clone(&endpoint),
+                role: Role::Site,
+                listen: None,
+                controller,
+                prober: Arc::clone(&prober),
+                tunnels: Arc::clone(&tunnels),
+                report_every: config.probing.report(),
+                uplinks: uplinks.clone(),
+                reporter: reporter.clone(),
+                consent: consent.clone(),
+            };
+            tasks.spawn(uplink.run());
+        }
         if let Some(reporter) = &reporter {
-            tasks.spawn(Arc::clone(reporter).run(controller.clone()));
+            tasks.spawn(Arc::clone(reporter).run(uplinks.clone()));
         }
         if let Some(consent) = &consent_handle {
             let every = Duration::from_secs(config.reevaluate_every_s.max(1));
-            tasks.spawn(reevaluate(Arc::clone(consent), controller.clone(), every));
+            tasks.spawn(reevaluate(Arc::clone(consent), uplinks.clone(), every));
         }
         tracing::info!(site = %config.name, discovers = reporter.is_some(), "site started");
-        Ok(Site { name: config.name, endpoint, controller, plugins, reporter, metrics_addr, tasks })
+        Ok(Site { name: config.name, endpoint, uplinks, plugins, reporter, metrics_addr, tasks })
     }
 
     /// Where its metrics are served, if they are.
@@ -134,19 +136,15 @@ impl Site {
         &self.name
     }
 
-    /// Wait until registered with the controller, at most `timeout`.
+    /// Wait until registered with a controller, at most `timeout`.
     pub async fn registered(&self, timeout: Duration) -> anyhow::Result<()> {
-        let mut rx = self.controller.clone();
-        tokio::time::timeout(timeout, rx.wait_for(Option::is_some))
-            .await
-            .context("not registered with the controller in time")?
-            .context("site stopped")?;
+        self.uplinks.wait_any(timeout).await.context("not registered with the controller in time")?;
         Ok(())
     }
 
     /// Ask the controller to connect this platform to `target`; returns the path decision.
     pub async fn connect(&self, target: &str) -> anyhow::Result<DecisionRecord> {
-        let conn = self.controller.borrow().clone().context("not connected to the controller")?;
+        let conn = self.uplinks.any().context("not connected to the controller")?;
         match control::request(&conn, &Control::Connect { target: target.to_owned() }).await? {
             Control::Connected { decision } => Ok(*decision),
             other => bail!("unexpected answer to a connection request: {other:?}"),
@@ -167,15 +165,12 @@ impl Site {
 
 /// Decide every grant again every `every`, and tell the controller of each revocation until
 /// it acknowledges it.
-async fn reevaluate(
-    consent: Arc<SiteConsent>,
-    controller: watch::Receiver<Option<quinn::Connection>>,
-    every: Duration,
-) {
+async fn reevaluate(consent: Arc<SiteConsent>, uplinks: super::uplinks::Uplinks, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let revoked = consent.reevaluate().await;
-        let Some(conn) = controller.borrow().clone() else { continue };
+        // The group shares the authorizations: any controller records a revocation.
+        let Some(conn) = uplinks.any() else { continue };
         for (request_id, reason) in revoked {
             match control::request(&conn, &Control::Revoke { request_id: request_id.clone(), reason }).await {
                 Ok(Control::Revoked { existed, .. }) => {

@@ -1,14 +1,14 @@
-//! A relay's or site's session with the controller: register, heartbeat, report what the
-//! node's link watchers measure, and serve the controller's requests (path probes). When the
-//! controller goes away the node keeps retrying, so nodes and controller may start in any
-//! order and survive each other's restarts.
+//! A relay's or site's session with one controller: register, heartbeat, report what the
+//! node's link watchers measure, and serve the controller's requests (path probes, tunnel
+//! setup). When the controller goes away the node keeps retrying, so nodes and controller may
+//! start in any order and survive each other's restarts. A node configured with a group's
+//! controllers runs one uplink per controller ([`super::uplinks`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::sync::watch;
 
 use crate::config::Peer;
 use crate::mesh::identity::Role;
@@ -41,8 +41,8 @@ pub struct Uplink {
     pub tunnels: Arc<HopTable>,
     /// How often to report link statistics.
     pub report_every: Duration,
-    /// The live controller connection, for requests the node itself makes (site connects).
-    pub connection: watch::Sender<Option<quinn::Connection>>,
+    /// The node's live controller sessions, this one's among them while it is up.
+    pub uplinks: super::uplinks::Uplinks,
     /// A site's reporter, which the controller may ask for a refresh.
     pub reporter: Option<Arc<Reporter>>,
     /// A site's authorization decisions.
@@ -66,7 +66,7 @@ impl Uplink {
                     failures += 1;
                 }
             }
-            self.connection.send_replace(None);
+            self.uplinks.down(&self.controller.name);
             tokio::time::sleep(RETRY).await;
         }
     }
@@ -81,14 +81,21 @@ impl Uplink {
         let heartbeat_ms = match control.recv().await? {
             Some(Control::Registered { heartbeat_ms, hop_key, .. }) => {
                 let key = HopKey::from_hex(&hop_key).context("the controller sent a malformed hop key")?;
-                self.tunnels.set_key(key);
+                if self.tunnels.set_key(key) {
+                    tracing::warn!(
+                        node = %self.endpoint.name(), controller = %name,
+                        "this controller hands out a different hop key from the one this node had: \
+                         tunnels of the other controllers will be refused (controllers that share a \
+                         node must be one group, on one etcd)"
+                    );
+                }
                 heartbeat_ms
             }
             Some(Control::Refused { reason, .. }) => bail!("registration refused: {reason}"),
             other => bail!("unexpected answer to registration: {other:?}"),
         };
         tracing::info!(node = %self.endpoint.name(), controller = %name, "registered");
-        self.connection.send_replace(Some(conn.clone()));
+        self.uplinks.up(name, conn.clone());
         let serving = tokio::spawn(serve_requests(
             conn.clone(),
             name.clone(),

@@ -56,8 +56,11 @@ impl HopTable {
     }
 
     /// Install the key the controller sent at registration.
-    pub fn set_key(&self, key: HopKey) {
-        *lock(&self.key) = Some(key);
+    ///
+    /// Returns whether it replaced a different key: controllers of one group hand out the
+    /// same key, so a different one means grants of the others will be refused.
+    pub fn set_key(&self, key: HopKey) -> bool {
+        lock(&self.key).replace(key.clone()).is_some_and(|old| old != key)
     }
 
     /// The tunnels set up here, by id.
