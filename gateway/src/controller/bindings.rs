@@ -22,6 +22,7 @@ use super::events::Event;
 use super::tunnels::TunnelRecord;
 use super::view::PathProblem;
 use super::{Controller, lock};
+use crate::mesh::messages::Fence;
 use crate::time::now_unix_ms;
 use crate::tunnel::setup::{SetupFailed, Target};
 
@@ -134,6 +135,12 @@ pub struct BindingView {
     /// at the target platform closes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
+    /// The controller serving it.
+    #[serde(default)]
+    pub owner: String,
+    /// In a group of controllers: the owner's epoch, which every hop of its tunnel checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// A tunnel moved to a new path.
@@ -180,6 +187,8 @@ pub struct Prepared {
     pub id: u64,
     cancel: Arc<watch::Sender<bool>>,
     stats: Arc<Stats>,
+    /// In a group: its owner epoch (set once this controller owns it).
+    pub(crate) fence: Option<Fence>,
 }
 
 impl Prepared {
@@ -409,7 +418,7 @@ impl Controller {
     pub fn prepare_binding(&self, id: u64) -> Prepared {
         let (cancel, _) = watch::channel(false);
         let stats = Arc::new(Stats::new(self.ingress.max_buffered_per_binding_mib));
-        Prepared { id, cancel: Arc::new(cancel), stats }
+        Prepared { id, cancel: Arc::new(cancel), stats, fence: None }
     }
 
     /// Decide the path and set the tunnel up for `prepared`, until `expires`; record the
@@ -431,7 +440,8 @@ impl Controller {
         })?;
         let decision = self.choose_path(&from, &req.to).await?;
         let tunnel_account = req.account.as_deref().unwrap_or(account).to_owned();
-        let target = Target { endpoint: &req.endpoint, account: &tunnel_account, capability };
+        let target =
+            Target { endpoint: &req.endpoint, account: &tunnel_account, capability, fence: prepared.fence };
         let tunnel = self.setup_tunnel(&decision, target, expires).await?;
         let tunnel = self.record_tunnel_decision(decision, tunnel).await?;
         if req.mode != Mode::Connect {
@@ -465,6 +475,8 @@ impl Controller {
             bytes_down: 0,
             reroutes: vec![],
             capability: req.capability,
+            owner: self.name.clone(),
+            epoch: prepared.fence.map(|f| f.epoch),
         };
         tracing::info!(binding = id, %listen, tunnel = view.tunnel.id, hops = ?view.tunnel.hops, "binding open");
         let binding = Binding {
@@ -573,8 +585,13 @@ impl Controller {
             }
             return Ok(());
         }
-        let target =
-            Target { endpoint: &old.endpoint, account: &old.account, capability: old.capability.as_deref() };
+        let fence = view.epoch.map(|epoch| Fence { binding: id, epoch });
+        let target = Target {
+            endpoint: &old.endpoint,
+            account: &old.account,
+            capability: old.capability.as_deref(),
+            fence,
+        };
         let new = self.setup_tunnel(&decision, target, old.expires_unix_ms).await?;
         let new = self.record_tunnel_decision(decision, new).await?;
         let reroute = Reroute {
@@ -659,6 +676,8 @@ mod tests {
             bytes_down: 0,
             reroutes: vec![],
             capability: None,
+            owner: "controller".into(),
+            epoch: None,
         }
     }
 

@@ -303,6 +303,22 @@ pub struct HopGrant {
     /// key (`kind/name`), which the site's authorizer decides on instead of the endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
+    /// For a binding of a group of controllers: which binding, and its owner's epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
+}
+
+/// A binding's owner epoch in a group of controllers: the revision at which its current
+/// owner claimed it (it only grows). A hop refuses grants for the binding with an older epoch
+/// than the newest it has seen, and drops the binding's tunnels of older epochs when a newer
+/// one arrives — so a controller that lost a binding cannot keep carrying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fence {
+    /// The binding.
+    pub binding: u64,
+    /// Its owner's epoch.
+    pub epoch: u64,
 }
 
 /// One link as a relay measures it.

@@ -82,6 +82,7 @@ mod tests {
             account: "acme-ops".into(),
             expires_unix_ms: 1_000,
             capability: None,
+            fence: None,
         }
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::grant::{HopGrant, HopKey, Next};
 use super::splice::{self, Side};
 use crate::mesh::frame::{DEFAULT_MAX_FRAME, encode};
-use crate::mesh::messages::{Control, Refusal, RefusalCode};
+use crate::mesh::messages::{Control, Fence, Refusal, RefusalCode};
 use crate::mesh::peers::Peers;
 use crate::mesh::stream::{read_frame, write_frame};
 
@@ -32,6 +32,9 @@ pub struct HopTable {
     me: String,
     key: Mutex<Option<HopKey>>,
     tunnels: Mutex<HashMap<u64, Entry>>,
+    /// For each binding of a group seen here: the newest owner epoch, and until when a grant
+    /// for it may still be valid (then it is forgotten).
+    epochs: Mutex<HashMap<u64, (u64, u64)>>,
     /// The endpoints a site publishes, by name; empty on relays.
     endpoints: BTreeMap<String, SocketAddr>,
     /// The node's mesh connections, to reach the next hop.
@@ -51,6 +54,7 @@ impl HopTable {
             peers,
             key: Mutex::new(None),
             tunnels: Mutex::new(HashMap::new()),
+            epochs: Mutex::new(HashMap::new()),
             endpoints,
         })
     }
@@ -79,6 +83,9 @@ impl HopTable {
         now_unix_ms: u64,
     ) -> Result<(), Refusal> {
         self.check(&grant, token, next_token.as_deref(), now_unix_ms)?;
+        if let Some(fence) = grant.fence {
+            self.newer_epoch(fence, grant.expires_unix_ms);
+        }
         let (cancel, _) = watch::channel(false);
         let tunnel = grant.tunnel;
         let old = lock(&self.tunnels).insert(tunnel, Entry { grant, next_token, cancel });
@@ -111,6 +118,9 @@ impl HopTable {
         if grant.expires_unix_ms <= now_unix_ms {
             return Err(Refusal::new(RefusalCode::Forbidden, "the grant has expired"));
         }
+        if let Some(stale) = grant.fence.and_then(|f| self.stale(f)) {
+            return Err(stale);
+        }
         match (&grant.next, next_token) {
             (Next::Endpoint(e), _) if self.endpoint(e).is_none() => {
                 let published: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
@@ -125,6 +135,46 @@ impl HopTable {
                 Err(Refusal::new(RefusalCode::BadRequest, format!("no token for the next hop {n}")))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Why a grant fenced with `fence` is refused: another controller has owned its binding
+    /// since (a newer epoch was seen here).
+    fn stale(&self, fence: Fence) -> Option<Refusal> {
+        let newest = lock(&self.epochs).get(&fence.binding).map(|(epoch, _)| *epoch)?;
+        (fence.epoch < newest).then(|| {
+            let reason = format!(
+                "binding {}'s owner changed: epoch {} is older than {newest}, the one in force here",
+                fence.binding, fence.epoch
+            );
+            Refusal::new(RefusalCode::Forbidden, reason)
+        })
+    }
+
+    /// `fence`'s epoch is in force for its binding until at least `until_ms`: the binding's
+    /// tunnels of older epochs go (their owner lost the binding).
+    fn newer_epoch(&self, fence: Fence, until_ms: u64) {
+        {
+            let mut epochs = lock(&self.epochs);
+            let entry = epochs.entry(fence.binding).or_insert((fence.epoch, until_ms));
+            if fence.epoch < entry.0 {
+                return;
+            }
+            *entry = (fence.epoch, entry.1.max(until_ms));
+        }
+        let older: Vec<u64> = lock(&self.tunnels)
+            .iter()
+            .filter(|(_, e)| {
+                e.grant.fence.is_some_and(|f| f.binding == fence.binding && f.epoch < fence.epoch)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for tunnel in older {
+            tracing::warn!(
+                node = %self.me, tunnel, binding = fence.binding,
+                "a newer owner of the binding set a tunnel up: the older owner's tunnel goes"
+            );
+            self.teardown(tunnel);
         }
     }
 
@@ -165,6 +215,8 @@ impl HopTable {
         for id in expired {
             self.teardown(id);
         }
+        // An epoch is kept as long as a grant of its binding may be valid.
+        lock(&self.epochs).retain(|_, (_, until)| *until > now);
     }
 
     /// Check a `TunnelOpen` from `peer`: the tunnel must be set up here, the peer must be its
@@ -189,6 +241,9 @@ impl HopTable {
                 RefusalCode::Forbidden,
                 format!("tunnel {tunnel} is not open to {peer} at {}", self.me),
             );
+        }
+        if let Some(stale) = entry.grant.fence.and_then(|f| self.stale(f)) {
+            return Err(stale);
         }
         if !key.verifies(&entry.grant, token) {
             return refuse(
@@ -349,7 +404,7 @@ mod tests {
             7,
             "controller",
             &path,
-            setup::Target { endpoint: "web", account: "acme", capability: None },
+            setup::Target { endpoint: "web", account: "acme", capability: None, fence: None },
             10_000,
             |n| HopKey::derive(&SECRET, n),
         );
@@ -359,6 +414,36 @@ mod tests {
     fn set_up(table: &HopTable, plan: &setup::SetupPlan, now: u64) -> Result<(), Refusal> {
         let hop = &plan.hops[1];
         table.setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), now)
+    }
+
+    /// Binding 4's tunnel `tunnel` through r1 → r2 → site-b, as its owner of `epoch` plans it.
+    fn fenced(tunnel: u64, epoch: u64) -> setup::SetupPlan {
+        let path: Vec<String> = ["r1", "r2", "site-b"].map(String::from).into();
+        let fence = Some(Fence { binding: 4, epoch });
+        let target = setup::Target { endpoint: "web", account: "acme", capability: None, fence };
+        setup::plan(tunnel, "c1", &path, target, 10_000, |n| HopKey::derive(&SECRET, n))
+    }
+
+    #[test]
+    fn a_newer_owner_epoch_drops_the_bindings_older_tunnels_and_refuses_older_grants() {
+        let (table, unrelated) = table();
+        let (old, new) = (fenced(20, 5), fenced(21, 9));
+        set_up(&table, &old, 1).unwrap();
+        set_up(&table, &unrelated, 1).unwrap();
+        assert!(table.admit("r1", 20, &old.hops[1].token, 2).is_ok(), "the owner's tunnel carries");
+        // The binding's new owner sets its tunnel up: the old owner's tunnel goes, others stay.
+        set_up(&table, &new, 3).unwrap();
+        assert_eq!(table.tunnels(), [7, 21]);
+        // The old owner (paused, then woken) can neither set a tunnel up again nor open one.
+        let again = fenced(22, 5);
+        let e = set_up(&table, &again, 4).unwrap_err();
+        assert!(e.reason.contains("owner changed") && e.code == RefusalCode::Forbidden, "{e}");
+        assert!(table.admit("r1", 20, &old.hops[1].token, 4).is_err(), "its tunnel is gone");
+        // The epoch is kept while a grant of the binding may be valid, then forgotten.
+        table.expire(9_999);
+        assert!(set_up(&table, &fenced(23, 5), 9_999).is_err(), "still fenced");
+        table.expire(10_000);
+        assert!(lock(&table.epochs).is_empty());
     }
 
     #[test]
@@ -423,7 +508,7 @@ mod tests {
             1,
             "controller",
             &path,
-            setup::Target { endpoint: "db", account: "acme", capability: None },
+            setup::Target { endpoint: "db", account: "acme", capability: None, fence: None },
             10,
             |n| HopKey::derive(&SECRET, n),
         );

@@ -54,6 +54,8 @@ pub struct Target<'a> {
     pub account: &'a str,
     /// A binding by capability: the capability's match key, which the site authorizes.
     pub capability: Option<&'a str>,
+    /// A group's binding: its owner's epoch, which every hop checks.
+    pub fence: Option<crate::mesh::messages::Fence>,
 }
 
 /// Why a tunnel could not be set up.
@@ -103,6 +105,7 @@ pub fn plan(
             expires_unix_ms,
             // Only the site decides on it.
             capability: (i + 1 == path.len()).then(|| target.capability.map(str::to_owned)).flatten(),
+            fence: target.fence,
         })
         .collect();
     let tokens: Vec<String> = grants.iter().map(|g| key(&g.hop).sign(g)).collect();
@@ -172,7 +175,7 @@ mod tests {
     }
 
     fn to(endpoint: &str) -> Target<'_> {
-        Target { endpoint, account: "acme", capability: None }
+        Target { endpoint, account: "acme", capability: None, fence: None }
     }
 
     #[test]
@@ -199,7 +202,8 @@ mod tests {
 
     #[test]
     fn a_capability_goes_to_the_site_alone_and_its_refusal_is_a_denial() {
-        let target = Target { endpoint: "s3", account: "acme", capability: Some("object-store/logs") };
+        let target =
+            Target { endpoint: "s3", account: "acme", capability: Some("object-store/logs"), fence: None };
         let p = plan(2, "c", &path(&["r1", "site-b"]), target, 1, key);
         let caps: Vec<_> = p.hops.iter().map(|h| h.grant.capability.as_deref()).collect();
         assert_eq!(caps, [None, Some("object-store/logs")]);
