@@ -13,18 +13,23 @@ use skybridge_gateway::testkit::etcd::{Member, cluster};
 /// The controllers' lease TTL in these tests (the default is 10 s).
 const TTL_S: u64 = 3;
 
-/// `NAME.toml`: controller `name` with its mesh on `ip`, its shared state in the etcd
-/// `members`, its own in `state/NAME.redb`.
+/// `NAME.toml`: controller `name` with its mesh and its bindings on `ip`, its shared state in
+/// the etcd `members`, its own in `state/NAME.redb`.
 fn write_group_controller(dir: &Path, name: &str, ip: &str, members: &[Member]) {
+    write_group_controller_ttl(dir, name, ip, members, TTL_S);
+}
+
+fn write_group_controller_ttl(dir: &Path, name: &str, ip: &str, members: &[Member], ttl_s: u64) {
     let endpoints: Vec<String> = members.iter().map(|m| format!("\"{}\"", m.client_url)).collect();
     write(
         dir,
         &format!("{name}.toml"),
         &format!(
             "name = \"{name}\"\nlisten = \"{ip}:0\"\nplugin_cache = \"cache\"\n\
-             [store]\nkind = \"etcd\"\nendpoints = [{}]\nlocal = \"state/{name}.redb\"\nseal_key = \"seal.key\"\nlease_ttl_s = {TTL_S}\n\
+             [store]\nkind = \"etcd\"\nendpoints = [{}]\nlocal = \"state/{name}.redb\"\nseal_key = \"seal.key\"\nlease_ttl_s = {ttl_s}\n\
              [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/{name}.pem\"\nkey = \"pki/{name}.key\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\
+             [ingress]\naddress = \"{ip}\"\n\
              [policy]\nscorer = \"{}\"\n",
             endpoints.join(", "),
             common::plugin("weighted-scorer.wasm").display()
@@ -194,66 +199,280 @@ fn controllers_join_under_leases_drop_out_when_killed_and_leave_at_once_when_sto
     wait_for_controllers(dir, &url1, &["c1", "c3"], Duration::from_secs(5));
 }
 
+/// A group's controllers, each with its node process (`None` once killed), admin URL and
+/// mesh address.
+struct Controller {
+    node: Option<Node>,
+    ip: String,
+    url: String,
+    /// Stopped (SIGSTOP): its admin API would not answer, so it is not asked.
+    paused: bool,
+}
+
+/// A group of controllers on etcd, two relays and two sites (site-b publishes `greeter`, which
+/// greets and closes), each node with a session to every controller.
+struct GroupMesh {
+    dir: tempfile::TempDir,
+    etcd: Vec<Member>,
+    controllers: std::collections::BTreeMap<String, Controller>,
+    nodes: std::collections::BTreeMap<String, Node>,
+}
+
+impl GroupMesh {
+    /// `etcd` members; controllers `c1`… on 127.0.0.11… with lease TTL `ttl_s`.
+    fn start(etcd: usize, controllers: usize, ttl_s: u64) -> GroupMesh {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let members = cluster(etcd, None);
+        let names: Vec<String> = (1..=controllers).map(|i| format!("c{i}")).collect();
+        let mut certs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "controller")).collect();
+        certs.extend([("r1", "relay"), ("r2", "relay"), ("site-a", "site"), ("site-b", "site")]);
+        common::pki_and_token(dir, &certs);
+        write(dir, "seal.key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n");
+        let mut running = std::collections::BTreeMap::new();
+        let mut meshes = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let ip = format!("127.0.0.{}", 11 + i);
+            write_group_controller_ttl(dir, name, &ip, &members, ttl_s);
+            let (node, mesh, url) = start_with_mesh(dir, name);
+            meshes.push((name.clone(), mesh));
+            running.insert(name.clone(), Controller { node: Some(node), ip, url, paused: false });
+        }
+        let peers: Vec<(&str, &str)> = meshes.iter().map(|(n, m)| (n.as_str(), m.as_str())).collect();
+        let mut nodes = std::collections::BTreeMap::new();
+        write(dir, "r2.toml", &group_node_toml("r2", &peers));
+        let r2 = Node::start(dir, "relay", "r2.toml", &[]);
+        let r2_addr = r2.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
+        let r1_toml = format!(
+            "{}neighbours = [{{ name = \"r2\", addr = \"{r2_addr}\" }}]\n",
+            group_node_toml("r1", &peers)
+        );
+        write(dir, "r1.toml", &r1_toml);
+        let r1 = Node::start(dir, "relay", "r1.toml", &[]);
+        let r1_addr = r1.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
+        let greeter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let greeter_addr = greeter.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for mut s in greeter.incoming().map_while(Result::ok) {
+                let _ = std::io::Write::write_all(&mut s, b"hello from site-b\n");
+            }
+        });
+        let site_a = format!(
+            "{}relays = [{{ name = \"r1\", addr = \"{r1_addr}\" }}]\n",
+            group_node_toml("site-a", &peers)
+        );
+        write(dir, "site-a.toml", &site_a);
+        let site_b = format!(
+            "{}relays = [{{ name = \"r2\", addr = \"{r2_addr}\" }}]\nendpoints = [{{ name = \"greeter\", addr = \"{greeter_addr}\" }}]\n",
+            group_node_toml("site-b", &peers)
+        );
+        write(dir, "site-b.toml", &site_b);
+        nodes.insert("r1".to_owned(), r1);
+        nodes.insert("r2".to_owned(), r2);
+        nodes.insert("site-a".to_owned(), Node::start(dir, "site", "site-a.toml", &[]));
+        nodes.insert("site-b".to_owned(), Node::start(dir, "site", "site-b.toml", &[]));
+        let mesh = GroupMesh { dir: tmp, etcd: members, controllers: running, nodes };
+        for c in mesh.controllers.values() {
+            wait_for_nodes(mesh.dir(), &c.url, &["r1", "r2", "site-a", "site-b"]);
+        }
+        mesh
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn url(&self, controller: &str) -> &str {
+        &self.controllers[controller].url
+    }
+
+    /// Bind `greeter` through `controller` (once the links it needs are measured); the
+    /// binding's JSON.
+    fn bind(&self, controller: &str) -> serde_json::Value {
+        let args = ["ctl", "--url", self.url(controller), "bind", "--from", "site-a", "--to", "site-b"];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = skybridge(self.dir(), &[&args[..], &["--endpoint", "greeter", "--json"]].concat());
+            if out.status.success() {
+                return serde_json::from_slice(&out.stdout).expect("JSON");
+            }
+            let why = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                Instant::now() < deadline && why.contains("HTTP 409"),
+                "bind through {controller}: {why}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The bindings `controller` serves.
+    fn bindings(&self, controller: &str) -> Vec<serde_json::Value> {
+        let listed = ctl(self.dir(), self.url(controller), &["bindings", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&listed).expect("JSON").as_array().expect("a list").clone()
+    }
+
+    /// The controller (still running) serving binding `id`, and its view, if one does.
+    fn serving(&self, id: u64) -> Option<(String, serde_json::Value)> {
+        self.controllers.iter().filter(|(_, c)| c.node.is_some() && !c.paused).find_map(|(name, _)| {
+            let found =
+                self.bindings(name).into_iter().find(|b| b["id"] == id && b["tunnel"]["hops"].is_array());
+            found.map(|b| (name.clone(), b))
+        })
+    }
+
+    /// Kill `controller` without a word (SIGKILL).
+    fn kill(&mut self, controller: &str) {
+        drop(self.controllers.get_mut(controller).and_then(|c| c.node.take()));
+    }
+
+    fn signal(&mut self, controller: &str, signal: &str) {
+        let c = self.controllers.get_mut(controller).expect("a controller");
+        let node = c.node.as_ref().expect("running");
+        let sent = std::process::Command::new("kill").args([signal, &node.child.id().to_string()]).status();
+        assert!(sent.expect("kill runs").success(), "kill {signal}");
+        match signal {
+            "-STOP" => c.paused = true,
+            "-CONT" => c.paused = false,
+            // A graceful stop: wait until it has exited.
+            _ => {
+                let mut node = c.node.take().expect("running");
+                let status = node.child.wait().expect("it ends");
+                assert!(status.success(), "{controller} exits cleanly on {signal}: {status}");
+            }
+        }
+    }
+}
+
+/// Connect to `addr` and read the greeting (what a client of the binding does).
+fn greet(addr: &str) -> std::io::Result<String> {
+    let addr: std::net::SocketAddr = addr.parse().expect("an address");
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut greeting = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut greeting)?;
+    Ok(greeting)
+}
+
 #[test]
 fn relays_and_sites_keep_a_session_with_every_controller_and_carry_tunnels_of_each() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let dir = dir.path();
-    let members = cluster(1, None);
-    let nodes = [("r1", "relay"), ("r2", "relay"), ("site-a", "site"), ("site-b", "site")];
-    common::pki_and_token(dir, &[&[("c1", "controller"), ("c2", "controller")][..], &nodes[..]].concat());
-    write(dir, "seal.key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n");
-    write_group_controller(dir, "c1", "127.0.0.11", &members);
-    write_group_controller(dir, "c2", "127.0.0.12", &members);
-    let (_c1, mesh1, url1) = start_with_mesh(dir, "c1");
-    let (_c2, mesh2, url2) = start_with_mesh(dir, "c2");
-    let controllers = [("c1", mesh1.as_str()), ("c2", mesh2.as_str())];
-
-    write(dir, "r2.toml", &group_node_toml("r2", &controllers));
-    let r2 = Node::start(dir, "relay", "r2.toml", &[]);
-    let r2_addr = r2.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
-    let r1_toml = format!(
-        "{}neighbours = [{{ name = \"r2\", addr = \"{r2_addr}\" }}]\n",
-        group_node_toml("r1", &controllers)
-    );
-    write(dir, "r1.toml", &r1_toml);
-    let r1 = Node::start(dir, "relay", "r1.toml", &[]);
-    let r1_addr = r1.line("relay: listening on ").rsplit(' ').next().expect("address").to_owned();
-    let greeter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let greeter_addr = greeter.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for mut s in greeter.incoming().map_while(Result::ok) {
-            let _ = std::io::Write::write_all(&mut s, b"hello from site-b\n");
-        }
-    });
-    let site_a = format!(
-        "{}relays = [{{ name = \"r1\", addr = \"{r1_addr}\" }}]\n",
-        group_node_toml("site-a", &controllers)
-    );
-    write(dir, "site-a.toml", &site_a);
-    let site_b = format!(
-        "{}relays = [{{ name = \"r2\", addr = \"{r2_addr}\" }}]\nendpoints = [{{ name = \"greeter\", addr = \"{greeter_addr}\" }}]\n",
-        group_node_toml("site-b", &controllers)
-    );
-    write(dir, "site-b.toml", &site_b);
-    let _sites = [Node::start(dir, "site", "site-a.toml", &[]), Node::start(dir, "site", "site-b.toml", &[])];
-
-    // Both controllers see every node: each node keeps a session with each.
-    for url in [&url1, &url2] {
-        wait_for_nodes(dir, url, &["r1", "r2", "site-a", "site-b"]);
-    }
+    let mesh = GroupMesh::start(1, 2, TTL_S);
     // A tunnel set up by either controller is accepted by the relays and the site (one hop-key
     // secret for the group), and the two controllers' binding ids do not collide.
     let mut ids = Vec::new();
-    for url in [&url1, &url2] {
-        let bound =
-            ctl(dir, url, &["bind", "--from", "site-a", "--to", "site-b", "--endpoint", "greeter", "--json"]);
-        let bound: serde_json::Value = serde_json::from_str(&bound).expect("JSON");
+    for c in ["c1", "c2"] {
+        let bound = mesh.bind(c);
         ids.push(bound["id"].as_u64().expect("an id"));
-        let listen = bound["listen"].as_str().expect("its address").to_owned();
-        let mut greeting = String::new();
-        let mut conn = std::net::TcpStream::connect(&listen).expect("connect to the binding");
-        std::io::Read::read_to_string(&mut conn, &mut greeting).expect("read");
-        assert_eq!(greeting, "hello from site-b\n", "through {url}");
+        assert_eq!(bound["owner"], c);
+        let greeting = greet(bound["listen"].as_str().expect("its address")).expect("through the binding");
+        assert_eq!(greeting, "hello from site-b\n", "through {c}");
     }
     assert_ne!(ids[0], ids[1], "binding ids are unique across the group");
+}
+
+/// Poll until a running controller serves binding `id` on its own address and a client gets
+/// through it; that controller, its view, and how long it took.
+fn wait_for_takeover(
+    mesh: &GroupMesh,
+    id: u64,
+    port: u16,
+    not: &str,
+    limit: Duration,
+) -> (String, serde_json::Value, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some((owner, view)) = mesh.serving(id).filter(|(o, _)| o != not) {
+            let addr = format!("{}:{port}", mesh.controllers[&owner].ip);
+            if greet(&addr).is_ok_and(|g| g == "hello from site-b\n") {
+                return (owner, view, started.elapsed());
+            }
+        }
+        assert!(started.elapsed() < limit, "binding {id} was not taken over within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_killed_owners_binding_is_taken_over_and_survives_the_etcd_leaders_death() {
+    // Three etcd members and three controllers at the default lease TTL.
+    let mut mesh = GroupMesh::start(3, 3, 5);
+    let bound = mesh.bind("c1");
+    let (id, epoch) = (bound["id"].as_u64().expect("id"), bound["epoch"].as_u64().expect("an epoch"));
+    let listen: std::net::SocketAddr = bound["listen"].as_str().expect("listen").parse().expect("address");
+    assert_eq!(listen.ip().to_string(), "127.0.0.11", "c1's ingress address");
+    assert_eq!(greet(&listen.to_string()).expect("c1 serves it"), "hello from site-b\n");
+
+    // The owner dies: a survivor claims the binding and serves it on the same port at its own
+    // address, with a newer epoch.
+    mesh.kill("c1");
+    let (owner, view, took) = wait_for_takeover(&mesh, id, listen.port(), "c1", Duration::from_secs(30));
+    eprintln!("binding {id} served again by {owner} {took:?} after its owner was killed");
+    assert!(view["epoch"].as_u64().expect("an epoch") > epoch, "{view}");
+    assert_eq!(view["owner"], owner.as_str());
+    let others: Vec<String> = ["c2", "c3"].iter().filter(|c| **c != owner).map(|c| c.to_string()).collect();
+    assert!(mesh.bindings(&others[0]).iter().all(|b| b["id"] != id), "exactly one controller serves it");
+
+    // The etcd leader dies: nobody's lease is lost, the owner does not change, traffic goes on.
+    let status = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &mesh.etcd.iter().map(|m| m.client_url.clone()).collect::<Vec<_>>().join(",")])
+        .args(["endpoint", "status", "-w", "json"])
+        .output()
+        .expect("etcdctl runs");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    let leader = status
+        .as_array()
+        .expect("a list")
+        .iter()
+        .position(|s| s["Status"]["leader"] == s["Status"]["header"]["member_id"]);
+    let leader = leader.expect("a leader");
+    drop(mesh.etcd.remove(leader));
+    std::thread::sleep(Duration::from_secs(8));
+    let (still, view) = mesh.serving(id).expect("still served");
+    assert_eq!((still.as_str(), &view["epoch"]), (owner.as_str(), &view["epoch"]), "no owner change");
+    let addr = format!("{}:{}", mesh.controllers[&owner].ip, listen.port());
+    assert_eq!(greet(&addr).expect("traffic goes on"), "hello from site-b\n");
+    assert_eq!(mesh.serving(id).map(|(_, v)| v["epoch"].clone()), Some(view["epoch"].clone()), "same epoch");
+
+    // The killed controller comes back: it rejoins and claims nothing already owned.
+    let (node, _, url) = start_with_mesh(mesh.dir(), "c1");
+    let c1 = mesh.controllers.get_mut("c1").expect("c1");
+    (c1.node, c1.url) = (Some(node), url);
+    wait_for_controllers(mesh.dir(), mesh.url("c1"), &["c1", "c2", "c3"], Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(mesh.bindings("c1").is_empty(), "c1 claimed nothing");
+    assert_eq!(mesh.serving(id).map(|(o, _)| o), Some(owner));
+}
+
+#[test]
+fn a_paused_owner_fences_itself_and_a_graceful_stop_hands_over_at_once() {
+    let mut mesh = GroupMesh::start(1, 2, TTL_S);
+    let bound = mesh.bind("c1");
+    let id = bound["id"].as_u64().expect("id");
+    let port =
+        bound["listen"].as_str().expect("listen").parse::<std::net::SocketAddr>().expect("address").port();
+
+    // Paused past its TTL: the other controller takes the binding over …
+    mesh.signal("c1", "-STOP");
+    let (owner, _, took) = wait_for_takeover(&mesh, id, port, "c1", Duration::from_secs(TTL_S + 20));
+    assert_eq!(owner, "c2");
+    eprintln!("binding {id} taken over by c2 {took:?} after c1 was paused");
+    // … and woken, c1 has fenced itself: it no longer serves or listens, so exactly one
+    // controller listens on the binding's port; the relays dropped its old tunnel (older epoch).
+    mesh.signal("c1", "-CONT");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !mesh.bindings("c1").is_empty() {
+        assert!(Instant::now() < deadline, "c1 still serves {:?}", mesh.bindings("c1"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = greet(&format!("127.0.0.11:{port}"));
+    assert!(refused.is_err(), "c1 still listens on the binding's port: {refused:?}");
+    assert_eq!(greet(&format!("127.0.0.12:{port}")).expect("c2 serves it"), "hello from site-b\n");
+    mesh.nodes["r1"]
+        .line_where("the older owner's tunnel dropped", |l| l.contains("the older owner's tunnel goes"));
+
+    // A graceful stop of the owner: its lease is revoked, the other takes over at once.
+    mesh.signal("c2", "-TERM");
+    let (owner, _, took) = wait_for_takeover(&mesh, id, port, "c2", Duration::from_secs(TTL_S + 20));
+    assert_eq!(owner, "c1");
+    assert!(took < Duration::from_secs(TTL_S), "a graceful stop hands over before the TTL: {took:?}");
 }

@@ -103,8 +103,10 @@ fn default_etcd_prefix() -> String {
     "skybridge/".into()
 }
 
+/// A dead controller's bindings are taken over once its lease expires: 3.3–5 s after the
+/// death at this TTL (renewals every third of it), leaving time for the new tunnel within 10 s.
 fn default_lease_ttl_s() -> u64 {
-    10
+    5
 }
 
 /// `[store.tls]`: the CA that signed the etcd members' certificates and, for etcd's
@@ -774,7 +776,7 @@ mod tests {
         let etcd = "store = { kind = \"etcd\", endpoints = [\"http://127.0.0.1:2379\"], \
                     local = \"s/own.redb\", seal_key = \"seal.key\" }";
         let StoreConfig::Etcd(e) = store(etcd).unwrap() else { panic!("not etcd") };
-        assert_eq!((e.prefix.as_str(), e.lease_ttl_s, e.tls.is_none()), ("skybridge/", 10, true), "defaults");
+        assert_eq!((e.prefix.as_str(), e.lease_ttl_s, e.tls.is_none()), ("skybridge/", 5, true), "defaults");
         assert!(e.local.is_absolute() && e.seal_key.is_absolute(), "paths resolve beside the file");
 
         let refused = |text: &str, wanted: &str| {

@@ -354,6 +354,17 @@ impl Bindings {
             .map(|b| b.view.id)
     }
 
+    /// The kept (`tcp` and `http`) bindings served here: open, or being restored.
+    pub(super) fn kept_ids(&self) -> std::collections::BTreeSet<u64> {
+        let open = lock(&self.by_id)
+            .iter()
+            .filter(|(_, b)| b.view.mode != Mode::Connect)
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>();
+        let restoring = lock(&self.restoring).keys().copied().collect::<Vec<_>>();
+        open.into_iter().chain(restoring).collect()
+    }
+
     /// Close every binding's listener and connections (at shutdown; tunnels expire on the hops).
     pub fn cancel_all(&self) {
         for b in lock(&self.by_id).values() {
@@ -407,9 +418,21 @@ impl Controller {
                 denied: false,
             })
         })?;
-        let prepared = self.prepare_binding(id);
+        let mut prepared = self.prepare_binding(id);
+        if req.mode != Mode::Connect {
+            prepared.fence = self.own_new_binding(id).await?;
+        }
         let expires = now_unix_ms() + ttl * 1000;
-        let view = self.open_binding(&prepared, req, account, listen, capability, expires).await?;
+        let view = match self.open_binding(&prepared, req, account, listen, capability, expires).await {
+            Ok(view) => view,
+            Err(e) => {
+                // Its owner key must not outlive the attempt.
+                if prepared.fence.is_some() {
+                    self.forget_binding(id, prepared.fence).await;
+                }
+                return Err(e);
+            }
+        };
         Ok((view, prepared.cancelled(), prepared.stats()))
     }
 
@@ -520,11 +543,30 @@ impl Controller {
         self.teardown_tunnel(&view.tunnel).await;
         // The store after the hops: a binding's tunnel goes first.
         if binding.view.mode != Mode::Connect {
-            self.forget_binding(id).await;
+            let fence = binding.view.epoch.map(|epoch| Fence { binding: id, epoch });
+            self.forget_binding(id, fence).await;
         }
         tracing::info!(binding = id, reason, "binding closed");
         self.events.publish(Event::BindingClosed { binding: id, reason: reason.to_owned() });
         Some(view)
+    }
+
+    /// The kept bindings this controller serves (open or being restored).
+    pub(super) fn served_kept_bindings(&self) -> std::collections::BTreeSet<u64> {
+        self.bindings.kept_ids()
+    }
+
+    /// Stop serving binding `id` without changing the store (another controller owns it, or
+    /// may soon): its listener closes, its connections end, its tunnel is torn down.
+    pub(super) async fn let_binding_go(&self, id: u64, reason: &str) {
+        if let Some(prepared) = lock(&self.bindings.restoring).remove(&id) {
+            prepared.close();
+        }
+        let Some(binding) = lock(&self.bindings.by_id).remove(&id) else { return };
+        binding.cancel.send_replace(true);
+        tracing::warn!(binding = id, reason, "binding let go");
+        self.teardown_tunnel(&binding.view.tunnel).await;
+        self.events.publish(Event::BindingClosed { binding: id, reason: reason.to_owned() });
     }
 
     /// End bindings that expired or whose requesting platform is down.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use tokio::sync::watch;
 
-use crate::store::kv::lease::hold;
+use crate::store::kv::lease::{LeaseCheck, hold};
 use crate::store::kv::{Commit, Condition, LeaseId, MAX_LIST, Op};
 use crate::store::open::Group;
 
@@ -41,6 +41,8 @@ pub struct Membership {
     group: Group,
     me: MemberView,
     lease: LeaseId,
+    /// Whether the lease is held now, by the clock.
+    held: LeaseCheck,
     /// Holds the lease (renewing it) and raises `lost` when it is lost; aborted to let go.
     holder: tokio::task::JoinHandle<()>,
     lost: watch::Receiver<bool>,
@@ -84,7 +86,7 @@ impl Membership {
             }
         }
         tracing::info!(controller = %me.name, lease = lease.id, ttl = ?group.lease_ttl, "joined the group");
-        let id = lease.id;
+        let (id, held) = (lease.id, lease.checker());
         let (raise, lost) = watch::channel(false);
         let holder = tokio::spawn(async move {
             lease.lost().await;
@@ -93,7 +95,7 @@ impl Membership {
             std::future::pending::<()>().await;
             drop(lease);
         });
-        Ok(Membership { group, me, lease: id, holder, lost })
+        Ok(Membership { group, me, lease: id, held, holder, lost })
     }
 
     /// Every controller of the group, by name.
@@ -110,15 +112,21 @@ impl Membership {
             .collect()
     }
 
+    /// The lease it holds.
+    pub fn lease(&self) -> LeaseId {
+        self.lease
+    }
+
     /// Wait until the lease is lost or possibly lost (then this controller must stop acting
     /// for the group).
     pub async fn lost(&self) {
         let _ = self.lost.clone().wait_for(|lost| *lost).await;
     }
 
-    /// Whether the lease is lost or possibly lost.
+    /// Whether the lease is lost or possibly lost (by the clock: a controller woken from a
+    /// pause knows at once, before its renewal task has run).
     pub fn is_lost(&self) -> bool {
-        *self.lost.borrow()
+        *self.lost.borrow() || !self.held.held()
     }
 
     /// Leave at once: stop renewing and revoke the lease, so the others take over without
@@ -191,6 +199,9 @@ impl super::Controller {
             current.lost().await;
             tracing::error!(controller = %self.name, "lost the group lease: out of the group until it joins again");
             *super::lock(&place.membership) = None;
+            // Its keys (its name, the bindings it owned) go with it at once if etcd is there
+            // to hear it, rather than when the lease expires.
+            current.leave().await;
             let mut pause = Duration::from_millis(500);
             current = loop {
                 let me = MemberView { since_ms: crate::time::now_unix_ms(), ..place.me.clone() };
@@ -203,6 +214,24 @@ impl super::Controller {
             };
             *super::lock(&place.membership) = Some(Arc::clone(&current));
         }
+    }
+
+    /// Whether this controller is in a group (`[store] kind = "etcd"`).
+    pub fn in_group(&self) -> bool {
+        self.group().is_some()
+    }
+
+    /// The group this controller is in, if any.
+    pub(crate) fn group(&self) -> Option<&Group> {
+        self.place.get()?.group.as_ref()
+    }
+
+    /// The group and this controller's lease in it, while it holds one (not lost).
+    pub(crate) fn group_lease(&self) -> Option<(&Group, LeaseId)> {
+        let place = self.place.get()?;
+        let group = place.group.as_ref()?;
+        let membership = super::lock(&place.membership).clone()?;
+        (!membership.is_lost()).then(|| (group, membership.lease()))
     }
 
     /// The controllers of this one's group (itself alone when it is in none).

@@ -44,6 +44,7 @@ pub mod group;
 mod ids;
 pub mod metrics;
 pub mod nodes;
+mod ownership;
 pub mod policy;
 pub mod restore;
 pub mod streams;
@@ -113,6 +114,8 @@ pub struct Controller {
     recorded: metrics::Recorded,
     /// Alone, or in a group ([`group`]): set once the addresses are known.
     place: std::sync::OnceLock<group::Place>,
+    /// In a group: the bindings' kept state and owners ([`ownership`]).
+    ledger: std::sync::OnceLock<ownership::Ledger>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -180,6 +183,7 @@ impl Controller {
             consents: consent::Consents::new(config.catalog.handshake),
             recorded: metrics::Recorded::default(),
             place: std::sync::OnceLock::new(),
+            ledger: std::sync::OnceLock::new(),
         });
         tokio::spawn(nodes::accept(Arc::clone(&controller), Arc::clone(&endpoint), shutdown.signal()));
         tokio::spawn(tick(Arc::clone(&controller), endpoint, shutdown.signal()));

@@ -19,7 +19,7 @@ use crate::store::StoreError;
 use crate::time::now_unix_ms;
 
 /// Where bindings are kept in the runtime state.
-const PREFIX: &str = "binding/";
+pub(crate) const PREFIX: &str = "binding/";
 /// Where the policy set at runtime is kept.
 const POLICY: &str = "policy";
 
@@ -64,11 +64,28 @@ impl Controller {
         }
     }
 
-    /// Remove binding `id` from the store.
-    pub(super) async fn forget_binding(&self, id: u64) {
+    /// Remove binding `id` from the store. In a group only its owner may, and only while it
+    /// owns it (`fence`, its epoch): a controller that lost the binding leaves it to the new
+    /// owner.
+    pub(super) async fn forget_binding(&self, id: u64, fence: Option<crate::mesh::messages::Fence>) {
+        if self.in_group() {
+            return self.forget_owned_binding(id, fence).await;
+        }
         if let Err(e) = self.store.remove_state(key(id)).await {
             tracing::error!(binding = id, "cannot remove the closed binding from the store: {e}");
         }
+    }
+
+    /// Forget kept binding `id` (one that cannot be restored).
+    pub async fn forget_kept_binding(&self, id: u64) {
+        self.forget_binding(id, None).await;
+    }
+
+    /// Binding `id` as the store keeps it.
+    pub(crate) async fn kept_binding(&self, id: u64) -> Result<Option<StoredBinding>, StoreError> {
+        let key = key(id);
+        let found = self.store.states::<StoredBinding>(key.clone()).await?;
+        Ok(found.into_iter().find(|(k, _)| *k == key).map(|(_, stored)| stored))
     }
 
     /// The bindings kept by the previous run, to restore, oldest first; expired ones are
@@ -83,7 +100,7 @@ impl Controller {
             self.bindings.id_in_use(id);
             if stored.expires_unix_ms <= now_unix_ms() {
                 tracing::info!(binding = id, "a kept binding expired while the controller was down");
-                self.forget_binding(id).await;
+                self.forget_binding(id, None).await;
                 continue;
             }
             out.push((id, stored));
@@ -111,7 +128,7 @@ impl Controller {
     pub async fn abandon_restore(&self, id: u64) -> bool {
         let Some(prepared) = lock(&self.bindings.restoring).remove(&id) else { return false };
         prepared.close();
-        self.forget_binding(id).await;
+        self.forget_binding(id, prepared.fence).await;
         tracing::info!(binding = id, "binding given up while being restored");
         true
     }

@@ -106,16 +106,38 @@ pub async fn bind(
 /// nodes are back — tried every second, then up to every 5 s, until it is up, expires, or is
 /// given up (`DELETE`). Returns how many are being restored.
 pub async fn restore(controller: &Arc<Controller>) -> Result<usize, crate::store::StoreError> {
+    if controller.in_group() {
+        // The group's bindings are claimed by whichever controller gets there first
+        // (`controller::ownership`), not restored by each.
+        return Ok(0);
+    }
     let kept = controller.bindings_to_restore().await?;
     let count = kept.len();
     for (id, stored) in kept {
-        let prepared = controller.prepare_binding(id);
-        controller.restoring(&prepared);
-        let span = tracing::info_span!("binding", binding = id, to = %stored.request.to, endpoint = %stored.request.endpoint);
-        let task = restore_one(Arc::clone(controller), prepared, stored);
-        controller.spawner().spawn(tracing::Instrument::instrument(task, span));
+        let Some(listen) = stored.request.listen else {
+            tracing::warn!(binding = id, "a kept binding without a listener address is given up");
+            controller.forget_kept_binding(id).await;
+            continue;
+        };
+        serve_kept(controller, controller.prepare_binding(id), stored, listen);
     }
     Ok(count)
+}
+
+/// Serve kept binding `prepared` on `listen` (its own address after a restart; the same port
+/// on this controller's address when it takes a group's binding over): listen at once, and set
+/// its tunnel up as soon as the path's nodes are there.
+pub fn serve_kept(
+    controller: &Arc<Controller>,
+    prepared: crate::controller::bindings::Prepared,
+    stored: crate::controller::restore::StoredBinding,
+    listen: SocketAddr,
+) {
+    controller.restoring(&prepared);
+    let id = prepared.id;
+    let span = tracing::info_span!("binding", binding = id, to = %stored.request.to, endpoint = %stored.request.endpoint);
+    let task = restore_one(Arc::clone(controller), prepared, stored, listen);
+    controller.spawner().spawn(tracing::Instrument::instrument(task, span));
 }
 
 /// How often a kept binding's tunnel is tried again, at most.
@@ -125,13 +147,9 @@ async fn restore_one(
     controller: Arc<Controller>,
     prepared: crate::controller::bindings::Prepared,
     stored: crate::controller::restore::StoredBinding,
+    listen: SocketAddr,
 ) {
     let id = prepared.id;
-    let Some(listen) = stored.request.listen else {
-        tracing::warn!("a kept binding without a listener address is given up");
-        controller.abandon_restore(id).await;
-        return;
-    };
     let expired = || crate::time::now_unix_ms() >= stored.expires_unix_ms;
     let mut wait = Duration::from_secs(1);
     // Its address is the applications': the same port, as soon as it is free.

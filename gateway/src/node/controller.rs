@@ -50,6 +50,7 @@ pub async fn start_with(
     let shutdown = Shutdown::new();
     let (controller, mesh_addr) = Controller::start(&config, opened, &shutdown).await?;
     controller.take_place(group, mesh_addr, admin_addr).await?;
+    controller.start_ownership().await?;
     // What the previous run kept: the policy set at runtime, then the bindings.
     if let Err(e) = controller.restore_policy().await {
         tracing::error!("cannot put the policy set at runtime back in force; the configuration's is: {e}");

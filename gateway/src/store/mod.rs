@@ -269,9 +269,10 @@ impl Store {
     /// error naming its key.
     pub async fn states<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
-        prefix: &'static str,
+        prefix: impl Into<String>,
     ) -> Result<Vec<(String, T)>, StoreError> {
-        let raw = self.call(move |b| b.states(prefix)).await?;
+        let prefix = prefix.into();
+        let raw = self.call(move |b| b.states(&prefix)).await?;
         raw.into_iter()
             .map(|(key, bytes)| match serde_json::from_slice(&bytes) {
                 Ok(value) => Ok((key, value)),

@@ -79,6 +79,11 @@ impl HeldLease {
         matches!(*self.state.borrow(), LeaseState::Held(until) if Instant::now() < until)
     }
 
+    /// Whether it is held now, as a check that can be cloned and kept apart from the handle.
+    pub fn checker(&self) -> LeaseCheck {
+        LeaseCheck(self.state.clone())
+    }
+
     /// Wait until it is lost (or possibly lost): the moment to fence.
     pub async fn lost(&mut self) {
         loop {
@@ -91,6 +96,18 @@ impl HeldLease {
                 () = tokio::time::sleep_until(until) => return,
             }
         }
+    }
+}
+
+/// Whether a [`HeldLease`] is held now (see [`HeldLease::checker`]).
+#[derive(Debug, Clone)]
+pub struct LeaseCheck(watch::Receiver<LeaseState>);
+
+impl LeaseCheck {
+    /// Whether its holder may still act on it now: by the clock, not only by what the renewal
+    /// task said last (after a pause, the clock knows first).
+    pub fn held(&self) -> bool {
+        matches!(*self.0.borrow(), LeaseState::Held(until) if Instant::now() < until)
     }
 }
 
