@@ -39,6 +39,9 @@ use tonic::Code as tonic_code;
 pub const RETRY_FOR: Duration = Duration::from_secs(10);
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer taken from etcd (gRPC's default is 4 MiB; a listing shrinks its page
+/// to fit, a watch answer carries at most one commit's changes: under etcd's request limit).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Events a watch may have waiting before its consumer takes them.
 const WATCH_BUFFER: usize = 1024;
 
@@ -208,12 +211,24 @@ impl Kv for EtcdKv {
             _ if prefix.is_empty() => vec![0],
             _ => prefix.as_bytes().to_vec(),
         };
-        let options = GetOptions::new().with_range(range_end(prefix)).with_limit(limit as i64);
-        let response = retry("listing keys", || {
-            let (mut client, from, options) = (self.client.clone(), from.clone(), options.clone());
-            async move { client.get(from, Some(options)).await }
-        })
-        .await?;
+        // A page is one gRPC message: its keys and values may pass any size limit, so the page
+        // shrinks until it fits (found listing 100,000 catalog entries: 5 MB for 10,000 keys).
+        let mut limit = limit;
+        let response = loop {
+            let options = GetOptions::new().with_range(range_end(prefix)).with_limit(limit as i64);
+            let listed = retry("listing keys", || {
+                let client = self.client.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
+                let (mut client, from, options) = (client, from.clone(), options.clone());
+                async move { client.get(from, Some(options)).await }
+            })
+            .await;
+            match listed {
+                Err(KvError::Backend(why)) if why.contains("message length too large") && limit > 1 => {
+                    limit /= 2;
+                }
+                other => break other?,
+            }
+        };
         let items = response.kvs().iter().map(item).collect::<Result<Vec<_>, _>>()?;
         let revision = response.header().map_or(0, |h| revision(h.revision()));
         Ok(Listing { items, revision, more: response.more() })
@@ -331,7 +346,8 @@ async fn follow(client: Client, prefix: String, mut after: Revision, tx: mpsc::S
             .with_range(range_end(&prefix))
             .with_start_revision(i64::try_from(after + 1).unwrap_or(i64::MAX));
         let key = if prefix.is_empty() { vec![0] } else { prefix.as_bytes().to_vec() };
-        let mut stream = match client.clone().watch(key, Some(options)).await {
+        let mut watcher = client.watch_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let mut stream = match watcher.watch(key, Some(options)).await {
             Ok(stream) => stream,
             Err(e) => {
                 tracing::debug!("etcd watch on `{prefix}` not opened, retrying in {pause:?}: {e}");

@@ -265,3 +265,27 @@ async fn controllers_granting_one_capability_at_once_on_etcd_make_one_entry() {
     let kv = connect(&members).await;
     skybridge_gateway::testkit::store::concurrent_grants(std::sync::Arc::new(kv), dir.path()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_larger_than_grpcs_default_message_comes_back_whole() {
+    use skybridge_gateway::store::kv::Op;
+    let members = cluster(1);
+    let kv = connect(&members).await;
+    // Ten values of 600 KiB: 6 MB in one page, past gRPC's default 4 MiB answer.
+    let value = vec![b'x'; 600 << 10];
+    for i in 0..10 {
+        kv.commit(&[], &[Op::put(format!("big/{i:02}"), value.clone())]).await.expect("commit");
+    }
+    let mut items = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = kv.list("big/", after.as_deref(), 10).await.expect("listed");
+        after = page.items.last().map(|i| i.key.clone());
+        items.extend(page.items);
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(items.len(), 10);
+    assert!(items.iter().all(|i| i.value.len() == 600 << 10));
+}
