@@ -408,6 +408,8 @@ fn a_killed_owners_binding_is_taken_over_and_survives_the_etcd_leaders_death() {
     eprintln!("binding {id} served again by {owner} {took:?} after its owner was killed");
     assert!(view["epoch"].as_u64().expect("an epoch") > epoch, "{view}");
     assert_eq!(view["owner"], owner.as_str());
+    let shown = ctl(mesh.dir(), mesh.url(&owner), &["bindings"]);
+    assert!(shown.contains(&format!("{owner} (epoch ")), "ctl bindings shows the owner: {shown}");
     let others: Vec<String> = ["c2", "c3"].iter().filter(|c| **c != owner).map(|c| c.to_string()).collect();
     assert!(mesh.bindings(&others[0]).iter().all(|b| b["id"] != id), "exactly one controller serves it");
 

@@ -763,6 +763,34 @@ mod tests {
     }
 
     #[test]
+    fn the_group_examples_parse_with_every_controller() {
+        let ha = examples().join("ha");
+        for (i, name) in ["c1", "c2", "c3"].iter().enumerate() {
+            let c: ControllerConfig = load(&ha.join(format!("{name}.toml"))).unwrap();
+            let StoreConfig::Etcd(etcd) = &c.store else { panic!("{name}: not on etcd") };
+            assert_eq!(etcd.endpoints.len(), 3);
+            assert!(etcd.seal_key.ends_with("ha/seal.key") && etcd.tls.is_some());
+            assert_eq!(c.ingress.address.to_string(), format!("127.0.0.1{}", i + 1));
+        }
+        let r: RelayConfig = load(&ha.join("relay.toml")).unwrap();
+        let s: SiteConfig = load(&ha.join("site.toml")).unwrap();
+        for controllers in [r.controllers(), s.controllers()] {
+            assert_eq!(controllers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["c1", "c2", "c3"]);
+        }
+        // One controller or a list, not both; names once.
+        let both = std::fs::read_to_string(ha.join("relay.toml")).unwrap()
+            + "\n[controller]\nname = \"c9\"\naddr = \"127.0.0.1:1\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r.toml"), both).unwrap();
+        let e = load::<RelayConfig>(&dir.path().join("r.toml")).unwrap_err();
+        assert!(format!("{e:#}").contains("alternatives"), "{e:#}");
+        let twice = std::fs::read_to_string(ha.join("relay.toml")).unwrap().replace("\"c3\"", "\"c1\"");
+        std::fs::write(dir.path().join("r.toml"), twice).unwrap();
+        let e = load::<RelayConfig>(&dir.path().join("r.toml")).unwrap_err();
+        assert!(format!("{e:#}").contains("names `c1` twice"), "{e:#}");
+    }
+
+    #[test]
     fn the_store_is_a_redb_path_or_a_table_naming_its_kind() {
         let store = |text: &str| {
             example_with::<ControllerConfig>("controller.toml", ("store = \"state/controller.redb\"", text))

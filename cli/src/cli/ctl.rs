@@ -884,18 +884,23 @@ fn print_bindings(bindings: &[BindingView]) {
     let rows = bindings
         .iter()
         .map(|b| {
+            let owner = match b.epoch {
+                Some(epoch) => format!("{} (epoch {epoch})", b.owner),
+                None => b.owner.clone(),
+            };
             vec![
                 b.id.to_string(),
                 b.listen.to_string(),
                 format!("{}/{}", b.to, b.endpoint),
                 path(&b.tunnel.hops),
+                owner,
                 b.connections.to_string(),
                 bytes(b.bytes_down),
                 b.reroutes.len().to_string(),
             ]
         })
         .collect();
-    table(&["ID", "LISTEN", "TARGET", "PATH", "CONNS", "BYTES DOWN", "RE-ROUTES"], rows);
+    table(&["ID", "LISTEN", "TARGET", "PATH", "OWNER", "CONNS", "BYTES DOWN", "RE-ROUTES"], rows);
 }
 
 /// A tunnel and the binding it carries (`ctl tunnels --json` prints these).
