@@ -156,6 +156,19 @@ fn controllers_of_a_group_share_accounts_through_etcd_and_outlive_an_etcd_member
     let listed = ctl(dir, &url1, &["account", "list", "--json"]);
     assert!(listed.contains("\"globex\""), "{listed}");
 
+    // The policy set at run time through one controller is in force on the others.
+    ctl(dir, &url1, &["policy", "set", "--k", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let policy: serde_json::Value =
+            serde_json::from_str(&ctl(dir, &url2, &["policy", "show", "--json"])).expect("JSON");
+        if policy["k"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "c2 did not take the group's policy: {policy}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // A controller killed and started again finds the group's state where it was.
     drop(c1);
     let (_c1, url1) = start(dir, "c1");

@@ -142,6 +142,8 @@ impl Controller {
             anyhow::bail!("ownership started twice");
         }
         self.spawner.spawn(Arc::clone(self).reconcile());
+        // The policy set at run time is the group's too.
+        self.spawner.spawn(Arc::clone(self).follow_group_policy());
         Ok(())
     }
 

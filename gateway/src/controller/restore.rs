@@ -154,17 +154,56 @@ impl Controller {
             self.store.remove_state(POLICY.to_owned()).await.map_err(|e| e.to_string())?;
             return Ok(false);
         };
-        let update = PolicyUpdate {
-            scorer: Some(p.scorer),
-            weights: p.weights,
-            k: Some(p.k),
-            probes: Some(p.probes),
-            probe_interval_ms: Some(p.probe_interval_ms),
-            reroute_loss: Some(p.reroute_loss),
-        };
-        let restored = self.set_policy(update).await?;
+        let restored = self.set_policy(update_to(p)).await?;
         tracing::info!(?restored, "the policy set at runtime before the restart is in force again");
         Ok(true)
+    }
+}
+
+/// How often a controller of a group looks for a policy another controller set.
+const POLICY_FOLLOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Controller {
+    /// In a group: put in force the policy another controller set at run time (the kept
+    /// policy is shared), checking every [`POLICY_FOLLOW`]; in memory only, so that the
+    /// controllers do not write it back and forth.
+    pub(crate) async fn follow_group_policy(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(POLICY_FOLLOW).await;
+            let kept = match self.store.states::<KeptPolicy>(POLICY).await {
+                Ok(kept) => kept.into_iter().find(|(key, _)| key == POLICY).map(|(_, k)| k),
+                Err(e) => {
+                    tracing::warn!("cannot read the group's policy: {e}");
+                    continue;
+                }
+            };
+            let Some(wanted) = kept.and_then(|k| policy_to_restore(k, self.policy.base())) else { continue };
+            if wanted == self.policy.policy() {
+                continue;
+            }
+            let update = update_to(wanted);
+            let this = Arc::clone(&self);
+            match self.plugin_calls.run(move || this.policy.update(&update)).await {
+                Ok(Ok(p)) => {
+                    tracing::info!(policy = ?p, "another controller of the group changed the policy: in force here too");
+                    self.events.publish(super::events::Event::PolicyChanged);
+                }
+                Ok(Err(e)) => tracing::warn!("the group's policy cannot be put in force here: {e}"),
+                Err(e) => tracing::warn!("the group's policy cannot be put in force here: {e}"),
+            }
+        }
+    }
+}
+
+/// The update that puts `p` in force.
+fn update_to(p: Policy) -> PolicyUpdate {
+    PolicyUpdate {
+        scorer: Some(p.scorer),
+        weights: p.weights,
+        k: Some(p.k),
+        probes: Some(p.probes),
+        probe_interval_ms: Some(p.probe_interval_ms),
+        reroute_loss: Some(p.reroute_loss),
     }
 }
 
