@@ -558,7 +558,7 @@ impl Controller {
 
     /// Stop serving binding `id` without changing the store (another controller owns it, or
     /// may soon): its listener closes, its connections end, its tunnel is torn down.
-    pub(super) async fn let_binding_go(&self, id: u64, reason: &str) {
+    pub async fn let_binding_go(&self, id: u64, reason: &str) {
         if let Some(prepared) = lock(&self.bindings.restoring).remove(&id) {
             prepared.close();
         }

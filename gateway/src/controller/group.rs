@@ -234,6 +234,11 @@ impl super::Controller {
         (!membership.is_lost()).then(|| (group, membership.lease()))
     }
 
+    /// Whether this controller holds its group lease now.
+    pub fn holds_group_lease(&self) -> bool {
+        self.group_lease().is_some()
+    }
+
     /// The controllers of this one's group (itself alone when it is in none).
     pub async fn controllers(&self) -> anyhow::Result<Vec<MemberView>> {
         let Some(place) = self.place.get() else { anyhow::bail!("the controller is still starting") };

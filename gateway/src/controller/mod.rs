@@ -44,7 +44,7 @@ pub mod group;
 mod ids;
 pub mod metrics;
 pub mod nodes;
-mod ownership;
+pub mod ownership;
 pub mod policy;
 pub mod restore;
 pub mod streams;

@@ -7,7 +7,8 @@
 //! ([`crate::tunnel::hop`]).
 //!
 //! Each controller reconciles, several times a second, the kept bindings and their owners (two
-//! watch-fed mirrors, so this reads memory) against what it serves ([`plan`], sans-IO):
+//! watch-fed mirrors, so this reads memory) against what it serves ([`plan`], sans-IO; the
+//! ingress carries the steps out, [`crate::ingress::follow_group`]):
 //!
 //! - a kept binding with no owner is claimed — a create guarded by the key's absence, so one
 //!   controller wins — and the winner serves it: it listens on the binding's port on its own
@@ -25,19 +26,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::Controller;
-use super::bindings::BindError;
+use super::bindings::{BindError, Prepared};
+use super::restore::StoredBinding;
 use crate::mesh::messages::Fence;
 use crate::store::kv::mirror::{Mirror, mirror};
 use crate::store::kv::{Commit, Condition, Item, Op};
 use crate::tunnel::setup::SetupFailed;
-
-/// How often a controller reconciles its bindings with their owners.
-const RECONCILE_EVERY: Duration = Duration::from_millis(200);
 
 /// The value of an owner key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,7 +46,7 @@ struct Owner {
 
 /// What a controller does about one binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// Nobody owns it: try to claim it, and serve it if the claim wins.
     Claim(u64),
     /// It is served here but owned elsewhere, or no longer kept: let it go.
@@ -126,8 +124,8 @@ fn store_failed(e: impl std::fmt::Display) -> BindError {
 }
 
 impl Controller {
-    /// In a group: mirror the bindings' kept state and owners, and reconcile with them until
-    /// the shutdown.
+    /// In a group: mirror the bindings' kept state and owners (the ingress reconciles with
+    /// them: [`crate::ingress::follow_group`]), and follow the group's policy.
     pub(crate) async fn start_ownership(self: &Arc<Self>) -> anyhow::Result<()> {
         let Some(group) = self.group() else { return Ok(()) };
         let kept_prefix = group.key(&format!("state/{}", super::restore::PREFIX));
@@ -141,36 +139,21 @@ impl Controller {
         if self.ledger.set(ledger).is_err() {
             anyhow::bail!("ownership started twice");
         }
-        self.spawner.spawn(Arc::clone(self).reconcile());
         // The policy set at run time is the group's too.
         self.spawner.spawn(Arc::clone(self).follow_group_policy());
         Ok(())
     }
 
-    async fn reconcile(self: Arc<Self>) {
-        let Some(ledger) = self.ledger.get() else { return };
-        let mut member = true;
-        loop {
-            tokio::time::sleep(RECONCILE_EVERY).await;
-            if self.group_lease().is_none() {
-                if member {
-                    tracing::error!("out of the group: letting every binding go until it joins again");
-                    member = false;
-                }
-                for id in self.served_kept_bindings() {
-                    self.let_binding_go(id, "this controller lost its group lease").await;
-                }
-                continue;
-            }
-            member = true;
-            let steps = plan(&ledger.kept(), &ledger.owners(), &self.name, &self.served_kept_bindings());
-            for step in steps {
-                match step {
-                    Step::Claim(id) => self.claim_and_serve(id).await,
-                    Step::LetGo(id) => self.let_binding_go(id, "another controller owns it now").await,
-                }
-            }
+    /// This round's steps for the group's bindings (what the ingress's follower carries out,
+    /// [`crate::ingress::follow_group`]): with the lease held, [`plan`]'s; with it lost or
+    /// possibly lost, letting go of every binding served here.
+    pub async fn ownership_steps(&self) -> Vec<Step> {
+        let Some(ledger) = self.ledger.get() else { return Vec::new() };
+        let served = self.served_kept_bindings();
+        if self.group_lease().is_none() {
+            return served.into_iter().map(Step::LetGo).collect();
         }
+        plan(&ledger.kept(), &ledger.owners(), &self.name, &served)
     }
 
     /// Claim binding `id` with this controller's lease; its epoch if the claim won (`None`:
@@ -221,25 +204,30 @@ impl Controller {
         }
     }
 
-    /// Claim binding `id`, and serve it if the claim won: listen on its port on this
-    /// controller's ingress address and set its tunnel up again.
-    async fn claim_and_serve(self: &Arc<Self>, id: u64) {
+    /// Claim kept binding `id`: when the claim wins, the binding prepared with its epoch,
+    /// its kept state, and where to listen — its port, at this controller's ingress address.
+    pub async fn claim_kept(&self, id: u64) -> Option<(Prepared, StoredBinding, SocketAddr)> {
         let stored = match self.kept_binding(id).await {
             Ok(Some(stored)) => stored,
-            Ok(None) => return,
-            Err(e) => return tracing::warn!(binding = id, "cannot read the kept binding: {e}"),
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(binding = id, "cannot read the kept binding: {e}");
+                return None;
+            }
         };
         let fence = match self.claim_binding(id).await {
             Ok(Some(fence)) => fence,
-            Ok(None) => return,
-            Err(e) => return tracing::warn!(binding = id, "cannot claim the binding: {e}"),
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(binding = id, "cannot claim the binding: {e}");
+                return None;
+            }
         };
-        let Some(listen) = stored.request.listen else { return };
-        let listen = SocketAddr::new(self.ingress.address, listen.port());
+        let listen = SocketAddr::new(self.ingress.address, stored.request.listen?.port());
         tracing::warn!(binding = id, epoch = fence.epoch, %listen, "took the binding over");
         let mut prepared = self.prepare_binding(id);
         prepared.fence = Some(fence);
-        crate::ingress::serve_kept(self, prepared, stored, listen);
+        Some((prepared, stored, listen))
     }
 }
 

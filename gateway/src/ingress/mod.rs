@@ -124,6 +124,36 @@ pub async fn restore(controller: &Arc<Controller>) -> Result<usize, crate::store
     Ok(count)
 }
 
+/// How often a controller of a group reconciles its bindings with their owners.
+const RECONCILE_EVERY: Duration = Duration::from_millis(200);
+
+/// In a group of controllers, until the shutdown: serve the bindings this controller claims
+/// (nobody owned them: their owner died), let go of those another controller owns now, and of
+/// all of them while its lease is lost ([`crate::controller::ownership`]).
+pub async fn follow_group(controller: Arc<Controller>) {
+    use crate::controller::ownership::Step;
+    loop {
+        tokio::time::sleep(RECONCILE_EVERY).await;
+        for step in controller.ownership_steps().await {
+            match step {
+                Step::Claim(id) => {
+                    if let Some((prepared, stored, listen)) = controller.claim_kept(id).await {
+                        serve_kept(&controller, prepared, stored, listen);
+                    }
+                }
+                Step::LetGo(id) => {
+                    let why = if controller.holds_group_lease() {
+                        "another controller owns it now"
+                    } else {
+                        "this controller lost its group lease"
+                    };
+                    controller.let_binding_go(id, why).await;
+                }
+            }
+        }
+    }
+}
+
 /// Serve kept binding `prepared` on `listen` (its own address after a restart; the same port
 /// on this controller's address when it takes a group's binding over): listen at once, and set
 /// its tunnel up as soon as the path's nodes are there.

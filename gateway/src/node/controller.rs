@@ -51,6 +51,9 @@ pub async fn start_with(
     let (controller, mesh_addr) = Controller::start(&config, opened, &shutdown).await?;
     controller.take_place(group, mesh_addr, admin_addr).await?;
     controller.start_ownership().await?;
+    if controller.in_group() {
+        controller.spawner().spawn(crate::ingress::follow_group(Arc::clone(&controller)));
+    }
     // What the previous run kept: the policy set at runtime, then the bindings.
     if let Err(e) = controller.restore_policy().await {
         tracing::error!("cannot put the policy set at runtime back in force; the configuration's is: {e}");
