@@ -3,7 +3,8 @@
 //! commit), catalog lookups, and how long a new controller takes to load a catalog of ENTRIES
 //! entries from etcd. Starts its own etcd member (Debian's `etcd-server`).
 //!
-//! `cargo bench -p skybridge-store-etcd --bench store [-- ENTRIES]` (default 100000)
+//! `cargo bench -p skybridge-store-etcd --bench store [-- ENTRIES]` (default 100000). Under
+//! `cargo test` it is a smoke run: 30 calls of each kind and 300 entries.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,9 +19,12 @@ use skybridge_gateway::store::{Backend, Decided};
 use skybridge_gateway::testkit::store::granted;
 use skybridge_store_etcd::EtcdKv;
 
-const WRITES: usize = 300;
-const LOOKUPS: usize = 3_000;
 const WRITERS: usize = 32;
+
+/// Under `cargo bench` (it passes `--bench`), or a smoke run under `cargo test`.
+fn benching() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
 
 fn stats(name: &str, what: &str, mut samples: Vec<Duration>) {
     samples.sort();
@@ -44,8 +48,9 @@ fn grant(i: usize, prefix: &str) -> Decided {
 
 /// Admin writes and catalog lookups against `store` (calls block: run off the runtime).
 fn measure(name: &'static str, store: Arc<dyn Backend>) {
+    let (writes, lookups) = if benching() { (300, 3_000) } else { (30, 300) };
     let mut accounts = Vec::new();
-    for i in 0..WRITES {
+    for i in 0..writes {
         let account = Account {
             id: format!("acct-{i}"),
             secret: "0123456789abcdef".into(),
@@ -58,25 +63,26 @@ fn measure(name: &'static str, store: Arc<dyn Backend>) {
     }
     stats(name, "create an account", accounts);
     let mut grants = Vec::new();
-    for i in 0..WRITES {
+    for i in 0..writes {
         let t = Instant::now();
         store.decide_all(vec![grant(i, name)]).expect("grant");
         grants.push(t.elapsed());
     }
     stats(name, "grant a capability", grants);
-    let mut lookups = Vec::new();
-    for i in 0..LOOKUPS {
-        let id = format!("{name}-{:08}", i % WRITES);
+    let mut found_in = Vec::new();
+    for i in 0..lookups {
+        let id = format!("{name}-{:08}", i % writes);
         let t = Instant::now();
         let found = store.entry(&id).expect("lookup");
-        lookups.push(t.elapsed());
+        found_in.push(t.elapsed());
         assert!(found.is_some(), "entry {id}");
     }
-    stats(name, "look a catalog entry up", lookups);
+    stats(name, "look a catalog entry up", found_in);
 }
 
 fn main() {
-    let entries: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(100_000);
+    let default = if benching() { 100_000 } else { 300 };
+    let entries: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(default);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let members = skybridge_gateway::testkit::etcd::cluster(1, None);
