@@ -129,11 +129,18 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(200);
 
 /// In a group of controllers, until the shutdown: serve the bindings this controller claims
 /// (nobody owned them: their owner died), let go of those another controller owns now, and of
-/// all of them while its lease is lost ([`crate::controller::ownership`]).
+/// all of them while its lease is lost ([`crate::controller::ownership`]); close those whose
+/// capability was revoked through another controller.
 pub async fn follow_group(controller: Arc<Controller>) {
     use crate::controller::ownership::Step;
+    let mut round = 0u64;
     loop {
         tokio::time::sleep(RECONCILE_EVERY).await;
+        round += 1;
+        // Once a second: capabilities revoked through another controller close our bindings.
+        if round.is_multiple_of(5) {
+            controller.close_revoked_capability_bindings().await;
+        }
         for step in controller.ownership_steps().await {
             match step {
                 Step::Claim(id) => {
