@@ -387,3 +387,19 @@ fn a_build_without_etcd_refuses_an_etcd_store_saying_how_to_get_one() {
     assert_one_line_error(&out, "built without etcd support");
     assert!(text(&out.stderr).contains("--features etcd"), "{}", text(&out.stderr));
 }
+
+/// A controller that accepts connections and never answers (stopped, wedged): `ctl` gives up
+/// after `--timeout` with one line that says so, instead of waiting for ever.
+#[test]
+fn ctl_gives_up_on_a_controller_that_does_not_answer() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", silent.local_addr().expect("addr"));
+    let token = tempfile::NamedTempFile::new().expect("token file");
+    std::fs::write(token.path(), "0123456789abcdef0123456789abcdef\n").expect("write");
+    let token = token.path().to_str().expect("path").to_owned();
+    let started = std::time::Instant::now();
+    let out = skybridge(&["ctl", "--url", &url, "--token-file", &token, "--timeout", "1", "nodes"]);
+    assert_one_line_error(&out, "no answer within 1 s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+    drop(silent);
+}

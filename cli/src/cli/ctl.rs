@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -28,6 +29,10 @@ pub struct CtlArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Give up on a call the controller does not answer within this many seconds (a catalog
+    /// watch gets its wait on top).
+    #[arg(long, value_name = "SECONDS", default_value_t = 90, global = true)]
+    timeout: u64,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -320,7 +325,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             ),
         },
     };
-    let client = AdminClient::new(&args.url, token)?;
+    let client = AdminClient::new(&args.url, token)?.with_timeout(Duration::from_secs(args.timeout.max(1)));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(execute(&client, &args.command, args.json))?;
     Ok(ExitCode::SUCCESS)

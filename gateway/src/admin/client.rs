@@ -3,6 +3,7 @@
 //! compile error here, not an empty column.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -145,7 +146,14 @@ pub struct AdminClient {
     url: String,
     authority: String,
     token: String,
+    /// How long one exchange may take, connecting and reading the answer included.
+    timeout: Duration,
 }
+
+/// How long one exchange may take by default: past the longest an answer may legitimately
+/// take (a binding's path decision and tunnel setup take seconds; a catalog watch gets its
+/// wait on top), so that a controller that does not answer (paused, wedged) fails the call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
 
 impl AdminClient {
     /// A client for `url` (`http://HOST:PORT`) with the admin bearer `token`.
@@ -156,7 +164,8 @@ impl AdminClient {
             return Err(bad("the admin API speaks plain http (put it behind a TLS proxy for remote use)"));
         }
         let authority = uri.authority().ok_or_else(|| bad("the URL has no host"))?.to_string();
-        Ok(AdminClient { url: url.trim_end_matches('/').to_owned(), authority, token: token.into() })
+        let url = url.trim_end_matches('/').to_owned();
+        Ok(AdminClient { url, authority, token: token.into(), timeout: DEFAULT_TIMEOUT })
     }
 
     /// A new HTTP/1.1 connection to the API, its driver spawned.
@@ -173,7 +182,8 @@ impl AdminClient {
 
     /// A client for the API listening at `addr`.
     pub fn for_addr(addr: SocketAddr, token: impl Into<String>) -> AdminClient {
-        AdminClient { url: format!("http://{addr}"), authority: addr.to_string(), token: token.into() }
+        let url = format!("http://{addr}");
+        AdminClient { url, authority: addr.to_string(), token: token.into(), timeout: DEFAULT_TIMEOUT }
     }
 
     /// One request, and its answer whatever it is (for callers that look at errors
@@ -188,8 +198,34 @@ impl AdminClient {
         self.exchange_with(method, path, body, token, &[]).await
     }
 
-    /// [`AdminClient::exchange`] with extra request headers.
+    /// The same client, with calls that give up after `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> AdminClient {
+        self.timeout = timeout;
+        self
+    }
+
+    /// [`AdminClient::exchange`] with extra request headers; within the client's timeout.
     pub async fn exchange_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        token: bool,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, ClientError> {
+        let exchange = self.exchange_untimed(method, path, body, token, headers);
+        tokio::time::timeout(self.timeout, exchange).await.unwrap_or_else(|_| {
+            Err(ClientError::Unreachable {
+                url: self.url.clone(),
+                reason: format!(
+                    "no answer within {} s (the controller is stopped or overloaded?)",
+                    self.timeout.as_secs()
+                ),
+            })
+        })
+    }
+
+    async fn exchange_untimed(
         &self,
         method: Method,
         path: &str,
@@ -370,7 +406,9 @@ impl AdminClient {
         since: u64,
         wait_s: u64,
     ) -> Result<Page<EntryView>, ClientError> {
-        self.get(&format!("/v1/catalog?limit=1000&since={since}&wait={wait_s}&{query}")).await
+        // The server may wait `wait_s` before it answers: the call may take that much longer.
+        let patient = self.clone().with_timeout(self.timeout + Duration::from_secs(wait_s));
+        patient.get(&format!("/v1/catalog?limit=1000&since={since}&wait={wait_s}&{query}")).await
     }
 
     /// One catalog entry.
