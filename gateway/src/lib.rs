@@ -7,7 +7,7 @@
 //! Lower layers first; each imports only from the layers above it in this list (checked by
 //! `tests/layering.rs`).
 //!
-//! - [`time`], [`secret`], [`file`], [`shutdown`], [`blocking`], [`runtime`] — one clock,
+//! - [`time`], [`secret`], [`file`](mod@file), [`shutdown`], [`blocking`], [`runtime`] — one clock,
 //!   constant-time secrets, size-capped reads of regular files, one shutdown signal with a
 //!   drain, bounded pools for blocking work (plugin calls, store access), the tokio runtime
 //!   with its optional idle poll.
@@ -76,6 +76,14 @@
 //! its file changes; callers take an `Arc<Plugin>` and make typed calls
 //! ([`plugin::Plugin::score`], [`plugin::Plugin::authorize`], …), each under the plugin's
 //! sandbox limits, on a bounded blocking pool ([`blocking`]).
+//!
+//! Several controllers (`[store] kind = "etcd"`): the shared state — accounts (sealed), the
+//! catalog, kept bindings, the policy — lives in a key-value store ([`store::kv`], etcd through
+//! the `skybridge-store-etcd` crate) behind the same [`store::Backend`] ([`store::shared`]);
+//! each controller joins the group under a lease ([`controller::group`]), relays and sites keep
+//! a session with each ([`node::uplinks`]), and each kept binding has one owner whose epoch
+//! every hop checks; survivors take a dead owner's bindings over ([`controller::ownership`],
+//! carried out by [`ingress::follow_group`]).
 //!
 //! Shutdown: a node's tasks hold a [`shutdown::Signal`]; stopping raises it and waits until
 //! every task has let go, then closes the store.

@@ -55,7 +55,7 @@ pub enum Step {
 
 /// The steps for a controller named `me`: `kept` bindings, their `owners`, and the bindings it
 /// `serves` (listens for, or is restoring).
-pub(crate) fn plan(
+pub fn plan(
     kept: &BTreeSet<u64>,
     owners: &BTreeMap<u64, String>,
     me: &str,

@@ -411,7 +411,7 @@ impl Prober {
     }
 
     /// Probe neighbour `peer` every `every`, forever, keeping a [`LinkEstimator`] whose latest
-    /// statistics [`Prober::link_stats`] returns. While the peer is not connected the link
+    /// statistics [`Prober::link_reports`] returns. While the peer is not connected the link
     /// reports as dead (no RTT, 100 % loss) rather than with stale numbers, and a new
     /// connection starts from a fresh estimator.
     pub async fn watch_link(&self, peer: &str, every: Duration, estimator: LinkEstimator) {

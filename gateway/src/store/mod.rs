@@ -4,8 +4,9 @@
 //! inventory with its refresh records, behind one interface:
 //! [`Backend`] is what a storage engine implements (blocking calls, typed [`StoreError`]s);
 //! [`Store`] is what the controller holds — every call runs on a bounded blocking pool, so disk
-//! I/O never runs on an async worker. [`redb`] is the embedded default; a backend shared by
-//! several controllers (etcd) implements the same trait.
+//! I/O never runs on an async worker. [`redb`] is the embedded default; [`shared`] is a
+//! controller's store in a group (shared state on a [`kv::Kv`] such as etcd, the rest in a
+//! local redb file); [`open`] opens whichever the configuration names.
 //!
 //! The store holds secrets (account secrets and their mapped credentials): the redb file is
 //! made private to the controller's user.
