@@ -208,6 +208,20 @@ impl RedbStore {
         Ok(())
     }
 
+    /// Store a decision record under the id it carries (ids given out elsewhere: a group's
+    /// shared counter); an id taken already is [`StoreError::Exists`].
+    pub fn insert_decision_as(&self, record: &DecisionRecord) -> Result<(), StoreError> {
+        let doing = "storing a decision";
+        self.write(doing, |tx| {
+            let mut table = tx.open_table(DECISIONS).doing(doing)?;
+            if table.get(record.id).doing(doing)?.is_some() {
+                return Err(StoreError::Exists { kind: "decision", key: record.id.to_string() });
+            }
+            table.insert(record.id, encode(doing, record)?.as_slice()).doing(doing)?;
+            Ok(())
+        })
+    }
+
     /// Append audit lines (assigning their `seq`) in one transaction: for a store whose
     /// authorizations live elsewhere ([`super::shared`]).
     pub fn append_audit(&self, lines: &mut [AuditRecord]) -> Result<(), StoreError> {
@@ -729,38 +743,9 @@ impl Backend for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::path::{Candidate, Decision, LinkStats, Policy};
 
     fn record(from: &str) -> DecisionRecord {
-        DecisionRecord {
-            id: 0,
-            from: from.into(),
-            to: "b".into(),
-            first_relay: "r1".into(),
-            second_relay: "r2".into(),
-            created_unix_ms: 1,
-            policy: Policy {
-                scorer: "s.wasm".into(),
-                weights: Default::default(),
-                k: 4,
-                probes: 20,
-                probe_interval_ms: 10,
-                reroute_loss: 0.2,
-            },
-            decision: Decision {
-                scorer: "s".into(),
-                weights: vec![("latency".into(), 1.0)],
-                candidates: vec![Candidate {
-                    path: vec!["r1".into(), "r2".into()],
-                    hops: 1,
-                    graph_cost_ms: 3.0,
-                    measured: LinkStats { rtt_ms: Some(3.2), jitter_ms: 0.1, loss: 0.0, samples: 20 },
-                    score: Some(-3.3),
-                    explanation: "x".into(),
-                }],
-                winner: 0,
-            },
-        }
+        crate::testkit::store::decision(from)
     }
 
     #[test]

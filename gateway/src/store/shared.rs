@@ -15,8 +15,9 @@
 //! | `state/{key}`                             | runtime state: bindings, the policy    |
 //!
 //! (Each `{…}` part is escaped: `/` as `%2F`, `%` as `%25`.) What is each controller's own
-//! stays in its local redb file: decision records, the audit, and each platform's inventory
-//! and refresh records (what that platform's site reported to this controller).
+//! stays in its local redb file: decision records (numbered across the group, from the counter
+//! `ids/decisions`), the audit, and each platform's inventory and refresh records (what that
+//! platform's site reported to this controller).
 //!
 //! Writes are conditional commits: a grant creates the entry guarded by its match key's
 //! absence, so two controllers granting one capability at once make one entry with two
@@ -37,6 +38,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::kv::ids::IdBlocks;
 use super::kv::mirror::{Mirror, mirror};
 use super::kv::seal::SealKey;
 use super::kv::{Commit, Condition, Item, Kv, KvError, MAX_LIST, Op, Revision};
@@ -47,6 +49,9 @@ use crate::catalog::{
 };
 use crate::path::DecisionRecord;
 use crate::session::accounts::Account;
+
+/// How many decision ids a controller takes from the group's counter at once.
+const DECISION_ID_BLOCK: u64 = 64;
 
 /// How often a conditional write is tried again when others keep changing what it depends on.
 const CAS_ATTEMPTS: usize = 16;
@@ -141,6 +146,8 @@ pub struct SharedStore {
     seal: Arc<SealKey>,
     catalog: Mirror,
     local: RedbStore,
+    /// Decision ids, unique across the group.
+    decision_ids: IdBlocks,
     runtime: tokio::runtime::Handle,
 }
 
@@ -158,7 +165,10 @@ impl SharedStore {
             .await
             .map_err(|e| StoreError::backend("listing the shared catalog", e))?;
         let local = RedbStore::open(local)?;
-        Ok(SharedStore { kv, keys, seal, catalog, local, runtime: tokio::runtime::Handle::current() })
+        let decision_ids =
+            IdBlocks::new(Arc::clone(&kv), format!("{prefix}ids/decisions"), DECISION_ID_BLOCK);
+        let runtime = tokio::runtime::Handle::current();
+        Ok(SharedStore { kv, keys, seal, catalog, local, decision_ids, runtime })
     }
 
     /// Wait for a call to the key-value store (from the store's blocking pool).
@@ -302,7 +312,11 @@ impl SharedStore {
 
 impl Backend for SharedStore {
     fn insert_decision(&self, record: &mut DecisionRecord) -> Result<u64, StoreError> {
-        self.local.insert_decision(record)
+        // Kept locally, numbered across the group: an id names one decision whichever
+        // controller is asked.
+        record.id = self.wait("numbering a decision", self.decision_ids.next())?;
+        self.local.insert_decision_as(record)?;
+        Ok(record.id)
     }
 
     fn decision(&self, id: u64) -> Result<Option<DecisionRecord>, StoreError> {
@@ -633,6 +647,29 @@ mod tests {
         );
         let e = tokio::task::spawn_blocking(move || other.account("acme")).await.expect("join").unwrap_err();
         assert!(matches!(e, StoreError::Corrupt { kind: "account", .. }), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn decisions_stay_local_but_their_ids_are_unique_across_the_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = redb_kv(dir.path());
+        let (a, b) = (shared(&kv, dir.path(), "a.redb").await, shared(&kv, dir.path(), "b.redb").await);
+        let ids = tokio::task::spawn_blocking(move || {
+            let mut ids = Vec::new();
+            for i in 0..100 {
+                let (store, other) = if i % 3 == 0 { (&a, &b) } else { (&b, &a) };
+                let mut record = crate::testkit::store::decision("site-a");
+                let id = store.insert_decision(&mut record).expect("stored");
+                assert_eq!(store.decision(id).expect("read").map(|r| r.id), Some(id), "kept where made");
+                assert!(other.decision(id).expect("read").is_none(), "and only there");
+                ids.push(id);
+            }
+            ids
+        })
+        .await
+        .expect("join");
+        let unique: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), ids.len(), "no id given twice: {ids:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 use crate::catalog::{
     AuditRecord, Authorization, AuthorizationState, CapabilityInfo, CatalogEntry, ServiceInfo,
 };
+use crate::path::{Candidate, Decision, DecisionRecord, LinkStats, Policy};
 use crate::session::accounts::{Account, Credentials};
 use crate::store::{Backend, Decided, StoreError};
 
@@ -227,4 +228,37 @@ pub async fn concurrent_grants(kv: std::sync::Arc<dyn crate::store::kv::Kv>, dir
     assert_eq!(entries.len(), 1, "one entry");
     assert_eq!(entries[0].1.len(), n, "one association per platform");
     assert_eq!(associations.len(), n);
+}
+
+/// A decision record from `from` (id 0: the store gives it one).
+pub fn decision(from: &str) -> DecisionRecord {
+    DecisionRecord {
+        id: 0,
+        from: from.into(),
+        to: "b".into(),
+        first_relay: "r1".into(),
+        second_relay: "r2".into(),
+        created_unix_ms: 1,
+        policy: Policy {
+            scorer: "s.wasm".into(),
+            weights: Default::default(),
+            k: 4,
+            probes: 20,
+            probe_interval_ms: 10,
+            reroute_loss: 0.2,
+        },
+        decision: Decision {
+            scorer: "s".into(),
+            weights: vec![("latency".into(), 1.0)],
+            candidates: vec![Candidate {
+                path: vec!["r1".into(), "r2".into()],
+                hops: 1,
+                graph_cost_ms: 3.0,
+                measured: LinkStats { rtt_ms: Some(3.2), jitter_ms: 0.1, loss: 0.0, samples: 20 },
+                score: Some(-3.3),
+                explanation: "x".into(),
+            }],
+            winner: 0,
+        },
+    }
 }
