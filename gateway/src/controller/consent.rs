@@ -373,34 +373,28 @@ impl Controller {
 
     /// In a group: close the bindings by capability this controller serves whose capability
     /// its platform revoked — the site told another controller, which closed only its own.
+    /// Looks up only the served bindings' authorizations (memory reads on a group's store).
     pub async fn close_revoked_capability_bindings(&self) {
-        let served: Vec<(u64, String, String)> = self
+        let served: BTreeSet<(String, String)> = self
             .bindings
             .list()
             .into_iter()
-            .filter_map(|b| b.capability.map(|entry| (b.id, entry, b.to)))
+            .filter_map(|b| b.capability.map(|entry| (entry, b.to)))
             .collect();
-        if served.is_empty() {
-            return;
-        }
-        let (authorizations, mut match_keys) = match self.store.authorizations().await {
-            Ok(a) => (a, BTreeMap::new()),
-            Err(e) => return tracing::warn!("cannot read the authorizations: {e}"),
-        };
-        for (_, entry, _) in &served {
-            if let Ok(Some((e, _))) = self.store.entry(entry).await {
-                match_keys.insert(entry.clone(), e.match_key);
+        for (entry, platform) in served {
+            let Ok(Some((e, _))) = self.store.entry(&entry).await else { continue };
+            let revoked = match self.store.authorization(&platform, &e.match_key).await {
+                Ok(a) => a.is_some_and(|a| a.state == AuthorizationState::Revoked),
+                Err(err) => {
+                    tracing::warn!("cannot read an authorization: {err}");
+                    continue;
+                }
+            };
+            if revoked {
+                let why = format!("capability {} revoked by {platform}", e.match_key);
+                let closed = self.close_capability_bindings(&entry, &platform, &why).await;
+                tracing::info!(%platform, capability = %e.match_key, ?closed, "capability revoked (seen in the group's store)");
             }
-        }
-        let revoked: BTreeSet<(String, String)> = authorizations
-            .into_iter()
-            .filter(|a| a.state == AuthorizationState::Revoked)
-            .map(|a| (a.platform, a.match_key))
-            .collect();
-        for (entry, platform, match_key) in revoked_bindings(&served, &match_keys, &revoked) {
-            let why = format!("capability {match_key} revoked by {platform}");
-            let closed = self.close_capability_bindings(&entry, &platform, &why).await;
-            tracing::info!(%platform, capability = %match_key, ?closed, "capability revoked (seen in the group's store)");
         }
     }
 
@@ -412,50 +406,5 @@ impl Controller {
     /// Every authorization, as stored.
     pub async fn authorizations(&self) -> Result<Vec<Authorization>, StoreError> {
         self.store.authorizations().await
-    }
-}
-
-/// Of the bindings `served` — (id, catalog entry, target platform) — those whose capability
-/// the target platform revoked: each (entry, platform, match key) once. `match_keys` maps
-/// entries to their match keys; `revoked` holds (platform, match key) pairs.
-fn revoked_bindings(
-    served: &[(u64, String, String)],
-    match_keys: &BTreeMap<String, String>,
-    revoked: &BTreeSet<(String, String)>,
-) -> BTreeSet<(String, String, String)> {
-    served
-        .iter()
-        .filter_map(|(_, entry, platform)| {
-            let key = match_keys.get(entry)?;
-            let pair = (platform.clone(), key.clone());
-            revoked.contains(&pair).then(|| (entry.clone(), platform.clone(), key.clone()))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bindings_of_a_capability_their_target_revoked_are_found_once_and_no_others() {
-        let s = |v: &str| v.to_owned();
-        let served = [
-            (1, s("e-logs"), s("aws-east")),
-            (2, s("e-logs"), s("aws-east")),
-            (3, s("e-logs"), s("azure-west")),
-            (4, s("e-db"), s("aws-east")),
-            (5, s("e-gone"), s("aws-east")),
-        ];
-        let match_keys: BTreeMap<String, String> =
-            [(s("e-logs"), s("object-store/logs")), (s("e-db"), s("database/db"))].into();
-        // aws-east revoked logs; azure-west still grants it; nobody revoked db.
-        let revoked: BTreeSet<(String, String)> =
-            [(s("aws-east"), s("object-store/logs")), (s("azure-west"), s("database/db"))].into();
-        let found = revoked_bindings(&served, &match_keys, &revoked);
-        assert_eq!(
-            found.into_iter().collect::<Vec<_>>(),
-            [(s("e-logs"), s("aws-east"), s("object-store/logs"))]
-        );
     }
 }

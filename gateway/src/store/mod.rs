@@ -157,6 +157,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Every authorization (pending ones are resumed after a restart).
     fn authorizations(&self) -> Result<Vec<Authorization>, StoreError>;
+    /// The authorization of `match_key` at `platform`, if there is one.
+    fn authorization(&self, platform: &str, match_key: &str) -> Result<Option<Authorization>, StoreError>;
     /// Store new authorizations, skipping any whose (platform, match key) has one already;
     /// returns those stored.
     fn add_authorizations(&self, new: Vec<Authorization>) -> Result<Vec<Authorization>, StoreError>;
@@ -396,6 +398,16 @@ impl Store {
     /// Every authorization.
     pub async fn authorizations(&self) -> Result<Vec<Authorization>, StoreError> {
         self.call(|b| b.authorizations()).await
+    }
+
+    /// The authorization of `match_key` at `platform`.
+    pub async fn authorization(
+        &self,
+        platform: &str,
+        match_key: &str,
+    ) -> Result<Option<Authorization>, StoreError> {
+        let (platform, match_key) = (platform.to_owned(), match_key.to_owned());
+        self.call(move |b| b.authorization(&platform, &match_key)).await
     }
 
     /// Store new authorizations unless their (platform, match key) has one; those stored.

@@ -548,6 +548,14 @@ impl Backend for RedbStore {
         Ok(out)
     }
 
+    fn authorization(&self, platform: &str, match_key: &str) -> Result<Option<Authorization>, StoreError> {
+        let doing = "reading an authorization";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(AUTHORIZATIONS).doing(doing)?;
+        let Some(bytes) = table.get((platform, match_key)).doing(doing)? else { return Ok(None) };
+        decode("authorization", match_key, bytes.value()).map(Some)
+    }
+
     fn add_authorizations(&self, new: Vec<Authorization>) -> Result<Vec<Authorization>, StoreError> {
         let doing = "adding authorizations";
         self.write(doing, |tx| {

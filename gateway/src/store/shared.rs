@@ -427,6 +427,13 @@ impl Backend for SharedStore {
         self.catalog_items("authorization", &self.keys.authorizations())
     }
 
+    fn authorization(&self, platform: &str, match_key: &str) -> Result<Option<Authorization>, StoreError> {
+        match self.catalog.get(&self.keys.authorization(platform, match_key)) {
+            Some(item) => decode("authorization", &item).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn add_authorizations(&self, new: Vec<Authorization>) -> Result<Vec<Authorization>, StoreError> {
         let doing = "adding authorizations";
         let mut added = Vec::new();

@@ -183,6 +183,12 @@ pub fn catalog(store: &dyn Backend) {
     let audit = store.audit(10).expect("the store answers");
     assert_eq!(audit.iter().map(|a| a.seq).collect::<Vec<_>>(), [6, 5, 4, 3, 2, 1]);
     assert_eq!(audit[1].state, AuthorizationState::Revoked);
+    let state = |platform: &str, key: &str| {
+        store.authorization(platform, key).expect("the store answers").map(|a| a.state)
+    };
+    assert_eq!(state("east", "object-store/logs"), Some(AuthorizationState::Revoked), "looked up by key");
+    assert_eq!(state("east", "compute/vm"), Some(AuthorizationState::Granted));
+    assert_eq!(state("north", "object-store/logs"), None);
     assert_eq!(audit[1].entry.as_deref(), Some("id-1"));
     assert_eq!(audit[2].state, AuthorizationState::Refused);
 }
