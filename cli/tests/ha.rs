@@ -109,6 +109,20 @@ fn wait_for_controllers(dir: &Path, url: &str, names: &[&str], limit: Duration) 
     }
 }
 
+/// Wait (at most 5 s: each controller reads from a copy its watch keeps current) until the
+/// account list `url` answers holds every string in `wanted`.
+fn accounts_show(dir: &Path, url: &str, wanted: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed = ctl(dir, url, &["account", "list", "--json"]);
+        if wanted.iter().all(|w| listed.contains(w)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} lists {listed}, without all of {wanted:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn ctl(dir: &Path, url: &str, args: &[&str]) -> String {
     let mut all = vec!["ctl", "--url", url];
     all.extend_from_slice(args);
@@ -131,12 +145,10 @@ fn controllers_of_a_group_share_accounts_through_etcd_and_outlive_an_etcd_member
 
     // Made through one controller, seen and changed through the other.
     ctl(dir, &url1, &["account", "create", "acme", "--secret-file", "acme.secret"]);
-    let listed = ctl(dir, &url2, &["account", "list", "--json"]);
-    assert!(listed.contains("\"acme\""), "c2 lists the account c1 made: {listed}");
+    accounts_show(dir, &url2, &["\"acme\""]);
     let map = ["account", "map", "acme", "--platform", "aws", "--principal", "AKIDEXAMPLE"];
     ctl(dir, &url2, &[&map[..], &["--secret-file", "aws.secret"]].concat());
-    let listed = ctl(dir, &url1, &["account", "list", "--json"]);
-    assert!(listed.contains("aws") && listed.contains("AKIDEXAMPLE"), "c1 sees c2's mapping: {listed}");
+    accounts_show(dir, &url1, &["aws", "AKIDEXAMPLE"]);
 
     // In etcd, the secrets are sealed.
     let out = std::process::Command::new("etcdctl")
@@ -153,8 +165,7 @@ fn controllers_of_a_group_share_accounts_through_etcd_and_outlive_an_etcd_member
     // One etcd member dies: the group goes on with the other two.
     drop(members.remove(0));
     ctl(dir, &url2, &["account", "create", "globex", "--secret-file", "acme.secret"]);
-    let listed = ctl(dir, &url1, &["account", "list", "--json"]);
-    assert!(listed.contains("\"globex\""), "{listed}");
+    accounts_show(dir, &url1, &["\"globex\""]);
 
     // The policy set at run time through one controller is in force on the others.
     ctl(dir, &url1, &["policy", "set", "--k", "2"]);
@@ -172,8 +183,7 @@ fn controllers_of_a_group_share_accounts_through_etcd_and_outlive_an_etcd_member
     // A controller killed and started again finds the group's state where it was.
     drop(c1);
     let (_c1, url1) = start(dir, "c1");
-    let listed = ctl(dir, &url1, &["account", "list", "--json"]);
-    assert!(listed.contains("\"acme\"") && listed.contains("\"globex\""), "{listed}");
+    accounts_show(dir, &url1, &["\"acme\"", "\"globex\""]);
 }
 
 #[test]

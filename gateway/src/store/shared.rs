@@ -24,7 +24,8 @@
 //! associations (the loser of the race reads the winner's entry and associates with it); an
 //! account changes guarded by its last revision. Catalog reads come from a watch-fed
 //! [`Mirror`] of `catalog/`, which every commit of this controller waits for (read your own
-//! writes); account and state reads go to the store. A commit and its audit line are two
+//! writes); accounts are mirrored the same way (an http binding authenticates every request's
+//! account); runtime state reads go to the store. A commit and its audit line are two
 //! writes: a crash between them can lose the audit line, never the decision.
 //!
 //! The [`Backend`] calls block: they run on the store's blocking pool and wait on the
@@ -145,6 +146,8 @@ pub struct SharedStore {
     keys: Keys,
     seal: Arc<SealKey>,
     catalog: Mirror,
+    /// The accounts (sealed), mirrored: reads never wait on the store.
+    accounts: Mirror,
     local: RedbStore,
     /// Decision ids, unique across the group.
     decision_ids: IdBlocks,
@@ -164,11 +167,14 @@ impl SharedStore {
         let catalog = mirror(Arc::clone(&kv), &keys.catalog())
             .await
             .map_err(|e| StoreError::backend("listing the shared catalog", e))?;
+        let accounts = mirror(Arc::clone(&kv), &keys.accounts())
+            .await
+            .map_err(|e| StoreError::backend("listing the shared accounts", e))?;
         let local = RedbStore::open(local)?;
         let decision_ids =
             IdBlocks::new(Arc::clone(&kv), format!("{prefix}ids/decisions"), DECISION_ID_BLOCK);
         let runtime = tokio::runtime::Handle::current();
-        Ok(SharedStore { kv, keys, seal, catalog, local, decision_ids, runtime })
+        Ok(SharedStore { kv, keys, seal, catalog, accounts, local, decision_ids, runtime })
     }
 
     /// Wait for a call to the key-value store (from the store's blocking pool).
@@ -195,11 +201,36 @@ impl SharedStore {
 
     /// Wait until the catalog's mirror shows `revision` (this controller's own write).
     fn seen(&self, revision: Revision) {
-        if !self.runtime.block_on(self.catalog.wait_for(revision, MIRROR_WAIT)) {
+        self.seen_in(&self.catalog, revision);
+    }
+
+    /// Wait until `mirror` shows `revision`.
+    fn seen_in(&self, mirror: &Mirror, revision: Revision) {
+        if !self.runtime.block_on(mirror.wait_for(revision, MIRROR_WAIT)) {
             tracing::warn!(
                 revision,
-                "the catalog's copy in memory did not show a write within {MIRROR_WAIT:?}; reads may lag"
+                "the store's copy in memory did not show a write within {MIRROR_WAIT:?}; reads may lag"
             );
+        }
+    }
+
+    /// Write `account` if `guard` holds for its key, else answer `refused`; reads of this
+    /// controller show the write once it returns.
+    fn put_account(
+        &self,
+        doing: &'static str,
+        account: &Account,
+        guard: fn(String) -> Condition,
+        refused: StoreError,
+    ) -> Result<(), StoreError> {
+        let key = self.keys.account(&account.id);
+        let value = self.sealed_account(account)?;
+        match self.commit(doing, &[guard(key.clone())], &[Op::put(key, value)])? {
+            Some(revision) => {
+                self.seen_in(&self.accounts, revision);
+                Ok(())
+            }
+            None => Err(refused),
         }
     }
 
@@ -328,25 +359,13 @@ impl Backend for SharedStore {
     }
 
     fn insert_account(&self, account: &Account) -> Result<(), StoreError> {
-        let key = self.keys.account(&account.id);
-        let value = self.sealed_account(account)?;
-        let created =
-            self.commit("creating an account", &[Condition::Absent(key.clone())], &[Op::put(key, value)])?;
-        match created {
-            Some(_) => Ok(()),
-            None => Err(StoreError::Exists { kind: "account", key: account.id.clone() }),
-        }
+        let exists = StoreError::Exists { kind: "account", key: account.id.clone() };
+        self.put_account("creating an account", account, Condition::Absent, exists)
     }
 
     fn update_account(&self, account: &Account) -> Result<(), StoreError> {
-        let key = self.keys.account(&account.id);
-        let value = self.sealed_account(account)?;
-        let updated =
-            self.commit("updating an account", &[Condition::Present(key.clone())], &[Op::put(key, value)])?;
-        match updated {
-            Some(_) => Ok(()),
-            None => Err(StoreError::NotFound { kind: "account", key: account.id.clone() }),
-        }
+        let missing = StoreError::NotFound { kind: "account", key: account.id.clone() };
+        self.put_account("updating an account", account, Condition::Present, missing)
     }
 
     fn change_account(
@@ -366,7 +385,8 @@ impl Backend for SharedStore {
             }
             let value = self.sealed_account(&account)?;
             let unchanged = Condition::ModRevision(key.clone(), item.mod_revision);
-            if self.commit(doing, &[unchanged], &[Op::put(key.clone(), value)])?.is_some() {
+            if let Some(revision) = self.commit(doing, &[unchanged], &[Op::put(key.clone(), value)])? {
+                self.seen_in(&self.accounts, revision);
                 return Ok(Some(account));
             }
         }
@@ -374,14 +394,15 @@ impl Backend for SharedStore {
     }
 
     fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        match self.wait("reading an account", self.kv.get(&self.keys.account(id)))? {
+        // From the copy in memory: an http binding authenticates every request's account.
+        match self.accounts.get(&self.keys.account(id)) {
             Some(item) => self.open_account(&item).map(Some),
             None => Ok(None),
         }
     }
 
     fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let items = self.list_all("listing accounts", &self.keys.accounts())?;
+        let items = self.accounts.range(&self.keys.accounts(), None, usize::MAX);
         items.iter().map(|i| self.open_account(i)).collect()
     }
 
@@ -389,6 +410,9 @@ impl Backend for SharedStore {
         let key = self.keys.account(id);
         let removed =
             self.commit("deleting an account", &[Condition::Present(key.clone())], &[Op::Delete(key)])?;
+        if let Some(revision) = removed {
+            self.seen_in(&self.accounts, revision);
+        }
         Ok(removed.is_some())
     }
 
