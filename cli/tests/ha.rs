@@ -328,10 +328,15 @@ impl GroupMesh {
         }
     }
 
-    /// The bindings `controller` serves.
-    fn bindings(&self, controller: &str) -> Vec<serde_json::Value> {
+    /// The group's bindings, as `controller` lists them.
+    fn group_bindings(&self, controller: &str) -> Vec<serde_json::Value> {
         let listed = ctl(self.dir(), self.url(controller), &["bindings", "--json"]);
         serde_json::from_str::<serde_json::Value>(&listed).expect("JSON").as_array().expect("a list").clone()
+    }
+
+    /// The bindings `controller` serves.
+    fn bindings(&self, controller: &str) -> Vec<serde_json::Value> {
+        self.group_bindings(controller).into_iter().filter(|b| b["owner"] == controller).collect()
     }
 
     /// The controller (still running) serving binding `id`, and its view, if one does.
@@ -500,4 +505,69 @@ fn a_paused_owner_fences_itself_and_a_graceful_stop_hands_over_at_once() {
     let (owner, _, took) = wait_for_takeover(&mesh, id, port, "c2", Duration::from_secs(TTL_S + 20));
     assert_eq!(owner, "c1");
     assert!(took < Duration::from_secs(TTL_S), "a graceful stop hands over before the TTL: {took:?}");
+}
+
+/// The keys etcd holds under the group's prefix that name binding `id`.
+fn binding_keys(mesh: &GroupMesh, id: u64) -> Vec<String> {
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &mesh.etcd[0].client_url, "get", "skybridge/", "--prefix", "--keys-only"])
+        .output()
+        .expect("etcdctl runs");
+    assert!(out.status.success(), "etcdctl: {}", String::from_utf8_lossy(&out.stderr));
+    let suffix = format!("/{id:020}");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|k| k.ends_with(&suffix)).map(str::to_owned).collect()
+}
+
+#[test]
+fn any_controller_lists_the_groups_bindings_and_closes_one_through_its_owner() {
+    let mut mesh = GroupMesh::start(1, 2, TTL_S);
+    let bound = mesh.bind("c1");
+    let id = bound["id"].as_u64().expect("id");
+    let listen = bound["listen"].as_str().expect("listen").to_owned();
+    assert_eq!(greet(&listen).expect("c1 serves it"), "hello from site-b\n");
+    let keys = binding_keys(&mesh, id);
+    assert!(keys.iter().any(|k| k.contains("/owners/")), "the binding is in etcd: {keys:?}");
+
+    // c2 lists c1's binding as c1 published it: its owner, address and the connection made.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let listed = mesh.group_bindings("c2").into_iter().find(|b| b["id"] == id);
+        if let Some(b) = listed.filter(|b| b["connections"].as_u64() >= Some(1)) {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "c2 does not list binding {id} with its connection");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        (&seen["owner"], &seen["listen"], &seen["epoch"]),
+        (&bound["owner"], &bound["listen"], &bound["epoch"])
+    );
+    let one = ctl(mesh.dir(), mesh.url("c2"), &["bindings", &id.to_string(), "--json"]);
+    let one: serde_json::Value = serde_json::from_str(&one).expect("JSON");
+    assert_eq!((&one["id"], &one["owner"]), (&bound["id"], &bound["owner"]), "one binding through c2");
+
+    // Closed through c2: c1, its owner, closes it — listener, tunnel and every key in etcd.
+    let closed = ctl(mesh.dir(), mesh.url("c2"), &["unbind", &id.to_string()]);
+    assert!(closed.contains(&format!("binding {id} closed")), "{closed}");
+    assert!(greet(&listen).is_err(), "c1 still listens for the closed binding");
+    assert!(mesh.group_bindings("c1").is_empty() && mesh.group_bindings("c2").is_empty());
+    assert_eq!(binding_keys(&mesh, id), Vec::<String>::new(), "etcd still holds the closed binding");
+
+    // Closed through c2 while its owner is paused past its TTL: nobody claims it, it goes; and
+    // c1, woken, serves it no more.
+    let bound = mesh.bind("c1");
+    let id = bound["id"].as_u64().expect("id");
+    let listen = bound["listen"].as_str().expect("listen").to_owned();
+    mesh.signal("c1", "-STOP");
+    let closed = ctl(mesh.dir(), mesh.url("c2"), &["unbind", &id.to_string()]);
+    assert!(closed.contains(&format!("binding {id} closed")), "{closed}");
+    assert!(mesh.bindings("c2").is_empty(), "c2 claimed the binding asked to be closed");
+    assert_eq!(binding_keys(&mesh, id), Vec::<String>::new(), "etcd still holds the closed binding");
+    mesh.signal("c1", "-CONT");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while greet(&listen).is_ok() || !mesh.group_bindings("c1").is_empty() {
+        assert!(Instant::now() < deadline, "c1 still serves the binding closed while it was paused");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -11,7 +11,7 @@ use skybridge_gateway::admin::AdminClient;
 use skybridge_gateway::admin::api::{
     AccountView, AuditRecord, Authorization, BindRequest, BindingView, Credentials, DecisionRecord, Deleted,
     EntryView, InventoryRecord, LinkView, Mode, NewAccount, NodeView, PlatformView, PluginView, Policy,
-    PolicyUpdate, RefreshRecord, RefreshStarted, SessionRecord, TunnelRecord,
+    PolicyUpdate, RefreshRecord, RefreshStarted, SessionRecord, TunnelRecord, Unbound,
 };
 use skybridge_gateway::admin::client::Watched;
 use skybridge_gateway::catalog::Outcome;
@@ -935,8 +935,11 @@ fn print_tunnels(tunnels: &[BoundTunnel]) {
     table(&["ID", "BINDING", "DECISION", "HOPS", "ENDPOINT", "ACCOUNT", "CAPABILITY", "EXPIRES"], rows);
 }
 
-fn print_unbound(b: &BindingView) {
-    out!("binding {} closed; tunnel {} torn down", b.id, b.tunnel.id);
+fn print_unbound(unbound: &Unbound) {
+    match unbound {
+        Unbound::Closed(b) => out!("binding {} closed; tunnel {} torn down", b.id, b.tunnel.id),
+        Unbound::Gone(g) => out!("binding {} {}", g.id, g.closed),
+    }
 }
 
 pub(super) fn print_sessions(sessions: &[SessionRecord]) {

@@ -83,13 +83,25 @@ pub struct Page<T> {
     pub revision: Option<u64>,
 }
 
-/// The answer to `DELETE /v1/bindings/{id}` for a binding given up while being restored.
+/// The answer to `DELETE /v1/bindings/{id}` for a binding given up while being restored, or
+/// closed through another controller of its group before it published its view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Abandoned {
     /// The binding's id.
     pub id: u64,
-    /// Why there is no binding to show: `given up while being restored`.
+    /// Why there is no binding to show: `given up while being restored` or `closed by its
+    /// group`.
     pub closed: String,
+}
+
+/// The answer to `DELETE /v1/bindings/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Unbound {
+    /// The binding closed, as it was.
+    Closed(Box<BindingView>),
+    /// Closed with no view to show.
+    Gone(Abandoned),
 }
 
 /// The answer to `POST /v1/platforms/{p}/refresh`.

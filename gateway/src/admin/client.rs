@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use super::api::{
     AccountView, AuditRecord, Authorization, BindRequest, BindingView, ConnectRequest, Credentials,
     DecisionRecord, Deleted, EntryView, ErrorBody, InventoryRecord, LinkView, NewAccount, NodeView, Page,
-    PlatformView, PluginView, Policy, PolicyUpdate, RefreshRecord, RefreshStarted, SessionRecord,
+    PlatformView, PluginView, Policy, PolicyUpdate, RefreshRecord, RefreshStarted, SessionRecord, Unbound,
 };
 
 /// HTTP methods, for [`AdminClient::exchange`] and [`AdminClient::call`].
@@ -457,8 +457,8 @@ impl AdminClient {
         self.get("/v1/bindings").await
     }
 
-    /// Close a binding.
-    pub async fn unbind(&self, id: u64) -> Result<BindingView, ClientError> {
+    /// Close a binding (through its owner, when another controller of the group serves it).
+    pub async fn unbind(&self, id: u64) -> Result<Unbound, ClientError> {
         self.call::<(), _>(Method::DELETE, &format!("/v1/bindings/{id}"), None).await
     }
 

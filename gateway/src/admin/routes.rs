@@ -290,7 +290,7 @@ pub fn routes() -> Vec<Route> {
         route(
             "/v1/bindings",
             "bindings",
-            "Bindings with their tunnels and byte counts.",
+            "Bindings with their tunnels and byte counts (in a group, every controller's).",
             schema::<Vec<BindingView>>,
         ),
         Route {
@@ -299,11 +299,11 @@ pub fn routes() -> Vec<Route> {
         },
         Route {
             method: Method::DELETE,
-            errors: &[404],
+            errors: &[404, 503],
             ..route(
                 "/v1/bindings/{id}",
                 "bindings",
-                "Close a binding and tear its tunnel down.",
+                "Close a binding and tear its tunnel down (in a group, through the controller serving it).",
                 closed_binding,
             )
         },

@@ -437,10 +437,18 @@ async fn handle(
             }),
             Err(r) => Err(r),
         },
-        (["v1", "bindings"], &Method::GET) => Ok(json(StatusCode::OK, &c.bindings().list())),
+        (["v1", "bindings"], &Method::GET) => Ok(json(StatusCode::OK, &c.group_bindings())),
         (["v1", "bindings", id], &Method::GET | &Method::DELETE) => match id_of("binding", id) {
+            // Served by another controller of the group: its owner closes it.
+            Ok(id) if method == Method::DELETE && c.served_elsewhere(id) => {
+                Ok(match c.close_elsewhere(id).await {
+                    Ok(Some(binding)) => json(StatusCode::OK, &binding),
+                    Ok(None) => json(StatusCode::OK, &Abandoned { id, closed: "closed by its group".into() }),
+                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                })
+            }
             Ok(id) => {
-                let found = if method == Method::DELETE { c.unbind(id).await } else { c.bindings().get(id) };
+                let found = if method == Method::DELETE { c.unbind(id).await } else { c.group_binding(id) };
                 Ok(match found {
                     Some(binding) => json(StatusCode::OK, &binding),
                     None if method == Method::DELETE && c.abandon_restore(id).await => json(

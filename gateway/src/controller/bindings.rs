@@ -129,7 +129,7 @@ pub struct BindingView {
     pub bytes_up: u64,
     /// Bytes carried back.
     pub bytes_down: u64,
-    /// Every re-route, oldest first.
+    /// Its re-routes, oldest first: the last [`MAX_REROUTES_SHOWN`].
     pub reroutes: Vec<Reroute>,
     /// The catalog entry it was made for, when made by capability: revoking the capability
     /// at the target platform closes it.
@@ -142,6 +142,10 @@ pub struct BindingView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
 }
+
+/// The most re-routes a binding's view keeps (the metric `skybridge_reroutes_total` counts
+/// them all).
+pub const MAX_REROUTES_SHOWN: usize = 32;
 
 /// A tunnel moved to a new path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -655,6 +659,9 @@ impl Controller {
         let still_bound = match lock(&self.bindings.by_id).get_mut(&id) {
             Some(b) => {
                 b.view.tunnel = new.clone();
+                if b.view.reroutes.len() >= MAX_REROUTES_SHOWN {
+                    b.view.reroutes.remove(0);
+                }
                 b.view.reroutes.push(reroute);
                 b.hold_until = Instant::now() + REROUTE_HOLD_DOWN;
                 true

@@ -41,6 +41,7 @@ mod connect_bindings;
 pub mod consent;
 pub mod events;
 pub mod group;
+pub mod group_bindings;
 mod ids;
 pub mod metrics;
 pub mod nodes;

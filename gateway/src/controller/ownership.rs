@@ -51,29 +51,48 @@ pub enum Step {
     Claim(u64),
     /// It is served here but owned elsewhere, or no longer kept: let it go.
     LetGo(u64),
+    /// Another controller asked to close it, and this one owns it: close it.
+    Close(u64),
+    /// Asked to be closed while nobody owns it (its owner died): forget it, unclaimed.
+    Drop(u64),
 }
 
-/// The steps for a controller named `me`: `kept` bindings, their `owners`, and the bindings it
-/// `serves` (listens for, or is restoring).
-pub fn plan(
-    kept: &BTreeSet<u64>,
-    owners: &BTreeMap<u64, String>,
-    me: &str,
-    serves: &BTreeSet<u64>,
-) -> Vec<Step> {
+/// The group's bindings as one controller sees them (all from mirrors, so from memory).
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Kept bindings.
+    pub kept: BTreeSet<u64>,
+    /// Their owners.
+    pub owners: BTreeMap<u64, String>,
+    /// Bindings some controller was asked to close.
+    pub closing: BTreeSet<u64>,
+}
+
+/// The steps for a controller named `me`, given what it has `seen` of the group and the
+/// bindings it `serves` (listens for, or is restoring).
+pub fn plan(seen: &Seen, me: &str, serves: &BTreeSet<u64>) -> Vec<Step> {
     let mut steps = Vec::new();
-    for id in kept {
-        match owners.get(id) {
+    for id in &seen.kept {
+        let closing = seen.closing.contains(id);
+        match seen.owners.get(id) {
+            None if closing => steps.push(Step::Drop(*id)),
             None => steps.push(Step::Claim(*id)),
             Some(owner) if owner != me && serves.contains(id) => steps.push(Step::LetGo(*id)),
+            Some(owner) if owner == me && closing && serves.contains(id) => steps.push(Step::Close(*id)),
             Some(_) => {}
         }
     }
-    for id in serves.difference(kept) {
+    for id in serves.difference(&seen.kept) {
         // Its owner key without kept state: the binding is being made (kept once its tunnel is
         // up) — unless someone else owns it.
-        if owners.get(id).is_some_and(|owner| owner != me) {
+        if seen.owners.get(id).is_some_and(|owner| owner != me) {
             steps.push(Step::LetGo(*id));
+        }
+    }
+    // A request to close a binding that is gone already.
+    for id in seen.closing.difference(&seen.kept) {
+        if !seen.owners.contains_key(id) {
+            steps.push(Step::Drop(*id));
         }
     }
     steps
@@ -84,33 +103,67 @@ fn id_of(key: &str) -> Option<u64> {
     key.rsplit('/').next()?.parse().ok()
 }
 
-/// The group's view of its bindings: their kept state and their owners, mirrored.
+/// The group's view of its bindings: their kept state, owners, close requests and statuses,
+/// mirrored.
 pub(crate) struct Ledger {
     kept: Mirror,
     owners: Mirror,
+    closing: Mirror,
+    pub(super) statuses: Mirror,
     kept_prefix: String,
-    owners_prefix: String,
+    pub(super) owners_prefix: String,
+    closing_prefix: String,
+    pub(super) status_prefix: String,
 }
 
 impl Ledger {
-    fn kept(&self) -> BTreeSet<u64> {
+    fn ids(mirror: &Mirror, prefix: &str) -> BTreeSet<u64> {
         let mut ids = BTreeSet::new();
-        self.kept.for_each(&self.kept_prefix, |item| ids.extend(id_of(&item.key)));
+        mirror.for_each(prefix, |item| ids.extend(id_of(&item.key)));
         ids
     }
 
-    fn owners(&self) -> BTreeMap<u64, String> {
+    pub(super) fn is_kept(&self, id: u64) -> bool {
+        self.kept.get(&format!("{}{id:020}", self.kept_prefix)).is_some()
+    }
+
+    /// Binding `id`'s owner and epoch, if it has an owner.
+    pub(super) fn owner(&self, id: u64) -> Option<(String, u64)> {
+        let item = self.owners.get(&owner_key(&self.owners_prefix, id))?;
+        let owner: Owner = serde_json::from_slice(&item.value).ok()?;
+        Some((owner.controller, item.create_revision))
+    }
+
+    fn seen(&self) -> Seen {
         let mut owners = BTreeMap::new();
         self.owners.for_each(&self.owners_prefix, |item: &Item| {
             if let (Some(id), Ok(owner)) = (id_of(&item.key), serde_json::from_slice::<Owner>(&item.value)) {
                 owners.insert(id, owner.controller);
             }
         });
-        owners
+        Seen {
+            kept: Self::ids(&self.kept, &self.kept_prefix),
+            owners,
+            closing: Self::ids(&self.closing, &self.closing_prefix),
+        }
+    }
+
+    /// Every key the group holds for binding `id`.
+    fn keys(&self, id: u64) -> [String; 4] {
+        [
+            format!("{}{id:020}", self.kept_prefix),
+            owner_key(&self.owners_prefix, id),
+            self.closing_key(id),
+            format!("{}{id:020}", self.status_prefix),
+        ]
+    }
+
+    pub(super) fn closing_key(&self, id: u64) -> String {
+        format!("{}{id:020}", self.closing_prefix)
     }
 }
 
-fn owner_key(prefix: &str, id: u64) -> String {
+pub(super) fn owner_key(prefix: &str, id: u64) -> String {
     format!("{prefix}{id:020}")
 }
 
@@ -130,11 +183,17 @@ impl Controller {
         let Some(group) = self.group() else { return Ok(()) };
         let kept_prefix = group.key(&format!("state/{}", super::restore::PREFIX));
         let owners_prefix = group.key("owners/binding/");
+        let closing_prefix = group.key("closing/binding/");
+        let status_prefix = group.key("status/binding/");
         let ledger = Ledger {
             kept: mirror(Arc::clone(&group.kv), &kept_prefix).await?,
             owners: mirror(Arc::clone(&group.kv), &owners_prefix).await?,
+            closing: mirror(Arc::clone(&group.kv), &closing_prefix).await?,
+            statuses: mirror(Arc::clone(&group.kv), &status_prefix).await?,
             kept_prefix,
             owners_prefix,
+            closing_prefix,
+            status_prefix,
         };
         if self.ledger.set(ledger).is_err() {
             anyhow::bail!("ownership started twice");
@@ -153,7 +212,7 @@ impl Controller {
         if self.group_lease().is_none() {
             return served.into_iter().map(Step::LetGo).collect();
         }
-        plan(&ledger.kept(), &ledger.owners(), &self.name, &served)
+        plan(&ledger.seen(), &self.name, &served)
     }
 
     /// Claim binding `id` with this controller's lease; its epoch if the claim won (`None`:
@@ -183,24 +242,35 @@ impl Controller {
         }
     }
 
-    /// A closed binding of the group: its kept state and its owner key go — in one commit,
-    /// only while this controller still owns it at `fence`'s epoch (else the new owner keeps
-    /// it).
+    /// A closed binding of the group: every key it has goes — in one commit, only while this
+    /// controller still owns it at `fence`'s epoch (else the new owner keeps it).
     pub(crate) async fn forget_owned_binding(&self, id: u64, fence: Option<Fence>) {
         let (Some(ledger), Some(group)) = (self.ledger.get(), self.group()) else { return };
         let Some(fence) = fence else {
             return tracing::warn!(binding = id, "a group binding without an owner epoch stays kept");
         };
-        let owner = owner_key(&ledger.owners_prefix, id);
-        let kept = format!("{}{id:020}", ledger.kept_prefix);
-        let still_mine = [Condition::CreateRevision(owner.clone(), fence.epoch)];
-        match group.kv.commit(&still_mine, &[Op::Delete(kept), Op::Delete(owner)]).await {
+        let still_mine = [Condition::CreateRevision(owner_key(&ledger.owners_prefix, id), fence.epoch)];
+        let ops: Vec<Op> = ledger.keys(id).into_iter().map(Op::Delete).collect();
+        match group.kv.commit(&still_mine, &ops).await {
             Ok(Commit::Applied(_)) => {}
             Ok(Commit::ConditionFailed) => tracing::warn!(
                 binding = id,
                 "another controller owns the binding now: it stays kept, for the new owner"
             ),
             Err(e) => tracing::error!(binding = id, "cannot remove the closed binding from the store: {e}"),
+        }
+    }
+
+    /// Forget binding `id`, asked to be closed while nobody owns it: every key it has goes, in
+    /// one commit that applies only while it still has no owner.
+    pub async fn drop_unowned_binding(&self, id: u64) {
+        let (Some(ledger), Some(group)) = (self.ledger.get(), self.group()) else { return };
+        let unowned = [Condition::Absent(owner_key(&ledger.owners_prefix, id))];
+        let ops: Vec<Op> = ledger.keys(id).into_iter().map(Op::Delete).collect();
+        match group.kv.commit(&unowned, &ops).await {
+            Ok(Commit::Applied(_)) => tracing::info!(binding = id, "closed on request while it had no owner"),
+            Ok(Commit::ConditionFailed) => {} // claimed meanwhile: its owner closes it
+            Err(e) => tracing::warn!(binding = id, "cannot forget the binding asked to be closed: {e}"),
         }
     }
 
@@ -239,20 +309,41 @@ mod tests {
         ids.iter().copied().collect()
     }
 
+    fn seen(kept: &[u64], owners: &[(u64, &str)], closing: &[u64]) -> Seen {
+        Seen {
+            kept: set(kept),
+            owners: owners.iter().map(|(id, c)| (*id, (*c).to_owned())).collect(),
+            closing: set(closing),
+        }
+    }
+
     #[test]
     fn unowned_bindings_are_claimed_and_bindings_owned_elsewhere_let_go() {
-        let owners: BTreeMap<u64, String> =
-            [(1, "c1"), (2, "c2"), (5, "c2")].into_iter().map(|(id, c)| (id, c.to_owned())).collect();
+        let owners = [(1, "c1"), (2, "c2"), (5, "c2")];
         // c1 serves 1 (its own) and 2 (c2 took it over while c1 was paused); 3 has no owner
         // (its owner died); 5 is c2's new binding, not kept yet; 6 is c1's, not kept yet.
-        let steps = plan(&set(&[1, 2, 3]), &owners, "c1", &set(&[1, 2, 6]));
-        assert_eq!(steps, [Step::LetGo(2), Step::Claim(3)]);
+        let group = seen(&[1, 2, 3], &owners, &[]);
+        assert_eq!(plan(&group, "c1", &set(&[1, 2, 6])), [Step::LetGo(2), Step::Claim(3)]);
         // c2 serves what it owns and claims the orphan too (one of them wins the claim).
-        assert_eq!(plan(&set(&[1, 2, 3]), &owners, "c2", &set(&[2, 5])), [Step::Claim(3)]);
+        assert_eq!(plan(&group, "c2", &set(&[2, 5])), [Step::Claim(3)]);
         // Nothing kept, nothing owned: nothing to do.
-        assert!(plan(&set(&[]), &BTreeMap::new(), "c1", &set(&[])).is_empty());
+        assert!(plan(&Seen::default(), "c1", &set(&[])).is_empty());
         // A binding served here whose owner key names another: let go even before it is kept.
-        assert_eq!(plan(&set(&[]), &owners, "c1", &set(&[5])), [Step::LetGo(5)]);
+        assert_eq!(plan(&seen(&[], &owners, &[]), "c1", &set(&[5])), [Step::LetGo(5)]);
+    }
+
+    #[test]
+    fn a_close_request_is_carried_out_by_the_owner_or_by_anyone_when_there_is_none() {
+        // 1 is c1's, 2 is c2's, 3's owner died; all three asked to be closed. 4 was closed
+        // already but its request is still there.
+        let group = seen(&[1, 2, 3], &[(1, "c1"), (2, "c2")], &[1, 2, 3, 4]);
+        assert_eq!(plan(&group, "c1", &set(&[1])), [Step::Close(1), Step::Drop(3), Step::Drop(4)]);
+        // c2 closes its own; nobody claims the orphan asked to be closed.
+        assert_eq!(plan(&group, "c2", &set(&[2])), [Step::Close(2), Step::Drop(3), Step::Drop(4)]);
+        // c1 claimed 3 just before the request: it closes it as its owner; c2 leaves it.
+        let claimed = seen(&[3], &[(3, "c1")], &[3]);
+        assert_eq!(plan(&claimed, "c1", &set(&[3])), [Step::Close(3)]);
+        assert!(plan(&claimed, "c2", &set(&[])).is_empty());
     }
 
     #[test]

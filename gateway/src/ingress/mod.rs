@@ -141,6 +141,10 @@ pub async fn follow_group(controller: Arc<Controller>) {
         if round.is_multiple_of(5) {
             controller.close_revoked_capability_bindings().await;
         }
+        // Every 2 s: what this controller serves, for the others' admin API.
+        if round.is_multiple_of(10) {
+            controller.publish_binding_statuses().await;
+        }
         for step in controller.ownership_steps().await {
             match step {
                 Step::Claim(id) => {
@@ -156,6 +160,12 @@ pub async fn follow_group(controller: Arc<Controller>) {
                     };
                     controller.let_binding_go(id, why).await;
                 }
+                Step::Close(id) => {
+                    if controller.unbind(id).await.is_none() {
+                        controller.abandon_restore(id).await;
+                    }
+                }
+                Step::Drop(id) => controller.drop_unowned_binding(id).await,
             }
         }
     }
