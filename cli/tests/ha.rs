@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{Node, ok, skybridge, write};
 use skybridge_gateway::testkit::etcd::{Member, cluster};
 
-/// The controllers' lease TTL in these tests (the default is 10 s).
+/// The controllers' lease TTL in these tests (the default is 5 s).
 const TTL_S: u64 = 3;
 
 /// `NAME.toml`: controller `name` with its mesh and its bindings on `ip`, its shared state in
@@ -244,6 +244,12 @@ struct GroupMesh {
 impl GroupMesh {
     /// `etcd` members; controllers `c1`… on 127.0.0.11… with lease TTL `ttl_s`.
     fn start(etcd: usize, controllers: usize, ttl_s: u64) -> GroupMesh {
+        Self::start_with(etcd, controllers, ttl_s, "", "")
+    }
+
+    /// As [`GroupMesh::start`], site-b also publishing `endpoints` (TOML inline tables, each
+    /// starting with a comma) and configured with `site_b` (TOML appended to its file).
+    fn start_with(etcd: usize, controllers: usize, ttl_s: u64, endpoints: &str, site_b: &str) -> GroupMesh {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path();
         let members = cluster(etcd, None);
@@ -286,7 +292,7 @@ impl GroupMesh {
         );
         write(dir, "site-a.toml", &site_a);
         let site_b = format!(
-            "{}relays = [{{ name = \"r2\", addr = \"{r2_addr}\" }}]\nendpoints = [{{ name = \"greeter\", addr = \"{greeter_addr}\" }}]\n",
+            "{}relays = [{{ name = \"r2\", addr = \"{r2_addr}\" }}]\nendpoints = [{{ name = \"greeter\", addr = \"{greeter_addr}\" }}{endpoints}]\n{site_b}",
             group_node_toml("site-b", &peers)
         );
         write(dir, "site-b.toml", &site_b);
@@ -570,4 +576,123 @@ fn any_controller_lists_the_groups_bindings_and_closes_one_through_its_owner() {
         assert!(Instant::now() < deadline, "c1 still serves the binding closed while it was paused");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A GCS JSON API that lists one bucket, `vault`, to any request (read to its blank line, so a
+/// request that never ends keeps its connection open); its address.
+fn gcs_listing_one_bucket() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(&conn);
+                let mut line = String::new();
+                while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        let body =
+                            r#"{"kind":"storage#buckets","items":[{"name":"vault","location":"US-EAST1"}]}"#;
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = std::io::Write::write_all(&mut &conn, answer.as_bytes());
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_capability_revoked_at_its_platform_closes_every_controllers_bindings_to_it() {
+    let gcs = gcs_listing_one_bucket();
+    let token = tempfile::tempdir().expect("tempdir");
+    let token_file = token.path().join("gcs.token");
+    std::fs::write(&token_file, "a-token\n").expect("token written");
+    // site-b discovers the bucket in its cloud and grants object stores until `until` (time
+    // enough to start the group and bind on a slow machine), deciding again every second.
+    let until =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 30;
+    let site_b = format!(
+        "reevaluate_every_s = 1\n\
+         [cloud]\nendpoints = [{{ name = \"default\", url = \"http://{gcs}\" }}]\nprincipal = \"site-b\"\n\
+         secret_file = \"{}\"\nattributes = {{ project = \"p\", endpoint = \"http://{gcs}\" }}\n\
+         [cloud.adapter]\npath = \"{}\"\n\
+         [authorizer]\npath = \"{}\"\nconfig = {{ \"allow.objects\" = \"* * object-store/* until={until}\" }}\n",
+        token_file.display(),
+        common::plugin("gcs-adapter.wasm").display(),
+        common::plugin("allowlist-authorizer.wasm").display(),
+    );
+    let mesh =
+        GroupMesh::start_with(1, 2, TTL_S, &format!(", {{ name = \"gcs\", addr = \"{gcs}\" }}"), &site_b);
+
+    // Once granted, a binding to the bucket through each controller; each carries a request
+    // the cloud is still waiting to hear the end of.
+    let mut live = Vec::new();
+    for c in ["c1", "c2"] {
+        let args = [
+            "ctl",
+            "--url",
+            mesh.url(c),
+            "bind",
+            "--from",
+            "site-a",
+            "--capability",
+            "object-store/vault",
+            "--json",
+        ];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let bound: serde_json::Value = loop {
+            let out = skybridge(mesh.dir(), &args);
+            if out.status.success() {
+                break serde_json::from_slice(&out.stdout).expect("JSON");
+            }
+            let why = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(Instant::now() < deadline, "bind to the bucket through {c}: {why}");
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        assert_eq!(bound["owner"], c);
+        let addr: std::net::SocketAddr = bound["listen"].as_str().expect("listen").parse().expect("address");
+        let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+        std::io::Write::write_all(&mut conn, b"GET /storage/v1/b/vault HTTP/1.1\r\nhost: gcs\r\n")
+            .expect("sent");
+        conn.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        live.push((c, bound["id"].as_u64().expect("id"), conn));
+    }
+
+    // The rule expires: site-b revokes the capability (telling one controller); both
+    // controllers cut their binding's live session and close the binding.
+    for (c, id, conn) in &mut live {
+        let mut buf = [0u8; 512];
+        let cut = loop {
+            match std::io::Read::read(conn, &mut buf) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(e) => {
+                    break e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut;
+                }
+            }
+        };
+        assert!(cut, "{c}'s binding {id}: the live session was not cut");
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        assert!(now >= until, "{c}'s binding {id} cut at {now}, before the grant expired at {until}");
+    }
+    for (c, id, _) in &live {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while mesh.group_bindings(c).iter().any(|b| b["id"] == *id) {
+            assert!(Instant::now() < deadline, "{c} still lists binding {id}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let authorizations = ctl(mesh.dir(), mesh.url("c2"), &["authorizations", "--json"]);
+    let authorizations: serde_json::Value = serde_json::from_str(&authorizations).expect("JSON");
+    let vault =
+        authorizations.as_array().expect("a list").iter().find(|a| a["match_key"] == "object-store/vault");
+    assert_eq!(vault.map(|a| &a["state"]), Some(&serde_json::json!("revoked")), "{authorizations}");
 }
