@@ -607,26 +607,45 @@ fn gcs_listing_one_bucket() -> std::net::SocketAddr {
     addr
 }
 
-#[test]
-fn a_capability_revoked_at_its_platform_closes_every_controllers_bindings_to_it() {
-    let gcs = gcs_listing_one_bucket();
+fn unix_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// site-b's TOML for a cloud at `gcs` (the GCS adapter) and the allowlist authorizer with
+/// `rules` (TOML `key = value` pairs), deciding again every second; and the directory holding
+/// the site's token.
+fn site_with_gcs(gcs: std::net::SocketAddr, rules: &str) -> (String, tempfile::TempDir) {
     let token = tempfile::tempdir().expect("tempdir");
     let token_file = token.path().join("gcs.token");
     std::fs::write(&token_file, "a-token\n").expect("token written");
-    // site-b discovers the bucket in its cloud and grants object stores until `until` (time
-    // enough to start the group and bind on a slow machine), deciding again every second.
-    let until =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 30;
-    let site_b = format!(
+    let toml = format!(
         "reevaluate_every_s = 1\n\
          [cloud]\nendpoints = [{{ name = \"default\", url = \"http://{gcs}\" }}]\nprincipal = \"site-b\"\n\
          secret_file = \"{}\"\nattributes = {{ project = \"p\", endpoint = \"http://{gcs}\" }}\n\
          [cloud.adapter]\npath = \"{}\"\n\
-         [authorizer]\npath = \"{}\"\nconfig = {{ \"allow.objects\" = \"* * object-store/* until={until}\" }}\n",
+         [authorizer]\npath = \"{}\"\nconfig = {{ {rules} }}\n",
         token_file.display(),
         common::plugin("gcs-adapter.wasm").display(),
         common::plugin("allowlist-authorizer.wasm").display(),
     );
+    (toml, token)
+}
+
+/// The authorization of `object-store/vault`, as `controller` lists it.
+fn vault_authorization(mesh: &GroupMesh, controller: &str) -> Option<serde_json::Value> {
+    let all = ctl(mesh.dir(), mesh.url(controller), &["authorizations", "--json"]);
+    let all: serde_json::Value = serde_json::from_str(&all).expect("JSON");
+    all.as_array().expect("a list").iter().find(|a| a["match_key"] == "object-store/vault").cloned()
+}
+
+#[test]
+fn a_capability_revoked_at_its_platform_closes_every_controllers_bindings_to_it() {
+    let gcs = gcs_listing_one_bucket();
+    // site-b discovers the bucket in its cloud and grants object stores until `until` (time
+    // enough to start the group and bind on a slow machine), deciding again every second.
+    let until = unix_s() + 30;
+    let (site_b, _token) =
+        site_with_gcs(gcs, &format!("\"allow.objects\" = \"* * object-store/* until={until}\""));
     let mesh =
         GroupMesh::start_with(1, 2, TTL_S, &format!(", {{ name = \"gcs\", addr = \"{gcs}\" }}"), &site_b);
 
@@ -679,8 +698,7 @@ fn a_capability_revoked_at_its_platform_closes_every_controllers_bindings_to_it(
             }
         };
         assert!(cut, "{c}'s binding {id}: the live session was not cut");
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let now = unix_s();
         assert!(now >= until, "{c}'s binding {id} cut at {now}, before the grant expired at {until}");
     }
     for (c, id, _) in &live {
@@ -690,9 +708,45 @@ fn a_capability_revoked_at_its_platform_closes_every_controllers_bindings_to_it(
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    let authorizations = ctl(mesh.dir(), mesh.url("c2"), &["authorizations", "--json"]);
-    let authorizations: serde_json::Value = serde_json::from_str(&authorizations).expect("JSON");
-    let vault =
-        authorizations.as_array().expect("a list").iter().find(|a| a["match_key"] == "object-store/vault");
-    assert_eq!(vault.map(|a| &a["state"]), Some(&serde_json::json!("revoked")), "{authorizations}");
+    let vault = vault_authorization(&mesh, "c2").expect("the authorization");
+    assert_eq!(vault["state"], "revoked", "{vault}");
+}
+
+#[test]
+fn a_pending_authorization_is_asked_on_by_a_survivor_when_its_asker_dies() {
+    let gcs = gcs_listing_one_bucket();
+    // A person must decide object stores until `until` (asked again every second); then the
+    // allow rule grants them.
+    let until = unix_s() + 25;
+    let rules = format!(
+        "\"pending.review\" = \"* * object-store/* until={until}\", \"pending-retry-s\" = \"1\", \"allow.objects\" = \"* * object-store/*\""
+    );
+    let (site_b, _token) = site_with_gcs(gcs, &rules);
+    let mut mesh = GroupMesh::start_with(1, 2, TTL_S, "", &site_b);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pending = loop {
+        if let Some(a) = vault_authorization(&mesh, "c1").filter(|a| a["attempts"].as_u64() >= Some(1)) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the bucket's authorization was never asked");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(pending["state"], "pending", "{pending}");
+    let asker = pending["asked_by"].as_str().expect("asked by a controller").to_owned();
+    let survivor = if asker == "c1" { "c2" } else { "c1" };
+
+    // Its asker dies before the person decides: the survivor asks on, and gets the grant.
+    mesh.kill(&asker);
+    assert!(unix_s() < until, "the asker was killed after the grant was due: too slow a start to tell");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let decided = loop {
+        let a = vault_authorization(&mesh, survivor).expect("the authorization");
+        if a["state"] != "pending" {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "still pending 60 s after its asker died: {a}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!((&decided["state"], &decided["asked_by"]), (&"granted".into(), &survivor.into()), "{decided}");
+    assert_eq!(decided["request_id"], pending["request_id"], "asked on under the same id");
 }

@@ -101,6 +101,23 @@ impl Default for Handshake {
     }
 }
 
+/// In a group: whether controller `me`, one of the `live` controllers, takes over asking
+/// pending authorization `a`, whose asker is not among them (it died or left). Of the live
+/// controllers the one ranking first for its request id does (rendezvous hashing): every
+/// controller that sees the same members picks the same one, and a departure moves only the
+/// departed controller's requests.
+pub fn adopts(a: &Authorization, live: &std::collections::BTreeSet<String>, me: &str) -> bool {
+    if a.state != AuthorizationState::Pending || live.contains(&a.asked_by) {
+        return false;
+    }
+    let rank = |name: &String| {
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, format!("{}\0{name}", a.request_id).as_bytes());
+        digest.as_ref().iter().take(8).fold(0u64, |n, b| n << 8 | u64::from(*b))
+    };
+    live.iter().max_by_key(|name| rank(name)).is_some_and(|first| first == me)
+}
+
 /// One (platform, capability) authorization.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +146,10 @@ pub struct Authorization {
     pub updated_ms: u64,
     /// When to ask (again), while pending (Unix ms).
     pub next_attempt_ms: u64,
+    /// The controller asking the platform while it is pending (in a group, another controller
+    /// takes over when this one leaves: [`adopts`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub asked_by: String,
 }
 
 impl Authorization {
@@ -154,6 +175,7 @@ impl Authorization {
             created_ms: now_ms,
             updated_ms: now_ms,
             next_attempt_ms: now_ms,
+            asked_by: String::new(),
         }
     }
 
@@ -320,6 +342,31 @@ mod tests {
         let capability =
             CapabilityInfo { kind: "object-store".into(), name: "B".into(), attributes: Default::default() };
         Authorization::new("req-1".into(), "aws", capability, service, "operator", now)
+    }
+
+    #[test]
+    fn a_departed_controllers_pending_requests_are_each_adopted_by_one_survivor() {
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<std::collections::BTreeSet<_>>();
+        let live = names(&["c1", "c2", "c3"]);
+        let mut adopted_by = std::collections::BTreeMap::<String, usize>::new();
+        for i in 0..300 {
+            let mut a = auth(0);
+            a.request_id = format!("req-{i}");
+            // Asked by a live controller: nobody else takes it.
+            a.asked_by = "c2".into();
+            assert!(live.iter().all(|me| !adopts(&a, &live, me)));
+            // Its asker left: exactly one survivor takes it — the same after the others leave.
+            a.asked_by = "c4".into();
+            let takers: Vec<&String> = live.iter().filter(|me| adopts(&a, &live, me)).collect();
+            assert_eq!(takers.len(), 1, "{takers:?}");
+            *adopted_by.entry(takers[0].clone()).or_default() += 1;
+            // Decided ones are nobody's to ask.
+            a.state = AuthorizationState::Granted;
+            assert!(live.iter().all(|me| !adopts(&a, &live, me)));
+        }
+        // Spread over the survivors (each gets some of 300).
+        assert_eq!(adopted_by.len(), 3, "{adopted_by:?}");
+        assert!(adopted_by.values().all(|n| *n > 50), "{adopted_by:?}");
     }
 
     #[test]

@@ -124,13 +124,32 @@ pub(crate) fn random_id() -> String {
 }
 
 impl Controller {
-    /// Resume the pending authorizations the store holds (after a restart).
-    pub(super) async fn resume_authorizations(&self) -> Result<usize, StoreError> {
+    /// Resume the pending authorizations the store holds that are this controller's to ask:
+    /// alone, all of them (after a restart); in a group of `live` controllers, those it asked
+    /// before and those it adopts from controllers that left ([`consent::adopts`]). How many.
+    pub(super) async fn resume_authorizations(
+        &self,
+        live: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<usize, StoreError> {
         let all = self.store.authorizations().await?;
         let mut resumed = 0;
-        for a in all.into_iter().filter(|a| a.state == AuthorizationState::Pending) {
-            self.consents.schedule(a);
-            resumed += 1;
+        for mut a in all.into_iter().filter(|a| a.state == AuthorizationState::Pending) {
+            let scheduled =
+                super::lock(&self.consents.pending).contains_key(&(a.platform.clone(), a.match_key.clone()));
+            let mine = match live {
+                None => true,
+                Some(live) => {
+                    a.asked_by == self.name || crate::catalog::consent::adopts(&a, live, &self.name)
+                }
+            };
+            if mine && !scheduled {
+                if a.asked_by != self.name && live.is_some() {
+                    tracing::info!(platform = %a.platform, capability = %a.match_key, from = %a.asked_by, "pending authorization taken over");
+                }
+                a.asked_by.clone_from(&self.name);
+                self.consents.schedule(a);
+                resumed += 1;
+            }
         }
         Ok(resumed)
     }
@@ -148,7 +167,16 @@ impl Controller {
             .filter(|r| r.presence == Presence::Present)
             .flat_map(|r| {
                 r.service.capabilities.iter().map(move |c| {
-                    Authorization::new(random_id(), platform, c.clone(), r.service.clone(), OPERATOR, now)
+                    let mut a = Authorization::new(
+                        random_id(),
+                        platform,
+                        c.clone(),
+                        r.service.clone(),
+                        OPERATOR,
+                        now,
+                    );
+                    a.asked_by.clone_from(&self.name);
+                    a
                 })
             })
             .collect();

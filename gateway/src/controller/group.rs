@@ -48,6 +48,9 @@ pub struct Membership {
     lost: watch::Receiver<bool>,
 }
 
+/// How often a controller looks at its group's members.
+const MEMBERS_FOLLOW: Duration = Duration::from_secs(1);
+
 fn members_prefix(group: &Group) -> String {
     group.key("members/")
 }
@@ -249,6 +252,39 @@ impl super::Controller {
             (Some(_), None) => {
                 anyhow::bail!("this controller lost its place in the group and is joining again")
             }
+        }
+    }
+
+    /// Follow the group's members: once joined, and whenever a controller leaves (dies, or
+    /// stops), take over asking the pending authorizations that are this controller's now
+    /// ([`crate::catalog::consent::adopts`]).
+    pub(crate) async fn follow_group_members(self: Arc<Self>) {
+        let mut known: Option<std::collections::BTreeSet<String>> = None;
+        loop {
+            if self.holds_group_lease() {
+                match self.controllers().await {
+                    Ok(members) => {
+                        let live: std::collections::BTreeSet<String> =
+                            members.into_iter().map(|m| m.name).collect();
+                        let departed =
+                            known.as_ref().is_none_or(|known| known.difference(&live).next().is_some());
+                        if departed {
+                            match self.resume_authorizations(Some(&live)).await {
+                                Ok(0) => {}
+                                Ok(n) => {
+                                    tracing::info!(pending = n, "capability authorizations to ask from here")
+                                }
+                                Err(e) => {
+                                    tracing::warn!("cannot read the pending capability authorizations: {e}")
+                                }
+                            }
+                        }
+                        known = Some(live);
+                    }
+                    Err(e) => tracing::warn!("cannot list the group's controllers: {e}"),
+                }
+            }
+            tokio::time::sleep(MEMBERS_FOLLOW).await;
         }
     }
 

@@ -187,7 +187,9 @@ impl Controller {
             ledger: std::sync::OnceLock::new(),
         });
         tokio::spawn(nodes::accept(Arc::clone(&controller), Arc::clone(&endpoint), shutdown.signal()));
-        tokio::spawn(tick(Arc::clone(&controller), endpoint, shutdown.signal()));
+        // In a group, pending authorizations are resumed once the controller has joined.
+        let resume = group.is_none();
+        tokio::spawn(tick(Arc::clone(&controller), endpoint, shutdown.signal(), resume));
         tracing::info!(controller = %config.name, %mesh_addr, "controller started");
         Ok((controller, mesh_addr))
     }
@@ -317,14 +319,17 @@ fn load_adapters(plugins: &PluginRegistry, configs: &[AdapterConfig]) -> anyhow:
     Ok(())
 }
 
-/// Mark silent nodes down, end expired bindings, re-route broken paths; at the shutdown
-/// signal, close the mesh endpoint.
-async fn tick(controller: Arc<Controller>, endpoint: Arc<MeshEndpoint>, mut signal: Signal) {
+/// Mark silent nodes down, end expired bindings, re-route broken paths, ask the platforms'
+/// pending authorizations (first resuming those the store holds, when `resume`: a controller
+/// of a group does once it has joined); at the shutdown signal, close the mesh endpoint.
+async fn tick(controller: Arc<Controller>, endpoint: Arc<MeshEndpoint>, mut signal: Signal, resume: bool) {
     controller.note_catalog_change().await;
-    match controller.resume_authorizations().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(pending = n, "capability authorizations resumed"),
-        Err(e) => tracing::error!("cannot resume the pending capability authorizations: {e}"),
+    if resume {
+        match controller.resume_authorizations(None).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pending = n, "capability authorizations resumed"),
+            Err(e) => tracing::error!("cannot resume the pending capability authorizations: {e}"),
+        }
     }
     let mut tick = tokio::time::interval(TICK);
     loop {

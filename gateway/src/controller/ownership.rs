@@ -200,6 +200,8 @@ impl Controller {
         }
         // The policy set at run time is the group's too.
         self.spawner.spawn(Arc::clone(self).follow_group_policy());
+        // And its members: a departed controller's pending authorizations are taken over.
+        self.spawner.spawn(Arc::clone(self).follow_group_members());
         Ok(())
     }
 
