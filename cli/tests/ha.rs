@@ -462,7 +462,26 @@ fn a_killed_owners_binding_is_taken_over_and_survives_the_etcd_leaders_death() {
         .position(|s| s["Status"]["leader"] == s["Status"]["header"]["member_id"]);
     let leader = leader.expect("a leader");
     drop(mesh.etcd.remove(leader));
-    std::thread::sleep(Duration::from_secs(8));
+    let killed = Instant::now();
+    // Writes wait for the new leader: a new binding through the owner (an id block, an owner
+    // key, kept state) is made once the two members left have elected one.
+    let args = ["ctl", "--url", mesh.url(&owner), "bind", "--from", "site-a", "--to", "site-b"];
+    let args = [&args[..], &["--endpoint", "greeter", "--json"]].concat();
+    loop {
+        let out = skybridge(mesh.dir(), &args);
+        if out.status.success() {
+            break;
+        }
+        let why = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no binding made 30 s after the etcd leader died: {why}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("a new binding made through {owner} {:?} after the etcd leader was killed", killed.elapsed());
+    // Past the lease TTL and more: the owner kept its lease through the election.
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(killed.elapsed()));
     let (still, view) = mesh.serving(id).expect("still served");
     assert_eq!((still.as_str(), &view["epoch"]), (owner.as_str(), &view["epoch"]), "no owner change");
     let addr = format!("{}:{}", mesh.controllers[&owner].ip, listen.port());
