@@ -131,9 +131,9 @@ impl Controller {
         &self,
         live: Option<&std::collections::BTreeSet<String>>,
     ) -> Result<usize, StoreError> {
-        let all = self.store.authorizations().await?;
+        let pending = self.store.authorizations(crate::store::Which::Pending).await?;
         let mut resumed = 0;
-        for mut a in all.into_iter().filter(|a| a.state == AuthorizationState::Pending) {
+        for mut a in pending {
             let scheduled =
                 super::lock(&self.consents.pending).contains_key(&(a.platform.clone(), a.match_key.clone()));
             let mine = match live {
@@ -367,7 +367,8 @@ impl Controller {
     /// bindings made for the capability there are closed (live sessions cut), and it is
     /// audited. Whether there was a grant.
     pub async fn revoke(&self, from: &str, request_id: &str, reason: &str) -> Result<bool, RevokeError> {
-        let found = self.store.authorizations().await?.into_iter().find(|a| a.request_id == request_id);
+        let which = crate::store::Which::Request(request_id.to_owned());
+        let found = self.store.authorizations(which).await?.into_iter().next();
         let Some(mut a) = found else { return Ok(false) };
         if a.platform != from {
             return Err(RevokeError::NotYours {
@@ -433,6 +434,6 @@ impl Controller {
 
     /// Every authorization, as stored.
     pub async fn authorizations(&self) -> Result<Vec<Authorization>, StoreError> {
-        self.store.authorizations().await
+        self.store.authorizations(crate::store::Which::All).await
     }
 }

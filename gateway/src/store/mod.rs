@@ -104,6 +104,28 @@ pub struct CatalogCounts {
     pub authorizations: BTreeMap<crate::catalog::AuthorizationState, u64>,
 }
 
+/// Which authorizations a listing keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Which {
+    /// Every one (`GET /v1/authorizations`).
+    All,
+    /// Those still pending (to resume asking them).
+    Pending,
+    /// The one with this request id (a platform's revocation names it).
+    Request(String),
+}
+
+impl Which {
+    /// Whether `a` is kept.
+    pub fn keeps(&self, a: &Authorization) -> bool {
+        match self {
+            Which::All => true,
+            Which::Pending => a.state == crate::catalog::AuthorizationState::Pending,
+            Which::Request(id) => a.request_id == *id,
+        }
+    }
+}
+
 /// What a storage engine implements. Calls may block on I/O; [`Store`] runs them on its pool.
 pub trait Backend: Send + Sync + 'static {
     /// Store a new decision record, giving it the next id (written into it).
@@ -155,8 +177,9 @@ pub trait Backend: Send + Sync + 'static {
     /// A platform's latest `limit` refresh records, newest first.
     fn refreshes(&self, platform: &str, limit: usize) -> Result<Vec<RefreshRecord>, StoreError>;
 
-    /// Every authorization (pending ones are resumed after a restart).
-    fn authorizations(&self) -> Result<Vec<Authorization>, StoreError>;
+    /// The authorizations `which` selects, each decoded and kept or dropped at once (a
+    /// listing for the few pending ones of a large catalog holds only those).
+    fn authorizations(&self, which: &Which) -> Result<Vec<Authorization>, StoreError>;
     /// The authorization of `match_key` at `platform`, if there is one.
     fn authorization(&self, platform: &str, match_key: &str) -> Result<Option<Authorization>, StoreError>;
     /// Store new authorizations, skipping any whose (platform, match key) has one already;
@@ -395,9 +418,9 @@ impl Store {
         self.call(move |b| b.refreshes(&platform, limit)).await
     }
 
-    /// Every authorization.
-    pub async fn authorizations(&self) -> Result<Vec<Authorization>, StoreError> {
-        self.call(|b| b.authorizations()).await
+    /// The authorizations `which` selects.
+    pub async fn authorizations(&self, which: Which) -> Result<Vec<Authorization>, StoreError> {
+        self.call(move |b| b.authorizations(&which)).await
     }
 
     /// The authorization of `match_key` at `platform`.

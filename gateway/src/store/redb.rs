@@ -7,7 +7,7 @@ use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Backend, Decided, Inventory, StoreError};
+use super::{Backend, Decided, Inventory, StoreError, Which};
 use crate::catalog::{
     Association, AuditRecord, Authorization, CatalogEntry, InventoryRecord, KEEP_REFRESHES, PlatformReports,
     RefreshRecord,
@@ -536,14 +536,17 @@ impl Backend for RedbStore {
         Ok(out)
     }
 
-    fn authorizations(&self) -> Result<Vec<Authorization>, StoreError> {
+    fn authorizations(&self, which: &Which) -> Result<Vec<Authorization>, StoreError> {
         let doing = "listing authorizations";
         let tx = self.read(doing)?;
         let table = tx.open_table(AUTHORIZATIONS).doing(doing)?;
         let mut out = Vec::new();
         for entry in table.iter().doing(doing)? {
             let (key, bytes) = entry.doing(doing)?;
-            out.push(decode("authorization", key.value().1, bytes.value())?);
+            let a: Authorization = decode("authorization", key.value().1, bytes.value())?;
+            if which.keeps(&a) {
+                out.push(a);
+            }
         }
         Ok(out)
     }

@@ -44,7 +44,7 @@ use super::kv::mirror::{Mirror, mirror};
 use super::kv::seal::SealKey;
 use super::kv::{Commit, Condition, Item, Kv, KvError, MAX_LIST, Op, Revision};
 use super::redb::RedbStore;
-use super::{Backend, CatalogCounts, Decided, Inventory, StoreError};
+use super::{Backend, CatalogCounts, Decided, Inventory, StoreError, Which};
 use crate::catalog::{
     Association, AuditRecord, Authorization, CatalogEntry, InventoryRecord, PlatformReports, RefreshRecord,
 };
@@ -447,8 +447,20 @@ impl Backend for SharedStore {
         self.local.refreshes(platform, limit)
     }
 
-    fn authorizations(&self) -> Result<Vec<Authorization>, StoreError> {
-        self.catalog_items("authorization", &self.keys.authorizations())
+    fn authorizations(&self, which: &Which) -> Result<Vec<Authorization>, StoreError> {
+        let mut out = Vec::new();
+        let mut corrupt = None;
+        self.catalog.for_each(&self.keys.authorizations(), |item| {
+            match decode::<Authorization>("authorization", item) {
+                Ok(a) if which.keeps(&a) => out.push(a),
+                Ok(_) => {}
+                Err(e) => corrupt = Some(e),
+            }
+        });
+        match corrupt {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     fn authorization(&self, platform: &str, match_key: &str) -> Result<Option<Authorization>, StoreError> {

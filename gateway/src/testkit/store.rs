@@ -162,11 +162,28 @@ pub fn catalog(store: &dyn Backend) {
         1,
         "a page holds at most its limit"
     );
+    // One still waiting for its platform's answer.
+    let mut waiting = granted("east", "jobs", "message");
+    waiting.state = AuthorizationState::Pending;
+    assert_eq!(store.add_authorizations(vec![waiting]).expect("the store answers").len(), 1);
     // The counts by state (what /metrics shows) agree with the full listing.
     let mut tally = std::collections::BTreeMap::new();
-    for a in store.authorizations().expect("the store answers") {
+    let all = store.authorizations(&crate::store::Which::All).expect("the store answers");
+    for a in &all {
         *tally.entry(a.state).or_insert(0u64) += 1;
     }
+    // The selective listings keep exactly what they select.
+    let pending = store.authorizations(&crate::store::Which::Pending).expect("the store answers");
+    let expected: Vec<&Authorization> =
+        all.iter().filter(|a| a.state == crate::catalog::AuthorizationState::Pending).collect();
+    assert!(!expected.is_empty() && expected.len() < all.len(), "the suite has pending and decided ones");
+    assert_eq!(pending.iter().collect::<Vec<_>>(), expected);
+    for a in &all {
+        let one = store.authorizations(&crate::store::Which::Request(a.request_id.clone()));
+        assert_eq!(one.expect("the store answers"), std::slice::from_ref(a));
+    }
+    let none = store.authorizations(&crate::store::Which::Request("no-such-request".into()));
+    assert!(none.expect("the store answers").is_empty());
     let counts = store.catalog_counts().expect("the store answers");
     assert_eq!(counts.authorizations, tally);
     assert_eq!((counts.entries, counts.associations), (2, 3));
