@@ -10,8 +10,8 @@
 #   one path decision a second;
 # - every minute one of the middle relays (r2, r3 in turn) is killed with SIGKILL and
 #   started again 5 s later, so bindings re-route and come back;
-# - every 10 s: each Skybridge process's resident memory (KiB) and open descriptors, and the
-#   load's counters.
+# - every 10 s: each Skybridge process's resident memory (KiB), open descriptors and threads
+#   (a thread born in a burst gets its own allocator heap), and the load's counters.
 #
 # The report: the samples, the growth of memory and descriptors from the end of the warm-up
 # (the third minute) to the end (target: under 5 %), and the errors — those within 10 s of a
@@ -63,12 +63,13 @@ SAMPLES=$WORK/samples.txt
 KILLS=$WORK/kills.txt
 : > "$KILLS"
 sample() { # minute second
-    local line="$1" name pid rss fds
+    local line="$1" name pid rss fds threads
     for name in controller r1 r2 r3 r4 site-a site-b; do
         pid=${NODE_PID[$name]}
         rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        threads=$(awk '/^Threads/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
         fds=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)
-        line="$line $name=$rss/$fds"
+        line="$line $name=$rss/$fds/$threads"
     done
     echo "$line $(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["counts"]; print(" ".join("%s=%d/%d" % (k, v["ok"], v["errors"]) for k, v in c.items()))' "$WORK/load.json" 2>/dev/null || echo load=?)" | tee -a "$SAMPLES"
 }
@@ -98,16 +99,16 @@ def values(row):
     for field in row[1:]:
         name, _, v = field.partition("=")
         if "/" in v and name in ("controller", "r1", "r2", "r3", "r4", "site-a", "site-b"):
-            rss, fds = v.split("/")
-            out[name] = (int(rss), int(fds))
+            parts = [int(x) for x in v.split("/")]
+            out[name] = (parts[0], parts[1], parts[2] if len(parts) > 2 else 0)
     return out
 warm = min(len(samples) - 1, 17)   # the end of the third minute
 first, last = values(samples[warm]), values(samples[-1])
 print(f"\nsoak: growth from {samples[warm][0]} to {samples[-1][0]} (target under 5 %):")
 for name in ("controller", "r1", "r4", "site-a", "site-b"):
-    (r0, f0), (r1, f1) = first[name], last[name]
+    (r0, f0, t0), (r1, f1, t1) = first[name], last[name]
     print(f"  {name:10} memory {r0/1024:7.1f} → {r1/1024:7.1f} MiB ({(r1-r0)*100/r0:+5.1f} %), "
-          f"descriptors {f0} → {f1} ({(f1-f0)*100/max(f0,1):+5.1f} %)")
+          f"descriptors {f0} → {f1} ({(f1-f0)*100/max(f0,1):+5.1f} %), threads {t0} → {t1}")
 # Single samples land anywhere in the swing a kill causes (peer connections and their buffers
 # rebuilt): also compare whole windows, each holding as many kills — the five minutes after
 # warm-up against the last five.
@@ -124,6 +125,13 @@ errors = [json.loads(l) for l in open(sys.argv[3] + ".errors")] if __import__("o
 near = [e for e in errors if any(0 <= e["at"] - k <= 10 for k in kills)]
 print(f"  load: " + ", ".join(f"{k} {v['ok']} ok / {v['errors']} errors" for k, v in load["counts"].items()))
 print(f"  errors: {len(near)} within 10 s of a kill, {len(errors) - len(near)} at other times")
+# Memory steps: each node's samples where its memory rose by over 1 MiB and stayed up, with its
+# threads then — a step that comes with a new thread points at that thread's heap.
+for name in ("controller", "r1", "r4", "site-a", "site-b"):
+    rows = [(r[0], values(r)[name]) for r in samples[warm:]]
+    for (t_prev, prev), (t, cur) in zip(rows, rows[1:]):
+        if cur[0] - prev[0] > 1024 and min(v[0] for _, v in rows[rows.index((t, cur)):]) > prev[0] + 512:
+            print(f"  step: {name} {prev[0]/1024:.1f} → {cur[0]/1024:.1f} MiB at {t}, threads {prev[2]} → {cur[2]}")
 for e in [e for e in errors if e not in near][-10:]:
     print(f"    {e['load']}: {e['why']}")
 PY
