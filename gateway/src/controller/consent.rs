@@ -144,7 +144,7 @@ impl Controller {
             };
             if mine && !scheduled {
                 if a.asked_by != self.name && live.is_some() {
-                    tracing::info!(platform = %a.platform, capability = %a.match_key, from = %a.asked_by, "pending authorization taken over");
+                    tracing::debug!(platform = %a.platform, capability = %a.match_key, from = %a.asked_by, "pending authorization taken over");
                 }
                 a.asked_by.clone_from(&self.name);
                 self.consents.schedule(a);

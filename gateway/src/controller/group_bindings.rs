@@ -57,6 +57,11 @@ pub enum CloseElsewhereError {
     },
 }
 
+/// Whether published view `v` is its owner's at the owner's current epoch.
+fn current(ledger: &super::ownership::Ledger, v: &BindingView) -> bool {
+    v.epoch.is_some_and(|epoch| ledger.owner(v.id) == Some((v.owner.clone(), epoch)))
+}
+
 impl Controller {
     /// Every binding of the group: those served here, live, and those other controllers serve,
     /// as last published; by id.
@@ -70,7 +75,11 @@ impl Controller {
 
     /// Binding `id`: served here, live, or served by another controller, as last published.
     pub fn group_binding(&self, id: u64) -> Option<BindingView> {
-        self.bindings.get(id).or_else(|| self.published_bindings().into_iter().find(|v| v.id == id))
+        self.bindings.get(id).or_else(|| {
+            let ledger = self.ledger.get()?;
+            let item = ledger.statuses.get(&format!("{}{id:020}", ledger.status_prefix))?;
+            serde_json::from_slice(&item.value).ok().filter(|v| current(ledger, v))
+        })
     }
 
     /// The published views whose epoch is their owner's now.
@@ -82,7 +91,7 @@ impl Controller {
                 views.push(view);
             }
         });
-        views.retain(|v| v.epoch.is_some_and(|epoch| ledger.owner(v.id) == Some((v.owner.clone(), epoch))));
+        views.retain(|v| current(ledger, v));
         views
     }
 
