@@ -7,6 +7,8 @@
 //! - [`tls`] — mutual TLS 1.3 whose verifiers check the CA, the node name and the role, so a
 //!   foreign certificate or a wrong role fails the handshake;
 //! - [`transport`] — QUIC endpoints (quinn) with that TLS;
+//! - [`socket`] — the endpoints' UDP socket, which also carries tunnels' labelled packets:
+//!   forwarded on, unread, at relays; handed to QUIC at a tunnel's two ends;
 //! - [`frame`] — versioned, length-prefixed control frames on QUIC streams;
 //! - [`messages`] — the control messages themselves;
 //! - [`liveness`] — a connection whose peer fell silent (killed, blackholed) is closed within
@@ -26,6 +28,7 @@ pub mod membership;
 pub mod messages;
 pub mod peers;
 pub mod probe;
+pub mod socket;
 pub mod stream;
 pub mod tls;
 pub mod transport;

@@ -15,6 +15,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls_pki_types::CertificateDer;
 
 use super::identity::{NodeIdentity, Role};
+use super::socket::{LabelSwitch, SwitchedSocket};
 use super::tls::{self, TlsError};
 
 /// Why a mesh connection failed.
@@ -55,6 +56,7 @@ pub enum TransportError {
 /// A node's QUIC endpoint in the mesh.
 pub struct MeshEndpoint {
     endpoint: quinn::Endpoint,
+    switch: Arc<LabelSwitch>,
     identity: Arc<NodeIdentity>,
     accept_roles: Vec<Role>,
     /// Incoming handshakes under way.
@@ -148,18 +150,22 @@ impl MeshEndpoint {
             .map_err(|e| TlsError(format!("QUIC server crypto: {e}")))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(transport_config());
+        // Labelled packets are told from QUIC's by the fixed bit, which QUIC must then always
+        // set: no greasing it (RFC 9287) on the mesh.
+        let mut config = quinn::EndpointConfig::default();
+        config.grease_quic_bit(false);
+        let switch = LabelSwitch::new();
         let endpoint = bind_udp(addr)
             .and_then(|socket| {
-                quinn::Endpoint::new(
-                    quinn::EndpointConfig::default(),
-                    Some(server),
-                    socket,
-                    Arc::new(quinn::TokioRuntime),
-                )
+                use quinn::Runtime;
+                let runtime = Arc::new(quinn::TokioRuntime);
+                let socket = SwitchedSocket::new(runtime.wrap_udp_socket(socket)?, Arc::clone(&switch));
+                quinn::Endpoint::new_with_abstract_socket(config, Some(server), socket, runtime)
             })
             .map_err(|source| TransportError::Bind { addr, source })?;
         Ok(MeshEndpoint {
             endpoint,
+            switch,
             identity: Arc::new(identity),
             accept_roles: accept.to_vec(),
             handshakes: tokio::sync::Mutex::default(),
@@ -170,6 +176,18 @@ impl MeshEndpoint {
     /// The bound address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
+    }
+
+    /// The label switch of this endpoint's socket: where tunnels' labelled packets go.
+    pub fn switch(&self) -> &Arc<LabelSwitch> {
+        &self.switch
+    }
+
+    /// The virtual address standing for tunnel `label`'s far end on this endpoint's socket
+    /// ([`crate::tunnel::packet::virtual_addr`]); `None` when the label does not fit one.
+    pub fn virtual_addr(&self, label: u64) -> Option<SocketAddr> {
+        let ipv6 = self.local_addr().is_ok_and(|a| a.is_ipv6());
+        crate::tunnel::packet::virtual_addr(label, ipv6)
     }
 
     /// This node's name.

@@ -22,7 +22,9 @@
 
 pub mod grant;
 pub mod hop;
+pub mod packet;
 pub mod setup;
 pub mod splice;
+pub mod switch;
 
 pub use grant::{HopGrant, HopKey, Next};
