@@ -544,6 +544,7 @@ impl Controller {
         let binding = lock(&self.bindings.by_id).remove(&id)?;
         binding.cancel.send_replace(true);
         let view = binding.view();
+        self.drop_carrier(id).await;
         self.teardown_tunnel(&view.tunnel).await;
         // The store after the hops: a binding's tunnel goes first.
         if binding.view.mode != Mode::Connect {
@@ -569,6 +570,7 @@ impl Controller {
         let Some(binding) = lock(&self.bindings.by_id).remove(&id) else { return };
         binding.cancel.send_replace(true);
         tracing::warn!(binding = id, reason, "binding let go");
+        self.drop_carrier(id).await;
         self.teardown_tunnel(&binding.view.tunnel).await;
         self.events.publish(Event::BindingClosed { binding: id, reason: reason.to_owned() });
     }
@@ -668,6 +670,10 @@ impl Controller {
             }
             None => false,
         };
+        if still_bound {
+            // Streams under way move onto the new path (the forwarding data plane).
+            self.move_carrier(id, &new).await;
+        }
         self.teardown_tunnel(&old).await;
         if !still_bound {
             // The binding closed while we re-routed: the new tunnel has no one to serve.
@@ -718,6 +724,7 @@ mod tests {
                 capability: None,
                 expires_unix_ms,
                 first_token: String::new(),
+                site_token: String::new(),
             },
             connections: 0,
             active: 0,

@@ -34,6 +34,7 @@
 pub mod accounts;
 pub mod bindings;
 pub mod budget;
+mod carriers;
 
 pub mod catalog;
 pub mod connect;
@@ -106,6 +107,8 @@ pub struct Controller {
     replay: Mutex<crate::session::replay::ReplayGuard>,
     /// What the ingress may hold at once.
     budget: budget::Budget,
+    /// Bindings' end-to-end connections (the forwarding data plane).
+    carriers: carriers::Carriers,
 
     ingress: IngressConfig,
     spawner: Spawner,
@@ -176,6 +179,7 @@ impl Controller {
             throttle: Mutex::default(),
             replay: Mutex::default(),
             budget: budget::Budget::new(&config.ingress, budget::raise_descriptor_limit()),
+            carriers: carriers::Carriers::new(&endpoint),
 
             ingress: config.ingress.clone(),
             spawner: shutdown.spawner(),
@@ -198,6 +202,7 @@ impl Controller {
     /// running, and release the store (its file can be opened again).
     pub async fn close(&self) {
         self.bindings.cancel_all();
+        self.carriers.close_all();
         // Connections keep the mesh socket open: let them go.
         self.nodes.forget_connections();
         self.plugin_calls.close().await;
@@ -341,6 +346,7 @@ async fn tick(controller: Arc<Controller>, endpoint: Arc<MeshEndpoint>, mut sign
         controller.reap_bindings().await;
         controller.reroute_bindings().await;
         controller.ask_due();
+        endpoint.switch().update(|s| s.expire(crate::time::now_unix_ms()));
     }
     endpoint.close_and_wait(Duration::from_secs(2)).await;
 }

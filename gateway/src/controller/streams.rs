@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::bindings::{ActiveSlot, REROUTE_WAIT, Stats};
 use super::tunnels::TunnelRecord;
 use super::{Controller, lock};
+use crate::config::DataPlane;
 use crate::session::records::{FirstSession, SecondSession, SessionRecord, ThirdSession};
 use crate::time::now_unix_ms;
 
@@ -29,29 +30,38 @@ impl Controller {
         let slot = ActiveSlot::take(stats, max)
             .ok_or_else(|| anyhow::anyhow!("binding {id} already carries {max} connections"))?;
         let tunnel = self.live_tunnel(id).await?;
-        let (send, recv) = match self.open_on(&tunnel, early.clone()).await {
+        let (send, recv) = match self.open_on(id, &tunnel, early.clone()).await {
             Ok(opened) => opened,
             // A relay on the path may have found a link dead an instant before its report
             // reached us: if the path turns out dead, take the new one (once).
             Err(e) => match self.replacement(id, tunnel.id).await {
-                Some(new) => self.open_on(&new, early).await?,
+                Some(new) => self.open_on(id, &new, early).await?,
                 None => return Err(e),
             },
         };
         Ok((send, recv, slot))
     }
 
-    /// Open a stream on `tunnel` at its first hop.
+    /// Open a stream of binding `id` on `tunnel`: on the binding's end-to-end connection, or
+    /// (per hop) at the tunnel's first hop.
     async fn open_on(
         &self,
+        id: u64,
         tunnel: &TunnelRecord,
         early: bytes::Bytes,
     ) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream)> {
+        let early = if early.is_empty() { Vec::new() } else { vec![early] };
+        if self.ingress.data_plane == DataPlane::EndToEnd {
+            let conn =
+                self.carrier(id, tunnel).await.map_err(|e| e.context(format!("tunnel {}", tunnel.id)))?;
+            return crate::tunnel::hop::open(&conn, tunnel.id, tunnel.site_token.clone(), early)
+                .await
+                .map_err(|e| e.context(format!("tunnel {} end to end", tunnel.id)));
+        }
         let first = &tunnel.hops[0];
         let conn = self.nodes.connection(first).ok_or_else(|| {
             anyhow::anyhow!("tunnel {}: {first} is not connected to the controller", tunnel.id)
         })?;
-        let early = if early.is_empty() { Vec::new() } else { vec![early] };
         crate::tunnel::hop::open(&conn, tunnel.id, tunnel.first_token.clone(), early)
             .await
             .map_err(|e| e.context(format!("tunnel {} via {first}", tunnel.id)))

@@ -42,6 +42,9 @@ pub struct TunnelRecord {
     /// The first hop's token, presented when the ingress opens a stream.
     #[serde(skip)]
     pub(crate) first_token: String,
+    /// The target site's token, presented on the end-to-end connection's streams.
+    #[serde(skip)]
+    pub(crate) site_token: String,
 }
 
 /// The tunnel secret (every hop key derives from it) and tunnel ids.
@@ -150,6 +153,7 @@ impl Controller {
             capability: target.capability.map(str::to_owned),
             expires_unix_ms,
             first_token: plan.first_token().unwrap_or_default().to_owned(),
+            site_token: plan.hops.last().map(|h| h.token.clone()).unwrap_or_default(),
         };
         match plan.outcome(&answers) {
             Ok(()) => {
@@ -166,6 +170,7 @@ impl Controller {
 
     /// Tear `tunnel` down on every hop.
     pub(crate) async fn teardown_tunnel(&self, tunnel: &TunnelRecord) {
+        self.forget_label(tunnel.id);
         self.teardown_on(tunnel.id, &tunnel.hops).await;
     }
 

@@ -32,6 +32,8 @@ use crate::tunnel::switch::{Dropped, Switch, Verdict};
 pub struct LabelSwitch {
     table: RwLock<Switch>,
     counters: Counters,
+    /// Whether the socket is IPv6 (virtual addresses take its family).
+    ipv6: bool,
 }
 
 /// What a node's label switch did, since it started.
@@ -63,9 +65,15 @@ impl Counters {
 }
 
 impl LabelSwitch {
-    /// A switch with no entries.
-    pub fn new() -> Arc<LabelSwitch> {
-        Arc::new(LabelSwitch::default())
+    /// A switch with no entries, for a socket of the given family.
+    pub fn new(ipv6: bool) -> Arc<LabelSwitch> {
+        Arc::new(LabelSwitch { ipv6, ..LabelSwitch::default() })
+    }
+
+    /// The virtual address standing for tunnel `label`'s far end on this socket
+    /// ([`packet::virtual_addr`]); `None` when the label does not fit one.
+    pub fn virtual_addr(&self, label: u64) -> Option<SocketAddr> {
+        packet::virtual_addr(label, self.ipv6)
     }
 
     /// Change the table.

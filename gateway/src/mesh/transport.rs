@@ -154,7 +154,7 @@ impl MeshEndpoint {
         // set: no greasing it (RFC 9287) on the mesh.
         let mut config = quinn::EndpointConfig::default();
         config.grease_quic_bit(false);
-        let switch = LabelSwitch::new();
+        let switch = LabelSwitch::new(addr.is_ipv6());
         let endpoint = bind_udp(addr)
             .and_then(|socket| {
                 use quinn::Runtime;
@@ -186,8 +186,7 @@ impl MeshEndpoint {
     /// The virtual address standing for tunnel `label`'s far end on this endpoint's socket
     /// ([`crate::tunnel::packet::virtual_addr`]); `None` when the label does not fit one.
     pub fn virtual_addr(&self, label: u64) -> Option<SocketAddr> {
-        let ipv6 = self.local_addr().is_ok_and(|a| a.is_ipv6());
-        crate::tunnel::packet::virtual_addr(label, ipv6)
+        self.switch.virtual_addr(label)
     }
 
     /// This node's name.

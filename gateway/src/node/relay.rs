@@ -15,7 +15,7 @@ use crate::mesh::identity::Role;
 use crate::mesh::probe::Prober;
 use crate::mesh::transport::{MeshEndpoint, peer_name};
 use crate::path::LinkEstimator;
-use crate::tunnel::hop::{HopTable, serve_streams};
+use crate::tunnel::hop::{HopTable, Via, serve_streams};
 
 /// A running relay.
 pub struct Relay {
@@ -34,7 +34,8 @@ impl Relay {
         let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay, Role::Site])?);
         let listen = endpoint.local_addr()?;
         let prober = Prober::new(&config.name, true, config.probing.silent_after());
-        let tunnels = HopTable::new(&config.name, Default::default(), Arc::clone(prober.peers()));
+        let switch = Arc::clone(endpoint.switch());
+        let tunnels = HopTable::new(&config.name, Default::default(), Arc::clone(prober.peers()), switch);
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_peers(Arc::clone(&endpoint), Arc::clone(&prober), Arc::clone(&tunnels)));
         tasks.spawn(expire_tunnels(Arc::clone(&tunnels)));
@@ -116,7 +117,7 @@ pub(super) async fn accept_peers(endpoint: Arc<MeshEndpoint>, prober: Arc<Prober
         match peer_name(&conn) {
             Some(name) => {
                 tracing::debug!(peer = %name, %role, "peer connected");
-                tokio::spawn(serve_streams(Arc::clone(&tunnels), conn.clone(), name.clone()));
+                tokio::spawn(serve_streams(Arc::clone(&tunnels), conn.clone(), name.clone(), Via::Hop));
                 prober.attach(&name, conn, role == Role::Relay);
             }
             None => conn.close(1u32.into(), b"certificate carries no node name"),
@@ -154,7 +155,7 @@ async fn keep_dialing(endpoint: Arc<MeshEndpoint>, peer: Peer, prober: Arc<Probe
                     tracing::info!(node = %endpoint.name(), peer = %peer.name, "reconnected");
                 }
                 failures = 0;
-                tokio::spawn(serve_streams(Arc::clone(&tunnels), conn.clone(), peer.name.clone()));
+                tokio::spawn(serve_streams(Arc::clone(&tunnels), conn.clone(), peer.name.clone(), Via::Hop));
                 let served = prober.attach(&peer.name, conn, true);
                 let _ = served.await;
                 tracing::warn!(node = %endpoint.name(), peer = %peer.name, "connection lost; redialling");

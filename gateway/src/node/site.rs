@@ -22,7 +22,7 @@ use crate::mesh::stream as control;
 use crate::mesh::transport::MeshEndpoint;
 use crate::path::DecisionRecord;
 use crate::plugin::{EngineOptions, PluginEngine, PluginRegistry, World};
-use crate::tunnel::hop::HopTable;
+use crate::tunnel::hop::{HopTable, Via, serve_streams};
 
 /// Plugin calls that may run at once on a site.
 const PLUGIN_CALLS: usize = 4;
@@ -62,11 +62,15 @@ impl Site {
         };
         let consent_handle = consent.clone();
         let identity = config.tls.load(&config.name, Role::Site)?;
-        let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay])?);
+        // The site dials its relays and controllers; only controllers connect to it, end to
+        // end through tunnels.
+        let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Controller])?);
         let prober = Prober::new(&config.name, false, config.probing.silent_after());
         let endpoints = config.endpoints.iter().map(|e| (e.name.clone(), e.addr)).collect();
-        let tunnels = HopTable::new(&config.name, endpoints, Arc::clone(prober.peers()));
+        let switch = Arc::clone(endpoint.switch());
+        let tunnels = HopTable::new(&config.name, endpoints, Arc::clone(prober.peers()), switch);
         let mut tasks = JoinSet::new();
+        tasks.spawn(accept_end_to_end(Arc::clone(&endpoint), Arc::clone(&tunnels)));
         tasks.spawn(expire_tunnels(Arc::clone(&tunnels)));
         let controllers = config.controllers();
         dial_and_watch(&mut tasks, &endpoint, &prober, &tunnels, config.relays, config.probing);
@@ -262,4 +266,24 @@ fn reporter(platform: &str, cloud: &CloudConfig, plugins: Arc<PluginRegistry>) -
         runs: Default::default(),
         run_time: crate::metrics::Histogram::new(crate::metrics::SECONDS_BUCKETS),
     })
+}
+
+/// Serve the end-to-end connections controllers open through tunnels to this site. A
+/// controller's connection that did not come through a tunnel set up here (a real address, not
+/// a tunnel's virtual one) is closed: the site is reached only the way the controller granted.
+async fn accept_end_to_end(endpoint: Arc<MeshEndpoint>, tunnels: Arc<HopTable>) {
+    while let Some((conn, role)) = endpoint.accept().await {
+        let remote = conn.remote_address();
+        let through_tunnel = crate::tunnel::packet::label_of(remote).is_some();
+        match crate::mesh::transport::peer_name(&conn) {
+            Some(peer) if role == Role::Controller && through_tunnel => {
+                tracing::debug!(%peer, %remote, "end-to-end connection through a tunnel");
+                tokio::spawn(serve_streams(Arc::clone(&tunnels), conn, peer, Via::EndToEnd));
+            }
+            _ => {
+                tracing::warn!(%remote, %role, "refused a connection that did not come through a tunnel");
+                conn.close(1u32.into(), b"sites are reached through tunnels only");
+            }
+        }
+    }
 }

@@ -17,7 +17,7 @@ use crate::mesh::probe::{ProbePlan, Prober};
 use crate::mesh::stream::{Framed, read_frame, write_frame};
 use crate::mesh::transport::MeshEndpoint;
 use crate::tunnel::HopKey;
-use crate::tunnel::hop::HopTable;
+use crate::tunnel::hop::{HopTable, Via};
 
 use super::consent::SiteConsent;
 use super::reporter::Reporter;
@@ -139,13 +139,14 @@ async fn serve_requests(
     reporter: Option<Arc<Reporter>>,
     consent: Option<Arc<SiteConsent>>,
 ) {
+    let controller_addr = conn.remote_address();
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let (prober, tunnels, controller) = (Arc::clone(&prober), Arc::clone(&tunnels), controller.clone());
         let (reporter, consent) = (reporter.clone(), consent.clone());
         tokio::spawn(async move {
             let answer = match read_frame(&mut recv, Duration::from_secs(10)).await {
                 Ok(Control::TunnelOpen { tunnel, token }) => {
-                    return tunnels.carry(&controller, tunnel, &token, send, recv).await;
+                    return tunnels.carry(&controller, Via::Hop, tunnel, &token, send, recv).await;
                 }
                 Ok(Control::ProbePath { route, count, interval_ms }) => {
                     let plan = ProbePlan {
@@ -167,7 +168,13 @@ async fn serve_requests(
                         (Ok(()), Some(c)) => c.authorize_tunnel(&grant).await,
                         (checked, _) => checked,
                     };
-                    match authorized.and_then(|()| tunnels.setup(grant, &token, next_token, now)) {
+                    // A neighbour's packets come from where its mesh connection comes from.
+                    let neighbour = |name: &str| match name == controller {
+                        true => Some(controller_addr),
+                        false => prober.peers().connection(name).map(|c| c.remote_address()),
+                    };
+                    let set_up = |()| tunnels.setup(grant, &token, next_token, now, &controller, neighbour);
+                    match authorized.and_then(set_up) {
                         Ok(()) => Control::TunnelReady { tunnel },
                         Err(refusal) => refusal.to_control(),
                     }

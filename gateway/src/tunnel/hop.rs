@@ -1,5 +1,11 @@
 //! A relay's or site's side of tunnels: the table of tunnels the controller set up through this
 //! node, and the handling of tunnel streams arriving from the previous hop.
+//!
+//! Setting a hop up also installs its part of the forwarding data plane in the node's
+//! [`LabelSwitch`]: a relay forwards the tunnel's labelled packets between its granted
+//! neighbours; a site takes them as one end of the tunnel's end-to-end QUIC connection, whose
+//! streams ([`serve_streams`] with [`Via::EndToEnd`]) it admits from the controller that set
+//! the tunnel up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -15,6 +21,7 @@ use super::splice::{self, Side};
 use crate::mesh::frame::{DEFAULT_MAX_FRAME, encode};
 use crate::mesh::messages::{Control, Fence, Refusal, RefusalCode};
 use crate::mesh::peers::Peers;
+use crate::mesh::socket::LabelSwitch;
 use crate::mesh::stream::{read_frame, write_frame};
 
 /// How long a hop waits for the rest of the path (or the endpoint) to connect.
@@ -23,6 +30,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 struct Entry {
     grant: HopGrant,
     next_token: Option<String>,
+    /// The controller that set it up: the one end-to-end streams may come from.
+    set_up_by: String,
     /// Set to true at teardown: every stream of the tunnel is aborted.
     cancel: watch::Sender<bool>,
 }
@@ -39,6 +48,17 @@ pub struct HopTable {
     endpoints: BTreeMap<String, SocketAddr>,
     /// The node's mesh connections, to reach the next hop.
     peers: Arc<Peers>,
+    /// The node's label switch: forwarding entries (relays) and tunnel ends (sites).
+    switch: Arc<LabelSwitch>,
+}
+
+/// How a tunnel stream reached this hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// On the mesh connection with the previous hop (which must be the granted one).
+    Hop,
+    /// On the tunnel's end-to-end connection from the controller that set it up (a site).
+    EndToEnd,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -48,10 +68,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl HopTable {
     /// A table for node `me`, which publishes `endpoints` (sites) or none (relays) and reaches
     /// its neighbours through `peers`.
-    pub fn new(me: &str, endpoints: BTreeMap<String, SocketAddr>, peers: Arc<Peers>) -> Arc<HopTable> {
+    pub fn new(
+        me: &str,
+        endpoints: BTreeMap<String, SocketAddr>,
+        peers: Arc<Peers>,
+        switch: Arc<LabelSwitch>,
+    ) -> Arc<HopTable> {
         Arc::new(HopTable {
             me: me.to_owned(),
             peers,
+            switch,
             key: Mutex::new(None),
             tunnels: Mutex::new(HashMap::new()),
             epochs: Mutex::new(HashMap::new()),
@@ -74,21 +100,44 @@ impl HopTable {
         ids
     }
 
-    /// Set up a tunnel hop, as the controller asks, at `now_unix_ms`.
+    /// Set up a tunnel hop, as controller `set_up_by` asks, at `now_unix_ms`; `neighbour`
+    /// gives the address a neighbour's packets come from (and go to).
     pub fn setup(
         &self,
         grant: HopGrant,
         token: &str,
         next_token: Option<String>,
         now_unix_ms: u64,
+        set_up_by: &str,
+        neighbour: impl Fn(&str) -> Option<SocketAddr>,
     ) -> Result<(), Refusal> {
         self.check(&grant, token, next_token.as_deref(), now_unix_ms)?;
+        let address = |name: &str| {
+            neighbour(name).ok_or_else(|| {
+                let reason = format!("{name} is not connected to {}", self.me);
+                Refusal { code: RefusalCode::NotReady, retry: true, reason }
+            })
+        };
+        let prev = address(&grant.prev)?;
+        let (tunnel, expires) = (grant.tunnel, grant.expires_unix_ms);
+        match &grant.next {
+            Next::Node(next) => {
+                let next = address(next)?;
+                self.switch.update(|s| s.forward(tunnel, prev, next, expires));
+            }
+            Next::Endpoint(_) => {
+                let virtual_addr = self.switch.virtual_addr(tunnel).ok_or_else(|| {
+                    Refusal::new(RefusalCode::BadRequest, format!("tunnel id {tunnel} is too large"))
+                })?;
+                self.switch.update(|s| s.route(virtual_addr, tunnel, prev, expires));
+            }
+        }
         if let Some(fence) = grant.fence {
             self.newer_epoch(fence, grant.expires_unix_ms);
         }
         let (cancel, _) = watch::channel(false);
-        let tunnel = grant.tunnel;
-        let old = lock(&self.tunnels).insert(tunnel, Entry { grant, next_token, cancel });
+        let entry = Entry { grant, next_token, set_up_by: set_up_by.to_owned(), cancel };
+        let old = lock(&self.tunnels).insert(tunnel, entry);
         if let Some(old) = old {
             old.cancel.send_replace(true);
         }
@@ -194,6 +243,7 @@ impl HopTable {
 
     /// Tear a tunnel down, aborting its streams. Whether it existed.
     pub fn teardown(&self, tunnel: u64) -> bool {
+        self.switch.update(|s| s.remove(tunnel));
         match lock(&self.tunnels).remove(&tunnel) {
             Some(entry) => {
                 entry.cancel.send_replace(true);
@@ -215,15 +265,18 @@ impl HopTable {
         for id in expired {
             self.teardown(id);
         }
+        self.switch.update(|s| s.expire(now));
         // An epoch is kept as long as a grant of its binding may be valid.
         lock(&self.epochs).retain(|_, (_, until)| *until > now);
     }
 
     /// Check a `TunnelOpen` from `peer`: the tunnel must be set up here, the peer must be its
-    /// previous hop, the token this hop's own, the grant unexpired at `now_unix_ms`.
+    /// previous hop (or, end to end, the controller that set it up, at the tunnel's end), the
+    /// token this hop's own, the grant unexpired at `now_unix_ms`.
     fn admit(
         &self,
         peer: &str,
+        via: Via,
         tunnel: u64,
         token: &str,
         now_unix_ms: u64,
@@ -236,7 +289,11 @@ impl HopTable {
         let Some(entry) = tunnels.get(&tunnel) else {
             return refuse(RefusalCode::NotFound, format!("no tunnel {tunnel} at {}", self.me));
         };
-        if entry.grant.prev != peer {
+        let granted = match via {
+            Via::Hop => entry.grant.prev == peer,
+            Via::EndToEnd => entry.set_up_by == peer && matches!(entry.grant.next, Next::Endpoint(_)),
+        };
+        if !granted {
             return refuse(
                 RefusalCode::Forbidden,
                 format!("tunnel {tunnel} is not open to {peer} at {}", self.me),
@@ -262,12 +319,13 @@ impl HopTable {
     pub async fn carry(
         &self,
         peer: &str,
+        via: Via,
         tunnel: u64,
         token: &str,
         mut up_send: quinn::SendStream,
         mut up_recv: quinn::RecvStream,
     ) {
-        let onward = match self.admit(peer, tunnel, token, crate::time::now_unix_ms()) {
+        let onward = match self.admit(peer, via, tunnel, token, crate::time::now_unix_ms()) {
             Ok((next, next_token, cancel)) => {
                 // Whatever the client sent in the first flight goes on with the next hop's
                 // opening frame (or to the endpoint as soon as it is connected).
@@ -368,15 +426,15 @@ pub async fn open(
     }
 }
 
-/// Serve the tunnel streams a neighbour (`peer`) opens on `conn`, until it closes. Neighbours
-/// may open nothing else.
-pub async fn serve_streams(table: Arc<HopTable>, conn: quinn::Connection, peer: String) {
+/// Serve the tunnel streams `peer` opens on `conn` (a neighbour's mesh connection, or a
+/// controller's end-to-end one), until it closes. Nothing else may be opened there.
+pub async fn serve_streams(table: Arc<HopTable>, conn: quinn::Connection, peer: String, via: Via) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let (table, peer) = (Arc::clone(&table), peer.clone());
         tokio::spawn(async move {
             let reason = match read_frame(&mut recv, CONNECT_TIMEOUT).await {
                 Ok(Control::TunnelOpen { tunnel, token }) => {
-                    return table.carry(&peer, tunnel, &token, send, recv).await;
+                    return table.carry(&peer, via, tunnel, &token, send, recv).await;
                 }
                 Ok(other) => format!("neighbours may only open tunnel streams, not {other:?}"),
                 Err(e) => format!("{e:#}"),
@@ -395,9 +453,14 @@ mod tests {
 
     const SECRET: [u8; 32] = [3u8; 32];
 
+    /// Every neighbour at one address.
+    fn anywhere(_: &str) -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], 9)))
+    }
+
     /// r2's table, registered (it has its key), and a tunnel r1 → r2 → site-b planned.
     fn table() -> (Arc<HopTable>, setup::SetupPlan) {
-        let table = HopTable::new("r2", BTreeMap::new(), Peers::new());
+        let table = HopTable::new("r2", BTreeMap::new(), Peers::new(), LabelSwitch::new(false));
         table.set_key(HopKey::derive(&SECRET, "r2"));
         let path: Vec<String> = ["r1", "r2", "site-b"].map(String::from).into();
         let plan = setup::plan(
@@ -413,7 +476,7 @@ mod tests {
 
     fn set_up(table: &HopTable, plan: &setup::SetupPlan, now: u64) -> Result<(), Refusal> {
         let hop = &plan.hops[1];
-        table.setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), now)
+        table.setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), now, "controller", anywhere)
     }
 
     /// Binding 4's tunnel `tunnel` through r1 → r2 → site-b, as its owner of `epoch` plans it.
@@ -430,7 +493,7 @@ mod tests {
         let (old, new) = (fenced(20, 5), fenced(21, 9));
         set_up(&table, &old, 1).unwrap();
         set_up(&table, &unrelated, 1).unwrap();
-        assert!(table.admit("r1", 20, &old.hops[1].token, 2).is_ok(), "the owner's tunnel carries");
+        assert!(table.admit("r1", Via::Hop, 20, &old.hops[1].token, 2).is_ok(), "the owner's tunnel carries");
         // The binding's new owner sets its tunnel up: the old owner's tunnel goes, others stay.
         set_up(&table, &new, 3).unwrap();
         assert_eq!(table.tunnels(), [7, 21]);
@@ -438,7 +501,7 @@ mod tests {
         let again = fenced(22, 5);
         let e = set_up(&table, &again, 4).unwrap_err();
         assert!(e.reason.contains("owner changed") && e.code == RefusalCode::Forbidden, "{e}");
-        assert!(table.admit("r1", 20, &old.hops[1].token, 4).is_err(), "its tunnel is gone");
+        assert!(table.admit("r1", Via::Hop, 20, &old.hops[1].token, 4).is_err(), "its tunnel is gone");
         // The epoch is kept while a grant of the binding may be valid, then forgotten.
         table.expire(9_999);
         assert!(set_up(&table, &fenced(23, 5), 9_999).is_err(), "still fenced");
@@ -452,8 +515,8 @@ mod tests {
         set_up(&table, &plan, 9_999).unwrap();
         assert_eq!(table.tunnels(), [7]);
         let token = &plan.hops[1].token;
-        assert!(table.admit("r1", 7, token, 9_999).is_ok());
-        let late = table.admit("r1", 7, token, 10_000).unwrap_err();
+        assert!(table.admit("r1", Via::Hop, 7, token, 9_999).is_ok());
+        let late = table.admit("r1", Via::Hop, 7, token, 10_000).unwrap_err();
         assert_eq!((late.code, late.reason.as_str()), (RefusalCode::Forbidden, "tunnel 7 has expired"));
         table.expire(9_999);
         assert_eq!(table.tunnels(), [7], "not yet");
@@ -468,22 +531,22 @@ mod tests {
         let (table, plan) = table();
         set_up(&table, &plan, 0).unwrap();
         let token = plan.hops[1].token.clone();
-        let stranger = table.admit("r9", 7, &token, 0).unwrap_err();
+        let stranger = table.admit("r9", Via::Hop, 7, &token, 0).unwrap_err();
         assert_eq!(stranger.code, RefusalCode::Forbidden);
         assert!(stranger.reason.contains("not open to r9"), "{stranger}");
         // r1's own token is for r1, not r2.
-        let wrong = table.admit("r1", 7, &plan.hops[0].token, 0).unwrap_err();
+        let wrong = table.admit("r1", Via::Hop, 7, &plan.hops[0].token, 0).unwrap_err();
         assert!(wrong.reason.contains("invalid token"), "{wrong}");
-        let unknown = table.admit("r1", 8, &token, 0).unwrap_err();
+        let unknown = table.admit("r1", Via::Hop, 8, &token, 0).unwrap_err();
         assert_eq!(unknown.code, RefusalCode::NotFound);
-        let (next, next_token, _) = table.admit("r1", 7, &token, 0).unwrap();
+        let (next, next_token, _) = table.admit("r1", Via::Hop, 7, &token, 0).unwrap();
         assert_eq!((next, next_token), (Next::Node("site-b".into()), plan.hops[1].next_token.clone()));
         assert!(table.teardown(7) && !table.teardown(7));
     }
 
     #[test]
     fn without_a_key_a_setup_is_refused_as_worth_a_retry() {
-        let table = HopTable::new("r2", BTreeMap::new(), Peers::new());
+        let table = HopTable::new("r2", BTreeMap::new(), Peers::new(), LabelSwitch::new(false));
         let (_, plan) = self::table();
         let e = set_up(&table, &plan, 0).unwrap_err();
         assert_eq!(e.code, RefusalCode::NotReady);
@@ -491,17 +554,62 @@ mod tests {
         // A grant for another node, or a forged token, is refused for good.
         table.set_key(HopKey::derive(&SECRET, "r2"));
         let for_r1 = &plan.hops[0];
-        let e = table.setup(for_r1.grant.clone(), &for_r1.token, for_r1.next_token.clone(), 0).unwrap_err();
+        let e = table
+            .setup(for_r1.grant.clone(), &for_r1.token, for_r1.next_token.clone(), 0, "c", anywhere)
+            .unwrap_err();
         assert!(!e.retry && e.reason.contains("the grant is for r1"), "{e}");
-        let e = table.setup(plan.hops[1].grant.clone(), "00", None, 0).unwrap_err();
+        let e = table.setup(plan.hops[1].grant.clone(), "00", None, 0, "c", anywhere).unwrap_err();
         assert!(!e.retry && e.code == RefusalCode::Forbidden, "{e}");
+    }
+
+    #[test]
+    fn a_hop_installs_its_forwarding_entry_and_a_site_its_tunnel_end_admitting_only_its_controller() {
+        use crate::tunnel::switch::Verdict;
+        let at = |last: u8| SocketAddr::from(([127, 0, 0, last], 4000));
+        let neighbours = |name: &str| match name {
+            "r1" => Some(at(1)),
+            "r2" => Some(at(2)),
+            "site-b" => Some(at(3)),
+            _ => None,
+        };
+        // r2 forwards tunnel 7 between r1 and site-b.
+        let (table, plan) = table();
+        let hop = &plan.hops[1];
+        table.setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), 0, "controller", neighbours).unwrap();
+        assert_eq!(table.switch.read(|s| s.arriving(7, at(1), 0)), Verdict::Forward(at(3)));
+        assert_eq!(table.switch.read(|s| s.arriving(7, at(3), 0)), Verdict::Forward(at(1)));
+        // A relay is no tunnel end: nothing end to end is admitted there.
+        let e = table.admit("controller", Via::EndToEnd, 7, &hop.token, 0).unwrap_err();
+        assert_eq!(e.code, RefusalCode::Forbidden, "{e}");
+        table.teardown(7);
+        assert!(table.switch.read(|s| s.labels().is_empty()), "torn down with the hop");
+        // A neighbour this node has no connection with: worth a retry, nothing installed.
+        let e = table.setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), 0, "c", |_| None).unwrap_err();
+        assert!(e.code == RefusalCode::NotReady && e.retry && e.reason.contains("r1 is not connected"), "{e}");
+        assert!(table.tunnels().is_empty() && table.switch.read(|s| s.labels().is_empty()));
+
+        // site-b is tunnel 7's end: its packets from r2 arrive from the tunnel's virtual address.
+        let endpoints: BTreeMap<String, SocketAddr> = [("web".to_owned(), at(9))].into();
+        let site = HopTable::new("site-b", endpoints, Peers::new(), LabelSwitch::new(false));
+        site.set_key(HopKey::derive(&SECRET, "site-b"));
+        let end = &plan.hops[2];
+        site.setup(end.grant.clone(), &end.token, None, 0, "controller", neighbours).unwrap();
+        let virtual_addr = site.switch.virtual_addr(7).unwrap();
+        assert_eq!(site.switch.read(|s| s.arriving(7, at(2), 0)), Verdict::Deliver(virtual_addr));
+        assert_eq!(site.switch.read(|s| s.departing(virtual_addr)), Some((7, at(2))));
+        // Its streams are admitted end to end from the controller that set it up, no other.
+        assert!(site.admit("controller", Via::EndToEnd, 7, &end.token, 0).is_ok());
+        let e = site.admit("c2", Via::EndToEnd, 7, &end.token, 0).unwrap_err();
+        assert!(e.reason.contains("not open to c2"), "{e}");
+        assert!(site.admit("r2", Via::EndToEnd, 7, &end.token, 0).is_err());
+        assert!(site.admit("controller", Via::EndToEnd, 7, &plan.hops[1].token, 0).is_err(), "r2's token");
     }
 
     #[test]
     fn a_site_refuses_an_endpoint_it_does_not_publish_naming_those_it_does() {
         let endpoints: BTreeMap<String, SocketAddr> =
             [("web".to_owned(), "127.0.0.1:8080".parse().unwrap())].into();
-        let site = HopTable::new("site-b", endpoints, Peers::new());
+        let site = HopTable::new("site-b", endpoints, Peers::new(), LabelSwitch::new(false));
         site.set_key(HopKey::derive(&SECRET, "site-b"));
         let path: Vec<String> = ["r1", "site-b"].map(String::from).into();
         let plan = setup::plan(
@@ -513,7 +621,7 @@ mod tests {
             |n| HopKey::derive(&SECRET, n),
         );
         let hop = &plan.hops[1];
-        let e = site.setup(hop.grant.clone(), &hop.token, None, 0).unwrap_err();
+        let e = site.setup(hop.grant.clone(), &hop.token, None, 0, "c", anywhere).unwrap_err();
         assert_eq!(e.code, RefusalCode::NotFound);
         assert_eq!(e.reason, "site-b does not publish endpoint `db` (published: web)");
         assert_eq!(site.endpoint("8080"), site.endpoint("web"), "a unique port names its endpoint");

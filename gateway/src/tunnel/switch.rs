@@ -123,6 +123,12 @@ impl Switch {
         forwarded || local.is_some()
     }
 
+    /// Forget virtual address `virtual_addr`: what is sent there and what arrives for it.
+    pub fn unroute(&mut self, virtual_addr: SocketAddr) {
+        self.outbound.remove(&virtual_addr);
+        self.local.retain(|_, r| r.virtual_addr != virtual_addr);
+    }
+
     /// Forget entries and routes expired by `now_unix_ms`.
     pub fn expire(&mut self, now_unix_ms: u64) {
         let gone: Vec<u64> = (self.forwarding.iter().map(|(l, f)| (*l, f.expires_unix_ms)))
@@ -233,5 +239,11 @@ mod tests {
         assert_eq!(s.arriving(5, addr(1), 0), Verdict::Drop(Dropped::UnknownLabel));
         s.expire(200);
         assert_eq!(s.departing(v), None);
+        // Unrouting forgets the address both ways, whatever labels it was on.
+        s.route(v, 9, addr(3), 300);
+        s.route(v, 10, addr(3), 300);
+        s.unroute(v);
+        assert_eq!(s.departing(v), None);
+        assert!(s.labels().is_empty());
     }
 }
