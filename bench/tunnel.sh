@@ -17,12 +17,14 @@
 # Usage: bench/tunnel.sh [SECONDS]      (default 5 per measurement)
 #        SKYBRIDGE_BENCH=latency,conns bench/tunnel.sh   (only some of: throughput, latency,
 #        conns, memory; all by default)
-#        SKYBRIDGE_BENCH_THREADS=cores bench/tunnel.sh   (worker threads per node: 1 by
-#        default, "cores" for the nodes' own default of one per core)
+#        SKYBRIDGE_BENCH_THREADS=1 bench/tunnel.sh   (worker threads per node, `--threads`:
+#        "cores" by default — the nodes as shipped, one per core)
 #        SKYBRIDGE_BENCH_IDLE_POLL_US=0 bench/tunnel.sh  (how long a node polls before it
 #        sleeps, `--idle-poll-us`: 200 by default with one thread; 0 never polls)
-# Five nodes, the peers and the load generators share this machine's cores, and every peer
-# process in the comparison (socat, sshd, ssh) runs one thread: so, by default, does each node.
+#        SKYBRIDGE_BENCH_DATA_PLANE=per-hop bench/tunnel.sh  (the controller's
+#        `ingress.data_plane`: its default, end-to-end, unless set)
+# The headline rows run every node as shipped: no tuning flags. Five nodes, the peers and the
+# load generators share this machine's cores.
 # `cargo xtask bench-tunnel` installs the peers (iperf3, socat, openssh, nginx-light, wrk),
 # builds the release binary and the plugins, then runs this.
 set -euo pipefail
@@ -30,7 +32,8 @@ ulimit -n "$(ulimit -Hn)"   # 10,000 held connections need more descriptors than
 
 SECONDS_PER_RUN=${1:-5}
 SECTIONS=",${SKYBRIDGE_BENCH:-throughput,latency,conns,memory},"
-THREADS=${SKYBRIDGE_BENCH_THREADS:-1}
+THREADS=${SKYBRIDGE_BENCH_THREADS:-cores}
+DATA_PLANE=${SKYBRIDGE_BENCH_DATA_PLANE:-}
 IDLE_POLL_US=${SKYBRIDGE_BENCH_IDLE_POLL_US:-$([ "$THREADS" = 1 ] && echo 200 || echo 0)}
 section() { [[ "$SECTIONS" == *",$1,"* ]]; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -168,7 +171,7 @@ cd "$WORK"
 mesh_pki controller:controller r1:relay r2:relay site-a:site site-b:site
 MESH=$(free_port); ADMIN=$(free_port); R1=$(free_port); R2=$(free_port); SINK=$(free_port)
 controller_conf "policy = { scorer = \"$SCORER\" }
-ingress = { max_connections = 15000 }"
+ingress = { max_connections = 15000${DATA_PLANE:+, data_plane = \"$DATA_PLANE\"} }"
 { node r1 "$R1"; echo "neighbours = [{ name = \"r2\", addr = \"127.0.0.1:$R2\" }]"; } > r1.toml
 node r2 "$R2" > r2.toml
 { node site-a 0; echo "relays = [{ name = \"r1\", addr = \"127.0.0.1:$R1\" }]"; } > site-a.toml
@@ -190,7 +193,11 @@ bind() { # endpoint → listen port
     echo "could not bind $1" >&2; "$SKY" ctl bind --from site-a --to site-b --endpoint "$1" >&2; return 1
 }
 SKY_IPERF=$(bind iperf); SKY_HTTP=$(bind http); SKY_SINK=$(bind sink)
-echo "Skybridge nodes: $THREADS worker thread(s) each (SKYBRIDGE_BENCH_THREADS), idle poll $IDLE_POLL_US µs (SKYBRIDGE_BENCH_IDLE_POLL_US)"
+if [ "$THREADS" = cores ]; then
+    echo "Skybridge nodes as shipped (no tuning flags); data plane: ${DATA_PLANE:-the default}"
+else
+    echo "Skybridge nodes: $THREADS worker thread(s) each (SKYBRIDGE_BENCH_THREADS), idle poll $IDLE_POLL_US µs (SKYBRIDGE_BENCH_IDLE_POLL_US); data plane: ${DATA_PLANE:-the default}"
+fi
 echo "Skybridge path: $("$SKY" ctl bindings | sed -n 2p | awk '{print $4, $5, $6, $7, $8, $9, $10}')" >&2
 
 # --- measure --------------------------------------------------------------------------------

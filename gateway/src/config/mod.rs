@@ -149,7 +149,7 @@ impl Default for IngressConfig {
             max_buffered_mib: 256,
             max_buffered_per_binding_mib: 64,
             max_client_connections: 16_384,
-            data_plane: DataPlane::PerHop,
+            data_plane: DataPlane::EndToEnd,
         }
     }
 }

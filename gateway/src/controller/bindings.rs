@@ -467,8 +467,13 @@ impl Controller {
         })?;
         let decision = self.choose_path(&from, &req.to).await?;
         let tunnel_account = req.account.as_deref().unwrap_or(account).to_owned();
-        let target =
-            Target { endpoint: &req.endpoint, account: &tunnel_account, capability, fence: prepared.fence };
+        let target = Target {
+            endpoint: &req.endpoint,
+            account: &tunnel_account,
+            capability,
+            fence: prepared.fence,
+            replaces: None,
+        };
         let tunnel = self.setup_tunnel(&decision, target, expires).await?;
         let tunnel = self.record_tunnel_decision(decision, tunnel).await?;
         if req.mode != Mode::Connect {
@@ -639,6 +644,7 @@ impl Controller {
             account: &old.account,
             capability: old.capability.as_deref(),
             fence,
+            replaces: Some(old.id),
         };
         let new = self.setup_tunnel(&decision, target, old.expires_unix_ms).await?;
         let new = self.record_tunnel_decision(decision, new).await?;

@@ -306,6 +306,11 @@ pub struct HopGrant {
     /// For a binding of a group of controllers: which binding, and its owner's epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<Fence>,
+    /// On the target site's grant of a re-routed binding's new tunnel: the tunnel it replaces.
+    /// The streams under way on that one carry on (end to end, they move to the new path),
+    /// and end only when neither tunnel is set up any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<u64>,
 }
 
 /// A binding's owner epoch in a group of controllers: the revision at which its current

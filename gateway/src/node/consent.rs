@@ -455,6 +455,7 @@ mod tests {
             expires_unix_ms: u64::MAX,
             capability: None,
             fence: None,
+            replaces: None,
         };
         assert_eq!(site.authorize_tunnel(&grant).await, Ok(()));
         // A tunnel's line read back is not a grant to decide again or to answer with.

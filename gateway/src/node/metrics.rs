@@ -92,6 +92,31 @@ impl NodeMetrics {
         .sample(&[("node", me)], self.prober.silences() as f64);
         e.family("skybridge_hop_tunnels", Kind::Gauge, "Tunnels set up through this node.")
             .sample(&[("node", me)], self.tunnels.tunnels().len() as f64);
+        let switched = self.tunnels.switch().counters();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        e.family(
+            "skybridge_forwarded_packets_total",
+            Kind::Counter,
+            "Tunnels' labelled packets this node forwarded to the next hop, unread.",
+        )
+        .sample(&[("node", me)], load(&switched.forwarded));
+        e.family("skybridge_forwarded_bytes_total", Kind::Counter, "Bytes of the packets forwarded.")
+            .sample(&[("node", me)], load(&switched.forwarded_bytes));
+        let mut f = e.family(
+            "skybridge_tunnel_end_packets_total",
+            Kind::Counter,
+            "Packets of tunnels ending at this node: received (in) and sent (out).",
+        );
+        f.sample(&[("node", me), ("direction", "in")], load(&switched.delivered));
+        f.sample(&[("node", me), ("direction", "out")], load(&switched.sent));
+        let mut f = e.family(
+            "skybridge_dropped_packets_total",
+            Kind::Counter,
+            "Labelled packets dropped, by reason: junk, unknown_label, wrong_neighbour, expired, send_failed.",
+        );
+        for why in crate::tunnel::switch::Dropped::ALL {
+            f.sample(&[("node", me), ("reason", why.as_str())], switched.dropped(why) as f64);
+        }
         let sessions = self.uplinks.all().len();
         e.family(
             "skybridge_controller_connected",

@@ -83,6 +83,7 @@ mod tests {
             expires_unix_ms: 1_000,
             capability: None,
             fence: None,
+            replaces: None,
         }
     }
 
@@ -103,6 +104,7 @@ mod tests {
             HopGrant { account: "intruder".into(), ..grant() },
             HopGrant { expires_unix_ms: u64::MAX, ..grant() },
             HopGrant { capability: Some("object-store/logs".into()), ..grant() },
+            HopGrant { replaces: Some(6), ..grant() },
         ] {
             assert!(!r2.verifies(&tampered, &token), "{tampered:?}");
         }

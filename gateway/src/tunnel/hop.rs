@@ -32,8 +32,10 @@ struct Entry {
     next_token: Option<String>,
     /// The controller that set it up: the one end-to-end streams may come from.
     set_up_by: String,
-    /// Set to true at teardown: every stream of the tunnel is aborted.
-    cancel: watch::Sender<bool>,
+    /// Set to true when the last tunnel holding it is torn down: every stream of the tunnel
+    /// is aborted. A re-routed binding's new tunnel shares its predecessor's (`replaces`), so
+    /// the streams under way outlive the old tunnel.
+    cancel: Arc<watch::Sender<bool>>,
 }
 
 /// This node's tunnels.
@@ -93,6 +95,11 @@ impl HopTable {
         lock(&self.key).replace(key.clone()).is_some_and(|old| old != key)
     }
 
+    /// The node's label switch (its forwarding entries and tunnel ends, and their counters).
+    pub fn switch(&self) -> &Arc<LabelSwitch> {
+        &self.switch
+    }
+
     /// The tunnels set up here, by id.
     pub fn tunnels(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = lock(&self.tunnels).keys().copied().collect();
@@ -135,12 +142,19 @@ impl HopTable {
         if let Some(fence) = grant.fence {
             self.newer_epoch(fence, grant.expires_unix_ms);
         }
-        let (cancel, _) = watch::channel(false);
+        let mut tunnels = lock(&self.tunnels);
+        // Only the controller that set the replaced tunnel up may hand its streams on.
+        let carried_on = grant
+            .replaces
+            .and_then(|old| tunnels.get(&old))
+            .filter(|old| old.set_up_by == set_up_by)
+            .map(|old| Arc::clone(&old.cancel));
+        let cancel = carried_on.unwrap_or_else(|| Arc::new(watch::channel(false).0));
         let entry = Entry { grant, next_token, set_up_by: set_up_by.to_owned(), cancel };
-        let old = lock(&self.tunnels).insert(tunnel, entry);
-        if let Some(old) = old {
-            old.cancel.send_replace(true);
+        if let Some(old) = tunnels.insert(tunnel, entry) {
+            cancel_if_last(old);
         }
+        drop(tunnels);
         tracing::info!(node = %self.me, tunnel, "tunnel hop set up");
         Ok(())
     }
@@ -244,14 +258,16 @@ impl HopTable {
     /// Tear a tunnel down, aborting its streams. Whether it existed.
     pub fn teardown(&self, tunnel: u64) -> bool {
         self.switch.update(|s| s.remove(tunnel));
-        match lock(&self.tunnels).remove(&tunnel) {
-            Some(entry) => {
-                entry.cancel.send_replace(true);
-                tracing::info!(node = %self.me, tunnel, "tunnel hop torn down");
-                true
-            }
-            None => false,
+        // Under the table's lock, so that of two tunnels sharing their streams torn down at
+        // once, exactly the last one aborts them.
+        let existed = {
+            let mut tunnels = lock(&self.tunnels);
+            tunnels.remove(&tunnel).map(cancel_if_last).is_some()
+        };
+        if existed {
+            tracing::info!(node = %self.me, tunnel, "tunnel hop torn down");
         }
+        existed
     }
 
     /// Drop tunnels whose grants have expired by `now_unix_ms` (their streams are aborted).
@@ -401,6 +417,14 @@ impl HopTable {
     }
 }
 
+/// Abort a removed tunnel's streams, unless a tunnel that replaced it (or that it replaced)
+/// still carries them. Called under the table's lock.
+fn cancel_if_last(entry: Entry) {
+    if Arc::strong_count(&entry.cancel) == 1 {
+        entry.cancel.send_replace(true);
+    }
+}
+
 /// Most bytes of a client's first flight sent on with a tunnel stream's opening frame.
 pub const EARLY_MAX: usize = 16 * 1024;
 
@@ -467,7 +491,7 @@ mod tests {
             7,
             "controller",
             &path,
-            setup::Target { endpoint: "web", account: "acme", capability: None, fence: None },
+            setup::Target { endpoint: "web", account: "acme", capability: None, fence: None, replaces: None },
             10_000,
             |n| HopKey::derive(&SECRET, n),
         );
@@ -483,7 +507,8 @@ mod tests {
     fn fenced(tunnel: u64, epoch: u64) -> setup::SetupPlan {
         let path: Vec<String> = ["r1", "r2", "site-b"].map(String::from).into();
         let fence = Some(Fence { binding: 4, epoch });
-        let target = setup::Target { endpoint: "web", account: "acme", capability: None, fence };
+        let target =
+            setup::Target { endpoint: "web", account: "acme", capability: None, fence, replaces: None };
         setup::plan(tunnel, "c1", &path, target, 10_000, |n| HopKey::derive(&SECRET, n))
     }
 
@@ -575,7 +600,9 @@ mod tests {
         // r2 forwards tunnel 7 between r1 and site-b.
         let (table, plan) = table();
         let hop = &plan.hops[1];
-        table.setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), 0, "controller", neighbours).unwrap();
+        table
+            .setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), 0, "controller", neighbours)
+            .unwrap();
         assert_eq!(table.switch.read(|s| s.arriving(7, at(1), 0)), Verdict::Forward(at(3)));
         assert_eq!(table.switch.read(|s| s.arriving(7, at(3), 0)), Verdict::Forward(at(1)));
         // A relay is no tunnel end: nothing end to end is admitted there.
@@ -584,8 +611,12 @@ mod tests {
         table.teardown(7);
         assert!(table.switch.read(|s| s.labels().is_empty()), "torn down with the hop");
         // A neighbour this node has no connection with: worth a retry, nothing installed.
-        let e = table.setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), 0, "c", |_| None).unwrap_err();
-        assert!(e.code == RefusalCode::NotReady && e.retry && e.reason.contains("r1 is not connected"), "{e}");
+        let e =
+            table.setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), 0, "c", |_| None).unwrap_err();
+        assert!(
+            e.code == RefusalCode::NotReady && e.retry && e.reason.contains("r1 is not connected"),
+            "{e}"
+        );
         assert!(table.tunnels().is_empty() && table.switch.read(|s| s.labels().is_empty()));
 
         // site-b is tunnel 7's end: its packets from r2 arrive from the tunnel's virtual address.
@@ -606,6 +637,44 @@ mod tests {
     }
 
     #[test]
+    fn a_re_routed_tunnel_carries_its_predecessors_streams_on_until_both_are_gone() {
+        let endpoints: BTreeMap<String, SocketAddr> = [("web".to_owned(), anywhere("").unwrap())].into();
+        let site = HopTable::new("site-b", endpoints, Peers::new(), LabelSwitch::new(false));
+        site.set_key(HopKey::derive(&SECRET, "site-b"));
+        let tunnel = |id: u64, replaces: Option<u64>| {
+            let path: Vec<String> = ["r1", "site-b"].map(String::from).into();
+            let target =
+                setup::Target { endpoint: "web", account: "acme", capability: None, fence: None, replaces };
+            let plan = setup::plan(id, "controller", &path, target, 10_000, |n| HopKey::derive(&SECRET, n));
+            plan.hops[1].clone()
+        };
+        let set_up = |hop: &setup::HopSetup, by: &str| {
+            site.setup(hop.grant.clone(), &hop.token, None, 0, by, anywhere).unwrap();
+        };
+        let stream_of = |hop: &setup::HopSetup| {
+            site.admit("controller", Via::EndToEnd, hop.grant.tunnel, &hop.token, 0).unwrap().2
+        };
+        // Tunnel 7 carries a stream; 8 replaces it (a re-route), then 7 is torn down.
+        let (seven, eight) = (tunnel(7, None), tunnel(8, Some(7)));
+        set_up(&seven, "controller");
+        let stream = stream_of(&seven);
+        set_up(&eight, "controller");
+        assert!(site.teardown(7));
+        assert!(!*stream.borrow(), "the stream carries on over the new tunnel");
+        let later = stream_of(&eight);
+        assert!(site.teardown(8));
+        assert!(*stream.borrow() && *later.borrow(), "both end with the last tunnel");
+
+        // Another controller cannot take over a tunnel's streams by naming it.
+        let (nine, ten) = (tunnel(9, None), tunnel(10, Some(9)));
+        set_up(&nine, "controller");
+        let stream = stream_of(&nine);
+        set_up(&ten, "c2");
+        assert!(site.teardown(9));
+        assert!(*stream.borrow(), "torn down with its own tunnel");
+    }
+
+    #[test]
     fn a_site_refuses_an_endpoint_it_does_not_publish_naming_those_it_does() {
         let endpoints: BTreeMap<String, SocketAddr> =
             [("web".to_owned(), "127.0.0.1:8080".parse().unwrap())].into();
@@ -616,7 +685,7 @@ mod tests {
             1,
             "controller",
             &path,
-            setup::Target { endpoint: "db", account: "acme", capability: None, fence: None },
+            setup::Target { endpoint: "db", account: "acme", capability: None, fence: None, replaces: None },
             10,
             |n| HopKey::derive(&SECRET, n),
         );

@@ -56,6 +56,8 @@ pub struct Target<'a> {
     pub capability: Option<&'a str>,
     /// A group's binding: its owner's epoch, which every hop checks.
     pub fence: Option<crate::mesh::messages::Fence>,
+    /// A re-route: the binding's tunnel this one replaces (the site carries its streams on).
+    pub replaces: Option<u64>,
 }
 
 /// Why a tunnel could not be set up.
@@ -106,6 +108,7 @@ pub fn plan(
             // Only the site decides on it.
             capability: (i + 1 == path.len()).then(|| target.capability.map(str::to_owned)).flatten(),
             fence: target.fence,
+            replaces: (i + 1 == path.len()).then_some(target.replaces).flatten(),
         })
         .collect();
     let tokens: Vec<String> = grants.iter().map(|g| key(&g.hop).sign(g)).collect();
@@ -175,7 +178,7 @@ mod tests {
     }
 
     fn to(endpoint: &str) -> Target<'_> {
-        Target { endpoint, account: "acme", capability: None, fence: None }
+        Target { endpoint, account: "acme", capability: None, fence: None, replaces: None }
     }
 
     #[test]
@@ -202,8 +205,7 @@ mod tests {
 
     #[test]
     fn a_capability_goes_to_the_site_alone_and_its_refusal_is_a_denial() {
-        let target =
-            Target { endpoint: "s3", account: "acme", capability: Some("object-store/logs"), fence: None };
+        let target = Target { capability: Some("object-store/logs"), ..to("s3") };
         let p = plan(2, "c", &path(&["r1", "site-b"]), target, 1, key);
         let caps: Vec<_> = p.hops.iter().map(|h| h.grant.capability.as_deref()).collect();
         assert_eq!(caps, [None, Some("object-store/logs")]);
