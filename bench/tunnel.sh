@@ -21,8 +21,6 @@
 #        "cores" by default — the nodes as shipped, one per core)
 #        SKYBRIDGE_BENCH_IDLE_POLL_US=0 bench/tunnel.sh  (how long a node polls before it
 #        sleeps, `--idle-poll-us`: 200 by default with one thread; 0 never polls)
-#        SKYBRIDGE_BENCH_DATA_PLANE=per-hop bench/tunnel.sh  (the controller's
-#        `ingress.data_plane`: its default, end-to-end, unless set)
 # The headline rows run every node as shipped: no tuning flags. Five nodes, the peers and the
 # load generators share this machine's cores.
 # `cargo xtask bench-tunnel` installs the peers (iperf3, socat, openssh, nginx-light, wrk),
@@ -33,7 +31,6 @@ ulimit -n "$(ulimit -Hn)"   # 10,000 held connections need more descriptors than
 SECONDS_PER_RUN=${1:-5}
 SECTIONS=",${SKYBRIDGE_BENCH:-throughput,latency,conns,memory},"
 THREADS=${SKYBRIDGE_BENCH_THREADS:-cores}
-DATA_PLANE=${SKYBRIDGE_BENCH_DATA_PLANE:-}
 IDLE_POLL_US=${SKYBRIDGE_BENCH_IDLE_POLL_US:-$([ "$THREADS" = 1 ] && echo 200 || echo 0)}
 section() { [[ "$SECTIONS" == *",$1,"* ]]; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -171,7 +168,7 @@ cd "$WORK"
 mesh_pki controller:controller r1:relay r2:relay site-a:site site-b:site
 MESH=$(free_port); ADMIN=$(free_port); R1=$(free_port); R2=$(free_port); SINK=$(free_port)
 controller_conf "policy = { scorer = \"$SCORER\" }
-ingress = { max_connections = 15000${DATA_PLANE:+, data_plane = \"$DATA_PLANE\"} }"
+ingress = { max_connections = 15000 }"
 { node r1 "$R1"; echo "neighbours = [{ name = \"r2\", addr = \"127.0.0.1:$R2\" }]"; } > r1.toml
 node r2 "$R2" > r2.toml
 { node site-a 0; echo "relays = [{ name = \"r1\", addr = \"127.0.0.1:$R1\" }]"; } > site-a.toml
@@ -194,9 +191,9 @@ bind() { # endpoint → listen port
 }
 SKY_IPERF=$(bind iperf); SKY_HTTP=$(bind http); SKY_SINK=$(bind sink)
 if [ "$THREADS" = cores ]; then
-    echo "Skybridge nodes as shipped (no tuning flags); data plane: ${DATA_PLANE:-the default}"
+    echo "Skybridge nodes as shipped (no tuning flags)"
 else
-    echo "Skybridge nodes: $THREADS worker thread(s) each (SKYBRIDGE_BENCH_THREADS), idle poll $IDLE_POLL_US µs (SKYBRIDGE_BENCH_IDLE_POLL_US); data plane: ${DATA_PLANE:-the default}"
+    echo "Skybridge nodes: $THREADS worker thread(s) each (SKYBRIDGE_BENCH_THREADS), idle poll $IDLE_POLL_US µs (SKYBRIDGE_BENCH_IDLE_POLL_US)"
 fi
 echo "Skybridge path: $("$SKY" ctl bindings | sed -n 2p | awk '{print $4, $5, $6, $7, $8, $9, $10}')" >&2
 

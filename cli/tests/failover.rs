@@ -127,11 +127,33 @@ fn a_relay_killed_with_sigkill_is_noticed_by_its_silence() {
         "site-a.toml",
         &format!("{}relays = [{{ name = \"r1\", addr = \"{r1_addr}\" }}]\n", node("site-a", &mesh)),
     );
+    // And a file server with a 100 MiB file, for curl.
+    let files = tempfile::tempdir().expect("tempdir");
+    let file = files.path().join("big.bin");
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..100usize << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(&file, &big).expect("write the file");
+    let http_port =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let mut http = std::process::Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &http_port.to_string()])
+        .current_dir(files.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 serves the file");
     write(
         dir,
         "site-b.toml",
         &format!(
-            "{}relays = [{{ name = \"r4\", addr = \"{r4_addr}\" }}]\nendpoints = [{{ name = \"stream\", addr = \"{service_addr}\" }}]\n",
+            "{}relays = [{{ name = \"r4\", addr = \"{r4_addr}\" }}]\nendpoints = [{{ name = \"stream\", addr = \"{service_addr}\" }}, {{ name = \"files\", addr = \"127.0.0.1:{http_port}\" }}]\n",
             node("site-b", &mesh)
         ),
     );
@@ -274,7 +296,44 @@ fn a_relay_killed_with_sigkill_is_noticed_by_its_silence() {
     let text = std::fs::read_to_string(dir.join(&config)).expect("read");
     let port = if victim == "r2" { &r2_addr } else { &r3_addr };
     write(dir, &config, &text.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{port}\"")));
-    let _back = Node::start(dir, "relay", &config, &[]);
+    relays.insert(victim.as_str(), Node::start(dir, "relay", &config, &[]));
     wait("the relay comes back", Duration::from_secs(20), &|| node_state(&victim) == Some(json!("up")));
     wait("its links are used again", Duration::from_secs(20), &|| usable_links() == 4);
+
+    // curl downloads the 100 MiB file through a binding (at 25 MB/s, so it takes about 4 s);
+    // in the middle, the relay carrying it is SIGKILLed. The download completes, intact.
+    let bound: serde_json::Value = serde_json::from_str(&ok(ctl(&[
+        "bind",
+        "--from",
+        "site-a",
+        "--to",
+        "site-b",
+        "--endpoint",
+        "files",
+        "--json",
+    ])))
+    .expect("json");
+    let victim = bound["tunnel"]["hops"][1].as_str().expect("middle relay").to_owned();
+    let out = dir.join("downloaded.bin");
+    let url = format!("http://{}/big.bin", bound["listen"].as_str().expect("listen"));
+    let curl = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--max-time", "60", "--limit-rate", "25M", "-o"])
+        .arg(&out)
+        .arg(&url)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl runs");
+    wait("curl is under way", Duration::from_secs(10), &|| {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() > 20 << 20)
+    });
+    let mut killed = relays.remove(victim.as_str()).expect("the victim runs");
+    killed.child.kill().expect("SIGKILL");
+    killed.child.wait().expect("reaped");
+    let done = curl.wait_with_output().expect("curl ends");
+    assert!(done.status.success(), "curl failed: {}", String::from_utf8_lossy(&done.stderr));
+    let got = std::fs::read(&out).expect("the download");
+    assert_eq!(got.len(), big.len(), "the whole file");
+    assert!(got == big, "the download differs from the file");
+    let _ = http.kill();
+    let _ = http.wait();
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use skybridge_gateway::mesh::identity::Role;
+use skybridge_gateway::mesh::label;
 use skybridge_gateway::mesh::socket::LabelSwitch;
+use skybridge_gateway::mesh::switch::Dropped;
 use skybridge_gateway::mesh::transport::MeshEndpoint;
-use skybridge_gateway::tunnel::packet;
-use skybridge_gateway::tunnel::switch::Dropped;
 use skybridge_tests::mesh::Pki;
 use tokio::net::UdpSocket;
 
@@ -25,7 +25,7 @@ fn endpoint(pki: &Pki, name: &str, role: Role, accept: &[Role]) -> Arc<MeshEndpo
 
 /// The virtual address of tunnel `label` on loopback's IPv4 sockets.
 fn virtual_addr(label: u64) -> SocketAddr {
-    packet::virtual_addr(label, false).expect("a small label")
+    skybridge_gateway::mesh::label::virtual_addr(label, false).expect("a small label")
 }
 
 fn addr(e: &MeshEndpoint) -> SocketAddr {
@@ -156,7 +156,7 @@ async fn a_relay_forwards_only_its_granted_labels_between_the_granted_neighbours
         s.forward(7, p, n, FOREVER);
         s.forward(8, p, n, now.saturating_sub(1)); // expired
     });
-    let labelled = |label: u64| [&packet::header(label)[..], b"payload"].concat();
+    let labelled = |l: u64| [&label::header(l)[..], b"payload"].concat();
     let to = addr(&relay);
     stranger.send_to(&labelled(7), to).await.expect("sent"); // not a granted neighbour
     prev.send_to(&labelled(9), to).await.expect("sent"); // no such tunnel here

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use skybridge_gateway::controller::events::Event;
 use skybridge_gateway::mesh::identity::Role;
-use skybridge_gateway::mesh::messages::{Control, RefusalCode};
+use skybridge_gateway::mesh::messages::Control;
 use skybridge_gateway::mesh::stream::{read_frame, write_frame};
 use skybridge_gateway::mesh::transport::MeshEndpoint;
 use skybridge_gateway::testkit::netem::LinkParams;
@@ -291,30 +291,36 @@ async fn half_close_crosses_the_tunnel_and_strangers_cannot_use_it() {
     let (status, answer) = bind(&mesh, "web", json!({ "ttl_s": 0 })).await;
     assert_eq!(status, 400, "{answer}");
 
-    // Forged tokens: r2's tunnel streams must come from r1 with r1's token for r2. Someone
-    // holding r1's own certificate but not the token is refused; so is anyone else.
+    // No way around the tunnel. A relay carries no streams: one opened on r2 with r1's own
+    // certificate is never answered. And the site takes a controller's connection only
+    // through a tunnel: even the controller's own certificate, dialling the site's address
+    // directly, is turned away.
     let tunnel = binding["tunnel"]["id"].as_u64().expect("tunnel");
-    let r2_addr = mesh.relays["r2"].local_addr();
-    for (name, token) in [("r1", "00".repeat(32)), ("r1", String::new()), ("r9", "00".repeat(32))] {
-        let identity =
-            mesh.pki.tls(name, Role::Relay).expect("cert").load(name, Role::Relay).expect("identity");
-        let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("addr"), identity, &[]).expect("endpoint");
-        let conn = ep.connect(r2_addr, "r2", &[Role::Relay]).await.expect("handshake");
-        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-        write_frame(&mut send, &Control::TunnelOpen { tunnel, token }).await.expect("sent");
-        match read_frame(&mut recv, Duration::from_secs(5)).await {
-            Ok(Control::Refused { code, retry, reason }) => {
-                let want = if name == "r1" { "invalid token" } else { "is not open to r9" };
-                assert!(reason.contains(want), "{name}: {reason}");
-                assert_eq!(
-                    (code, retry),
-                    (RefusalCode::Forbidden, false),
-                    "a forged token is refused for good"
-                );
-            }
-            other => panic!("{name}: expected a refusal, got {other:?}"),
-        }
-    }
+    let identity = mesh.pki.tls("r1", Role::Relay).expect("cert").load("r1", Role::Relay).expect("identity");
+    let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("addr"), identity, &[]).expect("endpoint");
+    let conn = ep.connect(mesh.relays["r2"].local_addr(), "r2", &[Role::Relay]).await.expect("handshake");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    write_frame(&mut send, &Control::TunnelOpen { tunnel, token: "00".repeat(32) }).await.expect("sent");
+    assert!(read_frame(&mut recv, Duration::from_secs(2)).await.is_err(), "a relay answered a tunnel stream");
+    // (Gone again, so that r2 goes back to the real r1's connection.)
+    drop((send, recv, conn, ep));
+    let identity = mesh
+        .pki
+        .tls("controller", Role::Controller)
+        .expect("cert")
+        .load("controller", Role::Controller)
+        .expect("identity");
+    let ep = MeshEndpoint::bind("127.0.0.1:0".parse().expect("addr"), identity, &[]).expect("endpoint");
+    let direct = ep.connect(mesh.sites["site-b"].local_addr(), "site-b", &[Role::Site]).await;
+    let refused = match direct {
+        Ok(conn) => match tokio::time::timeout(Duration::from_secs(5), conn.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(close)) => close.reason.to_vec(),
+            other => panic!("the direct connection was not closed by the site: {other:?}"),
+        },
+        Err(e) => panic!("the handshake itself failed, not the site's check: {e}"),
+    };
+    assert_eq!(refused, b"sites are reached through tunnels only");
+    drop(ep);
 
     // Expiry: a binding with a 1 s lifetime is closed by the controller and its hops.
     let (status, short) = bind(&mesh, "web", json!({ "ttl_s": 1 })).await;

@@ -119,21 +119,6 @@ pub struct IngressConfig {
     /// that the admin API and the mesh always have descriptors). Beyond it new connections
     /// are closed at once.
     pub max_client_connections: usize,
-    /// How tunnels carry client connections (default `per-hop`, while `end-to-end` is being
-    /// completed; see the README's data plane section).
-    pub data_plane: DataPlane,
-}
-
-/// How tunnels carry client connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DataPlane {
-    /// Each relay terminates QUIC on both sides and carries a stream per hop.
-    #[default]
-    PerHop,
-    /// One QUIC connection from the ingress to the target site per binding; relays forward
-    /// its packets without decrypting them, and a re-route moves it onto the new path.
-    EndToEnd,
 }
 
 impl Default for IngressConfig {
@@ -149,7 +134,6 @@ impl Default for IngressConfig {
             max_buffered_mib: 256,
             max_buffered_per_binding_mib: 64,
             max_client_connections: 16_384,
-            data_plane: DataPlane::EndToEnd,
         }
     }
 }

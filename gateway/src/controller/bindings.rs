@@ -729,7 +729,6 @@ mod tests {
                 account: "operator".into(),
                 capability: None,
                 expires_unix_ms,
-                first_token: String::new(),
                 site_token: String::new(),
             },
             connections: 0,

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use super::bindings::{ActiveSlot, REROUTE_WAIT, Stats};
 use super::tunnels::TunnelRecord;
 use super::{Controller, lock};
-use crate::config::DataPlane;
 use crate::session::records::{FirstSession, SecondSession, SessionRecord, ThirdSession};
 use crate::time::now_unix_ms;
 
@@ -42,8 +41,7 @@ impl Controller {
         Ok((send, recv, slot))
     }
 
-    /// Open a stream of binding `id` on `tunnel`: on the binding's end-to-end connection, or
-    /// (per hop) at the tunnel's first hop.
+    /// Open a stream of binding `id` on `tunnel`, on the binding's end-to-end connection.
     async fn open_on(
         &self,
         id: u64,
@@ -51,20 +49,10 @@ impl Controller {
         early: bytes::Bytes,
     ) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream)> {
         let early = if early.is_empty() { Vec::new() } else { vec![early] };
-        if self.ingress.data_plane == DataPlane::EndToEnd {
-            let conn =
-                self.carrier(id, tunnel).await.map_err(|e| e.context(format!("tunnel {}", tunnel.id)))?;
-            return crate::tunnel::hop::open(&conn, tunnel.id, tunnel.site_token.clone(), early)
-                .await
-                .map_err(|e| e.context(format!("tunnel {} end to end", tunnel.id)));
-        }
-        let first = &tunnel.hops[0];
-        let conn = self.nodes.connection(first).ok_or_else(|| {
-            anyhow::anyhow!("tunnel {}: {first} is not connected to the controller", tunnel.id)
-        })?;
-        crate::tunnel::hop::open(&conn, tunnel.id, tunnel.first_token.clone(), early)
-            .await
-            .map_err(|e| e.context(format!("tunnel {} via {first}", tunnel.id)))
+        let conn = self.carrier(id, tunnel).await.map_err(|e| e.context(format!("tunnel {}", tunnel.id)))?;
+        crate::tunnel::hop::open(&conn, tunnel.id, tunnel.site_token.clone(), early).await.map_err(|e| {
+            e.context(format!("tunnel {} to {}", tunnel.id, tunnel.hops.last().map_or("?", |s| s)))
+        })
     }
 
     /// After a stream failed to open on tunnel `old` of binding `id`: the binding's new tunnel

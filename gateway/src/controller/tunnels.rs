@@ -39,9 +39,6 @@ pub struct TunnelRecord {
     pub capability: Option<String>,
     /// When it expires (Unix ms).
     pub expires_unix_ms: u64,
-    /// The first hop's token, presented when the ingress opens a stream.
-    #[serde(skip)]
-    pub(crate) first_token: String,
     /// The target site's token, presented on the end-to-end connection's streams.
     #[serde(skip)]
     pub(crate) site_token: String,
@@ -111,11 +108,7 @@ impl Controller {
             setup::plan(id, &self.name, &path, target, expires_unix_ms, |hop| self.tunnels.hop_key(hop));
         let span = tracing::info_span!("tunnel", tunnel = id, hops = ?path);
         let requests = plan.hops.iter().map(|hop| {
-            let request = Control::TunnelSetup {
-                grant: hop.grant.clone(),
-                token: hop.token.clone(),
-                next_token: hop.next_token.clone(),
-            };
+            let request = Control::TunnelSetup { grant: hop.grant.clone(), token: hop.token.clone() };
             let conn = self.nodes.connection(&hop.grant.hop);
             async move {
                 let Some(conn) = conn else {
@@ -152,8 +145,7 @@ impl Controller {
             account: target.account.to_owned(),
             capability: target.capability.map(str::to_owned),
             expires_unix_ms,
-            first_token: plan.first_token().unwrap_or_default().to_owned(),
-            site_token: plan.hops.last().map(|h| h.token.clone()).unwrap_or_default(),
+            site_token: plan.site_token().unwrap_or_default().to_owned(),
         };
         match plan.outcome(&answers) {
             Ok(()) => {

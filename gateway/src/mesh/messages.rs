@@ -77,8 +77,6 @@ pub enum Control {
         grant: HopGrant,
         /// The controller's signature of `grant` with this hop's key.
         token: String,
-        /// The token to present to the next hop (none at the target site).
-        next_token: Option<String>,
     },
     /// Hop → controller: set up.
     TunnelReady {
@@ -97,16 +95,16 @@ pub enum Control {
         /// Whether the hop had it.
         existed: bool,
     },
-    /// Previous hop → hop, first frame of a tunnel stream: carry this stream on. Answered by
-    /// [`Control::TunnelOpened`] once the rest of the path (and the endpoint) is connected, or
-    /// by [`Control::Refused`]; the stream's raw bytes follow.
+    /// Ingress → site, first frame of a stream on a binding's end-to-end connection: carry
+    /// this stream to the tunnel's endpoint. Answered by [`Control::TunnelOpened`] once the
+    /// endpoint is connected, or by [`Control::Refused`]; the stream's raw bytes follow.
     TunnelOpen {
         /// The tunnel.
         tunnel: u64,
-        /// This hop's token, as the controller gave it to the previous hop.
+        /// The site's token for the tunnel.
         token: String,
     },
-    /// Hop → previous hop: the stream is connected through to the endpoint.
+    /// Site → ingress: the stream is connected through to the endpoint.
     TunnelOpened,
     /// Site → controller, on a stream of its own: one page of a full report of the platform's
     /// services; the pages follow each other on the stream, the last with `last` set. The

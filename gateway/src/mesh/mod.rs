@@ -9,6 +9,8 @@
 //! - [`transport`] — QUIC endpoints (quinn) with that TLS;
 //! - [`socket`] — the endpoints' UDP socket, which also carries tunnels' labelled packets:
 //!   forwarded on, unread, at relays; handed to QUIC at a tunnel's two ends;
+//! - [`label`] — the labelled packet format and virtual addresses (sans-IO);
+//! - [`switch`] — forwarding entries and tunnel ends: where each labelled packet goes (sans-IO);
 //! - [`frame`] — versioned, length-prefixed control frames on QUIC streams;
 //! - [`messages`] — the control messages themselves;
 //! - [`liveness`] — a connection whose peer fell silent (killed, blackholed) is closed within
@@ -23,6 +25,7 @@
 
 pub mod frame;
 pub mod identity;
+pub mod label;
 pub mod liveness;
 pub mod membership;
 pub mod messages;
@@ -30,5 +33,6 @@ pub mod peers;
 pub mod probe;
 pub mod socket;
 pub mod stream;
+pub mod switch;
 pub mod tls;
 pub mod transport;

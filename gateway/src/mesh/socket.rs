@@ -1,5 +1,5 @@
 //! The mesh's UDP socket as QUIC sees it: one socket carries the node's own QUIC connections
-//! and the tunnels' labelled packets ([`crate::tunnel::packet`]), sorted as they arrive.
+//! and the tunnels' labelled packets ([`crate::mesh::label`]), sorted as they arrive.
 //!
 //! - A mesh packet goes to QUIC as it came.
 //! - A labelled packet goes where the node's [`LabelSwitch`] says: on to a neighbour,
@@ -23,8 +23,8 @@ use std::task::{Context, Poll};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
-use crate::tunnel::packet::{self, HEADER, Kind};
-use crate::tunnel::switch::{Dropped, Switch, Verdict};
+use super::label::{self, HEADER, Kind};
+use super::switch::{Dropped, Switch, Verdict};
 
 /// A node's label switch, shared by its socket (which consults it for every labelled packet)
 /// and its tunnel logic (which installs and removes entries), with the counters of what it did.
@@ -71,9 +71,9 @@ impl LabelSwitch {
     }
 
     /// The virtual address standing for tunnel `label`'s far end on this socket
-    /// ([`packet::virtual_addr`]); `None` when the label does not fit one.
+    /// ([`label::virtual_addr`]); `None` when the label does not fit one.
     pub fn virtual_addr(&self, label: u64) -> Option<SocketAddr> {
-        packet::virtual_addr(label, self.ipv6)
+        label::virtual_addr(label, self.ipv6)
     }
 
     /// Change the table.
@@ -134,7 +134,7 @@ impl SwitchedSocket {
     fn sort(&self, buf: &mut [u8], meta: &mut RecvMeta) {
         let (len, stride) = (meta.len.min(buf.len()), meta.stride.max(1));
         // The common cases in one look: all the mesh's own, or nothing labelled.
-        if (0..len).step_by(stride).all(|at| packet::kind(&buf[at..(at + stride).min(len)]) == Kind::Mesh) {
+        if (0..len).step_by(stride).all(|at| label::kind(&buf[at..(at + stride).min(len)]) == Kind::Mesh) {
             return;
         }
         let now = crate::time::now_unix_ms();
@@ -144,7 +144,7 @@ impl SwitchedSocket {
             .step_by(stride)
             .map(|at| {
                 let end = (at + stride).min(len);
-                let fate = match packet::kind(&buf[at..end]) {
+                let fate = match label::kind(&buf[at..end]) {
                     Kind::Mesh => Fate::Keep(meta.addr, 0),
                     Kind::Junk => Fate::Drop(Dropped::Junk),
                     Kind::Labelled(label) => match table.arriving(label, meta.addr, now) {
@@ -251,7 +251,7 @@ impl AsyncUdpSocket for SwitchedSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        let route = match packet::label_of(transmit.destination) {
+        let route = match label::label_of(transmit.destination) {
             None => return self.inner.try_send(transmit),
             Some(_) => self.switch.read(|s| s.departing(transmit.destination)),
         };
@@ -261,7 +261,7 @@ impl AsyncUdpSocket for SwitchedSocket {
             return Ok(());
         };
         let size = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
-        let header = packet::header(label);
+        let header = label::header(label);
         let per_send = (MAX_SEND / (size + HEADER)).max(1);
         for (i, batch) in transmit.contents.chunks(size * per_send).enumerate() {
             let mut labelled = Vec::with_capacity(batch.len() + HEADER * batch.len().div_ceil(size));

@@ -98,21 +98,24 @@ impl RefusalLog {
     }
 }
 
-/// Concurrent streams a peer may open on one mesh connection: tunnelled connections across
-/// one neighbouring pair, plus control requests.
-pub const MAX_STREAMS: u32 = 1 << 16;
+/// Concurrent streams a peer may open on a mesh connection between nodes: control requests
+/// and probes. (QUIC sets state aside for every stream a peer may open, so this stays small.)
+pub const MESH_STREAMS: u32 = 1024;
 
-/// QUIC transport settings shared by both directions.
-fn transport_config() -> Arc<quinn::TransportConfig> {
+/// Concurrent streams the ingress may open on a binding's end-to-end connection to a site:
+/// one per client connection, however many a binding allows (`max_connections`). It costs
+/// the site about 2 MiB per binding, set aside when the connection starts.
+pub const CARRIER_STREAMS: u32 = 1 << 16;
+
+/// QUIC transport settings, with `incoming` streams the peer may open at once.
+fn transport_config(incoming: u32) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     // Keep-alives keep healthy idle links open, and make sure each end hears from the other
     // often enough that silence means the peer is gone (see `liveness`, which acts on it in
     // well under a second; the idle timeout is the backstop).
     t.keep_alive_interval(Some(super::liveness::KEEP_ALIVE));
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000)))); // ms
-    // Every tunnelled connection is one stream on the neighbour connection: allow as many at
-    // once as a busy gateway carries (quinn's default is 100, which would stall the 101st).
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(incoming));
     // Let path MTU discovery go as high as the path allows (quinn stops at 1452 by default):
     // fewer, larger packets where the path has a large MTU, and it is safe where it has not.
     let mut mtu = quinn::MtuDiscoveryConfig::default();
@@ -149,7 +152,10 @@ impl MeshEndpoint {
         let crypto = QuicServerConfig::try_from(tls::server_config(&identity, accept)?)
             .map_err(|e| TlsError(format!("QUIC server crypto: {e}")))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(transport_config());
+        // A site accepts only controllers' end-to-end connections, whose every stream is a
+        // client connection; everyone else accepts only mesh peers.
+        let incoming = if accept.contains(&Role::Controller) { CARRIER_STREAMS } else { MESH_STREAMS };
+        server.transport_config(transport_config(incoming));
         // Labelled packets are told from QUIC's by the fixed bit, which QUIC must then always
         // set: no greasing it (RFC 9287) on the mesh.
         let mut config = quinn::EndpointConfig::default();
@@ -184,7 +190,7 @@ impl MeshEndpoint {
     }
 
     /// The virtual address standing for tunnel `label`'s far end on this endpoint's socket
-    /// ([`crate::tunnel::packet::virtual_addr`]); `None` when the label does not fit one.
+    /// ([`crate::mesh::label::virtual_addr`]); `None` when the label does not fit one.
     pub fn virtual_addr(&self, label: u64) -> Option<SocketAddr> {
         self.switch.virtual_addr(label)
     }
@@ -204,7 +210,9 @@ impl MeshEndpoint {
         let crypto = QuicClientConfig::try_from(tls::client_config(&self.identity, expect)?)
             .map_err(|e| TlsError(format!("QUIC client crypto: {e}")))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(transport_config());
+        // A site opens no streams on the end-to-end connection a controller makes to it.
+        let incoming = if expect == [Role::Site] { 0 } else { MESH_STREAMS };
+        client.transport_config(transport_config(incoming));
         let connecting = self
             .endpoint
             .connect_with(client, addr, peer)

@@ -114,7 +114,7 @@ impl NodeMetrics {
             Kind::Counter,
             "Labelled packets dropped, by reason: junk, unknown_label, wrong_neighbour, expired, send_failed.",
         );
-        for why in crate::tunnel::switch::Dropped::ALL {
+        for why in crate::mesh::switch::Dropped::ALL {
             f.sample(&[("node", me), ("reason", why.as_str())], switched.dropped(why) as f64);
         }
         let sessions = self.uplinks.all().len();

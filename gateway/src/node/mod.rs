@@ -7,7 +7,7 @@
 //!   ([`crate::admin`]) and the ingress's CONNECT proxy ([`crate::ingress`]) above it, under
 //!   one shutdown signal.
 //! - [`relay::Relay`] — dials its neighbours, probes each link continuously, forwards routed
-//!   path probes and tunnel streams, and reports its links.
+//!   path probes and tunnels' labelled packets, and reports its links.
 //! - [`site::Site`] — a platform's agent: probes the relays it knows, asks for connections,
 //!   is the last hop of tunnels to the endpoints it publishes, and runs the platform's
 //!   plugins: its adapter discovers the cloud's services, which [`reporter`] reports.

@@ -1,5 +1,6 @@
 //! The relay role: a mesh node that dials its configured neighbours, accepts neighbours and
-//! sites, probes its links continuously, forwards routed path probes, and reports to the
+//! sites, probes its links continuously, forwards routed path probes and tunnels' labelled
+//! packets (its mesh socket does, from the entries tunnel setup installs), and reports to the
 //! controller.
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use crate::mesh::identity::Role;
 use crate::mesh::probe::Prober;
 use crate::mesh::transport::{MeshEndpoint, peer_name};
 use crate::path::LinkEstimator;
-use crate::tunnel::hop::{HopTable, Via, serve_streams};
+use crate::tunnel::hop::HopTable;
 
 /// A running relay.
 pub struct Relay {
@@ -35,12 +36,12 @@ impl Relay {
         let listen = endpoint.local_addr()?;
         let prober = Prober::new(&config.name, true, config.probing.silent_after());
         let switch = Arc::clone(endpoint.switch());
-        let tunnels = HopTable::new(&config.name, Default::default(), Arc::clone(prober.peers()), switch);
+        let tunnels = HopTable::new(&config.name, Default::default(), switch);
         let mut tasks = JoinSet::new();
-        tasks.spawn(accept_peers(Arc::clone(&endpoint), Arc::clone(&prober), Arc::clone(&tunnels)));
+        tasks.spawn(accept_peers(Arc::clone(&endpoint), Arc::clone(&prober)));
         tasks.spawn(expire_tunnels(Arc::clone(&tunnels)));
         let controllers = config.controllers();
-        dial_and_watch(&mut tasks, &endpoint, &prober, &tunnels, config.neighbours, config.probing);
+        dial_and_watch(&mut tasks, &endpoint, &prober, config.neighbours, config.probing);
         let uplinks = super::uplinks::Uplinks::default();
         let metrics_addr = match config.metrics_listen {
             Some(addr) => {
@@ -112,12 +113,11 @@ impl Relay {
 }
 
 /// Accept relays and sites; attach each to the prober under the name its certificate carries.
-pub(super) async fn accept_peers(endpoint: Arc<MeshEndpoint>, prober: Arc<Prober>, tunnels: Arc<HopTable>) {
+pub(super) async fn accept_peers(endpoint: Arc<MeshEndpoint>, prober: Arc<Prober>) {
     while let Some((conn, role)) = endpoint.accept().await {
         match peer_name(&conn) {
             Some(name) => {
                 tracing::debug!(peer = %name, %role, "peer connected");
-                tokio::spawn(serve_streams(Arc::clone(&tunnels), conn.clone(), name.clone(), Via::Hop));
                 prober.attach(&name, conn, role == Role::Relay);
             }
             None => conn.close(1u32.into(), b"certificate carries no node name"),
@@ -125,19 +125,17 @@ pub(super) async fn accept_peers(endpoint: Arc<MeshEndpoint>, prober: Arc<Prober
     }
 }
 
-/// Keep a connection to each relay in `peers`, serve the tunnel streams it opens, and probe it
-/// continuously.
+/// Keep a connection to each relay in `peers`, and probe it continuously.
 pub(super) fn dial_and_watch(
     tasks: &mut JoinSet<()>,
     endpoint: &Arc<MeshEndpoint>,
     prober: &Arc<Prober>,
-    tunnels: &Arc<HopTable>,
     peers: Vec<Peer>,
     probing: Probing,
 ) {
     let estimator = LinkEstimator::new(probing.window, Duration::from_millis(probing.timeout_ms));
     for peer in peers {
-        let dial = keep_dialing(Arc::clone(endpoint), peer.clone(), Arc::clone(prober), Arc::clone(tunnels));
+        let dial = keep_dialing(Arc::clone(endpoint), peer.clone(), Arc::clone(prober));
         tasks.spawn(dial);
         let (p, estimator) = (Arc::clone(prober), estimator.clone());
         tasks.spawn(async move { p.watch_link(&peer.name, probing.interval(), estimator).await });
@@ -145,7 +143,7 @@ pub(super) fn dial_and_watch(
 }
 
 /// Keep a connection to relay `peer` attached, redialling when it drops.
-async fn keep_dialing(endpoint: Arc<MeshEndpoint>, peer: Peer, prober: Arc<Prober>, tunnels: Arc<HopTable>) {
+async fn keep_dialing(endpoint: Arc<MeshEndpoint>, peer: Peer, prober: Arc<Prober>) {
     let role = Role::Relay;
     let mut failures = 0u32;
     loop {
@@ -155,7 +153,6 @@ async fn keep_dialing(endpoint: Arc<MeshEndpoint>, peer: Peer, prober: Arc<Probe
                     tracing::info!(node = %endpoint.name(), peer = %peer.name, "reconnected");
                 }
                 failures = 0;
-                tokio::spawn(serve_streams(Arc::clone(&tunnels), conn.clone(), peer.name.clone(), Via::Hop));
                 let served = prober.attach(&peer.name, conn, true);
                 let _ = served.await;
                 tracing::warn!(node = %endpoint.name(), peer = %peer.name, "connection lost; redialling");

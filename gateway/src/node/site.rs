@@ -22,7 +22,7 @@ use crate::mesh::stream as control;
 use crate::mesh::transport::MeshEndpoint;
 use crate::path::DecisionRecord;
 use crate::plugin::{EngineOptions, PluginEngine, PluginRegistry, World};
-use crate::tunnel::hop::{HopTable, Via, serve_streams};
+use crate::tunnel::hop::{HopTable, serve_streams};
 
 /// Plugin calls that may run at once on a site.
 const PLUGIN_CALLS: usize = 4;
@@ -68,12 +68,12 @@ impl Site {
         let prober = Prober::new(&config.name, false, config.probing.silent_after());
         let endpoints = config.endpoints.iter().map(|e| (e.name.clone(), e.addr)).collect();
         let switch = Arc::clone(endpoint.switch());
-        let tunnels = HopTable::new(&config.name, endpoints, Arc::clone(prober.peers()), switch);
+        let tunnels = HopTable::new(&config.name, endpoints, switch);
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_end_to_end(Arc::clone(&endpoint), Arc::clone(&tunnels)));
         tasks.spawn(expire_tunnels(Arc::clone(&tunnels)));
         let controllers = config.controllers();
-        dial_and_watch(&mut tasks, &endpoint, &prober, &tunnels, config.relays, config.probing);
+        dial_and_watch(&mut tasks, &endpoint, &prober, config.relays, config.probing);
         let uplinks = super::uplinks::Uplinks::default();
         let metrics_addr = match config.metrics_listen {
             Some(addr) => {
@@ -117,6 +117,11 @@ impl Site {
         }
         tracing::info!(site = %config.name, discovers = reporter.is_some(), "site started");
         Ok(Site { name: config.name, endpoint, uplinks, plugins, reporter, metrics_addr, tasks })
+    }
+
+    /// The bound QUIC address.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.endpoint.local_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Where its metrics are served, if they are.
@@ -274,11 +279,11 @@ fn reporter(platform: &str, cloud: &CloudConfig, plugins: Arc<PluginRegistry>) -
 async fn accept_end_to_end(endpoint: Arc<MeshEndpoint>, tunnels: Arc<HopTable>) {
     while let Some((conn, role)) = endpoint.accept().await {
         let remote = conn.remote_address();
-        let through_tunnel = crate::tunnel::packet::label_of(remote).is_some();
+        let through_tunnel = crate::mesh::label::label_of(remote).is_some();
         match crate::mesh::transport::peer_name(&conn) {
             Some(peer) if role == Role::Controller && through_tunnel => {
                 tracing::debug!(%peer, %remote, "end-to-end connection through a tunnel");
-                tokio::spawn(serve_streams(Arc::clone(&tunnels), conn, peer, Via::EndToEnd));
+                tokio::spawn(serve_streams(Arc::clone(&tunnels), conn, peer));
             }
             _ => {
                 tracing::warn!(%remote, %role, "refused a connection that did not come through a tunnel");

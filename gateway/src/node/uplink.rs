@@ -17,7 +17,7 @@ use crate::mesh::probe::{ProbePlan, Prober};
 use crate::mesh::stream::{Framed, read_frame, write_frame};
 use crate::mesh::transport::MeshEndpoint;
 use crate::tunnel::HopKey;
-use crate::tunnel::hop::{HopTable, Via};
+use crate::tunnel::hop::HopTable;
 
 use super::consent::SiteConsent;
 use super::reporter::Reporter;
@@ -130,7 +130,7 @@ impl Uplink {
 }
 
 /// Answer the controller's requests, one stream each: path probes, tunnel setup and teardown,
-/// and the tunnel streams the controller's ingress opens (this node being the first hop).
+/// discovery refreshes and authorizations.
 async fn serve_requests(
     conn: quinn::Connection,
     controller: String,
@@ -145,9 +145,6 @@ async fn serve_requests(
         let (reporter, consent) = (reporter.clone(), consent.clone());
         tokio::spawn(async move {
             let answer = match read_frame(&mut recv, Duration::from_secs(10)).await {
-                Ok(Control::TunnelOpen { tunnel, token }) => {
-                    return tunnels.carry(&controller, Via::Hop, tunnel, &token, send, recv).await;
-                }
                 Ok(Control::ProbePath { route, count, interval_ms }) => {
                     let plan = ProbePlan {
                         count: count.clamp(1, 1000),
@@ -159,11 +156,11 @@ async fn serve_requests(
                         Err(e) => Control::refused(RefusalCode::Unavailable, e.to_string()),
                     }
                 }
-                Ok(Control::TunnelSetup { grant, token, next_token }) => {
+                Ok(Control::TunnelSetup { grant, token }) => {
                     let tunnel = grant.tunnel;
                     let now = crate::time::now_unix_ms();
                     // A grant that checks out is put to the site's authorizer, then set up.
-                    let checked = tunnels.check(&grant, &token, next_token.as_deref(), now);
+                    let checked = tunnels.check(&grant, &token, now);
                     let authorized = match (checked, &consent) {
                         (Ok(()), Some(c)) => c.authorize_tunnel(&grant).await,
                         (checked, _) => checked,
@@ -173,7 +170,7 @@ async fn serve_requests(
                         true => Some(controller_addr),
                         false => prober.peers().connection(name).map(|c| c.remote_address()),
                     };
-                    let set_up = |()| tunnels.setup(grant, &token, next_token, now, &controller, neighbour);
+                    let set_up = |()| tunnels.setup(grant, &token, now, &controller, neighbour);
                     match authorized.and_then(set_up) {
                         Ok(()) => Control::TunnelReady { tunnel },
                         Err(refusal) => refusal.to_control(),

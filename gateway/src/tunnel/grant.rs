@@ -1,16 +1,16 @@
 //! Hop grants and their tokens, sans-IO.
 //!
 //! For every hop of a tunnel the controller writes a [`HopGrant`] — which tunnel, which node,
-//! who may open it (the previous hop), where it leads (the next hop, or the target endpoint),
-//! for which account, until when — and signs it with that hop's own key: HMAC-SHA256 over the
-//! grant's canonical JSON. Each node learns its key from the controller at registration, over
-//! mutual TLS; the key is derived from the controller's secret and the node's name, so a node can
-//! check tokens for itself but cannot make one for any other hop.
+//! its previous hop, where it leads (the next hop, or the target endpoint), for which account,
+//! until when — and signs it with that hop's own key: HMAC-SHA256 over the grant's canonical
+//! JSON. Each node learns its key from the controller at registration, over mutual TLS; the key
+//! is derived from the controller's secret and the node's name, so a node can check tokens for
+//! itself but cannot make one for any other hop.
 //!
-//! The controller hands hop *i*'s token to hop *i − 1*, which presents it when it opens the
-//! tunnel stream to hop *i*. Hop *i* accepts the stream only if the token is its own key's
-//! signature of the grant it was set up with, the stream comes from the granted previous hop,
-//! and the grant has not expired.
+//! A hop installs its forwarding entry only for a grant whose token is its own key's signature,
+//! unexpired. The ingress presents the site's token on every stream it opens end to end; the
+//! site accepts the stream only if the token is its own key's signature of the grant it was
+//! set up with, from the controller that set it up, before the grant expires.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -1,11 +1,11 @@
 //! A relay's or site's side of tunnels: the table of tunnels the controller set up through this
-//! node, and the handling of tunnel streams arriving from the previous hop.
+//! node, and (at a site) the streams that arrive on them.
 //!
-//! Setting a hop up also installs its part of the forwarding data plane in the node's
-//! [`LabelSwitch`]: a relay forwards the tunnel's labelled packets between its granted
-//! neighbours; a site takes them as one end of the tunnel's end-to-end QUIC connection, whose
-//! streams ([`serve_streams`] with [`Via::EndToEnd`]) it admits from the controller that set
-//! the tunnel up.
+//! Setting a hop up installs its part of the data plane in the node's [`LabelSwitch`]: a relay
+//! forwards the tunnel's labelled packets between its granted neighbours, unread; a site takes
+//! them as the far end of the tunnel's end-to-end QUIC connection, whose streams
+//! ([`serve_streams`]) it admits only from the controller that set the tunnel up, and carries
+//! to the endpoint the grant names.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -20,7 +20,6 @@ use super::grant::{HopGrant, HopKey, Next};
 use super::splice::{self, Side};
 use crate::mesh::frame::{DEFAULT_MAX_FRAME, encode};
 use crate::mesh::messages::{Control, Fence, Refusal, RefusalCode};
-use crate::mesh::peers::Peers;
 use crate::mesh::socket::LabelSwitch;
 use crate::mesh::stream::{read_frame, write_frame};
 
@@ -29,7 +28,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Entry {
     grant: HopGrant,
-    next_token: Option<String>,
     /// The controller that set it up: the one end-to-end streams may come from.
     set_up_by: String,
     /// Set to true when the last tunnel holding it is torn down: every stream of the tunnel
@@ -48,19 +46,8 @@ pub struct HopTable {
     epochs: Mutex<HashMap<u64, (u64, u64)>>,
     /// The endpoints a site publishes, by name; empty on relays.
     endpoints: BTreeMap<String, SocketAddr>,
-    /// The node's mesh connections, to reach the next hop.
-    peers: Arc<Peers>,
     /// The node's label switch: forwarding entries (relays) and tunnel ends (sites).
     switch: Arc<LabelSwitch>,
-}
-
-/// How a tunnel stream reached this hop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// On the mesh connection with the previous hop (which must be the granted one).
-    Hop,
-    /// On the tunnel's end-to-end connection from the controller that set it up (a site).
-    EndToEnd,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -68,17 +55,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl HopTable {
-    /// A table for node `me`, which publishes `endpoints` (sites) or none (relays) and reaches
-    /// its neighbours through `peers`.
-    pub fn new(
-        me: &str,
-        endpoints: BTreeMap<String, SocketAddr>,
-        peers: Arc<Peers>,
-        switch: Arc<LabelSwitch>,
-    ) -> Arc<HopTable> {
+    /// A table for node `me`, which publishes `endpoints` (sites) or none (relays), with the
+    /// label switch of its mesh socket.
+    pub fn new(me: &str, endpoints: BTreeMap<String, SocketAddr>, switch: Arc<LabelSwitch>) -> Arc<HopTable> {
         Arc::new(HopTable {
             me: me.to_owned(),
-            peers,
             switch,
             key: Mutex::new(None),
             tunnels: Mutex::new(HashMap::new()),
@@ -113,12 +94,11 @@ impl HopTable {
         &self,
         grant: HopGrant,
         token: &str,
-        next_token: Option<String>,
         now_unix_ms: u64,
         set_up_by: &str,
         neighbour: impl Fn(&str) -> Option<SocketAddr>,
     ) -> Result<(), Refusal> {
-        self.check(&grant, token, next_token.as_deref(), now_unix_ms)?;
+        self.check(&grant, token, now_unix_ms)?;
         let address = |name: &str| {
             neighbour(name).ok_or_else(|| {
                 let reason = format!("{name} is not connected to {}", self.me);
@@ -150,7 +130,7 @@ impl HopTable {
             .filter(|old| old.set_up_by == set_up_by)
             .map(|old| Arc::clone(&old.cancel));
         let cancel = carried_on.unwrap_or_else(|| Arc::new(watch::channel(false).0));
-        let entry = Entry { grant, next_token, set_up_by: set_up_by.to_owned(), cancel };
+        let entry = Entry { grant, set_up_by: set_up_by.to_owned(), cancel };
         if let Some(old) = tunnels.insert(tunnel, entry) {
             cancel_if_last(old);
         }
@@ -161,13 +141,7 @@ impl HopTable {
 
     /// Whether a setup request may be served at `now_unix_ms`: the grant is this hop's, signed
     /// with its key, unexpired, and leads somewhere this hop can send it.
-    pub fn check(
-        &self,
-        grant: &HopGrant,
-        token: &str,
-        next_token: Option<&str>,
-        now_unix_ms: u64,
-    ) -> Result<(), Refusal> {
+    pub fn check(&self, grant: &HopGrant, token: &str, now_unix_ms: u64) -> Result<(), Refusal> {
         let key = lock(&self.key)
             .clone()
             .ok_or_else(|| Refusal::new(RefusalCode::NotReady, "no hop key yet (not registered)"))?;
@@ -184,8 +158,8 @@ impl HopTable {
         if let Some(stale) = grant.fence.and_then(|f| self.stale(f)) {
             return Err(stale);
         }
-        match (&grant.next, next_token) {
-            (Next::Endpoint(e), _) if self.endpoint(e).is_none() => {
+        match &grant.next {
+            Next::Endpoint(e) if self.endpoint(e).is_none() => {
                 let published: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
                 let reason = format!(
                     "{} does not publish endpoint `{e}` (published: {})",
@@ -193,9 +167,6 @@ impl HopTable {
                     if published.is_empty() { "none".into() } else { published.join(", ") }
                 );
                 Err(Refusal::new(RefusalCode::NotFound, reason))
-            }
-            (Next::Node(n), None) => {
-                Err(Refusal::new(RefusalCode::BadRequest, format!("no token for the next hop {n}")))
             }
             _ => Ok(()),
         }
@@ -286,17 +257,17 @@ impl HopTable {
         lock(&self.epochs).retain(|_, (_, until)| *until > now);
     }
 
-    /// Check a `TunnelOpen` from `peer`: the tunnel must be set up here, the peer must be its
-    /// previous hop (or, end to end, the controller that set it up, at the tunnel's end), the
-    /// token this hop's own, the grant unexpired at `now_unix_ms`.
+    /// Check a `TunnelOpen` from `peer` on an end-to-end connection: the tunnel must be set up
+    /// here, end here (lead to an endpoint), have been set up by `peer`, and the token must be
+    /// this hop's own, the grant unexpired at `now_unix_ms`. The endpoint, and the tunnel's
+    /// cancellation.
     fn admit(
         &self,
         peer: &str,
-        via: Via,
         tunnel: u64,
         token: &str,
         now_unix_ms: u64,
-    ) -> Result<(Next, Option<String>, watch::Receiver<bool>), Refusal> {
+    ) -> Result<(String, watch::Receiver<bool>), Refusal> {
         let refuse = |code, reason: String| Err(Refusal::new(code, reason));
         let Some(key) = lock(&self.key).clone() else {
             return refuse(RefusalCode::NotReady, format!("{} is not registered", self.me));
@@ -305,16 +276,13 @@ impl HopTable {
         let Some(entry) = tunnels.get(&tunnel) else {
             return refuse(RefusalCode::NotFound, format!("no tunnel {tunnel} at {}", self.me));
         };
-        let granted = match via {
-            Via::Hop => entry.grant.prev == peer,
-            Via::EndToEnd => entry.set_up_by == peer && matches!(entry.grant.next, Next::Endpoint(_)),
+        let endpoint = match &entry.grant.next {
+            Next::Endpoint(endpoint) if entry.set_up_by == peer => endpoint.clone(),
+            _ => {
+                let reason = format!("tunnel {tunnel} is not open to {peer} at {}", self.me);
+                return refuse(RefusalCode::Forbidden, reason);
+            }
         };
-        if !granted {
-            return refuse(
-                RefusalCode::Forbidden,
-                format!("tunnel {tunnel} is not open to {peer} at {}", self.me),
-            );
-        }
         if let Some(stale) = entry.grant.fence.and_then(|f| self.stale(f)) {
             return Err(stale);
         }
@@ -327,31 +295,29 @@ impl HopTable {
         if entry.grant.expires_unix_ms <= now_unix_ms {
             return refuse(RefusalCode::Forbidden, format!("tunnel {tunnel} has expired"));
         }
-        Ok((entry.grant.next.clone(), entry.next_token.clone(), entry.cancel.subscribe()))
+        Ok((endpoint, entry.cancel.subscribe()))
     }
 
-    /// Carry on a tunnel stream that `peer` opened with `TunnelOpen { tunnel, token }` (already
-    /// read): connect onwards, answer, then splice until the stream ends.
+    /// Carry a tunnel stream that `peer` opened with `TunnelOpen { tunnel, token }` (already
+    /// read): connect to the endpoint, answer, then splice until the stream ends.
     pub async fn carry(
         &self,
         peer: &str,
-        via: Via,
         tunnel: u64,
         token: &str,
         mut up_send: quinn::SendStream,
         mut up_recv: quinn::RecvStream,
     ) {
-        let onward = match self.admit(peer, via, tunnel, token, crate::time::now_unix_ms()) {
-            Ok((next, next_token, cancel)) => {
-                // Whatever the client sent in the first flight goes on with the next hop's
-                // opening frame (or to the endpoint as soon as it is connected).
-                // (An end of stream seen here stays for the splice to see again.)
+        let onward = match self.admit(peer, tunnel, token, crate::time::now_unix_ms()) {
+            Ok((endpoint, cancel)) => {
+                // Whatever the client sent in the first flight goes to the endpoint as soon as
+                // it is connected. (An end of stream seen here stays for the splice to see.)
                 let mut early = Vec::new();
                 if let Err(e) = splice::take_arrived(&mut up_recv, &mut early, EARLY_MAX) {
                     tracing::debug!(node = %self.me, %peer, tunnel, "tunnel stream failed at once: {e}");
                     return;
                 }
-                self.connect_onward(tunnel, &next, next_token, early)
+                self.connect_endpoint(&endpoint, early)
                     .await
                     .map(|s| (s, cancel))
                     .map_err(|reason| Refusal::new(RefusalCode::Unavailable, reason))
@@ -375,45 +341,21 @@ impl HopTable {
         }
     }
 
-    /// Open the tunnel's next leg, carrying the client's `early` bytes: a stream to the next
-    /// hop (answered all the way through), or a TCP connection to the published endpoint.
-    async fn connect_onward(
-        &self,
-        tunnel: u64,
-        next: &Next,
-        next_token: Option<String>,
-        early: Vec<bytes::Bytes>,
-    ) -> Result<Side, String> {
-        match next {
-            Next::Node(name) => {
-                let conn = self
-                    .peers
-                    .connection(name)
-                    .ok_or_else(|| format!("{}: next hop {name} is not connected", self.me))?;
-                let token = next_token.ok_or_else(|| format!("no token for {name}"))?;
-                let (send, recv) =
-                    open(&conn, tunnel, token, early).await.map_err(|e| format!("{name}: {e:#}"))?;
-                Ok(Side::Quic(send, recv))
-            }
-            Next::Endpoint(endpoint) => {
-                let addr = self
-                    .endpoint(endpoint)
-                    .ok_or_else(|| format!("{} does not publish `{endpoint}`", self.me))?;
-                let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| {
-                        format!("{}: endpoint `{endpoint}` ({addr}) did not accept in time", self.me)
-                    })?
-                    .map_err(|e| format!("{}: endpoint `{endpoint}` ({addr}): {e}", self.me))?;
-                let _ = tcp.set_nodelay(true);
-                for chunk in early {
-                    tcp.write_all(&chunk)
-                        .await
-                        .map_err(|e| format!("{}: endpoint `{endpoint}` ({addr}): {e}", self.me))?;
-                }
-                Ok(Side::Tcp(tcp))
-            }
+    /// Connect to published endpoint `endpoint` and send it the client's `early` bytes.
+    async fn connect_endpoint(&self, endpoint: &str, early: Vec<bytes::Bytes>) -> Result<Side, String> {
+        let addr =
+            self.endpoint(endpoint).ok_or_else(|| format!("{} does not publish `{endpoint}`", self.me))?;
+        let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("{}: endpoint `{endpoint}` ({addr}) did not accept in time", self.me))?
+            .map_err(|e| format!("{}: endpoint `{endpoint}` ({addr}): {e}", self.me))?;
+        let _ = tcp.set_nodelay(true);
+        for chunk in early {
+            tcp.write_all(&chunk)
+                .await
+                .map_err(|e| format!("{}: endpoint `{endpoint}` ({addr}): {e}", self.me))?;
         }
+        Ok(Side::Tcp(tcp))
     }
 }
 
@@ -428,10 +370,11 @@ fn cancel_if_last(entry: Entry) {
 /// Most bytes of a client's first flight sent on with a tunnel stream's opening frame.
 pub const EARLY_MAX: usize = 16 * 1024;
 
-/// Open a tunnel stream on `conn` (to the next hop) presenting `token`, with the client's
-/// `early` bytes in the same flight, and wait until the rest of the path answers. On success
-/// the stream is ready for raw bytes. (Early bytes save a round of packets on every hop for a
-/// client that speaks first; if the path refuses, they are dropped with the stream.)
+/// Open a tunnel stream on `conn` (a binding's end-to-end connection) presenting the site's
+/// `token`, with the client's `early` bytes in the same flight, and wait until the site
+/// answers (once the endpoint is connected). On success the stream is ready for raw bytes.
+/// (Early bytes spare a client that speaks first a round trip; if the site refuses, they are
+/// dropped with the stream.)
 pub async fn open(
     conn: &quinn::Connection,
     tunnel: u64,
@@ -450,17 +393,17 @@ pub async fn open(
     }
 }
 
-/// Serve the tunnel streams `peer` opens on `conn` (a neighbour's mesh connection, or a
-/// controller's end-to-end one), until it closes. Nothing else may be opened there.
-pub async fn serve_streams(table: Arc<HopTable>, conn: quinn::Connection, peer: String, via: Via) {
+/// Serve the tunnel streams controller `peer` opens on its end-to-end connection `conn`, until
+/// it closes. Nothing else may be opened there.
+pub async fn serve_streams(table: Arc<HopTable>, conn: quinn::Connection, peer: String) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let (table, peer) = (Arc::clone(&table), peer.clone());
         tokio::spawn(async move {
             let reason = match read_frame(&mut recv, CONNECT_TIMEOUT).await {
                 Ok(Control::TunnelOpen { tunnel, token }) => {
-                    return table.carry(&peer, via, tunnel, &token, send, recv).await;
+                    return table.carry(&peer, tunnel, &token, send, recv).await;
                 }
-                Ok(other) => format!("neighbours may only open tunnel streams, not {other:?}"),
+                Ok(other) => format!("only tunnel streams are opened here, not {other:?}"),
                 Err(e) => format!("{e:#}"),
             };
             tracing::warn!(node = %table.me, %peer, "stream refused: {reason}");
@@ -473,6 +416,7 @@ pub async fn serve_streams(table: Arc<HopTable>, conn: quinn::Connection, peer: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::switch::{Dropped, Verdict};
     use crate::tunnel::setup;
 
     const SECRET: [u8; 32] = [3u8; 32];
@@ -484,7 +428,7 @@ mod tests {
 
     /// r2's table, registered (it has its key), and a tunnel r1 → r2 → site-b planned.
     fn table() -> (Arc<HopTable>, setup::SetupPlan) {
-        let table = HopTable::new("r2", BTreeMap::new(), Peers::new(), LabelSwitch::new(false));
+        let table = HopTable::new("r2", BTreeMap::new(), LabelSwitch::new(false));
         table.set_key(HopKey::derive(&SECRET, "r2"));
         let path: Vec<String> = ["r1", "r2", "site-b"].map(String::from).into();
         let plan = setup::plan(
@@ -500,7 +444,21 @@ mod tests {
 
     fn set_up(table: &HopTable, plan: &setup::SetupPlan, now: u64) -> Result<(), Refusal> {
         let hop = &plan.hops[1];
-        table.setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), now, "controller", anywhere)
+        table.setup(hop.grant.clone(), &hop.token, now, "controller", anywhere)
+    }
+
+    /// site-b's table, registered, publishing `web`.
+    fn site() -> Arc<HopTable> {
+        let endpoints: BTreeMap<String, SocketAddr> = [("web".to_owned(), anywhere("").unwrap())].into();
+        let site = HopTable::new("site-b", endpoints, LabelSwitch::new(false));
+        site.set_key(HopKey::derive(&SECRET, "site-b"));
+        site
+    }
+
+    /// Set `plan`'s last hop up at `site`, as `controller` asks.
+    fn set_up_end(site: &HopTable, plan: &setup::SetupPlan, now: u64) -> Result<(), Refusal> {
+        let end = &plan.hops[2];
+        site.setup(end.grant.clone(), &end.token, now, "controller", anywhere)
     }
 
     /// Binding 4's tunnel `tunnel` through r1 → r2 → site-b, as its owner of `epoch` plans it.
@@ -518,7 +476,7 @@ mod tests {
         let (old, new) = (fenced(20, 5), fenced(21, 9));
         set_up(&table, &old, 1).unwrap();
         set_up(&table, &unrelated, 1).unwrap();
-        assert!(table.admit("r1", Via::Hop, 20, &old.hops[1].token, 2).is_ok(), "the owner's tunnel carries");
+        assert_eq!(table.tunnels(), [7, 20], "the owner's tunnel is set up");
         // The binding's new owner sets its tunnel up: the old owner's tunnel goes, others stay.
         set_up(&table, &new, 3).unwrap();
         assert_eq!(table.tunnels(), [7, 21]);
@@ -526,7 +484,8 @@ mod tests {
         let again = fenced(22, 5);
         let e = set_up(&table, &again, 4).unwrap_err();
         assert!(e.reason.contains("owner changed") && e.code == RefusalCode::Forbidden, "{e}");
-        assert!(table.admit("r1", Via::Hop, 20, &old.hops[1].token, 4).is_err(), "its tunnel is gone");
+        assert!(!table.tunnels().contains(&20), "its tunnel is gone");
+        assert!(table.switch.read(|s| !s.labels().contains(&20)), "and forwards nothing");
         // The epoch is kept while a grant of the binding may be valid, then forgotten.
         table.expire(9_999);
         assert!(set_up(&table, &fenced(23, 5), 9_999).is_err(), "still fenced");
@@ -537,41 +496,52 @@ mod tests {
     #[test]
     fn a_grant_is_taken_until_it_expires_and_refused_after() {
         let (table, plan) = table();
+        let site = site();
         set_up(&table, &plan, 9_999).unwrap();
+        set_up_end(&site, &plan, 9_999).unwrap();
         assert_eq!(table.tunnels(), [7]);
-        let token = &plan.hops[1].token;
-        assert!(table.admit("r1", Via::Hop, 7, token, 9_999).is_ok());
-        let late = table.admit("r1", Via::Hop, 7, token, 10_000).unwrap_err();
+        let token = &plan.hops[2].token;
+        assert!(site.admit("controller", 7, token, 9_999).is_ok());
+        let late = site.admit("controller", 7, token, 10_000).unwrap_err();
         assert_eq!((late.code, late.reason.as_str()), (RefusalCode::Forbidden, "tunnel 7 has expired"));
+        let at = anywhere("").unwrap();
+        assert_eq!(table.switch.read(|s| s.arriving(7, at, 10_000)), Verdict::Drop(Dropped::Expired));
         table.expire(9_999);
         assert_eq!(table.tunnels(), [7], "not yet");
         table.expire(10_000);
         assert!(table.tunnels().is_empty(), "expired grants are dropped");
+        assert_eq!(table.switch.read(|s| s.arriving(7, at, 0)), Verdict::Drop(Dropped::UnknownLabel));
         let e = set_up(&table, &plan, 10_000).unwrap_err();
         assert_eq!(e.reason, "the grant has expired");
     }
 
     #[test]
-    fn only_the_previous_hop_with_this_hops_token_is_admitted() {
-        let (table, plan) = table();
-        set_up(&table, &plan, 0).unwrap();
-        let token = plan.hops[1].token.clone();
-        let stranger = table.admit("r9", Via::Hop, 7, &token, 0).unwrap_err();
+    fn only_the_controller_that_set_a_tunnel_up_with_the_sites_token_opens_streams_on_it() {
+        let (_, plan) = table();
+        let site = site();
+        set_up_end(&site, &plan, 0).unwrap();
+        let token = plan.hops[2].token.clone();
+        let stranger = site.admit("c9", 7, &token, 0).unwrap_err();
         assert_eq!(stranger.code, RefusalCode::Forbidden);
-        assert!(stranger.reason.contains("not open to r9"), "{stranger}");
-        // r1's own token is for r1, not r2.
-        let wrong = table.admit("r1", Via::Hop, 7, &plan.hops[0].token, 0).unwrap_err();
+        assert!(stranger.reason.contains("not open to c9"), "{stranger}");
+        // r2's token is for r2, not the site.
+        let wrong = site.admit("controller", 7, &plan.hops[1].token, 0).unwrap_err();
         assert!(wrong.reason.contains("invalid token"), "{wrong}");
-        let unknown = table.admit("r1", Via::Hop, 8, &token, 0).unwrap_err();
+        let unknown = site.admit("controller", 8, &token, 0).unwrap_err();
         assert_eq!(unknown.code, RefusalCode::NotFound);
-        let (next, next_token, _) = table.admit("r1", Via::Hop, 7, &token, 0).unwrap();
-        assert_eq!((next, next_token), (Next::Node("site-b".into()), plan.hops[1].next_token.clone()));
-        assert!(table.teardown(7) && !table.teardown(7));
+        let (endpoint, _) = site.admit("controller", 7, &token, 0).unwrap();
+        assert_eq!(endpoint, "web");
+        assert!(site.teardown(7) && !site.teardown(7));
+        // A relay is no tunnel's end: nothing is admitted there.
+        let (relay, plan) = table();
+        set_up(&relay, &plan, 0).unwrap();
+        let e = relay.admit("controller", 7, &plan.hops[1].token, 0).unwrap_err();
+        assert!(e.reason.contains("not open to controller"), "{e}");
     }
 
     #[test]
     fn without_a_key_a_setup_is_refused_as_worth_a_retry() {
-        let table = HopTable::new("r2", BTreeMap::new(), Peers::new(), LabelSwitch::new(false));
+        let table = HopTable::new("r2", BTreeMap::new(), LabelSwitch::new(false));
         let (_, plan) = self::table();
         let e = set_up(&table, &plan, 0).unwrap_err();
         assert_eq!(e.code, RefusalCode::NotReady);
@@ -579,17 +549,14 @@ mod tests {
         // A grant for another node, or a forged token, is refused for good.
         table.set_key(HopKey::derive(&SECRET, "r2"));
         let for_r1 = &plan.hops[0];
-        let e = table
-            .setup(for_r1.grant.clone(), &for_r1.token, for_r1.next_token.clone(), 0, "c", anywhere)
-            .unwrap_err();
+        let e = table.setup(for_r1.grant.clone(), &for_r1.token, 0, "c", anywhere).unwrap_err();
         assert!(!e.retry && e.reason.contains("the grant is for r1"), "{e}");
-        let e = table.setup(plan.hops[1].grant.clone(), "00", None, 0, "c", anywhere).unwrap_err();
+        let e = table.setup(plan.hops[1].grant.clone(), "00", 0, "c", anywhere).unwrap_err();
         assert!(!e.retry && e.code == RefusalCode::Forbidden, "{e}");
     }
 
     #[test]
     fn a_hop_installs_its_forwarding_entry_and_a_site_its_tunnel_end_admitting_only_its_controller() {
-        use crate::tunnel::switch::Verdict;
         let at = |last: u8| SocketAddr::from(([127, 0, 0, last], 4000));
         let neighbours = |name: &str| match name {
             "r1" => Some(at(1)),
@@ -600,19 +567,13 @@ mod tests {
         // r2 forwards tunnel 7 between r1 and site-b.
         let (table, plan) = table();
         let hop = &plan.hops[1];
-        table
-            .setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), 0, "controller", neighbours)
-            .unwrap();
+        table.setup(hop.grant.clone(), &hop.token, 0, "controller", neighbours).unwrap();
         assert_eq!(table.switch.read(|s| s.arriving(7, at(1), 0)), Verdict::Forward(at(3)));
         assert_eq!(table.switch.read(|s| s.arriving(7, at(3), 0)), Verdict::Forward(at(1)));
-        // A relay is no tunnel end: nothing end to end is admitted there.
-        let e = table.admit("controller", Via::EndToEnd, 7, &hop.token, 0).unwrap_err();
-        assert_eq!(e.code, RefusalCode::Forbidden, "{e}");
         table.teardown(7);
         assert!(table.switch.read(|s| s.labels().is_empty()), "torn down with the hop");
         // A neighbour this node has no connection with: worth a retry, nothing installed.
-        let e =
-            table.setup(hop.grant.clone(), &hop.token, hop.next_token.clone(), 0, "c", |_| None).unwrap_err();
+        let e = table.setup(hop.grant.clone(), &hop.token, 0, "c", |_| None).unwrap_err();
         assert!(
             e.code == RefusalCode::NotReady && e.retry && e.reason.contains("r1 is not connected"),
             "{e}"
@@ -621,26 +582,21 @@ mod tests {
 
         // site-b is tunnel 7's end: its packets from r2 arrive from the tunnel's virtual address.
         let endpoints: BTreeMap<String, SocketAddr> = [("web".to_owned(), at(9))].into();
-        let site = HopTable::new("site-b", endpoints, Peers::new(), LabelSwitch::new(false));
+        let site = HopTable::new("site-b", endpoints, LabelSwitch::new(false));
         site.set_key(HopKey::derive(&SECRET, "site-b"));
         let end = &plan.hops[2];
-        site.setup(end.grant.clone(), &end.token, None, 0, "controller", neighbours).unwrap();
+        site.setup(end.grant.clone(), &end.token, 0, "controller", neighbours).unwrap();
         let virtual_addr = site.switch.virtual_addr(7).unwrap();
         assert_eq!(site.switch.read(|s| s.arriving(7, at(2), 0)), Verdict::Deliver(virtual_addr));
         assert_eq!(site.switch.read(|s| s.departing(virtual_addr)), Some((7, at(2))));
-        // Its streams are admitted end to end from the controller that set it up, no other.
-        assert!(site.admit("controller", Via::EndToEnd, 7, &end.token, 0).is_ok());
-        let e = site.admit("c2", Via::EndToEnd, 7, &end.token, 0).unwrap_err();
-        assert!(e.reason.contains("not open to c2"), "{e}");
-        assert!(site.admit("r2", Via::EndToEnd, 7, &end.token, 0).is_err());
-        assert!(site.admit("controller", Via::EndToEnd, 7, &plan.hops[1].token, 0).is_err(), "r2's token");
+        // Its streams are admitted from the controller that set it up, no other.
+        assert!(site.admit("controller", 7, &end.token, 0).is_ok());
+        assert!(site.admit("r2", 7, &end.token, 0).is_err());
     }
 
     #[test]
     fn a_re_routed_tunnel_carries_its_predecessors_streams_on_until_both_are_gone() {
-        let endpoints: BTreeMap<String, SocketAddr> = [("web".to_owned(), anywhere("").unwrap())].into();
-        let site = HopTable::new("site-b", endpoints, Peers::new(), LabelSwitch::new(false));
-        site.set_key(HopKey::derive(&SECRET, "site-b"));
+        let site = site();
         let tunnel = |id: u64, replaces: Option<u64>| {
             let path: Vec<String> = ["r1", "site-b"].map(String::from).into();
             let target =
@@ -649,11 +605,10 @@ mod tests {
             plan.hops[1].clone()
         };
         let set_up = |hop: &setup::HopSetup, by: &str| {
-            site.setup(hop.grant.clone(), &hop.token, None, 0, by, anywhere).unwrap();
+            site.setup(hop.grant.clone(), &hop.token, 0, by, anywhere).unwrap();
         };
-        let stream_of = |hop: &setup::HopSetup| {
-            site.admit("controller", Via::EndToEnd, hop.grant.tunnel, &hop.token, 0).unwrap().2
-        };
+        let stream_of =
+            |hop: &setup::HopSetup| site.admit("controller", hop.grant.tunnel, &hop.token, 0).unwrap().1;
         // Tunnel 7 carries a stream; 8 replaces it (a re-route), then 7 is torn down.
         let (seven, eight) = (tunnel(7, None), tunnel(8, Some(7)));
         set_up(&seven, "controller");
@@ -678,7 +633,7 @@ mod tests {
     fn a_site_refuses_an_endpoint_it_does_not_publish_naming_those_it_does() {
         let endpoints: BTreeMap<String, SocketAddr> =
             [("web".to_owned(), "127.0.0.1:8080".parse().unwrap())].into();
-        let site = HopTable::new("site-b", endpoints, Peers::new(), LabelSwitch::new(false));
+        let site = HopTable::new("site-b", endpoints, LabelSwitch::new(false));
         site.set_key(HopKey::derive(&SECRET, "site-b"));
         let path: Vec<String> = ["r1", "site-b"].map(String::from).into();
         let plan = setup::plan(
@@ -690,7 +645,7 @@ mod tests {
             |n| HopKey::derive(&SECRET, n),
         );
         let hop = &plan.hops[1];
-        let e = site.setup(hop.grant.clone(), &hop.token, None, 0, "c", anywhere).unwrap_err();
+        let e = site.setup(hop.grant.clone(), &hop.token, 0, "c", anywhere).unwrap_err();
         assert_eq!(e.code, RefusalCode::NotFound);
         assert_eq!(e.reason, "site-b does not publish endpoint `db` (published: web)");
         assert_eq!(site.endpoint("8080"), site.endpoint("web"), "a unique port names its endpoint");

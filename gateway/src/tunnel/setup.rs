@@ -21,8 +21,6 @@ pub struct HopSetup {
     pub grant: HopGrant,
     /// The controller's signature of `grant` with the hop's key.
     pub token: String,
-    /// The next hop's token, which this hop presents when it opens the stream onward.
-    pub next_token: Option<String>,
 }
 
 /// A hop's answer to its setup request.
@@ -111,23 +109,15 @@ pub fn plan(
             replaces: (i + 1 == path.len()).then_some(target.replaces).flatten(),
         })
         .collect();
-    let tokens: Vec<String> = grants.iter().map(|g| key(&g.hop).sign(g)).collect();
-    let hops = grants
-        .into_iter()
-        .enumerate()
-        .map(|(i, grant)| HopSetup {
-            grant,
-            token: tokens[i].clone(),
-            next_token: tokens.get(i + 1).cloned(),
-        })
-        .collect();
+    let hops =
+        grants.into_iter().map(|grant| HopSetup { token: key(&grant.hop).sign(&grant), grant }).collect();
     SetupPlan { tunnel, hops }
 }
 
 impl SetupPlan {
-    /// The first hop's token, which the ingress presents when it opens a stream.
-    pub fn first_token(&self) -> Option<&str> {
-        self.hops.first().map(|h| h.token.as_str())
+    /// The target site's token, which the ingress presents when it opens a stream.
+    pub fn site_token(&self) -> Option<&str> {
+        self.hops.last().map(|h| h.token.as_str())
     }
 
     /// The hops in order.
@@ -196,10 +186,8 @@ mod tests {
             );
             assert!(key(&h.grant.hop).verifies(&h.grant, &h.token), "signed with the hop's own key");
         }
-        assert_eq!(r1.next_token.as_deref(), Some(r2.token.as_str()));
-        assert_eq!(r2.next_token.as_deref(), Some(site.token.as_str()));
-        assert_eq!(site.next_token, None);
-        assert_eq!(p.first_token(), Some(r1.token.as_str()));
+        assert_eq!(p.site_token(), Some(site.token.as_str()));
+        assert_ne!(r1.token, r2.token);
         assert!(p.hops.iter().all(|h| h.grant.capability.is_none()));
     }
 

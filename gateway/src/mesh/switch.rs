@@ -6,7 +6,7 @@
 //!   of the two goes to the other, unchanged — the relay never holds the tunnel's keys.
 //! - On an **endpoint** (the ingress that set the tunnel up, the site it leads to), a *local
 //!   route* ties a label and the neighbour it travels through to a virtual address
-//!   ([`super::packet::virtual_addr`]): arriving packets are handed to QUIC as coming from the
+//!   ([`super::label::virtual_addr`]): arriving packets are handed to QUIC as coming from the
 //!   virtual address, and what QUIC sends there goes to the neighbour with the label. The
 //!   ingress keeps one virtual address for a binding's connection and moves it onto each new
 //!   tunnel ([`Switch::route`] again), so that QUIC sees a re-route as a path migration.
@@ -179,10 +179,8 @@ impl Switch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tunnel::packet;
-
     fn virtual_addr(label: u64) -> SocketAddr {
-        packet::virtual_addr(label, false).unwrap()
+        crate::mesh::label::virtual_addr(label, false).unwrap()
     }
 
     fn addr(last: u8) -> SocketAddr {

@@ -1,4 +1,4 @@
-//! Labelled packets, sans-IO: the wire format of the forwarding data plane.
+//! Labelled packets, sans-IO: the wire format of the tunnels' forwarding data plane.
 //!
 //! A tunnel's end-to-end QUIC packets travel between nodes on the mesh's UDP sockets with a
 //! 9-byte header in front — a tag byte and the tunnel's label (its id, big-endian):
