@@ -103,8 +103,14 @@ impl Controller {
                 anyhow::anyhow!("tunnel {}: {first} is not connected to the controller", tunnel.id)
             })?
             .remote_address();
+        let switch = Arc::clone(self.carriers.endpoint()?.switch());
+        // Every client connection passes here: the socket's readers need not wait for a write
+        // that changes nothing.
+        if switch.read(|s| s.departing(virtual_addr)) == Some((tunnel.id, first_addr)) {
+            return Ok(());
+        }
         let expires = tunnel.expires_unix_ms;
-        self.carriers.endpoint()?.switch().update(|s| s.route(virtual_addr, tunnel.id, first_addr, expires));
+        switch.update(|s| s.route(virtual_addr, tunnel.id, first_addr, expires));
         Ok(())
     }
 

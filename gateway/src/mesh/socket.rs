@@ -157,12 +157,14 @@ impl SwitchedSocket {
             })
             .collect();
         drop(table);
-        // Forward runs of datagrams with one way on, each run in one send.
+        // Forward runs of datagrams with one way on, each run in one send (as many as the
+        // socket can send at once: one where it has no GSO).
+        let most = self.inner.max_transmit_segments().max(1);
         let mut i = 0;
         while i < fates.len() {
             let (start, _, fate) = fates[i];
             let mut j = i + 1;
-            while j < fates.len() && fates[j].2 == fate && fates[j].1 - start <= MAX_SEND {
+            while j < fates.len() && fates[j].2 == fate && fates[j].1 - start <= MAX_SEND && j - i < most {
                 j += 1;
             }
             if let Fate::Forward(to) = fate {
@@ -262,7 +264,7 @@ impl AsyncUdpSocket for SwitchedSocket {
         };
         let size = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
         let header = label::header(label);
-        let per_send = (MAX_SEND / (size + HEADER)).max(1);
+        let per_send = (MAX_SEND / (size + HEADER)).clamp(1, self.inner.max_transmit_segments().max(1));
         for (i, batch) in transmit.contents.chunks(size * per_send).enumerate() {
             let mut labelled = Vec::with_capacity(batch.len() + HEADER * batch.len().div_ceil(size));
             for datagram in batch.chunks(size) {

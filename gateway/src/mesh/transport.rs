@@ -103,9 +103,12 @@ impl RefusalLog {
 pub const MESH_STREAMS: u32 = 1024;
 
 /// Concurrent streams the ingress may open on a binding's end-to-end connection to a site:
-/// one per client connection, however many a binding allows (`max_connections`). It costs
-/// the site about 2 MiB per binding, set aside when the connection starts.
-pub const CARRIER_STREAMS: u32 = 1 << 16;
+/// one per client connection — as many as the ingress holds at once by default
+/// (`max_client_connections`, 16,384; a binding beyond it waits for a stream to end). QUIC
+/// sets a slot aside for each at the site, and once streams have come and gone each slot
+/// keeps a receive state for reuse: a busy binding's memory at the site grows to a bound set
+/// by this number.
+pub const CARRIER_STREAMS: u32 = 1 << 14;
 
 /// QUIC transport settings, with `incoming` streams the peer may open at once.
 fn transport_config(incoming: u32) -> Arc<quinn::TransportConfig> {
