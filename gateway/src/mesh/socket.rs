@@ -47,20 +47,18 @@ pub struct Counters {
     pub delivered: AtomicU64,
     /// Packets this node's QUIC stack sent over a tunnel.
     pub sent: AtomicU64,
-    /// Dropped packets, by [`Dropped::ALL`]'s order.
+    /// Dropped packets, indexed by [`Dropped`] (declaration order, as in [`Dropped::ALL`]).
     pub dropped: [AtomicU64; Dropped::ALL.len()],
 }
 
 impl Counters {
     fn drop(&self, why: Dropped, n: u64) {
-        let i = Dropped::ALL.iter().position(|d| *d == why).unwrap_or(0);
-        self.dropped[i].fetch_add(n, Ordering::Relaxed);
+        self.dropped[why as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Packets dropped for `why`.
     pub fn dropped(&self, why: Dropped) -> u64 {
-        let i = Dropped::ALL.iter().position(|d| *d == why).unwrap_or(0);
-        self.dropped[i].load(Ordering::Relaxed)
+        self.dropped[why as usize].load(Ordering::Relaxed)
     }
 }
 

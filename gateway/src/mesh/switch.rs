@@ -44,7 +44,7 @@ pub enum Dropped {
 }
 
 impl Dropped {
-    /// Every reason, for counters.
+    /// Every reason, for counters: in declaration order, so that `reason as usize` indexes it.
     pub const ALL: [Dropped; 5] = [
         Dropped::Junk,
         Dropped::UnknownLabel,
@@ -185,6 +185,13 @@ mod tests {
 
     fn addr(last: u8) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, last], 4000))
+    }
+
+    #[test]
+    fn every_drop_reason_indexes_its_place_in_all() {
+        for (i, why) in Dropped::ALL.iter().enumerate() {
+            assert_eq!(*why as usize, i, "{why:?}");
+        }
     }
 
     #[test]
