@@ -8,10 +8,11 @@
 #      Skybridge binding vs direct, and through the socat and ssh chains (what a relay hop
 #      costs on this machine without Skybridge): p50 and p99, and the latency added per relay;
 #      measured twice, with idle CPUs halting (the VM's default) and polling (PM QoS), and with
-#      each node's CPU time and context switches per request;
+#      each node's CPU time and context switches per request; and the same chains with one
+#      relay (Skybridge: site-a → r1 → site-c), whose difference is what one more relay adds;
 #   3. new connections per second (wrk with `Connection: close`: one TCP connection per
 #      request) through a binding vs direct;
-#   4. memory per idle tunnelled connection: the resident memory of all five Skybridge
+#   4. memory per idle tunnelled connection: the resident memory of all the Skybridge
 #      processes before and after opening 10,000 connections that stay open.
 #
 # Usage: bench/tunnel.sh [SECONDS]      (default 5 per measurement)
@@ -102,7 +103,7 @@ if mode == "request":
     print("  per request, each Skybridge process: " + ", ".join(
         "%s %.0f µs CPU (%.0f user, %.0f kernel), %.1f context switches"
         % (name, us(name, 0) + us(name, 1), us(name, 0), us(name, 1), delta(name, 2) / n)
-        for name in names if name != "site-a"))
+        for name in names if name not in ("site-a", "site-c")))
 else:
     print("  without traffic (%d s, probes only), CPU of each Skybridge process: " % n + ", ".join(
         "%s %.1f %%" % (name, (delta(name, 0) + delta(name, 1)) * 100 / hz / n) for name in names))
@@ -165,7 +166,7 @@ wait_port "$SSH_FWD"
 
 # --- Skybridge: controller, relays r1 → r2, sites; a tcp binding per server ----------------
 cd "$WORK"
-mesh_pki controller:controller r1:relay r2:relay site-a:site site-b:site
+mesh_pki controller:controller r1:relay r2:relay site-a:site site-b:site site-c:site
 MESH=$(free_port); ADMIN=$(free_port); R1=$(free_port); R2=$(free_port); SINK=$(free_port)
 controller_conf "policy = { scorer = \"$SCORER\" }
 ingress = { max_connections = 15000 }"
@@ -174,28 +175,31 @@ node r2 "$R2" > r2.toml
 { node site-a 0; echo "relays = [{ name = \"r1\", addr = \"127.0.0.1:$R1\" }]"; } > site-a.toml
 { node site-b 0; echo "relays = [{ name = \"r2\", addr = \"127.0.0.1:$R2\" }]"
   echo "endpoints = [{ name = \"iperf\", addr = \"127.0.0.1:$IPERF\" }, { name = \"http\", addr = \"127.0.0.1:$HTTP\" }, { name = \"sink\", addr = \"127.0.0.1:$SINK\" }]"; } > site-b.toml
+# site-c, next to r1: its binding from site-a crosses one relay.
+{ node site-c 0; echo "relays = [{ name = \"r1\", addr = \"127.0.0.1:$R1\" }]"
+  echo "endpoints = [{ name = \"http\", addr = \"127.0.0.1:$HTTP\" }]"; } > site-c.toml
 threads=(--threads "$THREADS" --idle-poll-us "$IDLE_POLL_US"); [ "$THREADS" = cores ] && threads=()
 start "$SKY" controller -c controller.toml "${threads[@]}" 2>controller.log
 wait_port "$ADMIN"
 for n in r2 r1; do start "$SKY" relay -c "$n.toml" "${threads[@]}" 2>"$n.log"; done
-for n in site-a site-b; do start "$SKY" site -c "$n.toml" "${threads[@]}" 2>"$n.log"; done
+for n in site-a site-b site-c; do start "$SKY" site -c "$n.toml" "${threads[@]}" 2>"$n.log"; done
 export SKYBRIDGE_URL="http://127.0.0.1:$ADMIN" SKYBRIDGE_TOKEN_FILE="$WORK/admin.token"
-bind() { # endpoint → listen port
+bind() { # endpoint [site] → listen port
     for _ in $(seq 1 100); do
-        if out=$("$SKY" ctl bind --from site-a --to site-b --endpoint "$1" 2>/dev/null); then
+        if out=$("$SKY" ctl bind --from site-a --to "${2:-site-b}" --endpoint "$1" 2>/dev/null); then
             echo "$out" | head -1 | sed -E 's/^binding [0-9]+: 127\.0\.0\.1:([0-9]+) .*/\1/'; return 0
         fi
         sleep 0.2
     done
-    echo "could not bind $1" >&2; "$SKY" ctl bind --from site-a --to site-b --endpoint "$1" >&2; return 1
+    echo "could not bind $1" >&2; "$SKY" ctl bind --from site-a --to "${2:-site-b}" --endpoint "$1" >&2; return 1
 }
-SKY_IPERF=$(bind iperf); SKY_HTTP=$(bind http); SKY_SINK=$(bind sink)
+SKY_IPERF=$(bind iperf); SKY_HTTP=$(bind http); SKY_SINK=$(bind sink); SKY_HTTP1=$(bind http site-c)
 if [ "$THREADS" = cores ]; then
     echo "Skybridge nodes as shipped (no tuning flags)"
 else
     echo "Skybridge nodes: $THREADS worker thread(s) each (SKYBRIDGE_BENCH_THREADS), idle poll $IDLE_POLL_US µs (SKYBRIDGE_BENCH_IDLE_POLL_US)"
 fi
-echo "Skybridge path: $("$SKY" ctl bindings | sed -n 2p | awk '{print $4, $5, $6, $7, $8, $9, $10}')" >&2
+"$SKY" ctl bindings >&2   # the paths taken
 
 # --- measure --------------------------------------------------------------------------------
 if section throughput; then
@@ -223,6 +227,11 @@ printf '  %-40s p50 %6s µs   p99 %6s µs\n' "direct" "$d50" "$d99" "socat chain
 python3 -c "print('  added at p50: socat %.0f µs in all, %.0f µs per relay; ssh -J %.0f µs; Skybridge %.0f µs in all, %.0f µs per relay (target: no more than socat per relay)' % ($c50 - $d50, ($c50 - $d50) / 2, $h50 - $d50, $s50 - $d50, ($s50 - $d50) / 2))"
 DIRECT_P50+=("$d50"); SKY_P50+=("$s50")
 report_costs request "$sn"
+# One relay fewer: what a relay adds is the difference (the ends' work cancels out).
+read -r c1_50 _ < <(latency "$H2")
+read -r s1_50 _ < <(latency "$SKY_HTTP1")
+printf '  %-40s p50 %6s µs\n' "socat, 1 relay" "$c1_50" "Skybridge, 1 relay (r1)" "$s1_50"
+python3 -c "print('  one more relay adds at p50: socat %.0f µs, Skybridge %.0f µs (target: no more than socat)' % ($c50 - $c1_50, $s50 - $s1_50))"
 }
 
 if section latency; then
@@ -308,7 +317,7 @@ sleep 1
 after=$(rss_kib)
 after_each=$(rss_each)
 echo >&"${HOLD[1]}"
-printf '  %-40s %8s KiB\n' "Skybridge RSS (5 processes) before" "$before" "with $carried connections carried" "$after"
+printf '  %-40s %8s KiB\n' "Skybridge RSS ($(pgrep -fc "$SKY (controller|relay|site) ") processes) before" "$before" "with $carried connections carried" "$after"
 python3 -c "print('  %.1f KiB per idle tunnelled connection, all hops together (target <= 16 KiB)' % (($after - $before) / max($carried, 1)))"
 python3 -c "
 import sys

@@ -11,17 +11,28 @@
 //!
 //! A batch that mixes kinds (the kernel coalesces datagrams of one sender, whatever their
 //! labels) keeps one kind in place and carries the others over to the next call, copied.
+//!
+//! Who reads the socket: at an end (a controller, a site) quinn does, on the async runtime,
+//! and sorting happens as it reads. At a relay, whose work is forwarding, a thread of its own
+//! waits for the socket in `poll` and forwards as soon as the kernel wakes it — the path a
+//! socat relay takes, with no runtime wake-up or task switch between a packet's arrival and
+//! its departure — and queues the little that is the relay's own QUIC (control, probes) for
+//! quinn; quinn's sends there go straight to the socket.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
-use quinn::udp::{RecvMeta, Transmit};
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
+use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd, poll};
 
 use super::label::{self, HEADER, Kind};
 use super::switch::{Dropped, Switch, Verdict};
@@ -93,43 +104,138 @@ impl LabelSwitch {
 /// A UDP socket that sorts labelled packets from the mesh's own (see the module docs).
 #[derive(Debug)]
 pub struct SwitchedSocket {
-    inner: Arc<dyn AsyncUdpSocket>,
-    switch: Arc<LabelSwitch>,
-    /// Datagrams of a mixed batch not yet handed over, with their metadata.
-    carried: Mutex<VecDeque<(RecvMeta, Vec<u8>)>>,
+    io: Io,
+    sorter: Arc<Sorter>,
 }
+
+/// Who reads and writes the socket.
+#[derive(Debug)]
+enum Io {
+    /// quinn's runtime socket, read when QUIC asks (an end: a controller or a site).
+    Runtime(Arc<dyn AsyncUdpSocket>),
+    /// A relay's: a thread of its own reads it and forwards; QUIC's sends go straight out.
+    /// (Held, never read: dropping it stops the thread, which lets go of the socket.)
+    Thread { socket: Arc<Plain>, _forwarding: ForwardingThread },
+}
+
+/// Sorting what arrives: the switch, and the datagrams waiting for this node's QUIC.
+#[derive(Debug)]
+struct Sorter {
+    switch: Arc<LabelSwitch>,
+    inbox: Inbox,
+}
+
+/// Datagrams for this node's QUIC not yet handed over (the rest of a mixed batch, or all the
+/// mesh's own at a relay), and the task to wake when more come.
+#[derive(Debug, Default)]
+struct Inbox(Mutex<Waiting>);
+
+#[derive(Debug, Default)]
+struct Waiting {
+    queue: VecDeque<(RecvMeta, Vec<u8>)>,
+    bytes: usize,
+    waker: Option<Waker>,
+}
+
+/// Most bytes waiting in an inbox: as much as the socket's own receive buffer holds. Beyond
+/// it datagrams are dropped, as a full socket would.
+const INBOX_BYTES: usize = super::transport::UDP_BUFFER_BYTES;
 
 /// Most bytes of one send: a GSO batch must fit in one IP datagram's length field.
 const MAX_SEND: usize = 65_000;
 
-impl SwitchedSocket {
-    /// Wrap `inner`, sorting labelled packets with `switch`.
-    pub fn new(inner: Arc<dyn AsyncUdpSocket>, switch: Arc<LabelSwitch>) -> Arc<SwitchedSocket> {
-        Arc::new(SwitchedSocket { inner, switch, carried: Mutex::default() })
+/// Receive buffers a relay's thread reads into at once.
+const THREAD_BATCH: usize = 8;
+
+/// How long QUIC's sends wait after a relay's socket was full, before they try again.
+const SEND_RETRY: Duration = Duration::from_millis(1);
+
+/// How long a relay's thread pauses after an unexpected receive error (never spinning on one).
+const ERROR_PAUSE: Duration = Duration::from_millis(1);
+
+impl Inbox {
+    /// Queue `data` (as `meta` describes it) and wake the reader; `false` when full.
+    fn push(&self, meta: RecvMeta, data: Vec<u8>) -> bool {
+        let mut waiting = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if waiting.bytes + data.len() > INBOX_BYTES {
+            return false;
+        }
+        waiting.bytes += data.len();
+        waiting.queue.push_back((meta, data));
+        let waker = waiting.waker.take();
+        drop(waiting);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
     }
 
-    /// Hand over carried-over datagrams, as many as fit; `None` when there are none.
-    fn hand_over_carried(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> Option<usize> {
-        let mut carried = self.carried.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Hand over queued datagrams, as many as fit; `None` when there are none, after which
+    /// `cx`'s task (if given) is woken by the next push.
+    fn hand_over(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+        counters: &Counters,
+        cx: Option<&Context>,
+    ) -> Option<usize> {
+        let mut waiting = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let mut n = 0;
         while n < bufs.len().min(meta.len()) {
-            let Some((m, data)) = carried.pop_front() else { break };
+            let Some((m, data)) = waiting.queue.pop_front() else { break };
+            waiting.bytes -= data.len();
             if data.len() > bufs[n].len() {
                 // Cannot happen (it came from a buffer of this size), but never overrun.
-                self.switch.counters.drop(Dropped::Junk, 1);
+                counters.drop(Dropped::Junk, 1);
                 continue;
             }
             bufs[n][..data.len()].copy_from_slice(&data);
             meta[n] = RecvMeta { len: data.len(), ..m };
             n += 1;
         }
+        if n == 0
+            && let Some(cx) = cx
+        {
+            waiting.waker = Some(cx.waker().clone());
+        }
         (n > 0).then_some(n)
     }
+}
 
-    /// Sort one received buffer of datagrams (`meta.stride` apart): forward what goes on,
-    /// strip and readdress what is delivered, drop the rest. One kind stays in `buf` (and
-    /// `meta` describes it, `len` 0 when none does); the others are carried over.
-    fn sort(&self, buf: &mut [u8], meta: &mut RecvMeta) {
+impl SwitchedSocket {
+    /// Wrap `inner`, sorting labelled packets with `switch` as QUIC reads them.
+    pub fn new(inner: Arc<dyn AsyncUdpSocket>, switch: Arc<LabelSwitch>) -> Arc<SwitchedSocket> {
+        let sorter = Arc::new(Sorter { switch, inbox: Inbox::default() });
+        Arc::new(SwitchedSocket { io: Io::Runtime(inner), sorter })
+    }
+
+    /// A relay's socket: a thread of its own reads `socket`, forwards labelled packets as
+    /// soon as they arrive — woken by the kernel, with no async runtime between — and queues
+    /// the mesh's own for QUIC. The thread stops when the socket is dropped.
+    pub fn threaded(
+        socket: std::net::UdpSocket,
+        switch: Arc<LabelSwitch>,
+    ) -> io::Result<Arc<SwitchedSocket>> {
+        let plain = Arc::new(Plain::new(socket)?);
+        let sorter = Arc::new(Sorter { switch, inbox: Inbox::default() });
+        let thread = ForwardingThread::start(Arc::clone(&plain), Arc::clone(&sorter))?;
+        Ok(Arc::new(SwitchedSocket { io: Io::Thread { socket: plain, _forwarding: thread }, sorter }))
+    }
+
+    /// Send `transmit` as is.
+    fn send_raw(&self, transmit: &Transmit) -> io::Result<()> {
+        match &self.io {
+            Io::Runtime(inner) => inner.try_send(transmit),
+            Io::Thread { socket: plain, .. } => plain.try_send(transmit),
+        }
+    }
+}
+
+impl Sorter {
+    /// Sort one received buffer of datagrams (`meta.stride` apart): forward what goes on (out
+    /// of `out`), strip and readdress what is delivered, drop the rest. One kind stays in
+    /// `buf` (and `meta` describes it, `len` 0 when none does); the others go to the inbox.
+    fn sort(&self, buf: &mut [u8], meta: &mut RecvMeta, out: &dyn Outlet) {
         let (len, stride) = (meta.len.min(buf.len()), meta.stride.max(1));
         // The common cases in one look: all the mesh's own, or nothing labelled.
         if (0..len).step_by(stride).all(|at| label::kind(&buf[at..(at + stride).min(len)]) == Kind::Mesh) {
@@ -157,7 +263,8 @@ impl SwitchedSocket {
         drop(table);
         // Forward runs of datagrams with one way on, each run in one send (as many as the
         // socket can send at once: one where it has no GSO).
-        let most = self.inner.max_transmit_segments().max(1);
+        let most = out.max_segments().max(1);
+        let counters = &self.switch.counters;
         let mut i = 0;
         while i < fates.len() {
             let (start, _, fate) = fates[i];
@@ -166,13 +273,13 @@ impl SwitchedSocket {
                 j += 1;
             }
             if let Fate::Forward(to) = fate {
-                self.forward(&buf[start..fates[j - 1].1], stride, to, meta, (j - i) as u64);
+                forward(out, counters, &buf[start..fates[j - 1].1], stride, to, meta, (j - i) as u64);
             } else if let Fate::Drop(why) = fate {
-                self.switch.counters.drop(why, (j - i) as u64);
+                counters.drop(why, (j - i) as u64);
             }
             i = j;
         }
-        // Deliver: the first kept kind stays in place, the others are carried over.
+        // Deliver: the first kept kind stays in place, the others go to the inbox.
         let mut kept = fates.iter().filter_map(|(_, _, f)| match f {
             Fate::Keep(from, skip) => Some((*from, *skip)),
             _ => None,
@@ -187,7 +294,6 @@ impl SwitchedSocket {
                 others.push(k);
             }
         }
-        let counters = &self.switch.counters;
         for (from, skip) in &others {
             let mut data = Vec::new();
             let mut n = 0u64;
@@ -195,11 +301,12 @@ impl SwitchedSocket {
                 data.extend_from_slice(&buf[at + skip..*end]);
                 n += 1;
             }
-            if *skip > 0 {
+            let carried = RecvMeta { addr: *from, len: data.len(), stride: stride - skip, ..*meta };
+            if !self.inbox.push(carried, data) {
+                counters.drop(Dropped::SendFailed, n);
+            } else if *skip > 0 {
                 counters.delivered.fetch_add(n, Ordering::Relaxed);
             }
-            let carried = RecvMeta { addr: *from, len: data.len(), stride: stride - skip, ..*meta };
-            self.carried.lock().unwrap_or_else(PoisonError::into_inner).push_back((carried, data));
         }
         let (from, skip) = first;
         let mut written = 0;
@@ -214,24 +321,190 @@ impl SwitchedSocket {
         }
         *meta = RecvMeta { addr: from, len: written, stride: stride - skip, ..*meta };
     }
+}
 
-    /// Send `datagrams` (`stride` apart, as received) on to `to`, unchanged.
-    fn forward(&self, datagrams: &[u8], stride: usize, to: SocketAddr, meta: &RecvMeta, n: u64) {
-        let transmit = Transmit {
-            destination: to,
-            ecn: meta.ecn,
-            contents: datagrams,
-            segment_size: (datagrams.len() > stride).then_some(stride),
-            src_ip: meta.dst_ip,
-        };
-        let counters = &self.switch.counters;
-        match self.inner.try_send(&transmit) {
-            Ok(()) => {
-                counters.forwarded.fetch_add(n, Ordering::Relaxed);
-                counters.forwarded_bytes.fetch_add(datagrams.len() as u64, Ordering::Relaxed);
+/// Send `datagrams` (`stride` apart, as received) on to `to`, unchanged.
+fn forward(
+    out: &dyn Outlet,
+    counters: &Counters,
+    datagrams: &[u8],
+    stride: usize,
+    to: SocketAddr,
+    meta: &RecvMeta,
+    n: u64,
+) {
+    let transmit = Transmit {
+        destination: to,
+        ecn: meta.ecn,
+        contents: datagrams,
+        segment_size: (datagrams.len() > stride).then_some(stride),
+        src_ip: meta.dst_ip,
+    };
+    match out.send(&transmit) {
+        Ok(()) => {
+            counters.forwarded.fetch_add(n, Ordering::Relaxed);
+            counters.forwarded_bytes.fetch_add(datagrams.len() as u64, Ordering::Relaxed);
+        }
+        // A full socket buffer drops, as a router would; QUIC end to end recovers.
+        Err(_) => counters.drop(Dropped::SendFailed, n),
+    }
+}
+
+/// Where forwarded datagrams leave: the socket, as its reader writes it.
+trait Outlet {
+    fn send(&self, transmit: &Transmit) -> io::Result<()>;
+    fn max_segments(&self) -> usize;
+}
+
+impl Outlet for Arc<dyn AsyncUdpSocket> {
+    fn send(&self, transmit: &Transmit) -> io::Result<()> {
+        self.try_send(transmit)
+    }
+
+    fn max_segments(&self) -> usize {
+        self.max_transmit_segments()
+    }
+}
+
+/// A relay's socket, used without the async runtime: non-blocking, written by whoever sends,
+/// read only by the forwarding thread (which waits for it in `poll`).
+#[derive(Debug)]
+struct Plain {
+    socket: std::net::UdpSocket,
+    state: UdpSocketState,
+    /// A send of QUIC's found the socket full: its next sends wait [`SEND_RETRY`].
+    full: AtomicBool,
+}
+
+impl Plain {
+    fn new(socket: std::net::UdpSocket) -> io::Result<Plain> {
+        socket.set_nonblocking(true)?;
+        let state = UdpSocketState::new((&socket).into())?;
+        Ok(Plain { socket, state, full: AtomicBool::new(false) })
+    }
+
+    /// QUIC's send: as quinn's own socket does it (errors other than a full socket are
+    /// logged by quinn-udp and taken as a lost packet).
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        let sent = self.state.send((&self.socket).into(), transmit);
+        if matches!(&sent, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.full.store(true, Ordering::Relaxed);
+        }
+        sent
+    }
+}
+
+impl Outlet for Plain {
+    fn send(&self, transmit: &Transmit) -> io::Result<()> {
+        self.state.send((&self.socket).into(), transmit)
+    }
+
+    fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+}
+
+/// When QUIC may send on a relay's socket: at once, unless it was just found full; then after
+/// [`SEND_RETRY`] (a relay's own QUIC traffic — control and probes — is light, and no runtime
+/// watches the socket to say when it drains).
+#[derive(Debug)]
+struct PlainPoller {
+    socket: Arc<Plain>,
+    retry: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl UdpPoller for PlainPoller {
+    fn poll_writable(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.socket.full.load(Ordering::Relaxed) {
+            let retry = this.retry.get_or_insert_with(|| Box::pin(tokio::time::sleep(SEND_RETRY)));
+            std::task::ready!(retry.as_mut().poll(cx));
+            this.socket.full.store(false, Ordering::Relaxed);
+        }
+        this.retry = None;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A relay's forwarding thread; dropping it stops the thread and waits for it.
+#[derive(Debug)]
+struct ForwardingThread {
+    /// Written to stop the thread.
+    stop: OwnedFd,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ForwardingThread {
+    fn start(socket: Arc<Plain>, sorter: Arc<Sorter>) -> io::Result<ForwardingThread> {
+        let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let stopped = stop.try_clone()?;
+        let thread = std::thread::Builder::new()
+            .name("mesh-forward".into())
+            .spawn(move || forward_until_stopped(&socket, &sorter, &stopped))?;
+        Ok(ForwardingThread { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for ForwardingThread {
+    fn drop(&mut self) {
+        if rustix::io::write(&self.stop, &1u64.to_ne_bytes()).is_ok()
+            && let Some(thread) = self.thread.take()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The forwarding thread: wait for datagrams (or `stop`), read them in batches, sort them —
+/// forwarding at once — and queue what is QUIC's.
+fn forward_until_stopped(socket: &Plain, sorter: &Sorter, stop: &OwnedFd) {
+    // As quinn sizes its own: a buffer holds the largest datagram times the GRO segments.
+    let size = (u16::MAX as usize + 1) * socket.state.gro_segments().max(1);
+    let Some(mut storage) = RecvBuffer::new(size * THREAD_BATCH) else {
+        tracing::error!("mesh forwarding stopped: no memory for its receive buffers");
+        return;
+    };
+    let storage = storage.as_mut_slice();
+    let mut meta = [RecvMeta::default(); THREAD_BATCH];
+    let counters = &sorter.switch.counters;
+    loop {
+        let mut fds = [PollFd::new(&socket.socket, PollFlags::IN), PollFd::new(stop, PollFlags::IN)];
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                tracing::error!("mesh forwarding stopped: poll failed: {e}");
+                return;
             }
-            // A full socket buffer drops, as a router would; QUIC end to end recovers.
-            Err(_) => counters.drop(Dropped::SendFailed, n),
+        }
+        if !fds[1].revents().is_empty() {
+            return;
+        }
+        loop {
+            let mut chunks = storage.chunks_mut(size);
+            let mut bufs: [IoSliceMut; THREAD_BATCH] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+            let n = match socket.state.recv((&socket.socket).into(), &mut bufs, &mut meta) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // An ICMP error queued on the socket, say: read once; never spin on it.
+                    tracing::debug!("mesh socket: {e}");
+                    std::thread::sleep(ERROR_PAUSE);
+                    break;
+                }
+            };
+            for (buf, m) in bufs.iter_mut().zip(meta.iter_mut()).take(n) {
+                sorter.sort(buf, m, socket);
+                if m.len > 0 && !sorter.inbox.push(*m, buf[..m.len].to_vec()) {
+                    counters.drop(Dropped::SendFailed, m.len.div_ceil(m.stride.max(1)) as u64);
+                }
+            }
+            // Fewer than asked for: the socket is drained (poll says when there is more).
+            if n < THREAD_BATCH {
+                break;
+            }
         }
     }
 }
@@ -247,22 +520,28 @@ enum Fate {
 
 impl AsyncUdpSocket for SwitchedSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        Arc::clone(&self.inner).create_io_poller()
+        match &self.io {
+            Io::Runtime(inner) => Arc::clone(inner).create_io_poller(),
+            Io::Thread { socket: plain, .. } => {
+                Box::pin(PlainPoller { socket: Arc::clone(plain), retry: None })
+            }
+        }
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        let switch = &self.sorter.switch;
         let route = match label::label_of(transmit.destination) {
-            None => return self.inner.try_send(transmit),
-            Some(_) => self.switch.read(|s| s.departing(transmit.destination)),
+            None => return self.send_raw(transmit),
+            Some(_) => switch.read(|s| s.departing(transmit.destination)),
         };
         let Some((label, neighbour)) = route else {
             // The tunnel is gone: its packets go nowhere, as on a link that went down.
-            self.switch.counters.drop(Dropped::UnknownLabel, 1);
+            switch.counters.drop(Dropped::UnknownLabel, 1);
             return Ok(());
         };
         let size = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
         let header = label::header(label);
-        let per_send = (MAX_SEND / (size + HEADER)).clamp(1, self.inner.max_transmit_segments().max(1));
+        let per_send = (MAX_SEND / (size + HEADER)).clamp(1, self.max_transmit_segments().max(1));
         for (i, batch) in transmit.contents.chunks(size * per_send).enumerate() {
             let mut labelled = Vec::with_capacity(batch.len() + HEADER * batch.len().div_ceil(size));
             for datagram in batch.chunks(size) {
@@ -277,13 +556,13 @@ impl AsyncUdpSocket for SwitchedSocket {
                 segment_size: (segments > 1).then_some(size + HEADER),
                 src_ip: transmit.src_ip,
             };
-            match self.inner.try_send(&out) {
-                Ok(()) => self.switch.counters.sent.fetch_add(segments, Ordering::Relaxed),
+            match self.send_raw(&out) {
+                Ok(()) => switch.counters.sent.fetch_add(segments, Ordering::Relaxed),
                 // Nothing sent yet: QUIC waits until the socket is writable and sends again.
                 Err(e) if i == 0 => return Err(e),
                 // Part sent: the rest is lost, as in a full queue; QUIC end to end recovers.
                 Err(_) => {
-                    self.switch.counters.drop(Dropped::SendFailed, segments);
+                    switch.counters.drop(Dropped::SendFailed, segments);
                     return Ok(());
                 }
             };
@@ -297,29 +576,179 @@ impl AsyncUdpSocket for SwitchedSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        if let Some(n) = self.hand_over_carried(bufs, meta) {
+        let (inbox, counters) = (&self.sorter.inbox, &self.sorter.switch.counters);
+        let inner = match &self.io {
+            Io::Runtime(inner) => inner,
+            // The thread has read, sorted and queued it.
+            Io::Thread { .. } => {
+                return inbox
+                    .hand_over(bufs, meta, counters, Some(cx))
+                    .map_or(Poll::Pending, |n| Poll::Ready(Ok(n)));
+            }
+        };
+        if let Some(n) = inbox.hand_over(bufs, meta, counters, None) {
             return Poll::Ready(Ok(n));
         }
-        let n = std::task::ready!(self.inner.poll_recv(cx, bufs, meta))?;
+        let n = std::task::ready!(inner.poll_recv(cx, bufs, meta))?;
         for (buf, m) in bufs.iter_mut().zip(meta.iter_mut()).take(n) {
-            self.sort(buf, m);
+            self.sorter.sort(buf, m, inner);
         }
         Poll::Ready(Ok(n))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        match &self.io {
+            Io::Runtime(inner) => inner.local_addr(),
+            Io::Thread { socket: plain, .. } => plain.socket.local_addr(),
+        }
     }
 
     fn max_transmit_segments(&self) -> usize {
-        self.inner.max_transmit_segments()
+        match &self.io {
+            Io::Runtime(inner) => inner.max_transmit_segments(),
+            Io::Thread { socket: plain, .. } => plain.state.max_gso_segments(),
+        }
     }
 
     fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
+        match &self.io {
+            Io::Runtime(inner) => inner.max_receive_segments(),
+            Io::Thread { socket: plain, .. } => plain.state.gro_segments(),
+        }
     }
 
     fn may_fragment(&self) -> bool {
-        self.inner.may_fragment()
+        match &self.io {
+            Io::Runtime(inner) => inner.may_fragment(),
+            Io::Thread { socket: plain, .. } => plain.state.may_fragment(),
+        }
+    }
+}
+
+/// A relay thread's receive buffers: zeroed memory mapped from the OS by the system allocator,
+/// so that only the pages datagrams are written to become resident. (A batch of buffers sized
+/// for the largest GRO batch is megabytes, of which a relay touches the first few KiB of each;
+/// from the process's allocator, which backs its arenas with huge pages, each touch cost a
+/// 2 MiB page: +18 MiB per relay, measured.)
+struct RecvBuffer {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+#[allow(unsafe_code)]
+impl RecvBuffer {
+    fn new(len: usize) -> Option<RecvBuffer> {
+        use std::alloc::GlobalAlloc;
+        let layout = std::alloc::Layout::array::<u8>(len.max(1)).ok()?;
+        // SAFETY: the layout's size is not zero.
+        let ptr = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        std::ptr::NonNull::new(ptr).map(|ptr| RecvBuffer { ptr, layout })
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` points to `layout.size()` zeroed (so initialised) bytes this value owns
+        // until it drops, borrowed mutably here for no longer than `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+#[allow(unsafe_code)]
+impl Drop for RecvBuffer {
+    fn drop(&mut self) {
+        use std::alloc::GlobalAlloc;
+        // SAFETY: allocated by the system allocator with this layout, freed once.
+        unsafe { std::alloc::System.dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::time::Instant;
+
+    fn udp() -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+
+    /// A relay's socket (its own thread reading it) with `label` forwarded `prev` → `next`.
+    fn relay(label: u64, prev: &UdpSocket, next: &UdpSocket) -> (Arc<SwitchedSocket>, SocketAddr) {
+        let socket = udp();
+        let addr = socket.local_addr().unwrap();
+        let switch = LabelSwitch::new(false);
+        let (from, to) = (prev.local_addr().unwrap(), next.local_addr().unwrap());
+        switch.update(|s| s.forward(label, from, to, u64::MAX));
+        (SwitchedSocket::threaded(socket, switch).unwrap(), addr)
+    }
+
+    fn labelled(label: u64, payload: &[u8]) -> Vec<u8> {
+        [&label::header(label)[..], payload].concat()
+    }
+
+    #[test]
+    fn a_relays_thread_forwards_granted_labels_and_queues_the_mesh_own_for_quic() {
+        let (prev, next, stranger) = (udp(), udp(), udp());
+        let (relay, addr) = relay(7, &prev, &next);
+        prev.send_to(&labelled(7, b"sealed"), addr).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = next.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&labelled(7, b"sealed")[..], addr), "on, unchanged");
+        // Not granted: an unknown label, a stranger sending a granted one.
+        prev.send_to(&labelled(8, b"x"), addr).unwrap();
+        stranger.send_to(&labelled(7, b"x"), addr).unwrap();
+        // The mesh's own (fixed bit set) waits for QUIC's next read.
+        prev.send_to(&[0x40, 1, 2, 3], addr).unwrap();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut storage = vec![0u8; 1 << 16];
+        let mut meta = [RecvMeta::default()];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            let mut bufs = [IoSliceMut::new(&mut storage)];
+            if let Poll::Ready(n) = relay.poll_recv(&mut cx, &mut bufs, &mut meta) {
+                break n.unwrap();
+            }
+            assert!(Instant::now() < deadline, "the mesh packet never reached QUIC");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(
+            (got, &storage[..meta[0].len], meta[0].addr),
+            (1, &[0x40, 1, 2, 3][..], prev.local_addr().unwrap())
+        );
+        let counters = relay.sorter.switch.counters();
+        assert_eq!(counters.forwarded.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.dropped(Dropped::UnknownLabel), 1);
+        assert_eq!(counters.dropped(Dropped::WrongNeighbour), 1);
+        // QUIC's own sends leave from the relay's address.
+        let quic = [0x40, 9, 9];
+        let to = next.local_addr().unwrap();
+        relay
+            .try_send(&Transmit {
+                destination: to,
+                ecn: None,
+                contents: &quic,
+                segment_size: None,
+                src_ip: None,
+            })
+            .unwrap();
+        let (n, from) = next.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&quic[..], addr));
+    }
+
+    #[test]
+    fn dropping_a_relays_socket_stops_its_thread_and_frees_the_port_at_once() {
+        let (prev, next) = (udp(), udp());
+        let (relay, addr) = relay(7, &prev, &next);
+        drop(relay);
+        // The thread held the socket: had it not stopped, the port would still be taken.
+        let again = UdpSocket::bind(addr).expect("the port is free as soon as the socket is dropped");
+        // And nothing forwards any more.
+        again.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        prev.send_to(&labelled(7, b"late"), addr).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = again.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &labelled(7, b"late")[..], "the new socket got it, the old thread did not");
     }
 }

@@ -131,7 +131,7 @@ fn transport_config(incoming: u32) -> Arc<quinn::TransportConfig> {
 /// holds only three of the 64 KiB packets a loopback or jumbo-frame path carries: a burst
 /// overflowed it about 200 times a second in the tunnel benchmark, and QUIC took each drop for
 /// congestion. The kernel caps the request at `net.core.rmem_max` / `wmem_max`.
-const UDP_BUFFER_BYTES: usize = 4 << 20;
+pub(crate) const UDP_BUFFER_BYTES: usize = 4 << 20;
 
 /// The mesh's UDP socket, bound to `addr`, with large buffers (best effort: a kernel that
 /// refuses them still gets a working socket).
@@ -151,6 +151,25 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 impl MeshEndpoint {
     /// Bind `addr` as `identity`, accepting peers whose certificates grant one of `accept`.
     pub fn bind(addr: SocketAddr, identity: NodeIdentity, accept: &[Role]) -> Result<Self, TransportError> {
+        Self::bind_with(addr, identity, accept, false)
+    }
+
+    /// Bind as [`MeshEndpoint::bind`] does, for a relay: a thread of its own reads the socket
+    /// and forwards tunnels' packets ([`SwitchedSocket::threaded`]).
+    pub fn bind_relay(
+        addr: SocketAddr,
+        identity: NodeIdentity,
+        accept: &[Role],
+    ) -> Result<Self, TransportError> {
+        Self::bind_with(addr, identity, accept, true)
+    }
+
+    fn bind_with(
+        addr: SocketAddr,
+        identity: NodeIdentity,
+        accept: &[Role],
+        forwarding_thread: bool,
+    ) -> Result<Self, TransportError> {
         tls::check_own_identity(&identity)?;
         let crypto = QuicServerConfig::try_from(tls::server_config(&identity, accept)?)
             .map_err(|e| TlsError(format!("QUIC server crypto: {e}")))?;
@@ -168,7 +187,12 @@ impl MeshEndpoint {
             .and_then(|socket| {
                 use quinn::Runtime;
                 let runtime = Arc::new(quinn::TokioRuntime);
-                let socket = SwitchedSocket::new(runtime.wrap_udp_socket(socket)?, Arc::clone(&switch));
+                let switch = Arc::clone(&switch);
+                let socket = if forwarding_thread {
+                    SwitchedSocket::threaded(socket, switch)?
+                } else {
+                    SwitchedSocket::new(runtime.wrap_udp_socket(socket)?, switch)
+                };
                 quinn::Endpoint::new_with_abstract_socket(config, Some(server), socket, runtime)
             })
             .map_err(|source| TransportError::Bind { addr, source })?;

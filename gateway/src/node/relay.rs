@@ -32,7 +32,8 @@ impl Relay {
     /// controller session.
     pub fn start(config: RelayConfig) -> anyhow::Result<Relay> {
         let identity = config.tls.load(&config.name, Role::Relay)?;
-        let endpoint = Arc::new(MeshEndpoint::bind(config.listen, identity, &[Role::Relay, Role::Site])?);
+        let endpoint =
+            Arc::new(MeshEndpoint::bind_relay(config.listen, identity, &[Role::Relay, Role::Site])?);
         let listen = endpoint.local_addr()?;
         let prober = Prober::new(&config.name, true, config.probing.silent_after());
         let switch = Arc::clone(endpoint.switch());
