@@ -11,7 +11,8 @@
 #      each node's CPU time and context switches per request; and the same chains with one
 #      relay (Skybridge: site-a → r1 → site-c), whose difference is what one more relay adds;
 #   3. new connections per second (wrk with `Connection: close`: one TCP connection per
-#      request) through a binding vs direct;
+#      request) through a binding vs direct, and through HAProxy as a plain TCP proxy (one
+#      hop, then two chained: what terminating TCP once or twice more costs on this machine);
 #   4. memory per idle tunnelled connection: the resident memory of all the Skybridge
 #      processes before and after opening 10,000 connections that stay open.
 #
@@ -24,7 +25,7 @@
 #        sleeps, `--idle-poll-us`: 200 by default with one thread; 0 never polls)
 # The headline rows run every node as shipped: no tuning flags. Five nodes, the peers and the
 # load generators share this machine's cores.
-# `cargo xtask bench-tunnel` installs the peers (iperf3, socat, openssh, nginx-light, wrk),
+# `cargo xtask bench-tunnel` installs the peers (iperf3, socat, openssh, nginx-light, wrk, haproxy),
 # builds the release binary and the plugins, then runs this.
 set -euo pipefail
 ulimit -n "$(ulimit -Hn)"   # 10,000 held connections need more descriptors than the default
@@ -46,7 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in "$SKY" iperf3 socat ssh /usr/sbin/sshd nginx wrk python3; do
+for tool in "$SKY" iperf3 socat ssh /usr/sbin/sshd nginx wrk /usr/sbin/haproxy python3; do
     command -v "$tool" >/dev/null || { echo "missing: $tool (run cargo xtask bench-tunnel)" >&2; exit 2; }
 done
 [ -f "$SCORER" ] || { echo "missing: $SCORER (run cargo xtask plugins)" >&2; exit 2; }
@@ -268,10 +269,34 @@ conns_per_s() {
     wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" -H 'Connection: close' "http://127.0.0.1:$1/" \
         | awk '/Requests\/sec/ { printf "%.0f", $2 }'
 }
+# HAProxy in TCP mode, one thread: a proxy in front of nginx, and a second in front of it.
+HP1=$(free_port); HP2=$(free_port)
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+    maxconn 4000
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+listen one
+    bind 127.0.0.1:$HP1
+    server nginx 127.0.0.1:$HTTP
+listen two
+    bind 127.0.0.1:$HP2
+    server one 127.0.0.1:$HP1
+CONF
+start /usr/sbin/haproxy -f "$WORK/haproxy.cfg"
+wait_port "$HP2"
 dc=$(conns_per_s "$HTTP")
+hc1=$(conns_per_s "$HP1")
+hc2=$(conns_per_s "$HP2")
 sc=$(conns_per_s "$SKY_HTTP")
-printf '  %-40s %8s connections/s\n' "direct" "$dc" "through Skybridge (2 relays)" "$sc"
-python3 -c "print('  Skybridge: %.0f new tunnelled connections/s, %.2fx direct (target >= 0.6x)' % ($sc, $sc / $dc))"
+printf '  %-40s %8s connections/s\n' "direct" "$dc" "HAProxy, 1 TCP proxy" "$hc1" "HAProxy, 2 TCP proxies chained" "$hc2" \
+    "through Skybridge (2 relays)" "$sc"
+python3 -c "print('  HAProxy: %.2fx direct with 1 proxy, %.2fx with 2' % ($hc1 / $dc, $hc2 / $dc))"
+python3 -c "print('  Skybridge: %.0f new tunnelled connections/s, %.2fx direct (target >= 0.6x), %.2fx HAProxy with 1 proxy' % ($sc, $sc / $dc, $sc / $hc1))"
 fi
 section memory || exit 0
 
