@@ -457,11 +457,12 @@ impl AsyncUdpSocket for SwitchedSocket {
         }
     }
 
+    /// quinn sizes each receive buffer as this many of the largest datagram it accepts
+    /// ([`super::transport::MAX_UDP_PAYLOAD`], 64 KiB); a GRO batch is one IP datagram's worth
+    /// of bytes at most, so two of them hold any read with room to spare (quinn-udp's count,
+    /// 64, would make it 4 MiB per buffer).
     fn max_receive_segments(&self) -> usize {
-        match &self.io {
-            Io::Runtime(inner) => inner.max_receive_segments(),
-            Io::Thread { socket: plain, .. } => plain.state.gro_segments(),
-        }
+        2
     }
 
     fn may_fragment(&self) -> bool {

@@ -120,12 +120,22 @@ fn transport_config(incoming: u32) -> Arc<quinn::TransportConfig> {
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000)))); // ms
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(incoming));
     // Let path MTU discovery go as high as the path allows (quinn stops at 1452 by default):
-    // fewer, larger packets where the path has a large MTU, and it is safe where it has not.
+    // fewer, larger packets where the path has a large MTU (jumbo frames, loopback), and safe
+    // where it has not — a probe too large for a link is lost (or refused by the kernel) and
+    // discovery settles below it.
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(u16::MAX);
+    mtu.upper_bound(MAX_QUIC_DATAGRAM);
     t.mtu_discovery_config(Some(mtu));
     Arc::new(t)
 }
+
+/// Largest UDP payload a mesh endpoint accepts: as large as a UDP datagram can be (IPv6; IPv4's
+/// limit is 20 bytes less). quinn's default (1,472) would cap every path at Ethernet's MTU.
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 65_527;
+
+/// Largest QUIC datagram path MTU discovery tries: what fits in an IPv4 UDP datagram (65,507
+/// bytes) with a tunnel label in front.
+const MAX_QUIC_DATAGRAM: u16 = 65_507 - crate::mesh::label::HEADER as u16;
 
 /// Requested size of the mesh socket's kernel buffers, each way. Linux's default (208 KiB)
 /// holds only three of the 64 KiB packets a loopback or jumbo-frame path carries: a burst
@@ -182,6 +192,9 @@ impl MeshEndpoint {
         // set: no greasing it (RFC 9287) on the mesh.
         let mut config = quinn::EndpointConfig::default();
         config.grease_quic_bit(false);
+        config
+            .max_udp_payload_size(MAX_UDP_PAYLOAD)
+            .map_err(|e| TransportError::Bind { addr, source: std::io::Error::other(e.to_string()) })?;
         let switch = LabelSwitch::new(addr.is_ipv6());
         let endpoint = bind_udp(addr)
             .and_then(|socket| {
