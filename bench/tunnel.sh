@@ -10,6 +10,8 @@
 #      measured twice, with idle CPUs halting (the VM's default) and polling (PM QoS), and with
 #      each node's CPU time and context switches per request; and the same chains with one
 #      relay (Skybridge: site-a → r1 → site-c), whose difference is what one more relay adds;
+#      and a request on a new connection each time (p50, CPUs halting), where the tunnel's
+#      stream opening shows;
 #   3. new connections per second (wrk with `Connection: close`: one TCP connection per
 #      request) through a binding vs direct, and through HAProxy as a plain TCP proxy (one
 #      hop, then two chained: what terminating TCP once or twice more costs on this machine);
@@ -61,9 +63,10 @@ throughput() {
         | python3 -c 'import json, sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))'
 }
 
-# wrk --latency: the 50 % and 99 % latencies in µs, and the number of requests.
+# wrk --latency: the 50 % and 99 % latencies in µs, and the number of requests (port, then
+# optionally a header to send, such as "Connection: close").
 latency() {
-    wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "http://127.0.0.1:$1/" | python3 -c '
+    wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency ${2:+-H "$2"} "http://127.0.0.1:$1/" | python3 -c '
 import re, sys
 units = {"us": 1, "ms": 1000, "s": 1000000}
 got = {}
@@ -243,6 +246,13 @@ echo "Small HTTP request/response latency (wrk -c1, nginx 'ok'), $SECONDS_PER_RU
 echo " idle CPUs halt (this machine's default):"
 DIRECT_P50=(); SKY_P50=()
 latency_runs
+# A new connection for every request: the client speaks right after connecting, and what the
+# tunnel's opening costs it shows (wrk counts from its request, after its connect).
+read -r d50 _ < <(latency "$HTTP" 'Connection: close')
+read -r c50 _ < <(latency "$H1" 'Connection: close')
+read -r s50 _ < <(latency "$SKY_HTTP" 'Connection: close')
+printf '  %-40s p50 %6s µs\n' "new connection each: direct" "$d50" "new connection each: socat chain" "$c50" \
+    "new connection each: Skybridge" "$s50"
 if exec 9>/dev/cpu_dma_latency 2>/dev/null; then
     printf '\x00\x00\x00\x00' >&9
     echo " idle CPUs poll (/dev/cpu_dma_latency = 0 while it runs, as on latency-tuned hosts):"
