@@ -316,6 +316,7 @@ start python3 -c '
 import asyncio, sys
 async def hold(r, w):
     await r.read()
+    w.close()
 async def main():
     s = await asyncio.start_server(hold, "127.0.0.1", int(sys.argv[1]), backlog=4096)
     await s.serve_forever()
