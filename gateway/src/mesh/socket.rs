@@ -175,7 +175,8 @@ impl Inbox {
             let Some((m, data)) = waiting.queue.pop_front() else { break };
             waiting.bytes -= data.len();
             if data.len() > bufs[n].len() {
-                // Cannot happen (it came from a buffer of this size), but never overrun.
+                // Cannot happen (a GRO batch is one IP datagram's bytes at most, and QUIC's
+                // buffers hold two of the largest), but never overrun.
                 counters.drop(Dropped::Junk, 1);
                 continue;
             }
