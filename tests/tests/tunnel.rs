@@ -1236,6 +1236,78 @@ async fn hundreds_of_concurrent_connections_share_one_quic_connection_per_hop() 
     assert_eq!(view["connections"], json!(N), "{view}");
 }
 
+/// One sample of the controller's metrics, by its exact name and labels (0 when absent).
+async fn sample(mesh: &TestMesh, series: &str) -> f64 {
+    let text = mesh.controller.controller().metrics().await;
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
+/// Wait (at most 10 s) until a metric sample reaches `wanted`.
+async fn wait_for_sample(mesh: &TestMesh, series: &str, wanted: impl Fn(f64) -> bool) -> f64 {
+    let start = std::time::Instant::now();
+    loop {
+        let value = sample(mesh, series).await;
+        if wanted(value) {
+            return value;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{series} stayed at {value}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Send a line and read it back through the echo service.
+async fn echo_line(c: &mut tokio::net::TcpStream, line: &str) {
+    c.write_all(line.as_bytes()).await.expect("write");
+    let mut got = vec![0u8; line.len()];
+    tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut got))
+        .await
+        .unwrap_or_else(|_| panic!("{line:?} did not come back"))
+        .expect("read");
+    assert_eq!(got, line.as_bytes());
+}
+
+/// After `renew_after_streams` clients a binding's end-to-end connection is renewed: later
+/// clients are carried by a fresh one, a client still on the old one carries on, and the old
+/// one closes when that client leaves (and not before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bindings_end_to_end_connection_is_renewed_and_the_old_one_closes_after_its_last_client() {
+    let echo = echo_service().await;
+    let ingress = skybridge_gateway::config::IngressConfig { renew_after_streams: 3, ..Default::default() };
+    let mesh = TestMesh::start(two_relays(echo, None).ingress(ingress)).await;
+    let (status, binding) = bind(&mesh, "web", json!({})).await;
+    assert_eq!(status, 201, "{binding}");
+    let listen: SocketAddr = binding["listen"].as_str().expect("listen").parse().expect("addr");
+    const OPEN: &str = "skybridge_end_to_end_connections";
+    const RENEWED: &str = "skybridge_end_to_end_connections_total{cause=\"renewal\"}";
+
+    // A client that stays, on the binding's first connection.
+    let mut stays = tokio::net::TcpStream::connect(listen).await.expect("connect");
+    echo_line(&mut stays, "stays 1\n").await;
+    assert_eq!(sample(&mesh, RENEWED).await, 0.0, "renewed before renew_after_streams clients");
+    // Clients that come and go, past the renewal point.
+    for i in 0..6 {
+        let mut c = tokio::net::TcpStream::connect(listen).await.expect("connect");
+        echo_line(&mut c, &format!("brief {i}\n")).await;
+    }
+    wait_for_sample(&mesh, RENEWED, |n| n >= 1.0).await;
+    // Clients after the renewal are carried.
+    for i in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(listen).await.expect("connect");
+        echo_line(&mut c, &format!("after {i}\n")).await;
+    }
+    // The old connection is still open for the client that stayed, and still carries it.
+    wait_for_sample(&mesh, OPEN, |n| n == 2.0).await;
+    echo_line(&mut stays, "stays 2\n").await;
+    // Once it leaves, the old connection closes; the binding goes on with the new one.
+    drop(stays);
+    wait_for_sample(&mesh, OPEN, |n| n == 1.0).await;
+    let mut c = tokio::net::TcpStream::connect(listen).await.expect("connect");
+    echo_line(&mut c, "last\n").await;
+    let first = sample(&mesh, "skybridge_end_to_end_connections_total{cause=\"first\"}").await;
+    let replaced = sample(&mesh, "skybridge_end_to_end_connections_total{cause=\"replacement\"}").await;
+    assert_eq!((first, replaced), (1.0, 0.0), "renewals are the only new connections");
+}
+
 /// A controller shuts down completely: its admin API, its bindings' listeners (and a client
 /// connection still open on one) and its store all go, and it starts again in the same process
 /// on the same store file and addresses, with its accounts, its runtime policy and its

@@ -119,6 +119,11 @@ pub struct IngressConfig {
     /// that the admin API and the mesh always have descriptors). Beyond it new connections
     /// are closed at once.
     pub max_client_connections: usize,
+    /// A binding's end-to-end connection to its site is renewed after carrying this many
+    /// client connections (default 4096): a fresh one takes the new clients, the old one
+    /// closes when its last client is done. QUIC at the site keeps state for ended streams
+    /// up to the busiest moment's count; renewing gives it back.
+    pub renew_after_streams: u64,
 }
 
 impl Default for IngressConfig {
@@ -134,6 +139,7 @@ impl Default for IngressConfig {
             max_buffered_mib: 256,
             max_buffered_per_binding_mib: 64,
             max_client_connections: 16_384,
+            renew_after_streams: 4096,
         }
     }
 }
@@ -477,6 +483,7 @@ impl Resolve for ControllerConfig {
             "must be at least twice membership.heartbeat_ms",
         )?;
         require(i.max_connections >= 1, "ingress.max_connections", "must be at least 1")?;
+        require(i.renew_after_streams >= 1, "ingress.renew_after_streams", "must be at least 1")?;
         require(i.idle_timeout_s >= 1, "ingress.idle_timeout_s", "must be at least 1")?;
         require(i.first_byte_timeout_s >= 1, "ingress.first_byte_timeout_s", "must be at least 1")?;
         require(i.max_http_body_mib >= 1, "ingress.max_http_body_mib", "must be at least 1")?;
@@ -670,6 +677,7 @@ mod tests {
     fn zero_and_inverted_limits_and_timings_are_refused_naming_the_key() {
         let refused = [
             ("max_connections = 1024", "max_connections = 0", "ingress.max_connections"),
+            ("renew_after_streams = 4096", "renew_after_streams = 0", "ingress.renew_after_streams"),
             ("max_buffered_mib = 256", "max_buffered_mib = 32", "ingress.max_buffered_mib"),
             ("max_http_body_mib = 16", "max_http_body_mib = 100", "ingress.max_buffered_per_binding_mib"),
             ("down_after_ms = 3000", "down_after_ms = 0", "membership.down_after_ms"),

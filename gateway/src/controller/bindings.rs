@@ -227,8 +227,12 @@ pub struct Stats {
     pub down: AtomicU64,
 }
 
-/// One of a binding's connection slots, freed on drop.
-pub struct ActiveSlot(Arc<Stats>);
+/// One of a binding's connection slots, freed on drop; it holds the end-to-end connection its
+/// stream is on open.
+pub struct ActiveSlot {
+    stats: Arc<Stats>,
+    carrier: Option<super::carriers::CarrierLease>,
+}
 
 impl ActiveSlot {
     /// Take a slot if fewer than `max` are taken; count the connection.
@@ -237,8 +241,13 @@ impl ActiveSlot {
             stats.active.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
         taken.ok().map(|_| {
             stats.connections.fetch_add(1, Ordering::Relaxed);
-            ActiveSlot(Arc::clone(stats))
+            ActiveSlot { stats: Arc::clone(stats), carrier: None }
         })
+    }
+
+    /// The client's stream is on `lease`'s connection.
+    pub(super) fn carried_by(&mut self, lease: super::carriers::CarrierLease) {
+        self.carrier = Some(lease);
     }
 }
 
@@ -258,7 +267,7 @@ impl Stats {
 
 impl Drop for ActiveSlot {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.stats.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -549,7 +558,7 @@ impl Controller {
         let binding = lock(&self.bindings.by_id).remove(&id)?;
         binding.cancel.send_replace(true);
         let view = binding.view();
-        self.drop_carrier(id).await;
+        self.drop_carrier(id);
         self.teardown_tunnel(&view.tunnel).await;
         // The store after the hops: a binding's tunnel goes first.
         if binding.view.mode != Mode::Connect {
@@ -575,7 +584,7 @@ impl Controller {
         let Some(binding) = lock(&self.bindings.by_id).remove(&id) else { return };
         binding.cancel.send_replace(true);
         tracing::warn!(binding = id, reason, "binding let go");
-        self.drop_carrier(id).await;
+        self.drop_carrier(id);
         self.teardown_tunnel(&binding.view.tunnel).await;
         self.events.publish(Event::BindingClosed { binding: id, reason: reason.to_owned() });
     }
@@ -678,7 +687,7 @@ impl Controller {
         };
         if still_bound {
             // Streams under way move onto the new path (the forwarding data plane).
-            self.move_carrier(id, &new).await;
+            self.move_carrier(id, &new);
         }
         self.teardown_tunnel(&old).await;
         if !still_bound {

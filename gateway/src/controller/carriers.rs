@@ -7,22 +7,116 @@
 //! switch routes it over the binding's current tunnel. A re-route moves that route onto the new
 //! tunnel: QUIC at the site sees its peer arrive on a new path, validates it and follows, and
 //! the streams under way carry on.
+//!
+//! After `renew_after_streams` streams a carrier is renewed: a fresh connection is made in the
+//! background over the same virtual address (so re-routes move both), new streams go to it
+//! once it is up, and the old one is closed after its last stream ends. QUIC keeps a receive
+//! state for every stream a peer may open and pools ended ones with their buffers; renewing
+//! returns that memory at the site instead of letting a busy binding hold its high-water mark.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::tunnels::TunnelRecord;
 use super::{Controller, lock};
 use crate::mesh::identity::Role;
 use crate::mesh::transport::MeshEndpoint;
+use crate::metrics::Counters;
 use crate::tunnel::hop::CONNECT_TIMEOUT;
 
-/// A binding's end-to-end connection.
+/// A binding's end-to-end connection, and the client connections it carries.
 struct Carrier {
     virtual_addr: SocketAddr,
     site: String,
     conn: quinn::Connection,
+    /// Streams on it whose client connection has not ended.
+    active: AtomicUsize,
+    /// A newer carrier took over: this one closes once `active` is back to zero.
+    retired: AtomicBool,
+}
+
+impl Carrier {
+    fn new(virtual_addr: SocketAddr, site: String, conn: quinn::Connection) -> Arc<Carrier> {
+        Arc::new(Carrier {
+            virtual_addr,
+            site,
+            conn,
+            active: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+        })
+    }
+
+    fn live(&self) -> bool {
+        self.conn.close_reason().is_none()
+    }
+
+    /// Take no new streams; close once the ones under way have ended.
+    fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        if self.active.load(Ordering::SeqCst) == 0 {
+            self.conn.close(0u32.into(), b"renewed");
+        }
+    }
+}
+
+/// A client connection's hold on the carrier its stream is on: while any is held, a retired
+/// carrier stays open.
+pub struct CarrierLease(Arc<Carrier>);
+
+impl CarrierLease {
+    fn take(carrier: &Arc<Carrier>) -> CarrierLease {
+        carrier.active.fetch_add(1, Ordering::SeqCst);
+        CarrierLease(Arc::clone(carrier))
+    }
+
+    /// The connection to open the stream on.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.0.conn
+    }
+}
+
+impl Drop for CarrierLease {
+    fn drop(&mut self) {
+        // The splice has waited for its last bytes to be acknowledged: closing loses nothing.
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.retired.load(Ordering::SeqCst) {
+            self.0.conn.close(0u32.into(), b"renewed");
+        }
+    }
+}
+
+/// A binding's carriers.
+#[derive(Default)]
+struct Slot {
+    /// Held while a connection is made, so that concurrent first clients share one handshake.
+    dialling: tokio::sync::Mutex<()>,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// Where new streams go.
+    current: Option<Arc<Carrier>>,
+    /// Streams opened on `current`.
+    opened: u64,
+    /// A renewal is being made.
+    renewing: bool,
+    /// Retired carriers whose last streams are still under way.
+    draining: Vec<Arc<Carrier>>,
+}
+
+impl SlotState {
+    fn close_all(&mut self, reason: &'static [u8]) -> Vec<SocketAddr> {
+        let mut addrs = Vec::new();
+        for c in self.current.take().into_iter().chain(self.draining.drain(..)) {
+            c.conn.close(0u32.into(), reason);
+            if !addrs.contains(&c.virtual_addr) {
+                addrs.push(c.virtual_addr);
+            }
+        }
+        addrs
+    }
 }
 
 /// The carriers of this controller's bindings.
@@ -30,14 +124,21 @@ pub(crate) struct Carriers {
     /// The controller's mesh endpoint — not kept alive by this: its socket is let go at
     /// shutdown, so that a controller can start again on the same address.
     endpoint: Weak<MeshEndpoint>,
-    /// One slot per binding; its lock is held while the connection is made, so concurrent
-    /// first clients share one handshake.
-    by_binding: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Option<Carrier>>>>>,
+    by_binding: Mutex<HashMap<u64, Arc<Slot>>>,
+    /// `ingress.renew_after_streams`.
+    renew_after: u64,
+    /// Connections made, by cause (`first`, `renewal`, `replacement`).
+    made: Arc<Counters>,
 }
 
 impl Carriers {
-    pub(super) fn new(endpoint: &Arc<MeshEndpoint>) -> Carriers {
-        Carriers { endpoint: Arc::downgrade(endpoint), by_binding: Mutex::default() }
+    pub(super) fn new(endpoint: &Arc<MeshEndpoint>, renew_after: u64) -> Carriers {
+        Carriers {
+            endpoint: Arc::downgrade(endpoint),
+            by_binding: Mutex::default(),
+            renew_after,
+            made: Arc::default(),
+        }
     }
 
     fn endpoint(&self) -> anyhow::Result<Arc<MeshEndpoint>> {
@@ -48,38 +149,56 @@ impl Carriers {
     pub(super) fn close_all(&self) {
         let slots: Vec<_> = lock(&self.by_binding).drain().map(|(_, slot)| slot).collect();
         for slot in slots {
-            if let Ok(mut slot) = slot.try_lock()
-                && let Some(c) = slot.take()
-            {
-                c.conn.close(0u32.into(), b"shutdown");
-            }
+            lock(&slot.state).close_all(b"shutdown");
         }
     }
 
-    fn slot(&self, binding: u64) -> Arc<tokio::sync::Mutex<Option<Carrier>>> {
+    fn slot(&self, binding: u64) -> Arc<Slot> {
         Arc::clone(lock(&self.by_binding).entry(binding).or_default())
+    }
+
+    /// Connections made so far, by cause.
+    pub(super) fn made(&self) -> Vec<(Vec<String>, u64)> {
+        self.made.snapshot()
+    }
+
+    /// End-to-end connections open now, draining ones included.
+    pub(super) fn open(&self) -> usize {
+        let slots: Vec<_> = lock(&self.by_binding).values().cloned().collect();
+        slots
+            .iter()
+            .map(|slot| {
+                let s = lock(&slot.state);
+                s.current.iter().chain(&s.draining).filter(|c| c.live()).count()
+            })
+            .sum()
     }
 }
 
 impl Controller {
-    /// Binding `binding`'s end-to-end connection, routed over `tunnel` (made on first use, or
-    /// again when the last one closed or the binding's site changed).
-    pub(super) async fn carrier(
-        &self,
-        binding: u64,
-        tunnel: &TunnelRecord,
-    ) -> anyhow::Result<quinn::Connection> {
+    /// A lease on binding `binding`'s end-to-end connection, routed over `tunnel` (made on
+    /// first use, or again when the last one closed or the binding's site changed).
+    pub(super) async fn carrier(&self, binding: u64, tunnel: &TunnelRecord) -> anyhow::Result<CarrierLease> {
         let site = tunnel.hops.last().ok_or_else(|| anyhow::anyhow!("tunnel {} has no hops", tunnel.id))?;
         let slot = self.carriers.slot(binding);
-        let mut slot = slot.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| c.conn.close_reason().is_none() && &c.site == site) {
-            self.route_carrier(c.virtual_addr, tunnel)?;
-            return Ok(c.conn.clone());
+        if let Some(lease) = self.lease_current(binding, &slot, site, tunnel)? {
+            return Ok(lease);
+        }
+        let _dialling = slot.dialling.lock().await;
+        // Another client may have made it while this one waited.
+        if let Some(lease) = self.lease_current(binding, &slot, site, tunnel)? {
+            return Ok(lease);
         }
         let endpoint = self.carriers.endpoint()?;
-        if let Some(old) = slot.take() {
-            endpoint.switch().update(|s| s.unroute(old.virtual_addr));
-        }
+        let replaced = {
+            let mut s = lock(&slot.state);
+            let before = s.current.is_some() || !s.draining.is_empty();
+            // Dead, or towards a site the binding no longer goes to: nothing of them is used.
+            for addr in s.close_all(b"replaced") {
+                endpoint.switch().update(|sw| sw.unroute(addr));
+            }
+            before
+        };
         let virtual_addr = endpoint
             .virtual_addr(tunnel.id)
             .ok_or_else(|| anyhow::anyhow!("tunnel id {} does not fit a virtual address", tunnel.id))?;
@@ -89,8 +208,73 @@ impl Controller {
             .map_err(|_| {
                 anyhow::anyhow!("no end-to-end connection with {site} within {CONNECT_TIMEOUT:?}")
             })??;
-        *slot = Some(Carrier { virtual_addr, site: site.clone(), conn: conn.clone() });
-        Ok(conn)
+        self.carriers.made.inc(&[if replaced { "replacement" } else { "first" }]);
+        let carrier = Carrier::new(virtual_addr, site.clone(), conn);
+        let lease = CarrierLease::take(&carrier);
+        let mut s = lock(&slot.state);
+        s.current = Some(carrier);
+        s.opened = 1;
+        Ok(lease)
+    }
+
+    /// A lease on the slot's current carrier if it is open and goes to `site` (routed over
+    /// `tunnel`); starts its renewal when it has carried enough streams.
+    fn lease_current(
+        &self,
+        binding: u64,
+        slot: &Arc<Slot>,
+        site: &str,
+        tunnel: &TunnelRecord,
+    ) -> anyhow::Result<Option<CarrierLease>> {
+        let mut s = lock(&slot.state);
+        let Some(c) = s.current.as_ref().filter(|c| c.live() && c.site == site) else { return Ok(None) };
+        self.route_carrier(c.virtual_addr, tunnel)?;
+        let lease = CarrierLease::take(c);
+        s.opened += 1;
+        if s.opened > self.carriers.renew_after && !s.renewing {
+            s.renewing = true;
+            self.renew(binding, slot, &lease.0);
+        }
+        s.draining.retain(|c| c.live());
+        Ok(Some(lease))
+    }
+
+    /// Make binding `binding`'s next carrier, to the same site over the same virtual address
+    /// as `old`, in the background (new clients meanwhile use `old`), then put it in `old`'s
+    /// place.
+    fn renew(&self, binding: u64, slot: &Arc<Slot>, old: &Arc<Carrier>) {
+        let (slot, old, made) = (Arc::clone(slot), Arc::clone(old), Arc::clone(&self.carriers.made));
+        let Ok(endpoint) = self.carriers.endpoint() else { return };
+        self.spawner.spawn(async move {
+            let (addr, site) = (old.virtual_addr, old.site.as_str());
+            let made_one = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(addr, site, &[Role::Site]))
+                .await
+                .map_err(|_| anyhow::anyhow!("none within {CONNECT_TIMEOUT:?}"))
+                .and_then(|made| made.map_err(anyhow::Error::from));
+            let mut s = lock(&slot.state);
+            s.renewing = false;
+            let conn = match made_one {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(binding, %site, "cannot renew the end-to-end connection, the current one carries on: {e:#}");
+                    // Try again after as many streams again.
+                    s.opened = 0;
+                    return;
+                }
+            };
+            // The binding closed, moved to another site or lost its carrier meanwhile: the
+            // next client makes a new one.
+            if !s.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &old) && c.live()) {
+                conn.close(0u32.into(), b"not needed");
+                return;
+            }
+            made.inc(&["renewal"]);
+            tracing::debug!(binding, %site, streams = s.opened, "end-to-end connection renewed");
+            s.current = Some(Carrier::new(addr, old.site.clone(), conn));
+            s.opened = 0;
+            old.retire();
+            s.draining.push(old);
+        });
     }
 
     /// Route `virtual_addr` over `tunnel`: through its first hop, with its label.
@@ -114,25 +298,26 @@ impl Controller {
         Ok(())
     }
 
-    /// Binding `binding` was re-routed onto `tunnel`: move its carrier there now, so that the
-    /// streams under way continue on the new path.
-    pub(super) async fn move_carrier(&self, binding: u64, tunnel: &TunnelRecord) {
+    /// Binding `binding` was re-routed onto `tunnel`: move its carriers there now, so that the
+    /// streams under way continue on the new path. (A renewed carrier shares its predecessor's
+    /// virtual address: one route moves both.)
+    pub(super) fn move_carrier(&self, binding: u64, tunnel: &TunnelRecord) {
         let slot = self.carriers.slot(binding);
-        let slot = slot.lock().await;
-        if let Some(c) = slot.as_ref()
+        let s = lock(&slot.state);
+        if let Some(c) = s.current.as_ref().or(s.draining.first())
             && let Err(e) = self.route_carrier(c.virtual_addr, tunnel)
         {
             tracing::warn!(binding, tunnel = tunnel.id, "cannot move the end-to-end connection: {e:#}");
         }
     }
 
-    /// Binding `binding` closed: close its carrier (its streams end).
-    pub(super) async fn drop_carrier(&self, binding: u64) {
+    /// Binding `binding` closed: close its carriers (their streams end).
+    pub(super) fn drop_carrier(&self, binding: u64) {
         let Some(slot) = lock(&self.carriers.by_binding).remove(&binding) else { return };
-        if let Some(c) = slot.lock().await.take() {
-            c.conn.close(0u32.into(), b"binding closed");
-            if let Ok(endpoint) = self.carriers.endpoint() {
-                endpoint.switch().update(|s| s.unroute(c.virtual_addr));
+        let addrs = lock(&slot.state).close_all(b"binding closed");
+        if let Ok(endpoint) = self.carriers.endpoint() {
+            for addr in addrs {
+                endpoint.switch().update(|s| s.unroute(addr));
             }
         }
     }

@@ -133,6 +133,21 @@ impl Controller {
             f.sample(&[("cause", &labels[0])], n as f64);
         }
 
+        let mut f = e.family(
+            "skybridge_end_to_end_connections_total",
+            Kind::Counter,
+            "End-to-end connections made to sites for bindings, by cause: a binding's first client, a renewal (after ingress.renew_after_streams clients), or a replacement (the previous one closed).",
+        );
+        for (labels, n) in self.carriers.made() {
+            f.sample(&[("cause", &labels[0])], n as f64);
+        }
+        e.family(
+            "skybridge_end_to_end_connections",
+            Kind::Gauge,
+            "End-to-end connections open now, renewed ones still carrying their last clients included.",
+        )
+        .sample(&[], self.carriers.open() as f64);
+
         let bindings = self.bindings.list();
         e.family("skybridge_bindings", Kind::Gauge, "Open bindings (each carried by one tunnel).")
             .sample(&[], bindings.len() as f64);

@@ -179,7 +179,7 @@ impl Controller {
             throttle: Mutex::default(),
             replay: Mutex::default(),
             budget: budget::Budget::new(&config.ingress, budget::raise_descriptor_limit()),
-            carriers: carriers::Carriers::new(&endpoint),
+            carriers: carriers::Carriers::new(&endpoint, config.ingress.renew_after_streams),
 
             ingress: config.ingress.clone(),
             spawner: shutdown.spawner(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::bindings::{ActiveSlot, REROUTE_WAIT, Stats};
+use super::carriers::CarrierLease;
 use super::tunnels::TunnelRecord;
 use super::{Controller, lock};
 use crate::session::records::{FirstSession, SecondSession, SessionRecord, ThirdSession};
@@ -26,10 +27,10 @@ impl Controller {
         early: bytes::Bytes,
     ) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream, ActiveSlot)> {
         let max = self.ingress.max_connections;
-        let slot = ActiveSlot::take(stats, max)
+        let mut slot = ActiveSlot::take(stats, max)
             .ok_or_else(|| anyhow::anyhow!("binding {id} already carries {max} connections"))?;
         let tunnel = self.live_tunnel(id).await?;
-        let (send, recv) = match self.open_on(id, &tunnel, early.clone()).await {
+        let (send, recv, lease) = match self.open_on(id, &tunnel, early.clone()).await {
             Ok(opened) => opened,
             // A relay on the path may have found a link dead an instant before its report
             // reached us: if the path turns out dead, take the new one (once).
@@ -38,6 +39,7 @@ impl Controller {
                 None => return Err(e),
             },
         };
+        slot.carried_by(lease);
         Ok((send, recv, slot))
     }
 
@@ -47,12 +49,16 @@ impl Controller {
         id: u64,
         tunnel: &TunnelRecord,
         early: bytes::Bytes,
-    ) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream)> {
+    ) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream, CarrierLease)> {
         let early = if early.is_empty() { Vec::new() } else { vec![early] };
-        let conn = self.carrier(id, tunnel).await.map_err(|e| e.context(format!("tunnel {}", tunnel.id)))?;
-        crate::tunnel::hop::open(&conn, tunnel.id, tunnel.site_token.clone(), early).await.map_err(|e| {
-            e.context(format!("tunnel {} to {}", tunnel.id, tunnel.hops.last().map_or("?", |s| s)))
-        })
+        let lease = self.carrier(id, tunnel).await.map_err(|e| e.context(format!("tunnel {}", tunnel.id)))?;
+        let (send, recv) =
+            crate::tunnel::hop::open(lease.connection(), tunnel.id, tunnel.site_token.clone(), early)
+                .await
+                .map_err(|e| {
+                e.context(format!("tunnel {} to {}", tunnel.id, tunnel.hops.last().map_or("?", |s| s)))
+            })?;
+        Ok((send, recv, lease))
     }
 
     /// After a stream failed to open on tunnel `old` of binding `id`: the binding's new tunnel
