@@ -94,6 +94,7 @@ struct Slot {
     state: Mutex<SlotState>,
 }
 
+/// Its carriers all share one virtual address, so that one route moves them all.
 #[derive(Default)]
 struct SlotState {
     /// Where new streams go.
@@ -190,18 +191,34 @@ impl Controller {
             return Ok(lease);
         }
         let endpoint = self.carriers.endpoint()?;
-        let replaced = {
+        let (replaced, kept, gone) = {
             let mut s = lock(&slot.state);
-            let before = s.current.is_some() || !s.draining.is_empty();
-            // Dead, or towards a site the binding no longer goes to: nothing of them is used.
-            for addr in s.close_all(b"replaced") {
-                endpoint.switch().update(|sw| sw.unroute(addr));
-            }
-            before
+            let replaced = s.current.is_some() || !s.draining.is_empty();
+            // The current one is dead or goes to a site the binding no longer goes to. Renewed
+            // ones still finishing their clients at this site carry on, and the new one shares
+            // their virtual address (one route for all); the others go.
+            let previous = s.current.take();
+            s.draining.extend(previous);
+            let kept = s.draining.iter().find(|c| c.live() && &c.site == site).map(|c| c.virtual_addr);
+            let gone: Vec<SocketAddr> = s
+                .draining
+                .extract_if(.., |c| !c.live() || &c.site != site)
+                .map(|c| {
+                    c.conn.close(0u32.into(), b"replaced");
+                    c.virtual_addr
+                })
+                .collect();
+            (replaced, kept, gone)
         };
-        let virtual_addr = endpoint
-            .virtual_addr(tunnel.id)
-            .ok_or_else(|| anyhow::anyhow!("tunnel id {} does not fit a virtual address", tunnel.id))?;
+        let virtual_addr = match kept {
+            Some(addr) => addr,
+            None => endpoint
+                .virtual_addr(tunnel.id)
+                .ok_or_else(|| anyhow::anyhow!("tunnel id {} does not fit a virtual address", tunnel.id))?,
+        };
+        for addr in gone.into_iter().filter(|a| *a != virtual_addr) {
+            endpoint.switch().update(|sw| sw.unroute(addr));
+        }
         self.route_carrier(virtual_addr, tunnel)?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(virtual_addr, site, &[Role::Site]))
             .await
