@@ -89,6 +89,17 @@ for minute in $(seq 1 "$MINUTES"); do
     done
 done
 
+# The bindings' end-to-end connections the controller made (renewals return the site's
+# per-stream memory) and has open at the end.
+python3 - "$ADMIN" admin.token <<'PY' || true
+import sys, urllib.request
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/metrics",
+                             headers={"Authorization": "Bearer " + open(sys.argv[2]).read().strip()})
+for line in urllib.request.urlopen(req, timeout=10).read().decode().splitlines():
+    if line.startswith("skybridge_end_to_end_connections"):
+        print("  " + line)
+PY
+
 python3 - "$SAMPLES" "$KILLS" "$WORK/load.json" <<'PY'
 import json, sys
 samples = [l.split() for l in open(sys.argv[1])]
@@ -119,8 +130,11 @@ for name in ("controller", "r1", "r4", "site-a", "site-b"):
     a = [values(r)[name][0] / 1024 for r in early]
     b = [values(r)[name][0] / 1024 for r in late]
     ma, mb = sum(a) / len(a), sum(b) / len(b)
+    fa = [values(r)[name][1] for r in early]
+    fb = [values(r)[name][1] for r in late]
     print(f"  {name:10} mean {ma:7.1f} → {mb:7.1f} MiB ({(mb-ma)*100/ma:+5.1f} %), "
-          f"range {min(a):.1f}–{max(a):.1f} → {min(b):.1f}–{max(b):.1f} MiB")
+          f"range {min(a):.1f}–{max(a):.1f} → {min(b):.1f}–{max(b):.1f} MiB; "
+          f"descriptors mean {sum(fa)/len(fa):.1f} → {sum(fb)/len(fb):.1f}")
 errors = [json.loads(l) for l in open(sys.argv[3] + ".errors")] if __import__("os").path.exists(sys.argv[3] + ".errors") else []
 near = [e for e in errors if any(0 <= e["at"] - k <= 10 for k in kills)]
 print(f"  load: " + ", ".join(f"{k} {v['ok']} ok / {v['errors']} errors" for k, v in load["counts"].items()))
