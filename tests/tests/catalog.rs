@@ -312,6 +312,27 @@ async fn what_platforms_grant_enters_the_catalog_once_and_what_they_refuse_only_
         assert!(metrics.contains(&line), "no `{}` in:\n{metrics}", line.trim());
     }
     assert!(now.iter().any(|a| a.state == AuthorizationState::Granted) && !refused.is_empty());
+    // The listing pages: one at a time, each authorization once, and the last page says so.
+    let mut paged = Vec::new();
+    let mut path = "/v1/authorizations?limit=1".to_owned();
+    loop {
+        let (status, page) = mesh.api("GET", &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().expect("items");
+        assert_eq!(items.len(), 1, "{page}");
+        let field = |name: &str| items[0][name].as_str().expect("a string").to_owned();
+        paged.push((field("platform"), field("match_key")));
+        match page["next_page"].as_str() {
+            Some(next) => path = format!("/v1/authorizations?limit=1&page={next}"),
+            None => break,
+        }
+    }
+    let mut listed: Vec<_> = now.iter().map(|a| (a.platform.clone(), a.match_key.clone())).collect();
+    paged.sort();
+    listed.sort();
+    assert_eq!(paged, listed);
+    assert_eq!(mesh.api("GET", "/v1/authorizations?page=zz", None).await.0, 400, "a token not given out");
+    assert_eq!(mesh.api("GET", "/v1/authorizations?limit=0", None).await.0, 400);
 }
 
 /// Keystone's services and endpoints as the keystone peer registered them.

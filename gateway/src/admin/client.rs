@@ -416,9 +416,26 @@ impl AdminClient {
         self.get(&format!("/v1/catalog/{id}")).await
     }
 
-    /// Every capability authorization.
+    /// A page of capability authorizations (`page`: the previous page's `next_page`).
+    pub async fn authorizations_page(&self, page: Option<&str>) -> Result<Page<Authorization>, ClientError> {
+        match page {
+            Some(page) => self.get(&format!("/v1/authorizations?limit=1000&page={page}")).await,
+            None => self.get("/v1/authorizations?limit=1000").await,
+        }
+    }
+
+    /// Every capability authorization, page after page.
     pub async fn authorizations(&self) -> Result<Vec<Authorization>, ClientError> {
-        self.get("/v1/authorizations").await
+        let mut all = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let got = self.authorizations_page(page.as_deref()).await?;
+            all.extend(got.items);
+            match got.next_page {
+                Some(next) => page = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// The latest decisions of the handshake, newest first.

@@ -234,12 +234,15 @@ pub fn routes() -> Vec<Route> {
                 schema::<EntryView>,
             )
         },
-        route(
-            "/v1/authorizations",
-            "catalog",
-            "Every capability authorization: pending, granted, refused, revoked, expired.",
-            schema::<Vec<Authorization>>,
-        ),
+        Route {
+            query: &PAGING,
+            ..route(
+                "/v1/authorizations",
+                "catalog",
+                "Capability authorizations (pending, granted, refused, revoked, expired), paged.",
+                schema::<Page<Authorization>>,
+            )
+        },
         route(
             "/v1/authorizations/audit",
             "catalog",

@@ -432,8 +432,12 @@ impl Controller {
         self.store.audit(limit).await
     }
 
-    /// Every authorization, as stored.
-    pub async fn authorizations(&self) -> Result<Vec<Authorization>, StoreError> {
-        self.store.authorizations(crate::store::Which::All).await
+    /// Up to `limit` authorizations after the one of `after` (a platform and a match key).
+    pub async fn authorizations(
+        &self,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<Authorization>, StoreError> {
+        self.store.authorizations_page(after, limit).await
     }
 }

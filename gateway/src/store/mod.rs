@@ -180,6 +180,13 @@ pub trait Backend: Send + Sync + 'static {
     /// The authorizations `which` selects, each decoded and kept or dropped at once (a
     /// listing for the few pending ones of a large catalog holds only those).
     fn authorizations(&self, which: &Which) -> Result<Vec<Authorization>, StoreError>;
+    /// Up to `limit` authorizations after the one of `after` (a platform and a match key), in
+    /// the backend's order of their keys (stable: paging by the last one seen visits each once).
+    fn authorizations_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Authorization>, StoreError>;
     /// The authorization of `match_key` at `platform`, if there is one.
     fn authorization(&self, platform: &str, match_key: &str) -> Result<Option<Authorization>, StoreError>;
     /// Store new authorizations, skipping any whose (platform, match key) has one already;
@@ -421,6 +428,18 @@ impl Store {
     /// The authorizations `which` selects.
     pub async fn authorizations(&self, which: Which) -> Result<Vec<Authorization>, StoreError> {
         self.call(move |b| b.authorizations(&which)).await
+    }
+
+    /// Up to `limit` authorizations after the one of `after` (a platform and a match key).
+    pub async fn authorizations_page(
+        &self,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<Authorization>, StoreError> {
+        self.call(move |b| {
+            b.authorizations_page(after.as_ref().map(|(p, m)| (p.as_str(), m.as_str())), limit)
+        })
+        .await
     }
 
     /// The authorization of `match_key` at `platform`.

@@ -551,6 +551,29 @@ impl Backend for RedbStore {
         Ok(out)
     }
 
+    fn authorizations_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Authorization>, StoreError> {
+        let doing = "listing authorizations";
+        let tx = self.read(doing)?;
+        let table = tx.open_table(AUTHORIZATIONS).doing(doing)?;
+        let mut out = Vec::new();
+        for entry in table.range(after.unwrap_or(("", ""))..).doing(doing)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, bytes) = entry.doing(doing)?;
+            let (platform, match_key) = key.value();
+            if Some((platform, match_key)) == after {
+                continue;
+            }
+            out.push(decode("authorization", match_key, bytes.value())?);
+        }
+        Ok(out)
+    }
+
     fn authorization(&self, platform: &str, match_key: &str) -> Result<Option<Authorization>, StoreError> {
         let doing = "reading an authorization";
         let tx = self.read(doing)?;

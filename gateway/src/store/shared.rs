@@ -463,6 +463,16 @@ impl Backend for SharedStore {
         }
     }
 
+    fn authorizations_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Authorization>, StoreError> {
+        let after = after.map(|(platform, match_key)| self.keys.authorization(platform, match_key));
+        let items = self.catalog.range(&self.keys.authorizations(), after.as_deref(), limit);
+        items.iter().map(|item| decode("authorization", item)).collect()
+    }
+
     fn authorization(&self, platform: &str, match_key: &str) -> Result<Option<Authorization>, StoreError> {
         match self.catalog.get(&self.keys.authorization(platform, match_key)) {
             Some(item) => decode("authorization", &item).map(Some),

@@ -182,6 +182,25 @@ pub fn catalog(store: &dyn Backend) {
         let one = store.authorizations(&crate::store::Which::Request(a.request_id.clone()));
         assert_eq!(one.expect("the store answers"), std::slice::from_ref(a));
     }
+    // Pages of any size visit each authorization once, in one order.
+    for limit in [1, 2, all.len() + 1] {
+        let mut paged: Vec<Authorization> = Vec::new();
+        loop {
+            let after = paged.last().map(|a| (a.platform.as_str(), a.match_key.as_str()));
+            let page = store.authorizations_page(after, limit).expect("the store answers");
+            assert!(page.len() <= limit, "a page holds at most its limit");
+            if page.is_empty() {
+                break;
+            }
+            paged.extend(page);
+        }
+        let key = |a: &Authorization| (a.platform.clone(), a.match_key.clone());
+        let mut seen: Vec<_> = paged.iter().map(key).collect();
+        let mut expected: Vec<_> = all.iter().map(key).collect();
+        seen.sort();
+        expected.sort();
+        assert_eq!(seen, expected, "pages of {limit}");
+    }
     let none = store.authorizations(&crate::store::Which::Request("no-such-request".into()));
     assert!(none.expect("the store answers").is_empty());
     let counts = store.catalog_counts().expect("the store answers");

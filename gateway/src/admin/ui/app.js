@@ -206,12 +206,12 @@ async function refresh() {
   try {
     const [nodes, links, platforms, decisions, bindings, sessions, catalog, authorizations, plugins] =
       await Promise.all(['/v1/nodes', '/v1/links', '/v1/platforms', '/v1/decisions', '/v1/bindings',
-        '/v1/sessions', '/v1/catalog?limit=500', '/v1/authorizations', '/v1/plugins'].map(api));
+        '/v1/sessions', '/v1/catalog?limit=500', '/v1/authorizations?limit=500', '/v1/plugins'].map(api));
     const latest = decisions.length ? decisions.reduce((a, b) => (a.id > b.id ? a : b)) : null;
     drawTopology(nodes, links, platforms, latest);
     drawDecisions([...decisions].sort((a, b) => b.id - a.id));
     drawBindings(bindings, sessions);
-    drawCatalog(catalog.items, authorizations);
+    drawCatalog(catalog.items, authorizations.items);
     drawPlugins(plugins);
     $('status').textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
