@@ -13,6 +13,7 @@
 //! | [`tunnels`] | tunnel setup and teardown on the hops (step 5) |
 //! | [`bindings`] | bindings, their expiry and re-routes |
 //! | [`streams`] | a client's stream onto its binding's current tunnel, and the session of each use |
+//! | `carriers` | each binding's end-to-end QUIC connection to its site, routed over its tunnel, renewed |
 //! | [`budget`] | what the ingress may hold at once: client connections, bodies being buffered |
 //! | [`restore`] | what a restart keeps: bindings and the runtime policy in the store |
 //! | [`catalog`] | platforms' reports gathered, checked and integrated into their inventories; the catalog's entries |
@@ -23,8 +24,9 @@
 //! current. A decision ([`Controller::decide`]) reads routing relays and candidate paths from
 //! the view, has the first relay probe each, scores them on the plugin pool and stores the
 //! record. A binding ([`Controller::create_binding`]) decides, sets a tunnel up along the winner
-//! and registers the binding; the ingress (`crate::ingress`) listens for it, opens a tunnel
-//! stream per client ([`Controller::open_stream`]) and records each use as a session. A tick
+//! and registers the binding; the ingress (`crate::ingress`) listens for it, opens a stream per
+//! client on the binding's end-to-end connection (`carriers`, [`Controller::open_stream`]) and
+//! records each use as a session. A tick
 //! every 100 ms marks silent nodes down, ends expired bindings and re-routes those whose path
 //! died or degraded.
 //!
