@@ -581,7 +581,7 @@ mod tests {
             ProbePlan { count: 100, interval: Duration::from_millis(5), grace: Duration::from_millis(300) };
         let s = p2.probe_link("r1", plan).await.unwrap();
         let rtt = s.rtt_ms.expect("answers");
-        assert!((rtt - 20.0).abs() <= 0.2 * 20.0 + 2.0, "rtt {rtt} ms for an emulated 20 ms");
+        assert_measures(rtt, 20.0);
         assert!(s.loss <= 0.05, "loss {} on a clean link", s.loss);
 
         // 15 % loss each way: a round trip survives with probability 0.85² ≈ 72 %. Loss is a
@@ -592,8 +592,15 @@ mod tests {
         let expected = 1.0 - 0.85f64 * 0.85;
         assert!((s.loss - expected).abs() <= 0.08, "loss {} vs emulated {expected}", s.loss);
         let rtt = s.rtt_ms.expect("answers");
-        assert!((rtt - 20.0).abs() <= 0.2 * 20.0 + 2.0, "rtt {rtt} ms");
+        assert_measures(rtt, 20.0);
         assert_eq!(p2.probe_link("r9", plan).await, Err(ProbeError::NotConnected("r9".into())));
+    }
+
+    /// A probe's round trip measures the emulated one: not less (so every link was crossed),
+    /// and less than twice it (none crossed twice). A busy machine only adds time, so how close
+    /// it comes is for `benches/probe_accuracy.rs`, not for a test.
+    fn assert_measures(rtt: f64, emulated: f64) {
+        assert!(rtt >= 0.9 * emulated && rtt < 2.0 * emulated, "rtt {rtt} ms for an emulated {emulated} ms");
     }
 
     /// r1 — 5 ms — r2 — 15 ms — r3 (one way): a routed probe from r1 through r2 to r3 and back
@@ -620,7 +627,7 @@ mod tests {
             ProbePlan { count: 50, interval: Duration::from_millis(5), grace: Duration::from_millis(300) };
         let s = p1.probe_route(&route(&["r1", "r2", "r3"]), plan).await.unwrap();
         let rtt = s.rtt_ms.expect("answers");
-        assert!((rtt - 40.0).abs() <= 0.2 * 40.0 + 2.0, "rtt {rtt} ms for an emulated 40 ms");
+        assert_measures(rtt, 40.0);
         assert!(s.loss <= 0.05, "loss {}", s.loss);
 
         let s = p1.probe_route(&route(&["r1"]), plan).await.unwrap();
