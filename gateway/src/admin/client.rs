@@ -285,6 +285,23 @@ impl AdminClient {
         self.call::<(), R>(Method::GET, path, None).await
     }
 
+    /// Every item of the paged listing at `path` (which has a query already), page after page.
+    async fn all_pages<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ClientError> {
+        let mut all = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let got: Page<T> = match &page {
+                Some(page) => self.get(&format!("{path}&page={page}")).await?,
+                None => self.get(path).await?,
+            };
+            all.extend(got.items);
+            match got.next_page {
+                Some(next) => page = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
     /// The controller's events from now on (`GET /v1/events`).
     pub async fn events(&self) -> Result<EventStream, ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable { url: self.url.clone(), reason };
@@ -353,16 +370,7 @@ impl AdminClient {
 
     /// Every record of `platform`'s inventory, page after page.
     pub async fn inventory_all(&self, platform: &str) -> Result<Vec<InventoryRecord>, ClientError> {
-        let mut all = Vec::new();
-        let mut page: Option<String> = None;
-        loop {
-            let got = self.inventory(platform, 1_000, page.as_deref()).await?;
-            all.extend(got.items);
-            match got.next_page {
-                Some(next) => page = Some(next),
-                None => return Ok(all),
-            }
-        }
+        self.all_pages(&format!("/v1/platforms/{platform}/inventory?limit=1000")).await
     }
 
     /// `platform`'s latest refreshes, newest first.
@@ -386,16 +394,7 @@ impl AdminClient {
 
     /// Every catalog entry passing `query`, page after page.
     pub async fn catalog_all(&self, query: &str) -> Result<Vec<EntryView>, ClientError> {
-        let mut all = Vec::new();
-        let mut page: Option<String> = None;
-        loop {
-            let got = self.catalog(query, page.as_deref()).await?;
-            all.extend(got.items);
-            match got.next_page {
-                Some(next) => page = Some(next),
-                None => return Ok(all),
-            }
-        }
+        self.all_pages(&format!("/v1/catalog?limit=1000&{query}")).await
     }
 
     /// Wait (at most `wait_s` seconds) for the catalog to change past revision `since`; the
@@ -416,26 +415,9 @@ impl AdminClient {
         self.get(&format!("/v1/catalog/{id}")).await
     }
 
-    /// A page of capability authorizations (`page`: the previous page's `next_page`).
-    pub async fn authorizations_page(&self, page: Option<&str>) -> Result<Page<Authorization>, ClientError> {
-        match page {
-            Some(page) => self.get(&format!("/v1/authorizations?limit=1000&page={page}")).await,
-            None => self.get("/v1/authorizations?limit=1000").await,
-        }
-    }
-
     /// Every capability authorization, page after page.
     pub async fn authorizations(&self) -> Result<Vec<Authorization>, ClientError> {
-        let mut all = Vec::new();
-        let mut page: Option<String> = None;
-        loop {
-            let got = self.authorizations_page(page.as_deref()).await?;
-            all.extend(got.items);
-            match got.next_page {
-                Some(next) => page = Some(next),
-                None => return Ok(all),
-            }
-        }
+        self.all_pages("/v1/authorizations?limit=1000").await
     }
 
     /// The latest decisions of the handshake, newest first.

@@ -252,6 +252,17 @@ fn paging(req: &Request<Incoming>) -> Result<(usize, Option<String>), String> {
     Ok((limit, after))
 }
 
+/// [`paging`] for the authorizations, whose page token is the last one's platform and match key.
+fn authorization_paging(req: &Request<Incoming>) -> Result<(usize, Option<(String, String)>), String> {
+    let (limit, after) = paging(req)?;
+    let after = after
+        .map(|token| {
+            serde_json::from_str(&token).map_err(|_| "page is not a token this API gave out".to_owned())
+        })
+        .transpose()?;
+    Ok((limit, after))
+}
+
 /// The longest a watch may wait, and its default.
 const WATCH_MAX: Duration = Duration::from_secs(300);
 const WATCH_DEFAULT: Duration = Duration::from_secs(60);
@@ -550,30 +561,22 @@ async fn handle(
             Ok(None) => error(StatusCode::NOT_FOUND, format!("no catalog entry {id}")),
             Err(e) => catalog_error(e),
         }),
-        (["v1", "authorizations"], &Method::GET) => {
-            // The page token is the last authorization's platform and match key.
-            let after = |token: String| serde_json::from_str::<(String, String)>(&token).ok();
-            match paging(&req) {
-                Ok((limit, token)) => match token.map(|t| after(t).ok_or(())).transpose() {
-                    // One more than the page holds tells whether another follows.
-                    Ok(after) => Ok(match c.authorizations(after, limit + 1).await {
-                        Ok(mut items) => {
-                            let more = items.len() > limit;
-                            items.truncate(limit);
-                            let next_page = more
-                                .then(|| items.last())
-                                .flatten()
-                                .and_then(|a| serde_json::to_string(&(&a.platform, &a.match_key)).ok())
-                                .map(hex::encode);
-                            json(StatusCode::OK, &Page { items, next_page, revision: None })
-                        }
-                        Err(e) => store_error(&e),
-                    }),
-                    Err(()) => Ok(error(StatusCode::BAD_REQUEST, "page is not a token this API gave out")),
-                },
-                Err(why) => Ok(error(StatusCode::BAD_REQUEST, why)),
-            }
-        }
+        (["v1", "authorizations"], &Method::GET) => match authorization_paging(&req) {
+            // One more than the page holds tells whether another follows.
+            Ok((limit, after)) => Ok(match c.authorizations(after, limit + 1).await {
+                Ok(mut items) => {
+                    let more = items.len() > limit;
+                    items.truncate(limit);
+                    let next_page = more
+                        .then(|| items.last())
+                        .flatten()
+                        .map(|a| hex::encode(serde_json::json!([a.platform, a.match_key]).to_string()));
+                    json(StatusCode::OK, &Page { items, next_page, revision: None })
+                }
+                Err(e) => store_error(&e),
+            }),
+            Err(why) => Ok(error(StatusCode::BAD_REQUEST, why)),
+        },
         (["v1", "authorizations", "audit"], &Method::GET) => Ok(match c.authorization_audit(200).await {
             Ok(lines) => json(StatusCode::OK, &lines),
             Err(e) => store_error(&e),

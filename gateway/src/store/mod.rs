@@ -107,8 +107,6 @@ pub struct CatalogCounts {
 /// Which authorizations a listing keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Which {
-    /// Every one (`GET /v1/authorizations`).
-    All,
     /// Those still pending (to resume asking them).
     Pending,
     /// The one with this request id (a platform's revocation names it).
@@ -119,7 +117,6 @@ impl Which {
     /// Whether `a` is kept.
     pub fn keeps(&self, a: &Authorization) -> bool {
         match self {
-            Which::All => true,
             Which::Pending => a.state == crate::catalog::AuthorizationState::Pending,
             Which::Request(id) => a.request_id == *id,
         }
