@@ -379,33 +379,47 @@ impl AsyncUdpSocket for SwitchedSocket {
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         let switch = &self.sorter.switch;
         let route = match label::label_of(transmit.destination) {
-            None => return self.send_raw(transmit),
-            Some(_) => switch.read(|s| s.departing(transmit.destination)),
-        };
-        let Some((label, neighbour)) = route else {
-            // The tunnel is gone: its packets go nowhere, as on a link that went down.
-            switch.counters.drop(Dropped::UnknownLabel, 1);
-            return Ok(());
+            // The mesh's own: as is, unless a batch of large datagrams is more than one send.
+            None if transmit.contents.len() <= MAX_SEND => return self.send_raw(transmit),
+            None => None,
+            Some(_) => match switch.read(|s| s.departing(transmit.destination)) {
+                Some(route) => Some(route),
+                None => {
+                    // The tunnel is gone: its packets go nowhere, as on a link that went down.
+                    switch.counters.drop(Dropped::UnknownLabel, 1);
+                    return Ok(());
+                }
+            },
         };
         let size = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
-        let header = label::header(label);
-        let per_send = (MAX_SEND / (size + HEADER)).clamp(1, self.max_transmit_segments().max(1));
+        let header = route.map(|(label, _)| label::header(label));
+        let header_len = header.as_ref().map_or(0, |h| h.len());
+        let per_send = (MAX_SEND / (size + header_len)).clamp(1, self.max_transmit_segments().max(1));
+        let mut labelled = Vec::new();
         for (i, batch) in transmit.contents.chunks(size * per_send).enumerate() {
-            let mut labelled = Vec::with_capacity(batch.len() + HEADER * batch.len().div_ceil(size));
-            for datagram in batch.chunks(size) {
-                labelled.extend_from_slice(&header);
-                labelled.extend_from_slice(datagram);
-            }
+            let contents = match &header {
+                None => batch,
+                Some(header) => {
+                    labelled.clear();
+                    labelled.reserve(batch.len() + header.len() * batch.len().div_ceil(size));
+                    for datagram in batch.chunks(size) {
+                        labelled.extend_from_slice(header);
+                        labelled.extend_from_slice(datagram);
+                    }
+                    &labelled[..]
+                }
+            };
             let segments = batch.len().div_ceil(size) as u64;
             let out = Transmit {
-                destination: neighbour,
+                destination: route.map_or(transmit.destination, |(_, neighbour)| neighbour),
                 ecn: transmit.ecn,
-                contents: &labelled,
-                segment_size: (segments > 1).then_some(size + HEADER),
+                contents,
+                segment_size: (segments > 1).then_some(size + header_len),
                 src_ip: transmit.src_ip,
             };
             match self.send_raw(&out) {
-                Ok(()) => switch.counters.sent.fetch_add(segments, Ordering::Relaxed),
+                Ok(()) if route.is_some() => _ = switch.counters.sent.fetch_add(segments, Ordering::Relaxed),
+                Ok(()) => {}
                 // Nothing sent yet: QUIC waits until the socket is writable and sends again.
                 Err(e) if i == 0 => return Err(e),
                 // Part sent: the rest is lost, as in a full queue; QUIC end to end recovers.
