@@ -13,6 +13,9 @@
 //! once it is up, and the old one is closed after its last stream ends. QUIC keeps a receive
 //! state for every stream a peer may open and pools ended ones with their buffers; renewing
 //! returns that memory at the site instead of letting a busy binding hold its high-water mark.
+//! A renewal starts at the path MTU its predecessor found (and the site at what the tunnel's
+//! last connection found): path MTU discovery's probes, each padded to its full size, cost
+//! both ends more than the handshake.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -54,6 +57,7 @@ impl Carrier {
 
     /// Take no new streams; close once the ones under way have ended.
     fn retire(&self) {
+        crate::mesh::transport::log_connection_stats(&self.conn, "end-to-end connection retired");
         self.retired.store(true, Ordering::SeqCst);
         if self.active.load(Ordering::SeqCst) == 0 {
             self.conn.close(0u32.into(), b"renewed");
@@ -264,7 +268,9 @@ impl Controller {
         let Ok(endpoint) = self.carriers.endpoint() else { return };
         self.spawner.spawn(async move {
             let (addr, site) = (old.virtual_addr, old.site.as_str());
-            let made_one = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(addr, site, &[Role::Site]))
+            // Over the path `old` runs on: start at the MTU it found.
+            let mtu = Some(old.conn.stats().path.current_mtu);
+            let made_one = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect_at_mtu(addr, site, &[Role::Site], mtu))
                 .await
                 .map_err(|_| anyhow::anyhow!("none within {CONNECT_TIMEOUT:?}"))
                 .and_then(|made| made.map_err(anyhow::Error::from));

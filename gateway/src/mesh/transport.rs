@@ -62,6 +62,37 @@ pub struct MeshEndpoint {
     /// Incoming handshakes under way.
     handshakes: tokio::sync::Mutex<tokio::task::JoinSet<Handshake>>,
     refusals: std::sync::Mutex<RefusalLog>,
+    /// How incoming connections are served, and how many streams their peers may open.
+    server: quinn::ServerConfig,
+    incoming_streams: u32,
+    /// Path MTUs found by connections through tunnels that have ended.
+    path_mtus: std::sync::Mutex<PathMtus>,
+}
+
+/// Path MTUs found over tunnels, by the tunnel's virtual address (one per tunnel, so one per
+/// path): the next connection through the same tunnel — a binding's renewed end-to-end
+/// connection — starts there instead of discovering it again. Bounded: when full, an entry
+/// is forgotten (that tunnel's next connection discovers its MTU again).
+#[derive(Default)]
+struct PathMtus(std::collections::HashMap<SocketAddr, u16>);
+
+/// Tunnels whose path MTU is remembered at once.
+const PATH_MTUS: usize = 4096;
+
+impl PathMtus {
+    fn remember(&mut self, tunnel: SocketAddr, mtu: u16) {
+        if self.0.len() >= PATH_MTUS
+            && !self.0.contains_key(&tunnel)
+            && let Some(any) = self.0.keys().next().copied()
+        {
+            self.0.remove(&any);
+        }
+        self.0.insert(tunnel, mtu);
+    }
+
+    fn get(&self, tunnel: SocketAddr) -> Option<u16> {
+        self.0.get(&tunnel).copied()
+    }
 }
 
 /// An incoming handshake's peer address and outcome.
@@ -110,8 +141,10 @@ pub const MESH_STREAMS: u32 = 1024;
 /// by this number.
 pub const CARRIER_STREAMS: u32 = 1 << 14;
 
-/// QUIC transport settings, with `incoming` streams the peer may open at once.
-fn transport_config(incoming: u32) -> Arc<quinn::TransportConfig> {
+/// QUIC transport settings, with `incoming` streams the peer may open at once, starting at
+/// path MTU `start` when another connection over the same path found it (else at QUIC's 1,200
+/// bytes).
+fn transport_config(incoming: u32, start: Option<u16>) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     // Keep-alives keep healthy idle links open, and make sure each end hears from the other
     // often enough that silence means the peer is gone (see `liveness`, which acts on it in
@@ -126,6 +159,20 @@ fn transport_config(incoming: u32) -> Arc<quinn::TransportConfig> {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MAX_QUIC_DATAGRAM);
     t.mtu_discovery_config(Some(mtu));
+    // Discovery searches up from where a connection starts, each probe padded to its full
+    // size — on loopback a dozen probes, 700 KB, that the peer parses one padding byte at a
+    // time. A path's MTU already found spares a new connection over it that search; should
+    // the path have changed, losses bring the MTU down (quinn's black hole detection).
+    if let Some(start) = start {
+        let start = start.min(MAX_QUIC_DATAGRAM);
+        t.initial_mtu(start);
+        // quinn's initial congestion window is fixed at 14,720 bytes, less than one packet of
+        // a large MTU — nothing could be sent. RFC 9002's window for the datagram size instead.
+        let start = u64::from(start);
+        let mut cubic = quinn::congestion::CubicConfig::default();
+        cubic.initial_window((10 * start).min(14_720.max(2 * start)));
+        t.congestion_controller_factory(Arc::new(cubic));
+    }
     Arc::new(t)
 }
 
@@ -187,7 +234,8 @@ impl MeshEndpoint {
         // A site accepts only controllers' end-to-end connections, whose every stream is a
         // client connection; everyone else accepts only mesh peers.
         let incoming = if accept.contains(&Role::Controller) { CARRIER_STREAMS } else { MESH_STREAMS };
-        server.transport_config(transport_config(incoming));
+        server.transport_config(transport_config(incoming, None));
+        let served = server.clone();
         // Labelled packets are told from QUIC's by the fixed bit, which QUIC must then always
         // set: no greasing it (RFC 9287) on the mesh.
         let mut config = quinn::EndpointConfig::default();
@@ -216,6 +264,9 @@ impl MeshEndpoint {
             accept_roles: accept.to_vec(),
             handshakes: tokio::sync::Mutex::default(),
             refusals: std::sync::Mutex::default(),
+            server: served,
+            incoming_streams: incoming,
+            path_mtus: std::sync::Mutex::default(),
         })
     }
 
@@ -247,12 +298,24 @@ impl MeshEndpoint {
         peer: &str,
         expect: &[Role],
     ) -> Result<quinn::Connection, TransportError> {
+        self.connect_at_mtu(addr, peer, expect, None).await
+    }
+
+    /// Connect as [`MeshEndpoint::connect`] does, starting at path MTU `mtu` — what a
+    /// connection over the same path found — instead of discovering it again.
+    pub async fn connect_at_mtu(
+        &self,
+        addr: SocketAddr,
+        peer: &str,
+        expect: &[Role],
+        mtu: Option<u16>,
+    ) -> Result<quinn::Connection, TransportError> {
         let crypto = QuicClientConfig::try_from(tls::client_config(&self.identity, expect)?)
             .map_err(|e| TlsError(format!("QUIC client crypto: {e}")))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
         // A site opens no streams on the end-to-end connection a controller makes to it.
         let incoming = if expect == [Role::Site] { 0 } else { MESH_STREAMS };
-        client.transport_config(transport_config(incoming));
+        client.transport_config(transport_config(incoming, mtu));
         let connecting = self
             .endpoint
             .connect_with(client, addr, peer)
@@ -261,6 +324,22 @@ impl MeshEndpoint {
             tracing::warn!(peer, %addr, error = %source, "mesh connection refused");
             TransportError::Connection { peer: peer.to_owned(), source }
         })
+    }
+
+    /// Remember the path MTU that `conn`, an accepted connection that came through a tunnel
+    /// and is ending now, found: the tunnel's next connection starts there. (Only for a
+    /// tunnel's address, which stands for one path; a real address may be reached otherwise
+    /// next time.)
+    pub fn remember_path_mtu(&self, conn: &quinn::Connection) {
+        let mtu = conn.stats().path.current_mtu;
+        self.path_mtus
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remember(conn.remote_address(), mtu);
+    }
+
+    fn path_mtu(&self, remote: SocketAddr) -> Option<u16> {
+        self.path_mtus.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(remote)
     }
 
     /// The next incoming connection that completed the handshake, with the role its
@@ -278,7 +357,29 @@ impl MeshEndpoint {
                         self.refused(remote, &format!("{MAX_HANDSHAKES} handshakes already under way"));
                         continue;
                     }
-                    handshakes.spawn(async move { (remote, incoming.await) });
+                    let connecting = match self.path_mtu(remote) {
+                        // Until a peer's address is validated QUIC lets a server send three
+                        // times what it received, less than one packet of a large MTU: ask
+                        // the peer to retry (a round trip more), which validates it.
+                        Some(_) if !incoming.remote_address_validated() && incoming.may_retry() => {
+                            match incoming.retry() {
+                                Ok(()) => continue,
+                                Err(e) => e.into_incoming().accept(),
+                            }
+                        }
+                        Some(mtu) if incoming.remote_address_validated() => {
+                            let mut server = self.server.clone();
+                            server.transport_config(transport_config(self.incoming_streams, Some(mtu)));
+                            incoming.accept_with(Arc::new(server))
+                        }
+                        _ => incoming.accept(),
+                    };
+                    handshakes.spawn(async move {
+                        match connecting {
+                            Ok(connecting) => (remote, connecting.await),
+                            Err(e) => (remote, Err(e)),
+                        }
+                    });
                 }
                 Some(done) = handshakes.join_next(), if !handshakes.is_empty() => {
                     let Ok((remote, outcome)) = done else { continue };
@@ -342,6 +443,35 @@ pub fn peer_is(conn: &quinn::Connection, name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Log at debug what a connection carried in its life — packets, losses, what path MTU
+/// discovery found and what it cost — to tell a busy connection's cost from a young one's.
+pub fn log_connection_stats(conn: &quinn::Connection, what: &str) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let s = conn.stats();
+    tracing::debug!(
+        what,
+        remote = %conn.remote_address(),
+        datagrams_tx = s.udp_tx.datagrams,
+        bytes_tx = s.udp_tx.bytes,
+        datagrams_rx = s.udp_rx.datagrams,
+        bytes_rx = s.udp_rx.bytes,
+        packets_sent = s.path.sent_packets,
+        packets_lost = s.path.lost_packets,
+        congestion_events = s.path.congestion_events,
+        mtu = s.path.current_mtu,
+        mtu_probes = s.path.sent_plpmtud_probes,
+        mtu_probes_lost = s.path.lost_plpmtud_probes,
+        black_holes = s.path.black_holes_detected,
+        stream_frames_rx = s.frame_rx.stream,
+        stream_frames_tx = s.frame_tx.stream,
+        acks_rx = s.frame_rx.acks,
+        acks_tx = s.frame_tx.acks,
+        "connection stats"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +511,79 @@ mod tests {
             let cap: usize = std::fs::read_to_string(cap).unwrap().trim().parse().unwrap();
             // Linux grants up to its cap and reports twice what it granted (bookkeeping room).
             assert!(got >= 2 * UDP_BUFFER_BYTES.min(cap), "buffer {got} with cap {cap}");
+        }
+    }
+
+    #[test]
+    fn path_mtus_are_bounded() {
+        let mut mtus = PathMtus::default();
+        let addr = |i: u16| SocketAddr::from(([240, 0, 0, 0], i));
+        for i in 0..PATH_MTUS as u16 + 10 {
+            mtus.remember(addr(i), 9_000);
+        }
+        assert_eq!(mtus.0.len(), PATH_MTUS);
+        assert_eq!(mtus.get(addr(PATH_MTUS as u16 + 9)), Some(9_000), "the newest is kept");
+        mtus.remember(addr(PATH_MTUS as u16 + 9), 1_500);
+        assert_eq!((mtus.0.len(), mtus.get(addr(PATH_MTUS as u16 + 9))), (PATH_MTUS, Some(1_500)));
+    }
+
+    /// Wait until `conn`'s path MTU discovery can go no higher on loopback (within the minimum
+    /// step quinn's search stops at, 20 bytes).
+    async fn discovered(conn: &quinn::Connection) -> u16 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mtu = conn.stats().path.current_mtu;
+            if mtu >= MAX_QUIC_DATAGRAM - 20 {
+                return mtu;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "discovery stalled at {mtu}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A connection over a path whose MTU another found starts there, on both sides: it makes
+    /// no probe, and it carries a stream at once (its first congestion window holds a packet
+    /// of that size — quinn's default would hold none).
+    #[tokio::test]
+    async fn a_connection_over_a_known_path_starts_at_its_mtu_without_probing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca).unwrap();
+        let r1 = MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), "r1", Role::Relay), &[Role::Relay])
+            .unwrap();
+        let r2 = MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), "r2", Role::Relay), &[Role::Relay])
+            .unwrap();
+        let addr = r1.local_addr().unwrap();
+
+        let (first, accepted) = tokio::join!(r2.connect(addr, "r1", &[Role::Relay]), r1.accept());
+        let (first, (accepted, _)) = (first.unwrap(), accepted.unwrap());
+        let (mtu, accepted_mtu) = (discovered(&first).await, discovered(&accepted).await);
+        assert!(first.stats().path.sent_plpmtud_probes > 0, "the first one searched");
+        r1.remember_path_mtu(&accepted);
+
+        let again =
+            async { tokio::join!(r2.connect_at_mtu(addr, "r1", &[Role::Relay], Some(mtu)), r1.accept()) };
+        let (again, accepted_again) =
+            tokio::time::timeout(Duration::from_secs(10), again).await.expect("handshake within 10 s");
+        let (again, (accepted_again, _)) = (again.unwrap(), accepted_again.unwrap());
+        let echo = tokio::spawn(async move {
+            let (mut send, mut recv) = accepted_again.accept_bi().await.unwrap();
+            let bytes = recv.read_to_end(1 << 20).await.unwrap();
+            send.write_all(&bytes).await.unwrap();
+            send.finish().unwrap();
+            let _ = send.stopped().await;
+            accepted_again
+        });
+        let sent: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        let (mut send, mut recv) = again.open_bi().await.unwrap();
+        send.write_all(&sent).await.unwrap();
+        send.finish().unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 20)).await;
+        assert!(back.expect("echoed within 10 s").unwrap() == sent, "echoed intact");
+        let accepted_again = echo.await.unwrap();
+        for (side, conn, start) in [("client", &again, mtu), ("server", &accepted_again, accepted_mtu)] {
+            let path = conn.stats().path;
+            assert_eq!((path.current_mtu, path.sent_plpmtud_probes), (start, 0), "{side}: {path:?}");
         }
     }
 

@@ -283,7 +283,12 @@ async fn accept_end_to_end(endpoint: Arc<MeshEndpoint>, tunnels: Arc<HopTable>) 
         match crate::mesh::transport::peer_name(&conn) {
             Some(peer) if role == Role::Controller && through_tunnel => {
                 tracing::debug!(%peer, %remote, "end-to-end connection through a tunnel");
-                tokio::spawn(serve_streams(Arc::clone(&tunnels), conn, peer));
+                let (endpoint, tunnels) = (Arc::clone(&endpoint), Arc::clone(&tunnels));
+                tokio::spawn(async move {
+                    serve_streams(tunnels, conn.clone(), peer).await;
+                    crate::mesh::transport::log_connection_stats(&conn, "end-to-end connection ended");
+                    endpoint.remember_path_mtu(&conn);
+                });
             }
             _ => {
                 tracing::warn!(%remote, %role, "refused a connection that did not come through a tunnel");
