@@ -500,6 +500,19 @@ mod tests {
         "127.0.0.1:0".parse().unwrap()
     }
 
+    /// Two relays' endpoints on loopback, with their certificates' folder (kept while they run).
+    fn two_relays() -> (tempfile::TempDir, MeshEndpoint, MeshEndpoint) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca).unwrap();
+        let bind = |name| {
+            MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), name, Role::Relay), &[Role::Relay])
+                .unwrap()
+        };
+        let (r1, r2) = (bind("r1"), bind("r2"));
+        (dir, r1, r2)
+    }
+
     #[test]
     fn mesh_socket_gets_large_buffers_within_the_kernel_cap() {
         let socket = bind_udp(loopback()).unwrap();
@@ -546,13 +559,7 @@ mod tests {
     /// of that size — quinn's default would hold none).
     #[tokio::test]
     async fn a_connection_over_a_known_path_starts_at_its_mtu_without_probing() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca");
-        init_ca(&ca).unwrap();
-        let r1 = MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), "r1", Role::Relay), &[Role::Relay])
-            .unwrap();
-        let r2 = MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), "r2", Role::Relay), &[Role::Relay])
-            .unwrap();
+        let (_dir, r1, r2) = two_relays();
         let addr = r1.local_addr().unwrap();
 
         let (first, accepted) = tokio::join!(r2.connect(addr, "r1", &[Role::Relay]), r1.accept());
@@ -589,13 +596,7 @@ mod tests {
 
     #[tokio::test]
     async fn relays_connect_and_exchange_frames() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca");
-        init_ca(&ca).unwrap();
-        let r1 = MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), "r1", Role::Relay), &[Role::Relay])
-            .unwrap();
-        let r2 = MeshEndpoint::bind(loopback(), identity(&ca, dir.path(), "r2", Role::Relay), &[Role::Relay])
-            .unwrap();
+        let (_dir, r1, r2) = two_relays();
         let addr = r1.local_addr().unwrap();
 
         let server = tokio::spawn(async move {
