@@ -9,7 +9,8 @@ use clap::Parser;
 
 // Every tunnelled connection allocates and frees buffers and stream state on each hop; glibc's
 // allocator spent about a tenth of a relay's CPU on that in the new-connections benchmark
-// (`_int_malloc`, `malloc_consolidate`, `free`).
+// (`_int_malloc`, `malloc_consolidate`, `free`). Built without transparent huge pages (the
+// workspace Cargo.toml says why).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -172,8 +172,9 @@ fn forward_until_stopped(socket: &Plain, sorter: &Sorter, stop: &OwnedFd) {
 /// A relay thread's receive buffers: zeroed memory mapped from the OS by the system allocator,
 /// so that only the pages datagrams are written to become resident. (A batch of buffers sized
 /// for the largest GRO batch is megabytes, of which a relay touches the first few KiB of each;
-/// from the process's allocator, which backs its arenas with huge pages, each touch cost a
-/// 2 MiB page: +18 MiB per relay, measured.)
+/// from the process's allocator, when it backed its arenas with huge pages, each touch cost a
+/// 2 MiB page: +18 MiB per relay, measured. The system allocator maps so large a block on its
+/// own, whatever the process's allocator does.)
 struct RecvBuffer {
     ptr: std::ptr::NonNull<u8>,
     layout: std::alloc::Layout,
