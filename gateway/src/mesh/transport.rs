@@ -62,9 +62,8 @@ pub struct MeshEndpoint {
     /// Incoming handshakes under way.
     handshakes: tokio::sync::Mutex<tokio::task::JoinSet<Handshake>>,
     refusals: std::sync::Mutex<RefusalLog>,
-    /// How incoming connections are served, and how many streams their peers may open.
+    /// How incoming connections are served.
     server: quinn::ServerConfig,
-    incoming_streams: u32,
     /// Path MTUs found by connections through tunnels that have ended.
     path_mtus: std::sync::Mutex<PathMtus>,
 }
@@ -140,6 +139,13 @@ pub const MESH_STREAMS: u32 = 1024;
 /// keeps a receive state for reuse: a busy binding's memory at the site grows to a bound set
 /// by this number.
 pub const CARRIER_STREAMS: u32 = 1 << 14;
+
+/// Streams a peer may open at once on a connection accepted by an endpoint that accepts
+/// `accept`: a site accepts only controllers' end-to-end connections, whose every stream is a
+/// client connection; everyone else accepts only mesh peers.
+fn incoming_streams(accept: &[Role]) -> u32 {
+    if accept.contains(&Role::Controller) { CARRIER_STREAMS } else { MESH_STREAMS }
+}
 
 /// QUIC transport settings, with `incoming` streams the peer may open at once, starting at
 /// path MTU `start` when another connection over the same path found it (else at QUIC's 1,200
@@ -231,10 +237,7 @@ impl MeshEndpoint {
         let crypto = QuicServerConfig::try_from(tls::server_config(&identity, accept)?)
             .map_err(|e| TlsError(format!("QUIC server crypto: {e}")))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        // A site accepts only controllers' end-to-end connections, whose every stream is a
-        // client connection; everyone else accepts only mesh peers.
-        let incoming = if accept.contains(&Role::Controller) { CARRIER_STREAMS } else { MESH_STREAMS };
-        server.transport_config(transport_config(incoming, None));
+        server.transport_config(transport_config(incoming_streams(accept), None));
         let served = server.clone();
         // Labelled packets are told from QUIC's by the fixed bit, which QUIC must then always
         // set: no greasing it (RFC 9287) on the mesh.
@@ -265,7 +268,6 @@ impl MeshEndpoint {
             handshakes: tokio::sync::Mutex::default(),
             refusals: std::sync::Mutex::default(),
             server: served,
-            incoming_streams: incoming,
             path_mtus: std::sync::Mutex::default(),
         })
     }
@@ -342,6 +344,30 @@ impl MeshEndpoint {
         self.path_mtus.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(remote)
     }
 
+    /// Begin `incoming`'s handshake — at the path MTU its tunnel's last connection found, if
+    /// any — or, to validate its address first, ask its peer to retry (`None`).
+    fn start_handshake(
+        &self,
+        incoming: quinn::Incoming,
+    ) -> Option<Result<quinn::Connecting, quinn::ConnectionError>> {
+        let Some(mtu) = self.path_mtu(incoming.remote_address()) else { return Some(incoming.accept()) };
+        if incoming.remote_address_validated() {
+            let mut server = self.server.clone();
+            server.transport_config(transport_config(incoming_streams(&self.accept_roles), Some(mtu)));
+            return Some(incoming.accept_with(Arc::new(server)));
+        }
+        // Until a peer's address is validated QUIC lets a server send three times what it
+        // received, less than one packet of a large MTU: a retry (a round trip more)
+        // validates it.
+        if !incoming.may_retry() {
+            return Some(incoming.accept());
+        }
+        match incoming.retry() {
+            Ok(()) => None,
+            Err(e) => Some(e.into_incoming().accept()),
+        }
+    }
+
     /// The next incoming connection that completed the handshake, with the role its
     /// certificate grants. Refused handshakes are logged and skipped. `None` once closed.
     /// Cancel-safe: handshakes under way carry on for the next call.
@@ -357,23 +383,7 @@ impl MeshEndpoint {
                         self.refused(remote, &format!("{MAX_HANDSHAKES} handshakes already under way"));
                         continue;
                     }
-                    let connecting = match self.path_mtu(remote) {
-                        // Until a peer's address is validated QUIC lets a server send three
-                        // times what it received, less than one packet of a large MTU: ask
-                        // the peer to retry (a round trip more), which validates it.
-                        Some(_) if !incoming.remote_address_validated() && incoming.may_retry() => {
-                            match incoming.retry() {
-                                Ok(()) => continue,
-                                Err(e) => e.into_incoming().accept(),
-                            }
-                        }
-                        Some(mtu) if incoming.remote_address_validated() => {
-                            let mut server = self.server.clone();
-                            server.transport_config(transport_config(self.incoming_streams, Some(mtu)));
-                            incoming.accept_with(Arc::new(server))
-                        }
-                        _ => incoming.accept(),
-                    };
+                    let Some(connecting) = self.start_handshake(incoming) else { continue };
                     handshakes.spawn(async move {
                         match connecting {
                             Ok(connecting) => (remote, connecting.await),
