@@ -9,7 +9,9 @@
 #      costs on this machine without Skybridge): p50 and p99, and the latency added per relay;
 #      measured twice, with idle CPUs halting (the VM's default) and polling (PM QoS), and with
 #      each node's CPU time and context switches per request; and the same chains with one
-#      relay (Skybridge: site-a → r1 → site-c), whose difference is what one more relay adds;
+#      relay (Skybridge: site-a → r1 → site-c), whose difference is what one more relay adds,
+#      and the time a packet spends inside a relay (tcpdump's stamps on loopback), which says
+#      how much of that difference is the relay's own;
 #      and a request on a new connection each time (p50, CPUs halting), where the tunnel's
 #      stream opening shows;
 #   3. new connections per second (wrk with `Connection: close`: one TCP connection per
@@ -27,8 +29,8 @@
 #        sleeps, `--idle-poll-us`: 200 by default with one thread; 0 never polls)
 # The headline rows run every node as shipped: no tuning flags. Five nodes, the peers and the
 # load generators share this machine's cores.
-# `cargo xtask bench-tunnel` installs the peers (iperf3, socat, openssh, nginx-light, wrk, haproxy),
-# builds the release binary and the plugins, then runs this.
+# `cargo xtask bench-tunnel` installs the peers (iperf3, socat, openssh, nginx-light, wrk, haproxy,
+# tcpdump), builds the release binary and the plugins, then runs this.
 set -euo pipefail
 ulimit -n "$(ulimit -Hn)"   # 10,000 held connections need more descriptors than the default
 
@@ -49,7 +51,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in "$SKY" iperf3 socat ssh /usr/sbin/sshd nginx wrk /usr/sbin/haproxy python3; do
+for tool in "$SKY" iperf3 socat ssh /usr/sbin/sshd nginx wrk /usr/sbin/haproxy tcpdump python3; do
     command -v "$tool" >/dev/null || { echo "missing: $tool (run cargo xtask bench-tunnel)" >&2; exit 2; }
 done
 [ -f "$SCORER" ] || { echo "missing: $SCORER (run cargo xtask plugins)" >&2; exit 2; }
@@ -78,6 +80,35 @@ for line in sys.stdin:
     if m:
         got["n"] = int(m.group(1))
 print("%.0f %.0f %d" % (got["50"], got["99"], got["n"]))'
+}
+
+# How long a packet stays in a relay: tcpdump on loopback stamps it as it enters the second
+# relay of a chain and as it leaves, under wrk's one-connection load through that chain
+# (1 s of it), both directions; the p50 in µs. Arguments: wrk's port, tcpdump's filter, then
+# the ports a packet enters by (to, from) and leaves by (from, to) — a Skybridge relay has one
+# socket, a socat relay two connections. (tcpdump's own cost falls on every chain alike.)
+residence() {
+    local port=$1 filter=$2 pcap="$WORK/residence.pcap"
+    wrk -t1 -c1 -d3s "http://127.0.0.1:$port/" >/dev/null & local load=$!
+    sleep 1
+    timeout -s INT 1 tcpdump -i lo -n -B 65536 --time-stamp-precision=nano -w "$pcap" "$filter" 2>/dev/null || true
+    wait "$load"
+    tcpdump -r "$pcap" -n -tt --time-stamp-precision=nano 2>/dev/null | python3 -c '
+import re, sys
+in_to, in_from, out_from, out_to = sys.argv[1:5]
+entered, stays = None, []
+for line in sys.stdin:
+    m = re.match(r"(\d+\.\d+) IP [\d.]+\.(\d+) > [\d.]+\.(\d+):.*length (\d+)", line)
+    if not m or m.group(4) == "0":  # a bare TCP ACK carries nothing to forward
+        continue
+    t, src, dst = float(m.group(1)), m.group(2), m.group(3)
+    if dst == in_to or src == in_from:
+        entered = t
+    elif (src == out_from or dst == out_to) and entered is not None:
+        stays.append((t - entered) * 1e6)
+        entered = None
+stays.sort()
+print("%.1f %d" % (stays[len(stays) // 2], len(stays)) if stays else "- 0")' "$3" "$4" "$5" "$6"
 }
 
 # CPU time in user space and in the kernel (clock ticks) and context switches (all threads) of
@@ -236,6 +267,11 @@ read -r c1_50 _ < <(latency "$H2")
 read -r s1_50 _ < <(latency "$SKY_HTTP1")
 printf '  %-40s p50 %6s µs\n' "socat, 1 relay" "$c1_50" "Skybridge, 1 relay (r1)" "$s1_50"
 python3 -c "print('  one more relay adds at p50: socat %.0f µs, Skybridge %.0f µs (target: no more than socat)' % ($c50 - $c1_50, $s50 - $s1_50))"
+# Whether that difference is the relay's own: the time a packet spends inside one.
+read -r cr cn < <(residence "$H1" "tcp port $H2 or tcp port $HTTP" "$H2" "$HTTP" "$H2" "$HTTP")
+read -r sr srn < <(residence "$SKY_HTTP" "udp port $R2" "$R2" - "$R2" -)
+printf '  time a packet spends in the second relay, p50 (tcpdump on lo): socat %s µs per segment (%s), Skybridge %s µs per packet (%s)\n' \
+    "$cr" "$cn" "$sr" "$srn"
 }
 
 if section latency; then

@@ -34,7 +34,7 @@ tasks:
   bench [--toolchain …] [-- <criterion args>]
                  run the benchmarks (release build); figures go in BENCHMARKS.md
   bench-tunnel [SECONDS]
-                 install iperf3, socat, openssh, nginx, wrk, haproxy; build release; run bench/tunnel.sh
+                 install iperf3, socat, openssh, nginx, wrk, haproxy, tcpdump; build release; run bench/tunnel.sh
                  (Skybridge vs ssh -J vs socat throughput, HTTP latency through a binding)
     bench-soak [MINUTES]
                  install nginx; build release; run bench/soak.sh (a process mesh under mixed
@@ -445,6 +445,7 @@ const BENCH_PEERS: &[(&str, &str)] = &[
     ("nginx", "nginx-light"),
     ("wrk", "wrk"),
     ("/usr/sbin/haproxy", "haproxy"),
+    ("tcpdump", "tcpdump"),
     ("python3", "python3"),
 ];
 
