@@ -264,7 +264,12 @@ pub fn routes() -> Vec<Route> {
         route("/v1/decisions", "paths", "The 50 latest decision records.", schema::<Vec<DecisionRecord>>),
         Route {
             errors: &[404],
-            ..route("/v1/decisions/{id}", "paths", "One decision record.", schema::<DecisionRecord>)
+            ..route(
+                "/v1/decisions/{id}",
+                "paths",
+                "One decision record (the newest 10,000 ids are kept; an older one is 404).",
+                schema::<DecisionRecord>,
+            )
         },
         route("/v1/policy", "paths", "The path policy in force.", schema::<Policy>),
         Route {

@@ -123,9 +123,16 @@ impl Which {
     }
 }
 
+/// Decision records kept: a record whose id is this many or more below the newest is dropped
+/// as a newer one is stored. Every binding made or re-routed and every `POST /v1/decisions`
+/// stores one (about a kilobyte); without a bound a controller's file — and redb's page cache,
+/// so its memory — grew with every decision it ever made.
+pub const KEEP_DECISIONS: u64 = 10_000;
+
 /// What a storage engine implements. Calls may block on I/O; [`Store`] runs them on its pool.
 pub trait Backend: Send + Sync + 'static {
-    /// Store a new decision record, giving it the next id (written into it).
+    /// Store a new decision record, giving it the next id (written into it); the oldest past
+    /// [`KEEP_DECISIONS`] are dropped.
     fn insert_decision(&self, record: &mut DecisionRecord) -> Result<u64, StoreError>;
     /// The decision record with this id.
     fn decision(&self, id: u64) -> Result<Option<DecisionRecord>, StoreError>;

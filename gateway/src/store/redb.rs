@@ -7,7 +7,7 @@ use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Backend, Decided, Inventory, StoreError, Which};
+use super::{Backend, Decided, Inventory, KEEP_DECISIONS, StoreError, Which};
 use crate::catalog::{
     Association, AuditRecord, Authorization, CatalogEntry, InventoryRecord, KEEP_REFRESHES, PlatformReports,
     RefreshRecord,
@@ -209,7 +209,8 @@ impl RedbStore {
     }
 
     /// Store a decision record under the id it carries (ids given out elsewhere: a group's
-    /// shared counter); an id taken already is [`StoreError::Exists`].
+    /// shared counter); an id taken already is [`StoreError::Exists`]. The oldest past
+    /// [`KEEP_DECISIONS`] below the newest id are dropped.
     pub fn insert_decision_as(&self, record: &DecisionRecord) -> Result<(), StoreError> {
         let doing = "storing a decision";
         self.write(doing, |tx| {
@@ -218,8 +219,19 @@ impl RedbStore {
                 return Err(StoreError::Exists { kind: "decision", key: record.id.to_string() });
             }
             table.insert(record.id, encode(doing, record)?.as_slice()).doing(doing)?;
-            Ok(())
+            let newest = table.last().doing(doing)?.map_or(record.id, |(id, _)| id.value());
+            Self::forget_old_decisions(&mut table, doing, newest)
         })
+    }
+
+    /// Drop the decision records [`KEEP_DECISIONS`] or more below `newest`.
+    fn forget_old_decisions(
+        table: &mut ::redb::Table<u64, &[u8]>,
+        doing: &'static str,
+        newest: u64,
+    ) -> Result<(), StoreError> {
+        let Some(oldest_dropped) = newest.checked_sub(KEEP_DECISIONS) else { return Ok(()) };
+        table.retain_in(..=oldest_dropped, |_, _| false).doing(doing)
     }
 
     /// Append audit lines (assigning their `seq`) in one transaction: for a store whose
@@ -326,6 +338,7 @@ impl Backend for RedbStore {
             let id = last.map(|(k, _)| k.value() + 1).unwrap_or(1);
             record.id = id;
             table.insert(id, encode(doing, record)?.as_slice()).doing(doing)?;
+            Self::forget_old_decisions(&mut table, doing, id)?;
             Ok(id)
         })
     }
@@ -799,6 +812,26 @@ mod tests {
         assert_eq!(store.recent_decisions(1).unwrap(), vec![b]);
         let mut c = record("d");
         assert_eq!(store.insert_decision(&mut c).unwrap(), 3);
+    }
+
+    #[test]
+    fn decisions_past_the_kept_number_are_dropped_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("c.redb")).unwrap();
+        let (mut a, mut b) = (record("a"), record("b"));
+        assert_eq!(store.insert_decision(&mut a).unwrap(), 1);
+        assert_eq!(store.insert_decision(&mut b).unwrap(), 2);
+        // Numbered elsewhere (a group's counter): id 1 falls out of the newest KEEP_DECISIONS.
+        let mut c = record("c");
+        c.id = KEEP_DECISIONS + 1;
+        store.insert_decision_as(&c).unwrap();
+        assert_eq!(store.decision(1).unwrap(), None);
+        assert_eq!(store.decision(2).unwrap(), Some(b.clone()));
+        // Numbering on from the newest drops id 2 the same way.
+        let mut d = record("d");
+        assert_eq!(store.insert_decision(&mut d).unwrap(), KEEP_DECISIONS + 2);
+        assert_eq!(store.decision(2).unwrap(), None);
+        assert_eq!(store.recent_decisions(10).unwrap(), vec![d, c]);
     }
 
     #[test]
