@@ -64,7 +64,7 @@ pub struct MeshEndpoint {
     refusals: std::sync::Mutex<RefusalLog>,
     /// How incoming connections are served.
     server: quinn::ServerConfig,
-    /// Path MTUs found by connections through tunnels that have ended.
+    /// Path MTUs found by connections through tunnels, open or ended.
     path_mtus: std::sync::Mutex<PathMtus>,
 }
 
@@ -73,13 +73,25 @@ pub struct MeshEndpoint {
 /// connection — starts there instead of discovering it again. Bounded: when full, an entry
 /// is forgotten (that tunnel's next connection discovers its MTU again).
 #[derive(Default)]
-struct PathMtus(std::collections::HashMap<SocketAddr, u16>);
+struct PathMtus(std::collections::HashMap<SocketAddr, PathMtu>);
+
+/// What a tunnel's connections have found of its path MTU.
+enum PathMtu {
+    /// The connection through it now, still searching or done: a renewal arrives while its
+    /// predecessor is open, and starts at what that one has found so far.
+    Open(quinn::Connection),
+    /// What its last connection had found when it ended.
+    Found(u16),
+}
 
 /// Tunnels whose path MTU is remembered at once.
 const PATH_MTUS: usize = 4096;
 
+/// Where every QUIC connection starts without a known path MTU: nothing to remember below it.
+const QUIC_MIN_MTU: u16 = 1200;
+
 impl PathMtus {
-    fn remember(&mut self, tunnel: SocketAddr, mtu: u16) {
+    fn remember(&mut self, tunnel: SocketAddr, mtu: PathMtu) {
         if self.0.len() >= PATH_MTUS
             && !self.0.contains_key(&tunnel)
             && let Some(any) = self.0.keys().next().copied()
@@ -89,8 +101,24 @@ impl PathMtus {
         self.0.insert(tunnel, mtu);
     }
 
+    /// `conn`, through `tunnel`, has ended: what it found stays — unless another connection
+    /// through the tunnel is open now (a renewal), which knows as much and goes on learning.
+    fn ended(&mut self, tunnel: SocketAddr, conn: &quinn::Connection) {
+        if let Some(PathMtu::Open(open)) = self.0.get(&tunnel)
+            && open.stable_id() != conn.stable_id()
+            && open.close_reason().is_none()
+        {
+            return;
+        }
+        self.remember(tunnel, PathMtu::Found(conn.stats().path.current_mtu));
+    }
+
     fn get(&self, tunnel: SocketAddr) -> Option<u16> {
-        self.0.get(&tunnel).copied()
+        let mtu = match self.0.get(&tunnel)? {
+            PathMtu::Open(conn) => conn.stats().path.current_mtu,
+            PathMtu::Found(mtu) => *mtu,
+        };
+        (mtu > QUIC_MIN_MTU).then_some(mtu)
     }
 }
 
@@ -328,20 +356,26 @@ impl MeshEndpoint {
         })
     }
 
-    /// Remember the path MTU that `conn`, an accepted connection that came through a tunnel
-    /// and is ending now, found: the tunnel's next connection starts there. (Only for a
-    /// tunnel's address, which stands for one path; a real address may be reached otherwise
-    /// next time.)
+    /// Follow the path MTU that `conn`, an accepted connection that came through a tunnel,
+    /// finds: the tunnel's next connection — which may come while this one is still open —
+    /// starts at what it has found by then. (Only for a tunnel's address, which stands for one
+    /// path; a real address may be reached otherwise next time.)
+    pub fn follow_path_mtu(&self, conn: &quinn::Connection) {
+        self.path_mtus().remember(conn.remote_address(), PathMtu::Open(conn.clone()));
+    }
+
+    /// `conn`, followed with [`MeshEndpoint::follow_path_mtu`], has ended: keep what it found
+    /// (without holding the connection).
     pub fn remember_path_mtu(&self, conn: &quinn::Connection) {
-        let mtu = conn.stats().path.current_mtu;
-        self.path_mtus
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remember(conn.remote_address(), mtu);
+        self.path_mtus().ended(conn.remote_address(), conn);
+    }
+
+    fn path_mtus(&self) -> std::sync::MutexGuard<'_, PathMtus> {
+        self.path_mtus.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn path_mtu(&self, remote: SocketAddr) -> Option<u16> {
-        self.path_mtus.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(remote)
+        self.path_mtus().get(remote)
     }
 
     /// Begin `incoming`'s handshake — at the path MTU its tunnel's last connection found, if
@@ -542,11 +576,11 @@ mod tests {
         let mut mtus = PathMtus::default();
         let addr = |i: u16| SocketAddr::from(([240, 0, 0, 0], i));
         for i in 0..PATH_MTUS as u16 + 10 {
-            mtus.remember(addr(i), 9_000);
+            mtus.remember(addr(i), PathMtu::Found(9_000));
         }
         assert_eq!(mtus.0.len(), PATH_MTUS);
         assert_eq!(mtus.get(addr(PATH_MTUS as u16 + 9)), Some(9_000), "the newest is kept");
-        mtus.remember(addr(PATH_MTUS as u16 + 9), 1_500);
+        mtus.remember(addr(PATH_MTUS as u16 + 9), PathMtu::Found(1_500));
         assert_eq!((mtus.0.len(), mtus.get(addr(PATH_MTUS as u16 + 9))), (PATH_MTUS, Some(1_500)));
     }
 
@@ -566,17 +600,33 @@ mod tests {
 
     /// A connection over a path whose MTU another found starts there, on both sides: it makes
     /// no probe, and it carries a stream at once (its first congestion window holds a packet
-    /// of that size — quinn's default would hold none).
+    /// of that size — quinn's default would hold none). Whether the other has ended...
     #[tokio::test]
     async fn a_connection_over_a_known_path_starts_at_its_mtu_without_probing() {
+        next_connection_starts_at_found_mtu(false).await;
+    }
+
+    /// ... or is still open, as a renewed connection's predecessor is when it arrives.
+    #[tokio::test]
+    async fn a_connection_beside_an_open_one_starts_at_the_mtu_that_one_found() {
+        next_connection_starts_at_found_mtu(true).await;
+    }
+
+    async fn next_connection_starts_at_found_mtu(first_still_open: bool) {
         let (_dir, r1, r2) = two_relays();
         let addr = r1.local_addr().unwrap();
 
         let (first, accepted) = tokio::join!(r2.connect(addr, "r1", &[Role::Relay]), r1.accept());
         let (first, (accepted, _)) = (first.unwrap(), accepted.unwrap());
+        r1.follow_path_mtu(&accepted);
         let (mtu, accepted_mtu) = (discovered(&first).await, discovered(&accepted).await);
         assert!(first.stats().path.sent_plpmtud_probes > 0, "the first one searched");
-        r1.remember_path_mtu(&accepted);
+        if !first_still_open {
+            first.close(0u32.into(), b"done");
+            accepted.closed().await;
+            r1.remember_path_mtu(&accepted);
+            drop(accepted);
+        }
 
         let again =
             async { tokio::join!(r2.connect_at_mtu(addr, "r1", &[Role::Relay], Some(mtu)), r1.accept()) };

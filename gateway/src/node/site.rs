@@ -284,6 +284,7 @@ async fn accept_end_to_end(endpoint: Arc<MeshEndpoint>, tunnels: Arc<HopTable>) 
             Some(peer) if role == Role::Controller && through_tunnel => {
                 tracing::debug!(%peer, %remote, "end-to-end connection through a tunnel");
                 let (endpoint, tunnels) = (Arc::clone(&endpoint), Arc::clone(&tunnels));
+                endpoint.follow_path_mtu(&conn);
                 tokio::spawn(async move {
                     serve_streams(tunnels, conn.clone(), peer).await;
                     crate::mesh::transport::log_connection_stats(&conn, "end-to-end connection ended");
