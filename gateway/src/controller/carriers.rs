@@ -13,8 +13,8 @@
 //! once it is up, and the old one is closed after its last stream ends. QUIC keeps a receive
 //! state for every stream a peer may open and pools ended ones with their buffers; renewing
 //! returns that memory at the site instead of letting a busy binding hold its high-water mark.
-//! A renewal starts at the path MTU its predecessor found (and the site at what the tunnel's
-//! last connection found) instead of searching again: discovery's probes, each padded to its
+//! A renewal starts at the path MTU its predecessor found (the site at what the predecessor,
+//! still open, has found) instead of searching again: discovery's probes, each padded to its
 //! full size, came to ~700 KB each way per renewal on loopback, half of renewal's CPU cost.
 
 use std::collections::HashMap;

@@ -378,8 +378,8 @@ impl MeshEndpoint {
         self.path_mtus().get(remote)
     }
 
-    /// Begin `incoming`'s handshake — at the path MTU its tunnel's last connection found, if
-    /// any — or, to validate its address first, ask its peer to retry (`None`).
+    /// Begin `incoming`'s handshake — at the path MTU its tunnel's open or last connection has
+    /// found, if any — or, to validate its address first, ask its peer to retry (`None`).
     fn start_handshake(
         &self,
         incoming: quinn::Incoming,
