@@ -70,53 +70,51 @@ pub struct MeshEndpoint {
 
 /// Path MTUs found over tunnels, by the tunnel's virtual address (one per tunnel, so one per
 /// path): the next connection through the same tunnel — a binding's renewed end-to-end
-/// connection — starts there instead of discovering it again. Bounded: when full, an entry
-/// is forgotten (that tunnel's next connection discovers its MTU again).
+/// connection — starts there instead of discovering it again.
 #[derive(Default)]
-struct PathMtus(std::collections::HashMap<SocketAddr, PathMtu>);
-
-/// What a tunnel's connections have found of its path MTU.
-enum PathMtu {
-    /// The connection through it now, still searching or done: a renewal arrives while its
-    /// predecessor is open, and starts at what that one has found so far.
-    Open(quinn::Connection),
-    /// What its last connection had found when it ended.
-    Found(u16),
+struct PathMtus {
+    /// The tunnel connections open now, by quinn's stable id, each from its accept to its end
+    /// (as long as the task serving it): a renewal arrives while its predecessor is open, and
+    /// starts at what that one has found so far. Looked up by each one's address now, which
+    /// follows it when it migrates to another tunnel.
+    open: std::collections::HashMap<usize, quinn::Connection>,
+    /// What each tunnel's last connection had found when it ended. Bounded: when full, an
+    /// entry is forgotten (that tunnel's next connection discovers its MTU again).
+    found: std::collections::HashMap<SocketAddr, u16>,
 }
 
-/// Tunnels whose path MTU is remembered at once.
+/// Tunnels whose ended connection's path MTU is remembered at once.
 const PATH_MTUS: usize = 4096;
 
 /// Where every QUIC connection starts without a known path MTU: nothing to remember below it.
 const QUIC_MIN_MTU: u16 = 1200;
 
 impl PathMtus {
-    fn remember(&mut self, tunnel: SocketAddr, mtu: PathMtu) {
-        if self.0.len() >= PATH_MTUS
-            && !self.0.contains_key(&tunnel)
-            && let Some(any) = self.0.keys().next().copied()
-        {
-            self.0.remove(&any);
-        }
-        self.0.insert(tunnel, mtu);
+    fn opened(&mut self, conn: &quinn::Connection) {
+        self.open.insert(conn.stable_id(), conn.clone());
     }
 
-    /// `conn`, through `tunnel`, has ended: what it found stays — unless another connection
-    /// through the tunnel is open now (a renewal), which knows as much and goes on learning.
-    fn ended(&mut self, tunnel: SocketAddr, conn: &quinn::Connection) {
-        if let Some(PathMtu::Open(open)) = self.0.get(&tunnel)
-            && open.stable_id() != conn.stable_id()
-            && open.close_reason().is_none()
+    /// `conn` has ended: let it go, and keep what it found for its tunnel (the last it used).
+    fn ended(&mut self, conn: &quinn::Connection) {
+        self.open.remove(&conn.stable_id());
+        self.remember(conn.remote_address(), conn.stats().path.current_mtu);
+    }
+
+    fn remember(&mut self, tunnel: SocketAddr, mtu: u16) {
+        if self.found.len() >= PATH_MTUS
+            && !self.found.contains_key(&tunnel)
+            && let Some(any) = self.found.keys().next().copied()
         {
-            return;
+            self.found.remove(&any);
         }
-        self.remember(tunnel, PathMtu::Found(conn.stats().path.current_mtu));
+        self.found.insert(tunnel, mtu);
     }
 
     fn get(&self, tunnel: SocketAddr) -> Option<u16> {
-        let mtu = match self.0.get(&tunnel)? {
-            PathMtu::Open(conn) => conn.stats().path.current_mtu,
-            PathMtu::Found(mtu) => *mtu,
+        let open = self.open.values().find(|conn| conn.remote_address() == tunnel);
+        let mtu = match open {
+            Some(conn) => conn.stats().path.current_mtu,
+            None => *self.found.get(&tunnel)?,
         };
         (mtu > QUIC_MIN_MTU).then_some(mtu)
     }
@@ -359,15 +357,16 @@ impl MeshEndpoint {
     /// Follow the path MTU that `conn`, an accepted connection that came through a tunnel,
     /// finds: the tunnel's next connection — which may come while this one is still open —
     /// starts at what it has found by then. (Only for a tunnel's address, which stands for one
-    /// path; a real address may be reached otherwise next time.)
+    /// path; a real address may be reached otherwise next time.) Must be followed by
+    /// [`MeshEndpoint::remember_path_mtu`] when it ends, which lets it go.
     pub fn follow_path_mtu(&self, conn: &quinn::Connection) {
-        self.path_mtus().remember(conn.remote_address(), PathMtu::Open(conn.clone()));
+        self.path_mtus().opened(conn);
     }
 
-    /// `conn`, followed with [`MeshEndpoint::follow_path_mtu`], has ended: keep what it found
-    /// (without holding the connection).
+    /// `conn`, followed with [`MeshEndpoint::follow_path_mtu`], has ended: keep what it found,
+    /// without holding the connection.
     pub fn remember_path_mtu(&self, conn: &quinn::Connection) {
-        self.path_mtus().ended(conn.remote_address(), conn);
+        self.path_mtus().ended(conn);
     }
 
     fn path_mtus(&self) -> std::sync::MutexGuard<'_, PathMtus> {
@@ -576,12 +575,12 @@ mod tests {
         let mut mtus = PathMtus::default();
         let addr = |i: u16| SocketAddr::from(([240, 0, 0, 0], i));
         for i in 0..PATH_MTUS as u16 + 10 {
-            mtus.remember(addr(i), PathMtu::Found(9_000));
+            mtus.remember(addr(i), 9_000);
         }
-        assert_eq!(mtus.0.len(), PATH_MTUS);
+        assert_eq!(mtus.found.len(), PATH_MTUS);
         assert_eq!(mtus.get(addr(PATH_MTUS as u16 + 9)), Some(9_000), "the newest is kept");
-        mtus.remember(addr(PATH_MTUS as u16 + 9), PathMtu::Found(1_500));
-        assert_eq!((mtus.0.len(), mtus.get(addr(PATH_MTUS as u16 + 9))), (PATH_MTUS, Some(1_500)));
+        mtus.remember(addr(PATH_MTUS as u16 + 9), 1_500);
+        assert_eq!((mtus.found.len(), mtus.get(addr(PATH_MTUS as u16 + 9))), (PATH_MTUS, Some(1_500)));
     }
 
     /// Wait until `conn`'s path MTU discovery can go no higher on loopback (within the minimum
@@ -626,6 +625,7 @@ mod tests {
             accepted.closed().await;
             r1.remember_path_mtu(&accepted);
             drop(accepted);
+            assert!(r1.path_mtus().open.is_empty(), "an ended connection is let go");
         }
 
         let again =
