@@ -11,7 +11,9 @@
 #      each node's CPU time and context switches per request; and the same chains with one
 #      relay (Skybridge: site-a → r1 → site-c), whose difference is what one more relay adds,
 #      and the time a packet spends inside a relay (tcpdump's stamps on loopback), which says
-#      how much of that difference is the relay's own;
+#      how much of that difference is the relay's own, and the same difference with the
+#      relays on one CPU and the rest on another (as relays on hosts of their own: the ends
+#      then share no CPU with them);
 #      and a request on a new connection each time (p50, CPUs halting), where the tunnel's
 #      stream opening shows;
 #   3. new connections per second (wrk with `Connection: close`: one TCP connection per
@@ -122,6 +124,29 @@ sky_costs() {
         switches=$(cat /proc/"$pid"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }')
         echo "$name $user $system $switches"
     done
+}
+
+# The relays on one CPU and everything else — this shell (so wrk), the controller, the sites,
+# nginx — on another, as relays on hosts of their own would be; then every process on all the
+# CPUs this bench was given again. (`taskset -a`: all of a process's threads; a socat relay's
+# per-connection children inherit its listener's CPUs; one that has just ended is nothing to
+# pin.)
+ALL_CPUS=$(taskset -c -p $$ | sed 's/.*: //')
+read -r END_CPU RELAY_CPU < <(python3 -c '
+import sys
+cpus = []
+for part in sys.argv[1].split(","):
+    a, _, b = part.partition("-")
+    cpus += range(int(a), int(b or a) + 1)
+print(*(cpus[:2] if len(cpus) > 1 else [""]))' "$ALL_CPUS")
+pin_cpus() { local cpus=$1; shift; for p in "$@"; do taskset -a -p -c "$cpus" "$p" >/dev/null 2>&1 || true; done; }
+relays_apart() {
+    pin_cpus "$END_CPU" $$ $(pgrep -f "$SKY (controller|site) ") $(pgrep -x nginx)
+    pin_cpus "$RELAY_CPU" $(pgrep -f "$SKY relay ") $(pgrep -f "socat TCP-LISTEN")
+}
+relays_among() {
+    pin_cpus "$ALL_CPUS" $$ $(pgrep -f "$SKY (controller|relay|site) ") $(pgrep -x nginx) \
+        $(pgrep -f "socat TCP-LISTEN")
 }
 
 # What each Skybridge process spent between the samples in costs.before and costs.after:
@@ -262,7 +287,7 @@ printf '  %-40s p50 %6s µs   p99 %6s µs\n' "direct" "$d50" "$d99" "socat chain
 python3 -c "print('  added at p50: socat %.0f µs in all, %.0f µs per relay; ssh -J %.0f µs; Skybridge %.0f µs in all, %.0f µs per relay (target: no more than socat per relay)' % ($c50 - $d50, ($c50 - $d50) / 2, $h50 - $d50, $s50 - $d50, ($s50 - $d50) / 2))"
 DIRECT_P50+=("$d50"); SKY_P50+=("$s50")
 report_costs request "$sn"
-# One relay fewer: what a relay adds is the difference (the ends' work cancels out).
+# One relay fewer: what a relay adds is the difference (the ends' own work cancels out).
 read -r c1_50 _ < <(latency "$H2")
 read -r s1_50 _ < <(latency "$SKY_HTTP1")
 printf '  %-40s p50 %6s µs\n' "socat, 1 relay" "$c1_50" "Skybridge, 1 relay (r1)" "$s1_50"
@@ -272,6 +297,18 @@ read -r cr cn < <(residence "$H1" "tcp port $H2 or tcp port $HTTP" "$H2" "$HTTP"
 read -r sr srn < <(residence "$SKY_HTTP" "udp port $R2" "$R2" - "$R2" -)
 printf '  time a packet spends in the second relay, p50 (tcpdump on lo): socat %s µs per segment (%s), Skybridge %s µs per packet (%s)\n' \
     "$cr" "$cn" "$sr" "$srn"
+# The rest of the difference is the ends slowing down when one more process shares their two
+# CPUs (and caches) — more so for QUIC ends than for socat's. Relays on their own hosts do not
+# share them: the nearest this machine comes is the relays on one CPU, the rest on another.
+if [ -n "$RELAY_CPU" ]; then
+    relays_apart
+    read -r ca50 _ < <(latency "$H1"); read -r ca1_50 _ < <(latency "$H2")
+    read -r sa50 _ < <(latency "$SKY_HTTP"); read -r sa1_50 _ < <(latency "$SKY_HTTP1")
+    relays_among
+    printf '  relays on CPU %s, the rest on CPU %s: socat %s µs with 2 relays, %s with 1; Skybridge %s, %s\n' \
+        "$RELAY_CPU" "$END_CPU" "$ca50" "$ca1_50" "$sa50" "$sa1_50"
+    python3 -c "print('  one more relay adds at p50, relays on a CPU of their own: socat %.0f µs, Skybridge %.0f µs (target: no more than socat)' % ($ca50 - $ca1_50, $sa50 - $sa1_50))"
+fi
 }
 
 if section latency; then
